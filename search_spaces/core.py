@@ -1,0 +1,352 @@
+"""What an architecture *is*, independent of any weights: `Arch`, `BlockSpec`, `SearchSpace`.
+
+Pure Python on purpose (no torch): a search that scores latency and size never builds a model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+
+class ArchError(ValueError):
+    """An architecture that its space cannot build; the message names the field and the allowed values."""
+
+    def __init__(self, field_name: str, problem: str, allowed: Any = None):
+        self.field = field_name
+        self.allowed = allowed
+        msg = f"{field_name}: {problem}"
+        if allowed is not None:
+            msg += f" (allowed: {_fmt_allowed(allowed)})"
+        super().__init__(msg)
+
+
+def _fmt_allowed(allowed: Any) -> str:
+    if isinstance(allowed, (list, tuple, set, frozenset)):
+        return "{" + ", ".join(str(a) for a in sorted(allowed, key=str)) + "}" if isinstance(
+            allowed, (set, frozenset)) else "[" + ", ".join(str(a) for a in allowed) + "]"
+    return str(allowed)
+
+
+def make_divisible(v: float, divisor: int = 32, min_value: int | None = None) -> int:
+    """Next-ViT's `_make_divisible` (official code): round to a multiple, never more than 10 % down."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def canonical(value: Any) -> Any:
+    """Plain-data canonical form: tuples become lists, integral floats become ints (3.0 -> 3).
+
+    One arch has one canonical form, so its JSON, its hash and its id do not depend on whether a
+    user wrote `3` or `3.0` in a YAML file.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class Arch:
+    """One architecture of a space, as plain data.
+
+    `stages` is a list of per-stage dicts whose keys the space defines (see each space's docstring).
+    `resolution` is the input size the arch is deployed at (square images); it is part of the arch
+    because latency, MACs and EfficientFormerV2's attention biases depend on it.
+    """
+
+    space: str
+    stages: tuple
+    resolution: int = 224
+
+    def __init__(self, space: str, stages: Sequence[Mapping[str, Any]], resolution: int = 224):
+        object.__setattr__(self, "space", str(space))
+        object.__setattr__(self, "stages", tuple(canonical(dict(s)) if isinstance(s, Mapping) else s
+                                                 for s in stages))
+        object.__setattr__(self, "resolution", canonical(resolution))
+
+    # ---- plain data -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"space": self.space, "resolution": self.resolution,
+                "stages": [dict(s) if isinstance(s, Mapping) else s for s in self.stages]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Arch":
+        if not isinstance(d, Mapping):
+            raise ArchError("arch", f"expected a mapping with keys space, resolution, stages; got {type(d).__name__}")
+        unknown = set(d) - {"space", "resolution", "stages", "id"}
+        if unknown:
+            raise ArchError(sorted(unknown)[0], "unknown field", ["space", "resolution", "stages"])
+        for k in ("space", "stages"):
+            if k not in d:
+                raise ArchError(k, "missing field", ["space", "resolution", "stages"])
+        if not isinstance(d["stages"], (list, tuple)):
+            raise ArchError("stages", "must be a list of per-stage mappings")
+        return cls(d["space"], [dict(s) if isinstance(s, Mapping) else s for s in d["stages"]],
+                   d.get("resolution", 224))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def id(self) -> str:
+        """A stable short id: the first 12 hex digits of the SHA-1 of the canonical JSON."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:12]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Arch) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash(self.to_json())
+
+    def __repr__(self) -> str:
+        return f"Arch({self.space}, id={self.id}, resolution={self.resolution})"
+
+    def with_resolution(self, resolution: int) -> "Arch":
+        return Arch(self.space, [dict(s) for s in self.stages], resolution)
+
+    # ---- derived (delegated to the space, which knows the structure) -------------------------
+    def _space(self) -> "SearchSpace":
+        from . import get_space
+        return get_space(self.space)
+
+    def layout(self, num_classes: int = 1000) -> "Layout":
+        return self._space().layout(self, num_classes)
+
+    def blocks(self, num_classes: int = 1000) -> list["BlockSpec"]:
+        """Every deployable block in execution order (stem, stage blocks, head)."""
+        return self.layout(num_classes).blocks()
+
+    def params(self, num_classes: int = 1000) -> int:
+        """Exact count of `nn.Parameter` elements of the torch model of this arch."""
+        space = self._space()
+        return sum(space.block_params(b) for b in self.blocks(num_classes))
+
+    def macs(self, num_classes: int = 1000) -> int:
+        """Multiply-accumulates of conv, linear and attention matmuls (batch 1)."""
+        space = self._space()
+        return sum(space.block_macs(b) for b in self.blocks(num_classes))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One deployable block with every number that fixes its shape and cost.
+
+    `key` is a stable string (the row key of latency tables): the kind, then the arguments in
+    their declared order, e.g. `nextvit.ncb(in=64,out=96,stride=1,hidden=288,hw=56)`.
+    """
+
+    kind: str
+    args: tuple  # ((name, value), ...) in declaration order
+
+    @classmethod
+    def make(cls, kind: str, **args: Any) -> "BlockSpec":
+        return cls(kind, tuple((k, canonical(v)) for k, v in args.items()))
+
+    @property
+    def key(self) -> str:
+        inner = ",".join(f"{k}={_fmt_value(v)}" for k, v in self.args)
+        return f"{self.kind}({inner})"
+
+    def __getitem__(self, name: str) -> Any:
+        for k, v in self.args:
+            if k == name:
+                return v
+        raise KeyError(f"{self.kind} has no argument {name!r}")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def as_dict(self) -> dict:
+        return dict(self.args)
+
+    def __repr__(self) -> str:
+        return f"BlockSpec({self.key})"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A block at its place: `pos` is the index of the supernet block whose weights it shares."""
+
+    spec: BlockSpec
+    pos: int | None = None
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    downsample: Placed | None
+    blocks: tuple  # tuple[Placed, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The blocks of one arch grouped the way the torch model nests them."""
+
+    stem: Placed
+    stages: tuple  # tuple[StageLayout, ...]
+    head: Placed
+
+    def blocks(self) -> list[BlockSpec]:
+        out = [self.stem.spec]
+        for st in self.stages:
+            if st.downsample is not None:
+                out.append(st.downsample.spec)
+            out.extend(p.spec for p in st.blocks)
+        out.append(self.head.spec)
+        return out
+
+
+class SearchSpace:
+    """A family of architectures: the choices, the references, sampling and validation.
+
+    Subclasses define `name`, `choices` (for humans and for the search), `references`,
+    `layout(arch)`, `supernet_layout()`, `block_params(spec)`, `block_macs(spec)`,
+    `validate(arch)`, `sample(rng)`, `max_arch()`, `min_arch()` and `all_blocks()`.
+    """
+
+    name: str = ""
+    reference_names: tuple = ()
+    default_resolution: int = 224
+
+    def __init__(self, resolution: int | None = None):
+        self.resolution = self.default_resolution if resolution is None else int(resolution)
+        check_resolution(self.resolution, "resolution")
+
+    # ---- references ---------------------------------------------------------------------
+    def reference(self, name: str) -> Arch:
+        stages = self._reference_stages(name)
+        return Arch(self.name, stages, self.resolution)
+
+    def references(self) -> dict[str, Arch]:
+        return {n: self.reference(n) for n in self.reference_names}
+
+    def _reference_stages(self, name: str) -> list[dict]:
+        raise NotImplementedError
+
+    # ---- common helpers -----------------------------------------------------------------
+    def _check_space(self, arch: Arch) -> None:
+        if not isinstance(arch, Arch):
+            raise ArchError("arch", f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.name:
+            raise ArchError("space", f"arch belongs to space {arch.space!r}, not {self.name!r}", [self.name])
+        check_resolution(arch.resolution, "resolution")
+
+    def coerce(self, arch: Arch | Mapping | str) -> Arch:
+        """An Arch from an Arch, a dict, or a reference name; validated."""
+        if isinstance(arch, str):
+            if arch not in self.reference_names:
+                raise ArchError("arch", f"unknown reference {arch!r}", list(self.reference_names))
+            arch = self.reference(arch)
+        elif isinstance(arch, Mapping):
+            arch = Arch.from_dict(arch)
+        self.validate(arch)
+        return arch
+
+    def is_valid(self, arch: Arch) -> bool:
+        try:
+            self.validate(arch)
+            return True
+        except ArchError:
+            return False
+
+    def sample_many(self, n: int, seed: int = 0) -> list[Arch]:
+        rng = random.Random(seed)
+        return [self.sample(rng) for _ in range(n)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(resolution={self.resolution})"
+
+
+RESOLUTION_STEP = 32
+RESOLUTION_RANGE = (32, 1024)
+
+
+def check_resolution(resolution: Any, field_name: str) -> None:
+    # Multiples of 32: every stage then has an integral size, E-MHSA's 1-D pool always sees whole
+    # windows, and EfficientFormerV2's stride attention upsamples back to its stage's exact size.
+    lo, hi = RESOLUTION_RANGE
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or not (lo <= resolution <= hi) \
+            or resolution % RESOLUTION_STEP:
+        raise ArchError(field_name, f"{resolution!r} is not a supported input resolution",
+                        f"multiples of {RESOLUTION_STEP} from {lo} to {hi}")
+
+
+def check_keys(stage: Any, index: int, keys: Iterable[str]) -> dict:
+    keys = list(keys)
+    if not isinstance(stage, Mapping):
+        raise ArchError(f"stages[{index}]", f"must be a mapping with keys {keys}")
+    unknown = [k for k in stage if k not in keys]
+    if unknown:
+        raise ArchError(f"stages[{index}].{unknown[0]}", "unknown field", keys)
+    missing = [k for k in keys if k not in stage]
+    if missing:
+        raise ArchError(f"stages[{index}].{missing[0]}", "missing field", keys)
+    return dict(stage)
+
+
+def check_choice(value: Any, allowed: Sequence, field_name: str) -> None:
+    if isinstance(value, bool) or not any(value == a and type(value) in (int, float) for a in allowed):
+        raise ArchError(field_name, f"{value!r} is not allowed", list(allowed))
+
+
+def check_count(stages: Sequence, n: int) -> None:
+    if not isinstance(stages, (list, tuple)) or len(stages) != n:
+        got = len(stages) if isinstance(stages, (list, tuple)) else type(stages).__name__
+        raise ArchError("stages", f"expected {n} stages, got {got}", f"exactly {n}")
+
+
+_REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
+_CACHE: dict[tuple, SearchSpace] = {}
+
+
+def register_space(name: str, factory: Callable[..., SearchSpace]) -> None:
+    _REGISTRY[name] = factory
+
+
+def list_spaces() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_space(name: str, resolution: int | None = None) -> SearchSpace:
+    """The search space registered as `name`; an unknown name raises an error listing the names."""
+    if name not in _REGISTRY:
+        raise ArchError("space", f"unknown search space {name!r}", list_spaces())
+    key = (name, resolution)
+    if key not in _CACHE:
+        _CACHE[key] = _REGISTRY[name](resolution=resolution)
+    return _CACHE[key]
+
+
+def iter_unique(specs: Iterable[BlockSpec]) -> Iterator[BlockSpec]:
+    seen = set()
+    for s in specs:
+        if s.key not in seen:
+            seen.add(s.key)
+            yield s

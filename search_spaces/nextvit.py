@@ -1,0 +1,324 @@
+"""The Next-ViT search space: NHS stages `(NCB×N + NTB×1)×L` with elastic N, L, r, widths, MLP ratios.
+
+Stage fields (stages are 0-based here; the paper's stage 1 is `stages[0]`):
+
+- `stages[0]` (no NTB, as in the paper): `n`, `ncb_width`, `ncb_mlp_ratio`.
+- `stages[1..3]`: `n` NCBs then one NTB, the pattern repeated `l` times (`l` is elastic in
+  `stages[2]` only, NHS's own scaling knob: Next-ViT-S/B/L are l = 2/4/6); `ncb_width`,
+  `ntb_width` (the NTB's output channels), `r` (the NTB shrink ratio: the share of channels that go
+  through E-MHSA; r = 1 is a pure E-MHSA block with no MHCA branch), `ncb_mlp_ratio`,
+  `ntb_mlp_ratio`.
+
+Weight sharing (how a subnet finds its weights in the supernet, which is Next-ViT-L):
+first-k blocks -- NCB q of pattern p in `stages[2]` is supernet block 5p+q, the NTB of pattern p is
+block 5p+4 -- and first-k channels in every tensor (stated once, in `supernet.sharing`).
+
+Choice made here: the supernet's NTB branch tensors are Next-ViT-L's (E-MHSA on 0.75·W_max
+channels, MHCA on 0.25·W_max), so an NTB of width w and ratio r is valid only when its E-MHSA
+width `make_divisible(int(w·r), 32)` and MHCA width fit in them. That keeps the max arch exactly
+Next-ViT-L (and the largest arch of the space); r = 1 is open up to 0.75·W_max and r = 0.5 up to
+0.5·W_max. `validate` names the widths at which each r is allowed.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
+                   check_choice, check_count, check_keys, iter_unique, make_divisible,
+                   register_space)
+
+HEAD_DIM = 32
+STEM_CHS = (64, 32, 64)
+SR_RATIOS = (8, 4, 2, 1)  # per stage; stages[0] has no NTB so 8 is never used
+
+# The elastic choices. Every set contains the paper's value; every maximum is Next-ViT-L's.
+CHOICES: list[dict[str, tuple]] = [
+    dict(n=(1, 2, 3), ncb_width=(64, 96), ncb_mlp_ratio=(2, 3)),
+    dict(n=(1, 2, 3), l=(1,), ncb_width=(128, 160, 192), ntb_width=(128, 160, 192, 224, 256),
+         r=(0.5, 0.75, 1.0), ncb_mlp_ratio=(2, 3), ntb_mlp_ratio=(1.5, 2)),
+    dict(n=(1, 2, 3, 4), l=(1, 2, 3, 4, 5, 6), ncb_width=(256, 320, 384),
+         ntb_width=(256, 320, 384, 448, 512), r=(0.5, 0.75, 1.0), ncb_mlp_ratio=(2, 3),
+         ntb_mlp_ratio=(1.5, 2)),
+    dict(n=(1, 2), l=(1,), ncb_width=(512, 640, 768), ntb_width=(512, 640, 768, 896, 1024),
+         r=(0.5, 0.75, 1.0), ncb_mlp_ratio=(2, 3), ntb_mlp_ratio=(1.5, 2)),
+]
+STAGE0_KEYS = ("n", "ncb_width", "ncb_mlp_ratio")
+STAGE_KEYS = ("n", "l", "ncb_width", "ntb_width", "r", "ncb_mlp_ratio", "ntb_mlp_ratio")
+PAPER_R = 0.75
+
+
+def ntb_split(width: int, r: float) -> tuple[int, int]:
+    """(E-MHSA channels, MHCA channels) of an NTB, exactly as the official code splits them."""
+    mhsa = make_divisible(int(width * r), HEAD_DIM)
+    return mhsa, width - mhsa
+
+
+def _max_branches(stage: int) -> tuple[int, int]:
+    return ntb_split(max(CHOICES[stage]["ntb_width"]), PAPER_R)
+
+
+def allowed_r(stage: int, width: int) -> list[float]:
+    """The shrink ratios whose two branches fit in Next-ViT-L's NTB tensors at this width."""
+    max_mhsa, max_mhca = _max_branches(stage)
+    out = []
+    for r in CHOICES[stage]["r"]:
+        mhsa, mhca = ntb_split(width, r)
+        if mhsa <= max_mhsa and mhca <= max_mhca and mhsa <= width:
+            out.append(r)
+    return out
+
+
+class NextViTSpace(SearchSpace):
+    name = "nextvit"
+    reference_names = ("nextvit_s", "nextvit_b", "nextvit_l")
+    choices = CHOICES
+
+    # ---- references -------------------------------------------------------------------
+    def _reference_stages(self, name: str) -> list[dict]:
+        ls = {"nextvit_s": 2, "nextvit_b": 4, "nextvit_l": 6}
+        if name not in ls:
+            raise ArchError("arch", f"unknown reference {name!r}", list(self.reference_names))
+        return [
+            dict(n=3, ncb_width=96, ncb_mlp_ratio=3),
+            dict(n=3, l=1, ncb_width=192, ntb_width=256, r=0.75, ncb_mlp_ratio=3, ntb_mlp_ratio=2),
+            dict(n=4, l=ls[name], ncb_width=384, ntb_width=512, r=0.75, ncb_mlp_ratio=3, ntb_mlp_ratio=2),
+            dict(n=2, l=1, ncb_width=768, ntb_width=1024, r=0.75, ncb_mlp_ratio=3, ntb_mlp_ratio=2),
+        ]
+
+    def max_arch(self) -> Arch:
+        return self.reference("nextvit_l")
+
+    def min_arch(self) -> Arch:
+        stages = [dict(n=1, ncb_width=64, ncb_mlp_ratio=2)]
+        for s in (1, 2, 3):
+            c = CHOICES[s]
+            w = min(c["ntb_width"])
+            stages.append(dict(n=1, l=1, ncb_width=min(c["ncb_width"]), ntb_width=w,
+                               r=min(allowed_r(s, w)), ncb_mlp_ratio=min(c["ncb_mlp_ratio"]),
+                               ntb_mlp_ratio=min(c["ntb_mlp_ratio"])))
+        return Arch(self.name, stages, self.resolution)
+
+    def sample(self, rng: random.Random) -> Arch:
+        stages = []
+        for s, c in enumerate(CHOICES):
+            st = {k: rng.choice(v) for k, v in c.items() if k != "r"}
+            if s > 0:
+                st["r"] = rng.choice(allowed_r(s, st["ntb_width"]))
+                st = {k: st[k] for k in STAGE_KEYS}
+            stages.append(st)
+        return Arch(self.name, stages, self.resolution)
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self, arch: Arch) -> None:
+        self._check_space(arch)
+        check_count(arch.stages, 4)
+        for s, stage in enumerate(arch.stages):
+            keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
+            st = check_keys(stage, s, keys)
+            for k in keys:
+                if k == "r":
+                    continue
+                check_choice(st[k], CHOICES[s][k], f"stages[{s}].{k}")
+            if s > 0:
+                check_choice(st["r"], CHOICES[s]["r"], f"stages[{s}].r")
+                ok = allowed_r(s, st["ntb_width"])
+                if not any(st["r"] == r for r in ok):
+                    max_mhsa, max_mhca = _max_branches(s)
+                    raise ArchError(
+                        f"stages[{s}].r",
+                        f"r={st['r']} at ntb_width={st['ntb_width']} needs branches {ntb_split(st['ntb_width'], st['r'])}"
+                        f" (E-MHSA, MHCA) but the supernet holds at most ({max_mhsa}, {max_mhca})", ok)
+
+    # ---- structure -----------------------------------------------------------------------
+    def _stage_hw(self, resolution: int, s: int) -> tuple[int, int]:
+        """(input size of the stage's first block, size of every later block) for stage s."""
+        out = resolution // 2 ** (s + 2)
+        return (out if s == 0 else out * 2), out
+
+    def layout(self, arch: Arch, num_classes: int = 1000) -> Layout:
+        self.validate(arch)
+        return self._layout(arch.stages, arch.resolution, num_classes, supernet=False)
+
+    def supernet_layout(self, num_classes: int = 1000, resolution: int | None = None) -> Layout:
+        """The blocks the supernet holds: Next-ViT-L, each NTB with an input projection.
+
+        Next-ViT-L's NTBs need no projection in front of E-MHSA (their input width equals their
+        E-MHSA width), but a subnet whose NCB width differs from its NTB's E-MHSA width does;
+        the supernet holds that 1x1 conv + BN so every subnet has its weights.
+        """
+        res = self.resolution if resolution is None else resolution
+        return self._layout(self.max_arch().stages, res, num_classes, supernet=True)
+
+    def _layout(self, stages: tuple, resolution: int, num_classes: int, supernet: bool) -> Layout:
+        stem = Placed(BlockSpec.make("nextvit.stem", hw=resolution))
+        in_chs = STEM_CHS[-1]
+        out_stages = []
+        for s, st in enumerate(stages):
+            hw_first, hw = self._stage_hw(resolution, s)
+            stride = 1 if s == 0 else 2
+            ncb_w = st["ncb_width"]
+            ncb_hidden = make_divisible(ncb_w * st["ncb_mlp_ratio"], HEAD_DIM)
+            placed = []
+            patterns = 1 if s == 0 else st["l"]
+            for p in range(patterns):
+                for q in range(st["n"]):
+                    first = p == 0 and q == 0
+                    spec = BlockSpec.make("nextvit.ncb", **{"in": in_chs}, out=ncb_w,
+                                          stride=stride if first else 1, hidden=ncb_hidden,
+                                          hw=hw_first if first else hw)
+                    placed.append(Placed(spec, p * (_pattern_len(s)) + q))
+                    in_chs = ncb_w
+                if s == 0:
+                    continue
+                w = st["ntb_width"]
+                mhsa, _ = ntb_split(w, st["r"])
+                spec = BlockSpec.make(
+                    "nextvit.ntb", **{"in": in_chs}, out=w, mhsa=mhsa, stride=1, sr=SR_RATIOS[s],
+                    hidden=make_divisible(w * st["ntb_mlp_ratio"], HEAD_DIM),
+                    proj=bool(supernet or in_chs != mhsa), hw=hw)
+                placed.append(Placed(spec, p * _pattern_len(s) + _pattern_len(s) - 1))
+                in_chs = w
+            out_stages.append(StageLayout(None, tuple(placed)))
+        head = Placed(BlockSpec.make("nextvit.head", **{"in": in_chs}, classes=num_classes))
+        return Layout(stem, tuple(out_stages), head)
+
+    def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
+        """Every block any arch of this space (at this space's resolution) can contain."""
+        res = self.resolution
+        specs = [BlockSpec.make("nextvit.stem", hw=res)]
+        in_set = {STEM_CHS[-1]}
+        for s, c in enumerate(CHOICES):
+            hw_first, hw = self._stage_hw(res, s)
+            stride = 1 if s == 0 else 2
+            for w in c["ncb_width"]:
+                for ratio in c["ncb_mlp_ratio"]:
+                    hidden = make_divisible(w * ratio, HEAD_DIM)
+                    for i in sorted(in_set):
+                        specs.append(BlockSpec.make("nextvit.ncb", **{"in": i}, out=w, stride=stride,
+                                                    hidden=hidden, hw=hw_first))
+                    specs.append(BlockSpec.make("nextvit.ncb", **{"in": w}, out=w, stride=1,
+                                                hidden=hidden, hw=hw))
+                    if s > 0 and max(c["l"]) > 1:  # the NCB that follows an NTB inside a stage
+                        for wt in c["ntb_width"]:
+                            specs.append(BlockSpec.make("nextvit.ncb", **{"in": wt}, out=w, stride=1,
+                                                        hidden=hidden, hw=hw))
+            if s == 0:
+                in_set = set(c["ncb_width"])
+                continue
+            for wn in c["ncb_width"]:
+                for wt in c["ntb_width"]:
+                    for r in allowed_r(s, wt):
+                        mhsa, _ = ntb_split(wt, r)
+                        for ratio in c["ntb_mlp_ratio"]:
+                            specs.append(BlockSpec.make(
+                                "nextvit.ntb", **{"in": wn}, out=wt, mhsa=mhsa, stride=1,
+                                sr=SR_RATIOS[s], hidden=make_divisible(wt * ratio, HEAD_DIM),
+                                proj=wn != mhsa, hw=hw))
+            in_set = set(c["ntb_width"])
+        for i in sorted(in_set):
+            specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes))
+        return list(iter_unique(specs))
+
+    # ---- analytic cost -----------------------------------------------------------------
+    def block_params(self, spec: BlockSpec) -> int:
+        return _PARAMS[spec.kind](spec)
+
+    def block_macs(self, spec: BlockSpec) -> int:
+        return _MACS[spec.kind](spec)
+
+
+def _pattern_len(s: int) -> int:
+    """Blocks per NHS pattern in the supernet (Next-ViT-L): N_max NCBs + 1 NTB (stage 0: N_max)."""
+    n_max = max(CHOICES[s]["n"])
+    return n_max if s == 0 else n_max + 1
+
+
+# ---- parameter and MAC counts (must equal the torch modules in supernet.nextvit) ------------
+def _bn(c: int) -> int:
+    return 2 * c
+
+
+def _patch_embed_params(cin: int, cout: int, stride: int, force: bool = False) -> int:
+    return cin * cout + _bn(cout) if (stride == 2 or cin != cout or force) else 0
+
+
+def _mhca_params(c: int) -> int:
+    return c * HEAD_DIM * 9 + _bn(c) + c * c
+
+
+def _mlp_params(c: int, hidden: int) -> int:
+    return c * hidden + hidden + hidden * c + c
+
+
+def _stem_params(spec: BlockSpec) -> int:
+    a, b, c = STEM_CHS
+    return (3 * a * 9 + _bn(a)) + (a * b * 9 + _bn(b)) + (b * c * 9 + _bn(c)) + (c * c * 9 + _bn(c))
+
+
+def _ncb_params(spec: BlockSpec) -> int:
+    cin, cout = spec["in"], spec["out"]
+    return (_patch_embed_params(cin, cout, spec["stride"]) + _mhca_params(cout) + _bn(cout)
+            + _mlp_params(cout, spec["hidden"]))
+
+
+def _ntb_params(spec: BlockSpec) -> int:
+    cin, cout, mhsa = spec["in"], spec["out"], spec["mhsa"]
+    mhca = cout - mhsa
+    n = _patch_embed_params(cin, mhsa, spec["stride"], force=spec["proj"]) + _bn(mhsa)
+    n += 4 * (mhsa * mhsa + mhsa) + (_bn(mhsa) if spec["sr"] > 1 else 0)
+    if mhca:
+        n += _patch_embed_params(mhsa, mhca, 1) + _mhca_params(mhca)
+    return n + _bn(cout) + _mlp_params(cout, spec["hidden"])
+
+
+def _head_params(spec: BlockSpec) -> int:
+    c, k = spec["in"], spec["classes"]
+    return _bn(c) + c * k + k
+
+
+def _down(hw: int, stride: int) -> int:
+    return -(-hw // stride)
+
+
+def _stem_macs(spec: BlockSpec) -> int:
+    a, b, c = STEM_CHS
+    h1 = _down(spec["hw"], 2)
+    h2 = _down(h1, 2)
+    return h1 * h1 * (a * 3 * 9 + b * a * 9 + c * b * 9) + h2 * h2 * c * c * 9
+
+
+def _mhca_macs(c: int, hw: int) -> int:
+    return hw * hw * (c * HEAD_DIM * 9 + c * c)
+
+
+def _ncb_macs(spec: BlockSpec) -> int:
+    cin, cout, stride = spec["in"], spec["out"], spec["stride"]
+    hw = _down(spec["hw"], stride)
+    m = hw * hw * cin * cout if (stride == 2 or cin != cout) else 0
+    return m + _mhca_macs(cout, hw) + hw * hw * 2 * cout * spec["hidden"]
+
+
+def _ntb_macs(spec: BlockSpec) -> int:
+    cin, cout, mhsa, stride, sr = spec["in"], spec["out"], spec["mhsa"], spec["stride"], spec["sr"]
+    hw = _down(spec["hw"], stride)
+    n = hw * hw
+    m = n * cin * mhsa if (stride == 2 or cin != mhsa or spec["proj"]) else 0
+    nk = n // (sr * sr) if sr > 1 else n
+    m += 2 * n * mhsa * mhsa + 2 * nk * mhsa * mhsa + 2 * n * nk * mhsa  # q, proj; k, v; q@k, attn@v
+    mhca = cout - mhsa
+    if mhca:
+        m += (n * mhsa * mhca if mhsa != mhca else 0) + _mhca_macs(mhca, hw)
+    return m + n * 2 * cout * spec["hidden"]
+
+
+def _head_macs(spec: BlockSpec) -> int:
+    return spec["in"] * spec["classes"]
+
+
+_PARAMS = {"nextvit.stem": _stem_params, "nextvit.ncb": _ncb_params, "nextvit.ntb": _ntb_params,
+           "nextvit.head": _head_params}
+_MACS = {"nextvit.stem": _stem_macs, "nextvit.ncb": _ncb_macs, "nextvit.ntb": _ntb_macs,
+         "nextvit.head": _head_macs}
+
+register_space("nextvit", NextViTSpace)
