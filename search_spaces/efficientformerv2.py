@@ -207,7 +207,8 @@ class EfficientFormerV2Space(SearchSpace):
                 placed.append(Placed(spec, p))
             out_stages.append(StageLayout(down, tuple(placed)))
             prev = w
-        head = Placed(BlockSpec.make("efficientformerv2.head", **{"in": prev}, classes=num_classes))
+        head = Placed(BlockSpec.make("efficientformerv2.head", **{"in": prev}, classes=num_classes,
+                                    hw=_stage_res(resolution, 3)))
         return Layout(stem, tuple(out_stages), head)
 
     def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
@@ -229,7 +230,8 @@ class EfficientFormerV2Space(SearchSpace):
                     specs.append(BlockSpec.make("efficientformerv2.attn", dim=w, hidden=int(w * e),
                                                 stride=STRIDE_ATTN[s] or 1, hw=r))
         for w in WIDTHS[3]:
-            specs.append(BlockSpec.make("efficientformerv2.head", **{"in": w}, classes=num_classes))
+            specs.append(BlockSpec.make("efficientformerv2.head", **{"in": w}, classes=num_classes,
+                                        hw=_stage_res(res, 3)))
         return list(iter_unique(specs))
 
     # ---- analytic cost ------------------------------------------------------------------

@@ -180,7 +180,8 @@ class NextViTSpace(SearchSpace):
                 placed.append(Placed(spec, p * _pattern_len(s) + _pattern_len(s) - 1))
                 in_chs = w
             out_stages.append(StageLayout(None, tuple(placed)))
-        head = Placed(BlockSpec.make("nextvit.head", **{"in": in_chs}, classes=num_classes))
+        head = Placed(BlockSpec.make("nextvit.head", **{"in": in_chs}, classes=num_classes,
+                                    hw=resolution // 32))
         return Layout(stem, tuple(out_stages), head)
 
     def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
@@ -217,7 +218,7 @@ class NextViTSpace(SearchSpace):
                                 proj=wn != mhsa, hw=hw))
             in_set = set(c["ntb_width"])
         for i in sorted(in_set):
-            specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes))
+            specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes, hw=res // 32))
         return list(iter_unique(specs))
 
     # ---- analytic cost -----------------------------------------------------------------

@@ -1,0 +1,355 @@
+"""EfficientFormerV2's deployable blocks, built from a `BlockSpec`.
+
+Structure and names follow timm (`timm/models/efficientformer_v2.py`), which matches the official
+code tensor for tensor: the unified FFN (1x1 -> depthwise 3x3 -> 1x1, each with BN, GELU), MHSA
+with local V and talking heads, stride attention (depthwise stride-2 conv before, bilinear x2
+upsample after), the dual-path attention downsampling into the last stage, and LayerScale.
+
+Attention biases are tables over |dy|, |dx| offsets at the block's resolution, shape
+(heads, R*R), indexed `|dy|*R + |dx|` -- the official and timm order both.
+`reparameterize()` folds every conv -> BN pair, LayerScale into the conv before it and the
+biases into one (heads, N, N) table.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces import BlockSpec
+from search_spaces.efficientformerv2 import (ATTN_RATIO, DS_KEY_DIM, KEY_DIM, NUM_HEADS)
+
+from .layers import DropPath, fold_conv_bn, fold_pre_bn, scale_output
+
+LAYER_SCALE_INIT = 1e-5
+
+
+@functools.lru_cache(maxsize=None)
+def _rel_pos_index(q_res: int, k_res: int, q_stride: int) -> torch.Tensor:
+    """(Nq, Nk) indices into a (heads, k_res**2) table: |dy|*k_res + |dx| between query and key cells."""
+    k_pos = torch.stack(torch.meshgrid(torch.arange(k_res), torch.arange(k_res), indexing="ij")).flatten(1)
+    q_pos = torch.stack(torch.meshgrid(torch.arange(q_res) * q_stride, torch.arange(q_res) * q_stride,
+                                       indexing="ij")).flatten(1)
+    rel = (q_pos[..., :, None] - k_pos[..., None, :]).abs()
+    return rel[0] * k_res + rel[1]
+
+
+def resize_attention_biases(table: torch.Tensor, res: int) -> torch.Tensor:
+    """Resample a (heads, R*R) offset table to (heads, res*res), bicubic over the (|dy|, |dx|) grid
+    (as the official segmentation backbone does when it changes resolution)."""
+    heads, n = table.shape
+    src = math.isqrt(n)
+    if src == res:
+        return table
+    grid = table.reshape(1, heads, src, src)
+    return F.interpolate(grid, size=(res, res), mode="bicubic", align_corners=False).reshape(heads, res * res)
+
+
+class ConvNorm(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, kernel_size // 2, groups=groups, bias=True)
+        self.bn = nn.BatchNorm2d(out_chs)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
+
+
+class ConvNormAct(ConvNorm):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 1, stride: int = 1, groups: int = 1):
+        super().__init__(in_chs, out_chs, kernel_size, stride, groups)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Stem4(nn.Sequential):
+    def __init__(self, out_chs: int):
+        super().__init__()
+        self.conv1 = ConvNormAct(3, out_chs // 2, 3, stride=2)
+        self.conv2 = ConvNormAct(out_chs // 2, out_chs, 3, stride=2)
+
+    def set_drop_path(self, rate: float):
+        pass
+
+    def reparameterize(self):
+        self.conv1.reparameterize()
+        self.conv2.reparameterize()
+
+
+class LayerScale2d(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.gamma = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.gamma.view(1, -1, 1, 1)
+
+
+class ConvMlpWithNorm(nn.Module):
+    """The unified FFN: 1x1 conv+BN+GELU, depthwise 3x3 conv+BN+GELU, 1x1 conv+BN."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = ConvNormAct(dim, hidden, 1)
+        self.mid = ConvNormAct(hidden, hidden, 3, groups=hidden)
+        self.fc2 = ConvNorm(hidden, dim, 1)
+
+    def forward(self, x):
+        return self.fc2(self.mid(self.fc1(x)))
+
+    def reparameterize(self):
+        self.fc1.reparameterize()
+        self.mid.reparameterize()
+        self.fc2.reparameterize()
+
+
+class Attention2d(nn.Module):
+    """MHSA with local V (depthwise 3x3 on V) and talking heads; stride 2 runs it at half resolution."""
+
+    def __init__(self, dim: int, resolution: int, stride: int = 1):
+        super().__init__()
+        self.num_heads = NUM_HEADS
+        self.scale = KEY_DIM ** -0.5
+        self.dh = KEY_DIM * ATTN_RATIO * NUM_HEADS
+        self.in_res = resolution
+        if stride > 1:
+            self.stride_conv = ConvNorm(dim, dim, 3, stride=stride, groups=dim)
+            self.upsample = nn.Upsample(scale_factor=stride, mode="bilinear")
+        else:
+            self.stride_conv = None
+            self.upsample = None
+        self.resolution = -(-resolution // stride)
+        self.N = self.resolution ** 2
+        kh = KEY_DIM * NUM_HEADS
+        self.q = ConvNorm(dim, kh)
+        self.k = ConvNorm(dim, kh)
+        self.v = ConvNorm(dim, self.dh)
+        self.v_local = ConvNorm(self.dh, self.dh, 3, groups=self.dh)
+        self.talking_head1 = nn.Conv2d(NUM_HEADS, NUM_HEADS, 1)
+        self.talking_head2 = nn.Conv2d(NUM_HEADS, NUM_HEADS, 1)
+        self.act = nn.GELU()
+        self.proj = ConvNorm(self.dh, dim, 1)
+        self.attention_biases = nn.Parameter(torch.zeros(NUM_HEADS, self.N))
+        self.fused_bias = None  # (heads, N, N) after reparameterize()
+
+    def attention_bias(self) -> torch.Tensor:
+        if self.fused_bias is not None:
+            return self.fused_bias
+        idx = _rel_pos_index(self.resolution, self.resolution, 1).to(self.attention_biases.device)
+        return self.attention_biases[:, idx]
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        if H != self.in_res or W != self.in_res:
+            raise ValueError(f"EfficientFormerV2 attention was built for {self.in_res}x{self.in_res} inputs "
+                             f"but got {H}x{W}: build the model for this resolution (arch.resolution).")
+        if self.stride_conv is not None:
+            x = self.stride_conv(x)
+        h, n = self.num_heads, self.N
+        q = self.q(x).reshape(B, h, -1, n).transpose(-1, -2)
+        k = self.k(x).reshape(B, h, -1, n)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(B, h, -1, n).transpose(-1, -2)
+        attn = (q @ k) * self.scale + self.attention_bias()
+        attn = self.talking_head2(self.talking_head1(attn).softmax(dim=-1))
+        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, self.resolution, self.resolution) + v_local
+        if self.upsample is not None:
+            x = self.upsample(x)
+        return self.proj(self.act(x))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        for m in (self.stride_conv, self.q, self.k, self.v, self.v_local, self.proj):
+            if m is not None:
+                m.reparameterize()
+        if self.fused_bias is None:
+            self.fused_bias = nn.Parameter(self.attention_bias().clone(), requires_grad=False)
+            del self.attention_biases
+            self.register_parameter("attention_biases", None)
+
+
+class LocalGlobalQuery(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(1, 2, 0)
+        self.local = nn.Conv2d(in_dim, in_dim, 3, stride=2, padding=1, groups=in_dim)
+        self.proj = ConvNorm(in_dim, out_dim, 1)
+
+    def forward(self, x):
+        return self.proj(self.local(x) + self.pool(x))
+
+
+class Attention2dDownsample(nn.Module):
+    """The attention path of the dual-path downsampling: local-global query at half resolution."""
+
+    def __init__(self, dim: int, out_dim: int, resolution: int):
+        super().__init__()
+        self.num_heads = NUM_HEADS
+        self.scale = DS_KEY_DIM ** -0.5
+        self.dh = DS_KEY_DIM * ATTN_RATIO * NUM_HEADS
+        self.resolution = resolution
+        self.resolution2 = -(-resolution // 2)
+        self.N = resolution ** 2
+        self.N2 = self.resolution2 ** 2
+        kh = DS_KEY_DIM * NUM_HEADS
+        self.q = LocalGlobalQuery(dim, kh)
+        self.k = ConvNorm(dim, kh, 1)
+        self.v = ConvNorm(dim, self.dh, 1)
+        self.v_local = ConvNorm(self.dh, self.dh, 3, stride=2, groups=self.dh)
+        self.act = nn.GELU()
+        self.proj = ConvNorm(self.dh, out_dim, 1)
+        self.attention_biases = nn.Parameter(torch.zeros(NUM_HEADS, self.N))
+        self.fused_bias = None
+
+    def attention_bias(self) -> torch.Tensor:
+        if self.fused_bias is not None:
+            return self.fused_bias
+        idx = _rel_pos_index(self.resolution2, self.resolution, 2).to(self.attention_biases.device)
+        return self.attention_biases[:, idx]
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        if H != self.resolution or W != self.resolution:
+            raise ValueError(f"EfficientFormerV2 attention downsampling was built for {self.resolution}x"
+                             f"{self.resolution} inputs but got {H}x{W}: build the model for this resolution.")
+        h = self.num_heads
+        q = self.q(x).reshape(B, h, -1, self.N2).transpose(-1, -2)
+        k = self.k(x).reshape(B, h, -1, self.N)
+        v = self.v(x)
+        v_local = self.v_local(v)
+        v = v.reshape(B, h, -1, self.N).transpose(-1, -2)
+        attn = ((q @ k) * self.scale + self.attention_bias()).softmax(dim=-1)
+        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, self.resolution2, self.resolution2) + v_local
+        return self.proj(self.act(x))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        for m in (self.q.proj, self.k, self.v, self.v_local, self.proj):
+            m.reparameterize()
+        if self.fused_bias is None:
+            self.fused_bias = nn.Parameter(self.attention_bias().clone(), requires_grad=False)
+            del self.attention_biases
+            self.register_parameter("attention_biases", None)
+
+
+class Downsample(nn.Module):
+    """Conv 3x3 s2 + BN; into the last stage also the attention path, the two summed (dual path)."""
+
+    def __init__(self, in_chs: int, out_chs: int, resolution: int, use_attn: bool):
+        super().__init__()
+        self.conv = ConvNorm(in_chs, out_chs, 3, stride=2)
+        self.attn = Attention2dDownsample(in_chs, out_chs, resolution) if use_attn else None
+
+    @classmethod
+    def from_spec(cls, spec: BlockSpec) -> "Downsample":
+        return cls(spec["in"], spec["out"], spec["hw"], spec["attn"])
+
+    def set_drop_path(self, rate: float):
+        pass
+
+    def forward(self, x):
+        out = self.conv(x)
+        return out + self.attn(x) if self.attn is not None else out
+
+    def reparameterize(self):
+        self.conv.reparameterize()
+        if self.attn is not None:
+            self.attn.reparameterize()
+
+
+class EfficientFormerV2Block(nn.Module):
+    """FFN-only block, or attention + FFN block; each residual branch scaled by LayerScale."""
+
+    def __init__(self, dim: int, hidden: int, resolution: int, use_attn: bool, stride: int = 1):
+        super().__init__()
+        if use_attn:
+            self.token_mixer = Attention2d(dim, resolution, stride)
+            self.ls1 = LayerScale2d(dim)
+            self.drop_path1 = DropPath()
+        else:
+            self.token_mixer = self.ls1 = self.drop_path1 = None
+        self.mlp = ConvMlpWithNorm(dim, hidden)
+        self.ls2 = LayerScale2d(dim)
+        self.drop_path2 = DropPath()
+
+    @classmethod
+    def from_spec(cls, spec: BlockSpec) -> "EfficientFormerV2Block":
+        use_attn = spec.kind == "efficientformerv2.attn"
+        return cls(spec["dim"], spec["hidden"], spec["hw"], use_attn, spec.get("stride", 1))
+
+    def set_drop_path(self, rate: float):
+        self.drop_path2.drop_prob = rate
+        if self.drop_path1 is not None:
+            self.drop_path1.drop_prob = rate
+
+    def forward(self, x):
+        if self.token_mixer is not None:
+            x = x + self.drop_path1(self.ls1(self.token_mixer(x)))
+        return x + self.drop_path2(self.ls2(self.mlp(x)))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        self.mlp.reparameterize()
+        if isinstance(self.ls2, LayerScale2d):
+            scale_output(self.mlp.fc2.conv, self.ls2.gamma)
+            self.ls2 = nn.Identity()
+        if self.token_mixer is not None:
+            self.token_mixer.reparameterize()
+            if isinstance(self.ls1, LayerScale2d):
+                scale_output(self.token_mixer.proj.conv, self.ls1.gamma)
+                self.ls1 = nn.Identity()
+
+
+class DistilledHead(nn.Module):
+    """BN, global average pool, then the class head and the distillation head, averaged."""
+
+    def __init__(self, in_chs: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_chs)
+        self.fc = nn.Linear(in_chs, num_classes)
+        self.fc_dist = nn.Linear(in_chs, num_classes)
+
+    def forward(self, x):
+        x = self.norm(x).mean((2, 3))
+        return (self.fc(x) + self.fc_dist(x)) / 2
+
+    def set_drop_path(self, rate: float):
+        pass
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.norm, nn.BatchNorm2d):
+            fold_pre_bn(self.fc, self.norm)
+            fold_pre_bn(self.fc_dist, self.norm)
+            self.norm = nn.Identity()
+
+
+BUILDERS = {
+    "efficientformerv2.stem": lambda spec: Stem4(spec["out"]),
+    "efficientformerv2.ffn": EfficientFormerV2Block.from_spec,
+    "efficientformerv2.attn": EfficientFormerV2Block.from_spec,
+    "efficientformerv2.downsample": Downsample.from_spec,
+    "efficientformerv2.head": lambda spec: DistilledHead(spec["in"], spec["classes"]),
+}
+
+
+def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
+    if spec.kind == "efficientformerv2.stem":
+        return (batch, 3, spec["hw"], spec["hw"])
+    if spec.kind == "efficientformerv2.head":
+        return (batch, spec["in"], spec["hw"], spec["hw"])
+    if spec.kind == "efficientformerv2.downsample":
+        return (batch, spec["in"], spec["hw"], spec["hw"])
+    return (batch, spec["dim"], spec["hw"], spec["hw"])

@@ -1,0 +1,80 @@
+"""Small pieces both families share: DropPath and the BatchNorm-folding arithmetic."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch; `drop_prob` is set by the model (or the supernet) per position."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+def _bn_affine(bn) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with bn(x) = scale * x + shift in eval mode."""
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    return scale, bn.bias - bn.running_mean * scale
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv (with bias) computing bn(conv(x)) in eval mode."""
+    scale, shift = _bn_affine(bn)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      device=conv.weight.device, dtype=conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+    fused.bias.copy_(bias * scale + shift)
+    return fused
+
+
+@torch.no_grad()
+def fold_pre_bn(module: nn.Module, bn1, bn2=None) -> None:
+    """Fold BN(s) that *precede* a linear map (nn.Linear or 1x1 nn.Conv2d) into it, in place.
+
+    bn2, when given, is applied after bn1 (possibly with a linear op such as average pooling in
+    between, which commutes with a per-channel affine map).
+    """
+    scale, shift = _bn_affine(bn1)
+    if bn2 is not None:
+        s2, t2 = _bn_affine(bn2)
+        scale, shift = scale * s2, shift * s2 + t2
+    w = module.weight
+    w2d = w.reshape(w.shape[0], w.shape[1])
+    extra_bias = w2d @ shift
+    w2d = w2d * scale.reshape(1, -1)
+    module.weight.copy_(w2d.reshape(w.shape))
+    if module.bias is None:
+        module.bias = nn.Parameter(extra_bias.clone())
+    else:
+        module.bias.add_(extra_bias)
+
+
+@torch.no_grad()
+def scale_output(module: nn.Module, gamma: torch.Tensor) -> None:
+    """Multiply a conv's output channels by gamma (folds a LayerScale into the conv before it)."""
+    module.weight.mul_(gamma.reshape(-1, *([1] * (module.weight.ndim - 1))))
+    if module.bias is not None:
+        module.bias.mul_(gamma)
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

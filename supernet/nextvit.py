@@ -1,0 +1,294 @@
+"""Next-ViT's deployable blocks (NCB, NTB with E-MHSA and MHCA), built from a `BlockSpec`.
+
+Structure and names follow the official code and timm (`timm/models/nextvit.py`): BatchNorm + ReLU
+everywhere, E-MHSA reduces K/V with a 1-D average pool over raster-ordered tokens (not a 2-D pool),
+an NCB after an NTB projects with a 1x1 conv + BN. `reparameterize()` folds BatchNorms the way the
+official deployment does (pre-BN into the following 1x1 conv / linear) and, beyond it, every
+conv -> BN pair, so an exported block runs no BatchNorm at all.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from search_spaces import BlockSpec
+from search_spaces.nextvit import HEAD_DIM, STEM_CHS
+
+from .layers import DropPath, fold_conv_bn, fold_pre_bn, trunc_normal_init
+
+NORM_EPS = 1e-5
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, eps=NORM_EPS)
+
+
+class ConvNormAct(nn.Module):
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+        self.norm = _bn(out_chs)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.act(self.norm(self.conv(x)))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.norm)
+            self.norm = nn.Identity()
+
+
+class Stem(nn.Sequential):
+    """Four 3x3 ConvBNReLU layers, output stride 4."""
+
+    def __init__(self):
+        a, b, c = STEM_CHS
+        super().__init__(ConvNormAct(3, a, stride=2), ConvNormAct(a, b), ConvNormAct(b, c),
+                         ConvNormAct(c, c, stride=2))
+
+    def reparameterize(self):
+        for m in self:
+            m.reparameterize()
+
+    def set_drop_path(self, rate: float):
+        pass
+
+
+class PatchEmbed(nn.Module):
+    """Stride 2: avg-pool 2x2 + 1x1 conv + BN; stride 1 and a width change (or `force`): 1x1 conv + BN;
+    otherwise identity."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 1, force: bool = False):
+        super().__init__()
+        if stride == 2:
+            self.pool = nn.AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=False)
+        else:
+            self.pool = nn.Identity()
+        if stride == 2 or in_chs != out_chs or force:
+            self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+            self.norm = _bn(out_chs)
+        else:
+            self.conv = nn.Identity()
+            self.norm = nn.Identity()
+
+    def forward(self, x):
+        return self.norm(self.conv(self.pool(x)))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.conv = fold_conv_bn(self.conv, self.norm)
+            self.norm = nn.Identity()
+
+
+class ConvAttention(nn.Module):
+    """MHCA: grouped 3x3 conv (one group per 32-channel head) + BN + ReLU + 1x1 projection."""
+
+    def __init__(self, chs: int):
+        super().__init__()
+        self.group_conv3x3 = nn.Conv2d(chs, chs, 3, padding=1, groups=chs // HEAD_DIM, bias=False)
+        self.norm = _bn(chs)
+        self.act = nn.ReLU(inplace=True)
+        self.projection = nn.Conv2d(chs, chs, 1, bias=False)
+
+    def forward(self, x):
+        return self.projection(self.act(self.norm(self.group_conv3x3(x))))
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.group_conv3x3 = fold_conv_bn(self.group_conv3x3, self.norm)
+            self.norm = nn.Identity()
+
+
+class ConvMlp(nn.Module):
+    def __init__(self, chs: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(chs, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, chs, 1, bias=True)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class NextConvBlock(nn.Module):
+    """NCB: PatchEmbed, then x + MHCA(x), then x + MLP(BN(x))."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, hidden: int):
+        super().__init__()
+        assert out_chs % HEAD_DIM == 0, out_chs
+        self.patch_embed = PatchEmbed(in_chs, out_chs, stride)
+        self.mhca = ConvAttention(out_chs)
+        self.attn_drop_path = DropPath()
+        self.norm = _bn(out_chs)
+        self.mlp = ConvMlp(out_chs, hidden)
+        self.mlp_drop_path = DropPath()
+
+    @classmethod
+    def from_spec(cls, spec: BlockSpec) -> "NextConvBlock":
+        return cls(spec["in"], spec["out"], spec["stride"], spec["hidden"])
+
+    def set_drop_path(self, rate: float):
+        self.attn_drop_path.drop_prob = self.mlp_drop_path.drop_prob = rate
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        x = x + self.attn_drop_path(self.mhca(x))
+        x = x + self.mlp_drop_path(self.mlp(self.norm(x)))
+        return x
+
+    @torch.no_grad()
+    def reparameterize(self):
+        self.patch_embed.reparameterize()
+        self.mhca.reparameterize()
+        if isinstance(self.norm, nn.BatchNorm2d):
+            fold_pre_bn(self.mlp.fc1, self.norm)
+            self.norm = nn.Identity()
+
+
+class EfficientAttention(nn.Module):
+    """E-MHSA: q from every token; k, v from tokens average-pooled sr² at a time (1-D, raster order) + BN1d."""
+
+    def __init__(self, dim: int, sr_ratio: int):
+        super().__init__()
+        self.num_heads = dim // HEAD_DIM
+        self.scale = HEAD_DIM ** -0.5
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.AvgPool1d(sr_ratio ** 2, stride=sr_ratio ** 2)
+            self.norm = nn.BatchNorm1d(dim, eps=NORM_EPS)
+        else:
+            self.sr = None
+            self.norm = None
+
+    def forward(self, x):
+        B, N, C = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(B, N, h, C // h).transpose(1, 2)
+        if self.sr is not None:
+            x = self.sr(x.transpose(1, 2))
+            x = self.norm(x).transpose(1, 2)
+        k = self.k(x).reshape(B, -1, h, C // h).transpose(1, 2)
+        v = self.v(x).reshape(B, -1, h, C // h).transpose(1, 2)
+        attn = (q * self.scale) @ k.transpose(-1, -2)
+        x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class NextTransformerBlock(nn.Module):
+    """NTB: E-MHSA on `mhsa` channels, MHCA on the rest (none when r = 1), concat, then x + MLP(BN(x))."""
+
+    def __init__(self, in_chs: int, out_chs: int, mhsa_chs: int, stride: int, sr_ratio: int,
+                 hidden: int, proj: bool = False):
+        super().__init__()
+        self.mhsa_chs = mhsa_chs
+        self.mhca_chs = out_chs - mhsa_chs
+        self.r = mhsa_chs / out_chs
+        self.patch_embed = PatchEmbed(in_chs, mhsa_chs, stride, force=proj)
+        self.norm1 = _bn(mhsa_chs)
+        self.e_mhsa = EfficientAttention(mhsa_chs, sr_ratio)
+        self.mhsa_drop_path = DropPath()
+        if self.mhca_chs:
+            self.projection = PatchEmbed(mhsa_chs, self.mhca_chs, 1)
+            self.mhca = ConvAttention(self.mhca_chs)
+            self.mhca_drop_path = DropPath()
+        else:
+            self.projection = self.mhca = self.mhca_drop_path = None
+        self.norm2 = _bn(out_chs)
+        self.mlp = ConvMlp(out_chs, hidden)
+        self.mlp_drop_path = DropPath()
+
+    @classmethod
+    def from_spec(cls, spec: BlockSpec) -> "NextTransformerBlock":
+        return cls(spec["in"], spec["out"], spec["mhsa"], spec["stride"], spec["sr"], spec["hidden"],
+                   spec["proj"])
+
+    def set_drop_path(self, rate: float):
+        # As the official code: the E-MHSA branch drops at rate·r, MHCA at rate·(1 - r).
+        self.mhsa_drop_path.drop_prob = rate * self.r
+        if self.mhca_drop_path is not None:
+            self.mhca_drop_path.drop_prob = rate * (1 - self.r)
+        self.mlp_drop_path.drop_prob = rate
+
+    def forward(self, x):
+        x = self.patch_embed(x)
+        B, C, H, W = x.shape
+        out = self.norm1(x).reshape(B, C, H * W).transpose(1, 2)
+        out = self.mhsa_drop_path(self.e_mhsa(out))
+        x = x + out.transpose(1, 2).reshape(B, C, H, W)
+        if self.mhca is not None:
+            out = self.projection(x)
+            out = out + self.mhca_drop_path(self.mhca(out))
+            x = torch.cat([x, out], dim=1)
+        x = x + self.mlp_drop_path(self.mlp(self.norm2(x)))
+        return x
+
+    @torch.no_grad()
+    def reparameterize(self):
+        self.patch_embed.reparameterize()
+        if isinstance(self.norm1, nn.BatchNorm2d):
+            a = self.e_mhsa
+            fold_pre_bn(a.q, self.norm1)
+            # Average pooling is linear and commutes with a per-channel affine map, so norm1 then
+            # the E-MHSA BatchNorm1d fold into k and v too (as the official merge_bn does).
+            fold_pre_bn(a.k, self.norm1, a.norm)
+            fold_pre_bn(a.v, self.norm1, a.norm)
+            a.norm = nn.Identity() if a.norm is not None else None
+            self.norm1 = nn.Identity()
+        if self.mhca is not None:
+            self.projection.reparameterize()
+            self.mhca.reparameterize()
+        if isinstance(self.norm2, nn.BatchNorm2d):
+            fold_pre_bn(self.mlp.fc1, self.norm2)
+            self.norm2 = nn.Identity()
+
+
+class ClassifierHead(nn.Module):
+    """BN, global average pool, linear."""
+
+    def __init__(self, in_chs: int, num_classes: int):
+        super().__init__()
+        self.norm = _bn(in_chs)
+        self.fc = nn.Linear(in_chs, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.norm(x).mean((2, 3)))
+
+    def set_drop_path(self, rate: float):
+        pass
+
+    @torch.no_grad()
+    def reparameterize(self):
+        if isinstance(self.norm, nn.BatchNorm2d):  # BN commutes with the average pool
+            fold_pre_bn(self.fc, self.norm)
+            self.norm = nn.Identity()
+
+
+def init_weights(module: nn.Module) -> None:
+    """Official init: trunc_normal(std=.02) for conv and linear weights, zero biases."""
+    trunc_normal_init(module)
+
+
+BUILDERS = {
+    "nextvit.stem": lambda spec: Stem(),
+    "nextvit.ncb": NextConvBlock.from_spec,
+    "nextvit.ntb": NextTransformerBlock.from_spec,
+    "nextvit.head": lambda spec: ClassifierHead(spec["in"], spec["classes"]),
+}
+
+
+def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
+    if spec.kind == "nextvit.stem":
+        return (batch, 3, spec["hw"], spec["hw"])
+    if spec.kind == "nextvit.head":
+        return (batch, spec["in"], spec["hw"], spec["hw"])
+    return (batch, spec["in"], spec["hw"], spec["hw"])
+
+

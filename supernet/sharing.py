@@ -1,0 +1,185 @@
+"""The weight-sharing supernet: one set of tensors (the space's largest model), any subnet's forward.
+
+The sharing rule, stated once: a subnet block placed at supernet position p (the `Placed.pos` the
+space assigns -- first-k blocks) uses the first k entries along every dimension of that supernet
+block's tensors (first-k channels, first-k hidden units, first-k heads). EfficientFormerV2's
+attention-bias tables are the one exception: they are resampled to the subnet's resolution.
+
+How: the supernet holds the static modules of `space.supernet_layout()`. For a subnet it runs
+the *same static block classes* (shape-only "skeletons" on the meta device, cached per block
+spec), handing them views of the shared tensors. So `extract(arch)` -- the static model with
+those slices copied in -- computes exactly what the supernet computes, and gradients of any subnet
+flow into the shared tensors. No elastic layer classes exist, so nothing of this reaches an export.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+import torch.nn as nn
+
+import search_spaces
+from search_spaces import Arch, ArchError, BlockSpec, SearchSpace
+
+from .efficientformerv2 import resize_attention_biases
+from .model import DeployModel, Model, build_block, drop_path_rates
+
+
+def first_k(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The sharing rule: the leading `shape` corner of a shared tensor (a view, differentiable)."""
+    if tensor.shape == shape:
+        return tensor
+    return tensor[tuple(slice(0, n) for n in shape)]
+
+
+def share(name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    if name.endswith("attention_biases") and tensor.shape[1] != shape[1]:
+        return resize_attention_biases(tensor, int(round(shape[1] ** 0.5)))
+    if any(n > m for n, m in zip(shape, tensor.shape)) or len(shape) != tensor.shape.__len__():
+        raise RuntimeError(f"supernet tensor {name} of shape {tuple(tensor.shape)} cannot hold {tuple(shape)}")
+    return first_k(tensor, shape)
+
+
+@dataclass
+class _Slot:
+    """One tensor a skeleton needs: where it lives in the skeleton and in the supernet."""
+
+    skel_owner: nn.Module
+    skel_attr: str
+    is_param: bool
+    src_owner: nn.Module
+    src_attr: str
+    name: str
+    shape: torch.Size
+
+
+@dataclass
+class _Step:
+    path: str  # the module path in the static model of the arch ("stages.2.blocks.3")
+    skeleton: nn.Module
+    slots: list
+    drop_path: float
+
+    def tensors(self) -> dict:
+        out = {}
+        for s in self.slots:
+            src = (s.src_owner._parameters if s.is_param else s.src_owner._buffers)[s.src_attr]
+            out[s.name] = src if not s.shape else share(s.name, src, s.shape)
+        return out
+
+    def run(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        for s, t in zip(self.slots, self.tensors().values()):
+            (s.skel_owner._parameters if s.is_param else s.skel_owner._buffers)[s.skel_attr] = t
+        if self.skeleton.training != training:
+            self.skeleton.train(training)
+        self.skeleton.set_drop_path(self.drop_path)
+        return self.skeleton(x)
+
+
+class Supernet(Model):
+    """Holds the largest model of a space; `set_active(arch)` picks the subnet `forward` computes."""
+
+    def __init__(self, space: SearchSpace, num_classes: int = 1000, resolution: int | None = None,
+                 drop_path_rate: float = 0.0):
+        self.space = space
+        self.num_classes = num_classes
+        self.resolution = space.resolution if resolution is None else int(resolution)
+        super().__init__(space.supernet_layout(num_classes, self.resolution))
+        self.drop_path_rate = drop_path_rate
+        n = sum(len(st.blocks) for st in self.layout.stages)
+        rates = drop_path_rates(n, drop_path_rate)
+        self._pos_rate, i = {}, 0
+        for s, st in enumerate(self.layout.stages):
+            for j, _ in enumerate(st.blocks):
+                self._pos_rate[(s, j)] = rates[i]
+                i += 1
+        self._skeletons: dict[str, nn.Module] = {}
+        self._steps: list[_Step] = []
+        self.active_arch: Arch | None = None
+        self.set_active(space.max_arch().with_resolution(self.resolution))
+
+    # ---- choosing the subnet -------------------------------------------------------------
+    def set_active(self, arch: Arch) -> "Supernet":
+        if not isinstance(arch, Arch):
+            raise ArchError("arch", f"expected an Arch, got {type(arch).__name__}")
+        if arch.space != self.space.name:
+            raise ArchError("space", f"this supernet is of space {self.space.name!r}, the arch of {arch.space!r}",
+                            [self.space.name])
+        layout = self.space.layout(arch, self.num_classes)
+        steps = [self._step("stem", layout.stem.spec, self.stem, 0.0)]
+        for s, st in enumerate(layout.stages):
+            holder_stage = self.stages[s]
+            if st.downsample is not None:
+                steps.append(self._step(f"stages.{s}.downsample", st.downsample.spec,
+                                        holder_stage.downsample, 0.0))
+            for j, placed in enumerate(st.blocks):
+                steps.append(self._step(f"stages.{s}.blocks.{j}", placed.spec,
+                                        holder_stage.blocks[placed.pos], self._pos_rate[(s, placed.pos)]))
+        steps.append(self._step("head", layout.head.spec, self.head, 0.0))
+        self._steps = steps
+        self.active_arch = arch
+        return self
+
+    def _skeleton(self, spec: BlockSpec) -> nn.Module:
+        sk = self._skeletons.get(spec.key)
+        if sk is None:
+            with torch.device("meta"):
+                sk = build_block(spec, init=False)
+            self._skeletons[spec.key] = sk
+        return sk
+
+    def _step(self, path: str, spec: BlockSpec, holder: nn.Module, drop_path: float) -> _Step:
+        sk = self._skeleton(spec)
+        slots = []
+        named = [(n, t, True) for n, t in sk.named_parameters()] + \
+                [(n, t, False) for n, t in sk.named_buffers()]
+        for name, t, is_param in named:
+            owner_name, _, attr = name.rpartition(".")
+            skel_owner = sk.get_submodule(owner_name)
+            try:
+                src_owner = holder.get_submodule(owner_name)
+            except AttributeError:
+                src_owner = None
+            table = None if src_owner is None else (src_owner._parameters if is_param else src_owner._buffers)
+            if table is None or table.get(attr) is None:
+                raise RuntimeError(f"supernet block {path} ({spec.key}) has no tensor {name}; "
+                                   "the space's supernet_layout does not cover this block")
+            shape = t.shape if t.dim() else torch.Size()
+            slots.append(_Slot(skel_owner, attr, is_param, src_owner, attr, name, shape))
+        return _Step(path, sk, slots, drop_path)
+
+    # ---- running it ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self._steps:
+            x = step.run(x, self.training)
+        return x
+
+    # ---- leaving the supernet ---------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, arch: Arch | None = None) -> DeployModel:
+        """The plain model of `arch` (default: the active one) with its shared weights copied in."""
+        previous = self.active_arch
+        if arch is not None and arch != previous:
+            self.set_active(arch)
+        arch = self.active_arch
+        state = {f"{step.path}.{name}": t.detach().clone() for step in self._steps
+                 for name, t in step.tensors().items()}
+        device = next(self.parameters()).device
+        model = DeployModel(arch, self.num_classes, init=False).to(device)
+        model.load_state_dict(state, strict=True)
+        model.train(self.training)
+        if previous is not None and previous != arch:
+            self.set_active(previous)
+        return model
+
+    def subnet_state_dict(self, arch: Arch) -> dict:
+        return self.extract(arch).state_dict()
+
+
+def build_supernet(space: SearchSpace | str, num_classes: int = 1000, resolution: int | None = None,
+                   drop_path_rate: float = 0.0) -> Supernet:
+    """The elastic supernet of a space (its largest model), active on the max arch."""
+    if isinstance(space, str):
+        space = search_spaces.get_space(space)
+    return Supernet(space, num_classes, resolution, drop_path_rate)
+
+
