@@ -1,0 +1,209 @@
+"""`python -m hwnas.search +target=T`: compose the pieces, run the strategy, write the outputs.
+
+The Hydra entry point is `hwnas/search/__main__.py`; `run(cfg, run_dir)` is the whole app as a
+function of its config, so tests and experiments call it directly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import search_spaces
+from search_spaces import ArchError
+
+from hwnas.config import get_space_from_cfg
+from hwnas.mes import MES, MESError
+
+from . import study as study_mod
+from .objectives import ProxyEvaluator, Scorer
+from .report import ReportContext, records_from_trials, summary_text, write_outputs
+from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class SearchError(Exception):
+    """A bad setting or a missing input, with the fix in the message."""
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
+
+
+def _cfg_dict(node: Any) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+def load_table(target: DictConfig, space: search_spaces.SearchSpace):
+    from hwnas.latency import LatencyTable, default_table_path
+    path = target.get("table") or default_table_path(target.name, space.name)
+    return LatencyTable.load(path), str(path)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace):
+    """(evaluator, accuracy label, evaluator resolution or None, fingerprint of the accuracy source)."""
+    ev_cfg = _cfg_dict(cfg.evaluator)
+    if ev_cfg["name"] == "proxy":
+        return ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy"
+    from .supernet_cache import ensure_checkpoint
+    from hwnas.evaluate import SubnetEvaluator
+    ckpt = ensure_checkpoint(cfg, space)
+    data_cfg = cfg.data
+    kwargs = {k: v for k, v in ev_cfg.items() if k != "name"}
+    evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, **kwargs)
+    res = getattr(evaluator, "resolution", None) or _data_resolution(data_cfg)
+    data_name = data_cfg.get("name", "data") if data_cfg is not None else "data"
+    fingerprint = json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
+                                  data=_cfg_dict(data_cfg)), sort_keys=True)
+    return evaluator, f"top-1 % on {data_name} val", res, fingerprint
+
+
+def _data_resolution(data_cfg) -> int | None:
+    if data_cfg is None:
+        return None
+    for key in ("image_size", "resolution", "img_size"):
+        if data_cfg.get(key):
+            return int(data_cfg.get(key))
+    return None
+
+
+def resolve_references(cfg: DictConfig, space: search_spaces.SearchSpace) -> list[str]:
+    names = list(cfg.references) if cfg.references is not None else list(space.reference_names)
+    bad = [n for n in names if n not in space.reference_names]
+    if bad:
+        raise SearchError(f"references: unknown reference {bad[0]!r} of space {space.name!r} "
+                          f"(allowed: {list(space.reference_names)})")
+    return names
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Run the search the config describes; returns {"report": path, "picks": ..., ...}."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("target") is None:
+        raise SearchError("no target given: choose one with +target=NAME "
+                          f"(targets: {', '.join(list_targets())})")
+    target = cfg.target
+    space = get_space_from_cfg(cfg.space)
+    strategy = _cfg_dict(cfg.search)
+    objectives = list(strategy["objectives"])
+    dirs = directions(objectives)
+
+    table, table_path = load_table(target, space)
+    if table.is_estimated:
+        print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
+              f"({table_path})", file=sys.stderr)
+    mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
+    evaluator, acc_label, eval_res, fingerprint = build_evaluator(cfg, space)
+    scorer = Scorer(table.predict, mes, evaluator, cfg.deploy_num_classes, eval_res)
+
+    references = resolve_references(cfg, space)
+    ref_archs = {n: space.reference(n) for n in references}
+    ref_cost = {n: scorer.cost(a) for n, a in ref_archs.items()}
+    budget = Budget(cfg.budget.latency_ms,
+                    None if cfg.budget.params_m is None else cfg.budget.params_m * 1e6)
+    if strategy["name"] == "mes_greedy" and budget.empty:  # slim until every reference's budget holds
+        budget = Budget(min(c[0] for c in ref_cost.values()), min(c[1] for c in ref_cost.values()))
+
+    storage = cfg.storage or study_mod.default_storage(run_dir)
+    study_name = cfg.study_name or f"{target.name}-{space.name}-{strategy['name']}"
+    sampler_seed = cfg.seed
+    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
+    _check_study(study, objectives, fingerprint, storage, study_name)
+    # a resumed or shared study must not replay the first run's random stream
+    n_before = len(study.get_trials(deepcopy=False))
+    if n_before:
+        study.sampler = make_sampler(strategy, cfg.seed + 7919 * n_before + (0 if cfg.storage is None else _pid()))
+
+    greedy = None
+    if strategy["name"] == "mes_greedy":
+        greedy = path_rows(mes_greedy(study, space, scorer, strategy, budget, seed=cfg.seed,
+                                      progress=cfg.progress))
+    else:
+        run_optuna(study, space, scorer, strategy, budget, stale_after_s=cfg.stale_after_s,
+                   progress=cfg.progress)
+
+    # references: accuracy cached in the study, so reruns and other workers do not re-evaluate
+    ref_metrics = {}
+    for n, arch in ref_archs.items():
+        key = f"reference:{n}:{arch.id}"
+        cached = study.user_attrs.get(key)
+        if cached is not None:
+            scorer.accuracies.setdefault(arch.id, cached)
+        m = scorer.metrics(arch)
+        if cached is None:
+            study.set_user_attr(key, m.accuracy)
+        ref_metrics[n] = dict(arch_id=arch.id, **m.as_dict())
+
+    trials = study.get_trials(deepcopy=False)
+    records = records_from_trials(t for t in trials if t.state.name == "COMPLETE")
+    counts = dict(completed=len(records),
+                  infeasible=sum(1 for t in trials if t.state.name == "PRUNED"),
+                  repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
+    ctx = ReportContext(
+        target=target.name, space=space.name, strategy=strategy["name"], objectives=objectives,
+        resolution=space.resolution, eval_resolution=eval_res, accuracy_label=acc_label,
+        num_classes=cfg.deploy_num_classes, table_path=table_path, table_description=table.describe(),
+        table_estimated=bool(table.is_estimated), mes_formula=mes.describe(), study_name=study_name,
+        storage=storage, budget=dict(latency_ms=budget.latency_ms,
+                                     params_m=None if budget.params is None else budget.params / 1e6),
+        counts=counts)
+    verification = None
+    picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
+    if cfg.verify:
+        from .verify import verify_picks
+        verification = verify_picks(picks, space, target, run_dir)
+        picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
+    print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
+    return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
+                study=study, greedy_path=greedy, verification=verification)
+
+
+def _pid() -> int:
+    import os
+    return os.getpid()
+
+
+def _check_study(study, objectives: list[str], fingerprint: str, storage: str, name: str) -> None:
+    """A study keeps one meaning: the same objectives and the same source of accuracy."""
+    attrs = study.user_attrs
+    if "objectives" not in attrs:
+        study.set_user_attr("objectives", objectives)
+        study.set_user_attr("accuracy_source", fingerprint)
+        return
+    if attrs["objectives"] != objectives:
+        raise SearchError(f"study {name!r} in {storage} has objectives {attrs['objectives']}, not "
+                          f"{objectives}: use another study_name= or hydra.run.dir=")
+    if attrs.get("accuracy_source") != fingerprint:
+        raise SearchError(f"study {name!r} in {storage} was evaluated with another checkpoint, "
+                          "evaluator or data: its cached accuracies would not compare; use another "
+                          "study_name= or hydra.run.dir=")
+
+
+USER_ERRORS = (SearchError, ArchError, MESError, FileNotFoundError)
+
+
+def user_errors() -> tuple:
+    """Errors that are the user's to fix: printed as one message, no traceback."""
+    extra = []
+    for mod, name in (("hwnas.latency", "LatencyTableError"), ("hwnas.checkpoint", "CheckpointError")):
+        try:
+            extra.append(getattr(__import__(mod, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return USER_ERRORS + tuple(extra)
