@@ -1,0 +1,89 @@
+"""`manifest.json`: what an export holds and the proof that it is right.
+
+It records the arch (as data, with its id), its analytic parameter count and MACs (the numbers
+the search used), the predicted latency on every shipped latency table (saying which are
+estimated), where the weights came from, and for each format its files and the check that ran
+on its runtime, with the tolerance and the error.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+
+import torch.nn as nn
+
+from .verify import TOLERANCES
+
+MANIFEST_VERSION = 1
+
+
+def shipped_tables(root: str | os.PathLike | None = None) -> list[Path]:
+    """Every latency table under `latency_tables/<target>/` (the shipped ones by default)."""
+    if root is None:
+        from hwnas.latency.table import TABLES_DIR as root
+    return sorted(Path(root).glob("*/*.csv"))
+
+
+def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
+    """`{"<target>/<file>": {"ms": ..., "estimated": bool, "table": description}}` for every table
+    that covers the arch's space; a table that cannot predict it (missing rows, unreadable)
+    records its error instead."""
+    from hwnas.latency import LatencyTable
+
+    out = {}
+    for path in shipped_tables() if tables is None else tables:
+        key = f"{path.parent.name}/{path.name}"
+        try:
+            table = LatencyTable.load(path)
+            if table.spaces and arch.space not in table.spaces:
+                continue
+            entry = {"target": table.target, "estimated": table.is_estimated, "table": table.describe()}
+            entry["ms"] = round(float(table.predict(arch)), 4)
+        except Exception as e:  # recorded, not fatal: the export does not depend on a table
+            entry = {"ms": None, "error": f"{type(e).__name__}: {e}"}
+        out[key] = entry
+    return out
+
+
+def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],
+                   weights: dict, formats: dict, latency: dict | None = None) -> dict:
+    """The manifest of one export. `weights` says where the weights came from; `formats` maps each
+    format to `{"files": [...], "check": {...}}`."""
+    import torch
+
+    torch_params = sum(p.numel() for p in model.parameters())
+    checks = [f["check"] for f in formats.values() if f.get("check")]
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "arch": arch.to_dict(),
+        "arch_id": arch.id,
+        "space": arch.space,
+        "resolution": arch.resolution,
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "params": arch.params(num_classes),
+        "macs": arch.macs(num_classes),
+        "torch_params": torch_params,
+        "weights": weights,
+        "predicted_latency_ms": predicted_latencies(arch) if latency is None else latency,
+        "formats": formats,
+        "tolerances": {k: {"rel": t.rel, "why": t.why} for k, t in TOLERANCES.items() if k in formats},
+        "checks_passed": all(c.get("passed") for c in checks),
+        "errors": {c["format"]: c["error"] for c in checks if c.get("error")},
+        "versions": _versions(),
+        "machine": platform.platform(),
+    }
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for pkg in ("hwnas", "torch", "onnx", "onnxruntime", "coremltools", "tensorrt"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,303 @@
+"""`python -m hwnas.extract`: one subnet with its weights, exported for deployment and proven right.
+
+    python -m hwnas.extract arch=nextvit_s format=[pt,onnx] hydra.run.dir=DIR
+    python -m hwnas.extract run=SEARCH_DIR pick=nextvit_s checkpoint=DIR/supernet.pt format=[onnx,coreml]
+
+The arch comes from a reference name, an arch YAML/JSON file, or a pick of a search run; the
+weights from a supernet checkpoint, a pretrained (official or timm) checkpoint, or -- said loudly
+-- a fresh initialisation; BatchNorm statistics are re-estimated on `data=` when given. Each
+format is checked on its own runtime and everything lands in the run directory at once (see
+`hwnas.export.bundle`). The functions below are the app's steps and usable without Hydra.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+log = logging.getLogger("hwnas.extract")
+
+
+class ExtractError(ValueError):
+    """Bad input to the extract app; the message names the problem and the fix."""
+
+
+# ---- where the arch comes from ------------------------------------------------------------
+def reference_names() -> dict[str, str]:
+    """Every reference architecture name -> its space."""
+    import search_spaces
+    return {n: s for s in search_spaces.list_spaces() for n in search_spaces.get_space(s).reference_names}
+
+
+def read_pick(run: str | os.PathLike, pick: str | None):
+    """The arch of pick `pick` in a search run's `picks.yaml`."""
+    import yaml
+    from search_spaces import Arch
+
+    path = Path(run) / "picks.yaml" if Path(run).is_dir() or not str(run).endswith((".yaml", ".yml")) else Path(run)
+    if not path.exists():
+        raise ExtractError(f"no picks.yaml in {run}: give run= the directory of a finished "
+                           "`python -m hwnas.search` run")
+    picks = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(picks, dict):
+        raise ExtractError(f"{path} is not a mapping of pick names to picks")
+    if not pick:
+        raise ExtractError(f"run= needs pick=NAME; the picks in {path}: {sorted(picks)}")
+    if pick not in picks:
+        raise ExtractError(f"no pick {pick!r} in {path}; available picks: {sorted(picks)}")
+    entry = picks[pick]
+    # picks.yaml: name -> {reference: {...}, pick: {arch: {...}, ...} | null}; a bare {arch: ...} is read too
+    if isinstance(entry, dict) and "pick" in entry and "arch" not in entry:
+        entry = entry["pick"]
+        if entry is None:
+            raise ExtractError(f"pick {pick!r} in {path} is empty: the search found no subnet at or under "
+                               f"{pick}'s latency and size; relax the budget or run more trials")
+    arch = entry.get("arch") if isinstance(entry, dict) else None
+    if not isinstance(arch, dict):
+        raise ExtractError(f"pick {pick!r} in {path} has no arch mapping")
+    return Arch.from_dict(arch)
+
+
+def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | None = None,
+                 resolution: int | None = None):
+    """The `Arch` named by `arch=` (reference name or YAML/JSON file) or by `run=` + `pick=`,
+    validated, at `resolution` when given. Returns (arch, a description of its source)."""
+    import search_spaces
+    from hwnas.export.pt import read_arch
+
+    if arch and run:
+        raise ExtractError("give either arch= (a reference name or an arch file) or run= with pick=, not both")
+    if run:
+        a, source = read_pick(run, pick), f"pick {pick!r} of search run {run}"
+    elif pick:
+        raise ExtractError(f"pick={pick} needs run=SEARCH_DIR (the search run whose picks.yaml holds it)")
+    elif arch:
+        refs = reference_names()
+        if arch in refs:
+            a, source = search_spaces.get_space(refs[arch]).reference(arch), f"reference {arch}"
+        elif Path(arch).is_file():
+            a, source = read_arch(arch), f"arch file {arch}"
+        else:
+            raise ExtractError(f"arch={arch!r} is neither a reference name ({sorted(refs)}) nor an "
+                               "existing arch YAML/JSON file")
+    else:
+        raise ExtractError("no architecture given: arch=nextvit_s (a reference), arch=path/arch.yaml, "
+                           f"or run=SEARCH_DIR pick=NAME. References: {sorted(reference_names())}")
+    if resolution is not None and resolution != a.resolution:
+        a = a.with_resolution(int(resolution))
+        source += f" at resolution {resolution}"
+    search_spaces.get_space(a.space).validate(a)
+    return a, source
+
+
+# ---- where the weights come from ----------------------------------------------------------
+def model_from_checkpoint(arch, checkpoint: str | os.PathLike):
+    """The plain model of `arch` with weights extracted from a supernet checkpoint."""
+    from search_spaces import ArchError
+    from hwnas.checkpoint import load_supernet
+
+    net, meta = load_supernet(checkpoint)
+    space = net.space
+    if arch.space != space.name:
+        raise ExtractError(f"the arch is of space {arch.space!r} but checkpoint {checkpoint} holds a "
+                           f"{space.name!r} supernet: pick an arch of {space.name!r} or that space's checkpoint")
+    try:
+        space.validate(arch)
+    except ArchError as e:
+        raise ExtractError(f"the arch is outside the space of checkpoint {checkpoint}: {e}") from None
+    model = net.extract(arch)
+    info = {"source": "supernet_checkpoint", "path": str(checkpoint),
+            "supernet_resolution": getattr(net, "resolution", None)}
+    if isinstance(meta, dict):
+        info.update({k: meta[k] for k in ("epoch", "space", "data", "seed") if k in meta
+                     and isinstance(meta[k], (str, int, float, bool))})
+    return model, net.num_classes, info
+
+
+def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int | None = None):
+    """The plain model of `arch` from an official or timm checkpoint file.
+
+    The checkpoint is imported into the space's supernet (whose max arch is Next-ViT-L /
+    EfficientFormerV2-L exactly), and `arch` is extracted from it by the first-k rule; for a
+    reference arch whose own checkpoint this is, importing into the static model is tried first.
+    """
+    import supernet
+    from supernet.pretrained import load_pretrained
+
+    num_classes = num_classes or 1000
+    model = supernet.build_model(arch, num_classes=num_classes)
+    try:
+        report = load_pretrained(model, pretrained)
+        how = "imported into the static model"
+    except Exception as direct:  # a checkpoint of another (larger) model: go through the supernet
+        net = supernet.build_supernet(arch.space, num_classes=num_classes, resolution=arch.resolution)
+        try:
+            report = load_pretrained(net, pretrained)
+        except Exception as e:
+            raise ExtractError(f"cannot import {pretrained} into {arch.space} (as this arch: {direct}; "
+                               f"as the supernet's max arch: {e})") from None
+        model, how = net.extract(arch), "imported into the supernet, arch extracted (first-k)"
+    info = {"source": "pretrained", "path": str(pretrained), "how": how}
+    if isinstance(report, dict):
+        info["missing"] = [str(k) for k in report.get("missing", [])][:50]
+    return model, num_classes, info
+
+
+def fresh_model(arch, num_classes: int | None = None):
+    import supernet
+    log.warning("=" * 78)
+    log.warning("NO WEIGHTS GIVEN (checkpoint= or pretrained=): exporting a FRESHLY INITIALISED model.")
+    log.warning("Its outputs are meaningless; use it for latency and deployment tests only.")
+    log.warning("=" * 78)
+    num_classes = num_classes or 1000
+    return supernet.build_model(arch, num_classes=num_classes), num_classes, {"source": "fresh_init"}
+
+
+# ---- BatchNorm statistics ----------------------------------------------------------------------
+def recalibrate(model, data_cfg, batches: int, seed: int = 0) -> dict:
+    """Re-estimate the model's BatchNorm statistics on `batches` training batches of `data_cfg`.
+
+    The data may come at another resolution than the deployment one (a supernet trained on small
+    images); EfficientFormerV2's attention is built for one resolution, so the statistics are then
+    estimated on the same arch built at the data's resolution and copied over (BN statistics are
+    per channel, independent of resolution).
+    """
+    import torch
+    import supernet
+    from hwnas.data import build_loaders
+    from hwnas.evaluate import recalibrate_bn
+
+    loaders = build_loaders(data_cfg, seed=seed)
+    train = loaders[0] if isinstance(loaders, (tuple, list)) else getattr(loaders, "train", loaders)
+    x0 = next(iter(train))[0]
+    res = int(x0.shape[-1])
+    arch = model.arch
+    if res == arch.resolution:
+        recalibrate_bn(model, train, batches)
+    else:
+        small = supernet.DeployModel(arch.with_resolution(res), model.num_classes)
+        state = {k: v for k, v in model.state_dict().items() if not k.endswith("attention_biases")}
+        small.load_state_dict(state, strict=False)
+        recalibrate_bn(small, train, batches)
+        bn = {k: v for k, v in small.state_dict().items()
+              if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+        with torch.no_grad():
+            model.load_state_dict(bn, strict=False)
+    model.eval()
+    return {"batches": batches, "data_resolution": res}
+
+
+# ---- the app ---------------------------------------------------------------------------------------
+def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
+            checkpoint: str | None = None, pretrained: str | None = None,
+            formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
+            num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 50,
+            batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0) -> dict:
+    """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
+    Returns the manifest (also written to `out_dir/manifest.json`)."""
+    import torch
+    from hwnas.export.bundle import check_formats, preflight, write_export
+
+    formats = check_formats(formats)  # bad formats fail before anything slow
+    preflight(formats)
+    if checkpoint and pretrained:
+        raise ExtractError("give either checkpoint= (a supernet) or pretrained= (an official/timm "
+                           "checkpoint), not both")
+    for name, p in (("checkpoint", checkpoint), ("pretrained", pretrained)):
+        if p and not Path(p).exists():
+            raise ExtractError(f"{name}={p}: no such file")
+    a, arch_source = resolve_arch(arch, run, pick, resolution)
+    log.info("arch %s (%s): %s, %.2f M params, %.3f GMACs at %d px", a.id, arch_source, a.space,
+             a.params() / 1e6, a.macs() / 1e9, a.resolution)
+    torch.manual_seed(seed)
+    if checkpoint:
+        model, n_cls, weights = model_from_checkpoint(a, checkpoint)
+    elif pretrained:
+        model, n_cls, weights = model_from_pretrained(a, pretrained, num_classes)
+    else:
+        model, n_cls, weights = fresh_model(a, num_classes)
+    weights["arch_source"] = arch_source
+    if data_cfg is not None:
+        weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, seed)
+        log.info("BatchNorm statistics re-estimated on %d batches", bn_batches)
+    else:
+        weights["bn_recalibration"] = None
+        if checkpoint:
+            log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
+                        "subnet's; pass data=... to re-estimate them (better accuracy)")
+    manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
+                            opset=opset, log=log.info)
+    for key, p in manifest["predicted_latency_ms"].items():
+        if p.get("ms") is not None:
+            log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
+    log.info("export written to %s (manifest.json)", Path(out_dir).resolve())
+    if not manifest["checks_passed"]:
+        msg = "export checks FAILED: " + "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())
+        if strict:
+            raise ExtractError(msg + f" (the export and its manifest are in {out_dir}; strict=false "
+                               "accepts a failed check)")
+        log.error(msg)
+    return manifest
+
+
+@dataclass
+class ExtractConfig:
+    arch: Optional[str] = None  # reference name (nextvit_s, efficientformerv2_s1, ...) or arch YAML/JSON file
+    run: Optional[str] = None  # a search run directory (holding picks.yaml) ...
+    pick: Optional[str] = None  # ... and the pick's name in it (e.g. nextvit_s)
+    checkpoint: Optional[str] = None  # supernet checkpoint (python -m hwnas.train)
+    pretrained: Optional[str] = None  # official Next-ViT / EfficientFormerV2 or timm checkpoint file
+    format: List[str] = field(default_factory=lambda: ["pt", "onnx"])  # pt onnx coreml tensorrt torchscript
+    resolution: Optional[int] = None  # deployment input size; null: the arch's own
+    num_classes: Optional[int] = None  # pretrained / fresh init only (a checkpoint fixes it); null: 1000
+    data: Any = None  # data group (data=digits, data=imagefolder ...): re-estimate BatchNorm statistics
+    bn_batches: int = 50  # training batches for that
+    batch: int = 1  # the static batch size of the exported models
+    opset: int = 17  # ONNX opset: TensorRT 8.6+/10 and ONNX Runtime >= 1.14 all run 17
+    strict: bool = True  # a failed export check is an error (exit status 1)
+    seed: int = 0
+
+
+def _register() -> None:
+    from hydra.core.config_store import ConfigStore
+    ConfigStore.instance().store(name="base_extract", node=ExtractConfig)
+    try:  # the data group's schemas (the training app's)
+        from hwnas.data import register as register_data
+        register_data()
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig, OmegaConf
+
+    _register()
+
+    @hydra.main(version_base=None, config_path="conf", config_name="extract")
+    def _app(cfg: DictConfig) -> None:
+        from search_spaces import ArchError
+        from hwnas.export.bundle import ExportError
+        out_dir = HydraConfig.get().runtime.output_dir
+        try:
+            extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint,
+                    pretrained=cfg.pretrained, formats=list(cfg.format) if not isinstance(cfg.format, str)
+                    else cfg.format, out_dir=out_dir, resolution=cfg.resolution,
+                    num_classes=cfg.num_classes, data_cfg=cfg.data, bn_batches=cfg.bn_batches,
+                    batch=cfg.batch, opset=cfg.opset, strict=cfg.strict, seed=cfg.seed)
+        except (ExtractError, ArchError, ExportError) as e:
+            sys.exit(f"hwnas.extract: error: {e}")
+        except Exception as e:
+            if type(e).__name__ in ("CheckpointError", "TensorRTUnavailable", "LatencyTableError"):
+                sys.exit(f"hwnas.extract: error: {e}")
+            raise
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()
