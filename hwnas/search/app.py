@@ -31,6 +31,16 @@ class SearchError(Exception):
     """A bad setting or a missing input, with the fix in the message."""
 
 
+def compose_config(overrides: list[str] = ()) -> DictConfig:
+    """The app's config for these command-line overrides, outside a Hydra run (tests, experiments)."""
+    from hydra import compose, initialize_config_dir
+
+    from .config import register
+    register()
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose("search", overrides=list(overrides))
+
+
 def list_targets() -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
 
@@ -43,7 +53,7 @@ def _cfg_dict(node: Any) -> dict:
 def load_table(target: DictConfig, space: search_spaces.SearchSpace):
     from hwnas.latency import LatencyTable, default_table_path
     path = target.get("table") or default_table_path(target.name, space.name)
-    return LatencyTable.load(path), str(path)
+    return LatencyTable.load(path, target=target.name, space=space.name), str(path)
 
 
 def _file_digest(path: Path) -> str:
@@ -135,8 +145,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         greedy = path_rows(mes_greedy(study, space, scorer, strategy, budget, seed=cfg.seed,
                                       progress=cfg.progress))
     else:
+        seeds = [space.min_arch(), *ref_archs.values()] if strategy["seed_archs"] else []
         run_optuna(study, space, scorer, strategy, budget, stale_after_s=cfg.stale_after_s,
-                   progress=cfg.progress)
+                   progress=cfg.progress, seed_archs=seeds)
 
     # references: accuracy cached in the study, so reruns and other workers do not re-evaluate
     ref_metrics = {}

@@ -28,6 +28,7 @@ class StrategyConfig:
 @dataclass
 class OptunaStrategyConfig(StrategyConfig):
     n_trials: int = 64  # completed trials the study should hold (a rerun runs only the remainder)
+    seed_archs: bool = True  # first trials of a fresh study: the space's min arch and the references
 
 
 @dataclass
@@ -122,7 +123,9 @@ class SearchAppConfig:
 
 def register() -> None:
     """Register every schema the search app composes against (idempotent)."""
+    from hwnas.latency.config import register_target
     register_common()
+    register_target()
     cs = ConfigStore.instance()
     cs.store(name="base_search_app", node=SearchAppConfig)
     for name, node in (("base_nsga2", NSGA2Config), ("base_tpe", TPEConfig),

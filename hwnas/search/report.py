@@ -200,6 +200,12 @@ def _fmt(r: dict | None, key: str) -> str:
             "mes": f"{v:.1f}"}.get(key, str(v))
 
 
+def _pick_name(p: dict | None, ref: dict) -> str:
+    if p is None:
+        return "none found"
+    return f"{p['arch_id']} (the reference itself)" if p["arch_id"] == ref["arch_id"] else p["arch_id"]
+
+
 def report_markdown(records, front, references, picks, ctx: ReportContext, greedy_path=None,
                     verification=None) -> str:
     acc_res, dep_res = _res_note(ctx)
@@ -228,7 +234,7 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
         p = picks[name]["pick"]
         delta = f"{p['accuracy'] - ref['accuracy']:+.2f}" if p else "—"
         L.append(f"| {name} | {_fmt(ref, 'accuracy')} | {_fmt(ref, 'latency_ms')} | {_fmt(ref, 'params')} | "
-                 f"{_fmt(ref, 'mes')} | {p['arch_id'] if p else 'none found'} | {_fmt(p, 'accuracy')} | "
+                 f"{_fmt(ref, 'mes')} | {_pick_name(p, ref)} | {_fmt(p, 'accuracy')} | "
                  f"{_fmt(p, 'latency_ms')} | {_fmt(p, 'params')} | {_fmt(p, 'mes')} | {delta} |")
     L += ["", "Archs of the picks: `picks.yaml`. All trials: `trials.csv`; the front: `pareto.csv`; "
           "plot: `pareto.png`.", "", "![Pareto front](pareto.png)", ""]
@@ -264,7 +270,7 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     lines.append(f"  {'reference':<22}{'acc':>7}{'ms':>8}{'M':>7}   {'pick':<13}{'acc':>7}{'ms':>8}{'M':>7}")
     for name, ref in references.items():
         p = picks[name]["pick"]
-        right = (f"{p['arch_id']:<13}{p['accuracy']:>7.2f}{p['latency_ms']:>8.3f}{p['params'] / 1e6:>7.2f}"
+        right = (f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']:<13}{p['accuracy']:>7.2f}{p['latency_ms']:>8.3f}{p['params'] / 1e6:>7.2f}"
                  if p else "none found")
         lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{ref['latency_ms']:>8.3f}"
                      f"{ref['params'] / 1e6:>7.2f}   {right}")

@@ -1,0 +1,57 @@
+"""`verify=true`: build each pick, measure it end-to-end on the target's backend, compare.
+
+Latency does not depend on the weights, so the pick is built freshly initialised
+(`supernet.build_model`), BatchNorms folded as for deployment, and timed by the same backend that
+measured the latency table. A backend that cannot time here (Core ML off macOS, TensorRT where it
+is not installed) gives a row that says so instead of a number.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+import search_spaces
+from search_spaces import Arch
+
+_NOT_BACKEND_KEYS = ("name", "table", "mes")
+
+
+def backend_for(target: DictConfig):
+    from hwnas.latency import get_backend
+    cfg = OmegaConf.to_container(target, resolve=True) if isinstance(target, DictConfig) else dict(target)
+    return get_backend(cfg["name"], **{k: v for k, v in cfg.items() if k not in _NOT_BACKEND_KEYS})
+
+
+def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
+    import supernet
+    model = supernet.build_model(arch).eval()
+    supernet.fuse_for_deploy(model)
+    return backend.measure(model, (batch, 3, arch.resolution, arch.resolution))
+
+
+def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConfig,
+                 run_dir: Path) -> list[dict]:
+    """One row per pick: predicted and measured latency, and the reference's latency (its budget)."""
+    rows = []
+    try:
+        backend = backend_for(target)
+        note = None
+    except Exception as e:  # noqa: BLE001 -- any reason the backend cannot run here is reported
+        backend, note = None, f"{type(e).__name__}: {e}"
+    for name, entry in picks.items():
+        p = entry["pick"]
+        if p is None:
+            continue
+        row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p["latency_ms"],
+                   budget_ms=entry["reference"]["latency_ms"], measured_ms=None, note=note)
+        if backend is not None:
+            try:
+                m = measure_arch(backend, Arch.from_dict(p["arch"]), int(target.get("batch", 1) or 1))
+                row["measured_ms"] = float(m["median_ms"])
+                row["p10_ms"] = m.get("p10_ms")
+            except Exception as e:  # noqa: BLE001
+                row["note"] = f"{type(e).__name__}: {e}"
+        rows.append(row)
+    return rows

@@ -1,0 +1,213 @@
+"""Search internals in-process: arch <-> params, slimming actions, Pareto/hypervolume, and small
+real searches (Optuna + SQLite + the shipped ONNX Runtime table) with a cached toy evaluator."""
+from __future__ import annotations
+
+import itertools
+import os
+import random
+
+import numpy as np
+import pytest
+import yaml
+
+import search_spaces
+from search_spaces import Arch, ArchError
+from hwnas.search import codec, dominates, hypervolume, non_dominated, slimming_actions
+
+SPACES = ["efficientformerv2", "nextvit"]
+# extra overrides for every composed config (empty in CI; a developer may point Hydra elsewhere)
+EXTRA = os.environ.get("HWNAS_TEST_SEARCH_OVERRIDES", "").split()
+
+
+# ---- arch <-> Optuna parameters ----------------------------------------------------------------
+@pytest.mark.parametrize("name", SPACES)
+def test_encode_decode_round_trips(name):
+    space = search_spaces.get_space(name)
+    archs = [space.max_arch(), space.min_arch(), *space.references().values(), *space.sample_many(200, 1)]
+    for arch in archs:
+        params = codec.encode(arch, space)
+        assert set(params) == set(codec.distributions(space))
+        assert codec.decode(params, space) == arch
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_random_parameters_decode_or_fail_clearly(name):
+    space = search_spaces.get_space(name)
+    dists = codec.distributions(space)
+    rng = random.Random(0)
+    ok = 0
+    for _ in range(500):
+        params = {k: rng.choice(d.choices) for k, d in dists.items()}
+        try:
+            arch = codec.decode(params, space)
+        except ArchError as e:
+            assert "stages[" in str(e)
+            continue
+        space.validate(arch)
+        ok += 1
+    assert ok >= 450  # repairs keep almost every sample in the space
+
+
+def test_decode_repairs_attention_count_and_rejects_an_empty_stage():
+    space = search_spaces.get_space("efficientformerv2")
+    params = codec.encode(space.max_arch(), space)
+    params["s3.e9"] = 0  # L's last stage-3 attention position dropped: 5 attention blocks remain
+    assert codec.decode(params, space).stages[3]["attn"] == 5
+    for p in range(5):
+        params[f"s0.e{p}"] = 0
+    with pytest.raises(ArchError, match=r"stages\[0\].expansion"):
+        codec.decode(params, space)
+
+
+# ---- slimming actions -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", SPACES)
+def test_slimming_actions_are_valid_single_step_reductions(name):
+    space = search_spaces.get_space(name)
+    for arch in [space.max_arch(), *space.sample_many(20, 3)]:
+        actions = slimming_actions(space, arch)
+        assert actions
+        for a in actions:
+            space.validate(a.arch)
+            changed = [s for s in range(4) if a.arch.stages[s] != arch.stages[s]]
+            assert len(changed) == 1 and a.name.startswith(f"s{changed[0]}.")
+            assert a.arch.macs() < arch.macs() or a.arch.params() < arch.params(), a.name
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_slimming_reaches_the_smallest_arch(name):
+    space = search_spaces.get_space(name)
+    arch, rng = space.max_arch(), random.Random(0)
+    for _ in range(500):
+        actions = slimming_actions(space, arch)
+        if not actions:
+            break
+        arch = rng.choice(actions).arch
+    assert not slimming_actions(space, arch)
+    assert arch.params() == space.min_arch().params()
+
+
+def test_efficientformerv2_action_kinds():
+    space = search_spaces.get_space("efficientformerv2")
+    names = [a.name for a in slimming_actions(space, space.max_arch())]
+    assert "s3.width 384->336" in names and "s2.drop[0]" in names
+    assert "s2.expansion[0] 4->3" in names and "s3.attn 6->5" in names
+    dropped = next(a for a in slimming_actions(space, space.max_arch()) if a.name == "s3.drop[9]")
+    assert dropped.arch.stages[3]["attn"] == 5  # dropping an attention block takes one attention
+
+
+# ---- Pareto / hypervolume -----------------------------------------------------------------------
+def test_non_dominated_matches_brute_force():
+    rng = np.random.default_rng(0)
+    dirs = ["maximize", "minimize", "minimize"]
+    pts = rng.integers(0, 6, size=(80, 3)).tolist()
+    front = set(non_dominated(pts, dirs))
+    for i, p in enumerate(pts):
+        assert (i in front) == (not any(dominates(q, p, dirs) for q in pts))
+
+
+def test_hypervolume_known_values():
+    mm = ["minimize", "minimize"]
+    assert hypervolume([[1, 1]], [2, 2], mm) == pytest.approx(1)
+    assert hypervolume([[0, 2], [1, 1], [2, 0]], [3, 3], mm) == pytest.approx(6)
+    assert hypervolume([[0, 2], [1, 1], [2, 0], [2, 2]], [3, 3], mm) == pytest.approx(6)
+    # maximise accuracy, minimise latency: points (acc 90, 1 ms) and (80, 0.5 ms), ref (0, 2)
+    assert hypervolume([[90, 1], [80, 0.5]], [0, 2], ["maximize", "minimize"]) == pytest.approx(
+        90 * 1 + 80 * 0.5)
+    mmm = ["minimize"] * 3
+    assert hypervolume([[0, 0, 0]], [1, 2, 3], mmm) == pytest.approx(6)
+    pts = [[0, 1, 1], [1, 0, 1], [1, 1, 0]]  # three 2x1x1 boxes overlapping in one unit cube
+    assert hypervolume(pts, [2, 2, 2], mmm) == pytest.approx(3 * 2 - 3 * 1 + 1)  # inclusion-exclusion
+    rng = np.random.default_rng(1)  # Monte-Carlo cross-check in 3-D
+    pts = rng.random((12, 3)).tolist()
+    samples = rng.random((200_000, 3))
+    dominated = np.zeros(len(samples), bool)
+    for p in pts:
+        dominated |= np.all(samples >= p, axis=1)
+    assert hypervolume(pts, [1, 1, 1], mmm) == pytest.approx(dominated.mean(), abs=0.01)
+
+
+# ---- small real searches --------------------------------------------------------------------------
+def _compose(*overrides):
+    from hwnas.search.app import compose_config
+    return compose_config(["+target=onnxruntime_cpu", "evaluator=proxy", "progress=false", *EXTRA,
+                           *overrides])
+
+
+@pytest.fixture
+def counting_proxy(monkeypatch):
+    """The proxy evaluator, counting how often each arch is evaluated."""
+    from hwnas.search import objectives
+    calls: dict[str, int] = {}
+    original = objectives.ProxyEvaluator.evaluate
+
+    def evaluate(self, arch):
+        calls[arch.id] = calls.get(arch.id, 0) + 1
+        return original(self, arch)
+
+    monkeypatch.setattr(objectives.ProxyEvaluator, "evaluate", evaluate)
+    return calls
+
+
+def _pareto_rows(path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_nsga2_front_is_non_dominated_and_picks_meet_their_references(tmp_path, counting_proxy):
+    from hwnas.search.app import run
+    cfg = _compose("search=nsga2", "search.n_trials=48", "search.population_size=12",
+                   "search.seed_archs=false")
+    out = run(cfg, tmp_path)
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "picks.yaml", "report.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert len(out["records"]) == 48
+    assert all(n == 1 for n in counting_proxy.values())  # each arch evaluated once (cache)
+    front = _pareto_rows(tmp_path / "pareto.csv")
+    pts = [[float(r["accuracy"]), float(r["latency_ms"]), float(r["params"])] for r in front]
+    dirs = ["maximize", "minimize", "minimize"]
+    assert pts and not any(dominates(a, b, dirs) for a, b in itertools.permutations(pts, 2))
+    picks = yaml.safe_load((tmp_path / "picks.yaml").read_text())
+    assert set(picks) == set(search_spaces.get_space("efficientformerv2").reference_names)
+    found = 0
+    for name, entry in picks.items():
+        if entry["pick"] is None:
+            continue
+        found += 1
+        ref, pick = entry["reference"], entry["pick"]
+        assert pick["latency_ms"] <= ref["latency_ms"] and pick["params"] <= ref["params"]
+        arch = Arch.from_dict(pick["arch"])
+        assert arch.id == pick["arch_id"] and arch.params() == pick["params"]
+    assert found >= 2
+    report = (tmp_path / "report.md").read_text()
+    assert "proxy score" in report and "224×224" in report
+
+
+def test_budget_is_an_optuna_constraint(tmp_path):
+    from hwnas.search.app import run
+    cfg = _compose("search=tpe", "search.n_trials=30", "budget.latency_ms=20", "budget.params_m=8")
+    out = run(cfg, tmp_path)
+    trials = [t for t in out["study"].trials if t.state.name == "COMPLETE"]
+    assert all(set(t.constraints) == {"latency", "params"} for t in trials)
+    for r in out["records"]:
+        assert r["feasible"] == (r["latency_ms"] <= 20 and r["params"] <= 8e6)
+    assert all(float(r["latency_ms"]) <= 20 and float(r["params"]) <= 8e6
+               for r in _pareto_rows(tmp_path / "pareto.csv"))
+
+
+def test_mes_greedy_slims_until_the_budget_holds_and_resumes_from_the_study(tmp_path, counting_proxy):
+    from hwnas.search.app import run
+    cfg = _compose("search=mes_greedy", "search.candidates_per_step=6", "references=[efficientformerv2_s2]")
+    out = run(cfg, tmp_path)
+    path = out["greedy_path"]
+    ref = out["references"]["efficientformerv2_s2"]
+    assert path[0]["action"] == "start" and len(path) > 2
+    assert all(b["mes"] > a["mes"] for a, b in zip(path, path[1:]))
+    last = path[-1]
+    assert last["latency_ms"] <= ref["latency_ms"] and last["params"] <= ref["params"]
+    assert all(a["latency_ms"] > ref["latency_ms"] or a["params"] > ref["params"] for a in path[:-1])
+    assert (tmp_path / "greedy_path.csv").exists()
+    n_trials, evaluated = len(out["records"]), dict(counting_proxy)
+    again = run(cfg, tmp_path)  # same study: the path replays from cached accuracies
+    assert [s["arch_id"] for s in again["greedy_path"]] == [s["arch_id"] for s in path]
+    assert len(again["records"]) == n_trials and counting_proxy == evaluated
