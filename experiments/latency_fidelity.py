@@ -1,0 +1,64 @@
+"""Latency-table fidelity: measure held-out random subnets end to end and compare with `predict`.
+
+    python experiments/latency_fidelity.py --target onnxruntime_cpu                # both spaces
+    python experiments/latency_fidelity.py --target torch_cuda --space nextvit --n 100
+
+For each space: ≥ 100 random subnets disjoint from the table's correction-fit set are measured
+on the target's backend (settings from hwnas/conf/target/<target>.yaml), resumably, into the
+table's `.networks.csv`; writes experiments/results/latency_fidelity_<target>_<space>.{json,png}
+(share within ±5 %/±10 %, MAPE, Kendall tau, per-network numbers) and records the summary in the
+table's provenance. No Hydra import: this runs on the GPU machine too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import search_spaces  # noqa: E402
+from hwnas.latency import LatencyTable, default_table_path, get_backend  # noqa: E402
+from hwnas.latency.config import target_settings  # noqa: E402
+from hwnas.latency.fidelity import run_fidelity  # noqa: E402
+from hwnas.latency.profiler import table_path_for  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--target", default="onnxruntime_cpu")
+    ap.add_argument("--space", action="append", choices=search_spaces.list_spaces(),
+                    help="repeatable; default: every space")
+    ap.add_argument("--n", type=int, default=100, help="held-out subnets per space")
+    ap.add_argument("--table", type=Path, help="table CSV (default: this device's table, else the shipped one)")
+    ap.add_argument("--tables-dir", type=Path, help="folder holding <target>/<device>.csv")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    settings = target_settings(args.target)
+    backend = get_backend(settings.pop("name"), **settings)
+    summary = {}
+    for name in args.space or search_spaces.list_spaces():
+        space = search_spaces.get_space(name)
+        path = args.table or table_path_for(backend, args.tables_dir)
+        if not path.exists() and args.table is None and args.tables_dir is None:
+            path = default_table_path(args.target, name)
+        table = LatencyTable.load(path, target=args.target, space=name)
+        res = run_fidelity(backend, space, table, n=args.n, results_dir=args.results_dir, seed=args.seed,
+                           progress=not args.no_progress)
+        summary[name] = res["held_out"]
+        h = res["held_out"]
+        print(f"{args.target} {name}: {100 * h['within_10pct']:.1f}% within ±10%, {100 * h['within_5pct']:.1f}% "
+              f"within ±5%, MAPE {100 * h['mape']:.2f}%, Kendall tau {h['kendall_tau']:.3f} (n={h['n']})", flush=True)
+    print(json.dumps(summary, indent=2))
+    ok = all(s["within_10pct"] >= 0.95 and s["kendall_tau"] >= 0.9 for s in summary.values())
+    print("acceptance (>=95% within ±10%, tau >= 0.9):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

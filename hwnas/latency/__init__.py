@@ -1,0 +1,16 @@
+"""Latency tables: per-block latencies measured on a target, a fitted correction, and the proof.
+
+    from hwnas.latency import LatencyTable, default_table_path, get_backend
+    t = LatencyTable.load(default_table_path("onnxruntime_cpu", "nextvit"))
+    t.predict(arch)  # ms: Σ block latencies + the correction fitted on whole networks
+    t.describe()     # one line: what was measured where, and how well it predicts held-out subnets
+
+Free of Hydra and Optuna imports: the GPU machine profiles with this package alone.
+"""
+from .backends import Backend, TimingUnavailable, UnknownTargetError, get_backend, list_targets, summarize
+from .table import (LatencyTable, LatencyTableError, MissingRowsError, default_table_path,
+                    profile_command)
+
+__all__ = ["Backend", "LatencyTable", "LatencyTableError", "MissingRowsError", "TimingUnavailable",
+           "UnknownTargetError", "default_table_path", "get_backend", "list_targets", "profile_command",
+           "summarize"]

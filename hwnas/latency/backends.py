@@ -1,0 +1,369 @@
+"""Timing backends behind one interface: export a static block or model to a runtime and time it.
+
+    b = get_backend("onnxruntime_cpu", threads=1, warmup=10, repeats=50)
+    b.measure(model, input_shape) -> {"median_ms", "p10_ms", "spread", "runs"}
+
+`spread` is (p90 − p10) / median of the timed runs. Every backend folds BatchNorms first
+(`supernet.fuse_for_deploy`), since that is what gets deployed. No Hydra or Optuna import here:
+this module runs on the GPU machine, which has neither.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .table import LatencyTableError
+
+
+class UnknownTargetError(LatencyTableError, ValueError):
+    pass
+
+
+class TimingUnavailable(LatencyTableError):
+    """This backend can convert here but not time (e.g. Core ML on Linux)."""
+
+
+def summarize(times_ms: list[float] | np.ndarray) -> dict:
+    t = np.asarray(times_ms, dtype=np.float64)
+    p10, med, p90 = np.percentile(t, [10, 50, 90])
+    return {"median_ms": float(med), "p10_ms": float(p10),
+            "spread": float((p90 - p10) / med) if med > 0 else 0.0, "runs": int(t.size)}
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"\(r\)|\(tm\)|cpu @.*|processor", "", name.lower())
+    s = re.sub(r"[^a-z0-9]+", "-", s).strip("-")
+    return s or "unknown-device"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        import subprocess
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def _fold(model):
+    import supernet
+    if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
+        return model.fuse_bn()
+    return supernet.fuse_for_deploy(model)
+
+
+class Backend:
+    """One runtime on one device. Subclasses set `name`, `runtime` and implement `measure`."""
+
+    name = ""
+    runtime = ""
+    statistic = "p10_ms"  # what tables of this backend sum (stored in the provenance)
+
+    def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, warmup: int = 10,
+                 repeats: int = 50, max_seconds: float = 5.0, min_runs: int = 10):
+        self.precision = precision
+        self.batch = int(batch)
+        self.threads = int(threads)
+        self.warmup = int(warmup)
+        self.repeats = int(repeats)
+        self.max_seconds = float(max_seconds)
+        self.min_runs = int(min_runs)
+
+    def device(self) -> str:
+        return cpu_name()
+
+    def device_slug(self) -> str:
+        return slug(self.device())
+
+    def runtime_version(self) -> str:
+        return ""
+
+    def method(self) -> str:
+        return ""
+
+    def info(self) -> dict:
+        """The provenance fields this backend fixes."""
+        return {"target": self.name, "runtime": self.runtime, "runtime_version": self.runtime_version(),
+                "device": self.device(), "device_slug": self.device_slug(), "precision": self.precision,
+                "batch": self.batch, "threads": self.threads, "warmup": self.warmup,
+                "repeats": self.repeats, "max_seconds": self.max_seconds, "min_runs": self.min_runs,
+                "method": self.method(), "statistic": self.statistic,
+                "host": platform.node(), "python": platform.python_version()}
+
+    def _time_loop(self, run_once, sync=None) -> dict:
+        for _ in range(self.warmup):
+            run_once()
+        times = []
+        start = time.perf_counter()
+        while len(times) < self.repeats and (len(times) < self.min_runs or time.perf_counter() - start < self.max_seconds):
+            t0 = time.perf_counter()
+            run_once()
+            if sync is not None:
+                sync()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return summarize(times)
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        raise NotImplementedError
+
+
+class OnnxRuntimeCPU(Backend):
+    """ONNX export of the BN-folded module, ORT CPU EP with full graph optimisation, wall-clock timing."""
+
+    name = "onnxruntime_cpu"
+    runtime = "onnxruntime"
+
+    def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, opset: int = 17, **kw):
+        if precision != "fp32":
+            raise ValueError(f"onnxruntime_cpu measures fp32 only, not {precision!r}")
+        super().__init__(precision=precision, batch=batch, threads=threads, **kw)
+        self.opset = opset
+        import onnxruntime  # noqa: F401  (fail at construction, not mid-profile)
+
+    def runtime_version(self) -> str:
+        import onnxruntime
+        return onnxruntime.__version__
+
+    def method(self) -> str:
+        return (f"ONNX opset {self.opset} export of the BN-folded module (TorchScript exporter), ORT "
+                f"CPUExecutionProvider, ORT_ENABLE_ALL, intra_op={self.threads}, inter_op=1, sequential; "
+                f"{self.warmup} warm-up runs then up to {self.repeats} timed runs (>= {self.min_runs}, "
+                f"<= {self.max_seconds}s) with time.perf_counter around session.run")
+
+    def session(self, onnx_path: str | os.PathLike):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+    def measure_onnx(self, onnx_path: str | os.PathLike, input_shape: tuple[int, ...]) -> dict:
+        sess = self.session(onnx_path)
+        x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
+        feed = {sess.get_inputs()[0].name: x}
+        return self._time_loop(lambda: sess.run(None, feed))
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        from hwnas.export.onnx import export_onnx
+        model = _fold(model.float().cpu())
+        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as d:
+            path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
+            return self.measure_onnx(path, input_shape)
+
+
+class TorchCUDA(Backend):
+    """PyTorch eager module captured in a CUDA graph, fp16, each replay timed with CUDA events."""
+
+    name = "torch_cuda"
+    runtime = "torch"
+    statistic = "median_ms"  # graph replays are steady; the median is the usual GPU figure
+
+    def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True,
+                 channels_last: bool = False, **kw):
+        super().__init__(precision=precision, batch=batch, **kw)
+        import torch
+        if not torch.cuda.is_available():
+            raise TimingUnavailable("torch_cuda needs an NVIDIA GPU with a CUDA build of torch "
+                                    f"(torch {torch.__version__} sees no GPU here)")
+        if precision not in ("fp16", "fp32", "bf16"):
+            raise ValueError(f"torch_cuda precision must be fp16, bf16 or fp32, not {precision!r}")
+        self.cuda_graphs = bool(cuda_graphs)
+        self.channels_last = bool(channels_last)
+
+    def device(self) -> str:
+        import torch
+        return torch.cuda.get_device_name()
+
+    def runtime_version(self) -> str:
+        import torch
+        return f"{torch.__version__} (CUDA {torch.version.cuda})"
+
+    def method(self) -> str:
+        g = "captured in one CUDA graph, replays" if self.cuda_graphs else "eager forward calls"
+        return (f"BN-folded module in {self.precision}, eval, {'channels_last' if self.channels_last else 'NCHW'}, "
+                f"{g} timed one by one with CUDA events after {self.warmup} warm-up replays, up to "
+                f"{self.repeats} runs (>= {self.min_runs}, <= {self.max_seconds}s)")
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        import torch
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.precision]
+        mf = torch.channels_last if self.channels_last else torch.contiguous_format
+        model = _fold(model.cuda()).to(dtype=dtype, memory_format=mf)
+        x = torch.randn(*input_shape, device="cuda", dtype=dtype).contiguous(memory_format=mf)
+        with torch.inference_mode():
+            if self.cuda_graphs:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):
+                        model(x)
+                torch.cuda.current_stream().wait_stream(s)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    model(x)
+                run = graph.replay
+            else:
+                def run():
+                    model(x)
+            for _ in range(self.warmup):
+                run()
+            torch.cuda.synchronize()
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+            t0 = time.perf_counter()
+            n = 0
+            while n < self.repeats and (n < self.min_runs or time.perf_counter() - t0 < self.max_seconds):
+                starts[n].record()
+                run()
+                ends[n].record()
+                n += 1
+            torch.cuda.synchronize()
+            times = [a.elapsed_time(b) for a, b in zip(starts[:n], ends[:n])]
+        del model, x
+        return summarize(times)
+
+
+class CoreML(Backend):
+    """Core ML ML Program (fp16). Converts anywhere; times only on macOS, through coremltools.
+
+    On Linux, `hwnas.profile +target=coreml` writes a bundle (`hwnas.latency.coreml_bundle`) that a
+    Mac times with `python run_bundle.py`, and imports the CSV it writes.
+    """
+
+    name = "coreml"
+    runtime = "coremltools"
+    statistic = "median_ms"
+
+    def __init__(self, precision: str = "fp16", batch: int = 1, compute_units: str = "ALL", **kw):
+        super().__init__(precision=precision, batch=batch, **kw)
+        self.compute_units = compute_units
+
+    def runtime_version(self) -> str:
+        from hwnas.export.coreml import _ct
+        return _ct().__version__
+
+    def method(self) -> str:
+        return (f"ML Program ({self.precision}) via coremltools, compute units {self.compute_units}, "
+                f"MLModel.predict timed with time.perf_counter after {self.warmup} warm-up calls, "
+                f"up to {self.repeats} runs")
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        if sys.platform != "darwin":
+            raise TimingUnavailable(
+                "Core ML models can be converted here but timed only on macOS. Build a bundle with "
+                "`python -m hwnas.profile +target=coreml space=S` (it writes a folder of .mlpackage files "
+                "and run_bundle.py), run it on the Mac, then import its CSV with "
+                "`python -m hwnas.profile +target=coreml space=S coreml.import_csv=PATH`.")
+        from hwnas.export.coreml import _ct, convert_coreml
+        ct = _ct()
+        with tempfile.TemporaryDirectory(prefix="hwnas-coreml-") as d:
+            path = convert_coreml(_fold(model.float().cpu()), input_shape, Path(d) / "m.mlpackage",
+                                  precision=self.precision)
+            m = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
+            feed = {"input": np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
+            return self._time_loop(lambda: m.predict(feed))
+
+
+class TensorRT(Backend):
+    """ONNX -> TensorRT 10 fp16 engine -> timed `execute_async_v3` with CUDA events. Untested here."""
+
+    name = "tensorrt"
+    runtime = "tensorrt"
+    statistic = "median_ms"
+
+    def __init__(self, precision: str = "fp16", batch: int = 8, opset: int = 17, workspace_gb: float = 4.0, **kw):
+        from hwnas.export.tensorrt import _trt
+        _trt()  # raises TensorRTUnavailable with the install command
+        super().__init__(precision=precision, batch=batch, **kw)
+        self.opset = opset
+        self.workspace_gb = workspace_gb
+
+    def device(self) -> str:
+        import torch
+        return torch.cuda.get_device_name()
+
+    def runtime_version(self) -> str:
+        from hwnas.export.tensorrt import _trt
+        return _trt().__version__
+
+    def method(self) -> str:
+        return (f"ONNX opset {self.opset} of the BN-folded fp32 module, TensorRT engine with the "
+                f"{self.precision} flag, execute_async_v3 timed with CUDA events")
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        import torch
+        from hwnas.export.onnx import export_onnx
+        from hwnas.export.tensorrt import _trt, build_engine
+        trt = _trt()
+        with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as d:
+            onnx_path = export_onnx(_fold(model.float().cpu()), input_shape, Path(d) / "m.onnx", opset=self.opset)
+            engine_path = build_engine(onnx_path, Path(d) / "m.engine", self.precision, self.workspace_gb)
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        context = engine.create_execution_context()
+        buffers = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = tuple(engine.get_tensor_shape(name))
+            dtype = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}[engine.get_tensor_dtype(name)]
+            t = torch.randn(shape, device="cuda").to(dtype)
+            buffers.append(t)
+            context.set_tensor_address(name, t.data_ptr())
+        stream = torch.cuda.Stream()
+
+        def run():
+            context.execute_async_v3(stream.cuda_stream)
+
+        with torch.cuda.stream(stream):
+            for _ in range(self.warmup):
+                run()
+            stream.synchronize()
+            times = []
+            for _ in range(self.repeats):
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record(stream)
+                run()
+                b.record(stream)
+                b.synchronize()
+                times.append(a.elapsed_time(b))
+        return summarize(times)
+
+
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT)}
+
+
+def list_targets() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def get_backend(target_name: str, **target_cfg: Any) -> Backend:
+    """The backend of `target_name`, configured by the target's keys (keys it does not use, such as
+    `name`, `table` or `mes`, are ignored). Unknown names raise an error listing the targets."""
+    cls = BACKENDS.get(target_name)
+    if cls is None:
+        raise UnknownTargetError(f"unknown target {target_name!r}; known targets: {list_targets()}")
+    accepted = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kw", "kwargs"}
+    return cls(**{k: v for k, v in target_cfg.items() if k in accepted})

@@ -1,0 +1,97 @@
+"""The typed schema of the Hydra `target` group (`hwnas/conf/target/*.yaml`).
+
+Plain dataclasses (no Hydra import at module level, so the GPU machine can import this package);
+`register_target()` puts the schema in Hydra's ConfigStore as `target/base_target`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+
+@dataclass
+class MesConfig:
+    """Mobile Efficiency Score constants: MES = score · (latency/u_latency)^-α_lat · (params/u_size)^-α_size."""
+    score: float = 100.0
+    u_size: float = 3.0e6
+    u_latency_ms: Optional[float] = None  # null: `mes_unit_latency_ms` from the table's provenance
+    alpha_latency: float = 1.0
+    alpha_size: float = 0.5
+
+
+@dataclass
+class TargetConfig:
+    name: str = "onnxruntime_cpu"  # onnxruntime_cpu | torch_cuda | tensorrt | coreml
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+    batch: int = 1
+    threads: int = 1
+    warmup: int = 10
+    repeats: int = 50
+    max_seconds: float = 5.0  # per measurement; stops early once min_runs are done
+    min_runs: int = 10
+    table: Optional[str] = None  # null: the shipped table for the space (latency_tables/<name>/)
+    opset: int = 17  # onnxruntime_cpu, tensorrt
+    cuda_graphs: bool = True  # torch_cuda
+    channels_last: bool = False  # torch_cuda
+    compute_units: str = "ALL"  # coreml
+    workspace_gb: float = 4.0  # tensorrt
+    mes: MesConfig = field(default_factory=MesConfig)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "target"
+
+
+def target_settings(name: str) -> dict:
+    """The keys of `hwnas/conf/target/<name>.yaml` as a dict, without Hydra (for scripts that run
+    where Hydra is not installed). PyYAML when present, else a reader for these flat files."""
+    path = CONF_DIR / f"{name}.yaml"
+    if not path.exists():
+        from .backends import UnknownTargetError
+        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+        raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
+    text = path.read_text()
+    try:
+        import yaml
+        d = yaml.safe_load(text)
+    except ImportError:
+        d, block = {}, None
+        for line in text.splitlines():
+            body = line.split("#", 1)[0].rstrip()
+            if not body.strip() or body.strip().startswith("-"):
+                continue
+            k, _, v = body.strip().partition(":")
+            v = v.strip()
+            val = None if v in ("null", "") else True if v == "true" else False if v == "false" else v
+            if isinstance(val, str):
+                for conv in (int, float):
+                    try:
+                        val = conv(val)
+                        break
+                    except ValueError:
+                        pass
+            if line.startswith((" ", "\t")):
+                if block is not None:
+                    d[block][k] = val
+            elif v == "":
+                block = k
+                d[k] = {}
+            else:
+                block = None
+                d[k] = val
+    d.pop("defaults", None)
+    return d
+
+
+_REGISTERED = False
+
+
+def register_target() -> None:
+    """Register `TargetConfig` as `target/base_target` (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from hydra.core.config_store import ConfigStore
+    ConfigStore.instance().store(group="target", name="base_target", node=TargetConfig)
+    _REGISTERED = True

@@ -1,0 +1,89 @@
+"""How good is a table: measure held-out random subnets end to end and compare with `predict`.
+
+The held-out set (`profiler.held_out_set`) is disjoint from the correction-fit set. Results go to
+`<results_dir>/latency_fidelity_<target>_<space>.json` (+ a scatter PNG when matplotlib is
+installed), and a summary into the table's provenance (`fidelity[space]`).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend
+from .correction import fidelity_metrics
+from .profiler import held_out_set, measure_networks, networks_path, now_iso
+from .table import LatencyTable, LatencyTableError, atomic_write_text, profile_command
+
+
+def scatter_png(path: Path, predicted, measured, title: str) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    p, m = np.asarray(predicted), np.asarray(measured)
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    lo, hi = 0.9 * min(p.min(), m.min()), 1.1 * max(p.max(), m.max())
+    xs = np.array([lo, hi])
+    ax.plot(xs, xs, "k-", lw=1, label="y = x")
+    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="tab:green", alpha=0.15, label="±10 %")
+    ax.fill_between(xs, 0.95 * xs, 1.05 * xs, color="tab:green", alpha=0.25, label="±5 %")
+    ax.scatter(m, p, s=12, color="tab:blue", zorder=3)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured end to end (ms)")
+    ax.set_ylabel("predicted by the table (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, results_dir: str | Path = "experiments/results",
+                 seed: int = 0, progress: bool = True) -> dict:
+    """Measure `n` held-out subnets, compare with `table.predict`, write the result files."""
+    t0 = time.perf_counter()
+    fit_ids = table.correction(space.name).get("fit_arch_ids")
+    if not fit_ids:
+        raise LatencyTableError(f"{table.path} has no fitted correction for {space.name}; run "
+                                f"`{profile_command(backend.name, space.name)}` to the end first.")
+    held_out = held_out_set(space, n, exclude=fit_ids, seed=seed)
+    recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress)
+    measured = np.array([r[table.statistic] for r in recs])
+    predicted = np.array(table.predict_many(held_out))
+    raw = np.array([table.block_sum(a) for a in held_out])
+    metrics = fidelity_metrics(predicted, measured)
+    metrics_raw = fidelity_metrics(raw, measured)
+    results_dir = Path(results_dir)
+    stem = f"latency_fidelity_{backend.name}_{space.name}"
+    png = scatter_png(results_dir / f"{stem}.png", predicted, measured,
+                      f"{space.name} on {backend.name} ({table.provenance.get('device')})\n"
+                      f"{100 * metrics['within_10pct']:.0f}% within ±10%, MAPE {100 * metrics['mape']:.1f}%, "
+                      f"tau {metrics['kendall_tau']:.3f}")
+    result = {
+        "target": backend.name, "space": space.name, "table": str(table.path), "date": now_iso(),
+        "machine": {"device": table.provenance.get("device"), "host": platform.node(),
+                    "runtime": f"{table.provenance.get('runtime')} {table.provenance.get('runtime_version')}"},
+        "statistic": table.statistic, "correction": table.correction(space.name),
+        "held_out": metrics, "held_out_without_correction": metrics_raw,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "networks": [{"arch_id": a.id, "measured_ms": float(m), "predicted_ms": float(p), "block_sum_ms": float(s)}
+                     for a, m, p, s in zip(held_out, measured, predicted, raw)],
+        "scatter_png": png.name if png else None,
+    }
+    atomic_write_text(results_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
+    table.provenance.setdefault("fidelity", {})[space.name] = {
+        **{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
+        "result_file": f"experiments/results/{stem}.json", "date": result["date"]}
+    table.save()
+    return result

@@ -1,0 +1,124 @@
+"""`python -m hwnas.profile +target=T space=S`: build the latency table of a space on a target.
+
+Measures every block of `space.all_blocks()` (or only those of `archs=[...]`) into
+`latency_tables/T/<device>.csv` + `.json`, resuming where a killed run stopped, then measures the
+references and `n_fit` random subnets end to end and fits the Σ-blocks correction. For `coreml` on
+a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
+`coreml.import_csv=PATH` merges the Mac's results back. Held-out fidelity is measured by
+`experiments/latency_fidelity.py`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import yaml
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
+from hwnas.latency.config import TargetConfig, register_target
+
+log = logging.getLogger("hwnas.profile")
+
+
+@dataclass
+class CoreMLProfileConfig:
+    bundle_dir: Optional[str] = None
+    import_csv: Optional[str] = None
+    n_fit: int = 30
+
+
+@dataclass
+class ProfileConfig:
+    space: SpaceConfig = MISSING
+    target: TargetConfig = MISSING
+    tables_dir: Optional[str] = None
+    out: Optional[str] = None
+    archs: list[str] = field(default_factory=list)
+    n_fit: int = 30
+    fit_seed: int = 0
+    limit: Optional[int] = None
+    progress: bool = True
+    coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
+
+
+register_common()
+register_target()
+ConfigStore.instance().store(name="base_profile", node=ProfileConfig)
+
+
+def load_archs(space, names: list[str]):
+    """Reference names or YAML/JSON arch files -> validated Archs."""
+    from search_spaces import Arch
+    out = []
+    for n in names:
+        p = Path(n)
+        if p.suffix in (".yaml", ".yml", ".json") and p.exists():
+            d = yaml.safe_load(p.read_text())
+            out.append(space.coerce(Arch.from_dict(d.get("arch", d))))
+        else:
+            out.append(space.coerce(n))
+    return out
+
+
+def run(cfg: DictConfig) -> Path:
+    from hwnas.latency import TimingUnavailable, get_backend
+    from hwnas.latency.profiler import run_profile, table_path_for
+
+    if "target" not in cfg or cfg.target is None:
+        raise SystemExit("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|tensorrt|coreml> space=S")
+    space = get_space_from_cfg(cfg.space)
+    archs = load_archs(space, list(cfg.archs))
+    target_cfg: dict[str, Any] = OmegaConf.to_container(cfg.target, resolve=True)
+    name = target_cfg.pop("name")
+    backend = get_backend(name, **target_cfg)
+    path = Path(cfg.out) if cfg.out else table_path_for(backend, cfg.tables_dir)
+
+    if name == "coreml":
+        from hwnas.latency import coreml_bundle
+        if cfg.coreml.import_csv:
+            table = coreml_bundle.import_results(cfg.coreml.import_csv, space, backend,
+                                                 Path(cfg.out) if cfg.out else None, cfg.tables_dir)
+            log.info("imported %s into %s: %s", cfg.coreml.import_csv, table.path, table.describe())
+            return table.path
+        try:
+            backend.measure  # timing possible only on macOS
+            if sys.platform != "darwin":
+                raise TimingUnavailable("")
+        except TimingUnavailable:
+            bundle = Path(cfg.coreml.bundle_dir or Path(HydraConfig.get().runtime.output_dir) / "coreml_bundle")
+            coreml_bundle.build_bundle(bundle, space, backend, archs=archs or None, n_fit=cfg.coreml.n_fit,
+                                       fit_seed=cfg.fit_seed, progress=cfg.progress, limit=cfg.limit)
+            log.info("Core ML cannot be timed on this OS. Bundle written to %s: copy it to a Mac, run "
+                     "`python run_bundle.py` there (needs only coremltools), then "
+                     "`python -m hwnas.profile +target=coreml space=%s coreml.import_csv=<bundle>/results.csv`.",
+                     bundle, space.name)
+            return bundle
+
+    table = run_profile(backend, space, path, archs=archs or None, n_fit=cfg.n_fit, progress=cfg.progress,
+                        limit=cfg.limit, fit_seed=cfg.fit_seed)
+    log.info("%s", table.describe())
+    log.info("table: %s (%d rows); correction: %s", table.path, len(table.rows),
+             json.dumps({k: v for k, v in table.correction(space.name).items() if k in ("form", "a", "b", "loo_mape")}))
+    return table.path
+
+
+@hydra.main(config_path="conf", config_name="profile", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hwnas.latency import LatencyTableError
+    try:
+        run(cfg)
+    except LatencyTableError as e:
+        log.error("%s", e)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
