@@ -163,9 +163,9 @@ class Supernet(Model):
         arch = self.active_arch
         state = {f"{step.path}.{name}": t.detach().clone() for step in self._steps
                  for name, t in step.tensors().items()}
-        device = next(self.parameters()).device
-        model = DeployModel(arch, self.num_classes, init=False).to(device)
-        model.load_state_dict(state, strict=True)
+        with torch.device("meta"):  # no allocation or init: every tensor comes from `state`
+            model = DeployModel(arch, self.num_classes, init=False)
+        model.load_state_dict(state, strict=True, assign=True)
         model.train(self.training)
         if previous is not None and previous != arch:
             self.set_active(previous)

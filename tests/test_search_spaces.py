@@ -1,0 +1,185 @@
+"""search_spaces: references, analytic counts vs torch, validation errors, block coverage, plain data."""
+import json
+import random
+
+import pytest
+import torch
+import yaml
+
+import search_spaces
+import supernet
+from search_spaces import Arch, ArchError
+
+OFFICIAL_PARAMS = {
+    "nextvit_s": 31_763_368, "nextvit_b": 44_818_856, "nextvit_l": 57_874_344,
+    "efficientformerv2_s0": 3_600_256, "efficientformerv2_s1": 6_185_560,
+    "efficientformerv2_s2": 12_710_112, "efficientformerv2_l": 26_322_288,
+}
+# torch.utils.flop_counter on the official implementations, GMAC (ARCHITECTURES.md section 3).
+OFFICIAL_GMACS = {"nextvit_s": 5.794, "nextvit_b": 8.274, "nextvit_l": 10.753,
+                  "efficientformerv2_s0": 0.396, "efficientformerv2_s1": 0.652,
+                  "efficientformerv2_s2": 1.247, "efficientformerv2_l": 2.553}
+SPACES = ["nextvit", "efficientformerv2"]
+
+
+def _space_of(ref):
+    return search_spaces.get_space("nextvit" if ref.startswith("nextvit") else "efficientformerv2")
+
+
+def _torch_params(arch, num_classes=1000):
+    with torch.device("meta"):
+        model = supernet.build_model(arch, num_classes)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("ref", sorted(OFFICIAL_PARAMS))
+def test_reference_models_have_official_parameter_counts(ref):
+    arch = _space_of(ref).reference(ref)
+    assert _torch_params(arch) == OFFICIAL_PARAMS[ref]
+    assert arch.params() == OFFICIAL_PARAMS[ref]
+
+
+def test_max_arch_is_the_large_reference_and_the_largest():
+    for name, large in (("nextvit", "nextvit_l"), ("efficientformerv2", "efficientformerv2_l")):
+        space = search_spaces.get_space(name)
+        assert space.max_arch() == space.reference(large)
+        biggest = max(a.params() for a in space.sample_many(300, seed=3))
+        assert biggest <= space.max_arch().params()
+        assert space.min_arch().params() <= min(a.params() for a in space.sample_many(300, seed=4))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_analytic_params_equal_torch_for_sampled_archs(name):
+    space = search_spaces.get_space(name)
+    archs = space.sample_many(50, seed=11) + [space.min_arch(), space.max_arch()]
+    for arch in archs:
+        for classes in (1000, 10):
+            assert arch.params(classes) == _torch_params(arch, classes), arch.to_dict()
+
+
+@pytest.mark.parametrize("ref", sorted(OFFICIAL_GMACS))
+def test_analytic_macs_match_flop_counter_and_official_figures(ref):
+    from torch.utils.flop_counter import FlopCounterMode
+    arch = _space_of(ref).reference(ref)
+    model = supernet.build_model(arch).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, arch.resolution, arch.resolution))
+    measured = counter.get_total_flops() / 2
+    assert abs(arch.macs() - measured) / measured < 0.01
+    assert arch.macs() / 1e9 == pytest.approx(OFFICIAL_GMACS[ref], abs=0.0015)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_all_blocks_cover_every_sampled_block(name):
+    space = search_spaces.get_space(name)
+    keys = {b.key for b in space.all_blocks()}
+    archs = space.sample_many(200, seed=5) + [space.min_arch()] + list(space.references().values())
+    for arch in archs:
+        missing = {b.key for b in arch.blocks()} - keys
+        assert not missing, missing
+    # and every listed block builds as a torch module with the analytic parameter count
+    for spec in space.all_blocks()[::7]:
+        with torch.device("meta"):
+            block = supernet.build_block(spec, init=False)
+        assert sum(p.numel() for p in block.parameters()) == space.block_params(spec)
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_sampled_archs_validate_and_round_trip_as_plain_data(name):
+    space = search_spaces.get_space(name)
+    for arch in space.sample_many(100, seed=7):
+        space.validate(arch)
+        again = Arch.from_dict(json.loads(json.dumps(arch.to_dict())))
+        assert again == arch and hash(again) == hash(arch) and again.id == arch.id
+        assert Arch.from_dict(yaml.safe_load(yaml.safe_dump(arch.to_dict()))) == arch
+    # 3 and 3.0 are the same arch (canonical form), so ids do not depend on how a YAML spells them
+    d = space.max_arch().to_dict()
+    key = "ncb_mlp_ratio" if name == "nextvit" else "width"
+    d["stages"][0][key] = float(d["stages"][0][key])
+    assert Arch.from_dict(d).id == space.max_arch().id
+
+
+def test_arch_id_is_stable():
+    # Pinned: latency caches, Optuna studies and evaluation caches key on it.
+    assert search_spaces.get_space("nextvit").reference("nextvit_s").id == "f1537d91bf63"
+    assert search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0").id == "40700dfa726c"
+
+
+def _modified(arch, stage, key, value):
+    d = arch.to_dict()
+    d["stages"][stage][key] = value
+    return Arch.from_dict(d)
+
+
+@pytest.mark.parametrize("make, field, allowed_part", [
+    (lambda s: _modified(s.reference("nextvit_s"), 1, "colour", 3), "stages[1].colour", "ncb_width"),
+    (lambda s: _modified(s.reference("nextvit_s"), 2, "ncb_width", 300), "stages[2].ncb_width", "384"),
+    (lambda s: _modified(s.reference("nextvit_s"), 2, "l", 7), "stages[2].l", "6"),
+    (lambda s: _modified(s.reference("nextvit_s"), 3, "n", 3), "stages[3].n", "[1, 2]"),
+    (lambda s: _modified(s.reference("nextvit_s"), 3, "r", 1.0), "stages[3].r", "0.75"),
+    (lambda s: Arch("efficientformerv2", s.reference("nextvit_s").stages), "space", "nextvit"),
+])
+def test_invalid_nextvit_archs_name_field_and_allowed_values(make, field, allowed_part):
+    space = search_spaces.get_space("nextvit")
+    with pytest.raises(ArchError) as e:
+        space.validate(make(space))
+    assert e.value.field == field
+    assert allowed_part in str(e.value)
+
+
+@pytest.mark.parametrize("mutate, field, allowed_part", [
+    (lambda d: d["stages"][0].update(width=36), "stages[0].width", "[32, 40]"),
+    (lambda d: d["stages"][2].update(expansion=[4] * 16), "stages[2].expansion", "15"),
+    (lambda d: d["stages"][1].update(expansion=[0] * 5), "stages[1].expansion", "1..5"),
+    (lambda d: d["stages"][2]["expansion"].__setitem__(4, 4), "stages[2].expansion[4]", "[0, 2, 3]"),
+    (lambda d: d["stages"][3].update(attn=7), "stages[3].attn", "0..6"),
+    (lambda d: d["stages"][0].update(attn=1), "stages[0].attn", "expansion"),
+    (lambda d: d.update(resolution=225), "resolution", "multiples of 32"),
+])
+def test_invalid_efficientformerv2_archs_name_field_and_allowed_values(mutate, field, allowed_part):
+    space = search_spaces.get_space("efficientformerv2")
+    d = space.reference("efficientformerv2_l").to_dict()
+    mutate(d)
+    with pytest.raises(ArchError) as e:
+        space.validate(Arch.from_dict(d))
+    assert e.value.field == field
+    assert allowed_part in str(e.value)
+
+
+def test_attention_only_where_the_supernet_has_it():
+    space = search_spaces.get_space("efficientformerv2")
+    d = space.reference("efficientformerv2_s0").to_dict()
+    d["stages"][2]["attn"] = 4  # S0 keeps positions 0-3 as FFN: position 3 has no attention weights
+    with pytest.raises(ArchError, match="attention only at positions"):
+        space.validate(Arch.from_dict(d))
+
+
+def test_unknown_space_and_reference_list_the_names():
+    with pytest.raises(ArchError, match="efficientformerv2.*nextvit"):
+        search_spaces.get_space("resnet")
+    with pytest.raises(ArchError, match="nextvit_b"):
+        search_spaces.get_space("nextvit").reference("nextvit_xl")
+    with pytest.raises(ArchError, match="unknown field"):
+        Arch.from_dict({"space": "nextvit", "stages": [], "depth": 3})
+
+
+def test_search_spaces_does_not_import_torch():
+    import subprocess
+    import sys
+    code = ("import sys, random, search_spaces as s; sp = s.get_space('nextvit'); "
+            "a = sp.sample(random.Random(0)); a.params(); a.macs(); sp.all_blocks(); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_nhs_pattern_and_ntb_split_of_references():
+    s = search_spaces.get_space("nextvit").reference("nextvit_s")
+    kinds = [b.kind.split(".")[1] for b in s.blocks()]
+    assert kinds == (["stem"] + ["ncb"] * 3 + ["ncb"] * 3 + ["ntb"] + (["ncb"] * 4 + ["ntb"]) * 2
+                     + ["ncb"] * 2 + ["ntb"] + ["head"])
+    ntbs = [b for b in s.blocks() if b.kind == "nextvit.ntb"]
+    assert [(b["mhsa"], b["out"] - b["mhsa"]) for b in ntbs] == [(192, 64), (384, 128), (384, 128), (768, 256)]
+    assert [b["sr"] for b in ntbs] == [4, 2, 2, 1]
+    assert not any(b["proj"] for b in ntbs)  # Next-ViT's NTBs take their input width straight into E-MHSA
