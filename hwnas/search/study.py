@@ -8,6 +8,7 @@ decide (a trial beyond the first `n_trials` live ones is dropped before it is ev
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -28,15 +29,45 @@ def default_storage(run_dir: Path) -> str:
 
 def open_study(storage: str, study_name: str, directions: list[str],
                sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create the study, or load it (same storage and name): that is what resuming is."""
-    storage_obj = sqlite_storage(storage) if storage.startswith("sqlite:///") else storage
-    study = optuna.create_study(storage=storage_obj, study_name=study_name, directions=directions,
-                                sampler=sampler, load_if_exists=True)
+    """Create the study, or load it (same storage and name): that is what resuming is.
+
+    Workers that start together on a fresh database would race to create Optuna's tables (an
+    IntegrityError in one of them): on SQLite a file lock serialises the creation; on other
+    databases the loser retries.
+    """
+    from sqlalchemy.exc import IntegrityError, OperationalError
+    for attempt in range(6):
+        try:
+            with _init_lock(storage):
+                storage_obj = sqlite_storage(storage) if storage.startswith("sqlite:///") else storage
+                study = optuna.create_study(storage=storage_obj, study_name=study_name,
+                                            directions=directions, sampler=sampler, load_if_exists=True)
+            break
+        except (IntegrityError, OperationalError):
+            if attempt == 5:
+                raise
+            time.sleep(0.5 * (attempt + 1))
     have = [d.name.lower() for d in study.directions]
     if have != list(directions):
         raise ValueError(f"study {study_name!r} in {storage} optimises {have}, not {list(directions)}; "
                          "use another study_name= (or the objectives it was made with)")
     return study
+
+
+@contextlib.contextmanager
+def _init_lock(storage: str):
+    if not storage.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    lock = Path(storage[len("sqlite:///"):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sqlite_storage(url: str) -> optuna.storages.RDBStorage:
