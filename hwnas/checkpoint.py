@@ -1,0 +1,127 @@
+"""Supernet checkpoints: one self-describing file a search, an extraction or a resumed run loads.
+
+    save_supernet(net, path, extra={"epoch": 3})     # atomic (temporary file, then rename)
+    net, meta = load_supernet(path, space="nextvit")  # weights_only=True; CheckpointError naming the fix
+
+Format (a plain dict, loadable with `torch.load(weights_only=True)`):
+`{"format": "hwnas.supernet", "version": 1, "space", "resolution", "num_classes", "state_dict", "meta"}`
+where `resolution` is the input size the supernet was trained at and `meta` is plain data
+(numbers, strings, lists, dicts, tensors).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "hwnas.supernet"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says what it is and what to do."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save` to a temporary file in the same folder, flushed to disk, then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` with the failure modes turned into a `CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file" + (
+            "; train a supernet with `python -m hwnas.train space=S data=D` (it writes DIR/supernet.pt)"
+            if what == "checkpoint" else ""))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: holds objects that are not plain weights, refused by "
+                              f"weights_only loading ({str(e).splitlines()[0][:200]}); re-save it as a "
+                              "plain state dict") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic == b"PK\x03\x04":
+            raise CheckpointError(f"{path}: truncated or corrupt {what} (a torch zip archive that does not "
+                                  f"read back: {str(e).splitlines()[0][:200]}); copy it again or re-run the "
+                                  "training, which resumes from its last complete checkpoint") from None
+        raise CheckpointError(f"{path}: not a PyTorch {what} file ({str(e).splitlines()[0][:200]})") from None
+
+
+def supernet_record(net, extra: dict | None = None) -> dict:
+    """The checkpoint dict of a supernet (tensors moved to the CPU)."""
+    return {"format": FORMAT, "version": VERSION, "space": net.space.name,
+            "resolution": int(net.resolution), "num_classes": int(net.num_classes),
+            "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "meta": dict(extra or {})}
+
+
+def save_supernet(net, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write `net` (a `supernet.Supernet`) to `path` atomically; `extra` becomes the meta dict."""
+    return atomic_save(supernet_record(net, extra), path)
+
+
+def check_record(ckpt: Any, path: str | os.PathLike, space: Any = None) -> dict:
+    """Validate a loaded checkpoint dict; returns it."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        keys = sorted(map(str, ckpt))[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path}: not an hwnas supernet checkpoint (found {keys}). A supernet checkpoint is written "
+            "by `python -m hwnas.train`; official Next-ViT / EfficientFormerV2 or timm weights are "
+            "imported with supernet.pretrained.load_pretrained (or `train.pretrained=FILE`)")
+    if int(ckpt.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt['version']} is newer than this "
+                              f"hwnas reads ({VERSION}); update hwnas")
+    missing = [k for k in ("space", "resolution", "num_classes", "state_dict") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: incomplete supernet checkpoint (no {missing[0]!r}); re-save it")
+    if space is not None:
+        name = space if isinstance(space, str) else space.name
+        if name != ckpt["space"]:
+            raise CheckpointError(f"{path}: a supernet of space {ckpt['space']!r}, but space {name!r} was asked "
+                                  f"for; pass space={ckpt['space']} or a checkpoint trained with space={name}")
+    return ckpt
+
+
+def load_supernet(path: str | os.PathLike, space: Any = None, map_location: Any = "cpu"):
+    """(supernet, meta) from a checkpoint written by `save_supernet`.
+
+    `space` (a name or a `SearchSpace`), when given, must be the checkpoint's. Loading uses
+    `torch.load(weights_only=True)`: no code in the file runs.
+    """
+    import supernet
+    ckpt = check_record(safe_load(path, map_location), path, space)
+    with torch.device("meta"):  # no allocation or init: every tensor comes from the file
+        net = supernet.build_supernet(ckpt["space"], num_classes=int(ckpt["num_classes"]),
+                                      resolution=int(ckpt["resolution"]))
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit the {ckpt['space']} supernet of this hwnas "
+                              f"({str(e).splitlines()[1] if len(str(e).splitlines()) > 1 else e}); it was "
+                              "written by an incompatible version, re-train or convert it") from None
+    return net, dict(ckpt.get("meta") or {})
+
+
+__all__ = ["CheckpointError", "atomic_save", "check_record", "load_supernet", "safe_load",
+           "save_supernet", "supernet_record"]

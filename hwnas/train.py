@@ -1,0 +1,75 @@
+"""`python -m hwnas.train space=S data=D`: train a weight-sharing supernet (sandwich rule).
+
+The same command runs data-parallel under `torchrun --nproc_per_node=N -m hwnas.train ...`.
+Writes `supernet.pt` (every epoch and at the end), `train_state.pt` (for resuming), `metrics.csv`
+to the run directory (`hydra.run.dir=DIR`). `train_supernet(cfg, out_dir)` is the same run as a
+function (the search app calls it to train its built-in supernet).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
+from hwnas.data import DataConfig, data_config
+from hwnas.training import TrainConfig, train, train_config
+
+log = logging.getLogger("hwnas.train")
+
+
+@dataclass
+class TrainAppConfig:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+
+
+def _validated(cfg: Any):
+    """The app config merged onto its schema: a misspelt key or a wrong type fails here, by name."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        return OmegaConf.merge(OmegaConf.structured(TrainAppConfig), cfg)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
+
+
+def train_supernet(cfg: Any, out_dir: str | os.PathLike) -> Path:
+    """Train the supernet `cfg` describes (the train app's config: space, data, train, seed)
+    into `out_dir`; returns the path of `out_dir/supernet.pt`."""
+    cfg = _validated(cfg)
+    space = get_space_from_cfg(cfg.space)
+    return train(space, data_config(cfg.data), train_config(cfg.train), out_dir, seed=int(cfg.seed),
+                 log=log.info)
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    register_common()
+
+    @hydra.main(version_base=None, config_path="conf", config_name="train")
+    def _app(cfg: DictConfig) -> None:
+        from search_spaces import ArchError
+        from hwnas.checkpoint import CheckpointError
+        from hwnas.data import DataError
+        out_dir = HydraConfig.get().runtime.output_dir
+        try:
+            path = train_supernet(cfg, out_dir)
+        except (ArchError, CheckpointError, DataError, ValueError) as e:
+            sys.exit(f"hwnas.train: error: {e}")
+        if int(os.environ.get("RANK", "0")) == 0:
+            log.info("supernet written to %s", path)
+
+    _app()
+
+
+if __name__ == "__main__":
+    main()

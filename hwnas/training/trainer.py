@@ -1,0 +1,314 @@
+"""The supernet training loop: sandwich steps, schedule, checkpoints, resume, metrics.
+
+`train(space, data_cfg, train_cfg, out_dir, seed)` writes to `out_dir`:
+- `supernet.pt`: the supernet (`hwnas.checkpoint` format), every epoch and at the end;
+- `train_state.pt`: everything a resumed run needs (supernet, optimizer, AMP scaler, epoch,
+  step, metrics history), written atomically every epoch; a run started on a folder that holds
+  one continues from it;
+- `metrics.csv` (and TensorBoard events when `tensorboard` is installed).
+
+Nothing random depends on hidden state: subnets come from (seed, step), data order from
+(seed, epoch), drop-path from (seed, step, micro-batch). A run killed after a checkpoint and
+resumed therefore ends bitwise identical (on the CPU) to one that was never interrupted.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+import search_spaces
+import supernet
+from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
+from hwnas.data import build_loaders, data_config, derive_seed
+from hwnas.evaluate import SubnetEvaluator
+
+from . import distributed as D
+from .sandwich import StepStats, finish_buffers, sample_archs, sandwich_step
+
+STATE_FORMAT = "hwnas.train_state"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64  # per process and micro-batch; one optimizer step sees batch_size x processes x accum_steps
+    accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    num_random: int = 2  # k: random subnets per step besides the largest and the smallest
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3  # peak learning rate (after warm-up)
+    min_lr: float = 1e-5  # end of the cosine schedule
+    warmup_epochs: float = 1.0  # linear warm-up from 0 (fractions allowed)
+    weight_decay: float = 0.05  # conv/linear weights only (not norms, biases, layer scales, attention biases)
+    momentum: float = 0.9  # sgd only
+    label_smoothing: float = 0.1  # the largest subnet's cross-entropy
+    distill: bool = True  # in-place distillation: the others learn the largest's soft labels (else: labels)
+    distill_temperature: float = 1.0
+    drop_path: float = 0.0  # stochastic depth of the deepest block (linear in depth, as both papers)
+    clip_grad: float = 0.0  # max gradient norm (0: off)
+    amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    device: str = "auto"  # auto | cuda | cpu
+    max_steps_per_epoch: int = 0  # cap on optimizer steps per epoch (0: the whole training set)
+    eval_calib_batches: int = 10  # per-epoch top-1 of largest and smallest after BN recalibration (0: skip)
+    pretrained: Optional[str] = None  # official / timm checkpoint imported before training (not on resume)
+    resume: bool = True  # continue from out_dir/train_state.pt when it exists
+    progress: bool = True  # progress bar (main process only)
+
+
+def train_config(cfg: Any = None) -> TrainConfig:
+    """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
+    if cfg is None:
+        return TrainConfig()
+    if isinstance(cfg, TrainConfig):
+        return cfg
+    if not isinstance(cfg, dict):
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    allowed = TrainConfig.__dataclass_fields__
+    unknown = sorted(set(cfg) - set(allowed))
+    if unknown:
+        raise ValueError(f"train.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
+    return TrainConfig(**cfg)
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_lr` at `total`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith("attention_biases") else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    raise ValueError(f"train.optimizer: unknown optimizer {cfg.optimizer!r} (allowed: adamw, sgd)")
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "off"
+    if amp not in ("bf16", "fp16", "off"):
+        raise ValueError(f"train.amp: {amp!r} (allowed: auto, bf16, fp16, off)")
+    return amp
+
+
+class MetricsLog:
+    """metrics.csv rewritten (atomically) from the history after each epoch; TensorBoard if present."""
+
+    def __init__(self, out_dir: Path, enabled: bool):
+        self.path = out_dir / "metrics.csv"
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: CSV only
+                self.tb = None
+
+    def write(self, history: list[dict]) -> None:
+        if not self.enabled or not history:
+            return
+        cols = list(history[-1])
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, self.path)
+        if self.tb is not None:
+            row = history[-1]
+            for k, v in row.items():
+                if k not in ("epoch", "step") and isinstance(v, (int, float)) and not math.isnan(v):
+                    self.tb.add_scalar(k, v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _run_config(space, data, cfg: TrainConfig, seed: int, info: D.DistInfo) -> dict:
+    return {"space": space.name, "data": asdict(data), "train": asdict(cfg), "seed": seed,
+            "world_size": info.world_size, "global_batch": cfg.batch_size * cfg.accum_steps * info.world_size}
+
+
+def _check_resume(saved: dict, now: dict, path: Path) -> None:
+    for key in ("space", "seed", "global_batch"):
+        if saved.get(key) != now.get(key):
+            raise CheckpointError(f"{path}: written by a run with {key}={saved.get(key)!r}, this run has "
+                                  f"{key}={now.get(key)!r}; resume with the same settings, or use another "
+                                  "output folder (hydra.run.dir=...) or train.resume=false to start afresh")
+    if saved.get("data", {}).get("name") != now["data"]["name"]:
+        raise CheckpointError(f"{path}: written by a run on data={saved['data'].get('name')}, this run has "
+                              f"data={now['data']['name']}; use another output folder or train.resume=false")
+
+
+def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed: int = 0,
+          log: Callable[[str], None] = print) -> Path:
+    """Train a supernet of `space` on `data_cfg`; returns the path of `out_dir/supernet.pt`."""
+    space = search_spaces.get_space(space) if isinstance(space, str) else space
+    data = data_config(data_cfg)
+    cfg = train_config(cfg)
+    out_dir = Path(out_dir)
+    info = D.setup(cfg.device)
+    try:
+        return _train(space, data, cfg, out_dir, seed, info, log)
+    finally:
+        D.cleanup(info)
+
+
+def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.DistInfo, log) -> Path:
+    device = info.device
+    amp = resolve_amp(cfg.amp, device)
+    main = info.is_main
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    res = data.image_size
+    train_loader, _, num_classes = build_loaders(
+        data, res, cfg.batch_size, seed, rank=info.rank, world_size=info.world_size,
+        accum_steps=cfg.accum_steps, max_steps_per_epoch=cfg.max_steps_per_epoch)
+    sampler = train_loader.batch_sampler
+    steps_per_epoch = sampler.steps
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    micro_total = info.world_size * cfg.accum_steps
+
+    torch.manual_seed(derive_seed(seed, 0xC0FFEE))
+    net = supernet.build_supernet(space, num_classes=num_classes, resolution=res,
+                                  drop_path_rate=cfg.drop_path).to(device)
+    optimizer = make_optimizer(net, cfg)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    run_cfg = _run_config(space, data, cfg, seed, info)
+
+    state_path = out_dir / "train_state.pt"
+    start_epoch, history, pretrained_report = 0, [], None
+    if cfg.resume and state_path.is_file():
+        state = safe_load(state_path, map_location=device, what="training state")
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"{state_path}: not an hwnas training state; remove it or use another "
+                                  "output folder")
+        _check_resume(state["config"], run_cfg, state_path)
+        rec = check_record(state["supernet"], state_path, space)
+        net.load_state_dict(rec["state_dict"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, history = int(state["epoch"]), list(state["history"])
+        pretrained_report = rec["meta"].get("pretrained")
+        if main:
+            log(f"resuming from {state_path}: {start_epoch}/{cfg.epochs} epochs done")
+    elif cfg.pretrained:
+        from supernet.pretrained import format_report, load_pretrained
+        report = load_pretrained(net, cfg.pretrained)
+        pretrained_report = {"path": str(cfg.pretrained), "layout": report["layout"],
+                             "source_arch": report["source_arch"], "loaded": len(report["loaded"]),
+                             "kept_init": report["missing"]}
+        if main:
+            log(format_report(report))
+    # Same starting weights everywhere (they are already: same seed; this guards against drift).
+    D.broadcast_([t for t in net.state_dict().values()], info)
+
+    evaluator = None
+    if main and cfg.eval_calib_batches > 0:
+        calib, val, _ = build_loaders(data, res, cfg.batch_size, seed)
+        evaluator = SubnetEvaluator(net, calib, val, calib_batches=cfg.eval_calib_batches)
+    metrics = MetricsLog(out_dir, main)
+    params = list(net.parameters())
+    bar = None
+    if main and cfg.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {space.name}",
+                   unit="step", dynamic_ncols=True)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        sampler.set_epoch(epoch)
+        batches = iter(train_loader)
+        stats = StepStats()
+        t0, images = time.perf_counter(), 0
+        for s in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + s
+            lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.min_lr)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            micro = [next(batches) for _ in range(cfg.accum_steps)]
+            archs = sample_archs(space, seed, step, cfg.num_random, res)
+            seeds = [derive_seed(seed, step, info.rank * cfg.accum_steps + a) for a in range(cfg.accum_steps)]
+            optimizer.zero_grad(set_to_none=True)
+            buffers, start, delta = sandwich_step(
+                net, archs, micro, seeds=seeds, divisor=micro_total, device=device, amp=amp,
+                label_smoothing=cfg.label_smoothing, distill=cfg.distill,
+                temperature=cfg.distill_temperature, scaler=scaler, stats=stats)
+            D.all_reduce_(delta, info)
+            finish_buffers(buffers, start, delta, micro_total)
+            grads = [p.grad for p in params if p.grad is not None]
+            D.all_reduce_(grads, info)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], cfg.clip_grad)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            images += sum(len(m[1]) for m in micro) * len(archs) * info.world_size
+            if bar is not None:
+                last = stats.sums.get("largest", (0.0, 1))
+                bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.2e}", loss=f"{last[0] / max(1, last[1]):.3f}")
+                bar.update(1)
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr}
+        loss_sums = torch.tensor([[*stats.sums.get(r, (0.0, 0))] for r in ("largest", "smallest", "random")],
+                                 dtype=torch.float64, device=device)
+        D.all_reduce_([loss_sums], info)
+        for (r, (total, n)) in zip(("largest", "smallest", "random"), loss_sums.tolist()):
+            row[f"loss_{r}"] = total / n if n else float("nan")
+        row["subnet_images_per_s"] = images / max(seconds, 1e-9)
+        row["seconds"] = seconds
+        if evaluator is not None:
+            for name, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
+                row[f"val_top1_{name}"] = evaluator.evaluate(arch)
+            evaluator.cache.clear()
+        history.append(row)
+        if main:
+            meta = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": row["step"], "space": space.name,
+                    "data": data.name, "image_size": res, "seed": seed, "config": run_cfg,
+                    "history": history, "pretrained": pretrained_report}
+            atomic_save({"format": STATE_FORMAT, "version": 1, "config": run_cfg, "epoch": epoch + 1,
+                         "history": history, "supernet": supernet_record(net, meta),
+                         "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict() if scaler is not None else None}, state_path)
+            save_supernet(net, out_dir / "supernet.pt", meta)
+            metrics.write(history)
+            msg = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+            (bar.write if bar is not None else log)(msg)
+        D.barrier(info)
+    if bar is not None:
+        bar.close()
+    metrics.close()
+    ckpt = out_dir / "supernet.pt"
+    if main and not ckpt.is_file():  # zero epochs left to run: still leave a checkpoint behind
+        save_supernet(net, ckpt, {"epoch": start_epoch, "space": space.name, "data": data.name, "seed": seed,
+                                  "config": run_cfg, "history": history})
+    D.barrier(info)
+    return ckpt
+
+
+__all__ = ["TrainConfig", "lr_at", "make_optimizer", "train", "train_config"]
