@@ -69,7 +69,7 @@ def load_archs(space, names: list[str]):
 
 
 def run(cfg: DictConfig) -> Path:
-    from hwnas.latency import TimingUnavailable, get_backend
+    from hwnas.latency import get_backend
     from hwnas.latency.profiler import run_profile, table_path_for
 
     if "target" not in cfg or cfg.target is None:
@@ -88,11 +88,7 @@ def run(cfg: DictConfig) -> Path:
                                                  Path(cfg.out) if cfg.out else None, cfg.tables_dir)
             log.info("imported %s into %s: %s", cfg.coreml.import_csv, table.path, table.describe())
             return table.path
-        try:
-            backend.measure  # timing possible only on macOS
-            if sys.platform != "darwin":
-                raise TimingUnavailable("")
-        except TimingUnavailable:
+        if sys.platform != "darwin":  # Core ML times only on macOS: build the bundle for a Mac
             bundle = Path(cfg.coreml.bundle_dir or Path(HydraConfig.get().runtime.output_dir) / "coreml_bundle")
             coreml_bundle.build_bundle(bundle, space, backend, archs=archs or None, n_fit=cfg.coreml.n_fit,
                                        fit_seed=cfg.fit_seed, progress=cfg.progress, limit=cfg.limit)

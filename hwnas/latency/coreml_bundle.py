@@ -18,7 +18,7 @@ from typing import Sequence
 
 from search_spaces import Arch
 
-from .backends import Backend, slug, summarize  # noqa: F401
+from .backends import Backend, deploy_form, slug
 from .correction import fit_correction
 from .profiler import _progress, fit_set, networks_path, now_iso, specs_for, write_networks
 from .table import TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, provenance_path, read_provenance, read_rows
@@ -58,8 +58,8 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
             elif arch is not None:
                 model = supernet.build_model(arch)
             else:
-                model = mobilenet_v2().fuse_bn()
-            convert_coreml(supernet.fuse_for_deploy(model), shape, path, precision=backend.precision)
+                model = mobilenet_v2()
+            convert_coreml(deploy_form(model), shape, path, precision=backend.precision)
         rows.append((kind, role, name, f"models/{path.name}", "x".join(map(str, shape)),
                      arch.to_json() if arch is not None else ""))
     buf = io.StringIO()

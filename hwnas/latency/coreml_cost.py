@@ -41,11 +41,10 @@ def graph_features(model, input_shape) -> dict:
     """Op count and fp16 byte traffic of a module's BN-folded ONNX graph, plus its MACs."""
     import onnx
     from onnx import numpy_helper, shape_inference
-    import supernet
     from hwnas.export.onnx import export_onnx
-    from .reference_models import MobileNetV2
+    from .backends import deploy_form
 
-    model = model.fuse_bn() if isinstance(model, MobileNetV2) else supernet.fuse_for_deploy(model)
+    model = deploy_form(model)
     with tempfile.TemporaryDirectory() as d:
         path = export_onnx(model, input_shape, Path(d) / "m.onnx")
         g = shape_inference.infer_shapes(onnx.load(str(path))).graph

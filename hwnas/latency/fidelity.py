@@ -71,7 +71,7 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
                       f"{100 * metrics['within_10pct']:.0f}% within ±10%, MAPE {100 * metrics['mape']:.1f}%, "
                       f"tau {metrics['kendall_tau']:.3f}")
     result = {
-        "target": backend.name, "space": space.name, "table": str(table.path), "date": now_iso(),
+        "target": backend.name, "space": space.name, "table": f"latency_tables/{backend.name}/{table.path.name}", "date": now_iso(),
         "machine": {"device": table.provenance.get("device"), "host": platform.node(),
                     "runtime": f"{table.provenance.get('runtime')} {table.provenance.get('runtime_version')}"},
         "statistic": table.statistic, "correction": table.correction(space.name),

@@ -169,9 +169,11 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     return [done[(a.space, role, a.id)] for a in archs]
 
 
-def fit_set(space: search_spaces.SearchSpace, n_fit: int, seed: int = 0) -> list[Arch]:
-    """The correction-fit networks: the references plus `n_fit` random subnets."""
-    fit = list(space.references().values()) + space.sample_many(n_fit, seed=10_000 + seed)
+def fit_set(space: search_spaces.SearchSpace, n_fit: int, seed: int = 0,
+            archs: Sequence[Arch] | None = None) -> list[Arch]:
+    """The correction-fit networks: `archs` (default: the references) plus `n_fit` random subnets."""
+    base = list(archs) if archs else list(space.references().values())
+    fit = base + space.sample_many(n_fit, seed=10_000 + seed)
     return list(dict.fromkeys(fit))
 
 
@@ -214,12 +216,13 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
     table_path = Path(table_path) if table_path else table_path_for(backend)
     table = open_table(backend, table_path, space.name)
     t0 = time.perf_counter()
-    specs = specs_for(space, archs)
+    fit_archs = fit_set(space, n_fit, seed=fit_seed, archs=archs) if n_fit > 0 else []
+    # Only some archs: their blocks and those of the fit networks, so the correction can be fitted.
+    specs = specs_for(space, list(archs) + fit_archs if archs else None)
     profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit)
     if limit is not None and any(s.key not in table.rows for s in specs):
         return table  # a partial run (tests, smoke runs): no networks, no correction yet
-    if n_fit > 0:
-        fit_archs = fit_set(space, n_fit, seed=fit_seed)
+    if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table_path), progress)
         table.provenance["profiling"][space.name]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)

@@ -1,0 +1,51 @@
+"""How many archs a second `LatencyTable.predict` scores (the issue asks for >= 10,000).
+
+    python experiments/latency_predict_speed.py   # -> experiments/results/latency_predict_speed.json
+
+Scores 10,000 distinct random archs per space once (every arch new to the table), then the same
+list again, with the shipped torch_cuda table (any table gives the same speed: a dict lookup per
+block). Sampling the archs is not timed.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import search_spaces  # noqa: E402
+from hwnas.latency import LatencyTable, default_table_path  # noqa: E402
+from hwnas.latency.backends import cpu_name  # noqa: E402
+from hwnas.latency.profiler import now_iso  # noqa: E402
+
+
+def main() -> None:
+    out = {"machine": {"cpu": cpu_name(), "python": platform.python_version()}, "date": now_iso(), "spaces": {}}
+    for name in search_spaces.list_spaces():
+        space = search_spaces.get_space(name)
+        table = LatencyTable.load(default_table_path("torch_cuda", name))
+        archs = space.sample_many(10_000, seed=123)
+        res = {}
+        for run in ("first pass", "second pass"):
+            t0 = time.perf_counter()
+            for a in archs:
+                table.predict(a)
+            dt = time.perf_counter() - t0
+            res[run] = {"archs": len(archs), "seconds": round(dt, 4), "archs_per_second": round(len(archs) / dt)}
+        t0 = time.perf_counter()
+        for a in archs[:2000]:
+            a.blocks()
+        res["arch.blocks() alone, for comparison (archs/s)"] = round(2000 / (time.perf_counter() - t0))
+        out["spaces"][name] = res
+        print(name, json.dumps(res))
+    path = ROOT / "experiments" / "results" / "latency_predict_speed.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

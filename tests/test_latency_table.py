@@ -1,0 +1,151 @@
+"""LatencyTable behaviour a search relies on: exact sums, clear errors, keys equal to arch.blocks()."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+import search_spaces
+from hwnas.latency import (LatencyTable, LatencyTableError, MissingRowsError, UnknownTargetError,
+                           default_table_path, get_backend)
+from hwnas.latency.correction import fidelity_metrics, fit_correction, kendall_tau
+from hwnas.latency.keys import block_keys
+
+SPACES = ["nextvit", "efficientformerv2"]
+
+
+def synthetic_table(space_name: str, path=None, correction=None) -> LatencyTable:
+    space = search_spaces.get_space(space_name)
+    rng = random.Random(0)
+    rows = {s.key: {"median_ms": rng.uniform(0.1, 2.0), "p10_ms": rng.uniform(0.05, 0.1), "spread": 0.1, "runs": 50}
+            for s in space.all_blocks()}
+    prov = {"target": "onnxruntime_cpu", "source": "measured", "spaces": [space_name], "statistic": "p10_ms",
+            "device": "test", "correction": {space_name: correction} if correction else {}}
+    t = LatencyTable(rows, prov, path)
+    if path is not None:
+        t.save()
+    return t
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_fast_keys_equal_arch_blocks(name):
+    space = search_spaces.get_space(name)
+    archs = space.sample_many(500, seed=7) + list(space.references().values()) + [space.min_arch(), space.max_arch()]
+    for a in archs:
+        assert block_keys(a) == [b.key for b in a.blocks()]
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_predict_is_sum_of_rows_plus_correction(name):
+    a_kind = {"nextvit.ntb": 1.3, "efficientformerv2.attn": 0.7}
+    corr = {"form": "per_kind", "a": a_kind, "a_default": 0.9, "b": 0.25}
+    t = synthetic_table(name, correction=corr)
+    for arch in search_spaces.get_space(name).sample_many(20, seed=1):
+        expected = sum(a_kind.get(b.kind, 0.9) * t.rows[b.key]["p10_ms"] for b in arch.blocks()) + 0.25
+        assert t.predict(arch) == pytest.approx(expected, rel=1e-12)
+        assert t.block_sum(arch) == pytest.approx(sum(t.rows[b.key]["p10_ms"] for b in arch.blocks()), rel=1e-12)
+
+
+def test_predict_without_correction_is_plain_sum():
+    t = synthetic_table("nextvit")
+    arch = search_spaces.get_space("nextvit").reference("nextvit_s")
+    assert t.predict(arch) == pytest.approx(sum(t.rows[b.key]["p10_ms"] for b in arch.blocks()), rel=1e-12)
+
+
+def test_missing_rows_error_names_keys_and_command(tmp_path):
+    t = synthetic_table("efficientformerv2", tmp_path / "t.csv")
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s1")
+    gone = arch.blocks()[3].key
+    del t.rows[gone]
+    t._models.clear()
+    assert t.missing(arch) == [gone]
+    with pytest.raises(MissingRowsError) as e:
+        t.predict(arch)
+    assert gone in str(e.value)
+    assert "python -m hwnas.profile +target=onnxruntime_cpu space=efficientformerv2" in str(e.value)
+    assert isinstance(e.value, LatencyTableError)
+
+
+def test_save_load_round_trip(tmp_path):
+    t = synthetic_table("nextvit", tmp_path / "dev.csv", correction={"form": "scale", "a": {}, "a_default": 1.1, "b": 1.0})
+    u = LatencyTable.load(tmp_path / "dev.csv", target="onnxruntime_cpu", space="nextvit")
+    arch = search_spaces.get_space("nextvit").reference("nextvit_b")
+    assert u.predict(arch) == pytest.approx(t.predict(arch), rel=1e-5)
+    assert not u.is_estimated and "measured" in u.describe()
+
+
+def test_corrupt_csv_missing_file_and_wrong_target(tmp_path):
+    synthetic_table("nextvit", tmp_path / "dev.csv")
+    lines = (tmp_path / "dev.csv").read_text().splitlines()
+    (tmp_path / "dev.csv").write_text("\n".join(lines[:5] + ['"nextvit.ncb(in=1', "garbage,1"]) + "\n")
+    with pytest.raises(LatencyTableError, match="corrupt"):
+        LatencyTable.load(tmp_path / "dev.csv")
+    with pytest.raises(LatencyTableError, match="does not exist"):
+        LatencyTable.load(tmp_path / "nope.csv")
+    synthetic_table("nextvit", tmp_path / "dev.csv")
+    with pytest.raises(LatencyTableError, match="not 'torch_cuda'"):
+        LatencyTable.load(tmp_path / "dev.csv", target="torch_cuda")
+    with pytest.raises(LatencyTableError, match="no rows for space 'efficientformerv2'"):
+        LatencyTable.load(tmp_path / "dev.csv", space="efficientformerv2")
+    (tmp_path / "dev.json").write_text("{not json")
+    with pytest.raises(LatencyTableError, match="corrupt"):
+        LatencyTable.load(tmp_path / "dev.csv")
+
+
+def test_unknown_target_lists_targets():
+    with pytest.raises(UnknownTargetError) as e:
+        get_backend("tpu_magic")
+    for name in ("onnxruntime_cpu", "torch_cuda", "tensorrt", "coreml"):
+        assert name in str(e.value)
+    with pytest.raises(LatencyTableError, match="no latency table for target 'tpu_magic'"):
+        default_table_path("tpu_magic", "nextvit")
+
+
+def test_tensorrt_missing_gives_install_error():
+    from hwnas.export.tensorrt import TensorRTUnavailable, tensorrt_available
+    if tensorrt_available():
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(TensorRTUnavailable, match="pip install tensorrt"):
+        get_backend("tensorrt")
+
+
+def test_correction_fit_recovers_known_linear_map():
+    t = synthetic_table("efficientformerv2")
+    space = search_spaces.get_space("efficientformerv2")
+    archs = space.sample_many(25, seed=3)
+    recs = [{"arch": a, "arch_id": a.id, "p10_ms": 1.2 * t.block_sum(a) + 0.4} for a in archs]
+    corr = fit_correction(t, recs)
+    t.provenance["correction"] = {"efficientformerv2": corr}
+    t._models.clear()
+    for a in space.sample_many(10, seed=4):
+        assert t.predict(a) == pytest.approx(1.2 * t.block_sum(a) + 0.4, rel=1e-3)
+
+
+def test_fidelity_metrics_and_kendall_tau():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == pytest.approx(-1.0)
+    m = fidelity_metrics([1.0, 1.06, 0.8], [1.0, 1.0, 1.0])
+    assert m["within_5pct"] == pytest.approx(1 / 3) and m["within_10pct"] == pytest.approx(2 / 3)
+    assert m["mape"] == pytest.approx((0 + 0.06 + 0.2) / 3)
+
+
+@pytest.mark.parametrize("target", ["onnxruntime_cpu", "coreml"])
+@pytest.mark.parametrize("name", SPACES)
+def test_shipped_tables_cover_every_block(target, name):
+    try:
+        path = default_table_path(target, name)
+    except LatencyTableError:
+        pytest.skip(f"no shipped {target} table yet")
+    t = LatencyTable.load(path, target=target, space=name)
+    space = search_spaces.get_space(name)
+    assert not [s.key for s in space.all_blocks() if s.key not in t.rows]
+    assert t.provenance["mes_unit_latency_ms"] > 0
+    for a in space.references().values():
+        assert t.predict(a) > 0
+    if target == "coreml":
+        assert t.is_estimated and t.describe().startswith("ESTIMATED")
+        assert t.provenance["cost_model"]["loo_mape"] >= 0
+    else:
+        assert not t.is_estimated
+        json.dumps(t.provenance)  # plain data
