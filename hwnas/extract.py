@@ -118,31 +118,36 @@ def model_from_checkpoint(arch, checkpoint: str | os.PathLike):
 
 
 def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int | None = None):
-    """The plain model of `arch` from an official or timm checkpoint file.
+    """The plain model of `arch` from an official, timm or hwnas checkpoint file.
 
-    The checkpoint is imported into the space's supernet (whose max arch is Next-ViT-L /
-    EfficientFormerV2-L exactly), and `arch` is extracted from it by the first-k rule; for a
-    reference arch whose own checkpoint this is, importing into the static model is tried first.
+    A checkpoint of a reference model is imported into the space's supernet (whose max arch is
+    Next-ViT-L / EfficientFormerV2-L exactly; a smaller reference lands in the leading corner by the
+    sharing rule) and `arch` is extracted from it by first-k -- so the same file serves every subnet.
+    A checkpoint of no reference (an hwnas `model.pt` of a searched subnet) must be exactly `arch`'s.
     """
     import supernet
-    from supernet.pretrained import load_pretrained
+    from supernet.pretrained import PretrainedError, format_report, load_pretrained
 
     num_classes = num_classes or 1000
-    model = supernet.build_model(arch, num_classes=num_classes)
+    net = supernet.build_supernet(arch.space, num_classes=num_classes, resolution=arch.resolution)
     try:
-        report = load_pretrained(model, pretrained)
-        how = "imported into the static model"
-    except Exception as direct:  # a checkpoint of another (larger) model: go through the supernet
-        net = supernet.build_supernet(arch.space, num_classes=num_classes, resolution=arch.resolution)
-        try:
-            report = load_pretrained(net, pretrained)
-        except Exception as e:
-            raise ExtractError(f"cannot import {pretrained} into {arch.space} (as this arch: {direct}; "
-                               f"as the supernet's max arch: {e})") from None
+        report = load_pretrained(net, pretrained)
         model, how = net.extract(arch), "imported into the supernet, arch extracted (first-k)"
-    info = {"source": "pretrained", "path": str(pretrained), "how": how}
-    if isinstance(report, dict):
-        info["missing"] = [str(k) for k in report.get("missing", [])][:50]
+    except PretrainedError as into_supernet:
+        model = supernet.build_model(arch, num_classes=num_classes)
+        try:
+            report = load_pretrained(model, pretrained)
+        except PretrainedError as e:
+            raise ExtractError(f"cannot import {pretrained}: {into_supernet}; {e}") from None
+        if report["skipped"] or report["unexpected"] or report["missing"]:
+            raise ExtractError(f"{pretrained} holds neither a reference model of {arch.space} nor this arch "
+                               f"({into_supernet}); as this arch: {format_report(report)}")
+        how = "imported into the static model of the arch"
+    del net
+    log.info("%s", format_report(report))
+    info = {"source": "pretrained", "path": str(pretrained), "how": how, "layout": report["layout"],
+            "source_arch": report["source_arch"], "kept_init": len(report["missing"]),
+            "skipped": [k for k, _ in report["skipped"]]}
     return model, num_classes, info
 
 
@@ -157,44 +162,27 @@ def fresh_model(arch, num_classes: int | None = None):
 
 
 # ---- BatchNorm statistics ----------------------------------------------------------------------
-def recalibrate(model, data_cfg, batches: int, seed: int = 0) -> dict:
-    """Re-estimate the model's BatchNorm statistics on `batches` training batches of `data_cfg`.
-
-    The data may come at another resolution than the deployment one (a supernet trained on small
-    images); EfficientFormerV2's attention is built for one resolution, so the statistics are then
-    estimated on the same arch built at the data's resolution and copied over (BN statistics are
-    per channel, independent of resolution).
-    """
+def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int = 0) -> dict:
+    """Re-estimate the model's BatchNorm statistics on `batches` training batches of `data_cfg`,
+    with the images at the model's deployment resolution (the statistics the export will see)."""
     import torch
-    import supernet
-    from hwnas.data import build_loaders
+    from hwnas.data import build_loaders, data_config
     from hwnas.evaluate import recalibrate_bn
 
-    loaders = build_loaders(data_cfg, seed=seed)
-    train = loaders[0] if isinstance(loaders, (tuple, list)) else getattr(loaders, "train", loaders)
-    x0 = next(iter(train))[0]
-    res = int(x0.shape[-1])
-    arch = model.arch
-    if res == arch.resolution:
-        recalibrate_bn(model, train, batches)
-    else:
-        small = supernet.DeployModel(arch.with_resolution(res), model.num_classes)
-        state = {k: v for k, v in model.state_dict().items() if not k.endswith("attention_biases")}
-        small.load_state_dict(state, strict=False)
-        recalibrate_bn(small, train, batches)
-        bn = {k: v for k, v in small.state_dict().items()
-              if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-        with torch.no_grad():
-            model.load_state_dict(bn, strict=False)
-    model.eval()
-    return {"batches": batches, "data_resolution": res}
+    res = model.arch.resolution
+    train, _, _ = build_loaders(data_cfg, image_size=res, batch_size=batch_size, seed=seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    recalibrate_bn(model.to(device), train, batches)
+    model.cpu().eval()
+    return {"data": data_config(data_cfg).name, "batches": batches, "batch_size": batch_size,
+            "image_size": res, "device": device}
 
 
 # ---- the app ---------------------------------------------------------------------------------------
 def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
             checkpoint: str | None = None, pretrained: str | None = None,
             formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
-            num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 50,
+            num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 16, bn_batch_size: int = 32,
             batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0) -> dict:
     """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
     Returns the manifest (also written to `out_dir/manifest.json`)."""
@@ -221,8 +209,8 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         model, n_cls, weights = fresh_model(a, num_classes)
     weights["arch_source"] = arch_source
     if data_cfg is not None:
-        weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, seed)
-        log.info("BatchNorm statistics re-estimated on %d batches", bn_batches)
+        weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, bn_batch_size, seed)
+        log.info("BatchNorm statistics re-estimated on %d batches of %d images", bn_batches, bn_batch_size)
     else:
         weights["bn_recalibration"] = None
         if checkpoint:
@@ -254,7 +242,8 @@ class ExtractConfig:
     resolution: Optional[int] = None  # deployment input size; null: the arch's own
     num_classes: Optional[int] = None  # pretrained / fresh init only (a checkpoint fixes it); null: 1000
     data: Any = None  # data group (data=digits, data=imagefolder ...): re-estimate BatchNorm statistics
-    bn_batches: int = 50  # training batches for that
+    bn_batches: int = 16  # training batches for that (at the deployment resolution) ...
+    bn_batch_size: int = 32  # ... of this many images
     batch: int = 1  # the static batch size of the exported models
     opset: int = 17  # ONNX opset: TensorRT 8.6+/10 and ONNX Runtime >= 1.14 all run 17
     strict: bool = True  # a failed export check is an error (exit status 1)
@@ -288,6 +277,7 @@ def main() -> None:
                     pretrained=cfg.pretrained, formats=list(cfg.format) if not isinstance(cfg.format, str)
                     else cfg.format, out_dir=out_dir, resolution=cfg.resolution,
                     num_classes=cfg.num_classes, data_cfg=cfg.data, bn_batches=cfg.bn_batches,
+                    bn_batch_size=cfg.bn_batch_size,
                     batch=cfg.batch, opset=cfg.opset, strict=cfg.strict, seed=cfg.seed)
         except (ExtractError, ArchError, ExportError) as e:
             sys.exit(f"hwnas.extract: error: {e}")

@@ -23,17 +23,23 @@ def shipped_tables(root: str | os.PathLike | None = None) -> list[Path]:
     """Every latency table under `latency_tables/<target>/` (the shipped ones by default)."""
     if root is None:
         from hwnas.latency.table import TABLES_DIR as root
-    return sorted(Path(root).glob("*/*.csv"))
+    # A table is a `<device>.csv` with its `<device>.json` provenance beside it (the whole-network
+    # measurements `<device>.networks.csv` that fit the correction are not tables).
+    return sorted(js.with_suffix(".csv") for js in Path(root).glob("*/*.json")
+                  if not js.name.endswith(".networks.json") and js.with_suffix(".csv").exists())
 
 
 def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
     """`{"<target>/<file>": {"ms": ..., "estimated": bool, "table": description}}` for every table
     that covers the arch's space; a table that cannot predict it (missing rows, unreadable)
     records its error instead."""
-    from hwnas.latency import LatencyTable
-
-    out = {}
-    for path in shipped_tables() if tables is None else tables:
+    out: dict = {}
+    tables = shipped_tables() if tables is None else tables
+    try:
+        from hwnas.latency.table import LatencyTable
+    except ImportError as e:
+        return {str(p): {"ms": None, "error": f"latency tables unavailable: {e}"} for p in tables}
+    for path in tables:
         key = f"{path.parent.name}/{path.name}"
         try:
             table = LatencyTable.load(path)

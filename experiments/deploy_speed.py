@@ -1,0 +1,280 @@
+"""Deployment speed: our exported Next-ViT-S and EfficientFormerV2-S1 vs timm's same models.
+
+    python experiments/deploy_speed.py            # GPU machine: torch_cuda + ONNX Runtime CPU, ~3 min
+    python experiments/deploy_speed.py --quick    # any CPU box: a few ORT runs of ours (smoke check)
+
+- `torch_cuda`: fp16, batch 8, 224x224, eval, one CUDA graph per model, median of many replays
+  timed with CUDA events. Ours is the deploy recipe of `hwnas.export.optimize` (BatchNorms folded,
+  EfficientFormerV2's x2 bilinear upsample as elementwise ops, channels_last); timm's model runs as
+  timm builds it (NCHW) and, to be strict, also in channels_last -- the ratio is against timm's
+  faster layout.
+- `onnxruntime_cpu`: batch 1, fp32, 1 intra-op thread, full graph optimisation; both exported with
+  the same exporter (TorchScript-based `torch.onnx.export`, opset 17), ours BN-folded as
+  `python -m hwnas.extract format=onnx` writes it.
+
+Where `supernet.pretrained` can import timm's state dict, ours carries timm's (random) weights and
+the script reports the output difference, so both sides are provably the same function.
+Measurements of the two sides are interleaved in rounds so drifting clocks hit both alike.
+Writes experiments/results/deploy_speed_<gpu|cpu>.json and .md (needs no Hydra or Optuna).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import search_spaces  # noqa: E402
+import supernet  # noqa: E402
+from hwnas.export.onnx import export_onnx  # noqa: E402
+from hwnas.export.optimize import optimize_for_gpu  # noqa: E402
+
+MODELS = {"nextvit_s": "nextvit_small", "efficientformerv2_s1": "efficientformerv2_s1"}
+SPACE = {"nextvit_s": "nextvit", "efficientformerv2_s1": "efficientformerv2"}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_ours(name: str, timm_model=None) -> tuple[torch.nn.Module, dict]:
+    arch = search_spaces.get_space(SPACE[name]).reference(name)
+    model = supernet.build_model(arch).eval()
+    info = {"arch_id": arch.id, "params": arch.params(), "weights": "random (trunc-normal)"}
+    if timm_model is not None:
+        try:
+            from supernet.pretrained import load_pretrained
+            load_pretrained(model, {k: v.detach().cpu() for k, v in timm_model.state_dict().items()})
+            x = torch.randn(2, 3, 224, 224)
+            with torch.no_grad():
+                a, b = model(x), timm_model.cpu().float().eval()(x)
+            info["weights"] = "timm's, imported with supernet.pretrained.load_pretrained"
+            info["max_rel_diff_vs_timm_fp32"] = float((a - b).abs().max() / b.abs().max())
+        except Exception as e:  # the import is a bonus; the timing stands without it
+            info["weights_note"] = f"timm weights not imported ({type(e).__name__}: {e})"
+    return model, info
+
+
+def build_timm(name: str):
+    import timm
+    return timm.create_model(MODELS[name], pretrained=False).eval()
+
+
+# ---- torch_cuda ------------------------------------------------------------------------------------
+def cuda_graph_runner(model: torch.nn.Module, x: torch.Tensor):
+    """Capture one forward in a CUDA graph; returns replay()."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        for _ in range(3):
+            model(x)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g), torch.no_grad():
+        model(x)
+    return g.replay
+
+
+def time_replays(replay, n: int) -> list[float]:
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        start[i].record()
+        replay()
+        end[i].record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(start, end)]
+
+
+def bench_cuda(variants: dict, batch: int, rounds: int, per_round: int) -> dict:
+    runners = {}
+    for key, (model, channels_last) in variants.items():
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.float16).to(memory_format=fmt)
+        runners[key] = cuda_graph_runner(model, x)
+        for _ in range(20):
+            runners[key]()
+    torch.cuda.synchronize()
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, r in runners.items():
+            times[k] += time_replays(r, per_round)
+    return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10], "runs": len(v)}
+            for k, v in times.items()}
+
+
+def run_cuda(quick: bool, timm_models: dict, ours: dict) -> dict:
+    out = {"device": torch.cuda.get_device_name(), "precision": "fp16", "batch": 8,
+           "method": "one CUDA graph per model, CUDA-event timing per replay, interleaved rounds"}
+    for name in MODELS:
+        variants = {}
+        base = ours[name]
+        variants["ours_folded_nchw"] = (supernet.fuse_for_deploy(copy.deepcopy(base)).cuda().half(), False)
+        variants["ours_deploy_nchw"] = (optimize_for_gpu(copy.deepcopy(base), channels_last=False).cuda().half(), False)
+        variants["ours_deploy_channels_last"] = (
+            optimize_for_gpu(copy.deepcopy(base), channels_last=True).cuda().half(), True)
+        if name in timm_models:
+            t = timm_models[name]
+            variants["timm_nchw"] = (copy.deepcopy(t).cuda().half().eval(), False)
+            variants["timm_channels_last"] = (
+                copy.deepcopy(t).cuda().half().eval().to(memory_format=torch.channels_last), True)
+        res = bench_cuda(variants, 8, rounds=2 if quick else 5, per_round=20 if quick else 100)
+        ours_best = min(res[k]["median_ms"] for k in res if k.startswith("ours_deploy"))
+        entry = {"variants": res, "ours_ms": ours_best}
+        if name in timm_models:
+            timm_best = min(res["timm_nchw"]["median_ms"], res["timm_channels_last"]["median_ms"])
+            entry.update(timm_ms=timm_best, ratio=ours_best / timm_best,
+                         ratio_vs_timm_default=ours_best / res["timm_nchw"]["median_ms"])
+        out[name] = entry
+        del variants
+        torch.cuda.empty_cache()
+    return out
+
+
+# ---- ONNX Runtime CPU ---------------------------------------------------------------------------------
+def ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def bench_ort(paths: dict, threads: int, rounds: int, per_round: int, warmup: int) -> dict:
+    import numpy as np
+    sessions = {k: ort_session(p, threads) for k, p in paths.items()}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
+    for k, s in sessions.items():
+        for _ in range(warmup):
+            s.run(None, feeds[k])
+    times = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                s.run(None, feeds[k])
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10], "runs": len(v)}
+            for k, v in times.items()}
+
+
+def run_ort(quick: bool, timm_models: dict, ours: dict, threads: int) -> dict:
+    import onnxruntime as ort
+    out = {"device": cpu_name(), "runtime": f"onnxruntime {ort.__version__}", "precision": "fp32",
+           "batch": 1, "threads": threads, "opset": 17,
+           "method": "ORT_ENABLE_ALL, wall clock per run, interleaved rounds"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            paths = {"ours": Path(tmp) / f"{name}_ours.onnx"}
+            export_onnx(supernet.fuse_for_deploy(copy.deepcopy(ours[name]).cpu().float()),
+                        (1, 3, 224, 224), paths["ours"], opset=17)
+            if name in timm_models:
+                paths["timm"] = Path(tmp) / f"{name}_timm.onnx"
+                export_onnx(copy.deepcopy(timm_models[name]).cpu().float().eval(), (1, 3, 224, 224),
+                            paths["timm"], opset=17)
+            res = bench_ort(paths, threads, rounds=1 if quick else 5, per_round=3 if quick else 12,
+                            warmup=1 if quick else 5)
+            entry = {"variants": res, "ours_ms": res["ours"]["median_ms"]}
+            if "timm" in res:
+                entry.update(timm_ms=res["timm"]["median_ms"],
+                             ratio=res["ours"]["median_ms"] / res["timm"]["median_ms"])
+            out[name] = entry
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Deployment speed: ours vs timm ({result['tag']})", "",
+             f"Command: `{result['command']}`  ", f"Date: {result['date']}  ",
+             f"Machine: {result['machine']['cpu']}" + (f", {result['machine']['gpu']}" if result['machine'].get('gpu') else "")
+             + f"; torch {result['machine']['torch']}, timm {result['machine'].get('timm', 'not installed')}", ""]
+    for target in ("torch_cuda", "onnxruntime_cpu"):
+        r = result.get(target)
+        if not r:
+            continue
+        lines += [f"## {target}", "", ", ".join(f"{k}: {r[k]}" for k in r if not isinstance(r[k], dict)), "",
+                  "| model | variant | median ms | p10 ms | runs |", "|---|---|---|---|---|"]
+        for name in MODELS:
+            for v, m in r[name]["variants"].items():
+                lines.append(f"| {name} | {v} | {m['median_ms']:.3f} | {m['p10_ms']:.3f} | {m['runs']} |")
+        lines += ["", "| model | ours ms | timm ms | ours / timm | goal |", "|---|---|---|---|---|"]
+        for name in MODELS:
+            e = r[name]
+            ratio = e.get("ratio")
+            lines.append(f"| {name} | {e['ours_ms']:.3f} | {e['timm_ms']:.3f} | {ratio:.3f} | "
+                         f"{'met' if ratio <= 1.0 else 'NOT met'} (<= 1.0) |" if ratio is not None else
+                         f"| {name} | {e['ours_ms']:.3f} | (timm not installed) | - | - |")
+        lines.append("")
+    w = result.get("weights", {})
+    if w:
+        lines += ["## Weights", ""] + [f"- {k}: {v}" for k, v in w.items()] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few CPU runs only (smoke check of the script)")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime CPU comparison")
+    ap.add_argument("--out", default=None, help="result file stem (default experiments/results/deploy_speed_<gpu|cpu>; --quick: the temp dir)")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    torch.manual_seed(0)
+    try:
+        import timm
+        timm_version = timm.__version__
+    except ImportError:
+        timm, timm_version = None, None
+    timm_models = {n: build_timm(n) for n in MODELS} if timm is not None else {}
+    ours, weights = {}, {}
+    for n in MODELS:
+        ours[n], weights[n] = build_ours(n, timm_models.get(n))
+    use_cuda = torch.cuda.is_available() and not args.quick
+    tag = "gpu" if use_cuda else "cpu"
+    result = {"tag": tag, "command": "python experiments/deploy_speed.py" + (" --quick" if args.quick else ""),
+              "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+                          "timm": timm_version, "python": platform.python_version(),
+                          "gpu": torch.cuda.get_device_name() if use_cuda else None},
+              "weights": weights}
+    if use_cuda:
+        torch.backends.cudnn.benchmark = True
+        result["torch_cuda"] = run_cuda(args.quick, timm_models, ours)
+    if not args.no_ort:
+        result["onnxruntime_cpu"] = run_ort(args.quick, timm_models, ours, args.threads)
+    result["seconds"] = round(time.time() - t0, 1)
+    if args.out:
+        stem = Path(args.out)
+    elif args.quick:  # a smoke check never overwrites committed results
+        stem = Path(tempfile.gettempdir()) / "deploy_speed_quick"
+    else:
+        stem = ROOT / "experiments" / "results" / f"deploy_speed_{tag}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {stem.with_suffix('.json')} and .md in {result['seconds']} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""`python -m hwnas.extract`: where the arch and the weights come from, and its clear errors.
+
+The first-k test slices the "official" Next-ViT-L weights by hand, written here independently of
+`supernet.sharing`, and compares with what the app extracts from a supernet that imported them.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import hwnas
+import search_spaces
+import supernet
+from hwnas.extract import ExtractError, extract, model_from_pretrained, read_pick, resolve_arch
+from search_spaces import Arch, ArchError
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = 32
+
+
+def write_picks(run_dir: Path, picks: dict) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "picks.yaml").write_text(yaml.safe_dump(picks, sort_keys=False))
+    return run_dir
+
+
+def search_picks(arch: Arch) -> dict:
+    """picks.yaml as `python -m hwnas.search` writes it: per reference, the reference and its pick."""
+    ref = {"arch_id": "x", "accuracy": 50.0, "latency_ms": 1.0, "params": 1, "mes": 1.0}
+    return {"efficientformerv2_s0": {"reference": ref, "pick": dict(ref, arch_id=arch.id, trial=3,
+                                                                     arch=arch.to_dict())},
+            "efficientformerv2_l": {"reference": ref, "pick": None}}
+
+
+# ---- the arch --------------------------------------------------------------------------------------
+def test_arch_from_a_reference_name_a_file_or_a_pick(tmp_path):
+    ref = search_spaces.get_space("nextvit").reference("nextvit_s")
+    assert resolve_arch("nextvit_s")[0] == ref
+    assert resolve_arch("nextvit_s", resolution=64)[0] == ref.with_resolution(64)
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(arch.to_dict()))
+    (tmp_path / "a.json").write_text(json.dumps(arch.to_dict()))
+    assert resolve_arch(str(tmp_path / "a.yaml"))[0] == arch
+    assert resolve_arch(str(tmp_path / "a.json"))[0] == arch
+    run = write_picks(tmp_path / "run", search_picks(arch))
+    got, source = resolve_arch(run=str(run), pick="efficientformerv2_s0")
+    assert got == arch and "efficientformerv2_s0" in source
+    write_picks(tmp_path / "bare", {"mine": {"arch": arch.to_dict(), "accuracy": 1.0}})
+    assert read_pick(tmp_path / "bare", "mine") == arch
+
+
+def test_a_missing_pick_is_a_clear_error_listing_the_picks(tmp_path):
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    run = write_picks(tmp_path / "run", search_picks(arch))
+    with pytest.raises(ExtractError, match=r"no pick 'nextvit_s'.*available picks.*efficientformerv2_l.*efficientformerv2_s0"):
+        resolve_arch(run=str(run), pick="nextvit_s")
+    with pytest.raises(ExtractError, match=r"needs pick=NAME.*efficientformerv2_s0"):
+        resolve_arch(run=str(run))
+    with pytest.raises(ExtractError, match=r"pick 'efficientformerv2_l' .* is empty"):
+        resolve_arch(run=str(run), pick="efficientformerv2_l")
+    with pytest.raises(ExtractError, match="no picks.yaml"):
+        resolve_arch(run=str(tmp_path / "nowhere"), pick="x")
+
+
+def test_bad_arch_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(ExtractError, match=r"neither a reference name.*nextvit_s"):
+        resolve_arch("nextvit_xl")
+    with pytest.raises(ExtractError, match="no architecture given"):
+        resolve_arch()
+    with pytest.raises(ExtractError, match="not both"):
+        resolve_arch("nextvit_s", run=str(tmp_path), pick="x")
+    d = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0").to_dict()
+    d["stages"][2]["width"] = 100
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(d))
+    with pytest.raises(ArchError, match=r"stages\[2\]\.width"):
+        resolve_arch(str(tmp_path / "bad.yaml"))
+
+
+# ---- weights from a supernet checkpoint --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from hwnas.checkpoint import save_supernet
+    torch.manual_seed(0)
+    net = supernet.build_supernet("efficientformerv2", num_classes=10, resolution=RES)
+    for m in net.modules():  # statistics and LayerScales of a trained net, not the init values
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+        if hasattr(m, "gamma"):
+            m.gamma.data.uniform_(0.3, 1.0)
+    path = tmp_path_factory.mktemp("ckpt") / "supernet.pt"
+    save_supernet(net, path, {"epoch": 2})
+    return path, net.eval()
+
+
+def test_extract_from_a_checkpoint_gives_the_supernets_subnet(checkpoint, tmp_path):
+    path, net = checkpoint
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).sample(__import__("random").Random(4))
+    (tmp_path / "arch.yaml").write_text(yaml.safe_dump(arch.to_dict()))
+    manifest = extract(arch=str(tmp_path / "arch.yaml"), checkpoint=str(path), formats=["pt", "onnx"],
+                       out_dir=tmp_path / "out")
+    assert manifest["checks_passed"] and manifest["weights"]["source"] == "supernet_checkpoint"
+    assert manifest["num_classes"] == 10 and manifest["params"] == arch.params(10)
+    want = net.extract(arch).state_dict()
+    got = hwnas.load(tmp_path / "out").state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_an_arch_outside_the_checkpoints_space_is_a_clear_error(checkpoint, tmp_path):
+    path, _ = checkpoint
+    with pytest.raises(ExtractError, match=r"space 'nextvit' but checkpoint .* holds a 'efficientformerv2' supernet"):
+        extract(arch="nextvit_s", resolution=RES, checkpoint=str(path), formats=["pt"], out_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_format_fails_before_any_work(tmp_path):
+    from hwnas.export.bundle import ExportError
+    with pytest.raises(ExportError, match=r"unknown export format 'pth'.*pt.*onnx.*coreml.*tensorrt.*torchscript"):
+        extract(arch="nextvit_xl", formats=["pt", "pth"], out_dir=tmp_path / "o")  # the arch is bad too
+
+
+# ---- first-k from imported Next-ViT-L weights, sliced by hand -------------------------------------------
+NMAX = (3, 3, 4, 2)  # Next-ViT-L's NCBs per pattern, per stage (the supernet holds L)
+
+
+def l_position(stage: int, j: int, n: int) -> int:
+    """Where block j of a stage with n NCBs per pattern sits in Next-ViT-L's stage."""
+    if stage == 0:
+        return j
+    p, q = divmod(j, n + 1)
+    return p * (NMAX[stage] + 1) + (q if q < n else NMAX[stage])
+
+
+def hand_sliced(l_state: dict, arch: Arch, sub_state: dict) -> dict:
+    """The subnet's tensors taken from L's: block positions as above, the leading corner of each."""
+    out = {}
+    for key, t in sub_state.items():
+        parts = key.split(".")
+        if parts[0] == "stages":
+            s, j = int(parts[1]), int(parts[3])
+            parts[3] = str(l_position(s, j, arch.stages[s]["n"]))
+        src = l_state.get(".".join(parts))
+        if src is not None:
+            out[key] = src[tuple(slice(0, n) for n in t.shape)] if t.dim() else src
+    return out
+
+
+@pytest.fixture(scope="module")
+def official_l(tmp_path_factory):
+    """Stand-in for the official Next-ViT-L checkpoint: random tensors of `build_model(nextvit_l)`."""
+    arch = search_spaces.get_space("nextvit").reference("nextvit_l")
+    with torch.device("meta"):
+        shapes = {k: (v.shape, v.dtype) for k, v in supernet.DeployModel(arch, init=False).state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for k, (shape, dtype) in shapes.items():
+        if not dtype.is_floating_point:
+            state[k] = torch.zeros(shape, dtype=dtype)
+        elif k.endswith("running_var"):
+            state[k] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[k] = torch.randn(shape, generator=g) * 0.05
+    path = tmp_path_factory.mktemp("official") / "nextvit_large.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def _custom_nextvit() -> Arch:
+    d = search_spaces.get_space("nextvit").reference("nextvit_s").to_dict()
+    d["stages"][0].update(n=2, ncb_width=64)
+    d["stages"][1].update(n=2, ncb_width=160, ntb_width=160, r=1.0, ncb_mlp_ratio=2)
+    d["stages"][2].update(n=2, l=3, ncb_width=320, ntb_width=448, r=0.75, ntb_mlp_ratio=1.5)
+    d["stages"][3].update(n=1, ncb_width=640, ntb_width=768, r=1.0)
+    return Arch.from_dict(d)
+
+
+@pytest.mark.parametrize("which", ["nextvit_s", "narrower"])
+def test_extract_from_imported_l_weights_is_first_k_by_hand(official_l, which):
+    path, l_state = official_l
+    arch = search_spaces.get_space("nextvit").reference("nextvit_s") if which == "nextvit_s" else _custom_nextvit()
+    search_spaces.get_space("nextvit").validate(arch)
+    model, num_classes, info = model_from_pretrained(arch, path)
+    assert info["source_arch"] == "nextvit_l" and num_classes == 1000
+    got = model.state_dict()
+    want = hand_sliced(l_state, arch, got)
+    # L has no input projection in front of E-MHSA; a subnet whose NCB width differs from its
+    # E-MHSA width needs one, which keeps the supernet's initialisation: those and only those differ.
+    not_from_l = sorted(set(got) - set(want))
+    assert all(".patch_embed." in k and k.startswith("stages.") for k in not_from_l), not_from_l
+    assert bool(not_from_l) == (which == "narrower")
+    for k, t in want.items():
+        assert torch.equal(got[k], t), k
+
+
+# ---- the app on the command line -------------------------------------------------------------------------
+def run_app(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HYDRA_FULL_ERROR="0")
+    return subprocess.run([sys.executable, "-m", "hwnas.extract", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_app_extracts_a_pick_from_a_checkpoint(checkpoint, tmp_path):
+    path, net = checkpoint
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    run = write_picks(tmp_path / "search", search_picks(arch))
+    out = tmp_path / "export"
+    r = run_app(f"run={run}", "pick=efficientformerv2_s0", f"checkpoint={path}", "format=[pt,onnx]",
+                f"hydra.run.dir={out}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("model.pt", "arch.yaml", "model.onnx", "manifest.json"):
+        assert (out / name).exists(), name
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["arch_id"] == arch.id and m["checks_passed"] and m["weights"]["path"] == str(path)
+    assert hwnas.load(out).arch == arch
+
+
+def test_the_app_reports_a_missing_pick_and_an_unknown_format_clearly(tmp_path):
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    run = write_picks(tmp_path / "search", search_picks(arch))
+    r = run_app(f"run={run}", "pick=nextvit_b", f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert r.returncode != 0
+    assert "no pick 'nextvit_b'" in r.stderr and "available picks" in r.stderr and "Traceback" not in r.stderr
+    r = run_app("arch=nextvit_s", "format=[onnx,tflite]", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
+    assert r.returncode != 0 and "unknown export format 'tflite'" in r.stderr and "Traceback" not in r.stderr
+    assert not list((tmp_path / "b").glob("model.*"))
