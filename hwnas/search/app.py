@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,22 +65,30 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace):
-    """(evaluator, accuracy label, evaluator resolution or None, fingerprint of the accuracy source)."""
+@dataclass
+class AccuracySource:
+    """Where a search's accuracies come from, and what the report says about them."""
+    evaluator: Any  # .evaluate(arch) -> float
+    label: str  # e.g. "top-1 % on digits val"
+    resolution: int | None  # the evaluator's input size (None: the arch's own)
+    fingerprint: str  # identifies checkpoint + evaluator + data: a study keeps one
+
+
+def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> AccuracySource:
     ev_cfg = _cfg_dict(cfg.evaluator)
     if ev_cfg["name"] == "proxy":
-        return ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy"
+        return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy")
     from .supernet_cache import ensure_checkpoint
     from hwnas.evaluate import SubnetEvaluator
     ckpt = ensure_checkpoint(cfg, space)
     data_cfg = cfg.data
     kwargs = {k: v for k, v in ev_cfg.items() if k != "name"}
-    evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, **kwargs)
+    evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, space=space, **kwargs)
     res = getattr(evaluator, "resolution", None) or _data_resolution(data_cfg)
     data_name = data_cfg.get("name", "data") if data_cfg is not None else "data"
     fingerprint = json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
                                   data=_cfg_dict(data_cfg)), sort_keys=True)
-    return evaluator, f"top-1 % on {data_name} val", res, fingerprint
+    return AccuracySource(evaluator, f"top-1 % on {data_name} val", res, fingerprint)
 
 
 def _data_resolution(data_cfg) -> int | None:
@@ -101,8 +110,11 @@ def resolve_references(cfg: DictConfig, space: search_spaces.SearchSpace) -> lis
 
 
 # ---- the app ----------------------------------------------------------------------------------------
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Run the search the config describes; returns {"report": path, "picks": ..., ...}."""
+def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) -> dict:
+    """Run the search the config describes; returns {"report": path, "picks": ..., ...}.
+
+    `accuracy` replaces the evaluator the config names (experiments share one across runs).
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("target") is None:
@@ -119,8 +131,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
               f"({table_path})", file=sys.stderr)
     mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
-    evaluator, acc_label, eval_res, fingerprint = build_evaluator(cfg, space)
-    scorer = Scorer(table.predict, mes, evaluator, cfg.deploy_num_classes, eval_res)
+    acc = accuracy or build_evaluator(cfg, space)
+    acc_label, eval_res = acc.label, acc.resolution
+    scorer = Scorer(table.predict, mes, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
     references = resolve_references(cfg, space)
     ref_archs = {n: space.reference(n) for n in references}
@@ -134,7 +147,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     study_name = cfg.study_name or f"{target.name}-{space.name}-{strategy['name']}"
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
-    _check_study(study, objectives, fingerprint, storage, study_name)
+    _check_study(study, objectives, acc.fingerprint, storage, study_name)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
     if n_before:

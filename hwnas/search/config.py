@@ -71,9 +71,9 @@ class EvaluatorConfig:
 @dataclass
 class SupernetEvaluatorConfig(EvaluatorConfig):
     name: str = "supernet"
-    recalib_batches: int = 8  # training batches that re-estimate each subnet's BN statistics
+    recalib_batches: int = 4  # training batches that re-estimate each subnet's BN statistics
     max_val_batches: Optional[int] = None  # null: the whole validation set
-    batch_size: int = 128
+    batch_size: int = 64
     device: str = "auto"  # auto | cpu | cuda
 
 
@@ -95,7 +95,7 @@ class BudgetConfig:
 class PretrainConfig:
     """The supernet trained when no `checkpoint=` is given (cached, reused by the next run)."""
     # overrides of the train app's config (`python -m hwnas.train`); space= is added from ours
-    overrides: List[str] = field(default_factory=lambda: ["data=digits"])
+    overrides: List[str] = field(default_factory=list)
     cache_dir: str = "~/.cache/hwnas/supernets"
 
 
