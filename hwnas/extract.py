@@ -16,7 +16,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 log = logging.getLogger("hwnas.extract")
 
@@ -238,7 +238,8 @@ class ExtractConfig:
     pick: Optional[str] = None  # ... and the pick's name in it (e.g. nextvit_s)
     checkpoint: Optional[str] = None  # supernet checkpoint (python -m hwnas.train)
     pretrained: Optional[str] = None  # official Next-ViT / EfficientFormerV2 or timm checkpoint file
-    format: List[str] = field(default_factory=lambda: ["pt", "onnx"])  # pt onnx coreml tensorrt torchscript
+    # any of pt onnx coreml tensorrt torchscript: format=[pt,onnx] or format=onnx (Any: a list or one name)
+    format: Any = field(default_factory=lambda: ["pt", "onnx"])
     resolution: Optional[int] = None  # deployment input size; null: the arch's own
     num_classes: Optional[int] = None  # pretrained / fresh init only (a checkpoint fixes it); null: 1000
     data: Any = None  # data group (data=digits, data=imagefolder ...): re-estimate BatchNorm statistics
@@ -253,38 +254,38 @@ class ExtractConfig:
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
     ConfigStore.instance().store(name="base_extract", node=ExtractConfig)
-    try:  # the data group's schemas (the training app's)
-        from hwnas.data import register as register_data
-        register_data()
-    except ImportError:
-        pass
+    from hwnas.data import register as register_data  # the data group's schema (the training app's)
+    register_data()
+
+
+def _user_errors() -> tuple:
+    from search_spaces import ArchError
+    from supernet.pretrained import PretrainedError
+    from hwnas.checkpoint import CheckpointError
+    from hwnas.data import DataError
+    from hwnas.export.bundle import ExportError
+    from hwnas.export.tensorrt import TensorRTUnavailable
+    return ExtractError, ArchError, PretrainedError, CheckpointError, DataError, ExportError, TensorRTUnavailable
 
 
 def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig, OmegaConf
+    from omegaconf import DictConfig
 
     _register()
 
     @hydra.main(version_base=None, config_path="conf", config_name="extract")
     def _app(cfg: DictConfig) -> None:
-        from search_spaces import ArchError
-        from hwnas.export.bundle import ExportError
-        out_dir = HydraConfig.get().runtime.output_dir
         try:
             extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint,
-                    pretrained=cfg.pretrained, formats=list(cfg.format) if not isinstance(cfg.format, str)
-                    else cfg.format, out_dir=out_dir, resolution=cfg.resolution,
-                    num_classes=cfg.num_classes, data_cfg=cfg.data, bn_batches=cfg.bn_batches,
-                    bn_batch_size=cfg.bn_batch_size,
-                    batch=cfg.batch, opset=cfg.opset, strict=cfg.strict, seed=cfg.seed)
-        except (ExtractError, ArchError, ExportError) as e:
+                    pretrained=cfg.pretrained, formats=cfg.format if isinstance(cfg.format, str)
+                    else list(cfg.format), out_dir=HydraConfig.get().runtime.output_dir,
+                    resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
+                    bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch,
+                    opset=cfg.opset, strict=cfg.strict, seed=cfg.seed)
+        except _user_errors() as e:  # bad input: the message is the whole story, no traceback
             sys.exit(f"hwnas.extract: error: {e}")
-        except Exception as e:
-            if type(e).__name__ in ("CheckpointError", "TensorRTUnavailable", "LatencyTableError"):
-                sys.exit(f"hwnas.extract: error: {e}")
-            raise
 
     _app()
 

@@ -120,10 +120,8 @@ def preflight(formats: list[str]) -> None:
         from .tensorrt import TensorRTUnavailable, tensorrt_available
         if not tensorrt_available():
             raise TensorRTUnavailable(
-                "format=tensorrt needs TensorRT 10 (the `tensorrt` Python package and a CUDA GPU), "
-                "which is not installed here. Install it on an NVIDIA machine with "
-                "`pip install tensorrt` (NVIDIA's index), or export format=onnx here and build the "
-                "engine there with `trtexec --onnx=model.onnx --fp16 --saveEngine=model.engine`.")
+                "needed by format=tensorrt; or export format=onnx here and build the engine where "
+                "TensorRT runs: `trtexec --onnx=model.onnx --fp16 --saveEngine=model.engine`")
 
 
 def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *, num_classes: int,
@@ -173,7 +171,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 check = verify.check_coreml(b.path("model.mlpackage"), x, ref, arch.space)
             elif fmt == "tensorrt":
                 from .tensorrt import build_engine
-                build_engine(_onnx(deploy, shape, b, opset), b.path("model.engine"), fp16=True)
+                build_engine(_onnx(deploy, shape, b, opset), b.path("model.engine"), precision="fp16")
                 check = verify.check_tensorrt(b.path("model.engine"), x, ref)
             files = FILES[fmt]
             results[fmt] = {"files": files, "bytes": sum(_size(b.path(f)) for f in files),

@@ -39,7 +39,7 @@ def arch_yaml(arch) -> str:
 
 def read_arch(path: str | os.PathLike):
     """An `Arch` from a YAML/JSON file holding an arch mapping (or a mapping with an `arch` key)."""
-    from search_spaces import Arch, ArchError
+    from search_spaces import Arch, ArchError, get_space
 
     path = Path(path)
     try:
@@ -49,7 +49,6 @@ def read_arch(path: str | os.PathLike):
     if isinstance(data, dict) and "arch" in data and "stages" not in data:
         data = data["arch"]
     arch = Arch.from_dict(data)
-    from search_spaces import get_space
     get_space(arch.space, resolution=arch.resolution).validate(arch)
     return arch
 

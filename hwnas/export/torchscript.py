@@ -26,7 +26,7 @@ def export_torchscript(model: nn.Module, input_shape: tuple[int, ...], path: str
         # check_trace would run the model twice more; verify.py compares outputs instead.
         traced = torch.jit.trace(model, x, check_trace=False)
         traced = torch.jit.freeze(traced)
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))
     return path
 
 

@@ -16,6 +16,7 @@ import os
 import platform
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,6 @@ def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: st
                 other += tt.dataType != dtype.FLOAT16
         if other or not fp16:
             problems.append(f"weights not all fp16: {fp16} fp16 tensors, {other} in another float type")
-    from collections import Counter
     counts = dict(sorted(Counter(ops).items(), key=lambda kv: -kv[1]))
     out = dict(passed=not problems, program=kind, input_shapes=in_shapes, output_shapes=out_shapes,
                fp16_weight_tensors=fp16, op_counts=counts)
