@@ -39,19 +39,10 @@ import search_spaces  # noqa: E402
 import supernet  # noqa: E402
 from hwnas.export.onnx import export_onnx  # noqa: E402
 from hwnas.export.optimize import optimize_for_gpu  # noqa: E402
+from hwnas.latency.backends import cpu_name  # noqa: E402
 
 MODELS = {"nextvit_s": "nextvit_small", "efficientformerv2_s1": "efficientformerv2_s1"}
 SPACE = {"nextvit_s": "nextvit", "efficientformerv2_s1": "efficientformerv2"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build_ours(name: str, timm_model=None) -> tuple[torch.nn.Module, dict]:
