@@ -157,7 +157,7 @@ def _pareto_rows(path):
 def test_nsga2_front_is_non_dominated_and_picks_meet_their_references(tmp_path, counting_proxy):
     from hwnas.search.app import run
     cfg = _compose("search=nsga2", "search.n_trials=48", "search.population_size=12",
-                   "search.seed_archs=false")
+                   "search.seed_archs=[]")
     out = run(cfg, tmp_path)
     for name in ("trials.csv", "pareto.csv", "pareto.png", "picks.yaml", "report.md"):
         assert (tmp_path / name).stat().st_size > 0

@@ -158,7 +158,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         greedy = path_rows(mes_greedy(study, space, scorer, strategy, budget, seed=cfg.seed,
                                       progress=cfg.progress))
     else:
-        seeds = [space.min_arch(), *ref_archs.values()] if strategy["seed_archs"] else []
+        seeds = seed_archs(space, strategy["seed_archs"], list(ref_archs.values()))
         run_optuna(study, space, scorer, strategy, budget, stale_after_s=cfg.stale_after_s,
                    progress=cfg.progress, seed_archs=seeds)
 
@@ -196,6 +196,14 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
                 study=study, greedy_path=greedy, verification=verification)
+
+
+def seed_archs(space: search_spaces.SearchSpace, which: list[str], references: list) -> list:
+    table = {"min": lambda: [space.min_arch()], "max": lambda: [space.max_arch()], "references": lambda: references}
+    bad = [w for w in which if w not in table]
+    if bad:
+        raise SearchError(f"search.seed_archs: unknown entry {bad[0]!r} (allowed: {list(table)})")
+    return [a for w in which for a in table[w]()]
 
 
 def _pid() -> int:

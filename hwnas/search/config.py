@@ -28,7 +28,8 @@ class StrategyConfig:
 @dataclass
 class OptunaStrategyConfig(StrategyConfig):
     n_trials: int = 64  # completed trials the study should hold (a rerun runs only the remainder)
-    seed_archs: bool = True  # first trials of a fresh study: the space's min arch and the references
+    # first trials of a fresh study: any of "min" (the space's min arch), "max", "references"
+    seed_archs: List[str] = field(default_factory=lambda: ["min", "references"])
 
 
 @dataclass
