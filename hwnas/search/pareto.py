@@ -22,7 +22,7 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 
 def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points no other point dominates (ties: every copy is kept once)."""
+    """Indices of the points no other point dominates (identical points are all kept)."""
     if len(points) == 0:
         return []
     p = _as_min(points, directions)

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -213,7 +213,3 @@ def _progress(enabled: bool, total: int, initial: int):
 def bar_update(bar, done: int) -> None:
     if bar is not None and done > bar.n:
         bar.update(min(done, bar.total) - bar.n)
-
-
-def trials_of(study: optuna.Study, states: Iterable[TrialState] = (TrialState.COMPLETE,)) -> list[FrozenTrial]:
-    return sorted(study.get_trials(deepcopy=False, states=tuple(states)), key=lambda t: t.number)
