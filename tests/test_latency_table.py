@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import pytest
 
 import search_spaces
-from hwnas.latency import (LatencyTable, LatencyTableError, MissingRowsError, UnknownTargetError,
+from hwnas.latency import (Backend, LatencyTable, LatencyTableError, MissingRowsError, UnknownTargetError,
                            default_table_path, get_backend)
 from hwnas.latency.correction import fidelity_metrics, fit_correction, kendall_tau
 from hwnas.latency.keys import block_keys
@@ -149,3 +150,36 @@ def test_shipped_tables_cover_every_block(target, name):
     else:
         assert not t.is_estimated
         json.dumps(t.provenance)  # plain data
+
+
+def _spin(ms: float) -> None:
+    end = time.thread_time() + ms / 1e3
+    while time.thread_time() < end:
+        pass
+
+
+class _SpinBackend(Backend):
+    """Target and canary both slow down by the same `speed` factor, as a loaded machine does."""
+    name = "spin"
+
+    def __init__(self, **kw):
+        super().__init__(clock="thread", canary=True, warmup=1, repeats=15, min_runs=15, **kw)
+        self.speed = 1.0
+
+    def _canary_run(self):
+        return lambda: _spin(1.0 * self.speed)
+
+    def measure(self, model=None, input_shape=None):
+        return self._time_loop(lambda: _spin(2.0 * self.speed))
+
+
+def test_canary_cancels_machine_speed_drift():
+    b = _SpinBackend()
+    b.calibrate_canary(runs=15)
+    fast = b.measure()["p10_ms"]
+    b.speed = 2.0  # the machine got twice as slow for the target and the canary alike
+    slow = b.measure()["p10_ms"]
+    assert fast == pytest.approx(2.0, rel=0.15)
+    assert slow == pytest.approx(fast, rel=0.15)
+    b.canary = False
+    assert b.measure()["p10_ms"] == pytest.approx(4.0, rel=0.15)

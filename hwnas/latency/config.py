@@ -32,6 +32,7 @@ class TargetConfig:
     max_seconds: float = 5.0  # per measurement; stops early once min_runs are done
     min_runs: int = 10
     clock: str = "wall"  # wall | thread (CPU time of the timing thread; onnxruntime_cpu with 1 thread)
+    canary: bool = False  # onnxruntime_cpu: scale every measurement by a fixed canary model's drift
     table: Optional[str] = None  # null: the shipped table for the space (latency_tables/<name>/)
     opset: int = 17  # onnxruntime_cpu, tensorrt
     cuda_graphs: bool = True  # torch_cuda

@@ -15,7 +15,7 @@ import numpy as np
 
 from .backends import Backend
 from .correction import fidelity_metrics
-from .profiler import held_out_set, measure_networks, networks_path, now_iso
+from .profiler import attach_canary, held_out_set, measure_networks, networks_path, now_iso
 from .table import LatencyTable, LatencyTableError, atomic_write_text, profile_command
 
 
@@ -58,6 +58,7 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
         raise LatencyTableError(f"{table.path} has no fitted correction for {space.name}; run "
                                 f"`{profile_command(backend.name, space.name)}` to the end first.")
     held_out = held_out_set(space, n, exclude=fit_ids, seed=seed)
+    attach_canary(backend, table)
     recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress)
     measured = np.array([r[table.statistic] for r in recs])
     predicted = np.array(table.predict_many(held_out))
@@ -77,6 +78,7 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
         "statistic": table.statistic, "correction": table.correction(space.name),
         "held_out": metrics, "held_out_without_correction": metrics_raw,
         "seconds": round(time.perf_counter() - t0, 1),
+        "profiling": (table.provenance.get("profiling") or {}).get(space.name),  # how long the table took
         "networks": [{"arch_id": a.id, "measured_ms": float(m), "predicted_ms": float(p), "block_sum_ms": float(s)}
                      for a, m, p, s in zip(held_out, measured, predicted, raw)],
         "scatter_png": png.name if png else None,

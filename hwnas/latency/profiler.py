@@ -14,9 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
-
-import numpy as np
+from typing import Callable, Iterable, Sequence
 
 import search_spaces
 from search_spaces import Arch, BlockSpec
@@ -70,7 +68,7 @@ def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
     info = backend.info()
     if path.exists():
         table = LatencyTable(read_rows(path), read_provenance(provenance_path(path)), path)
-        for k in ("target", "precision", "batch", "threads", "device"):
+        for k in ("target", "precision", "batch", "threads", "device", "clock", "canary"):
             if table.provenance.get(k) != info[k]:
                 raise LatencyTableError(
                     f"{path} was measured with {k}={table.provenance.get(k)!r}, this run uses {info[k]!r}; "
@@ -78,9 +76,23 @@ def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
     else:
         table = LatencyTable({}, {**info, "source": "measured", "spaces": [], "date": now_iso(),
                                   "correction": {}, "fidelity": {}, "profiling": {}}, path)
+    attach_canary(backend, table)
     if space not in table.provenance["spaces"]:
         table.provenance["spaces"] = sorted(set(table.provenance["spaces"]) | {space})
     return table
+
+
+def attach_canary(backend: Backend, table: LatencyTable) -> None:
+    """Give the backend the table's canary reference (calibrating it on a new table), so every
+    number of one table, whenever measured, is scaled to the same reference state."""
+    if not backend.canary:
+        return
+    ref = (table.provenance.get("canary_ref") or {}).get("p10_ms")
+    if ref is None:
+        ref = backend.calibrate_canary()
+        table.provenance["canary_ref"] = {"p10_ms": ref, "model": "MobileNetV2 x1.0", "input_shape": [1, 3, 128, 128],
+                                          "date": now_iso()}
+    backend.canary_ref_ms = ref
 
 
 def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockSpec], space: str,

@@ -218,10 +218,11 @@ class LatencyTable:
                          f"tau {f['kendall_tau']:.2f}")
         quality = "; ".join(parts) if parts else "fidelity not measured"
         if self.is_estimated:
-            loo = p.get("cost_model", {}).get("loo_mape")
-            return (f"ESTIMATED latency table (no device measurement) for {what}: {p.get('method', '')}; "
-                    f"leave-one-out error {100 * loo:.0f}% on the published references" if loo is not None
-                    else f"ESTIMATED latency table for {what}")
+            cm = p.get("cost_model", {})
+            how = (f"a cost model fitted to {len(cm['published_ms'])} published latencies, leave-one-out "
+                   f"error {100 * cm['loo_mape']:.1f}%" if "loo_mape" in cm else p.get("method", "see provenance"))
+            return (f"ESTIMATED latency table (not measured on a device) for {p['target']} on "
+                    f"{p.get('device', '?')}, {p.get('precision', '?')}, batch {p.get('batch', '?')}: {how}")
         return f"measured latency table for {what}, {self.statistic} of many runs; {quality}"
 
     # ---- prediction -----------------------------------------------------------------------
