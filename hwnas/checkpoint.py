@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "c
         raise CheckpointError(f"{path}: holds objects that are not plain weights, refused by "
                               f"weights_only loading ({str(e).splitlines()[0][:200]}); re-save it as a "
                               "plain state dict") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # RuntimeError, EOFError, BadZipFile, KeyError ... depending on the damage
         with open(path, "rb") as f:
             magic = f.read(4)
         if magic == b"PK\x03\x04":

@@ -274,16 +274,16 @@ class SandwichBatchSampler(Sampler):
     u = 0, 1, ...; process `rank` runs micro-batches `rank * accum_steps + a`. One process with
     `accum_steps = W * A` therefore runs exactly the micro-batches that W processes with A run.
     Each index comes with its augmentation seed (seed, epoch, index). The last incomplete step
-    is dropped.
+    is dropped (kept, as smaller micro-batches, with `drop_last=False`: calibration, not training).
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
-                 accum_steps: int = 1, shuffle: bool = True, max_steps: int = 0):
+                 accum_steps: int = 1, shuffle: bool = True, max_steps: int = 0, drop_last: bool = True):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
         self.shuffle, self.epoch = shuffle, 0
         per_step = batch_size * world_size * accum_steps
-        self.steps = n // per_step
+        self.steps = n // per_step if drop_last else math.ceil(n / per_step)
         if max_steps:
             self.steps = min(self.steps, max_steps)
         if self.steps == 0:
@@ -308,7 +308,9 @@ class SandwichBatchSampler(Sampler):
             for a in range(self.accum_steps):
                 u = self.rank * self.accum_steps + a
                 start = s * per_step + u * b
-                yield [(i, derive_seed(self.seed, self.epoch, i)) for i in order[start:start + b]]
+                batch = [(i, derive_seed(self.seed, self.epoch, i)) for i in order[start:start + b]]
+                if batch:
+                    yield batch
 
 
 class _Batches(Sampler):
@@ -327,19 +329,20 @@ class _Batches(Sampler):
 
 def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_size: int = 64, seed: int = 0,
                   *, rank: int = 0, world_size: int = 1, accum_steps: int = 1, max_steps_per_epoch: int = 0,
-                  num_workers: int | None = None, val_batch_size: int | None = None
+                  num_workers: int | None = None, val_batch_size: int | None = None, drop_last: bool = True
                   ) -> tuple[DataLoader, DataLoader, int]:
     """(train loader, val loader, number of classes).
 
     The train loader yields this process's micro-batches in the order `SandwichBatchSampler`
     defines (call `train_loader.batch_sampler.set_epoch(e)` before each epoch); the val loader
     yields the whole validation set in file order, unshuffled, on every process.
+    `drop_last=False` keeps a last incomplete batch (for BatchNorm calibration on a small set).
     """
     cfg = data_config(data_cfg)
     train, val, num_classes = build_datasets(cfg, image_size, seed)
     workers = cfg.num_workers if num_workers is None else num_workers
     sampler = SandwichBatchSampler(len(train), batch_size, seed, rank, world_size, accum_steps,
-                                   max_steps=max_steps_per_epoch)
+                                   max_steps=max_steps_per_epoch, drop_last=drop_last)
     kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
     train_loader = DataLoader(train, batch_sampler=sampler, **kw)
     val_loader = DataLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)

@@ -116,7 +116,7 @@ class SubnetEvaluator:
         net = net.to(resolve_device(device))
         net.eval()
         train, val, num_classes = build_loaders(data_cfg, image_size=net.resolution, batch_size=batch_size,
-                                                seed=seed, num_workers=num_workers)
+                                                seed=seed, num_workers=num_workers, drop_last=False)
         if num_classes != net.num_classes:
             raise CheckpointError(f"{path}: a supernet with {net.num_classes} classes, but the data has "
                                   f"{num_classes}; evaluate it on the data it was trained on "

@@ -1,0 +1,113 @@
+"""Pretrained import: official, timm and hwnas layouts load into static models and the supernet
+with outputs equal to the source model's. (The comparison against timm's own modules runs on the
+GPU machine: experiments/import_check.py.)"""
+import pytest
+import torch
+
+import search_spaces
+import supernet
+from supernet.efficientformerv2 import resize_attention_biases
+from supernet.pretrained import PretrainedError, detect_layout, from_hwnas_keys, load_pretrained
+
+
+def _randomized(arch, num_classes=10, seed=0):
+    torch.manual_seed(seed)
+    m = supernet.build_model(arch, num_classes=num_classes)
+    with torch.no_grad():
+        for k, v in m.state_dict().items():
+            if v.is_floating_point():
+                v.copy_(torch.rand_like(v) + 0.5 if k.endswith("running_var") else torch.randn_like(v) * 0.1)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def s0():
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0").with_resolution(64)
+    return arch, _randomized(arch)
+
+
+@pytest.mark.parametrize("layout", ["official", "timm", "hwnas"])
+def test_efficientformerv2_layouts_into_static_model(s0, layout, tmp_path):
+    arch, src = s0
+    sd = src.state_dict() if layout == "hwnas" else from_hwnas_keys(src.state_dict(), "efficientformerv2", layout)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": sd} if layout == "official" else sd, path)  # official files wrap it in "model"
+    model = supernet.build_model(arch, num_classes=10)
+    rep = load_pretrained(model, path)
+    assert rep["layout"] == layout and not rep["missing"] and not rep["unexpected"]
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(model.eval()(x), src(x))
+
+
+def test_smaller_reference_into_supernet_by_the_sharing_rule(s0):
+    arch, src = s0
+    net = supernet.build_supernet("efficientformerv2", num_classes=10, resolution=64)
+    rep = load_pretrained(net, from_hwnas_keys(src.state_dict(), "efficientformerv2", "official"))
+    assert rep["source_arch"] == "efficientformerv2_s0" and rep["partial"]  # S0 sits in L's leading corners
+    assert rep["missing"] and all(not k.startswith("stem.conv1.conv") for k in rep["missing"])
+    x = torch.randn(2, 3, 64, 64)
+    net.eval().set_active(arch)
+    assert torch.equal(net(x), src(x))
+
+
+def test_official_layout_shapes_and_names():
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0")
+    sd = from_hwnas_keys(supernet.build_model(arch).state_dict(), "efficientformerv2", "official")
+    assert sd["network.4.4.layer_scale_1"].shape == (96, 1, 1)
+    for key in ("patch_embed.0.weight", "patch_embed.4.running_var", "network.1.proj.weight",
+                "network.5.attn.q.local.0.weight", "network.5.conv.weight", "network.6.3.token_mixer.q.0.weight",
+                "network.6.3.token_mixer.proj.2.bias", "network.0.1.mlp.mid_norm.weight", "dist_head.weight"):
+        assert key in sd, key
+    assert detect_layout(sd, "efficientformerv2") == "official"
+
+
+def test_nextvit_official_into_supernet_keeps_unfilled_tensors_listed():
+    space = search_spaces.get_space("nextvit")
+    arch = space.reference("nextvit_s").with_resolution(64)
+    src = _randomized(arch)
+    official = from_hwnas_keys(src.state_dict(), "nextvit", "official")
+    assert "features.19.mlp.conv2.weight" in official and "proj_head.0.weight" in official
+    net = supernet.build_supernet(space, num_classes=10, resolution=64)
+    rep = load_pretrained(net, official)
+    assert rep["layout"] == "official" and rep["source_arch"] == "nextvit_s" and not rep["unexpected"]
+    # Next-ViT-S fills 2 of L's 6 stage-3 patterns; the rest, and the NTB input projections the
+    # supernet holds beyond Next-ViT (proj), keep their initialisation and are listed.
+    assert "stages.2.blocks.29.mlp.fc2.weight" in rep["missing"]
+    assert "stages.1.blocks.3.patch_embed.conv.weight" in rep["missing"]
+    x = torch.randn(2, 3, 64, 64)
+    net.eval().set_active(arch)
+    assert torch.equal(net(x), src(x))
+
+
+def test_resolution_and_head_changes():
+    """An L checkpoint for 224 px, 1000 classes into a 32 px, 10-class supernet: attention biases
+    resampled, the head skipped and listed, everything else loaded one-to-one."""
+    net = supernet.build_supernet("efficientformerv2", num_classes=10, resolution=32)
+    sd = {}
+    for k, v in net.state_dict().items():  # the supernet's state dict is L's; make it L's at 224 px
+        if k.endswith("attention_biases"):
+            v = torch.randn(v.shape[0], 196 if "downsample" in k else 49)
+        elif k.startswith("head.fc"):
+            v = torch.zeros((1000,) + tuple(v.shape[1:]))
+        sd[k] = v
+    rep = load_pretrained(net, from_hwnas_keys(sd, "efficientformerv2", "timm"))
+    assert rep["source_arch"] == "efficientformerv2_l" and not rep["partial"]
+    assert len(rep["resized"]) == 13  # 6 + 6 attention blocks (stages 3 and 4) + the attention downsampling
+    assert {k for k, _ in rep["skipped"]} == {"head.fc.weight", "head.fc.bias", "head.fc_dist.weight",
+                                              "head.fc_dist.bias"}
+    assert sorted(rep["missing"]) == sorted(k for k, _ in rep["skipped"])
+    expect = resize_attention_biases(sd["stages.2.blocks.14.token_mixer.attention_biases"], 1)
+    assert torch.allclose(net.state_dict()["stages.2.blocks.14.token_mixer.attention_biases"], expect)
+
+
+def test_wrong_model_or_family_is_a_clear_error():
+    space = search_spaces.get_space("efficientformerv2")
+    s0 = supernet.build_model(space.reference("efficientformerv2_s0")).state_dict()
+    s1_model = supernet.build_model(space.reference("efficientformerv2_s1"))
+    with pytest.raises(PretrainedError, match="holds efficientformerv2_s0.*build_model"):
+        load_pretrained(s1_model, from_hwnas_keys(s0, "efficientformerv2", "timm"))
+    nv = supernet.build_model(search_spaces.get_space("nextvit").min_arch())
+    with pytest.raises(PretrainedError, match="unrecognised key layout for a nextvit checkpoint"):
+        load_pretrained(nv, from_hwnas_keys(s0, "efficientformerv2", "official"))
+    with pytest.raises(PretrainedError, match="no such file"):
+        load_pretrained(nv, "/nonexistent/nextvit_small.pth")

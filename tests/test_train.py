@@ -1,0 +1,138 @@
+"""Supernet training end to end on CPU: learning, BN recalibration, resume after a kill, torchrun.
+
+Kept small for CI: digits at 32 px, a few steps per epoch (each step trains EfficientFormerV2-L,
+the space's largest subnet, on CPU).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import search_spaces
+from hwnas.checkpoint import CheckpointError, load_supernet
+from hwnas.evaluate import SubnetEvaluator
+from hwnas.train import train_supernet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose(*overrides):
+    from hydra import compose as _compose, initialize_config_module
+    from hwnas.config import register_common
+    register_common()
+    with initialize_config_module("hwnas.conf", version_base=None):
+        return _compose("train", overrides=list(overrides))
+
+
+# A short run: 2 epochs x 10 steps of 32 digits; per-epoch val of largest and smallest.
+LEARN = ["space=efficientformerv2", "data=digits", "data.limit_train=320", "train.epochs=2",
+         "train.batch_size=32", "train.num_random=0", "train.warmup_epochs=0.2", "train.eval_calib_batches=4",
+         "train.progress=false"]
+# A tiny run for resume and torchrun equivalence (every random source exercised: drop-path,
+# random subnets, shuffling).
+TINY = ["space=efficientformerv2", "data=digits", "data.limit_train=96", "train.batch_size=8",
+        "train.max_steps_per_epoch=2", "train.num_random=1", "train.drop_path=0.1",
+        "train.eval_calib_batches=0", "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("learn")
+    path = train_supernet(compose(*LEARN), out)
+    return path, out
+
+
+def test_two_epochs_on_digits_learn_largest_and_smallest(trained):
+    path, out = trained
+    net, meta = load_supernet(path, space="efficientformerv2")
+    assert meta["epoch"] == 2 and net.resolution == 32 and net.num_classes == 10
+    last = meta["history"][-1]
+    # chance is 10 %: both ends of the sandwich learned, the smallest through distillation alone
+    assert last["val_top1_largest"] > 60, meta["history"]
+    assert last["val_top1_smallest"] > 50, meta["history"]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch,step,lr,loss_largest,loss_smallest")
+
+
+def test_bn_recalibration_changes_statistics_and_beats_shared_ones(trained):
+    path, _ = trained
+    ev = SubnetEvaluator.from_checkpoint(path, {"name": "digits"}, calib_batches=8, batch_size=64)
+    space = search_spaces.get_space("efficientformerv2")
+    arch = space.min_arch()  # deployment resolution 224: evaluated at the data's 32 px
+    before = {k: v.clone() for k, v in ev.net.state_dict().items()}
+    shared = ev.subnet(arch, recalibrate=False).state_dict()
+    own = ev.subnet(arch).state_dict()
+    assert not torch.allclose(shared["stages.0.blocks.0.mlp.fc1.bn.running_mean"],
+                              own["stages.0.blocks.0.mlp.fc1.bn.running_mean"])
+    acc_shared = ev.evaluate(arch, recalibrate=False)
+    acc = ev.evaluate(arch)
+    assert acc > acc_shared, (acc, acc_shared)
+    assert all(torch.equal(before[k], v) for k, v in ev.net.state_dict().items())  # supernet untouched
+    assert ev.cache == {arch.with_resolution(32).id: acc}
+
+
+def _kill_after_first_checkpoint(cmd, out: Path, env) -> None:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = out / "train_state.pt"
+    deadline = time.time() + 600
+    while not state.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_run_resumes_to_the_identical_result(tmp_path):
+    overrides = TINY + ["train.epochs=3"]
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "hwnas.train", *overrides, f"hydra.run.dir={killed}"]
+    _kill_after_first_checkpoint(cmd, killed, env)
+    state = torch.load(killed / "train_state.pt", weights_only=True)
+    assert state["epoch"] < 3, "the run finished before it could be killed"
+    resumed = train_supernet(compose(*overrides), killed)  # the same command again: resumes
+    straight = train_supernet(compose(*overrides), tmp_path / "straight")
+    a = torch.load(resumed, weights_only=True)
+    b = torch.load(straight, weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    sa = torch.load(killed / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    sb = torch.load(tmp_path / "straight" / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sb)
+    # a different run on that folder is refused instead of silently continued
+    with pytest.raises(CheckpointError, match="seed=0.*seed=1"):
+        train_supernet(compose(*overrides, "seed=1"), killed)
+
+
+def test_torchrun_two_processes_equal_one_process_with_accumulation(tmp_path):
+    """2 processes x batch 8 (gloo) == 1 process x batch 8 x accum_steps 2: same micro-batches,
+    subnets and drop-path masks; gradients summed, BN statistics averaged alike."""
+    overrides = TINY + ["train.epochs=1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "hwnas.train", *overrides, f"hydra.run.dir={ddp}"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = train_supernet(compose(*overrides, "train.accum_steps=2"), tmp_path / "single")
+    a = torch.load(ddp / "supernet.pt", weights_only=True)
+    b = torch.load(single, weights_only=True)
+    assert a["meta"]["config"]["global_batch"] == b["meta"]["config"]["global_batch"] == 16
+    for k, v in b["state_dict"].items():
+        w = a["state_dict"][k]
+        if v.is_floating_point():
+            torch.testing.assert_close(w, v, rtol=1e-4, atol=1e-5, msg=k)
+        else:
+            assert torch.equal(w, v), k
+
+
+def test_config_typo_fails_at_start_naming_the_key(tmp_path):
+    with pytest.raises(ValueError, match="epoch"):
+        train_supernet({"train": {"epoch": 2}}, tmp_path)
