@@ -169,6 +169,9 @@ class _SpinBackend(Backend):
     def _canary_run(self):
         return lambda: _spin(1.0 * self.speed)
 
+    def _canary_partner(self):
+        return lambda: None
+
     def measure(self, model=None, input_shape=None):
         return self._time_loop(lambda: _spin(2.0 * self.speed))
 

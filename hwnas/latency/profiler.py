@@ -90,8 +90,9 @@ def attach_canary(backend: Backend, table: LatencyTable) -> None:
     ref = (table.provenance.get("canary_ref") or {}).get("p10_ms")
     if ref is None:
         ref = backend.calibrate_canary()
-        table.provenance["canary_ref"] = {"p10_ms": ref, "model": "MobileNetV2 x1.0", "input_shape": [1, 3, 128, 128],
-                                          "date": now_iso()}
+        table.provenance["canary_ref"] = {
+            "p10_ms": ref, "model": "MobileNetV2 x1.0", "input_shape": [1, 3, 128, 128], "date": now_iso(),
+            "calibration": "canary p10, each run following one MobileNetV2 x1.0 224px run (Backend.calibrate_canary)"}
     backend.canary_ref_ms = ref
 
 
