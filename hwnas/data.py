@@ -69,12 +69,11 @@ def data_config(cfg: Any = None) -> DataConfig:
         return DataConfig()
     if isinstance(cfg, DataConfig):
         return cfg
+    if type(cfg).__module__.startswith("omegaconf"):  # plain values only (they end up in checkpoints)
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
-        try:
-            from omegaconf import OmegaConf
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        except Exception:
-            raise DataError(f"data config: expected a mapping, got {type(cfg).__name__}") from None
+        raise DataError(f"data config: expected a mapping, got {type(cfg).__name__}")
     d = {str(k): v for k, v in dict(cfg).items()}
     allowed = [f.name for f in fields(DataConfig)]
     unknown = sorted(set(d) - set(allowed))

@@ -22,15 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(*overrides):
-    from hydra import compose as _compose, initialize_config_module
+    from hydra import compose as _compose, initialize_config_dir
     from hwnas.config import register_common
     register_common()
-    with initialize_config_module("hwnas.conf", version_base=None):
+    with initialize_config_dir(config_dir=str(ROOT / "hwnas" / "conf"), version_base=None):
         return _compose("train", overrides=list(overrides))
 
 
-# A short run: 2 epochs x 10 steps of 32 digits; per-epoch val of largest and smallest.
-LEARN = ["space=efficientformerv2", "data=digits", "data.limit_train=320", "train.epochs=2",
+# A short run: 2 epochs x 8 steps of 32 digits; per-epoch val of largest and smallest.
+LEARN = ["space=efficientformerv2", "data=digits", "data.limit_train=256", "train.epochs=2",
          "train.batch_size=32", "train.num_random=0", "train.warmup_epochs=0.2", "train.eval_calib_batches=4",
          "train.progress=false"]
 # A tiny run for resume and torchrun equivalence (every random source exercised: drop-path,
@@ -89,13 +89,13 @@ def _kill_after_first_checkpoint(cmd, out: Path, env) -> None:
 
 
 def test_killed_run_resumes_to_the_identical_result(tmp_path):
-    overrides = TINY + ["train.epochs=3"]
+    overrides = TINY + ["train.epochs=2"]
     killed = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "hwnas.train", *overrides, f"hydra.run.dir={killed}"]
     _kill_after_first_checkpoint(cmd, killed, env)
     state = torch.load(killed / "train_state.pt", weights_only=True)
-    assert state["epoch"] < 3, "the run finished before it could be killed"
+    assert state["epoch"] < 2, "the run finished before it could be killed"
     resumed = train_supernet(compose(*overrides), killed)  # the same command again: resumes
     straight = train_supernet(compose(*overrides), tmp_path / "straight")
     a = torch.load(resumed, weights_only=True)
@@ -113,8 +113,10 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path):
 
 def test_torchrun_two_processes_equal_one_process_with_accumulation(tmp_path):
     """2 processes x batch 8 (gloo) == 1 process x batch 8 x accum_steps 2: same micro-batches,
-    subnets and drop-path masks; gradients summed, BN statistics averaged alike."""
-    overrides = TINY + ["train.epochs=1"]
+    subnets and drop-path masks; gradients summed, BN statistics averaged alike. SGD: its update is
+    linear in the gradient, so float summation order stays at rounding level (AdamW normalises
+    each gradient, which blows rounding noise on near-zero gradients up to a full step)."""
+    overrides = TINY + ["train.epochs=1", "train.optimizer=sgd", "train.lr=0.05"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     ddp = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -128,7 +130,7 @@ def test_torchrun_two_processes_equal_one_process_with_accumulation(tmp_path):
     for k, v in b["state_dict"].items():
         w = a["state_dict"][k]
         if v.is_floating_point():
-            torch.testing.assert_close(w, v, rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(w, v, rtol=1e-4, atol=2e-5, msg=k)  # float order (1 vs 2 threads)
         else:
             assert torch.equal(w, v), k
 

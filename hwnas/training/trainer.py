@@ -68,7 +68,7 @@ def train_config(cfg: Any = None) -> TrainConfig:
         return TrainConfig()
     if isinstance(cfg, TrainConfig):
         return cfg
-    if not isinstance(cfg, dict):
+    if type(cfg).__module__.startswith("omegaconf"):  # plain values only (they end up in checkpoints)
         from omegaconf import OmegaConf
         cfg = OmegaConf.to_container(cfg, resolve=True)
     allowed = TrainConfig.__dataclass_fields__
