@@ -4,6 +4,7 @@ Pure Python on purpose (no torch): a search that scores latency and size never b
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -45,7 +46,8 @@ def canonical(value: Any) -> Any:
     One arch has one canonical form, so its JSON, its hash and its id do not depend on whether a
     user wrote `3` or `3.0` in a YAML file.
     """
-    if isinstance(value, bool):
+    t = type(value)
+    if t is int or t is str or t is bool or value is None:  # the common case, without ABC checks
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -82,6 +84,9 @@ class Arch:
         object.__setattr__(self, "stages", tuple(canonical(dict(s)) if isinstance(s, Mapping) else s
                                                  for s in stages))
         object.__setattr__(self, "resolution", canonical(resolution))
+        # Derived data (JSON, block keys) is computed once per Arch: the search scores the same
+        # arch against tables, caches and studies many times. Stages are never mutated in place.
+        object.__setattr__(self, "_memo", {})
 
     # ---- plain data -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -104,7 +109,10 @@ class Arch:
                    d.get("resolution", 224))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        js = self._memo.get("json")
+        if js is None:
+            js = self._memo["json"] = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return js
 
     @property
     def id(self) -> str:
@@ -133,7 +141,17 @@ class Arch:
 
     def blocks(self, num_classes: int = 1000) -> list["BlockSpec"]:
         """Every deployable block in execution order (stem, stage blocks, head)."""
-        return self.layout(num_classes).blocks()
+        memo = ("blocks", num_classes)
+        if memo not in self._memo:
+            self._memo[memo] = tuple(self.layout(num_classes).blocks())
+        return list(self._memo[memo])
+
+    def block_keys(self, num_classes: int = 1000) -> tuple[str, ...]:
+        """The latency-table keys of `blocks()`, in the same order (validated, computed once)."""
+        memo = ("keys", num_classes)
+        if memo not in self._memo:
+            self._memo[memo] = tuple(b.key for b in self.blocks(num_classes))
+        return self._memo[memo]
 
     def params(self, num_classes: int = 1000) -> int:
         """Exact count of `nn.Parameter` elements of the torch model of this arch."""
@@ -159,9 +177,15 @@ class BlockSpec:
 
     @classmethod
     def make(cls, kind: str, **args: Any) -> "BlockSpec":
-        return cls(kind, tuple((k, canonical(v)) for k, v in args.items()))
+        # Interned: a space has a few hundred distinct blocks, and the search builds the block
+        # lists of many thousands of archs, so each spec (and its key string) is made once.
+        memo = (kind, tuple(args.items()))
+        spec = _INTERNED.get(memo)
+        if spec is None:
+            spec = _INTERNED[memo] = cls(kind, tuple((k, canonical(v)) for k, v in args.items()))
+        return spec
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         inner = ",".join(f"{k}={_fmt_value(v)}" for k, v in self.args)
         return f"{self.kind}({inner})"
@@ -183,6 +207,9 @@ class BlockSpec:
 
     def __repr__(self) -> str:
         return f"BlockSpec({self.key})"
+
+
+_INTERNED: dict = {}
 
 
 def _fmt_value(v: Any) -> str:
@@ -312,7 +339,7 @@ def check_keys(stage: Any, index: int, keys: Iterable[str]) -> dict:
 
 
 def check_choice(value: Any, allowed: Sequence, field_name: str) -> None:
-    if isinstance(value, bool) or not any(value == a and type(value) in (int, float) for a in allowed):
+    if (type(value) is not int and type(value) is not float) or value not in allowed:
         raise ArchError(field_name, f"{value!r} is not allowed", list(allowed))
 
 

@@ -64,6 +64,10 @@ ATTN_POSITIONS = tuple(
     tuple(range(len(r) - _L["vit_num"], len(r))) if s >= 2 else () for s, r in enumerate(CAPS))
 
 
+# Per stage and position: the allowed entries of `expansion` (0 = dropped).
+_ALLOWED_E = tuple(tuple((0,) + tuple(e for e in EXPANSIONS if e <= c) for c in caps) for caps in CAPS)
+
+
 def _stage_res(resolution: int, s: int) -> int:
     return -(-resolution // 2 ** (s + 2))
 
@@ -155,8 +159,8 @@ class EfficientFormerV2Space(SearchSpace):
                                 f"{len(exp) if isinstance(exp, (list, tuple)) else type(exp).__name__}",
                                 f"a list of {len(caps)} ratios, 0 for a dropped block")
             for p, e in enumerate(exp):
-                allowed = [0] + [x for x in EXPANSIONS if x <= caps[p]]
-                check_choice(e, allowed, f"stages[{s}].expansion[{p}]")
+                if e not in _ALLOWED_E[s][p] or type(e) is not int:
+                    check_choice(e, _ALLOWED_E[s][p], f"stages[{s}].expansion[{p}]")
             kept = [p for p, e in enumerate(exp) if e]
             if not 1 <= len(kept) <= len(caps):
                 raise ArchError(f"stages[{s}].expansion", f"depth {len(kept)} out of range",

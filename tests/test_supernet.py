@@ -137,3 +137,17 @@ def test_build_model_and_block_are_plain_modules():
     assert out.shape[0] == 2
     with pytest.raises(ValueError, match="unknown block kind"):
         supernet.build_block(search_spaces.BlockSpec.make("nextvit.resblock", hw=7))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_fuse_for_deploy_folds_a_lone_block(name):
+    space = search_spaces.get_space(name)
+    for spec in space.max_arch().blocks():
+        block = supernet.build_block(spec)
+        _randomise_bn(block, seed=3)
+        x = torch.randn(supernet.block_input_shape(spec, 2))
+        with torch.no_grad():
+            y = block.eval()(x)
+            supernet.fuse_for_deploy(block)
+            assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in block.modules()), spec.key
+            assert _rel(block(x), y) < 1e-5, spec.key

@@ -65,19 +65,13 @@ def cpu_name() -> str:
 def deploy_form(model):
     """The module as deployed: BatchNorms (and EfficientFormerV2's attention biases) folded, eval mode.
 
-    `supernet.fuse_for_deploy` folds the blocks *inside* a model; a lone block (what a table row
-    measures) is folded through its own `reparameterize()`, or its row would time the unfolded
-    graph (e.g. the attention-bias gather) that the whole network never runs.
+    A lone block (what a table row measures) folds like a whole network, so its row times the
+    graph the network really runs.
     """
     import supernet
     if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
         return model.fuse_bn()
-    supernet.fuse_for_deploy(model)
-    if hasattr(model, "reparameterize"):
-        model.reparameterize()
-    return model
-
-
+    return supernet.fuse_for_deploy(model)
 
 
 class Backend:

@@ -250,7 +250,7 @@ class LatencyTable:
             raise MissingRowsError(self.missing(arch), self, arch.space) from None
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of `arch` in ms (the arch is not validated; see `keys.block_keys`)."""
+        """Predicted latency of `arch` in ms: the sum of its rows plus the fitted correction."""
         m = self._models.get(arch.space) or self._model(arch.space)
         values = m.values
         try:
