@@ -28,7 +28,7 @@ import search_spaces
 import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
 from hwnas.data import build_loaders, data_config, derive_seed
-from hwnas.evaluate import SubnetEvaluator
+from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
 from .sandwich import StepStats, finish_buffers, sample_archs, sandwich_step
@@ -284,8 +284,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         row["seconds"] = seconds
         if evaluator is not None:
             for name, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
-                row[f"val_top1_{name}"] = evaluator.evaluate(arch)
-            evaluator.cache.clear()
+                row[f"val_top1_{name}"] = top1(evaluator.subnet(arch), evaluator.val_loader)  # uncached
         history.append(row)
         if main:
             meta = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": row["step"], "space": space.name,
