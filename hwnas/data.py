@@ -63,23 +63,28 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
 
 
-def data_config(cfg: Any = None) -> DataConfig:
-    """A `DataConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
+def config_from(cls, cfg: Any, section: str, error: type = ValueError):
+    """A `cls` dataclass from an instance, a mapping or an OmegaConf node, as plain values (configs
+    end up in checkpoints, which hold plain data only); an unknown key is an `error` naming it."""
     if cfg is None:
-        return DataConfig()
-    if isinstance(cfg, DataConfig):
+        return cls()
+    if isinstance(cfg, cls):
         return cfg
-    if type(cfg).__module__.startswith("omegaconf"):  # plain values only (they end up in checkpoints)
+    if type(cfg).__module__.startswith("omegaconf"):
         from omegaconf import OmegaConf
         cfg = OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
-        raise DataError(f"data config: expected a mapping, got {type(cfg).__name__}")
-    d = {str(k): v for k, v in dict(cfg).items()}
-    allowed = [f.name for f in fields(DataConfig)]
-    unknown = sorted(set(d) - set(allowed))
+        raise error(f"{section} config: expected a mapping, got {type(cfg).__name__}")
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(map(str, cfg)) - set(allowed))
     if unknown:
-        raise DataError(f"data.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-    out = DataConfig(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in d.items()})
+        raise error(f"{section}.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
+    return cls(**{str(k): (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()})
+
+
+def data_config(cfg: Any = None) -> DataConfig:
+    """A `DataConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
+    out = config_from(DataConfig, cfg, "data", DataError)
     if out.name not in DATA_NAMES:
         raise DataError(f"data.name: unknown data source {out.name!r} (allowed: {', '.join(DATA_NAMES)})")
     if out.image_size % 32 or out.image_size < 32:
@@ -348,5 +353,5 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
     return train_loader, val_loader, num_classes
 
 
-__all__ = ["DataConfig", "DataError", "SandwichBatchSampler", "build_datasets", "build_loaders",
+__all__ = ["DataConfig", "DataError", "SandwichBatchSampler", "build_datasets", "build_loaders", "config_from",
            "data_config", "derive_seed", "register"]

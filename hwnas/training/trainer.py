@@ -27,7 +27,7 @@ import torch
 import search_spaces
 import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
-from hwnas.data import build_loaders, data_config, derive_seed
+from hwnas.data import build_loaders, config_from, data_config, derive_seed
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
@@ -64,18 +64,7 @@ class TrainConfig:
 
 def train_config(cfg: Any = None) -> TrainConfig:
     """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    if cfg is None:
-        return TrainConfig()
-    if isinstance(cfg, TrainConfig):
-        return cfg
-    if type(cfg).__module__.startswith("omegaconf"):  # plain values only (they end up in checkpoints)
-        from omegaconf import OmegaConf
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    allowed = TrainConfig.__dataclass_fields__
-    unknown = sorted(set(cfg) - set(allowed))
-    if unknown:
-        raise ValueError(f"train.{unknown[0]}: unknown key (allowed: {', '.join(allowed)})")
-    return TrainConfig(**cfg)
+    return config_from(TrainConfig, cfg, "train")
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
