@@ -1,12 +1,11 @@
-"""Typed schemas shared by every Hydra app (`space` group); each app registers its own as well.
+"""Typed schemas shared by every Hydra app (`space` and `data` groups); each app registers its own too.
 
 A YAML file in a group starts with `defaults: [base_<group>, _self_]`, so a misspelt key fails
 at start-up against the dataclass instead of being silently ignored.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
@@ -27,6 +26,8 @@ def register_common() -> None:
         return
     cs = ConfigStore.instance()
     cs.store(group="space", name="base_space", node=SpaceConfig)
+    from hwnas.data import DataConfig
+    cs.store(group="data", name="base_data", node=DataConfig)
     _REGISTERED = True
 
 
@@ -35,4 +36,3 @@ def get_space_from_cfg(cfg) -> "search_spaces.SearchSpace":  # noqa: F821
     return search_spaces.get_space(cfg.name, resolution=cfg.resolution)
 
 
-__all__ = ["SpaceConfig", "register_common", "get_space_from_cfg", "dataclass", "field", "Optional"]

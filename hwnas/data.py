@@ -93,7 +93,7 @@ def data_config(cfg: Any = None) -> DataConfig:
     return out
 
 
-def register() -> None:
+def register() -> None:  # kept for callers; hwnas.config.register_common() stores it too
     """Store the data schema in Hydra's ConfigStore (group `data`, name `base_data`); optional."""
     from hydra.core.config_store import ConfigStore
     ConfigStore.instance().store(group="data", name="base_data", node=DataConfig)
