@@ -26,30 +26,42 @@ from .model import DeployModel, Model, build_block, drop_path_rates
 
 def first_k(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """The sharing rule: the leading `shape` corner of a shared tensor (a view, differentiable)."""
-    if tensor.shape == shape:
-        return tensor
-    return tensor[tuple(slice(0, n) for n in shape)]
+    plan = share_plan("tensor", tensor.shape, torch.Size(shape))
+    return tensor if plan is None else tensor[plan]
 
 
-def share(name: str, tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    if name.endswith("attention_biases") and tensor.shape[1] != shape[1]:
-        return resize_attention_biases(tensor, int(round(shape[1] ** 0.5)))
-    if any(n > m for n, m in zip(shape, tensor.shape)) or len(shape) != tensor.shape.__len__():
-        raise RuntimeError(f"supernet tensor {name} of shape {tuple(tensor.shape)} cannot hold {tuple(shape)}")
-    return first_k(tensor, shape)
+def share_plan(name: str, held: torch.Size, shape: torch.Size):
+    """How a subnet tensor of `shape` comes out of the shared one of shape `held`, decided once per
+    arch: None (the whole tensor), a tuple of slices (first-k), or "resize" (attention biases)."""
+    if len(shape) != len(held):
+        raise RuntimeError(f"supernet tensor {name} of shape {tuple(held)} cannot hold {tuple(shape)}")
+    if shape == held:
+        return None
+    if name.endswith("attention_biases") and held[1] != shape[1]:
+        return "resize"
+    if any(n > m for n, m in zip(shape, held)):
+        raise RuntimeError(f"supernet tensor {name} of shape {tuple(held)} cannot hold {tuple(shape)}")
+    return tuple(slice(0, n) for n in shape)
 
 
 @dataclass
 class _Slot:
     """One tensor a skeleton needs: where it lives in the skeleton and in the supernet."""
 
-    skel_owner: nn.Module
-    skel_attr: str
-    is_param: bool
-    src_owner: nn.Module
-    src_attr: str
-    name: str
-    shape: torch.Size
+    skel_table: dict  # the skeleton submodule's _parameters or _buffers
+    attr: str
+    src_table: dict  # the supernet submodule's _parameters or _buffers (looked up at run time,
+    name: str        # since .to(device) replaces buffers)
+    plan: object  # see share_plan
+    res: int = 0  # target resolution when plan == "resize"
+
+    def tensor(self) -> torch.Tensor:
+        t = self.src_table[self.attr]
+        if self.plan is None:
+            return t
+        if self.plan == "resize":
+            return resize_attention_biases(t, self.res)
+        return t[self.plan]
 
 
 @dataclass
@@ -60,19 +72,17 @@ class _Step:
     drop_path: float
 
     def tensors(self) -> dict:
-        out = {}
-        for s in self.slots:
-            src = (s.src_owner._parameters if s.is_param else s.src_owner._buffers)[s.src_attr]
-            out[s.name] = src if not s.shape else share(s.name, src, s.shape)
-        return out
+        return {s.name: s.tensor() for s in self.slots}
 
     def run(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        for s, t in zip(self.slots, self.tensors().values()):
-            (s.skel_owner._parameters if s.is_param else s.skel_owner._buffers)[s.skel_attr] = t
-        if self.skeleton.training != training:
-            self.skeleton.train(training)
-        self.skeleton.set_drop_path(self.drop_path)
-        return self.skeleton(x)
+        for s in self.slots:
+            s.skel_table[s.attr] = s.tensor()
+        sk = self.skeleton
+        if sk.training != training:
+            sk.train(training)
+        if training:
+            sk.set_drop_path(self.drop_path)
+        return sk(x)
 
 
 class Supernet(Model):
@@ -143,8 +153,10 @@ class Supernet(Model):
             if table is None or table.get(attr) is None:
                 raise RuntimeError(f"supernet block {path} ({spec.key}) has no tensor {name}; "
                                    "the space's supernet_layout does not cover this block")
-            shape = t.shape if t.dim() else torch.Size()
-            slots.append(_Slot(skel_owner, attr, is_param, src_owner, attr, name, shape))
+            plan = share_plan(name, table[attr].shape, t.shape)
+            res = int(round(t.shape[1] ** 0.5)) if plan == "resize" else 0
+            skel_table = skel_owner._parameters if is_param else skel_owner._buffers
+            slots.append(_Slot(skel_table, attr, table, name, plan, res))
         return _Step(path, sk, slots, drop_path)
 
     # ---- running it ----------------------------------------------------------------------
