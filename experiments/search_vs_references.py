@@ -6,17 +6,18 @@ through the search app, then checks that NSGA-II and mes_greedy each find, for e
 a subnet at or under its predicted latency and its size, and compares the hypervolume of
 (accuracy↑, latency↓, params↓) after N trials. One evaluator is shared by the runs (its cache
 too). NSGA-II's first generation holds the space's min arch (seed_archs=[min]), never a
-reference; random search is not seeded.
+reference; random search starts from the same min arch, then samples uniformly.
 
     python experiments/search_vs_references.py                       # ORT table, built-in supernet
     python experiments/search_vs_references.py --checkpoint DIR/supernet.pt --n-trials 64
 
-Writes experiments/results/search_vs_references.{json,md,png}.
+Writes experiments/results/search_vs_references_<space>.{json,md,png} (atomically).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -69,7 +70,9 @@ def main() -> None:
 
     runs, seconds = {}, {}
     for name, extra in (("nsga2", ["search=nsga2", f"search.n_trials={args.n_trials}", "search.seed_archs=[min]"]),
-                        ("random", ["search=random", f"search.n_trials={args.n_trials}"]),
+                        # the same first trial as NSGA-II, so the hypervolumes compare the
+                        # strategies, not their starting points
+                        ("random", ["search=random", f"search.n_trials={args.n_trials}", "search.seed_archs=[min]"]),
                         ("mes_greedy", ["search=mes_greedy", f"search.candidates_per_step={args.greedy_candidates}"])):
         t = time.time()
         runs[name] = run(compose_config(base + extra), work / name, accuracy=accuracy)
@@ -112,9 +115,12 @@ def main() -> None:
         seconds=dict(setup=round(t_setup, 1), **seconds, total=round(time.time() - t0, 1)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "search_vs_references.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "search_vs_references.md").write_text(markdown(result))
-    plot(curves, out / "search_vs_references.png", result)
+    stem = f"search_vs_references_{args.space}"
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
+        tmp = out / f"{stem}{suffix}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out / f"{stem}{suffix}")
+    plot(curves, out / f"{stem}.png", result)
     print(markdown(result))
 
 

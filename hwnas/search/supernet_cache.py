@@ -30,13 +30,18 @@ def _choices() -> dict:
 
 
 def train_config(cfg: DictConfig, space: search_spaces.SearchSpace) -> DictConfig:
-    from hydra import compose
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     choices = _choices()
     overrides = [f"space={choices.get('space', space.name)}"]
     if choices.get("data"):
         overrides.append(f"data={choices['data']}")
     overrides += list(cfg.pretrain.overrides)
-    return compose(config_name=TRAIN_CONFIG, overrides=overrides)
+    if GlobalHydra.instance().is_initialized():  # inside the search app
+        return compose(config_name=TRAIN_CONFIG, overrides=overrides)
+    from .app import CONF_DIR  # called as a library (experiments, notebooks)
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return compose(config_name=TRAIN_CONFIG, overrides=overrides)
 
 
 def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path:
