@@ -66,7 +66,7 @@ def test_analytic_macs_match_flop_counter_and_official_figures(ref):
     with counter, torch.no_grad():
         model(torch.randn(1, 3, arch.resolution, arch.resolution))
     measured = counter.get_total_flops() / 2
-    assert abs(arch.macs() - measured) / measured < 0.01
+    assert arch.macs() == measured  # exact (the issue asks for 1 %): every matmul is counted
     assert arch.macs() / 1e9 == pytest.approx(OFFICIAL_GMACS[ref], abs=0.0015)
 
 
