@@ -115,3 +115,20 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(done) == n
     workers = {t.user_attrs["worker"].rsplit(":", 2)[1] for t in done}
     assert len(workers) == 2  # both processes did part of the work
+
+
+# ---- verification on the backend -------------------------------------------------------------------
+def test_verify_measures_picks_on_the_backend_with_the_tables_statistic(tmp_path):
+    r = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, "verify=true",
+                   "search.n_trials=6", "target.repeats=20", "target.min_runs=5", "target.max_seconds=0.3",
+                   timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = (tmp_path / "report.md").read_text()
+    section = report.split("## Verification on the target's backend", 1)[1]
+    assert "measured ms (p10)" in section  # the ORT table sums p10, so verification measures p10
+    rows = [line for line in section.splitlines() if line.startswith("| efficientformerv2_")]
+    assert rows, section
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        predicted, measured = float(cells[1]), float(cells[2])
+        assert measured > 0 and 0.5 < measured / predicted < 2.0, line

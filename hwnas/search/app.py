@@ -191,7 +191,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
         from .verify import verify_picks
-        verification = verify_picks(picks, space, target, run_dir)
+        verification = verify_picks(picks, space, target, run_dir, statistic=table.statistic)
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,

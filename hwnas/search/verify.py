@@ -32,8 +32,12 @@ def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
 
 
 def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConfig,
-                 run_dir: Path) -> list[dict]:
-    """One row per pick: predicted and measured latency, and the reference's latency (its budget)."""
+                 run_dir: Path, statistic: str = "median_ms") -> list[dict]:
+    """One row per pick: predicted and measured latency, and the reference's latency (its budget).
+
+    `statistic` is the one the table sums (p10_ms on ONNX Runtime, median_ms on GPUs), so the
+    measurement is compared like with like.
+    """
     rows = []
     try:
         backend = backend_for(target)
@@ -45,12 +49,13 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
         if p is None:
             continue
         row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p["latency_ms"],
-                   budget_ms=entry["reference"]["latency_ms"], measured_ms=None, note=note)
+                   budget_ms=entry["reference"]["latency_ms"], measured_ms=None, statistic=statistic,
+                   note=note)
         if backend is not None:
             try:
                 m = measure_arch(backend, Arch.from_dict(p["arch"]), int(target.get("batch", 1) or 1))
-                row["measured_ms"] = float(m["median_ms"])
-                row["p10_ms"] = m.get("p10_ms")
+                row["measured_ms"] = float(m[statistic])
+                row["median_ms"], row["p10_ms"] = m.get("median_ms"), m.get("p10_ms")
             except Exception as e:  # noqa: BLE001
                 row["note"] = f"{type(e).__name__}: {e}"
         rows.append(row)
