@@ -114,7 +114,29 @@ class ConvMlpWithNorm(nn.Module):
         self.fc2.reparameterize()
 
 
-class Attention2d(nn.Module):
+class _RelPosBiasAttention(nn.Module):
+    """Shared by both attention kinds: the learned (heads, R*R) offset table looked up for every
+    query/key pair, or -- after `reparameterize()` -- one precomputed (heads, Nq, Nk) table."""
+
+    q_res: int
+    k_res: int
+    q_stride: int
+
+    def attention_bias(self) -> torch.Tensor:
+        if self.fused_bias is not None:
+            return self.fused_bias
+        idx = _rel_pos_index(self.q_res, self.k_res, self.q_stride).to(self.attention_biases.device)
+        return self.attention_biases[:, idx]
+
+    @torch.no_grad()
+    def _fuse_bias(self) -> None:
+        if self.fused_bias is None:
+            self.fused_bias = nn.Parameter(self.attention_bias().clone(), requires_grad=False)
+            del self.attention_biases
+            self.register_parameter("attention_biases", None)
+
+
+class Attention2d(_RelPosBiasAttention):
     """MHSA with local V (depthwise 3x3 on V) and talking heads; stride 2 runs it at half resolution."""
 
     def __init__(self, dim: int, resolution: int, stride: int = 1):
@@ -131,6 +153,8 @@ class Attention2d(nn.Module):
             self.upsample = None
         self.resolution = -(-resolution // stride)
         self.N = self.resolution ** 2
+        self.q_res = self.k_res = self.resolution
+        self.q_stride = 1
         kh = KEY_DIM * NUM_HEADS
         self.q = ConvNorm(dim, kh)
         self.k = ConvNorm(dim, kh)
@@ -142,12 +166,6 @@ class Attention2d(nn.Module):
         self.proj = ConvNorm(self.dh, dim, 1)
         self.attention_biases = nn.Parameter(torch.zeros(NUM_HEADS, self.N))
         self.fused_bias = None  # (heads, N, N) after reparameterize()
-
-    def attention_bias(self) -> torch.Tensor:
-        if self.fused_bias is not None:
-            return self.fused_bias
-        idx = _rel_pos_index(self.resolution, self.resolution, 1).to(self.attention_biases.device)
-        return self.attention_biases[:, idx]
 
     def forward(self, x):
         B, C, H, W = x.shape
@@ -174,10 +192,7 @@ class Attention2d(nn.Module):
         for m in (self.stride_conv, self.q, self.k, self.v, self.v_local, self.proj):
             if m is not None:
                 m.reparameterize()
-        if self.fused_bias is None:
-            self.fused_bias = nn.Parameter(self.attention_bias().clone(), requires_grad=False)
-            del self.attention_biases
-            self.register_parameter("attention_biases", None)
+        self._fuse_bias()
 
 
 class LocalGlobalQuery(nn.Module):
@@ -191,7 +206,7 @@ class LocalGlobalQuery(nn.Module):
         return self.proj(self.local(x) + self.pool(x))
 
 
-class Attention2dDownsample(nn.Module):
+class Attention2dDownsample(_RelPosBiasAttention):
     """The attention path of the dual-path downsampling: local-global query at half resolution."""
 
     def __init__(self, dim: int, out_dim: int, resolution: int):
@@ -203,6 +218,7 @@ class Attention2dDownsample(nn.Module):
         self.resolution2 = -(-resolution // 2)
         self.N = resolution ** 2
         self.N2 = self.resolution2 ** 2
+        self.q_res, self.k_res, self.q_stride = self.resolution2, resolution, 2
         kh = DS_KEY_DIM * NUM_HEADS
         self.q = LocalGlobalQuery(dim, kh)
         self.k = ConvNorm(dim, kh, 1)
@@ -212,12 +228,6 @@ class Attention2dDownsample(nn.Module):
         self.proj = ConvNorm(self.dh, out_dim, 1)
         self.attention_biases = nn.Parameter(torch.zeros(NUM_HEADS, self.N))
         self.fused_bias = None
-
-    def attention_bias(self) -> torch.Tensor:
-        if self.fused_bias is not None:
-            return self.fused_bias
-        idx = _rel_pos_index(self.resolution2, self.resolution, 2).to(self.attention_biases.device)
-        return self.attention_biases[:, idx]
 
     def forward(self, x):
         B, C, H, W = x.shape
@@ -238,10 +248,7 @@ class Attention2dDownsample(nn.Module):
     def reparameterize(self):
         for m in (self.q.proj, self.k, self.v, self.v_local, self.proj):
             m.reparameterize()
-        if self.fused_bias is None:
-            self.fused_bias = nn.Parameter(self.attention_bias().clone(), requires_grad=False)
-            del self.attention_biases
-            self.register_parameter("attention_biases", None)
+        self._fuse_bias()
 
 
 class Downsample(nn.Module):
