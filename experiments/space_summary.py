@@ -33,7 +33,6 @@ def space_size(space) -> float:
                 n *= sum(len(allowed_r(s, w)) for w in c["ntb_width"])
             total += math.log10(n)
         return total
-    from itertools import combinations
     from search_spaces.efficientformerv2 import ATTN_POSITIONS, CAPS, EXPANSIONS, WIDTHS
     total = 0.0
     for s in range(4):

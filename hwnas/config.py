@@ -31,7 +31,8 @@ def register_common() -> None:
     _REGISTERED = True
 
 
-def get_space_from_cfg(cfg) -> "search_spaces.SearchSpace":  # noqa: F821
+def get_space_from_cfg(cfg):
+    """The search space a `space` group config names."""
     import search_spaces
     return search_spaces.get_space(cfg.name, resolution=cfg.resolution)
 

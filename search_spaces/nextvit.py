@@ -22,7 +22,6 @@ Next-ViT-L (and the largest arch of the space); r = 1 is open up to 0.75·W_max 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
                    check_choice, check_count, check_keys, iter_unique, make_divisible,

@@ -14,7 +14,7 @@ import torch.nn as nn
 from search_spaces import BlockSpec
 from search_spaces.nextvit import HEAD_DIM, STEM_CHS
 
-from .layers import DropPath, fold_conv_bn, fold_pre_bn, trunc_normal_init
+from .layers import DropPath, fold_conv_bn, fold_pre_bn
 
 NORM_EPS = 1e-5
 
@@ -269,11 +269,6 @@ class ClassifierHead(nn.Module):
         if isinstance(self.norm, nn.BatchNorm2d):  # BN commutes with the average pool
             fold_pre_bn(self.fc, self.norm)
             self.norm = nn.Identity()
-
-
-def init_weights(module: nn.Module) -> None:
-    """Official init: trunc_normal(std=.02) for conv and linear weights, zero biases."""
-    trunc_normal_init(module)
 
 
 BUILDERS = {

@@ -183,9 +183,6 @@ class Supernet(Model):
             self.set_active(previous)
         return model
 
-    def subnet_state_dict(self, arch: Arch) -> dict:
-        return self.extract(arch).state_dict()
-
 
 def build_supernet(space: SearchSpace | str, num_classes: int = 1000, resolution: int | None = None,
                    drop_path_rate: float = 0.0) -> Supernet:

@@ -11,7 +11,7 @@ import torch
 import hwnas
 import search_spaces
 import supernet
-from hwnas.export import bundle, verify
+from hwnas.export import verify
 from hwnas.export.bundle import ExportError, check_formats, write_export
 from hwnas.export.optimize import Upsample2xBilinear, optimize_for_gpu, reference_upsample
 

@@ -1,6 +1,5 @@
 """search_spaces: references, analytic counts vs torch, validation errors, block coverage, plain data."""
 import json
-import random
 
 import pytest
 import torch

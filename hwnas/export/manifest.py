@@ -57,8 +57,6 @@ def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[
                    weights: dict, formats: dict, latency: dict | None = None) -> dict:
     """The manifest of one export. `weights` says where the weights came from; `formats` maps each
     format to `{"files": [...], "check": {...}}`."""
-    import torch
-
     torch_params = sum(p.numel() for p in model.parameters())
     checks = [f["check"] for f in formats.values() if f.get("check")]
     return {
