@@ -6,8 +6,14 @@ For each space, in bf16 autocast at 224x224 on synthetic data (train mode, AdamW
 - static images/s: a training step (forward, backward, AdamW) of the static max model
   (Next-ViT-L / EfficientFormerV2-L) on the same batch;
 - elastic overhead, per reference arch: supernet forward+backward at the arch divided by the
-  extracted static model's forward+backward (goal <= 1.15x).
-Timed with CUDA events after warm-up; the median of `--iters` runs.
+  extracted static model's forward+backward (goal <= 1.15x), each including its zero_grad. For
+  context the supernet is also timed with plain autograd slicing of the shared tensors (how it
+  trained before `supernet.sharing._SharedSlices`). The three are timed in interleaved rounds
+  (static, supernet, plain, static, ...) so that drift in the machine hits all alike; each is
+  the median of `--iters` rounds.
+- EfficientFormerV2 only: the static max step again with PyTorch's bilinear-upsample kernel in
+  place of the elementwise x2 upsample the blocks use (supernet.layers.upsample2x_bilinear).
+Timed with CUDA events after warm-up.
 
     python experiments/train_throughput.py             # GPU machine
     python experiments/train_throughput.py --quick     # CPU smoke run (tiny, not a measurement)
@@ -57,6 +63,23 @@ def timed(fn, iters: int, warmup: int, device) -> float:
     return statistics.median(times)
 
 
+def interleaved(fns: dict, rounds: int, warmup: int, device) -> dict:
+    """Median seconds of each of `fns`, timed one call each in turn for `rounds` rounds."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(timed(fn, 1, 0, device))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def plain_slicing(net):
+    """Make `net` use plain differentiable first-k slicing (the pre-_SharedSlices path)."""
+    net._subnet_tensors = lambda device_type: [s.tensor() for step in net._steps for s in step.slots]
+
+
 def fwd_bwd(model, x, y, device, amp):
     with autocast(device, amp):
         out = model(x)
@@ -94,28 +117,44 @@ def measure_space(name: str, batch: int, res: int, iters: int, warmup: int, devi
     t_static = timed(static_step, iters, warmup, device)
     row.update(static_max_step_s=t_static, static_max_images_per_s=batch / t_static,
                sandwich_vs_static_images_per_s=(batch * len(archs) / t_sandwich) / (batch / t_static))
+    if name == "efficientformerv2":
+        import supernet.efficientformerv2 as E
+        fast = E.upsample2x_bilinear
+        E.upsample2x_bilinear = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
+        try:
+            row["static_max_step_torch_upsample_s"] = timed(static_step, iters, warmup, device)
+        finally:
+            E.upsample2x_bilinear = fast
     del static, sopt, opt
     overhead = {}
+    plain = supernet.build_supernet(space, num_classes=1000, resolution=res).to(device).train()
+    plain.load_state_dict(net.state_dict())
+    plain_slicing(plain)
     for ref in space.reference_names:
         arch = space.reference(ref).with_resolution(res)
         net.set_active(arch)
+        plain.set_active(arch)
         model = net.extract(arch).train()
 
         def elastic():
             net.zero_grad(set_to_none=True)
             fwd_bwd(net, x, y, device, amp)
 
-        def plain():
+        def elastic_plain():
+            plain.zero_grad(set_to_none=True)
+            fwd_bwd(plain, x, y, device, amp)
+
+        def static():
             model.zero_grad(set_to_none=True)
             fwd_bwd(model, x, y, device, amp)
 
-        # Interleave the two a few times so clock drift hits both alike.
-        te, tp = [], []
-        for _ in range(3):
-            te.append(timed(elastic, iters, warmup, device))
-            tp.append(timed(plain, iters, warmup, device))
-        overhead[ref] = {"supernet_fwd_bwd_s": min(te), "static_fwd_bwd_s": min(tp), "ratio": min(te) / min(tp)}
+        t = interleaved({"static": static, "supernet": elastic, "plain": elastic_plain}, iters, warmup, device)
+        overhead[ref] = {"supernet_fwd_bwd_s": t["supernet"], "static_fwd_bwd_s": t["static"],
+                         "plain_slicing_fwd_bwd_s": t["plain"], "ratio": t["supernet"] / t["static"],
+                         "plain_slicing_ratio": t["plain"] / t["static"]}
+        print(ref, json.dumps(overhead[ref]), flush=True)
         del model
+    del plain
     row["elastic_overhead"] = overhead
     del net
     if device.type == "cuda":
@@ -127,10 +166,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny CPU smoke run (not a measurement)")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--spaces", default="nextvit,efficientformerv2")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results"))
+    ap.add_argument("--suffix", default="", help="appended to the output names (train_throughput<suffix>.*)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     if args.quick:
@@ -150,24 +190,36 @@ def main() -> None:
             "overhead_goal_met": max(ratios) <= GOAL}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "train_throughput_quick" if args.quick else "train_throughput"
+    stem = ("train_throughput_quick" if args.quick else "train_throughput") + args.suffix
     (out / f"{stem}.json").write_text(json.dumps({"info": info, "results": results}, indent=1))
     lines = [f"# Supernet training throughput ({'quick CPU smoke run, not a measurement' if args.quick else info['device']})",
              "", f"Device: {info['device']}; torch {info['torch']}; {amp} autocast; {res}x{res} synthetic data; "
-             f"batch {batch}; median of {iters} timed steps after {warmup} warm-up (CUDA events).", "",
+             f"batch {batch}; median of {iters} timed steps after {warmup} warm-up (CUDA events); "
+             "the overhead table's three columns timed in interleaved rounds.", "",
              "| space | sandwich step (s) | sandwich img/s (4 subnets) | static max step (s) | static max img/s | ratio |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['sandwich_step_s']:.4f} | {r['sandwich_images_per_s']:.0f} | "
                      f"{r['static_max_step_s']:.4f} | {r['static_max_images_per_s']:.0f} | "
                      f"{r['sandwich_vs_static_images_per_s']:.2f} |")
+    for name, r in results.items():
+        if "static_max_step_torch_upsample_s" in r:
+            lines += ["", f"{name}: the static max step takes {r['static_max_step_torch_upsample_s']:.4f} s with "
+                      f"PyTorch's bilinear-upsample kernel instead of {r['static_max_step_s']:.4f} s with the "
+                      "elementwise x2 upsample the blocks use."]
     lines += ["", "Elastic overhead: supernet forward+backward at the arch / extracted static model's "
-              f"(goal <= {GOAL}x)", "", "| reference | supernet (s) | static (s) | overhead |", "|---|---|---|---|"]
+              f"(goal <= {GOAL}x); 'plain slicing' is the supernet with autograd slicing of its shared "
+              "tensors instead of `_SharedSlices`, for comparison.", "",
+              "| reference | static (s) | supernet (s) | overhead | plain slicing (s) | plain overhead |",
+              "|---|---|---|---|---|---|"]
     for r in results.values():
         for ref, o in r["elastic_overhead"].items():
-            lines.append(f"| {ref} | {o['supernet_fwd_bwd_s']:.4f} | {o['static_fwd_bwd_s']:.4f} | {o['ratio']:.3f}x |")
+            lines.append(f"| {ref} | {o['static_fwd_bwd_s']:.4f} | {o['supernet_fwd_bwd_s']:.4f} | {o['ratio']:.3f}x | "
+                         f"{o['plain_slicing_fwd_bwd_s']:.4f} | {o['plain_slicing_ratio']:.3f}x |")
     lines += ["", f"Worst overhead {max(ratios):.3f}x: goal {'met' if info['overhead_goal_met'] else 'NOT met'}.",
-              "", "Reproduce: `python experiments/train_throughput.py" + "".join(f" {a}" for a in sys.argv[1:] if not a.startswith("--out")) + "`"]
+              "", "Reproduce: `python experiments/train_throughput.py" + "".join(
+                  f" {a}" for a in ("--quick" if args.quick else "", f"--batch {batch}" if batch != 64 else "",
+                                    f"--suffix {args.suffix}" if args.suffix else "") if a) + "`"]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

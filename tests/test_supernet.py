@@ -91,6 +91,87 @@ def test_subnet_gradients_reach_only_its_slice_of_the_shared_tensors(net):
     net.zero_grad(set_to_none=True)
 
 
+def _plain_slicing(self, device_type):
+    """The reference for `Supernet._subnet_tensors`: plain differentiable first-k slicing."""
+    return [s.tensor() for step in self._steps for s in step.slots]
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_shared_slices_train_exactly_like_plain_slicing(net, amp):
+    """`_SharedSlices` writes gradients into .grad itself and pre-casts conv weights for autocast:
+    losses, gradients (accumulated over a sandwich of subnets) and BN statistics must equal those of
+    plain autograd slicing."""
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    space, params = net.space, list(net.parameters())
+    archs = [space.min_arch(), space.max_arch(), space.sample(random.Random(3))]
+    x, y = torch.randn(4, 3, RES, RES), torch.randint(0, 10, (4,))
+    runs = []
+    net.train()
+    try:
+        for reference in (True, False):
+            net.load_state_dict(state)
+            net.zero_grad(set_to_none=True)
+            if reference:
+                net._subnet_tensors = _plain_slicing.__get__(net)
+            losses = []
+            for arch in archs:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    out = net.set_active(arch.with_resolution(RES))(x)
+                loss = torch.nn.functional.cross_entropy(out.float(), y)
+                loss.backward()
+                losses.append(loss.item())
+            if reference:
+                del net._subnet_tensors
+            runs.append((losses, [None if p.grad is None else p.grad.clone() for p in params],
+                         [b.clone() for b in net.buffers()]))
+    finally:
+        net.eval()
+        net.load_state_dict(state)
+        net.zero_grad(set_to_none=True)
+    (l0, g0, b0), (l1, g1, b1) = runs
+    assert l0 == l1
+    assert [g is None for g in g0] == [g is None for g in g1]
+    assert sum(g is not None for g in g0) > len(g0) // 2
+    for a, b in zip(g0, g1):
+        if a is not None:
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7 * a.abs().max().item())
+    assert all(torch.equal(a, b) for a, b in zip(b0, b1))
+
+
+def test_shared_slices_follow_replaced_and_frozen_weights(net):
+    """Cached first-k views are dropped when the shared tensors are replaced (dtype change, assign),
+    and a frozen shared tensor gets no gradient."""
+    arch = net.space.min_arch().with_resolution(RES)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 3, RES, RES)
+    try:
+        net.train()
+        net.set_active(arch)(x)  # fills the caches
+        net.double()
+        y = net(x.double())  # would fail on a stale float32 view
+        assert y.dtype == torch.float64
+        net.float().eval()
+        with torch.no_grad():
+            before = net(x)
+        bumped = {k: (v * 1.5 if v.is_floating_point() else v) for k, v in state.items()}
+        net.load_state_dict(bumped, assign=True)
+        net.eval()
+        with torch.no_grad():
+            after = net(x)
+            assert _rel(after, before) > 1e-3
+            assert _rel(after, net.extract(arch)(x)) < 1e-5
+        net.train()
+        net.zero_grad(set_to_none=True)
+        net.head.fc.weight.requires_grad_(False)
+        net(x).logsumexp(-1).sum().backward()
+        assert net.head.fc.weight.grad is None and net.head.fc.bias.grad is not None
+    finally:
+        net.head.fc.weight.requires_grad_(True)
+        net.eval()
+        net.load_state_dict(state)
+        net.zero_grad(set_to_none=True)
+
+
 def test_training_mode_updates_shared_bn_statistics(net):
     arch = net.space.min_arch().with_resolution(RES)
     bn = net.stem[0].norm if net.space.name == "nextvit" else net.stem.conv1.bn

@@ -1,11 +1,11 @@
 """Deploy-time rewrites for PyTorch on NVIDIA GPUs (the `torch_cuda` target): same function, faster.
 
-- `Upsample2xBilinear`: EfficientFormerV2's x2 bilinear upsample after stride attention
-  (`align_corners=False`) written as shifted weighted sums: output 2i is 3/4·x[i] + 1/4·x[i-1],
-  output 2i+1 is 3/4·x[i] + 1/4·x[i+1], edges replicated -- exactly what bilinear interpolation
-  computes at scale 2, separably per axis. PyTorch's bilinear-upsample kernel takes most of an
-  EfficientFormerV2's GPU time (shared/reference/GPU_NOTES.md); a handful of elementwise kernels
-  does the same work in microseconds.
+- `Upsample2xBilinear` (from `supernet.layers`): EfficientFormerV2's x2 bilinear upsample after
+  stride attention (`align_corners=False`) written as shifted weighted sums. PyTorch's
+  bilinear-upsample kernel takes most of an EfficientFormerV2's GPU time
+  (shared/reference/GPU_NOTES.md); a handful of elementwise kernels does the same work in
+  microseconds. (The blocks themselves already use it on CUDA and in training; the swap makes
+  it permanent, also for tracing, where the blocks keep `nn.Upsample`.)
 - `optimize_for_gpu`: fold BatchNorms, apply the rewrite, optionally channels_last.
 
 Outputs stay equal to the model's (the rewrite to within float rounding, tested at 1e-6).
@@ -16,22 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from supernet.layers import Upsample2xBilinear
 
-def _up2_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
-    n = x.shape[dim]
-    prev = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)  # x[i-1], edge replicated
-    nxt = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)  # x[i+1], edge replicated
-    x3 = 0.75 * x
-    even = x3 + 0.25 * prev
-    odd = x3 + 0.25 * nxt
-    return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
-
-
-class Upsample2xBilinear(nn.Module):
-    """`nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)` on NCHW, as elementwise ops."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _up2_axis(_up2_axis(x, 2), 3)
+__all__ = ["Upsample2xBilinear", "optimize_for_gpu", "reference_upsample", "replace_bilinear_upsample"]
 
 
 def _is_bilinear_x2(m: nn.Module) -> bool:
