@@ -247,6 +247,14 @@ class Supernet(Model):
             slots.append(_Slot(skel_table, attr, table, name, plan, res, cast))
         return _Step(path, sk, slots, drop_path)
 
+    def _apply(self, fn, recurse=True):
+        # .to()/.cuda()/.double() make new tensors: drop the cached views of the old ones now,
+        # rather than hold the old memory until each slot's next forward notices.
+        for step in getattr(self, "_steps", ()):
+            for s in step.slots:
+                s._src, s._ptr, s._view = None, -1, None
+        return super()._apply(fn, recurse)
+
     # ---- running it ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tensors = self._subnet_tensors(x.device.type)
