@@ -75,11 +75,6 @@ def interleaved(fns: dict, rounds: int, warmup: int, device) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def plain_slicing(net):
-    """Make `net` use plain differentiable first-k slicing (the pre-_SharedSlices path)."""
-    net._subnet_tensors = lambda device_type: [s.tensor() for step in net._steps for s in step.slots]
-
-
 def fwd_bwd(model, x, y, device, amp):
     with autocast(device, amp):
         out = model(x)
@@ -129,7 +124,7 @@ def measure_space(name: str, batch: int, res: int, iters: int, warmup: int, devi
     overhead = {}
     plain = supernet.build_supernet(space, num_classes=1000, resolution=res).to(device).train()
     plain.load_state_dict(net.state_dict())
-    plain_slicing(plain)
+    plain._subnet_tensors = plain._plain_tensors  # the pre-_SharedSlices path
     for ref in space.reference_names:
         arch = space.reference(ref).with_resolution(res)
         net.set_active(arch)
@@ -218,7 +213,7 @@ def main() -> None:
                          f"{o['plain_slicing_fwd_bwd_s']:.4f} | {o['plain_slicing_ratio']:.3f}x |")
     lines += ["", f"Worst overhead {max(ratios):.3f}x: goal {'met' if info['overhead_goal_met'] else 'NOT met'}.",
               "", "Reproduce: `python experiments/train_throughput.py" + "".join(
-                  f" {a}" for a in ("--quick" if args.quick else "", f"--batch {batch}" if batch != 64 else "",
+                  f" {a}" for a in ("--quick" if args.quick else "", f"--batch {args.batch}" if args.batch != 64 else "",
                                     f"--suffix {args.suffix}" if args.suffix else "") if a) + "`"]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -358,9 +358,9 @@ BUILDERS = {
 
 def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
     if spec.kind == "efficientformerv2.stem":
-        return (batch, 3, spec["hw"], spec["hw"])
-    if spec.kind == "efficientformerv2.head":
-        return (batch, spec["in"], spec["hw"], spec["hw"])
-    if spec.kind == "efficientformerv2.downsample":
-        return (batch, spec["in"], spec["hw"], spec["hw"])
-    return (batch, spec["dim"], spec["hw"], spec["hw"])
+        chs = 3
+    elif spec.kind in ("efficientformerv2.ffn", "efficientformerv2.attn"):
+        chs = spec["dim"]
+    else:  # downsample, head
+        chs = spec["in"]
+    return (batch, chs, spec["hw"], spec["hw"])

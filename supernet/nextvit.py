@@ -280,10 +280,7 @@ BUILDERS = {
 
 
 def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
-    if spec.kind == "nextvit.stem":
-        return (batch, 3, spec["hw"], spec["hw"])
-    if spec.kind == "nextvit.head":
-        return (batch, spec["in"], spec["hw"], spec["hw"])
-    return (batch, spec["in"], spec["hw"], spec["hw"])
+    chs = 3 if spec.kind == "nextvit.stem" else spec["in"]
+    return (batch, chs, spec["hw"], spec["hw"])
 
 

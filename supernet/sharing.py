@@ -130,11 +130,7 @@ class _SharedSlices(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, *grads):
         used = [(s, p, g) for s, p, g in zip(ctx.slots, ctx.params, grads) if g is not None]
-        fresh, seen = [], set()
-        for _, p, _ in used:
-            if p.grad is None and id(p) not in seen:
-                seen.add(id(p))
-                fresh.append(p)
+        fresh = [p for _, p, _ in used if p.grad is None]
         if fresh and fresh[0].device.type == "cpu":
             # One large zeroed block costs the CPU allocator fresh pages (page faults) on every
             # step; tensor-sized blocks come back from its free lists.
@@ -264,6 +260,11 @@ class Supernet(Model):
             x = step.run(x, tensors[i:i + n], self.training)
             i += n
         return x
+
+    def _plain_tensors(self, device_type: str) -> list:
+        """What `_subnet_tensors` computes, by plain differentiable slicing: the reference the tests
+        compare `_SharedSlices` with, and the baseline of experiments/train_throughput.py."""
+        return [s.tensor() for step in self._steps for s in step.slots]
 
     def _subnet_tensors(self, device_type: str) -> list:
         """Every slot's tensor for this forward, in step order (see `_SharedSlices`)."""

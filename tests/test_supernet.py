@@ -91,11 +91,6 @@ def test_subnet_gradients_reach_only_its_slice_of_the_shared_tensors(net):
     net.zero_grad(set_to_none=True)
 
 
-def _plain_slicing(self, device_type):
-    """The reference for `Supernet._subnet_tensors`: plain differentiable first-k slicing."""
-    return [s.tensor() for step in self._steps for s in step.slots]
-
-
 @pytest.mark.parametrize("amp", [False, True])
 def test_shared_slices_train_exactly_like_plain_slicing(net, amp):
     """`_SharedSlices` writes gradients into .grad itself and pre-casts conv weights for autocast:
@@ -112,7 +107,7 @@ def test_shared_slices_train_exactly_like_plain_slicing(net, amp):
             net.load_state_dict(state)
             net.zero_grad(set_to_none=True)
             if reference:
-                net._subnet_tensors = _plain_slicing.__get__(net)
+                net._subnet_tensors = net._plain_tensors
             losses = []
             for arch in archs:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
