@@ -98,6 +98,50 @@ def test_killed_search_resumes_without_lost_or_duplicated_trials(tmp_path):
     assert r.stdout.count("report:") == 1
 
 
+_KILLED_INSIDE_ASK = """
+import os, signal, sys
+import optuna
+from hwnas.search import study as study_mod
+study = study_mod.open_study(sys.argv[1], "s", ["minimize"], optuna.samplers.RandomSampler(seed=0))
+if sys.argv[2] == "seed":
+    study.enqueue_trial({"x": 0.5})
+study.ask()  # the trial exists now; a kill before run_trials could stamp it must still name this process
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kind", ["sampled", "seed"])
+def test_worker_killed_inside_ask_leaves_a_trial_known_dead(tmp_path, kind):
+    from hwnas.search import study as study_mod
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_INSIDE_ASK, storage, kind], stderr=subprocess.PIPE,
+                            text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err
+    study = study_mod.open_study(storage, "s", ["minimize"], optuna.samplers.RandomSampler(seed=1))
+    (orphan,) = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert orphan.user_attrs[study_mod.WORKER_ATTR].split(":")[1] == str(proc.pid)
+    # a fresh worker fails it at once (its process is gone), not after stale_after_s, and fills the study
+    ran = study_mod.run_trials(study, 4, lambda t: [t.suggest_float("x", 0, 1)], stale_after_s=3600,
+                               progress=False)
+    assert ran == 4
+    assert study.get_trials(deepcopy=False, states=(TrialState.FAIL,))[0].number == orphan.number
+    assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) == 4
+
+
+def test_a_trial_this_worker_no_longer_runs_is_failed_between_its_trials(tmp_path):
+    """A RUNNING trial naming this worker while it is between trials is one it lost (see
+    OwnedTrialStorage): it is failed rather than waited for forever."""
+    from hwnas.search import study as study_mod
+    study = study_mod.open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", ["minimize"],
+                                 optuna.samplers.RandomSampler(seed=0))
+    abandoned = study.ask()
+    assert abandoned.user_attrs[study_mod.WORKER_ATTR] == study_mod.worker_id()
+    assert study_mod.fail_dead_trials(study, stale_after_s=3600) == [abandoned.number]
+    assert study_mod.run_trials(study, 3, lambda t: [t.suggest_float("x", 0, 1)], progress=False) == 3
+
+
 # ---- two workers on one storage ---------------------------------------------------------------
 def test_two_workers_share_one_study(tmp_path):
     n = 40

@@ -3,8 +3,14 @@
 A study holds exactly `n_trials` completed trials when its workers are done, whatever happened on
 the way: a rerun counts the completed trials and runs only the remainder; a trial left RUNNING by
 a killed worker of this machine is marked failed at once (its process is gone), one of another
-machine after `stale_after_s`; and when several workers race for the last trials, trial numbers
-decide (a trial beyond the first `n_trials` live ones is dropped before it is evaluated).
+machine (or of no known worker) after `stale_after_s`; and when several workers race for the last
+trials, trial numbers decide (a trial beyond the first `n_trials` live ones is dropped before it is
+evaluated). A worker returns only when the study is complete: while the last trials run in other
+workers it waits, and takes over the slot of one whose worker dies.
+
+Every trial names its worker from the commit that makes it RUNNING (`OwnedTrialStorage`): a worker
+killed inside `study.ask()` (the sampler works there, after the trial exists) leaves a trial whose
+owner is known to be dead, never an ownerless one that looks alive.
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ def open_study(storage: str, study_name: str, directions: list[str],
     for attempt in range(6):
         try:
             with _init_lock(storage):
-                storage_obj = sqlite_storage(storage) if storage.startswith("sqlite:///") else storage
+                storage_obj = (sqlite_storage(storage) if storage.startswith("sqlite:///")
+                               else OwnedTrialStorage(storage))
                 study = optuna.create_study(storage=storage_obj, study_name=study_name,
                                             directions=directions, sampler=sampler, load_if_exists=True)
             break
@@ -70,6 +77,31 @@ def _init_lock(storage: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+class OwnedTrialStorage(optuna.storages.RDBStorage):
+    """An RDBStorage whose trials carry their worker's id (user attr `worker`) from the commit that
+    makes them RUNNING, so a trial is never RUNNING without an owner whose liveness can be checked.
+
+    A new trial gets the attr in the transaction that creates it. A WAITING trial (an enqueued seed
+    arch) gets it just before the WAITING->RUNNING transition; if another worker wins that race it
+    runs the trial and re-stamps it with its own id (`run_trials` does, right after `ask`).
+    `_create_new_trial` is overridden because Optuna's cached storage wrapper calls it rather than
+    `create_new_trial`; `tests/test_search.py` checks a fresh trial's owner, so a change there fails
+    a test instead of silently reopening the gap.
+    """
+
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        if template_trial is None:
+            template_trial = optuna.trial.create_trial(state=TrialState.RUNNING,
+                                                       user_attrs={WORKER_ATTR: worker_id()})
+        return super()._create_new_trial(study_id, template_trial)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values=None) -> bool:
+        if state == TrialState.RUNNING:
+            self.set_trial_user_attr(trial_id, WORKER_ATTR, worker_id())
+        return super().set_trial_state_values(trial_id, state, values)
+
+
 def sqlite_storage(url: str) -> optuna.storages.RDBStorage:
     """An SQLite storage for concurrent workers of one machine, fast on slow disks.
 
@@ -88,7 +120,7 @@ def sqlite_storage(url: str) -> optuna.storages.RDBStorage:
     with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
         con.execute("PRAGMA journal_mode=WAL")
     con.close()
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    storage = OwnedTrialStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
     def _pragmas(dbapi_con, _record) -> None:
         dbapi_con.execute("PRAGMA synchronous=NORMAL")
@@ -106,8 +138,15 @@ def _start_ticks(pid: int) -> str:
         return "?"
 
 
+_WORKER_IDS: dict[int, str] = {}
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+    """host:pid:start-ticks of this process (the start time tells a reused pid from the original)."""
+    pid = os.getpid()
+    if pid not in _WORKER_IDS:
+        _WORKER_IDS[pid] = f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+    return _WORKER_IDS[pid]
 
 
 def _alive_here(worker: str) -> bool | None:
@@ -129,11 +168,17 @@ def _alive_here(worker: str) -> bool | None:
 
 
 def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
-    """Mark RUNNING trials whose worker is dead as FAIL; returns their numbers."""
+    """Mark RUNNING trials whose worker is dead as FAIL; returns their numbers.
+
+    Called by a worker between its trials, so a RUNNING trial that names this very worker is one
+    it no longer runs (it lost a WAITING trial's race and the winner died before re-stamping it).
+    """
     failed = []
     now = time.time()
+    me = worker_id()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        alive = _alive_here(str(t.user_attrs.get(WORKER_ATTR, "")))
+        owner = str(t.user_attrs.get(WORKER_ATTR, ""))
+        alive = False if owner == me else _alive_here(owner)
         if alive is None:
             started = t.datetime_start.timestamp() if t.datetime_start else now
             alive = now - started < stale_after_s
@@ -161,41 +206,48 @@ class Infeasible(Exception):
 
 
 def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.Trial], list[float]],
-               *, stale_after_s: float = 3600.0, progress: bool = True) -> int:
+               *, stale_after_s: float = 3600.0, progress: bool = True, wait_poll_s: float = 1.0) -> int:
     """Run trials until the study holds `n_trials` completed ones; returns how many this worker ran.
 
     `objective(trial)` returns the objective values (and may `trial.set_constraint`); raising
     `Infeasible` records the trial as PRUNED with the reason, which does not count as completed.
     """
-    fail_dead_trials(study, stale_after_s)
     me = worker_id()
     done = len(completed(study))
     bar = _progress(progress, n_trials, done)
     ran = 0
     try:
         while True:
+            fail_dead_trials(study, stale_after_s)
             done = len(completed(study))
             bar_update(bar, done)
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if done >= n_trials or done + running >= n_trials:
+            if done >= n_trials:
                 break
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if done + running >= n_trials:  # the last trials run elsewhere: wait for them, or their slots
+                _waiting(bar, running)
+                time.sleep(wait_poll_s)
+                continue
             trial = study.ask()
-            trial.set_user_attr(WORKER_ATTR, me)
+            if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
+                trial.set_user_attr(WORKER_ATTR, me)
             if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
                 trial.set_user_attr(DROPPED_ATTR, "over n_trials")
                 study.tell(trial, state=TrialState.FAIL)
-                break
+                continue
             try:
                 values = objective(trial)
             except Infeasible as e:
                 trial.set_user_attr(INFEASIBLE_ATTR, str(e))
-                study.tell(trial, state=TrialState.PRUNED)
+                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 continue
             except BaseException:
-                study.tell(trial, state=TrialState.FAIL)
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
-            study.tell(trial, values)
-            ran += 1
+            # skip_if_finished: another worker judged this one dead (see fail_dead_trials) and has
+            # refilled its slot; the result is dropped, the count stays exact
+            if study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE:
+                ran += 1
         bar_update(bar, len(completed(study)))
     finally:
         if bar is not None:
@@ -208,6 +260,11 @@ def _progress(enabled: bool, total: int, initial: int):
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=min(initial, total), desc="trials", unit="trial", dynamic_ncols=True)
+
+
+def _waiting(bar, running: int) -> None:
+    if bar is not None:
+        bar.set_postfix_str(f"waiting for {running} running elsewhere", refresh=True)
 
 
 def bar_update(bar, done: int) -> None:
