@@ -142,6 +142,48 @@ def test_a_trial_this_worker_no_longer_runs_is_failed_between_its_trials(tmp_pat
     assert study_mod.run_trials(study, 3, lambda t: [t.suggest_float("x", 0, 1)], progress=False) == 3
 
 
+def test_workers_of_one_machine_share_its_cores(tmp_path):
+    """Without threads=, each worker's torch uses the cores divided among the study's live workers
+    on this machine, re-counted before every trial."""
+    import socket
+
+    import torch
+
+    from hwnas.search import study as study_mod
+    from hwnas.search.app import thread_policy
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("needs 2 cores to tell shared from unshared")
+    study = study_mod.open_study(f"sqlite:///{tmp_path / 'study.db'}", "s", ["minimize"],
+                                 optuna.samplers.RandomSampler(seed=0))
+    original = torch.get_num_threads()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        running = study.ask()  # a trial of another live worker process of this machine
+        running.set_user_attr(study_mod.WORKER_ATTR,
+                              f"{socket.gethostname()}:{other.pid}:{study_mod._start_ticks(other.pid)}")
+        assert study_mod.local_workers(study) == 2
+        seen = []
+
+        def objective(trial):
+            seen.append(torch.get_num_threads())
+            if len(seen) == 2:  # the other worker dies: its trial is failed, its cores come back
+                other.kill()
+                other.wait()
+            return [trial.suggest_float("x", 0, 1)]
+        assert study_mod.run_trials(study, 4, objective, progress=False, on_local_workers=thread_policy(None)) == 4
+    finally:
+        other.kill()
+        torch.set_num_threads(original)
+    assert seen == [cores // 2, cores // 2, cores, cores]
+    assert study_mod.local_workers(study) == 1
+    thread_policy(1)
+    try:
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(original)
+
+
 # ---- two workers on one storage ---------------------------------------------------------------
 def test_two_workers_share_one_study(tmp_path):
     n = 40

@@ -50,6 +50,32 @@ def _cfg_dict(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
+def thread_policy(threads: int | None):
+    """Set torch's CPU threads for the trials: `threads`, or the cores shared among this study's
+    live workers on this machine (returned as the `on_local_workers` callback of `run_trials`).
+
+    PyTorch's CPU thread pool spins while it waits: two processes that each use every core stall
+    each other at every parallel region. `experiments/search_workers_threads.py` (2-core VM): two
+    workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s.
+    """
+    import os
+
+    import torch
+    if threads is not None:
+        if threads < 1:
+            raise SearchError(f"threads={threads}: give a positive number of CPU threads, or null to share "
+                              "this machine's cores among the study's workers")
+        torch.set_num_threads(threads)
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    def share(n_workers: int) -> None:
+        want = max(1, cores // max(1, n_workers))
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+    return share
+
+
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_table(target: DictConfig, space: search_spaces.SearchSpace):
     from hwnas.latency import LatencyTable, default_table_path
@@ -125,6 +151,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     strategy = _cfg_dict(cfg.search)
     objectives = list(strategy["objectives"])
     dirs = directions(objectives)
+    share_cores = thread_policy(cfg.get("threads"))
 
     table, table_path = load_table(target, space)
     if table.is_estimated:
@@ -160,7 +187,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     else:
         seeds = seed_archs(space, strategy["seed_archs"], list(ref_archs.values()))
         run_optuna(study, space, scorer, strategy, budget, stale_after_s=cfg.stale_after_s,
-                   progress=cfg.progress, seed_archs=seeds)
+                   progress=cfg.progress, seed_archs=seeds, on_local_workers=share_cores)
 
     # references: accuracy cached in the study, so reruns and other workers do not re-evaluate
     ref_metrics = {}

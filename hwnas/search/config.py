@@ -120,6 +120,9 @@ class SearchAppConfig:
     stale_after_s: float = 3600.0  # a RUNNING trial of another machine older than this is dead
     verify: bool = False  # export the picks and measure them on the target's backend
     progress: bool = True
+    # CPU threads for evaluating subnets; null: this machine's cores shared among the study's live
+    # workers on it (two workers each on all cores run 5-9x slower than sharing them: docs/search.md)
+    threads: Optional[int] = None
 
 
 def register() -> None:

@@ -105,7 +105,7 @@ def optuna_objective(study: optuna.Study, space: search_spaces.SearchSpace, scor
 
 def run_optuna(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Scorer,
                cfg: Mapping[str, Any], budget: Budget, *, stale_after_s: float, progress: bool,
-               seed_archs: list[Arch] = ()) -> int:
+               seed_archs: list[Arch] = (), on_local_workers=None) -> int:
     """Run the Optuna strategy until the study holds `cfg.n_trials` completed trials.
 
     `seed_archs` (a fresh study only) are enqueued as the first trials: with the space's min arch
@@ -117,7 +117,7 @@ def run_optuna(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
             study.enqueue_trial(codec.encode(arch, space), skip_if_exists=True)
     objective = optuna_objective(study, space, scorer, list(cfg["objectives"]), budget)
     return run_trials(study, int(cfg["n_trials"]), objective, stale_after_s=stale_after_s,
-                      progress=progress)
+                      progress=progress, on_local_workers=on_local_workers)
 
 
 # ---- mes_greedy ----------------------------------------------------------------------------------

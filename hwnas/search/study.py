@@ -191,6 +191,14 @@ def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     return failed
 
 
+def local_workers(study: optuna.Study) -> int:
+    """Live workers of this study on this machine, this one included (owners of RUNNING trials)."""
+    me = worker_id()
+    owners = {str(t.user_attrs.get(WORKER_ATTR, ""))
+              for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return 1 + sum(1 for w in owners - {me} if _alive_here(w))
+
+
 def completed(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
@@ -206,11 +214,14 @@ class Infeasible(Exception):
 
 
 def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.Trial], list[float]],
-               *, stale_after_s: float = 3600.0, progress: bool = True, wait_poll_s: float = 1.0) -> int:
+               *, stale_after_s: float = 3600.0, progress: bool = True, wait_poll_s: float = 1.0,
+               on_local_workers: Callable[[int], None] | None = None) -> int:
     """Run trials until the study holds `n_trials` completed ones; returns how many this worker ran.
 
     `objective(trial)` returns the objective values (and may `trial.set_constraint`); raising
     `Infeasible` records the trial as PRUNED with the reason, which does not count as completed.
+    `on_local_workers(n)` is told, before each trial, how many live workers of this study run on
+    this machine (this one included), so the caller can share the cores among them.
     """
     me = worker_id()
     done = len(completed(study))
@@ -228,6 +239,8 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
                 _waiting(bar, running)
                 time.sleep(wait_poll_s)
                 continue
+            if on_local_workers is not None:
+                on_local_workers(local_workers(study))
             trial = study.ask()
             if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
                 trial.set_user_attr(WORKER_ATTR, me)
