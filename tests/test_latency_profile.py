@@ -41,6 +41,10 @@ def test_small_profile_writes_valid_table(tmp_path):
     assert prov["source"] == "measured" and prov["threads"] == 1 and prov["batch"] == 1
     corr = prov["correction"]["efficientformerv2"]
     assert corr["fit_networks"] == 3  # the given arch + 2 random subnets
+    assert corr["loo_mape"] == {"scale": None}  # too few networks to leave one out: not measured
+    def no_constant(c):
+        raise AssertionError(f"the provenance holds {c}: not strict JSON")
+    json.loads((tmp_path / "cpu.json").read_text(), parse_constant=no_constant)
     assert t.predict(arch) > 0 and t.predict(arch) == pytest.approx(
         sum(corr["a"].get(b.kind, 1.0) * t.rows[b.key]["p10_ms"] for b in arch.blocks()) + corr["b"])
     nets = (tmp_path / "cpu.networks.csv").read_text().splitlines()

@@ -65,7 +65,8 @@ def fit_correction(table, records: list[dict]) -> dict:
     result = {"fit_networks": len(records), "fit_arch_ids": [r["arch_id"] for r in records],
               "raw_sum_over_measured_mean": float(np.mean(raw / y)),
               "statistic": table.statistic}
-    loo = {form: _loo_mape(X, y, form) for form in ("scale", "per_kind")} if len(y) >= 4 else {"scale": float("nan")}
+    # leave-one-out needs >= 4 networks; with fewer it is not measured (null, never NaN: the JSON stays strict)
+    loo = {form: _loo_mape(X, y, form) for form in ("scale", "per_kind")} if len(y) >= 4 else {"scale": None}
     form = min(loo, key=lambda f: loo[f]) if len(y) >= 4 else "scale"
     a, b = _fit(X, y, form)
     pred = X @ a + b

@@ -189,7 +189,9 @@ class LatencyTable:
         if path is None:
             raise LatencyTableError("save(): this table has no path; pass one")
         atomic_write_text(path, rows_to_csv(self.rows))
-        atomic_write_text(provenance_path(path), json.dumps(self.provenance, indent=2, sort_keys=True) + "\n")
+        # allow_nan=False: a NaN would make the provenance unreadable to strict JSON parsers
+        atomic_write_text(provenance_path(path),
+                          json.dumps(self.provenance, indent=2, sort_keys=True, allow_nan=False) + "\n")
         self.path = path
         return path
 
