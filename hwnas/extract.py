@@ -189,7 +189,9 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     import torch
     from hwnas.export.bundle import check_formats, preflight, write_export
 
-    formats = check_formats(formats)  # bad formats fail before anything slow
+    # bad formats fail before anything slow; `pt` (model.pt + arch.yaml) is always written, so every
+    # export can be reloaded with hwnas.load(DIR) and re-exported later
+    formats = check_formats(["pt", *check_formats(formats)])
     preflight(formats)
     if checkpoint and pretrained:
         raise ExtractError("give either checkpoint= (a supernet) or pretrained= (an official/timm "

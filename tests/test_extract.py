@@ -209,10 +209,10 @@ def test_the_app_extracts_a_pick_from_a_checkpoint(checkpoint, tmp_path):
     arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
     run = write_picks(tmp_path / "search", search_picks(arch))
     out = tmp_path / "export"
-    r = run_app(f"run={run}", "pick=efficientformerv2_s0", f"checkpoint={path}", "format=[pt,onnx]",
+    r = run_app(f"run={run}", "pick=efficientformerv2_s0", f"checkpoint={path}", "format=[onnx]",
                 f"hydra.run.dir={out}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("model.pt", "arch.yaml", "model.onnx", "manifest.json"):
+    for name in ("model.pt", "arch.yaml", "model.onnx", "manifest.json"):  # pt comes with every export
         assert (out / name).exists(), name
     m = json.loads((out / "manifest.json").read_text())
     assert m["arch_id"] == arch.id and m["checks_passed"] and m["weights"]["path"] == str(path)
