@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import signal
 import subprocess
@@ -31,22 +30,13 @@ from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from hwnas.latency.backends import cpu_name  # noqa: E402
 from hwnas.search.report import atomic_write  # noqa: E402
 
 
 def _states(storage: str, name: str) -> dict[str, int]:
     study = optuna.load_study(study_name=name, storage=storage)
     return {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in TrialState}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -88,7 +78,7 @@ def main() -> int:
         "command": "python experiments/search_kill_stress.py " + " ".join(sys.argv[1:]),
         "search": " ".join(cmd[2:-1]), "n_trials": args.n_trials, "kills": kills,
         "final_returncode": final.returncode, "final_states": end, "exact": exact,
-        "host_cpu": _cpu_name(), "cores": os.cpu_count(), "optuna": optuna.__version__,
+        "host_cpu": cpu_name(), "cores": os.cpu_count(), "optuna": optuna.__version__,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "search_kill_stress.json", json.dumps(result, indent=1) + "\n")

@@ -29,6 +29,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hwnas.latency.backends import cpu_name  # noqa: E402
 from hwnas.search import hypervolume  # noqa: E402
 from hwnas.search.app import build_evaluator, compose_config, run  # noqa: E402
 
@@ -105,7 +106,7 @@ def main() -> None:
         target=args.target, space=args.space, n_trials=args.n_trials, seed=args.seed,
         evaluator=args.evaluator, accuracy=accuracy.label, accuracy_resolution=accuracy.resolution,
         latency=f"{args.target} table at {cfg0.space.resolution}px", machine=platform.processor() or platform.machine(),
-        host_cpu=_cpu_name(), greedy_candidates_per_step=args.greedy_candidates,
+        host_cpu=cpu_name(), greedy_candidates_per_step=args.greedy_candidates,
         greedy_steps=len(runs["mes_greedy"]["greedy_path"]) - 1,
         greedy_evaluated=len(runs["mes_greedy"]["records"]),
         hypervolume_reference_point=dict(accuracy=0.0, latency_ms=lmax, params=pmax),
@@ -122,16 +123,6 @@ def main() -> None:
         os.replace(tmp, out / f"{stem}{suffix}")
     plot(curves, out / f"{stem}.png", result)
     print(markdown(result))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def markdown(r: dict) -> str:

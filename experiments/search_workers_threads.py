@@ -23,10 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from hwnas.latency.backends import cpu_name  # noqa: E402
 from hwnas.search.report import atomic_write  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "experiments"))
-from search_kill_stress import _cpu_name  # noqa: E402
 
 
 def _search(run_dir: Path, n_trials: int, *extra: str) -> list[str]:
@@ -68,7 +66,7 @@ def main() -> int:
     for name, wall in rows:
         print(f"{name}: {wall:.1f} s", flush=True)
     r = {"command": "python experiments/search_workers_threads.py " + " ".join(sys.argv[1:]),
-         "n_trials": args.n_trials, "host_cpu": _cpu_name(), "cores": cores,
+         "n_trials": args.n_trials, "host_cpu": cpu_name(), "cores": cores,
          "wall_s": {name: round(w, 2) for name, w in rows}}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / "search_workers_threads.json", json.dumps(r, indent=1) + "\n")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,6 @@ def thread_policy(threads: int | None):
     each other at every parallel region. `experiments/search_workers_threads.py` (2-core VM): two
     workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s.
     """
-    import os
-
     import torch
     if threads is not None:
         if threads < 1:

@@ -85,7 +85,7 @@ class OwnedTrialStorage(optuna.storages.RDBStorage):
     arch) gets it just before the WAITING->RUNNING transition; if another worker wins that race it
     runs the trial and re-stamps it with its own id (`run_trials` does, right after `ask`).
     `_create_new_trial` is overridden because Optuna's cached storage wrapper calls it rather than
-    `create_new_trial`; `tests/test_search.py` checks a fresh trial's owner, so a change there fails
+    `create_new_trial`; `tests/test_search_cli.py` checks a fresh trial's owner, so a change there fails
     a test instead of silently reopening the gap.
     """
 
@@ -139,6 +139,7 @@ def _start_ticks(pid: int) -> str:
 
 
 _WORKER_IDS: dict[int, str] = {}
+_WAIT_POLL_S = 1.0  # how often a worker waiting for the last trials looks at the study again
 
 
 def worker_id() -> str:
@@ -191,12 +192,13 @@ def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     return failed
 
 
-def local_workers(study: optuna.Study) -> int:
-    """Live workers of this study on this machine, this one included (owners of RUNNING trials)."""
-    me = worker_id()
-    owners = {str(t.user_attrs.get(WORKER_ATTR, ""))
-              for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    return 1 + sum(1 for w in owners - {me} if _alive_here(w))
+def local_workers(study: optuna.Study, running: list[FrozenTrial] | None = None) -> int:
+    """Live workers of this study on this machine, this one included (owners of RUNNING trials;
+    `running`: those trials when the caller has just read them)."""
+    if running is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    owners = {str(t.user_attrs.get(WORKER_ATTR, "")) for t in running}
+    return 1 + sum(1 for w in owners - {worker_id()} if _alive_here(w))
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:
@@ -214,7 +216,7 @@ class Infeasible(Exception):
 
 
 def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.Trial], list[float]],
-               *, stale_after_s: float = 3600.0, progress: bool = True, wait_poll_s: float = 1.0,
+               *, stale_after_s: float = 3600.0, progress: bool = True,
                on_local_workers: Callable[[int], None] | None = None) -> int:
     """Run trials until the study holds `n_trials` completed ones; returns how many this worker ran.
 
@@ -234,13 +236,13 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
             bar_update(bar, done)
             if done >= n_trials:
                 break
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if done + running >= n_trials:  # the last trials run elsewhere: wait for them, or their slots
-                _waiting(bar, running)
-                time.sleep(wait_poll_s)
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if done + len(running) >= n_trials:  # the last trials run elsewhere: wait for them, or their slots
+                _waiting(bar, len(running))
+                time.sleep(_WAIT_POLL_S)
                 continue
             if on_local_workers is not None:
-                on_local_workers(local_workers(study))
+                on_local_workers(local_workers(study, running))
             trial = study.ask()
             if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
                 trial.set_user_attr(WORKER_ATTR, me)
