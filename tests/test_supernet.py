@@ -124,13 +124,17 @@ def test_shared_slices_train_exactly_like_plain_slicing(net, amp):
         net.load_state_dict(state)
         net.zero_grad(set_to_none=True)
     (l0, g0, b0), (l1, g1, b1) = runs
-    assert l0 == l1
+    # Not bit-equal: `_SharedSlices` hands conv a contiguous copy where plain slicing hands it a
+    # strided view, and oneDNN picks another kernel for each on some CPUs (Intel Xeon: losses
+    # differ by 1e-7 relative). A wrong slice or a lost gradient moves them by 1e-2 or more.
+    assert l0 == pytest.approx(l1, rel=1e-6, abs=1e-7)
     assert [g is None for g in g0] == [g is None for g in g1]
     assert sum(g is not None for g in g0) > len(g0) // 2
     for a, b in zip(g0, g1):
         if a is not None:
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-7 * a.abs().max().item())
-    assert all(torch.equal(a, b) for a, b in zip(b0, b1))
+    for a, b in zip(b0, b1):  # BN running statistics (and counters) of the same batches
+        assert torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-6), (a, b)
 
 
 def test_shared_slices_follow_replaced_and_frozen_weights(net):
