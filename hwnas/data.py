@@ -1,24 +1,39 @@
 """Image classification data for supernet training and subnet evaluation (the `data=` group).
 
-Three sources, one interface (`build_loaders`):
+Four sources, one interface (`build_loaders`):
 
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upscaled to `image_size`,
   three channels, a fixed stratified train/val split. No download: the default for demos and tests.
+- `fashion_mnist`: Fashion-MNIST (Zalando's 28x28 grayscale clothing images, 10 classes) from its
+  four IDX files (gzip or not; Debian's `dataset-fashion-mnist` installs them). Splits: `train`
+  (50,000), `val` (10,000 carved from the 60,000 training images with `split_seed`: what the
+  search and the supernet's evaluation use) and `test` (the official 10,000, only for final
+  stand-alone numbers). Random crop of the zero-padded image and horizontal flip for training.
 - `imagefolder`: `root/train/<class>/*.jpg` and `root/val/<class>/*.jpg` (ImageNet layout), with
   the standard augmentation (random resized crop, horizontal flip) for training and resize +
   centre crop for validation. Pure PIL (torchvision is not a dependency).
 - `synthetic`: random tensors with random labels, for throughput benchmarks only.
 
+`digits` and `fashion_mnist` are held in memory as stored (uint8, `StoredImages`), on the
+training device when it is a GPU: a batch is gathered, cropped, flipped, resized and normalised
+there (`StoredImages.batch`), with no DataLoader and no host-to-device image traffic. The other
+sources go through a `torch.utils.data.DataLoader`.
+
 Order and augmentation are functions of `(seed, epoch, step)`, never of hidden RNG state: the
-training sampler shuffles with a permutation derived from `(seed, epoch)`, and every augmented
-sample draws from a generator seeded by `(seed, epoch, index)`. A resumed run therefore sees
-exactly the batches an uninterrupted one would, and `world_size` processes of batch `b` see
-exactly the micro-batches one process with gradient accumulation `world_size` sees.
+training order is a permutation derived from `(seed, epoch)`; a stored-image batch draws its crops
+and flips from a generator seeded by `(seed, epoch, step)` (for the whole optimizer step, every
+process and micro-batch included), a decoded image from one seeded by `(seed, epoch, index)`. A
+resumed run therefore sees exactly the batches an uninterrupted one would, and `world_size`
+processes of batch `b` see exactly the micro-batches one process with gradient accumulation
+`world_size` sees.
 """
 from __future__ import annotations
 
+import functools
+import gzip
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional
@@ -31,7 +46,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DATA_NAMES = ("digits", "imagefolder", "synthetic")
+DATA_NAMES = ("digits", "fashion_mnist", "imagefolder", "synthetic")
+IN_MEMORY = ("digits", "fashion_mnist")  # held as StoredImages, batched on the training device
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # of the 60,000 training images
+# Per-source defaults of the keys a config may leave null: (crop_padding, hflip, mean, std).
+SOURCE_DEFAULTS = {
+    "digits": (0, 0.0, (0.5,) * 3, (0.5,) * 3),  # no augmentation (a flipped 2 is no digit)
+    "fashion_mnist": (4, 0.5, (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3),
+    "imagefolder": (0, 0.5, IMAGENET_MEAN, IMAGENET_STD),
+    "synthetic": (0, 0.0, IMAGENET_MEAN, IMAGENET_STD),
+}
 
 
 class DataError(ValueError):
@@ -40,27 +67,31 @@ class DataError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | imagefolder | synthetic
+    name: str = "digits"  # digits | fashion_mnist | imagefolder | synthetic
     image_size: int = 32  # training/evaluation input size (multiple of 32: the supernet is built at it)
     # digits
     val_fraction: float = 0.2  # share of the 1797 digits held out for validation (stratified, fixed)
-    split_seed: int = 0  # the split is fixed by this seed, not by the training seed
-    # imagefolder
-    root: Optional[str] = None  # folder holding train/ and val/ (one sub-folder per class)
+    split_seed: int = 0  # digits, fashion_mnist: the split is fixed by this seed, not by the training seed
+    # fashion_mnist
+    val_size: int = 10000  # training images held out as the validation split (the rest is `train`)
+    # fashion_mnist (default /usr/share/datasets/fashion-mnist), imagefolder: where the files are
+    root: Optional[str] = None  # imagefolder: the folder holding train/ and val/ (one sub-folder per class)
     train_dir: str = "train"
     val_dir: str = "val"
     scale_min: float = 0.08  # random resized crop: smallest area share
-    hflip: float = 0.5  # horizontal flip probability
     crop_pct: float = 0.875  # validation: resize to image_size / crop_pct, centre crop image_size
-    mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
-    std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    # augmentation and normalisation; null: the source's default (SOURCE_DEFAULTS)
+    crop_padding: Optional[int] = None  # digits, fashion_mnist: random crop of the image zero-padded by this
+    hflip: Optional[float] = None  # horizontal flip probability
+    mean: Optional[List[float]] = None
+    std: Optional[List[float]] = None
     # synthetic
     num_classes: int = 10
     num_train: int = 1024
     num_val: int = 256
     # all
     limit_train: int = 0  # use only the first N training samples (0: all); quick runs and tests
-    num_workers: int = 0  # DataLoader worker processes
+    num_workers: int = 0  # DataLoader worker processes (imagefolder, synthetic)
 
 
 def config_from(cls, cfg: Any, section: str, error: type = ValueError):
@@ -90,6 +121,16 @@ def data_config(cfg: Any = None) -> DataConfig:
     if out.image_size % 32 or out.image_size < 32:
         raise DataError(f"data.image_size: {out.image_size} is not a multiple of 32 (>= 32); the supernet "
                         "is built at this resolution")
+    pad, flip, mean, std = SOURCE_DEFAULTS[out.name]
+    out.crop_padding = pad if out.crop_padding is None else int(out.crop_padding)
+    out.hflip = flip if out.hflip is None else float(out.hflip)
+    out.mean = list(mean if out.mean is None else out.mean)
+    out.std = list(std if out.std is None else out.std)
+    if out.crop_padding < 0 or not 0.0 <= out.hflip <= 1.0:
+        raise DataError(f"data.crop_padding={out.crop_padding}, data.hflip={out.hflip}: the padding must be "
+                        ">= 0 pixels and the flip probability in [0, 1]")
+    if len(out.mean) != 3 or len(out.std) != 3 or min(out.std) <= 0:
+        raise DataError(f"data.mean={out.mean}, data.std={out.std}: three values each (R, G, B), std > 0")
     return out
 
 
@@ -105,21 +146,258 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
-# ---- datasets ------------------------------------------------------------------------------------
-class TensorImages(Dataset):
-    """In-memory images (N, C, H, W) float and labels (N,) long; the sample seed is ignored."""
+# ---- IDX files (the MNIST family's format) -------------------------------------------------------
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list):
-        self.images, self.labels, self.classes = images, labels, classes
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """The array in an IDX file (gzip-compressed or not, recognised by its first bytes)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: a damaged gzip file ({e}); copy it again") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (its first bytes are {raw[:4].hex()}, an IDX file "
+                        "starts with 00 00, a type code and the number of dimensions)")
+    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(d) for d in np.frombuffer(raw[4:header], dtype=">u4"))
+    count = int(np.prod(shape)) if shape else 1
+    if len(raw) != header + count * dtype.itemsize:
+        raise DataError(f"{path}: an IDX file of shape {shape} needs {header + count * dtype.itemsize} bytes, "
+                        f"it has {len(raw)} (truncated?); copy it again")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> Path:
+    """Write `array` as an IDX file, gzip-compressed when `compress` (default: the name ends in .gz)."""
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("=").str: k for k, v in _IDX_DTYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("=").str)
+    if code is None:
+        raise DataError(f"IDX holds uint8, int8, int16, int32, float32 or float64, not {array.dtype}")
+    body = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes() + \
+        array.astype(np.dtype(_IDX_DTYPES[code])).tobytes()
+    if path.name.endswith(".gz") if compress is None else compress:
+        body = gzip.compress(body, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+    return path
+
+
+# ---- in-memory images ----------------------------------------------------------------------------
+class StoredImages(Dataset):
+    """Images as stored (uint8 `(N, C, h, w)`, C = 1 or 3) and labels, on one device, with the
+    recipe that turns a batch of them into model input (`batch`).
+
+    Pixel value = stored value x `scale` (in [0, 1]). A batch is: gathered by index; optionally
+    cropped from the image zero-padded by `crop_padding` pixels (`shift` (B, 2): the crop's top-left
+    corner, in [0, 2 * crop_padding]) and flipped (`flip` (B,)); resized (bilinear) to `image_size`;
+    scaled; made 3 channels; normalised by `mean` and `std`. Every step is a plain tensor operation,
+    with no host synchronisation, so it runs on the GPU and inside a CUDA graph. Indexing the set
+    itself (`ds[i]`) gives one un-augmented `(x, y)` on the CPU.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list, *, scale: float,
+                 image_size: int, mean, std, crop_padding: int = 0, hflip: float = 0.0):
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise DataError(f"stored images must be uint8 (N, 1 or 3, h, w), got {images.dtype} "
+                            f"{tuple(images.shape)}")
+        self.images, self.labels, self.classes = images, labels.long(), list(classes)
+        self.scale, self.image_size = float(scale), int(image_size)
+        self.crop_padding, self.hflip = int(crop_padding), float(hflip)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def augments(self) -> bool:
+        return self.crop_padding > 0 or self.hflip > 0
+
+    def to(self, device) -> "StoredImages":
+        """This set on `device` (itself when already there)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        out = StoredImages.__new__(StoredImages)
+        out.__dict__.update(self.__dict__)
+        for k in ("images", "labels", "mean", "std"):
+            setattr(out, k, getattr(self, k).to(device))
+        return out
+
+    def subset(self, n: int) -> "StoredImages":
+        """The first `n` samples."""
+        out = StoredImages.__new__(StoredImages)
+        out.__dict__.update(self.__dict__)
+        out.images, out.labels = self.images[:n], self.labels[:n]
+        return out
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, item):
         index = item[0] if isinstance(item, tuple) else item
-        return self.images[index], self.labels[index]
+        idx = torch.tensor([int(index)], device=self.device)
+        return self.batch(idx)[0].cpu(), int(self.labels[index])
+
+    def augmentation(self, generator: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(shift, flip) for `n` images, drawn on the CPU from `generator` (so the same on any device)."""
+        shift = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=generator)
+        flip = torch.rand(n, generator=generator) < self.hflip
+        return shift, flip
+
+    def batch(self, idx: torch.Tensor, shift: torch.Tensor | None = None,
+              flip: torch.Tensor | None = None) -> torch.Tensor:
+        """Model input `(B, 3, image_size, image_size)` float32 for the samples `idx` (see the class)."""
+        img = self.images.index_select(0, idx)
+        b, c, h, w = img.shape
+        if shift is not None or flip is not None:
+            p = self.crop_padding
+            dev = img.device
+            ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+            rows = ys.expand(b, h)
+            cols = xs.expand(b, w) if flip is None else torch.where(flip.view(b, 1), (w - 1) - xs, xs)
+            if shift is not None:
+                rows = rows + shift[:, :1]
+                cols = cols + shift[:, 1:]
+            if p:
+                img = F.pad(img, (p, p, p, p))
+            width = w + 2 * p
+            lin = (rows.unsqueeze(2) * width + cols.unsqueeze(1)).view(b, 1, h * w).expand(b, c, h * w)
+            img = img.reshape(b, c, -1).gather(2, lin).view(b, c, h, w)
+        x = img.float().mul_(self.scale)
+        s = self.image_size
+        if (h, w) != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=max(h, w) > s)
+        if c == 1:
+            x = x.expand(b, 3, s, s)
+        return (x - self.mean) / self.std
 
 
+def _digits(cfg: DataConfig, image_size: int) -> dict[str, StoredImages]:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.uint8).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
+    y = torch.tensor(d.target, dtype=torch.long)
+    # A stratified split fixed by split_seed: the same val set whatever the training seed.
+    g = torch.Generator().manual_seed(cfg.split_seed)
+    train_idx, val_idx = [], []
+    for c in range(10):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(len(idx) * cfg.val_fraction))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    split = {"train": torch.cat(train_idx).sort().values, "val": torch.cat(val_idx).sort().values}
+    kw = _stored_kw(cfg, image_size, scale=1.0 / 16)
+    return {k: StoredImages(x[i], y[i], [str(c) for c in range(10)], **kw) for k, i in split.items()}
+
+
+def _stored_kw(cfg: DataConfig, image_size: int, scale: float) -> dict:
+    return dict(scale=scale, image_size=image_size, mean=cfg.mean, std=cfg.std,
+                crop_padding=cfg.crop_padding, hflip=cfg.hflip)
+
+
+_FASHION_FILES = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}
+
+
+def _idx_file(root: Path, stem: str, kind: str) -> Path | None:
+    """`stem-idx3-ubyte` (or `stem.idx3-ubyte`, the MNIST site's spelling), gzipped or not."""
+    for name in (f"{stem}-{kind}-ubyte", f"{stem}.{kind}-ubyte"):
+        for suffix in (".gz", ""):
+            if (root / (name + suffix)).is_file():
+                return root / (name + suffix)
+    return None
+
+
+def fashion_mnist_files(root: str | os.PathLike | None = None) -> dict[str, tuple[Path, Path]]:
+    """split ("train" = the 60,000, "test") -> (images file, labels file) under `root`."""
+    root = Path(root or FASHION_MNIST_ROOT).expanduser()
+    found, missing = {}, []
+    for split, (images, labels) in _FASHION_FILES.items():
+        pair = (_idx_file(root, images, "idx3"), _idx_file(root, labels, "idx1"))
+        found[split] = pair
+        missing += [f"{stem}-{kind}-ubyte[.gz]" for p, stem, kind in zip(pair, (images, labels), ("idx3", "idx1"))
+                    if p is None]
+    if missing:
+        where = f"{root} has no {', '.join(missing)}" if root.is_dir() else f"{root}: no such folder"
+        raise DataError(f"data=fashion_mnist: {where}. Install Debian's package dataset-fashion-mnist "
+                        f"(apt-get install dataset-fashion-mnist puts the four IDX files in {FASHION_MNIST_ROOT}), "
+                        "or set data.root=DIR to a folder holding train-images-idx3-ubyte.gz, "
+                        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz")
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _read_pair(images: Path, labels: Path, stamp: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or x.dtype != np.uint8 or y.ndim != 1 or len(x) != len(y):
+        raise DataError(f"{images}, {labels}: expected uint8 images (N, h, w) and N labels, got "
+                        f"{x.dtype} {x.shape} and {y.dtype} {y.shape}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(FASHION_MNIST_CLASSES)):
+        raise DataError(f"{labels}: labels must be 0..{len(FASHION_MNIST_CLASSES) - 1}, found "
+                        f"{int(y.min())}..{int(y.max())}")
+    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+
+
+def _fashion_mnist(cfg: DataConfig, image_size: int, splits=("train", "val")) -> dict[str, StoredImages]:
+    files = fashion_mnist_files(cfg.root)
+    out = {}
+    kw = _stored_kw(cfg, image_size, scale=1.0 / 255)
+    classes = list(FASHION_MNIST_CLASSES)
+    if "train" in splits or "val" in splits:
+        x, y = _read_pair(*files["train"], _stamp(files["train"]))
+        n = len(y)
+        if not 0 < cfg.val_size < n:
+            raise DataError(f"data.val_size={cfg.val_size}: must be between 1 and {n - 1} (the training "
+                            f"file holds {n} images)")
+        # Carved with split_seed only: the same val set whatever the training seed.
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.split_seed, 0xFA5)))
+        idx = {"val": perm[:cfg.val_size].sort().values, "train": perm[cfg.val_size:].sort().values}
+        for k in ("train", "val"):
+            if k in splits:
+                out[k] = StoredImages(x[idx[k]], y[idx[k]], classes, **kw)
+    if "test" in splits:
+        x, y = _read_pair(*files["test"], _stamp(files["test"]))
+        out["test"] = StoredImages(x, y, classes, **kw)
+    return out
+
+
+def _stamp(pair) -> tuple:
+    return tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in pair)
+
+
+def stored_splits(data_cfg: Any, image_size: int | None = None, splits=("train", "val"),
+                  device: Any = "cpu") -> dict[str, StoredImages]:
+    """The splits (`train`, `val`, and for fashion_mnist `test`) of an in-memory source, on `device`."""
+    cfg = data_config(data_cfg)
+    if cfg.name not in IN_MEMORY:
+        raise DataError(f"data={cfg.name} is not held in memory (only {', '.join(IN_MEMORY)}); "
+                        "use build_loaders")
+    size = int(image_size or cfg.image_size)
+    bad = [s for s in splits if s not in ("train", "val", "test") or (s == "test" and cfg.name != "fashion_mnist")]
+    if bad:
+        raise DataError(f"data={cfg.name} has no split {bad[0]!r} (it has train, val"
+                        f"{', test' if cfg.name == 'fashion_mnist' else ''})")
+    out = _digits(cfg, size) if cfg.name == "digits" else _fashion_mnist(cfg, size, splits)
+    out = {k: v for k, v in out.items() if k in splits}
+    if "train" in out and cfg.limit_train and cfg.limit_train < len(out["train"]):
+        out["train"] = out["train"].subset(cfg.limit_train)
+    return {k: v.to(device) for k, v in out.items()}
+
+
+# ---- decoded and generated images ----------------------------------------------------------------
 class SyntheticImages(Dataset):
     """Random N(0, 1) images and random labels, each a function of (seed, index) only."""
 
@@ -204,29 +482,8 @@ class ImageFolder(Dataset):
         return im.crop((x0, y0, x0 + self.image_size, y0 + self.image_size))
 
 
-def _digits(cfg: DataConfig, image_size: int) -> tuple[Dataset, Dataset]:
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    x = ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
-    y = torch.tensor(d.target, dtype=torch.long)
-    # A stratified split fixed by split_seed: the same val set whatever the training seed.
-    g = torch.Generator().manual_seed(cfg.split_seed)
-    train_idx, val_idx = [], []
-    for c in range(10):
-        idx = torch.nonzero(y == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(len(idx) * cfg.val_fraction))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    train_idx = torch.cat(train_idx).sort().values
-    val_idx = torch.cat(val_idx).sort().values
-    classes = [str(i) for i in range(10)]
-    return TensorImages(x[train_idx], y[train_idx], classes), TensorImages(x[val_idx], y[val_idx], classes)
 
-
-def _imagefolder(cfg: DataConfig, image_size: int) -> tuple[Dataset, Dataset]:
+def _imagefolder(cfg: DataConfig, image_size: int, augment: bool = True) -> tuple[Dataset, Dataset]:
     if not cfg.root:
         raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
                         f"{cfg.train_dir}/ and {cfg.val_dir}/ with one sub-folder per class")
@@ -238,18 +495,23 @@ def _imagefolder(cfg: DataConfig, image_size: int) -> tuple[Dataset, Dataset]:
     classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root / cfg.train_dir}: no class sub-folders")
-    return (ImageFolder(root / cfg.train_dir, classes, image_size, True, cfg),
+    return (ImageFolder(root / cfg.train_dir, classes, image_size, augment, cfg),
             ImageFolder(root / cfg.val_dir, classes, image_size, False, cfg))
 
 
-def build_datasets(data_cfg: Any, image_size: int | None = None, seed: int = 0) -> tuple[Dataset, Dataset, int]:
-    """(train set, val set, number of classes) of a data config."""
+def build_datasets(data_cfg: Any, image_size: int | None = None, seed: int = 0,
+                   augment: bool = True) -> tuple[Dataset, Dataset, int]:
+    """(train set, val set, number of classes) of a data config (on the CPU).
+
+    `augment=False` gives training images with the validation view (imagefolder: resize and centre
+    crop); stored images are augmented per batch, not here (`StoredImages.batch`)."""
     cfg = data_config(data_cfg)
     size = int(image_size or cfg.image_size)
-    if cfg.name == "digits":
-        train, val = _digits(cfg, size)
-    elif cfg.name == "imagefolder":
-        train, val = _imagefolder(cfg, size)
+    if cfg.name in IN_MEMORY:
+        splits = stored_splits(cfg, size)
+        return splits["train"], splits["val"], len(splits["val"].classes)
+    if cfg.name == "imagefolder":
+        train, val = _imagefolder(cfg, size, augment)
     else:
         train = SyntheticImages(cfg.num_train, size, cfg.num_classes, derive_seed(seed, 1))
         val = SyntheticImages(cfg.num_val, size, cfg.num_classes, derive_seed(seed, 2))
@@ -270,6 +532,27 @@ class _Subset(Dataset):
 
 
 # ---- sampling -----------------------------------------------------------------------------------
+def step_count(n: int, batch_size: int, world_size: int = 1, accum_steps: int = 1, max_steps: int = 0,
+               drop_last: bool = True) -> int:
+    """Optimizer steps in an epoch of `n` samples (the last incomplete one dropped with `drop_last`)."""
+    per_step = batch_size * world_size * accum_steps
+    steps = n // per_step if drop_last else math.ceil(n / per_step)
+    if max_steps:
+        steps = min(steps, max_steps)
+    if steps == 0:
+        raise DataError(f"the training set has {n} samples, fewer than one optimizer step needs "
+                        f"(batch_size {batch_size} x processes {world_size} x accum_steps {accum_steps}); "
+                        "lower train.batch_size")
+    return steps
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:
+    """The training order of epoch `epoch`: a permutation of range(n) seeded by (seed, epoch)."""
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch)))
+
+
 class SandwichBatchSampler(Sampler):
     """The training order: for each optimizer step, `world_size * accum_steps` micro-batches.
 
@@ -286,14 +569,7 @@ class SandwichBatchSampler(Sampler):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
         self.shuffle, self.epoch = shuffle, 0
-        per_step = batch_size * world_size * accum_steps
-        self.steps = n // per_step if drop_last else math.ceil(n / per_step)
-        if max_steps:
-            self.steps = min(self.steps, max_steps)
-        if self.steps == 0:
-            raise DataError(f"the training set has {n} samples, fewer than one optimizer step needs "
-                            f"(batch_size {batch_size} x processes {world_size} x accum_steps {accum_steps}); "
-                            "lower train.batch_size")
+        self.steps = step_count(n, batch_size, world_size, accum_steps, max_steps, drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -302,11 +578,7 @@ class SandwichBatchSampler(Sampler):
         return self.steps * self.accum_steps
 
     def __iter__(self) -> Iterator[list]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+        order = epoch_order(self.n, self.seed, self.epoch, self.shuffle).tolist()
         b, per_step = self.batch_size, self.batch_size * self.world_size * self.accum_steps
         for s in range(self.steps):
             for a in range(self.accum_steps):
@@ -315,6 +587,7 @@ class SandwichBatchSampler(Sampler):
                 batch = [(i, derive_seed(self.seed, self.epoch, i)) for i in order[start:start + b]]
                 if batch:
                     yield batch
+
 
 
 class _Batches(Sampler):
@@ -331,27 +604,126 @@ class _Batches(Sampler):
             yield [(i, 0) for i in range(start, min(self.n, start + self.batch_size))]
 
 
+class TrainBatches:
+    """The training micro-batches of stored images, made on their device: what a DataLoader with a
+    `SandwichBatchSampler` yields, without the DataLoader.
+
+    Same order (the permutation of (seed, epoch); optimizer step s takes the next
+    `world_size * accum_steps * batch_size` samples; process `rank` runs micro-batches
+    `rank * accum_steps + a`). The crops and flips of step s are drawn for the whole step from a
+    generator seeded by (seed, epoch, s), and each micro-batch takes its share, so any split of a
+    step over processes and accumulation sees the same images. `augment=False` (BatchNorm
+    calibration) gives the plain images in the same order.
+    """
+
+    def __init__(self, data: StoredImages, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 accum_steps: int = 1, max_steps: int = 0, drop_last: bool = True, augment: bool = True,
+                 shuffle: bool = True):
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.rank, self.world_size, self.accum_steps = rank, world_size, accum_steps
+        self.augment, self.shuffle, self.epoch = augment and data.augments, shuffle, 0
+        self.steps = step_count(len(data), batch_size, world_size, accum_steps, max_steps, drop_last)
+
+    @property
+    def per_step(self) -> int:
+        return self.batch_size * self.world_size * self.accum_steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.steps * self.accum_steps
+
+    def plan(self, epoch: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(indices, shift, flip) of every sample the epoch's steps use, in order, on the CPU
+        (shift and flip None without augmentation): step s is `[s * per_step, (s + 1) * per_step)`."""
+        epoch = self.epoch if epoch is None else epoch
+        order = epoch_order(len(self.data), self.seed, epoch, self.shuffle)[:self.steps * self.per_step]
+        if not self.augment:
+            return order, None, None
+        shifts, flips = [], []
+        for s in range(self.steps):
+            n = len(order[s * self.per_step:(s + 1) * self.per_step])
+            g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, s, 0xA06))
+            shift, flip = self.data.augmentation(g, n)
+            shifts.append(shift)
+            flips.append(flip)
+        return order, torch.cat(shifts), torch.cat(flips)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dev = self.data.device
+        order, shift, flip = (t if t is None else t.to(dev) for t in self.plan())
+        b = self.batch_size
+        for s in range(self.steps):
+            for a in range(self.accum_steps):
+                start = s * self.per_step + (self.rank * self.accum_steps + a) * b
+                sl = slice(start, min(start + b, len(order)))
+                idx = order[sl]
+                if len(idx) == 0:
+                    continue
+                x = self.data.batch(idx, None if shift is None else shift[sl], None if flip is None else flip[sl])
+                yield x, self.data.labels.index_select(0, idx)
+
+
+class EvalBatches:
+    """Sequential, un-augmented batches of stored images (validation, test), on their device."""
+
+    def __init__(self, data: StoredImages, batch_size: int):
+        self.data, self.batch_size = data, batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __iter__(self):
+        n, dev = len(self.data), self.data.device
+        for start in range(0, n, self.batch_size):
+            idx = torch.arange(start, min(n, start + self.batch_size), device=dev)
+            yield self.data.batch(idx), self.data.labels.index_select(0, idx)
+
+
+class _TrainLoader(DataLoader):
+    """A DataLoader over a `SandwichBatchSampler` with `TrainBatches`' epoch interface."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batch_sampler.set_epoch(epoch)
+
+    @property
+    def steps(self) -> int:
+        return self.batch_sampler.steps
+
+
 def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_size: int = 64, seed: int = 0,
                   *, rank: int = 0, world_size: int = 1, accum_steps: int = 1, max_steps_per_epoch: int = 0,
-                  num_workers: int | None = None, val_batch_size: int | None = None, drop_last: bool = True
-                  ) -> tuple[DataLoader, DataLoader, int]:
-    """(train loader, val loader, number of classes).
+                  num_workers: int | None = None, val_batch_size: int | None = None, drop_last: bool = True,
+                  augment: bool = True, device: Any = "cpu") -> tuple[Any, Any, int]:
+    """(train batches, val batches, number of classes).
 
-    The train loader yields this process's micro-batches in the order `SandwichBatchSampler`
-    defines (call `train_loader.batch_sampler.set_epoch(e)` before each epoch); the val loader
-    yields the whole validation set in file order, unshuffled, on every process.
-    `drop_last=False` keeps a last incomplete batch (for BatchNorm calibration on a small set).
+    The train batches are this process's micro-batches in the order `SandwichBatchSampler` defines
+    (call `.set_epoch(e)` before each epoch; `.steps` is the number of optimizer steps per epoch);
+    the val batches are the whole validation set in file order, unshuffled, on every process.
+    `drop_last=False` keeps a last incomplete batch (for BatchNorm calibration on a small set);
+    `augment=False` gives plain training images (BatchNorm calibration).
+    Stored-image sources (digits, fashion_mnist) are held on `device` and batched there
+    (`TrainBatches`, `EvalBatches`); the others come from DataLoaders (CPU tensors; the caller
+    moves them).
     """
     cfg = data_config(data_cfg)
-    train, val, num_classes = build_datasets(cfg, image_size, seed)
+    if cfg.name in IN_MEMORY:
+        splits = stored_splits(cfg, image_size, device=device)
+        train = TrainBatches(splits["train"], batch_size, seed, rank, world_size, accum_steps,
+                             max_steps=max_steps_per_epoch, drop_last=drop_last, augment=augment)
+        return train, EvalBatches(splits["val"], val_batch_size or batch_size), len(splits["val"].classes)
+    train, val, num_classes = build_datasets(cfg, image_size, seed, augment)
     workers = cfg.num_workers if num_workers is None else num_workers
     sampler = SandwichBatchSampler(len(train), batch_size, seed, rank, world_size, accum_steps,
                                    max_steps=max_steps_per_epoch, drop_last=drop_last)
     kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-    train_loader = DataLoader(train, batch_sampler=sampler, **kw)
+    train_loader = _TrainLoader(train, batch_sampler=sampler, **kw)
     val_loader = DataLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
     return train_loader, val_loader, num_classes
 
 
-__all__ = ["DataConfig", "DataError", "SandwichBatchSampler", "build_datasets", "build_loaders", "config_from",
-           "data_config", "derive_seed", "register"]
+__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "SandwichBatchSampler", "StoredImages",
+           "TrainBatches", "build_datasets", "build_loaders", "config_from", "data_config", "derive_seed",
+           "epoch_order", "fashion_mnist_files", "read_idx", "register", "step_count", "stored_splits",
+           "write_idx"]

@@ -59,16 +59,17 @@ def top1(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> 
     """Top-1 accuracy (%) of `model` (in eval mode) over `loader`."""
     model.eval()
     device = _device(model)
-    correct = total = 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: one sync at the end
+    total = 0
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
-        pred = model(x.to(device, non_blocking=True)).argmax(dim=-1).cpu()
-        correct += int((pred == y).sum())
+        pred = model(x.to(device, non_blocking=True)).argmax(dim=-1)
+        correct += (pred == y.to(device, non_blocking=True)).sum()
         total += len(y)
     if total == 0:
         raise ValueError("the validation loader yielded no sample")
-    return 100.0 * correct / total
+    return 100.0 * int(correct) / total
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -113,10 +114,13 @@ class SubnetEvaluator:
         from hwnas.data import build_loaders
         from hwnas.training.distributed import resolve_device
         net, meta = load_supernet(path, space=space)
-        net = net.to(resolve_device(device))
+        dev = resolve_device(device)
+        net = net.to(dev)
         net.eval()
+        # calibration on plain (un-augmented) training images, the distribution the subnet is tested on
         train, val, num_classes = build_loaders(data_cfg, image_size=net.resolution, batch_size=batch_size,
-                                                seed=seed, num_workers=num_workers, drop_last=False)
+                                                seed=seed, num_workers=num_workers, drop_last=False,
+                                                augment=False, device=dev)
         if num_classes != net.num_classes:
             raise CheckpointError(f"{path}: a supernet with {net.num_classes} classes, but the data has "
                                   f"{num_classes}; evaluate it on the data it was trained on "

@@ -56,7 +56,7 @@ def test_loader_batches_and_too_small_dataset():
 def test_config_errors_name_the_key_and_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"data\.batchsize: unknown key"):
         data_config({"name": "digits", "batchsize": 3})
-    with pytest.raises(DataError, match="allowed: digits, imagefolder, synthetic"):
+    with pytest.raises(DataError, match="allowed: digits, fashion_mnist, imagefolder, synthetic"):
         data_config({"name": "mnist"})
     with pytest.raises(DataError, match="multiple of 32"):
         data_config({"name": "digits", "image_size": 40})

@@ -24,11 +24,18 @@ import torch.nn.functional as F
 from hwnas.data import derive_seed
 
 
-def sample_archs(space, seed: int, step: int, num_random: int, resolution: int) -> list:
-    """[largest, smallest, k random] for optimizer step `step`: a function of (seed, step) only."""
+def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, candidates: int = 1) -> list:
+    """[largest, smallest, k random] for optimizer step `step`: a function of (seed, step) only.
+
+    With `candidates` > 1 each random slot is a list of that many archs, among which
+    `sandwich_step` chooses by the loss on the step's first micro-batch (attentive sampling).
+    """
     rng = random.Random(derive_seed(seed, step, 0x5A17))
-    archs = [space.max_arch(), space.min_arch()] + [space.sample(rng) for _ in range(num_random)]
-    return [a.with_resolution(resolution) for a in archs]
+    archs = [space.max_arch().with_resolution(resolution), space.min_arch().with_resolution(resolution)]
+    for _ in range(num_random):
+        drawn = [space.sample(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
+        archs.append(drawn[0] if candidates <= 1 else drawn)
+    return archs
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -38,15 +45,57 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
                     reduction="batchmean") * (t * t)
 
 
+def alpha_divergence_loss(student: torch.Tensor, teacher: torch.Tensor, alpha_min: float = -1.0,
+                          alpha_max: float = 1.0, clip: float = 5.0) -> torch.Tensor:
+    """AlphaNet's adaptive alpha-divergence (Wang et al., ICML 2021) of the student q from the teacher p.
+
+    Per sample, the larger of D_a(p || q) for a = `alpha_min` and `alpha_max`, where
+    D_a = sum_i q_i ((p_i / q_i)^a - 1) / (a (a - 1)) (a -> 1: KL(p || q); a -> 0: KL(q || p)).
+    A negative a punishes a student that over-estimates the teacher's uncertainty, a positive one
+    a student that under-estimates it; KL alone only does the latter. The importance weight
+    (p / q)^a is clipped at `clip` (except at a = 1, as AlphaNet). The value returned is the batch
+    mean of the divergence; its gradient is that of AlphaNet's estimator -sum_i q_i rho_i log q_i
+    with q and rho held fixed, which at a = 1 is exactly the gradient of KL(p || q).
+    """
+    q_log = F.log_softmax(student.float(), dim=-1)
+    q = q_log.exp().detach()
+    ratio = F.softmax(teacher.float(), dim=-1).detach() / q
+
+    def branch(a: float):
+        if abs(a) < 1e-3:
+            r = ratio.clamp(1e-30, clip)
+            d, rho = (q * -r.log()).sum(-1), r.log() - 1.0
+        elif abs(a - 1.0) < 1e-3:
+            d, rho = (q * torch.xlogy(ratio, ratio)).sum(-1), ratio
+        else:
+            w = ratio.pow(a).clamp(0.0, clip)
+            d, rho = (q * (w - 1.0)).sum(-1) / (a * (a - 1.0)), w / a + 1.0 / (a * (a - 1.0))
+        return d, -(q * rho * q_log).sum(-1)
+
+    d_lo, g_lo = branch(alpha_min)
+    d_hi, g_hi = branch(alpha_max)
+    lower = d_lo > d_hi
+    d, g = torch.where(lower, d_lo, d_hi), torch.where(lower, g_lo, g_hi)
+    return (g - g.detach() + d.detach()).mean()
+
+
 @dataclass
 class StepStats:
-    """Summed losses of one process: role -> (sum of losses, number of micro-batches)."""
+    """Summed losses of one process: role -> (sum of losses, number of micro-batches).
+
+    The sums stay tensors on the device until `totals()` is read: a float() per subnet would make
+    the host wait for the GPU after every forward, so that kernel launches never overlap compute.
+    """
 
     sums: dict = field(default_factory=dict)
 
-    def add(self, role: str, value: float) -> None:
+    def add(self, role: str, value) -> None:
         s, n = self.sums.get(role, (0.0, 0))
         self.sums[role] = (s + value, n + 1)
+
+    def totals(self) -> dict:
+        """role -> (sum as a float, count): one host synchronisation."""
+        return {k: (float(s), n) for k, (s, n) in self.sums.items()}
 
 
 def autocast(device: torch.device, amp: str):
@@ -58,17 +107,28 @@ def autocast(device: torch.device, amp: str):
 
 def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int, device: torch.device,
                   amp: str = "off", label_smoothing: float = 0.1, distill: bool = True,
-                  temperature: float = 1.0, scaler=None, stats: StepStats | None = None):
+                  temperature: float = 1.0, scaler=None, stats: StepStats | None = None,
+                  distill_fn=None, choose: str = "worst"):
     """Forward and backward of every subnet in `archs` on every (x, y) in `batches`.
 
     Accumulates into `.grad` (each loss divided by `divisor`, the step's total number of
     micro-batches over all processes) and returns `(buffers, start, delta)`: the supernet's
     buffers, their values before the step and the sum of this process's micro-batch updates,
     for `finish_buffers` (after an optional all-reduce of `delta`).
+
+    `distill_fn(student_logits, teacher_logits)` replaces the KL of `distill_loss`. An entry of
+    `archs` that is a list of candidates (attentive sampling, AttentiveNAS) is replaced by the
+    candidate with the highest (`choose="worst"`) or lowest (`"best"`) cross-entropy on the first
+    micro-batch, measured without gradients before the step (BatchNorm statistics restored). Each
+    process chooses on its own first micro-batch, so under torchrun attentive sampling is not
+    equivalent to one process with gradient accumulation.
     """
     buffers = list(net.buffers())
     start = [b.detach().clone() for b in buffers]
     delta = [torch.zeros_like(b) for b in buffers]
+    if any(isinstance(a, (list, tuple)) for a in archs):
+        torch.manual_seed(derive_seed(seeds[0], 0xA77))  # drop-path in the trial forwards: no hidden state
+        archs = choose_candidates(net, archs, batches[0], device=device, amp=amp, choose=choose)
     for (x, y), seed in zip(batches, seeds):
         with torch.no_grad():
             for b, s in zip(buffers, start):
@@ -84,6 +144,8 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
             out = out.float()
             if teacher is None or not distill:
                 loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+            elif distill_fn is not None:
+                loss = distill_fn(out, teacher)
             else:
                 loss = distill_loss(out, teacher, temperature)
             if teacher is None:
@@ -91,11 +153,38 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
             scaled = loss / divisor
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if stats is not None:
-                stats.add("largest" if i == 0 else "smallest" if i == 1 else "random", float(loss.detach()))
+                stats.add("largest" if i == 0 else "smallest" if i == 1 else "random", loss.detach())
         with torch.no_grad():
             for d, b, s in zip(delta, buffers, start):
                 d += b - s
     return buffers, start, delta
+
+
+@torch.no_grad()
+def choose_candidates(net, archs: list, batch, *, device: torch.device, amp: str = "off",
+                      choose: str = "worst") -> list:
+    """`archs` with every list of candidates replaced by the one of highest (worst) or lowest (best)
+    cross-entropy on `batch`, in training mode. Running statistics are left as they were."""
+    if choose not in ("worst", "best"):
+        raise ValueError(f"choose={choose!r}: worst or best")
+    buffers = list(net.buffers())
+    saved = [b.clone() for b in buffers]
+    x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    out = []
+    for slot in archs:
+        if not isinstance(slot, (list, tuple)):
+            out.append(slot)
+            continue
+        losses = []
+        for arch in slot:
+            net.set_active(arch)
+            with autocast(device, amp):
+                losses.append(F.cross_entropy(net(x).float(), y))
+        losses = torch.stack(losses)
+        out.append(slot[int(losses.argmax() if choose == "worst" else losses.argmin())])
+    for b, s in zip(buffers, saved):
+        b.copy_(s)
+    return out
 
 
 @torch.no_grad()

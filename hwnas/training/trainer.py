@@ -31,7 +31,7 @@ from hwnas.data import build_loaders, config_from, data_config, derive_seed
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
-from .sandwich import StepStats, finish_buffers, sample_archs, sandwich_step
+from .sandwich import StepStats, alpha_divergence_loss, finish_buffers, sample_archs, sandwich_step
 
 STATE_FORMAT = "hwnas.train_state"
 
@@ -51,6 +51,14 @@ class TrainConfig:
     label_smoothing: float = 0.1  # the largest subnet's cross-entropy
     distill: bool = True  # in-place distillation: the others learn the largest's soft labels (else: labels)
     distill_temperature: float = 1.0
+    # remedies for the supernet's ranking of subnets (docs/accuracy.md measures each one)
+    distill_loss: str = "kl"  # kl | alpha (AlphaNet's adaptive alpha-divergence, alpha_min/alpha_max/alpha_clip)
+    alpha_min: float = -1.0
+    alpha_max: float = 1.0
+    alpha_clip: float = 5.0
+    sampling: str = "uniform"  # uniform | attentive_worst | attentive_best (AttentiveNAS: of
+    attentive_candidates: int = 3  # this many random archs per slot, train the worst / best on the batch)
+    largest_warmup_epochs: float = 0.0  # train only the largest subnet for this many epochs first
     drop_path: float = 0.0  # stochastic depth of the deepest block (linear in depth, as both papers)
     clip_grad: float = 0.0  # max gradient norm (0: off)
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
@@ -60,11 +68,22 @@ class TrainConfig:
     pretrained: Optional[str] = None  # official / timm checkpoint imported before training (not on resume)
     resume: bool = True  # continue from out_dir/train_state.pt when it exists
     progress: bool = True  # progress bar (main process only)
+    # stop before an epoch that would end more than this many seconds after the start (0: no limit);
+    # the run stays resumable: the same command continues it
+    time_limit_s: float = 0.0
 
 
 def train_config(cfg: Any = None) -> TrainConfig:
     """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    return config_from(TrainConfig, cfg, "train")
+    out = config_from(TrainConfig, cfg, "train")
+    for key, allowed in (("distill_loss", ("kl", "alpha")),
+                         ("sampling", ("uniform", "attentive_worst", "attentive_best"))):
+        if getattr(out, key) not in allowed:
+            raise ValueError(f"train.{key}: {getattr(out, key)!r} (allowed: {', '.join(allowed)})")
+    if out.sampling != "uniform" and out.attentive_candidates < 2:
+        raise ValueError(f"train.attentive_candidates={out.attentive_candidates}: attentive sampling "
+                         "chooses among at least 2 candidates")
+    return out
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -169,13 +188,19 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
     res = data.image_size
+    # digits and fashion_mnist are held on `device` and batched there (hwnas.data.TrainBatches)
     train_loader, _, num_classes = build_loaders(
         data, res, cfg.batch_size, seed, rank=info.rank, world_size=info.world_size,
-        accum_steps=cfg.accum_steps, max_steps_per_epoch=cfg.max_steps_per_epoch)
-    sampler = train_loader.batch_sampler
-    steps_per_epoch = sampler.steps
+        accum_steps=cfg.accum_steps, max_steps_per_epoch=cfg.max_steps_per_epoch, device=device)
+    steps_per_epoch = train_loader.steps
     total_steps = cfg.epochs * steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    largest_only = int(round(cfg.largest_warmup_epochs * steps_per_epoch))
+    candidates = cfg.attentive_candidates if cfg.sampling != "uniform" else 1
+    distill_fn = None
+    if cfg.distill_loss == "alpha":
+        def distill_fn(student, teacher):
+            return alpha_divergence_loss(student, teacher, cfg.alpha_min, cfg.alpha_max, cfg.alpha_clip)
     micro_total = info.world_size * cfg.accum_steps
 
     torch.manual_seed(derive_seed(seed, 0xC0FFEE))
@@ -215,7 +240,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
 
     evaluator = None
     if main and cfg.eval_calib_batches > 0:
-        calib, val, _ = build_loaders(data, res, cfg.batch_size, seed)
+        calib, val, _ = build_loaders(data, res, cfg.batch_size, seed, augment=False, device=device)
         evaluator = SubnetEvaluator(net, calib, val, calib_batches=cfg.eval_calib_batches)
     metrics = MetricsLog(out_dir, main)
     params = list(net.parameters())
@@ -225,9 +250,16 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, desc=f"train {space.name}",
                    unit="step", dynamic_ncols=True)
 
+    t_start, last_epoch_s = time.perf_counter(), 0.0
     for epoch in range(start_epoch, cfg.epochs):
+        if cfg.time_limit_s and epoch > start_epoch and \
+                time.perf_counter() - t_start + last_epoch_s > cfg.time_limit_s:
+            if main:
+                log(f"time limit: stopping after epoch {epoch}/{cfg.epochs} ({time.perf_counter() - t_start:.0f} s "
+                    f"of train.time_limit_s={cfg.time_limit_s:g}); rerun the same command to continue")
+            break
         net.train()
-        sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
         batches = iter(train_loader)
         stats = StepStats()
         t0, images = time.perf_counter(), 0
@@ -237,13 +269,16 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             for g in optimizer.param_groups:
                 g["lr"] = lr
             micro = [next(batches) for _ in range(cfg.accum_steps)]
-            archs = sample_archs(space, seed, step, cfg.num_random, res)
+            archs = sample_archs(space, seed, step, cfg.num_random, res, candidates)
+            if step < largest_only:
+                archs = archs[:1]
             seeds = [derive_seed(seed, step, info.rank * cfg.accum_steps + a) for a in range(cfg.accum_steps)]
             optimizer.zero_grad(set_to_none=True)
             buffers, start, delta = sandwich_step(
                 net, archs, micro, seeds=seeds, divisor=micro_total, device=device, amp=amp,
                 label_smoothing=cfg.label_smoothing, distill=cfg.distill,
-                temperature=cfg.distill_temperature, scaler=scaler, stats=stats)
+                temperature=cfg.distill_temperature, scaler=scaler, stats=stats, distill_fn=distill_fn,
+                choose="best" if cfg.sampling == "attentive_best" else "worst")
             D.all_reduce_(delta, info)
             finish_buffers(buffers, start, delta, micro_total)
             grads = [p.grad for p in params if p.grad is not None]
@@ -259,12 +294,16 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 optimizer.step()
             images += sum(len(m[1]) for m in micro) * len(archs) * info.world_size
             if bar is not None:
-                last = stats.sums.get("largest", (0.0, 1))
-                bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.2e}", loss=f"{last[0] / max(1, last[1]):.3f}")
+                if s % 20 == 0 or s == steps_per_epoch - 1:  # reading the loss waits for the GPU
+                    last = stats.sums.get("largest", (0.0, 1))
+                    bar.set_postfix(epoch=epoch + 1, lr=f"{lr:.2e}", loss=f"{float(last[0]) / max(1, last[1]):.3f}")
                 bar.update(1)
-        seconds = time.perf_counter() - t0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = last_epoch_s = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr}
-        loss_sums = torch.tensor([[*stats.sums.get(r, (0.0, 0))] for r in ("largest", "smallest", "random")],
+        totals = stats.totals()
+        loss_sums = torch.tensor([[*totals.get(r, (0.0, 0))] for r in ("largest", "smallest", "random")],
                                  dtype=torch.float64, device=device)
         D.all_reduce_([loss_sums], info)
         for (r, (total, n)) in zip(("largest", "smallest", "random"), loss_sums.tolist()):
