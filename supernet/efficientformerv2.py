@@ -28,8 +28,13 @@ LAYER_SCALE_INIT = 1e-5
 
 
 @functools.lru_cache(maxsize=None)
-def _rel_pos_index(q_res: int, k_res: int, q_stride: int) -> torch.Tensor:
-    """(Nq, Nk) indices into a (heads, k_res**2) table: |dy|*k_res + |dx| between query and key cells."""
+def _rel_pos_index(q_res: int, k_res: int, q_stride: int, device: torch.device | None = None) -> torch.Tensor:
+    """(Nq, Nk) indices into a (heads, k_res**2) table: |dy|*k_res + |dx| between query and key cells.
+
+    Kept per device: a copy from the host in every forward would make the host wait for the GPU at
+    each attention block, and cannot be captured in a CUDA graph."""
+    if device is not None and torch.device(device) != torch.device("cpu"):
+        return _rel_pos_index(q_res, k_res, q_stride).to(device)
     k_pos = torch.stack(torch.meshgrid(torch.arange(k_res), torch.arange(k_res), indexing="ij")).flatten(1)
     q_pos = torch.stack(torch.meshgrid(torch.arange(q_res) * q_stride, torch.arange(q_res) * q_stride,
                                        indexing="ij")).flatten(1)
@@ -125,7 +130,7 @@ class _RelPosBiasAttention(nn.Module):
     def attention_bias(self) -> torch.Tensor:
         if self.fused_bias is not None:
             return self.fused_bias
-        idx = _rel_pos_index(self.q_res, self.k_res, self.q_stride).to(self.attention_biases.device)
+        idx = _rel_pos_index(self.q_res, self.k_res, self.q_stride, self.attention_biases.device)
         return self.attention_biases[:, idx]
 
     @torch.no_grad()
