@@ -1,0 +1,564 @@
+"""Ranking fidelity of the supernets: does a subnet's accuracy with inherited weights rank subnets the way
+training each of them alone does? Kendall tau and Spearman rho, per space, on Fashion-MNIST.
+
+Three steps, each a sub-command:
+
+    # 1. CPU, once: choose >= 16 archs per space spanning its latency range (min, max, every reference,
+    #    the rest stratified by predicted latency on the shipped onnxruntime_cpu table); committed
+    python experiments/ranking_fidelity.py choose            # -> experiments/results/ranking_fidelity_archs.json
+
+    # 2. GPU (one H200, one process tree): both supernets trained concurrently (sandwich rule, in-place
+    #    distillation, GPU-resident data) while a pool of workers trains every chosen arch from scratch
+    #    (CUDA-graph steps); then inherited val top-1 (BN recalibrated) of the chosen archs and of as many
+    #    random archs as the deadline allows (pairs for an accuracy predictor). JSON lines under --out.
+    PYTHONUNBUFFERED=1 python experiments/ranking_fidelity.py gpu --out "$OUT" \\
+        --data-root .data/fashion-mnist --deadline-s 540
+    PYTHONUNBUFFERED=1 python experiments/ranking_fidelity.py gpu --smoke --out "$OUT" --data-root .data/fashion-mnist
+    #    (--smoke: every job type for ~1-2 minutes, concurrently as in the real run; prints per-step times,
+    #     images/s and memory to size the real run)
+
+    # 3. CPU: statistics, scatter plots, the recipe, GPU-minutes
+    python experiments/ranking_fidelity.py analyze experiments/results/ranking_fidelity_raw/*/
+        # -> experiments/results/ranking_fidelity_<space>.{json,md,png}
+
+`gpu --resume-from DIR` (repeatable) copies DIR's records into --out and skips the stand-alone runs and
+the supernets they already hold, so a run cut by the deadline is continued by the next command. A
+supernet's checkpoint stays in --work on the GPU machine (too big to come back); a rerun on the same
+(still warm) machine resumes its training there. No Hydra, Optuna or OmegaConf import (the GPU
+machine has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import search_spaces  # noqa: E402
+from accuracy_jobs import gpu_name, read_results, recipe_id, run_tree, write_json  # noqa: E402
+
+RESULTS = ROOT / "experiments" / "results"
+ARCHS_FILE = RESULTS / "ranking_fidelity_archs.json"
+SPACES = ("nextvit", "efficientformerv2")
+# Supernet variants: the default recipe and the remedies from the literature (hwnas.training.TrainConfig keys).
+VARIANTS = {
+    "base": {},
+    "alpha": {"distill_loss": "alpha"},  # AlphaNet: adaptive alpha-divergence distillation
+    "attentive": {"sampling": "attentive_worst", "attentive_candidates": 3},  # AttentiveNAS WorstUp
+    "warmup": {"largest_warmup_epochs": "20%"},  # longer warm-up of the largest subnet (share of the epochs)
+}
+GOAL_TAU = 0.7
+
+
+# ---- choose (CPU) -----------------------------------------------------------------------------------
+def choose(args) -> dict:
+    from hwnas.latency import LatencyTable, default_table_path
+    out = {"target": args.target, "n_archs": args.n_archs, "pool": args.pool, "seed": args.seed,
+           "method": "min, max and every reference; the rest one per equal-width bin of log predicted latency "
+                     "between min and max, drawn at random from the bin's share of a seeded pool (half uniform "
+                     "random archs, half archs on random slimming walks from max to min); the pool arch nearest "
+                     "the bin's centre when the bin is empty",
+           "tables": {}, "spaces": {}}
+    for name in args.spaces.split(","):
+        space = search_spaces.get_space(name)
+        path = default_table_path(args.target, name)
+        table = LatencyTable.load(path, target=args.target, space=name)
+        out["tables"][name] = str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT) else str(path)
+        chosen = []
+
+        def add(label, arch):
+            if any(c["key"] == arch.id for c in chosen):
+                return False
+            chosen.append(dict(name=label, key=arch.id, arch=arch.to_dict(), latency_ms=table.predict(arch),
+                               params=arch.params(10), macs=arch.macs(10)))
+            return True
+
+        by_id = {space.reference(r).id: r for r in space.reference_names}
+        for label, arch in [("min", space.min_arch()), ("max", space.max_arch())] + \
+                [(r, space.reference(r)) for r in space.reference_names]:
+            add(by_id.get(arch.id, label), arch)
+        k = args.n_archs - len(chosen)
+        pool = slimming_pool(space, args.pool, args.seed)
+        lat = {a.id: table.predict(a) for a in pool}
+        lo, hi = math.log(table.predict(space.min_arch())), math.log(table.predict(space.max_arch()))
+        rng = random.Random(args.seed)
+        for i in range(k):
+            a, b = lo + i * (hi - lo) / k, lo + (i + 1) * (hi - lo) / k
+            inside = [p for p in pool if a <= math.log(lat[p.id]) < b and all(c["key"] != p.id for c in chosen)]
+            if inside:
+                pick = rng.choice(inside)
+            else:
+                centre = (a + b) / 2
+                pick = min((p for p in pool if all(c["key"] != p.id for c in chosen)),
+                           key=lambda p: abs(math.log(lat[p.id]) - centre))
+            add(f"stratum{i + 1}", pick)
+        chosen.sort(key=lambda c: c["latency_ms"])
+        out["spaces"][name] = chosen
+        print(f"{name}: {len(chosen)} archs, predicted {args.target} latency "
+              + ", ".join(f"{c['name']} {c['latency_ms']:.1f}" for c in chosen))
+    write_json(Path(args.out), out)
+    print(f"written {args.out}")
+    return out
+
+
+def slimming_pool(space, n: int, seed: int) -> list:
+    """`n` distinct archs: half uniform random samples (which sit in the middle of the latency range:
+    each block position is kept with probability 3/4), half from random walks of slimming steps
+    from the max arch down to the min (which cover the small end too)."""
+    from hwnas.search.actions import slimming_actions
+    rng = random.Random(seed)
+    pool = {a.id: a for a in space.sample_many(n // 2, seed=seed)}
+    while len(pool) < n:
+        arch = space.max_arch()
+        while len(pool) < n:
+            actions = slimming_actions(space, arch)
+            if not actions:
+                break
+            arch = rng.choice(actions).arch
+            pool.setdefault(arch.id, arch)
+    return list(pool.values())
+
+
+# ---- gpu --------------------------------------------------------------------------------------------
+def data_cfg(args) -> dict:
+    d = {"name": "fashion_mnist", "image_size": args.image_size, "val_size": args.val_size}
+    if args.data_root:
+        d["root"] = args.data_root
+    return d
+
+
+def data_identity(d: dict) -> dict:
+    """What makes results comparable: the data config without where the files are."""
+    from hwnas.data import data_config
+    keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std")
+    return {k: v for k, v in asdict(data_config(d)).items() if k in keep}
+
+
+def standalone_recipe(args) -> dict:
+    from hwnas.training.standalone import Recipe
+    return asdict(Recipe(epochs=args.sa_epochs, batch_size=args.sa_batch, lr=args.sa_lr,
+                         warmup_epochs=args.sa_warmup_epochs, max_steps_per_epoch=args.sa_max_steps,
+                         cuda_graph=not args.no_graph))
+
+
+def supernet_train_cfg(args, variant: str) -> dict:
+    cfg = dict(epochs=args.sn_epochs, batch_size=args.sn_batch, lr=args.sn_lr, warmup_epochs=args.sn_warmup_epochs,
+               num_random=args.sn_num_random, max_steps_per_epoch=args.sn_max_steps, eval_calib_batches=2,
+               progress=False, resume=True)
+    for k, v in VARIANTS[variant].items():
+        cfg[k] = round(args.sn_epochs * float(v[:-1]) / 100, 3) if isinstance(v, str) and v.endswith("%") else v
+    return cfg
+
+
+def load_archs(path: Path, spaces, max_archs: int) -> dict:
+    data = json.loads(Path(path).read_text())
+    out = {}
+    for s in spaces:
+        archs = data["spaces"][s]
+        if max_archs:  # the cheapest ones (smoke runs and tests)
+            archs = sorted(archs, key=lambda c: c["macs"])[:max_archs]
+        out[s] = archs
+    return out
+
+
+def gpu(args) -> dict:
+    if args.smoke:
+        args.sn_epochs, args.sn_max_steps = 2, args.sn_max_steps or 12
+        args.sa_epochs, args.sa_max_steps = 2, args.sa_max_steps or 25
+        args.random_archs = min(args.random_archs, 3)
+        args.deadline_s = min(args.deadline_s, args.smoke_deadline_s)
+    spaces = args.spaces.split(",")
+    variants = args.variants.split(",")
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"--variants: unknown {bad} (allowed: {', '.join(VARIANTS)})")
+    archs = load_archs(args.archs, spaces, args.max_archs)
+    data = data_cfg(args)
+    from hwnas.data import fashion_mnist_files
+    fashion_mnist_files(data.get("root"))  # the error naming the package and the folder, before any process
+    ident = data_identity(data)
+    sa = standalone_recipe(args)
+    sa_id = recipe_id("standalone", sa, ident)
+    carried = read_results(args.resume_from) if args.resume_from else {}
+    done_sa = {(r["space"], r["key"], r["seed"], r["recipe_id"]) for r in carried.get("standalone", [])
+               if r.get("status") == "done" and not r.get("smoke")}
+    seeds = [int(s) for s in args.sa_seeds.split(",")]
+    jobs = []
+    for seed_i, seed in enumerate(seeds):
+        for s in spaces:
+            chosen = archs[s]
+            if args.smoke:
+                chosen = sorted(chosen, key=lambda c: c["macs"])
+                chosen = [chosen[-1], chosen[0]]  # the most and least expensive: memory and launch bounds
+            for c in chosen:
+                if (s, c["key"], seed, sa_id) in done_sa:
+                    continue
+                jobs.append(dict(space=s, key=c["key"], name=c["name"], arch=c["arch"], macs=c["macs"], seed=seed,
+                                 recipe=sa, recipe_id=sa_id, role="ranking", order=(seed_i, -c["macs"])))
+    # repeats of a spread of archs with a second seed: the stand-alone ranking's own noise
+    if args.repeat_archs and not args.smoke:
+        for s in spaces:
+            by_macs = sorted(archs[s], key=lambda c: c["macs"])
+            step = max(1, len(by_macs) // args.repeat_archs)
+            for c in by_macs[::step][:args.repeat_archs]:
+                seed = max(seeds) + 1
+                if (s, c["key"], seed, sa_id) not in done_sa:
+                    jobs.append(dict(space=s, key=c["key"], name=c["name"], arch=c["arch"], macs=c["macs"], seed=seed,
+                                     recipe=sa, recipe_id=sa_id, role="repeat", order=(len(seeds), -c["macs"])))
+    jobs.sort(key=lambda j: j.pop("order"))  # longest first within a seed: the deadline cuts short jobs
+    supernets = []
+    for s in spaces:
+        keys = {c["key"] for c in archs[s]}
+        for v in variants:
+            tcfg = supernet_train_cfg(args, v)
+            sn_id = recipe_id("supernet", tcfg, ident, args.seed)
+            prev = [r for r in carried.get("inherited", []) if r["space"] == s and r["variant"] == v
+                    and r["recipe_id"] == sn_id and not r.get("smoke")]
+            have_rank = {r["key"] for r in prev if r["kind"] == "ranking"}
+            have_random = sum(1 for r in prev if r["kind"] == "random")
+            if keys <= have_rank and have_random >= args.random_archs:
+                continue
+            supernets.append(dict(space=s, variant=v, train=tcfg, recipe_id=sn_id, seed=args.seed,
+                                  work=str(Path(args.work) / f"{s}-{v}-{sn_id}"), archs=archs[s],
+                                  random_archs=args.random_archs))
+    common = dict(device=args.device, data=data, smoke=args.smoke, min_job_s=args.min_job_s,
+                  eval_margin_s=args.eval_margin_s, eval_reserve_s=args.eval_reserve_s,
+                  eval_s_per_arch=args.eval_s_per_arch, calib_batches=args.calib_batches,
+                  eval_batch_size=args.eval_batch, hard_grace_s=args.hard_grace_s)
+    meta = dict(experiment="ranking_fidelity", command=" ".join(sys.argv), smoke=args.smoke, data=ident,
+                standalone_recipe=sa, standalone_recipe_id=sa_id, seeds=seeds,
+                supernets=[{k: sp[k] for k in ("space", "variant", "train", "recipe_id")} for sp in supernets],
+                archs_file=str(args.archs), carried={k: len(v) for k, v in carried.items()})
+    names = ", ".join(sp["space"] + "/" + sp["variant"] for sp in supernets)
+    n_done = sum(1 for d in done_sa if d[3] == sa_id)
+    print(f"plan: {len(supernets)} supernet(s) [{names}], "
+          f"{len(jobs)} stand-alone run(s) ({n_done} of this recipe already done), recipe {sa_id}", flush=True)
+    summary = run_tree(Path(args.out), common, jobs, supernets, args.workers, args.deadline_s, carried, meta)
+    if args.smoke:
+        smoke_report(Path(args.out))
+    return summary
+
+
+def smoke_report(out: Path) -> None:
+    """Per-step times, images/s and memory of each job type, from the smoke run's records."""
+    res = read_results([out])
+    print("\n==== smoke summary (all job types ran concurrently, as in the real run) ====")
+    for r in res["supernet"]:
+        if r.get("kind") != "summary":
+            continue
+        for h in r["history"]:
+            steps = h["step"] / h["epoch"]
+            print(f"supernet {r['space']}/{r['variant']} epoch {h['epoch']}: {h['seconds'] / steps:.3f} s/step "
+                  f"({steps:.0f} steps, batch {r['train']['batch_size']}, {h['subnet_images_per_s']:.0f} subnet img/s)")
+        n = r["ranking_archs"] + r["random_archs"]
+        print(f"supernet {r['space']}/{r['variant']}: eval {r['eval_seconds'] / max(1, n):.2f} s/arch ({n} archs), "
+              f"peak memory {r['max_memory_gb']} GB")
+    for r in res["standalone"]:
+        print(f"stand-alone {r['space']} {r['name']} ({r['macs'] / 1e6:.0f} MMACs): {r['status']}, "
+              f"{r.get('images_per_s') or 0:.0f} img/s over {r['steps']} steps of {r['recipe']['batch_size']} "
+              f"(graph {r['cuda_graph']}, capture {r['capture_s']:.1f} s, stream busy {r.get('stream_busy_share')}), "
+              f"peak memory {r.get('max_memory_gb')} GB {r.get('graph_error') or ''}")
+
+
+# ---- analyze (CPU) ----------------------------------------------------------------------------------
+def rank_stats(x, y, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Kendall tau-b and Spearman rho of paired values, with percentile bootstrap 95 % intervals
+    (archs resampled with replacement; resamples where a statistic is undefined are skipped)."""
+    import numpy as np
+    from scipy import stats
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    out = {"n": n}
+    if n < 3:
+        return dict(out, kendall_tau=None, spearman_rho=None)
+    tau, p_tau = stats.kendalltau(x, y)
+    rho, p_rho = stats.spearmanr(x, y)
+    rng = np.random.default_rng(seed)
+    taus, rhos = [], []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        if np.ptp(x[i]) == 0 or np.ptp(y[i]) == 0:
+            continue
+        taus.append(stats.kendalltau(x[i], y[i])[0])
+        rhos.append(stats.spearmanr(x[i], y[i])[0])
+    ci = lambda v: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None  # noqa: E731
+    return dict(out, kendall_tau=float(tau), kendall_p=float(p_tau), kendall_tau_ci95=ci(taus),
+                spearman_rho=float(rho), spearman_p=float(p_rho), spearman_rho_ci95=ci(rhos),
+                bootstrap_resamples=len(taus))
+
+
+def _one_recipe(records: list[dict], what: str) -> tuple[list[dict], str | None, list[str]]:
+    """The records of the recipe with the most records (never a mix); the others are named."""
+    ids = {}
+    for r in records:
+        ids[r["recipe_id"]] = ids.get(r["recipe_id"], 0) + 1
+    if not ids:
+        return [], None, []
+    best = max(ids, key=lambda k: (ids[k], k))
+    others = [f"{what} recipe {k}: {n} records, not used" for k, n in ids.items() if k != best]
+    return [r for r in records if r["recipe_id"] == best], best, others
+
+
+def analyze(args) -> dict:
+    import numpy as np
+    res = read_results(args.results)
+    runs = [json.loads((Path(d) / "run.json").read_text()) for d in args.results if (Path(d) / "run.json").is_file()]
+    runs = [r for r in runs if not r.get("smoke")]
+    chosen = json.loads(Path(args.archs).read_text())
+    out_all = {}
+    for space in args.spaces.split(","):
+        names = {c["key"]: c for c in chosen["spaces"][space]}
+        sa_recs = [r for r in res["standalone"] if r["space"] == space and r["status"] == "done" and not r.get("smoke")]
+        sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
+        sa = {}
+        for r in sa_recs:
+            sa.setdefault(r["key"], {})[r["seed"]] = r
+        inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
+        variants = {}
+        for v in sorted({r["variant"] for r in inh_all}, key=lambda v: list(VARIANTS).index(v)):
+            recs, sn_id, more = _one_recipe([r for r in inh_all if r["variant"] == v], f"supernet {v}")
+            notes += more
+            variants[v] = (recs, sn_id)
+        sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
+                   if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
+        first_seed = {k: min(v) for k, v in sa.items()}
+        sa_test = {k: float(np.mean([r["test_top1"] for r in v.values()])) for k, v in sa.items()}
+        sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
+        per_variant, rows = {}, {}
+        for v, (recs, sn_id) in variants.items():
+            inh = {}
+            for r in recs:
+                if r["kind"] == "ranking":
+                    inh[r["key"]] = r["val_top1"]  # the last record of an arch wins (a later, longer run)
+            keys = sorted(set(inh) & set(sa_test), key=lambda k: names.get(k, {}).get("latency_ms", 0))
+            summ = sn_summ.get((v, sn_id), {})
+            per_variant[v] = dict(
+                recipe_id=sn_id, supernet_train=summ.get("train"), epochs_done=summ.get("epochs_done"),
+                train_seconds=summ.get("train_seconds"), eval_seconds=summ.get("eval_seconds"),
+                random_pairs=sum(1 for r in recs if r["kind"] == "random"),
+                vs_test=rank_stats([inh[k] for k in keys], [sa_test[k] for k in keys]),
+                vs_val=rank_stats([inh[k] for k in keys], [sa_val[k] for k in keys]),
+                mean_gap_test=float(np.mean([inh[k] - sa_test[k] for k in keys])) if keys else None)
+            for k in keys:
+                rows.setdefault(k, {})[v] = inh[k]
+        keys = sorted(sa_test, key=lambda k: names.get(k, {}).get("latency_ms", 0))
+        baselines = {}
+        for what in ("params", "macs", "latency_ms"):
+            vals = [names[k][what] for k in keys if k in names]
+            baselines[what] = rank_stats(vals, [sa_test[k] for k in keys if k in names])
+        repeats = [k for k, v in sa.items() if len(v) >= 2]
+        noise = None
+        if repeats:
+            a = [sa[k][sorted(sa[k])[0]]["test_top1"] for k in repeats]
+            b = [sa[k][sorted(sa[k])[1]]["test_top1"] for k in repeats]
+            noise = dict(archs=len(repeats), seed_vs_seed=rank_stats(a, b),
+                         mean_abs_diff=float(np.mean(np.abs(np.array(a) - np.array(b)))),
+                         max_abs_diff=float(np.max(np.abs(np.array(a) - np.array(b)))))
+        table = []
+        for k in keys:
+            c = names.get(k, {})
+            recs = sa[k]
+            table.append(dict(key=k, name=c.get("name", k), latency_ms=c.get("latency_ms"), params=c.get("params"),
+                              macs=c.get("macs"), standalone_test=sa_test[k], standalone_val=sa_val[k],
+                              standalone_seeds=sorted(recs), standalone_test_by_seed={
+                                  str(s): r["test_top1"] for s, r in sorted(recs.items())},
+                              inherited_val=rows.get(k, {}),
+                              gap_test={v: rows[k][v] - sa_test[k] for v in rows.get(k, {})}))
+        any_sa = sa_recs[0] if sa_recs else {}
+        out = dict(
+            space=space, claim="Kendall tau / Spearman rho between a subnet's inherited val top-1 (supernet weights, "
+                               "BN recalibrated) and its top-1 when trained alone from scratch (test split)",
+            goal_tau=GOAL_TAU, data=any_sa.get("data"), image_size=any_sa.get("image_size"),
+            standalone_recipe=any_sa.get("recipe"), standalone_recipe_id=sa_id, archs_chosen=len(names),
+            archs_trained=len(sa), variants=per_variant, baselines=baselines, seed_noise=noise, archs=table,
+            gpu=sorted({r.get("device") for r in sa_recs} | {run.get("device") for run in runs} - {None}),
+            data_config=next((run["data"] for run in runs if run.get("data")), None),
+            gpu_minutes=gpu_minutes(runs, res, space), notes=notes, results_dirs=[str(d) for d in args.results],
+            archs_file=str(args.archs))
+        base = per_variant.get("base", {}).get("vs_test", {})
+        out["goal_met"] = None if base.get("kendall_tau") is None else base["kendall_tau"] >= GOAL_TAU
+        stem = Path(args.out) / f"ranking_fidelity_{space}"
+        write_json(stem.with_suffix(".json"), out)
+        stem.with_suffix(".md").write_text(markdown(out))
+        plot(out, stem.with_suffix(".png"))
+        print(markdown(out))
+        out_all[space] = out
+    return out_all
+
+
+def gpu_minutes(runs: list[dict], res: dict, space: str) -> dict:
+    """What the GPU time went to: each command's wall time (the whole H200 was held), and per part the
+    wall seconds of its process(es); parts ran concurrently, so they add up to more than the total."""
+    sa = [r for r in res["standalone"] if r["space"] == space and not r.get("smoke")]
+    sn = [r for r in res["supernet"] if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")]
+    return dict(commands=[dict(wall_min=round(r["wall_s"] / 60, 2), device=r.get("device"), workers=r.get("workers"),
+                               command=r.get("command")) for r in runs],
+                total_held_min=round(sum(r["wall_s"] for r in runs) / 60, 2),
+                standalone_min=round(sum(r.get("seconds") or 0 for r in sa) / 60, 2),
+                standalone_runs=len(sa),
+                supernet_train_min={f"{r['variant']}": round(r["train_seconds"] / 60, 2) for r in sn},
+                supernet_eval_min={f"{r['variant']}": round(r["eval_seconds"] / 60, 2) for r in sn})
+
+
+def _fmt_stat(s: dict, key: str) -> str:
+    if not s or s.get(key) is None:
+        return "n/a"
+    ci = s.get(f"{key}_ci95")
+    return f"{s[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def markdown(r: dict) -> str:
+    L = [f"# Ranking fidelity: {r['space']} on {r['data']} at {r['image_size']} px", "",
+         r["claim"] + f"; goal tau >= {r['goal_tau']}.", "",
+         f"GPU: {', '.join(r['gpu']) or 'n/a'}. Archs: {r['archs_trained']} of {r['archs_chosen']} chosen trained alone "
+         f"(`{Path(r['archs_file']).name}`).", ""]
+    if r["goal_met"] is None:
+        L += ["**No result yet** for the default supernet (too few archs with both numbers).", ""]
+    else:
+        t = r["variants"]["base"]["vs_test"]["kendall_tau"]
+        L += [f"**Goal tau >= {r['goal_tau']} {'held' if r['goal_met'] else 'did NOT hold'}** for the default supernet "
+              f"(tau = {t:.3f}).", ""]
+    L += ["| supernet | epochs | Kendall tau [95 % CI] | Spearman rho [95 % CI] | n | tau vs stand-alone val | "
+          "mean gap (inherited val - stand-alone test) | random pairs |", "|---|---|---|---|---|---|---|---|"]
+    for v, s in r["variants"].items():
+        t = s["vs_test"]
+        ep = f"{s['epochs_done']}/{(s['supernet_train'] or {}).get('epochs', '?')}"
+        gap = "n/a" if s["mean_gap_test"] is None else f"{s['mean_gap_test']:+.2f}"
+        L.append(f"| {v} | {ep} | {_fmt_stat(t, 'kendall_tau')} | {_fmt_stat(t, 'spearman_rho')} | {t['n']} | "
+                 f"{_fmt_stat(s['vs_val'], 'kendall_tau')} | {gap} | {s['random_pairs']} |")
+    L += ["", "Naive baselines (rank of a size measure vs stand-alone test top-1): " + ", ".join(
+        f"{k} tau {_fmt_stat(v, 'kendall_tau')}" for k, v in r["baselines"].items()) + "."]
+    n = r["seed_noise"]
+    if n:
+        L += ["", f"Stand-alone noise: {n['archs']} archs trained with two seeds differ by {n['mean_abs_diff']:.2f} "
+              f"points on average (max {n['max_abs_diff']:.2f}); seed-vs-seed tau {_fmt_stat(n['seed_vs_seed'], 'kendall_tau')}."]
+    variants = list(r["variants"])
+    L += ["", "| arch | pred. ms | M params | MMACs | stand-alone test | stand-alone val | "
+          + " | ".join(f"inherited ({v})" for v in variants) + " |", "|---|---|---|---|---|---|" + "---|" * len(variants)]
+    for a in r["archs"]:
+        seeds = a["standalone_test_by_seed"]
+        sa = f"{a['standalone_test']:.2f}" + (f" ({', '.join(f'{v:.2f}' for v in seeds.values())})" if len(seeds) > 1 else "")
+        lat = "" if a["latency_ms"] is None else f"{a['latency_ms']:.1f}"
+        par = "" if a["params"] is None else f"{a['params'] / 1e6:.2f}"
+        mac = "" if a["macs"] is None else f"{a['macs'] / 1e6:.0f}"
+        L.append(f"| {a['name']} | {lat} | {par} | {mac} | {sa} | {a['standalone_val']:.2f} | "
+                 + " | ".join(f"{a['inherited_val'][v]:.2f}" if v in a["inherited_val"] else "" for v in variants) + " |")
+    rec = r["standalone_recipe"] or {}
+    L += ["", "## Recipe", "",
+          f"- Stand-alone (every arch alike, `hwnas.training.standalone`): {json.dumps(rec, sort_keys=True)}",
+          *[f"- Supernet `{v}` (`hwnas.training.TrainConfig`): {json.dumps(s['supernet_train'], sort_keys=True)}"
+            for v, s in r["variants"].items()],
+          "- Inherited accuracy: `hwnas.evaluate.SubnetEvaluator` (subnet extracted, BatchNorm statistics "
+          "re-estimated on plain training images), top-1 on the val split carved from the training set "
+          f"({(r['data_config'] or {}).get('val_size', '?')} images); stand-alone accuracy: top-1 on the official "
+          "test split. Data: " + json.dumps(r["data_config"], sort_keys=True), "",
+          "## GPU time", ""]
+    g = r["gpu_minutes"]
+    L += [f"- Commands: " + "; ".join(f"{c['wall_min']} min on {c['device']} ({c['workers']} workers)"
+                                       for c in g["commands"]) + f"; total {g['total_held_min']} GPU-minutes held.",
+          f"- Stand-alone: {g['standalone_runs']} runs, {g['standalone_min']} process-minutes (concurrent workers).",
+          f"- Supernet training: {g['supernet_train_min']} min; inherited evaluation: {g['supernet_eval_min']} min "
+          "(each concurrently with the stand-alone workers)."]
+    if r["notes"]:
+        L += ["", "Notes: " + "; ".join(r["notes"])]
+    L += ["", "Reproduce: `python experiments/ranking_fidelity.py analyze " + " ".join(r["results_dirs"]) + "`"]
+    return "\n".join(L) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    variants = [v for v in r["variants"] if r["variants"][v]["vs_test"]["n"]] or ["base"]
+    fig, axes = plt.subplots(1, len(variants), figsize=(5 * len(variants), 4.4), squeeze=False,
+                             constrained_layout=True)
+    for ax, v in zip(axes[0], variants):
+        pts = [(a["inherited_val"][v], a["standalone_test"], a["name"]) for a in r["archs"] if v in a["inherited_val"]]
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22)
+            for x, y, name in pts:
+                if not name.startswith("stratum"):
+                    ax.annotate(name.replace("efficientformerv2_", "").replace("nextvit_", ""), (x, y), fontsize=7,
+                                xytext=(3, 2), textcoords="offset points")
+        t = r["variants"].get(v, {}).get("vs_test", {})
+        ax.set_title(f"{r['space']} / {v}: tau {_fmt_stat(t, 'kendall_tau')}", fontsize=9)
+        ax.set_xlabel("inherited val top-1 (%)")
+        ax.set_ylabel("stand-alone test top-1 (%)")
+        ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("choose", help="choose the archs (CPU)")
+    c.add_argument("--target", default="onnxruntime_cpu")
+    c.add_argument("--spaces", default=",".join(SPACES))
+    c.add_argument("--n-archs", type=int, default=16)
+    c.add_argument("--pool", type=int, default=4000)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default=str(ARCHS_FILE))
+
+    g = sub.add_parser("gpu", help="train and measure (GPU; --device cpu for tests)")
+    g.add_argument("--out", required=True, help="results folder ($OUT on the GPU machine)")
+    g.add_argument("--data-root", default=None, help="folder of the four Fashion-MNIST IDX files "
+                                                     "(default /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--deadline-s", type=float, default=540, help="everything ends (and is written) by then")
+    g.add_argument("--resume-from", action="append", default=[], help="earlier --out folder (repeatable)")
+    g.add_argument("--smoke", action="store_true", help="every job type briefly, then per-step times")
+    g.add_argument("--smoke-deadline-s", type=float, default=150)
+    g.add_argument("--spaces", default=",".join(SPACES))
+    g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}")
+    g.add_argument("--archs", default=str(ARCHS_FILE))
+    g.add_argument("--max-archs", type=int, default=0, help="only the N cheapest chosen archs per space (tests)")
+    g.add_argument("--device", default="auto")
+    g.add_argument("--work", default=str(ROOT / "outputs" / "ranking_fidelity"), help="supernet checkpoints")
+    g.add_argument("--image-size", type=int, default=64)
+    g.add_argument("--val-size", type=int, default=10000)
+    g.add_argument("--seed", type=int, default=0, help="supernet seed")
+    g.add_argument("--sn-epochs", type=int, default=12)
+    g.add_argument("--sn-batch", type=int, default=512)
+    g.add_argument("--sn-lr", type=float, default=2e-3)
+    g.add_argument("--sn-warmup-epochs", type=float, default=1.0)
+    g.add_argument("--sn-num-random", type=int, default=2)
+    g.add_argument("--sn-max-steps", type=int, default=0, help="cap on supernet steps per epoch (0: all)")
+    g.add_argument("--random-archs", type=int, default=400, help="extra random archs evaluated per supernet")
+    g.add_argument("--calib-batches", type=int, default=4, help="BN recalibration batches of --eval-batch")
+    g.add_argument("--eval-batch", type=int, default=500)
+    g.add_argument("--sa-epochs", type=int, default=10)
+    g.add_argument("--sa-batch", type=int, default=512)
+    g.add_argument("--sa-lr", type=float, default=2e-3)
+    g.add_argument("--sa-warmup-epochs", type=float, default=1.0)
+    g.add_argument("--sa-max-steps", type=int, default=0, help="cap on stand-alone steps per epoch (0: all)")
+    g.add_argument("--sa-seeds", default="0", help="stand-alone seeds, comma-separated")
+    g.add_argument("--repeat-archs", type=int, default=4, help="archs per space trained once more with another "
+                                                               "seed (the stand-alone noise), after the rest")
+    g.add_argument("--no-graph", action="store_true", help="stand-alone steps eager, not CUDA graphs")
+    g.add_argument("--workers", type=int, default=4, help="stand-alone worker processes")
+    g.add_argument("--min-job-s", type=float, default=20, help="no new stand-alone run this close to the deadline")
+    g.add_argument("--eval-margin-s", type=float, default=10)
+    g.add_argument("--eval-reserve-s", type=float, default=30, help="supernet training stops this much (plus "
+                                                                    "--eval-s-per-arch per ranking arch) early")
+    g.add_argument("--eval-s-per-arch", type=float, default=2.0)
+    g.add_argument("--hard-grace-s", type=float, default=20)
+
+    a = sub.add_parser("analyze", help="statistics, plots and reports (CPU)")
+    a.add_argument("results", nargs="+", help="folders written by `gpu`")
+    a.add_argument("--spaces", default=",".join(SPACES))
+    a.add_argument("--archs", default=str(ARCHS_FILE))
+    a.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    return {"choose": choose, "gpu": gpu, "analyze": analyze}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
