@@ -87,3 +87,138 @@ def test_imagefolder_reads_classes_and_augments_reproducibly(tmp_path):
     assert v.shape == (3, 32, 32) and torch.equal(v, val[0][0])
     loader, vloader, _ = build_loaders(cfg, batch_size=2)
     assert next(iter(loader))[0].shape == (2, 3, 32, 32)
+
+
+# ---- IDX files and Fashion-MNIST -------------------------------------------------------------------
+def make_fashion_mnist(root, n_train=120, n_test=30, seed=0, gz=True):
+    """Four small IDX files in Fashion-MNIST's layout (class c: a bright block at a class-specific
+    place on noise), gzip-compressed or not."""
+    import numpy as np
+    from hwnas.data import write_idx
+    rng = np.random.default_rng(seed)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, col = divmod(int(c), 5)
+            x[i, 4 + r * 10:12 + r * 10, 2 + col * 5:6 + col * 5] = 250
+        suffix = ".gz" if gz else ""
+        write_idx(root / f"{stem}-images-idx3-ubyte{suffix}", x)
+        write_idx(root / f"{stem}-labels-idx1-ubyte{suffix}", y)
+    return root
+
+
+def test_idx_files_round_trip_plain_and_gzip(tmp_path):
+    import gzip
+    import numpy as np
+    from hwnas.data import read_idx, write_idx
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (5, 28, 28)).astype(np.uint8), rng.integers(0, 10, 7).astype(np.uint8),
+              rng.standard_normal((3, 4)).astype(np.float32), rng.integers(-5, 5, (2, 3, 4)).astype(np.int32)]
+    for i, a in enumerate(arrays):
+        for name in (f"a{i}-idx-ubyte", f"a{i}-idx-ubyte.gz"):
+            path = write_idx(tmp_path / name, a)
+            b = read_idx(path)
+            assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b), name
+            assert (path.read_bytes()[:2] == b"\x1f\x8b") == name.endswith(".gz")
+    # the header is the standard one: 00 00 08 03, then big-endian dimensions (what MNIST files hold)
+    raw = gzip.decompress((tmp_path / "a0-idx-ubyte.gz").read_bytes())
+    assert raw[:16] == bytes([0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 28, 0, 0, 0, 28])
+    (tmp_path / "cut").write_bytes(raw[:100])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "cut")
+    (tmp_path / "junk").write_bytes(b"not an idx file")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(tmp_path / "junk")
+
+
+def test_fashion_mnist_missing_folder_names_the_debian_package(tmp_path):
+    with pytest.raises(DataError, match=r"no such folder.*dataset-fashion-mnist.*data\.root"):
+        build_datasets({"name": "fashion_mnist", "root": str(tmp_path / "nowhere")})
+    make_fashion_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"has no t10k-labels-idx1-ubyte\[\.gz\].*dataset-fashion-mnist"):
+        build_datasets({"name": "fashion_mnist", "root": str(tmp_path)})
+
+
+def test_fashion_mnist_val_is_carved_from_train_disjoint_and_fixed(tmp_path):
+    from hwnas.data import read_idx, stored_splits
+    make_fashion_mnist(tmp_path, n_train=120, n_test=30)
+    cfg = {"name": "fashion_mnist", "root": str(tmp_path), "image_size": 32, "val_size": 40}
+    s = stored_splits(cfg, splits=("train", "val", "test"))
+    assert (len(s["train"]), len(s["val"]), len(s["test"])) == (80, 40, 30)
+    assert s["train"].images.shape[1:] == (1, 28, 28) and s["train"].images.dtype == torch.uint8
+    # every training image is in exactly one of train and val
+    full = torch.from_numpy(read_idx(tmp_path / "train-images-idx3-ubyte.gz").copy()).reshape(120, -1)
+    rows = lambda split: {full[i].numpy().tobytes() for i in range(120)} & {  # noqa: E731
+        s[split].images[j].reshape(-1).numpy().tobytes() for j in range(len(s[split]))}
+    assert not rows("train") & rows("val") and len(rows("train") | rows("val")) == 120
+    # the same split whatever the training seed, every time; another split_seed moves it
+    again = stored_splits(cfg, splits=("val",))["val"]
+    assert torch.equal(again.images, s["val"].images) and torch.equal(again.labels, s["val"].labels)
+    train, val, n = build_loaders(cfg, batch_size=8, seed=123)
+    assert n == 10 and torch.equal(val.data.images, s["val"].images)
+    other = stored_splits(dict(cfg, split_seed=1), splits=("val",))["val"]
+    assert not torch.equal(other.images, s["val"].images)
+    # plain IDX files (not gzip) read the same
+    make_fashion_mnist(tmp_path / "plain", n_train=120, n_test=30, gz=False)
+    plain = stored_splits(dict(cfg, root=str(tmp_path / "plain")), splits=("val",))["val"]
+    assert torch.equal(plain.images, s["val"].images)
+    x, y = next(iter(train))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and torch.equal(x[:, 0], x[:, 1])
+    with pytest.raises(DataError, match="val_size=200"):
+        stored_splits(dict(cfg, val_size=200))
+
+
+def test_stored_batch_crops_and_flips_exactly():
+    """The device-side crop of the zero-padded image and the flip equal a plain per-image reference."""
+    import numpy as np
+    from hwnas.data import StoredImages
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)
+    ds = StoredImages(images, torch.arange(6), list("abcdef"), scale=1 / 255, image_size=32, mean=[0.5] * 3,
+                      std=[0.25] * 3, crop_padding=3, hflip=0.5)
+    shift, flip = ds.augmentation(torch.Generator().manual_seed(1), 6)
+    assert shift.min() >= 0 and shift.max() <= 6 and flip.any() and not flip.all()
+    x = ds.batch(torch.tensor([5, 0, 3]), shift[:3], flip[:3])
+    for row, i in enumerate((5, 0, 3)):
+        padded = np.pad(images[i].numpy(), ((0, 0), (3, 3), (3, 3)))
+        dy, dx = shift[row].tolist()
+        crop = padded[:, dy:dy + 32, dx:dx + 32]
+        if flip[row]:
+            crop = crop[:, :, ::-1]
+        want = (torch.from_numpy(crop.copy()).float() / 255 - 0.5) / 0.25
+        torch.testing.assert_close(x[row], want, rtol=0, atol=1e-6)
+
+
+def test_stored_batches_split_over_processes_like_accumulation():
+    """Micro-batches (crops and flips included) of W processes x A accumulation = one process x W*A,
+    and an epoch's batches are a function of (seed, epoch) only (what resume relies on)."""
+    from hwnas.data import StoredImages, TrainBatches
+    g = torch.Generator().manual_seed(0)
+    ds = StoredImages(torch.randint(0, 256, (70, 1, 28, 28), generator=g, dtype=torch.uint8),
+                      torch.randint(0, 10, (70,), generator=g), [str(i) for i in range(10)], scale=1 / 255,
+                      image_size=32, mean=[0.3] * 3, std=[0.3] * 3, crop_padding=4, hflip=0.5)
+    one = TrainBatches(ds, 4, seed=7, accum_steps=4)
+    one.set_epoch(2)
+    ref = list(one)
+    assert len(ref) == 4 * (70 // 16)
+    for world, accum in ((2, 2), (4, 1)):
+        shards = []
+        for r in range(world):
+            t = TrainBatches(ds, 4, seed=7, rank=r, world_size=world, accum_steps=accum)
+            t.set_epoch(2)
+            shards.append(list(t))
+        for s in range(len(ref) // 4):
+            merged = [mb for r in range(world) for mb in shards[r][s * accum:(s + 1) * accum]]
+            for (x, y), (x2, y2) in zip(merged, ref[s * 4:(s + 1) * 4]):
+                assert torch.equal(x, x2) and torch.equal(y, y2)
+    again = TrainBatches(ds, 4, seed=7, accum_steps=4)
+    again.set_epoch(2)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(again, ref))
+    again.set_epoch(3)
+    assert not torch.equal(next(iter(again))[0], ref[0][0])
+    plain = TrainBatches(ds, 4, seed=7, accum_steps=4, augment=False)
+    plain.set_epoch(2)
+    x, y = next(iter(plain))
+    assert torch.equal(y, ref[0][1]) and not torch.equal(x, ref[0][0])  # same order, no crop/flip
