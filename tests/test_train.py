@@ -34,9 +34,9 @@ LEARN = ["space=efficientformerv2", "data=digits", "data.limit_train=256", "trai
          "train.batch_size=32", "train.num_random=0", "train.warmup_epochs=0.2", "train.eval_calib_batches=4",
          "train.progress=false"]
 # A tiny run for resume and torchrun equivalence (every random source exercised: drop-path,
-# random subnets, shuffling).
-TINY = ["space=efficientformerv2", "data=digits", "data.limit_train=96", "train.batch_size=8",
-        "train.max_steps_per_epoch=2", "train.num_random=1", "train.drop_path=0.1",
+# random subnets, shuffling, the device-side crops and flips of stored images).
+TINY = ["space=efficientformerv2", "data=digits", "data.limit_train=96", "data.crop_padding=2", "data.hflip=0.5",
+        "train.batch_size=8", "train.max_steps_per_epoch=2", "train.num_random=1", "train.drop_path=0.1",
         "train.eval_calib_batches=0", "train.progress=false"]
 
 
@@ -138,3 +138,56 @@ def test_torchrun_two_processes_equal_one_process_with_accumulation(tmp_path):
 def test_config_typo_fails_at_start_naming_the_key(tmp_path):
     with pytest.raises(ValueError, match="epoch"):
         train_supernet({"train": {"epoch": 2}}, tmp_path)
+
+
+def test_time_limit_stops_between_epochs_and_the_rerun_continues(tmp_path):
+    run = TINY + ["train.epochs=2", "train.num_random=0", "train.max_steps_per_epoch=1"]
+    path = train_supernet(compose(*run, "train.time_limit_s=0.001"), tmp_path)
+    _, meta = load_supernet(path)
+    assert meta["epoch"] == 1  # the first epoch always runs; the next would end past the limit
+    path = train_supernet(compose(*run), tmp_path)  # the same run without the limit: continues
+    _, meta = load_supernet(path)
+    assert meta["epoch"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
+
+
+def test_alpha_divergence_is_kl_at_alpha_one_and_picks_the_larger_side():
+    from hwnas.training.sandwich import alpha_divergence_loss, distill_loss
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 10, requires_grad=True), 3 * torch.randn(8, 10)
+    kl = distill_loss(student, teacher)
+    (g_kl,) = torch.autograd.grad(kl, student)
+    a1 = alpha_divergence_loss(student, teacher, alpha_min=1.0, alpha_max=1.0)
+    (g_a1,) = torch.autograd.grad(a1, student)
+    torch.testing.assert_close(a1, kl, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_a1, g_kl, rtol=1e-5, atol=1e-7)
+    # a = -1: D = sum_i q_i ((q_i/p_i) - 1) / 2 (clipped weights), per sample; the loss takes the larger side
+    p, q = torch.softmax(teacher, -1), torch.softmax(student.detach(), -1)
+    d_neg = (q * ((q / p).clamp(max=5.0) - 1)).sum(-1) / 2
+    d_kl = (p * (p / q).log()).sum(-1)
+    want = torch.maximum(d_neg, d_kl).mean()
+    torch.testing.assert_close(alpha_divergence_loss(student, teacher).detach(), want, rtol=1e-5, atol=1e-6)
+    assert bool((d_neg > d_kl).any()) and bool((d_neg < d_kl).any())  # both sides chosen somewhere
+
+
+def test_attentive_sampling_trains_the_worst_candidate_and_leaves_bn_statistics():
+    import supernet
+    from hwnas.training.sandwich import choose_candidates, sample_archs
+    space = search_spaces.get_space("efficientformerv2")
+    torch.manual_seed(0)
+    net = supernet.build_supernet(space, num_classes=10, resolution=32).train()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
+    archs = sample_archs(space, seed=0, step=0, num_random=1, resolution=32, candidates=3)
+    assert archs[:2] == [space.max_arch().with_resolution(32), space.min_arch().with_resolution(32)]
+    cands = archs[2]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    losses = []
+    for a in cands:
+        net.set_active(a)
+        with torch.no_grad():
+            losses.append(float(torch.nn.functional.cross_entropy(net(x), y)))
+        net.load_state_dict(before)
+    worst = choose_candidates(net, archs, (x, y), device=torch.device("cpu"), choose="worst")
+    best = choose_candidates(net, archs, (x, y), device=torch.device("cpu"), choose="best")
+    assert worst[:2] == archs[:2] and worst[2] == cands[losses.index(max(losses))]
+    assert best[2] == cands[losses.index(min(losses))] and worst[2] != best[2]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
