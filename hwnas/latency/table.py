@@ -127,7 +127,8 @@ def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLi
                      f"{', '.join(str(c['path']) for c in cands)}; finish one by re-running the profile "
                      f"command, or pass its path as target.table=PATH.")
         raise LatencyTableError(
-            f"no complete latency table for target {target!r} and space {space_name!r} under {folder}.{extra} "
+            f"no {'complete ' if cands else ''}latency table for target {target!r} and space {space_name!r} "
+            f"under {folder}.{extra} "
             f"Make one with `{profile_command(target, space_name)}`, or pass its path.")
     best = max(complete, key=lambda c: (c["measured"], this_device is not None and c["device"] == this_device,
                                         c["date"]))
@@ -375,15 +376,19 @@ class LatencyTable:
         return out
 
     def stale_networks(self, space: str, roles: Iterable[str] = ("fit",)) -> list[str]:
-        """Arch ids of whole networks of `space` (beside the table on disk) whose fingerprint is
-        absent or differs from the current code's."""
+        """Arch ids of the whole networks of `space` beside the table (`<device>.networks.csv`) whose
+        fingerprint is absent or differs from the current code's; with role "fit", also the
+        correction's fit networks that have no record at all."""
         if self.path is None:
             return []
         cache = self.current_fingerprints()
         roles = set(roles)
-        out = [r["arch_id"] for r in read_networks(networks_path(self.path))
-               if r["space"] == space and r["role"] in roles
-               and (not r.get("fingerprint") or r["fingerprint"] != cache.network(block_keys(r["arch"])))]
+        recs = [r for r in read_networks(networks_path(self.path)) if r["space"] == space and r["role"] in roles]
+        out = [r["arch_id"] for r in recs
+               if not r.get("fingerprint") or r["fingerprint"] != cache.network(block_keys(r["arch"]))]
+        if "fit" in roles:
+            have = {r["arch_id"] for r in recs if r["role"] == "fit"}
+            out += [i for i in self.correction(space).get("fit_arch_ids") or [] if i not in have]
         cache.flush()
         return out
 
@@ -402,6 +407,7 @@ class LatencyTable:
                 used = self.stale_used.setdefault(space, [])
                 used += [k for k in stale if k not in used]
             self._fresh.update(k for k in todo if k not in stale)
+            self._check_correction(space)
         corr = self.correction(space)
         a, a_default = corr.get("a", {}), corr.get("a_default", 1.0)
         for k in todo:
@@ -415,15 +421,6 @@ class LatencyTable:
         m = self._models.get(space)
         if m is None:
             corr = self.correction(space)
-            if self.check and corr.get("fit_arch_ids"):
-                # the correction is only as current as the whole networks it was fitted on
-                stale = self.stale_networks(space)
-                if stale and not self.allow_stale:
-                    raise StaleRowsError(stale, self, space, what="correction fit network(s)",
-                                         detail=f" (the correction was fitted on {len(corr['fit_arch_ids'])} "
-                                                f"whole networks measured with older code)")
-                if stale:
-                    self.stale_used.setdefault(space, []).append(f"{len(stale)} correction fit network(s)")
             a = corr.get("a", {})
             a_default = corr.get("a_default", 1.0)
             stat = self.statistic
@@ -433,6 +430,20 @@ class LatencyTable:
                                             for k, r in self.rows.items()}
             m = self._models[space] = _SpaceModel(values, float(corr.get("b", 0.0)))
         return m
+
+    def _check_correction(self, space: str) -> None:
+        """The correction is only as current as the whole networks it was fitted on (checked once)."""
+        corr = self.correction(space)
+        if not (self.check and corr.get("fit_arch_ids")) or f"networks:{space}" in self._fresh:
+            return
+        stale = self.stale_networks(space)
+        if stale and not self.allow_stale:
+            raise StaleRowsError(stale, self, space, what="correction fit network(s)",
+                                 detail=f" (its correction was fitted on {len(corr['fit_arch_ids'])} whole "
+                                        f"networks, these measured with other code)")
+        if stale:
+            self.stale_used.setdefault(space, []).append(f"{len(stale)} correction fit network(s)")
+        self._fresh.add(f"networks:{space}")
 
     def block_sum(self, arch: Arch) -> float:
         """Σ of the raw block statistic (no correction)."""
