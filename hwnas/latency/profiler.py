@@ -136,6 +136,15 @@ def attach_canary(backend: Backend, table: LatencyTable) -> None:
     backend.canary_ref_ms = ref
 
 
+class DeadlineReached(Exception):
+    """A time-boxed run stopped between two measurements; everything measured so far is on disk."""
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineReached("deadline reached")
+
+
 class DeviceDependentForward(LatencyTableError):
     """What a backend timed on its device is not the graph the deploy form gives on meta tensors."""
 
@@ -151,7 +160,7 @@ def _same_graph(what: str, measured_fp: str | None, expected: str, backend: Back
 
 def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockSpec], space: str,
                    progress: bool = True, limit: int | None = None,
-                   on_row: Callable[[str, dict], None] | None = None) -> dict:
+                   on_row: Callable[[str, dict], None] | None = None, deadline: float | None = None) -> dict:
     """Measure every spec whose key has no row in `table` yet, or a stale one (its fingerprint is
     not the current code's), saving the table after each one.
 
@@ -170,6 +179,7 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     t_start = time.perf_counter()
     device = build_device(backend)
     for spec in _progress(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+        _check_deadline(deadline)
         t0 = time.perf_counter()
         block = _build(spec, device)
         row = backend.measure(block, supernet.block_input_shape(spec, backend.batch))
@@ -190,7 +200,7 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
 
 # ---- whole networks ----------------------------------------------------------------------------
 def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: Path,
-                     progress: bool = True, fingerprints=None) -> list[dict]:
+                     progress: bool = True, fingerprints=None, deadline: float | None = None) -> list[dict]:
     """Measure each arch end to end, skipping those already in `path` under `role` with the current
     code's fingerprint (`fingerprints`: a `FingerprintCache` of the backend's form); returns the
     records of `archs` in their order."""
@@ -207,6 +217,7 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     device = build_device(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
     for arch in _progress(todo, len(todo), desc, progress):
+        _check_deadline(deadline)
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)
         m = backend.measure(model, shape)
@@ -286,7 +297,7 @@ def promote(table: LatencyTable, final: Path) -> LatencyTable:
 
 def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: Path | None = None,
                 archs: Sequence[Arch] | None = None, n_fit: int = 30, progress: bool = True,
-                limit: int | None = None, fit_seed: int = 0) -> LatencyTable:
+                limit: int | None = None, fit_seed: int = 0, deadline: float | None = None) -> LatencyTable:
     """The whole profile step for one space: blocks, then whole networks, then the correction.
 
     Works in `partial_path(table_path)`; replaces the table at `table_path` once done (see the
@@ -297,13 +308,13 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
     fit_archs = fit_set(space, n_fit, seed=fit_seed, archs=archs) if n_fit > 0 else []
     # Only some archs: their blocks and those of the fit networks, so the correction can be fitted.
     specs = specs_for(space, list(archs) + fit_archs if archs else None)
-    profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit)
+    profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit, deadline=deadline)
     if limit is not None and any(s.key not in table.rows for s in specs):
         return table  # a partial run (tests, smoke runs): no networks, no correction yet
     if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
-                                table.current_fingerprints())
+                                table.current_fingerprints(), deadline=deadline)
         table.provenance["profiling"][space.name]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
         table.provenance.setdefault("correction", {})[space.name] = fit_correction(table, recs)
     if "mes_unit_latency_ms" not in table.provenance:
