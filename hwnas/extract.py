@@ -180,8 +180,8 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
 
 # ---- latency: what each table timed vs what ships --------------------------------------------------
 DEPLOY_HOW = {
-    "torch_cuda": "model = hwnas.latency.deploy_form('torch_cuda').module(hwnas.load(DIR)).cuda(); feed it "
-                  "x.half().contiguous(memory_format=torch.channels_last) (in a CUDA graph, as timed)",
+    "torch_cuda": "model = hwnas.latency.deploy_form('torch_cuda', **SETTINGS).module(hwnas.load(DIR)).cuda(); "
+                  "feed it form.example_input(...)-like inputs (dtype, memory format), in a CUDA graph as timed",
     "onnxruntime_cpu": "model.onnx (format=onnx) in an ONNX Runtime CPU session",
     "tensorrt": "an engine built from model.onnx (format=onnx/tensorrt) with the fp16 flag",
     "coreml": "model.mlpackage (format=coreml)",
@@ -217,7 +217,9 @@ def deployed_latencies(model, arch, tables=None) -> dict:
             "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
             "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
             "timed_what_ships": not differ, "differing_blocks": differ[:5],
-            "how": DEPLOY_HOW.get(table.target, "")}
+            "how": DEPLOY_HOW.get(table.target, "").replace("**SETTINGS", repr(form.settings())[1:-1]
+                                                            .replace("'", "").replace(": ", "=")),
+            "settings": form.settings()}
     return out
 
 
