@@ -2,12 +2,18 @@
 
     python experiments/latency_fidelity.py --target onnxruntime_cpu                # both spaces
     python experiments/latency_fidelity.py --target torch_cuda --space nextvit --n 100
+    python experiments/latency_fidelity.py --space efficientformerv2 --refit 60 --seed 1   # more fit networks, fresh held-out set
 
 For each space: ≥ 100 random subnets disjoint from the table's correction-fit set are measured
 on the target's backend (settings from hwnas/conf/target/<target>.yaml), resumably, into the
 table's `.networks.csv`; writes experiments/results/latency_fidelity_<target>_<space>.{json,png}
 (share within ±5 %/±10 %, MAPE, Kendall tau, per-network numbers) and records the summary in the
 table's provenance. No Hydra import: this runs on the GPU machine too.
+
+`--refit N` first measures N more random fit networks (seed offset 1), refits the correction on
+all fit networks (every form, kept by leave-one-out error) and stores it in the table; `--seed S`
+(S > 0) draws a held-out set disjoint from the fit set and from every earlier held-out set, so the
+new correction is judged on networks it has never seen.
 """
 from __future__ import annotations
 
@@ -26,6 +32,27 @@ from hwnas.latency.fidelity import run_fidelity  # noqa: E402
 from hwnas.latency.profiler import table_path_for  # noqa: E402
 
 
+def refit(backend, space, table, n_more: int, progress: bool = True) -> dict:
+    """Measure `n_more` fit networks beyond the table's, refit the correction on all of them."""
+    from hwnas.latency.correction import fit_correction
+    from hwnas.latency.profiler import attach_canary, measure_networks
+    from hwnas.latency.table import networks_path, read_networks
+    attach_canary(backend, table)
+    old_ids = set(table.correction(space.name).get("fit_arch_ids") or [])
+    held = {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["role"] == "fidelity"}
+    extra = [a for a in space.sample_many(3 * n_more, seed=10_001) if a.id not in old_ids | held][:n_more]
+    recs = [r for r in read_networks(networks_path(table.path))
+            if r["space"] == space.name and r["role"] == "fit" and r["arch_id"] in old_ids]
+    recs += measure_networks(backend, extra, "fit", networks_path(table.path), progress, table.current_fingerprints())
+    corr = fit_correction(table, recs)
+    table.provenance.setdefault("correction", {})[space.name] = corr
+    table.invalidate()
+    table.save()
+    print(f"{space.name}: correction refitted on {len(recs)} networks: {corr['form']}, LOO MAPE "
+          f"{ {k: (round(100 * v, 2) if v is not None else None) for k, v in corr['loo_mape'].items()} } %", flush=True)
+    return corr
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--target", default="onnxruntime_cpu")
@@ -36,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tables-dir", type=Path, help="folder holding <target>/<device>.csv")
     ap.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refit", type=int, default=0, help="measure this many more fit networks and refit")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -48,8 +76,10 @@ def main(argv=None) -> int:
         if not path.exists() and args.table is None and args.tables_dir is None:
             path = default_table_path(args.target, name)
         table = LatencyTable.load(path, target=args.target, space=name)
+        if args.refit:
+            refit(backend, space, table, args.refit, progress=not args.no_progress)
         res = run_fidelity(backend, space, table, n=args.n, results_dir=args.results_dir, seed=args.seed,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, exclude_earlier=args.seed > 0)
         summary[name] = res["held_out"]
         h = res["held_out"]
         print(f"{args.target} {name}: {100 * h['within_10pct']:.1f}% within ±10%, {100 * h['within_5pct']:.1f}% "

@@ -3,14 +3,19 @@
     python experiments/latency_predict_speed.py   # -> experiments/results/latency_predict_speed.json
 
 Scores 10,000 distinct random archs per space once (every arch new to the table), then the same
-list again, with the shipped torch_cuda table (any table gives the same speed: a dict lookup per
-block). Sampling the archs is not timed.
+list again, with the shipped onnxruntime_cpu table (any table gives the same speed: a dict lookup
+per block). Sampling the archs is not timed. Each row is checked against the current code's
+fingerprint the first time an arch uses it: "cold" is a first use on a machine (empty fingerprint
+cache: every row's block is traced once), "warm" a new process with the on-disk cache filled
+(the normal case), then the same archs again in that process.
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +29,25 @@ from hwnas.latency.profiler import now_iso  # noqa: E402
 
 
 def main() -> None:
-    out = {"machine": {"cpu": cpu_name(), "python": platform.python_version()}, "date": now_iso(), "spaces": {}}
+    out = {"machine": {"cpu": cpu_name(), "python": platform.python_version(), "cores": os.cpu_count(),
+                       "load_average_1_5_15_min_at_start": [round(x, 2) for x in os.getloadavg()]},
+           "date": now_iso(), "spaces": {}}
+    from hwnas.latency import fingerprint
+    cache_dir = tempfile.mkdtemp(prefix="hwnas-fp-speed-")
+    os.environ["HWNAS_CACHE_DIR"] = cache_dir  # an empty cache: the cold case is measured
+    out["table"] = "onnxruntime_cpu (shipped)"
     for name in search_spaces.list_spaces():
         space = search_spaces.get_space(name)
-        table = LatencyTable.load(default_table_path("torch_cuda", name))
+        path = default_table_path("onnxruntime_cpu", name)
         archs = space.sample_many(10_000, seed=123)
         res = {}
-        for run in ("first pass", "second pass"):
+        for run in ("cold: first pass, empty fingerprint cache", "warm: first pass, new process, cache on disk",
+                    "warm: second pass"):
+            if run.startswith("warm: first"):
+                fingerprint._CACHES.clear()  # as a new process: only the disk cache is left
+            if not run.endswith("second pass"):
+                table = LatencyTable.load(path)
+                archs = space.sample_many(10_000, seed=123)  # new Arch objects: nothing memoised
             t0 = time.perf_counter()
             for a in archs:
                 table.predict(a)
@@ -44,6 +61,7 @@ def main() -> None:
             2000 / (time.perf_counter() - t0))
         out["spaces"][name] = res
         print(name, json.dumps(res))
+    out["machine"]["load_average_1_5_15_min_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path = ROOT / "experiments" / "results" / "latency_predict_speed.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print("wrote", path)

@@ -1,18 +1,30 @@
-"""One command on the GPU machine: torch_cuda tables for both spaces + their fidelity experiment.
+"""One command on the GPU machine: torch_cuda tables for both spaces, with fingerprints, + their fidelity.
 
-    python experiments/profile_gpu.py --out "$OUT"      # on the GPU machine (torch + numpy only)
+    PYTHONUNBUFFERED=1 python experiments/profile_gpu.py --out "$OUT"     # GPU machine (torch + numpy only)
 
-For each space: every block of `all_blocks()` (fp16, batch 8, CUDA graphs, CUDA events; settings
-from hwnas/conf/target/torch_cuda.yaml), the references + 30 random subnets end to end to fit the
-correction, then 100 held-out subnets for the fidelity numbers. Writes
-<out>/latency_tables/torch_cuda/<gpu>.{csv,json,networks.csv} and
-<out>/experiments/results/latency_fidelity_torch_cuda_<space>.{json,png}; copy both folders into
-the repository. Resumable: rerun the same command after an interruption. No Hydra/Optuna import.
+For each space, in the `torch_cuda` deploy form (BN folded, elementwise x2 upsample,
+channels_last, fp16; settings from hwnas/conf/target/torch_cuda.yaml), batch 8, CUDA graphs, CUDA
+events: every block of `all_blocks()`, the references + `--n-fit` random subnets end to end to fit
+the correction (the form -- one scale or per kind -- kept by leave-one-out error is recorded),
+then `--n-fidelity` held-out subnets (disjoint from the fit set). Every row and network carries
+the fingerprint of the module timed, traced on the GPU and checked against the deploy form's
+trace on meta tensors (a device-dependent forward stops the run).
+
+Time-boxed: `--deadline-s` (default 480) stops between two measurements and still writes every
+file; rerun with `--resume DIR` (a folder holding an earlier run's `latency_tables/`) to continue.
+Writes at most 8 files, 2 folders deep (the device's limits):
+
+    <out>/latency_tables/torch_cuda/<gpu>.{csv,json,networks.csv}
+    <out>/experiments/results/latency_fidelity_torch_cuda_<space>.{json,png}     (per space)
+    <out>/progress.jsonl                                                          (one line per phase)
+
+Copy the two folders into the repository. No Hydra/Optuna import.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +36,8 @@ import search_spaces  # noqa: E402
 from hwnas.latency import get_backend  # noqa: E402
 from hwnas.latency.config import target_settings  # noqa: E402
 from hwnas.latency.fidelity import run_fidelity  # noqa: E402
-from hwnas.latency.profiler import run_profile, table_path_for  # noqa: E402
+from hwnas.latency.profiler import DeadlineReached, partial_path, run_profile, table_path_for  # noqa: E402
+from hwnas.latency.table import LatencyTable  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -32,31 +45,68 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT, help="root for latency_tables/ and experiments/results/")
     ap.add_argument("--target", default="torch_cuda")
     ap.add_argument("--space", action="append", choices=search_spaces.list_spaces())
-    ap.add_argument("--n-fit", type=int, default=30)
+    ap.add_argument("--n-fit", type=int, default=60, help="random fit networks per space (plus the references)")
     ap.add_argument("--n-fidelity", type=int, default=100)
+    ap.add_argument("--deadline-s", type=float, default=480.0, help="stop measuring after this many seconds")
+    ap.add_argument("--resume", type=Path, help="a folder holding an earlier run's latency_tables/")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a target setting (smoke runs: --set repeats=5 --set canary=false)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
+    deadline = time.monotonic() + args.deadline_s
     settings = target_settings(args.target)
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        settings[k] = {"true": True, "false": False}.get(v, v) if not v.replace(".", "", 1).isdigit() else \
+            (float(v) if "." in v else int(v))
     backend = get_backend(settings.pop("name"), **settings)
     path = table_path_for(backend, args.out / "latency_tables")
     results_dir = args.out / "experiments" / "results"
-    print(f"{backend.name} on {backend.device()}: table {path}", flush=True)
-    summary = {}
-    for name in args.space or search_spaces.list_spaces():
-        space = search_spaces.get_space(name)
-        ts = time.perf_counter()
-        table = run_profile(backend, space, path, n_fit=args.n_fit, progress=not args.no_progress)
-        tp = time.perf_counter() - ts
-        res = run_fidelity(backend, space, table, n=args.n_fidelity, results_dir=results_dir,
-                           progress=not args.no_progress)
-        summary[name] = {**res["held_out"], "profile_seconds": round(tp, 1),
-                         "fidelity_seconds": res["seconds"], "correction": table.correction(name)["form"]}
-        print(name, json.dumps(summary[name]), flush=True)
-    print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
-    print(json.dumps(summary, indent=2))
-    return 0
+    log_path = args.out / "progress.jsonl"
+    if args.resume is not None:
+        src = args.resume / "latency_tables" / backend.name
+        for f in sorted(src.glob("*")) if src.is_dir() else []:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not (path.parent / f.name).exists():
+                shutil.copyfile(f, path.parent / f.name)
+
+    def log(**rec):
+        rec = {"t_s": round(time.perf_counter() - t0, 1), **rec}
+        print(json.dumps(rec), flush=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    log(phase="start", device=backend.device(), runtime=backend.runtime_version(), table=str(path),
+        deploy_form=backend.form.describe(), deadline_s=args.deadline_s)
+    summary, status = {}, "done"
+    try:
+        for name in args.space or search_spaces.list_spaces():
+            space = search_spaces.get_space(name)
+            ts = time.perf_counter()
+            table = run_profile(backend, space, path, n_fit=args.n_fit, progress=not args.no_progress,
+                                deadline=deadline)
+            corr = table.correction(name)
+            log(phase="profiled", space=name, seconds=round(time.perf_counter() - ts, 1), rows=len(table.rows),
+                correction=corr["form"], loo_mape=corr.get("loo_mape"), fit_networks=corr.get("fit_networks"))
+            tf = time.perf_counter()
+            res = run_fidelity(backend, space, LatencyTable.load(path), n=args.n_fidelity, results_dir=results_dir,
+                               progress=not args.no_progress, deadline=deadline)
+            h = res["held_out"]
+            summary[name] = {**h, "profile_seconds": round(tf - ts, 1), "fidelity_seconds": res["seconds"],
+                             "correction": corr["form"],
+                             "without_correction_within_10pct": res["held_out_without_correction"]["within_10pct"]}
+            log(phase="fidelity", space=name, **summary[name],
+                acceptance_met=h["within_10pct"] >= 0.95 and h["kendall_tau"] >= 0.9)
+    except DeadlineReached:
+        status = "deadline"
+        log(phase="deadline", note=f"stopped after {args.deadline_s:.0f} s; everything measured is in "
+                                   f"{path.parent} (partial: {partial_path(path).name}); rerun with --resume DIR, DIR "
+                                   f"holding these files")
+    log(phase="end", status=status, total_s=round(time.perf_counter() - t0, 1), summary=summary)
+    return 0 if status == "done" else 3
 
 
 if __name__ == "__main__":

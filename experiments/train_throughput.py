@@ -113,7 +113,7 @@ def measure_space(name: str, batch: int, res: int, iters: int, warmup: int, devi
     row.update(static_max_step_s=t_static, static_max_images_per_s=batch / t_static,
                sandwich_vs_static_images_per_s=(batch * len(archs) / t_sandwich) / (batch / t_static))
     if name == "efficientformerv2":
-        import supernet.efficientformerv2 as E
+        import supernet.layers as E  # supernet.layers.Upsample2x calls it in eager mode
         fast = E.upsample2x_bilinear
         E.upsample2x_bilinear = lambda t: F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
         try:

@@ -178,14 +178,61 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
             "image_size": res, "device": device}
 
 
+# ---- latency: what each table timed vs what ships --------------------------------------------------
+DEPLOY_HOW = {
+    "torch_cuda": "model = hwnas.latency.deploy_form('torch_cuda', **SETTINGS).module(hwnas.load(DIR)).cuda(); "
+                  "feed it form.example_input(...)-like inputs (dtype, memory format), in a CUDA graph as timed",
+    "onnxruntime_cpu": "model.onnx (format=onnx) in an ONNX Runtime CPU session",
+    "tensorrt": "an engine built from model.onnx (format=onnx/tensorrt) with the fp16 flag",
+    "coreml": "model.mlpackage (format=coreml)",
+}
+
+
+def deployed_latencies(model, arch, tables=None) -> dict:
+    """The manifest's `predicted_latency_ms`: for every table covering the arch's space, the
+    prediction (or why there is none: missing or stale rows) and the proof that the table timed
+    what ships -- each block of this model in the table's deploy form (the very module a
+    `torch_cuda` user runs, the graph the ONNX/Core ML exports are made from) has the fingerprint
+    of the table's row for it."""
+    import copy
+    from hwnas.export.manifest import predicted_latencies, shipped_tables
+    from hwnas.latency import LatencyTable
+    from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
+
+    tables = shipped_tables() if tables is None else [Path(t) for t in tables]
+    out = predicted_latencies(arch, tables)
+    for path in tables:
+        key = f"{path.parent.name}/{path.name}"
+        if key not in out:
+            continue
+        try:
+            table = LatencyTable.load(path)
+            form = table.deploy_form()
+            pairs = model_block_fingerprints(form.module(copy.deepcopy(model).cpu()), form)
+        except Exception as e:  # noqa: BLE001 -- recorded, not fatal: the export does not depend on a table
+            out[key]["deploy"] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        differ = [k for k, fp in pairs if (table.rows.get(k) or {}).get("fingerprint") != fp]
+        out[key]["deploy"] = {
+            "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
+            "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
+            "timed_what_ships": not differ, "differing_blocks": differ[:5],
+            "how": DEPLOY_HOW.get(table.target, "").replace("**SETTINGS", repr(form.settings())[1:-1]
+                                                            .replace("'", "").replace(": ", "=")),
+            "settings": form.settings()}
+    return out
+
+
 # ---- the app ---------------------------------------------------------------------------------------
 def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
             checkpoint: str | None = None, pretrained: str | None = None,
             formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
             num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 16, bn_batch_size: int = 32,
-            batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0) -> dict:
+            batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0,
+            latency_tables: list | None = None) -> dict:
     """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
-    Returns the manifest (also written to `out_dir/manifest.json`)."""
+    Returns the manifest (also written to `out_dir/manifest.json`). `latency_tables`: the tables
+    whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones)."""
     import torch
     from hwnas.export.bundle import check_formats, preflight, write_export
 
@@ -218,11 +265,19 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if checkpoint:
             log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
+    latency = deployed_latencies(model, a, latency_tables)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
-                            opset=opset, log=log.info)
+                            opset=opset, log=log.info, latency=latency)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:
             log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
+        else:
+            log.warning("no latency from %s: %s", key, p.get("error", "?"))
+        d = p.get("deploy") or {}
+        if d and not d.get("timed_what_ships", False):
+            log.warning("%s did not time this export's deploy form: %s", key,
+                        d.get("error") or f"{d['blocks'] - d['blocks_timed_as_shipped']} of {d['blocks']} blocks "
+                                          f"differ, e.g. {d['differing_blocks'][:2]}")
     log.info("export written to %s (manifest.json)", Path(out_dir).resolve())
     if not manifest["checks_passed"]:
         msg = "export checks FAILED: " + "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())

@@ -2,10 +2,14 @@
 
 Measures every block of `space.all_blocks()` (or only those of `archs=[...]`) into
 `latency_tables/T/<device>.csv` + `.json`, resuming where a killed run stopped, then measures the
-references and `n_fit` random subnets end to end and fits the Σ-blocks correction. For `coreml` on
-a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
-`coreml.import_csv=PATH` merges the Mac's results back. Held-out fidelity is measured by
-`experiments/latency_fidelity.py`.
+references and `n_fit` random subnets end to end and fits the Σ-blocks correction. The run works in
+`<device>.partial.csv` and replaces the table only when done, so a killed run never leaves a
+half-made table for a search to pick (a rerun resumes). Rows and networks whose fingerprint no
+longer matches the code are measured again; the rest is kept. `fidelity=N` then measures N
+held-out subnets (disjoint from the fit set) and writes how well the table predicts them into its
+provenance (and `latency_fidelity_<target>_<space>.{json,png}` into the run directory). For
+`coreml` on a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
+`coreml.import_csv=PATH` merges the Mac's results back.
 """
 from __future__ import annotations
 
@@ -45,6 +49,8 @@ class ProfileConfig:
     n_fit: int = 30
     fit_seed: int = 0
     limit: Optional[int] = None
+    fidelity: int = 0
+    fidelity_seed: int = 0
     progress: bool = True
     coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
 
@@ -98,12 +104,38 @@ def run(cfg: DictConfig) -> Path:
                      bundle, space.name)
             return bundle
 
+    _device_check(backend, space, path, cfg.tables_dir)
     table = run_profile(backend, space, path, archs=archs or None, n_fit=cfg.n_fit, progress=cfg.progress,
                         limit=cfg.limit, fit_seed=cfg.fit_seed)
+    if table.path != path:
+        log.info("profile not finished (limit=%s): %d rows in %s; rerun without limit to finish it (the "
+                 "table at %s is unchanged)", cfg.limit, len(table.rows), table.path, path)
+        return table.path
+    if cfg.fidelity:
+        from hwnas.latency.fidelity import run_fidelity
+        res = run_fidelity(backend, space, table, n=int(cfg.fidelity), seed=cfg.fidelity_seed,
+                           results_dir=Path(HydraConfig.get().runtime.output_dir), progress=cfg.progress)
+        h = res["held_out"]
+        log.info("fidelity on %d held-out %s subnets: %.0f%% within ±5%%, %.0f%% within ±10%%, MAPE %.1f%%, "
+                 "Kendall tau %.3f (%s)", h["n"], space.name, 100 * h["within_5pct"], 100 * h["within_10pct"],
+                 100 * h["mape"], h["kendall_tau"], table.path.with_suffix(".json"))
     log.info("%s", table.describe())
     log.info("table: %s (%d rows); correction: %s", table.path, len(table.rows),
              json.dumps({k: v for k, v in table.correction(space.name).items() if k in ("form", "a", "b", "loo_mape")}))
     return table.path
+
+
+def _device_check(backend, space, path: Path, tables_dir) -> None:
+    """Say which table a search on this machine uses now, and that this run makes one for it."""
+    from hwnas.latency import LatencyTable, LatencyTableError, default_table_path
+    from hwnas.latency.backends import device_note, this_device
+    try:
+        current = default_table_path(backend.name, space.name, tables_dir, this_device=this_device(backend.name))
+        note = device_note(LatencyTable.load(current), space.name, current)
+    except LatencyTableError:
+        return
+    if note:
+        log.warning("%s This run makes %s for %s.", note, path, backend.device())
 
 
 @hydra.main(config_path="conf", config_name="profile", version_base="1.3")

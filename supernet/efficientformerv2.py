@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from search_spaces import BlockSpec
 from search_spaces.efficientformerv2 import (ATTN_RATIO, DS_KEY_DIM, KEY_DIM, NUM_HEADS)
 
-from .layers import DropPath, exporting, fold_conv_bn, fold_pre_bn, scale_output, upsample2x_bilinear
+from .layers import DropPath, Upsample2x, fold_conv_bn, fold_pre_bn, scale_output
 
 LAYER_SCALE_INIT = 1e-5
 
@@ -154,7 +154,7 @@ class Attention2d(_RelPosBiasAttention):
             raise ValueError(f"EfficientFormerV2 attention stride must be 1 or 2, got {stride}")
         if stride > 1:
             self.stride_conv = ConvNorm(dim, dim, 3, stride=stride, groups=dim)
-            self.upsample = nn.Upsample(scale_factor=stride, mode="bilinear")
+            self.upsample = Upsample2x()
         else:
             self.stride_conv = None
             self.upsample = None
@@ -191,9 +191,7 @@ class Attention2d(_RelPosBiasAttention):
         attn = self.talking_head2(self.talking_head1(attn).softmax(dim=-1))
         x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, self.resolution, self.resolution) + v_local
         if self.upsample is not None:
-            # Same function; PyTorch's CUDA bilinear kernel is pathologically slow (layers.py).
-            fast = (self.training or x.is_cuda) and not exporting()
-            x = upsample2x_bilinear(x) if fast else self.upsample(x)
+            x = self.upsample(x)
         return self.proj(self.act(x))
 
     @torch.no_grad()

@@ -44,7 +44,8 @@ def upsample2x_bilinear(x: torch.Tensor) -> torch.Tensor:
 
 
 class Upsample2xBilinear(nn.Module):
-    """`nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)` as `upsample2x_bilinear`."""
+    """`nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)` as `upsample2x_bilinear`,
+    always (also when traced or exported): the `torch_cuda` deploy form puts it in every x2 upsample."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return upsample2x_bilinear(x)
@@ -54,6 +55,23 @@ def exporting() -> bool:
     """Whether the model is being traced or exported (ONNX, TorchScript, torch.export), where a
     graph should keep PyTorch's own ops (one `Resize` node rather than a dozen elementwise ones)."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+class Upsample2x(nn.Upsample):
+    """EfficientFormerV2's x2 bilinear upsample (align_corners=False), the same on every device.
+
+    Eager (training, search, any device): `upsample2x_bilinear`, a few elementwise ops -- PyTorch's
+    CUDA bilinear kernel is pathologically slow, and one formulation everywhere means a block
+    computes the same wherever it runs. Traced or exported: PyTorch's own op (one `Resize` node),
+    the same function. Each target's deploy form replaces it by the one it runs
+    (`hwnas.latency.deploy`): `nn.Upsample` for the exported graphs, `Upsample2xBilinear` on GPUs.
+    """
+
+    def __init__(self):
+        super().__init__(scale_factor=2.0, mode="bilinear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if exporting() else upsample2x_bilinear(x)
 
 
 def _bn_affine(bn) -> tuple[torch.Tensor, torch.Tensor]:

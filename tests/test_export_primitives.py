@@ -13,7 +13,7 @@ import torch
 import search_spaces
 import supernet
 from hwnas.export.onnx import export_onnx
-from hwnas.latency.backends import deploy_form
+from hwnas.latency.deploy import fold as deploy_form
 
 
 def first_block(space: str, kind: str, ref: str, stride: int | None = None):

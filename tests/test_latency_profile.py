@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,15 +14,15 @@ import pytest
 
 import search_spaces
 from hwnas.latency import LatencyTable
-from hwnas.latency.table import read_rows
+from hwnas.latency.table import networks_path, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["target.warmup=2", "target.repeats=15", "target.min_runs=5", "target.max_seconds=0.2", "progress=false"]
 
 
-def profile(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+def profile(tmp_path: Path, *overrides: str, out: str | None = "cpu.csv") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "hwnas.profile", "+target=onnxruntime_cpu", "space=efficientformerv2",
-           f"out={tmp_path / 'cpu.csv'}", f"hydra.run.dir={tmp_path / 'run'}", *FAST, *overrides]
+           *([f"out={tmp_path / out}"] if out else []), f"hydra.run.dir={tmp_path / 'run'}", *FAST, *overrides]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -51,36 +52,105 @@ def test_small_profile_writes_valid_table(tmp_path):
     assert len(nets) == 1 + 3
 
 
-def test_killed_profile_resumes_without_duplicates_or_losses(tmp_path):
-    csv_path = tmp_path / "cpu.csv"
-    p = profile(tmp_path, "archs=[efficientformerv2_l]", "n_fit=0")
+def _copy_table(src_csv: Path, dst_csv: Path, device: str | None = None) -> None:
+    """A copy of a shipped table (with its networks), optionally claiming another device."""
+    dst_csv.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src_csv, dst_csv)
+    shutil.copyfile(networks_path(src_csv), networks_path(dst_csv))
+    prov = json.loads(src_csv.with_suffix(".json").read_text())
+    if device is not None:
+        prov["device"] = device
+    dst_csv.with_suffix(".json").write_text(json.dumps(prov))
+
+
+def test_killed_profile_never_replaces_the_complete_table_and_resumes(tmp_path):
+    """A profile killed mid-way leaves its rows in its own `.partial` file; the complete table stays
+    the default (and a search uses it); a rerun resumes from the partial file, measures nothing twice,
+    and the finished table still is not the default while it does not cover the space."""
+    from hwnas.latency import default_table_path
+    from hwnas.latency.backends import cpu_name, slug
+    from hwnas.latency.profiler import partial_path
+
+    tables = tmp_path / "tables"
+    complete = tables / "onnxruntime_cpu" / "another-machine.csv"
+    _copy_table(default_table_path("onnxruntime_cpu", "efficientformerv2"), complete, device="Another CPU")
+    mine = tables / "onnxruntime_cpu" / f"{slug(cpu_name())}.csv"
+    work = partial_path(mine)
+    args = (f"tables_dir={tables}", "archs=[efficientformerv2_l]", "n_fit=1", "target.canary=false",
+            "target.clock=wall")
+    p = profile(tmp_path, *args, out=None)
     deadline = time.time() + 120
-    n_before = 0
     while time.time() < deadline and p.poll() is None:
-        if csv_path.exists():
-            n_before = len(read_rows(csv_path))
-            if n_before >= 4:
-                break
+        if work.exists() and len(read_rows(work)) >= 4:
+            break
         time.sleep(0.05)
     assert p.poll() is None, "the run finished before it could be killed"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    before = read_rows(csv_path)  # a killed run leaves a readable table: writes are atomic
-    assert len(before) >= 4
+    before = read_rows(work)  # a killed run leaves a readable table: writes are atomic
     all_keys = {b.key for b in search_spaces.get_space("efficientformerv2").reference("efficientformerv2_l").blocks()}
-    assert len(before) < len(all_keys)
+    assert 4 <= len(before) < len(all_keys)
+    assert not mine.exists()  # nothing but the partial file
+    assert default_table_path("onnxruntime_cpu", "efficientformerv2", tables) == complete
 
-    p = profile(tmp_path, "archs=[efficientformerv2_l]", "n_fit=0")
-    out, _ = p.communicate(timeout=240)
-    assert p.returncode == 0, out
-    after = read_rows(csv_path)  # raises on a duplicate key
-    assert set(after) == all_keys
-    lines = csv_path.read_text().splitlines()
-    assert len(lines) == 1 + len(all_keys)
+    from hwnas.search.app import compose_config, run
+    cfg = compose_config(["+target=onnxruntime_cpu", "evaluator=proxy", "progress=false", "search=random",
+                          "search.n_trials=4", f"target.tables_dir={tables}", "references=[efficientformerv2_s0]"])
+    out = run(cfg, tmp_path / "search")
+    assert str(complete) in (tmp_path / "search" / "report.md").read_text()
+    assert out["references"]["efficientformerv2_s0"]["latency_ms"] > 0
+
+    p = profile(tmp_path, *args, out=None)
+    log, _ = p.communicate(timeout=400)
+    assert p.returncode == 0, log
+    after = read_rows(mine)  # raises on a duplicate key
+    assert all_keys <= set(after) and not work.exists()
     for k, r in before.items():  # rows measured before the kill were kept, not re-measured
         assert after[k] == r
-    prov = json.loads(csv_path.with_suffix(".json").read_text())
-    assert prov["profiling"]["efficientformerv2"]["n_measured"] == len(all_keys)
+    prov = json.loads(mine.with_suffix(".json").read_text())
+    assert prov["complete"]["efficientformerv2"] is False  # some archs' blocks only: never the default
+    assert default_table_path("onnxruntime_cpu", "efficientformerv2", tables) == complete
+
+
+def test_table_choice(tmp_path):
+    """Complete tables only; measured over estimated; this machine's device over another; newest."""
+    from hwnas.latency import LatencyTableError, default_table_path
+    folder = tmp_path / "onnxruntime_cpu"
+    folder.mkdir()
+
+    def table(name, **prov):
+        (folder / f"{name}.csv").write_text("key,median_ms,p10_ms,spread,runs,fingerprint\n")
+        (folder / f"{name}.json").write_text(json.dumps({"target": "onnxruntime_cpu", "spaces": ["nextvit"], **prov}))
+
+    table("half-done", source="measured", device="X", date="2030-01-01", complete={"nextvit": False})
+    table("x.partial", source="measured", device="X", date="2030-01-02", complete={"nextvit": True})
+    with pytest.raises(LatencyTableError, match="no complete latency table.*half-done"):
+        default_table_path("onnxruntime_cpu", "nextvit", tmp_path)
+    table("old", source="measured", device="X", date="2020-01-01", complete={"nextvit": True})
+    table("est", source="estimated", device="Y", date="2029-01-01", complete={"nextvit": True})
+    assert default_table_path("onnxruntime_cpu", "nextvit", tmp_path).name == "old.csv"
+    table("new", source="measured", device="Z", date="2021-01-01", complete={"nextvit": True})
+    assert default_table_path("onnxruntime_cpu", "nextvit", tmp_path).name == "new.csv"
+    assert default_table_path("onnxruntime_cpu", "nextvit", tmp_path, this_device="X").name == "old.csv"
+
+
+def test_search_on_another_device_names_both_and_the_profile_command(tmp_path, capsys):
+    from hwnas.latency import default_table_path
+    from hwnas.latency.backends import cpu_name
+    from hwnas.search.app import compose_config, run
+
+    tables = tmp_path / "tables"
+    other = "Intel(R) Xeon(R) CPU @ 2.20GHz" if "Intel" not in cpu_name() else "AMD EPYC 7B13"
+    _copy_table(default_table_path("onnxruntime_cpu", "efficientformerv2"),
+                tables / "onnxruntime_cpu" / "elsewhere.csv", device=other)
+    cfg = compose_config(["+target=onnxruntime_cpu", "evaluator=proxy", "progress=false", "search=random",
+                          "search.n_trials=4", f"target.tables_dir={tables}", "references=[efficientformerv2_s0]"])
+    run(cfg, tmp_path / "search")
+    console = capsys.readouterr()
+    report = (tmp_path / "search" / "report.md").read_text()
+    cmd = "python -m hwnas.profile +target=onnxruntime_cpu space=efficientformerv2"
+    for text in (console.err, console.out, report):
+        assert other in text and cpu_name() in text and cmd in text
 
 
 def test_unknown_target_fails_at_startup(tmp_path):

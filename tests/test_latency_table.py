@@ -11,18 +11,24 @@ import search_spaces
 from hwnas.latency import (Backend, LatencyTable, LatencyTableError, MissingRowsError, UnknownTargetError,
                            default_table_path, get_backend)
 from hwnas.latency.correction import fidelity_metrics, fit_correction, kendall_tau
+from hwnas.latency.deploy import deploy_form
+from hwnas.latency.fingerprint import cache_for, scheme_info
 from hwnas.latency.keys import block_keys
 
 SPACES = ["nextvit", "efficientformerv2"]
 
 
 def synthetic_table(space_name: str, path=None, correction=None) -> LatencyTable:
+    """Made-up latencies, with the current code's fingerprints (as a fresh profile would record)."""
     space = search_spaces.get_space(space_name)
     rng = random.Random(0)
-    rows = {s.key: {"median_ms": rng.uniform(0.1, 2.0), "p10_ms": rng.uniform(0.05, 0.1), "spread": 0.1, "runs": 50}
-            for s in space.all_blocks()}
+    form = deploy_form("onnxruntime_cpu")
+    fps = cache_for(form).get_many(s.key for s in space.all_blocks())
+    rows = {s.key: {"median_ms": rng.uniform(0.1, 2.0), "p10_ms": rng.uniform(0.05, 0.1), "spread": 0.1, "runs": 50,
+                    "fingerprint": fps[s.key]} for s in space.all_blocks()}
     prov = {"target": "onnxruntime_cpu", "source": "measured", "spaces": [space_name], "statistic": "p10_ms",
-            "device": "test", "correction": {space_name: correction} if correction else {}}
+            "device": "test", "correction": {space_name: correction} if correction else {},
+            "fingerprint": {**scheme_info(), "form": form.settings()}}
     t = LatencyTable(rows, prov, path)
     if path is not None:
         t.save()

@@ -20,6 +20,13 @@ def _randomized(arch, num_classes=10, seed=0):
     return m.eval()
 
 
+def _close(a, b, rel=1e-6):
+    """Equal up to float summation order: the supernet runs on strided first-k views of its shared
+    tensors, the static model on contiguous weights, and BLAS/oneDNN may choose another kernel for
+    each (Intel and AMD differ); a wrong weight mapping is off by O(1), not 1e-6."""
+    return ((a - b).abs().max() / b.abs().max()).item() <= rel
+
+
 @pytest.fixture(scope="module")
 def s0():
     arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0").with_resolution(64)
@@ -47,7 +54,7 @@ def test_smaller_reference_into_supernet_by_the_sharing_rule(s0):
     assert rep["missing"] and all(not k.startswith("stem.conv1.conv") for k in rep["missing"])
     x = torch.randn(2, 3, 64, 64)
     net.eval().set_active(arch)
-    assert torch.equal(net(x), src(x))
+    assert _close(net(x), src(x))
 
 
 def test_official_layout_shapes_and_names():
@@ -76,7 +83,7 @@ def test_nextvit_official_into_supernet_keeps_unfilled_tensors_listed():
     assert "stages.1.blocks.3.patch_embed.conv.weight" in rep["missing"]
     x = torch.randn(2, 3, 64, 64)
     net.eval().set_active(arch)
-    assert torch.equal(net(x), src(x))
+    assert _close(net(x), src(x))
 
 
 def test_resolution_and_head_changes():

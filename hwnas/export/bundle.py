@@ -146,8 +146,10 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
         ref = model(x)
     deploy = None
     if set(formats) - {"pt"}:
-        import supernet
-        deploy = supernet.fuse_for_deploy(copy.deepcopy(model))
+        # the exported-graph deploy form (hwnas.latency.deploy): what the ONNX Runtime, TensorRT and
+        # Core ML tables timed -- BN folded, fp32, x2 upsample as PyTorch's op
+        from hwnas.latency.deploy import deploy_form
+        deploy = deploy_form("onnxruntime_cpu", batch=batch, opset=opset).module(copy.deepcopy(model))
 
     results: dict[str, dict] = {}
     with ExportBundle(out_dir) as b:

@@ -1,12 +1,19 @@
-"""Deploy-time rewrites for PyTorch on NVIDIA GPUs (the `torch_cuda` target): same function, faster.
+"""The `torch_cuda` deploy recipe, for users who run the PyTorch model on an NVIDIA GPU themselves.
 
-- `Upsample2xBilinear` (from `supernet.layers`): EfficientFormerV2's x2 bilinear upsample after
-  stride attention (`align_corners=False`) written as shifted weighted sums. PyTorch's
+The recipe itself is the `torch_cuda` deploy form (`hwnas.latency.deploy.TorchCUDAModule`), the
+one function the latency table, verification and export all go through:
+
+- BatchNorms folded;
+- EfficientFormerV2's x2 bilinear upsample after stride attention (`align_corners=False`) as
+  `Upsample2xBilinear` (from `supernet.layers`): shifted weighted sums, also when traced. PyTorch's
   bilinear-upsample kernel takes most of an EfficientFormerV2's GPU time
   (shared/reference/GPU_NOTES.md); a handful of elementwise kernels does the same work in
-  microseconds. (The blocks themselves already use it on CUDA and in training; the swap makes
-  it permanent, also for tracing, where the blocks keep `nn.Upsample`.)
-- `optimize_for_gpu`: fold BatchNorms, apply the rewrite, optionally channels_last.
+  microseconds;
+- channels_last memory format, which spares cuDNN its NCHW<->NHWC conversions;
+- the precision (fp16 in the `torch_cuda` table).
+
+    model = deploy_form("torch_cuda").module(hwnas.load(DIR)).cuda()   # what the table timed
+    x = x.half().contiguous(memory_format=torch.channels_last)
 
 Outputs stay equal to the model's (the rewrite to within float rounding, tested at 1e-6).
 """
@@ -21,38 +28,19 @@ from supernet.layers import Upsample2xBilinear
 __all__ = ["Upsample2xBilinear", "optimize_for_gpu", "reference_upsample", "replace_bilinear_upsample"]
 
 
-def _is_bilinear_x2(m: nn.Module) -> bool:
-    if not isinstance(m, nn.Upsample) or m.mode != "bilinear" or m.align_corners:
-        return False
-    sf = m.scale_factor
-    sf = tuple(sf) if isinstance(sf, (tuple, list)) else (sf, sf)
-    return m.size is None and all(float(s) == 2.0 for s in sf)
-
-
 def replace_bilinear_upsample(model: nn.Module) -> int:
-    """Swap every x2 bilinear `nn.Upsample` (align_corners=False) for `Upsample2xBilinear`, in place;
+    """Swap every x2 bilinear upsample (align_corners=False) for `Upsample2xBilinear`, in place;
     returns how many were replaced."""
-    n = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_bilinear_x2(child):
-                setattr(parent, name, Upsample2xBilinear())
-                n += 1
-    return n
+    from hwnas.latency.deploy import replace_upsamples
+    return replace_upsamples(model, Upsample2xBilinear)
 
 
 @torch.no_grad()
-def optimize_for_gpu(model: nn.Module, channels_last: bool = True, upsample: bool = True) -> nn.Module:
-    """The `torch_cuda` deploy recipe, in place: BatchNorms folded, the bilinear rewrite, and
-    (optionally) channels_last memory format, which spares cuDNN its NCHW<->NHWC conversions."""
-    import supernet
-
-    supernet.fuse_for_deploy(model)
-    if upsample:
-        replace_bilinear_upsample(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model.eval()
+def optimize_for_gpu(model: nn.Module, channels_last: bool = True, precision: str = "fp32") -> nn.Module:
+    """The `torch_cuda` deploy form, in place: BatchNorms folded, the bilinear rewrite, channels_last
+    (optional) and `precision` (fp32 by default here; the table times fp16)."""
+    from hwnas.latency.deploy import deploy_form
+    return deploy_form("torch_cuda", precision=precision, channels_last=channels_last).module(model)
 
 
 def reference_upsample(x: torch.Tensor) -> torch.Tensor:

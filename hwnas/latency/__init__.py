@@ -4,13 +4,15 @@
     t = LatencyTable.load(default_table_path("onnxruntime_cpu", "nextvit"))
     t.predict(arch)  # ms: Σ block latencies + the correction fitted on whole networks
     t.describe()     # one line: what was measured where, and how well it predicts held-out subnets
+    deploy_form("torch_cuda").module(model)   # what a target runs: the form every table row timed
 
 Free of Hydra and Optuna imports: the GPU machine profiles with this package alone.
 """
 from .backends import Backend, TimingUnavailable, UnknownTargetError, get_backend, list_targets, summarize
-from .table import (LatencyTable, LatencyTableError, MissingRowsError, default_table_path,
+from .deploy import DeployForm, deploy_form
+from .table import (LatencyTable, LatencyTableError, MissingRowsError, StaleRowsError, default_table_path,
                     profile_command)
 
-__all__ = ["Backend", "LatencyTable", "LatencyTableError", "MissingRowsError", "TimingUnavailable",
-           "UnknownTargetError", "default_table_path", "get_backend", "list_targets", "profile_command",
-           "summarize"]
+__all__ = ["Backend", "DeployForm", "LatencyTable", "LatencyTableError", "MissingRowsError", "StaleRowsError",
+           "TimingUnavailable", "UnknownTargetError", "default_table_path", "deploy_form", "get_backend",
+           "list_targets", "profile_command", "summarize"]

@@ -1,11 +1,12 @@
 """Timing backends behind one interface: export a static block or model to a runtime and time it.
 
     b = get_backend("onnxruntime_cpu", threads=1, warmup=10, repeats=50)
-    b.measure(model, input_shape) -> {"median_ms", "p10_ms", "spread", "runs"}
+    b.measure(model, input_shape) -> {"median_ms", "p10_ms", "spread", "runs", "fingerprint"}
 
-`spread` is (p90 − p10) / median of the timed runs. Every backend folds BatchNorms first
-(`supernet.fuse_for_deploy`), since that is what gets deployed. No Hydra or Optuna import here:
-this module runs on the GPU machine, which has neither.
+`spread` is (p90 − p10) / median of the timed runs. Every backend times its target's deploy form
+(`b.deploy(model)`, from `hwnas.latency.deploy`), since that is what gets deployed, and returns the
+fingerprint of exactly the module it timed. No Hydra or Optuna import here: this module runs on
+the GPU machine, which has neither.
 """
 from __future__ import annotations
 
@@ -62,16 +63,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def deploy_form(model):
-    """The module as deployed: BatchNorms (and EfficientFormerV2's attention biases) folded, eval mode.
-
-    A lone block (what a table row measures) folds like a whole network, so its row times the
-    graph the network really runs.
-    """
-    import supernet
-    if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
-        return model.fuse_bn()
-    return supernet.fuse_for_deploy(model)
+def fingerprint_deployed(module, x, form) -> str:
+    """The fingerprint of a module already in `form`'s deploy form, about to be timed on input `x`:
+    a whole static model (`supernet.Model`) gets its blocks' network fingerprint, anything else
+    (a block, MobileNetV2) the trace of the very module and input that are timed."""
+    from .fingerprint import fingerprint_module, model_block_fingerprints, network_fingerprint
+    if hasattr(module, "layout") and hasattr(module, "stem"):
+        return network_fingerprint([fp for _, fp in model_block_fingerprints(module, form)])
+    return fingerprint_module(module, x, form.salt())
 
 
 class Backend:
@@ -97,6 +96,23 @@ class Backend:
         self.max_seconds = float(max_seconds)
         self.min_runs = int(min_runs)
 
+    local = False  # the target runs on the machine that runs hwnas (a table of another device is suspect)
+
+    @property
+    def form(self):
+        """This target's deploy form, with this backend's settings (`hwnas.latency.deploy`)."""
+        if getattr(self, "_form", None) is None:
+            from .deploy import deploy_form
+            self._form = deploy_form(self.name, **self.form_settings())
+        return self._form
+
+    def form_settings(self) -> dict:
+        return {"batch": self.batch, "precision": self.precision}
+
+    def deploy(self, model):
+        """`model` (a static block or model) as this target runs it, in place."""
+        return self.form.module(model)
+
     def device(self) -> str:
         return cpu_name()
 
@@ -116,8 +132,13 @@ class Backend:
                 "batch": self.batch, "threads": self.threads, "warmup": self.warmup,
                 "repeats": self.repeats, "max_seconds": self.max_seconds, "min_runs": self.min_runs,
                 "method": self.method(), "statistic": self.statistic, "clock": self.clock,
-                "canary": self.canary,
+                "canary": self.canary, "deploy_form": self.form.describe(),
                 "host": platform.node(), "python": platform.python_version()}
+
+    def fingerprint_info(self) -> dict:
+        """The provenance entry that says how row fingerprints were computed."""
+        from .fingerprint import scheme_info
+        return {**scheme_info(), "form": self.form.settings()}
 
     def _canary_run(self):
         """A callable running the fixed canary model once (backends that support `canary`)."""
@@ -187,6 +208,7 @@ class Backend:
         return r
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        """Time `model`'s deploy form on an input of `input_shape`; the stats and its fingerprint."""
         raise NotImplementedError
 
 
@@ -198,6 +220,7 @@ class OnnxRuntimeCPU(Backend):
 
     name = "onnxruntime_cpu"
     runtime = "onnxruntime"
+    local = True
 
     def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, opset: int = 17,
                  clock: str = "thread", **kw):
@@ -214,7 +237,7 @@ class OnnxRuntimeCPU(Backend):
         return onnxruntime.__version__
 
     def method(self) -> str:
-        return (f"ONNX opset {self.opset} export of the BN-folded module (TorchScript exporter), ORT "
+        return (f"ONNX opset {self.opset} export of the deploy form ({self.form.describe()}), ORT "
                 f"CPUExecutionProvider, ORT_ENABLE_ALL, intra_op={self.threads}, inter_op=1, sequential; "
                 f"{self.warmup} warm-up runs then up to {self.repeats} timed runs (>= {self.min_runs}, "
                 f"<= {self.max_seconds}s), each timed around session.run with "
@@ -224,11 +247,14 @@ class OnnxRuntimeCPU(Backend):
                    "statistics are scaled by canary_ref/canary_p10 to cancel the machine's speed drift"
                    if self.canary else ""))
 
+    def form_settings(self) -> dict:
+        return {**super().form_settings(), "opset": self.opset}
+
     def _mobilenet_run(self, shape: tuple[int, ...]):
         from hwnas.export.onnx import export_onnx
         from .reference_models import mobilenet_v2
         with tempfile.TemporaryDirectory(prefix="hwnas-canary-") as d:
-            path = export_onnx(deploy_form(mobilenet_v2()), shape, Path(d) / "m.onnx", opset=self.opset)
+            path = export_onnx(self.deploy(mobilenet_v2()), shape, Path(d) / "m.onnx", opset=self.opset)
             sess = self.session(path)  # ORT holds the model in memory; the file may go
         x = {sess.get_inputs()[0].name: np.random.default_rng(1).standard_normal(shape, dtype=np.float32)}
         return lambda: sess.run(None, x)
@@ -259,10 +285,11 @@ class OnnxRuntimeCPU(Backend):
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         from hwnas.export.onnx import export_onnx
-        model = deploy_form(model.float().cpu())
+        model = self.deploy(model.cpu())
+        fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as d:
             path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
-            return self.measure_onnx(path, input_shape)
+            return {**self.measure_onnx(path, input_shape), "fingerprint": fp}
 
 
 class TorchCUDA(Backend):
@@ -273,7 +300,7 @@ class TorchCUDA(Backend):
     statistic = "median_ms"  # graph replays are steady; the median is the usual GPU figure
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True,
-                 channels_last: bool = False, **kw):
+                 channels_last: bool = True, **kw):
         super().__init__(precision=precision, batch=batch, **kw)
         import torch
         if not torch.cuda.is_available():
@@ -292,18 +319,20 @@ class TorchCUDA(Backend):
         import torch
         return f"{torch.__version__} (CUDA {torch.version.cuda})"
 
+    def form_settings(self) -> dict:
+        return {**super().form_settings(), "channels_last": self.channels_last}
+
     def method(self) -> str:
         g = "captured in one CUDA graph, replays" if self.cuda_graphs else "eager forward calls"
-        return (f"BN-folded module in {self.precision}, eval, {'channels_last' if self.channels_last else 'NCHW'}, "
+        return (f"deploy form ({self.form.describe()}), eval, "
                 f"{g} timed one by one with CUDA events after {self.warmup} warm-up replays, up to "
                 f"{self.repeats} runs (>= {self.min_runs}, <= {self.max_seconds}s)")
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.precision]
-        mf = torch.channels_last if self.channels_last else torch.contiguous_format
-        model = deploy_form(model.cuda()).to(dtype=dtype, memory_format=mf)
-        x = torch.randn(*input_shape, device="cuda", dtype=dtype).contiguous(memory_format=mf)
+        model = self.deploy(model.cuda())
+        x = self.form.example_input(input_shape, "cuda")
+        fp = fingerprint_deployed(model, x, self.form)  # traced on the GPU: the very module timed
         with torch.inference_mode():
             if self.cuda_graphs:
                 s = torch.cuda.Stream()
@@ -333,7 +362,7 @@ class TorchCUDA(Backend):
                 n += 1
             torch.cuda.synchronize()
             times = [a.elapsed_time(b) for a, b in zip(starts[:n], ends[:n])]
-        return summarize(times)
+        return {**summarize(times), "fingerprint": fp}
 
 
 class CoreML(Backend):
@@ -369,12 +398,13 @@ class CoreML(Backend):
                 "`python -m hwnas.profile +target=coreml space=S coreml.import_csv=PATH`.")
         from hwnas.export.coreml import _ct, convert_coreml
         ct = _ct()
+        model = self.deploy(model.cpu())
+        fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-coreml-") as d:
-            path = convert_coreml(deploy_form(model.float().cpu()), input_shape, Path(d) / "m.mlpackage",
-                                  precision=self.precision)
+            path = convert_coreml(model, input_shape, Path(d) / "m.mlpackage", precision=self.precision)
             m = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
             feed = {"input": np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
-            return self._time_loop(lambda: m.predict(feed))
+            return {**self._time_loop(lambda: m.predict(feed)), "fingerprint": fp}
 
 
 class TensorRT(Backend):
@@ -399,8 +429,11 @@ class TensorRT(Backend):
         from hwnas.export.tensorrt import _trt
         return _trt().__version__
 
+    def form_settings(self) -> dict:
+        return {**super().form_settings(), "opset": self.opset}
+
     def method(self) -> str:
-        return (f"ONNX opset {self.opset} of the BN-folded fp32 module, TensorRT engine with the "
+        return (f"{self.form.describe()}, TensorRT engine with the "
                 f"{self.precision} flag, execute_async_v3 timed with CUDA events")
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
@@ -408,8 +441,10 @@ class TensorRT(Backend):
         from hwnas.export.onnx import export_onnx
         from hwnas.export.tensorrt import _trt, build_engine
         trt = _trt()
+        model = self.deploy(model.cpu())
+        fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as d:
-            onnx_path = export_onnx(deploy_form(model.float().cpu()), input_shape, Path(d) / "m.onnx", opset=self.opset)
+            onnx_path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
             engine_path = build_engine(onnx_path, Path(d) / "m.engine", self.precision, self.workspace_gb)
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -439,7 +474,7 @@ class TensorRT(Backend):
                 b.record(stream)
                 b.synchronize()
                 times.append(a.elapsed_time(b))
-        return summarize(times)
+        return {**summarize(times), "fingerprint": fp}
 
 
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT)}
@@ -447,6 +482,32 @@ BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchC
 
 def list_targets() -> list[str]:
     return sorted(BACKENDS)
+
+
+def this_device(target_name: str) -> str | None:
+    """This machine's device name when `target_name` runs on it (ONNX Runtime CPU), else None."""
+    cls = BACKENDS.get(target_name)
+    return cpu_name() if cls is not None and cls.local else None
+
+
+def device_note(table, space: str, path=None) -> str | None:
+    """For a target that runs on this machine, with a table measured on another device: one line
+    naming both devices and the profile command that makes a table for this machine (and how long
+    the table's own profile took). None when the devices agree or the target is not local."""
+    from .table import profile_command
+    here = this_device(table.target)
+    there = table.provenance.get("device")
+    if here is None or not there or there == here:
+        return None
+    prof = (table.provenance.get("profiling") or {}).get(space) or {}
+    secs = (prof.get("block_seconds") or 0) + (prof.get("network_seconds_this_run") or 0)
+    took = (f" (the {space} part of that table took {secs / 60:.0f} min to profile on {there}"
+            f"{', ' + str(table.provenance.get('threads')) + ' thread' if table.provenance.get('threads') else ''})"
+            if secs else "")
+    return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine is "
+            f"{here}: its latencies need not hold here (a table made on an AMD EPYC predicted 0.45-0.73x of what "
+            f"ONNX Runtime measures on Intel Xeons). Make a table for this machine with "
+            f"`{profile_command(table.target, space)}`{took}.")
 
 
 def get_backend(target_name: str, **target_cfg: Any) -> Backend:

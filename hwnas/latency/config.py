@@ -33,10 +33,12 @@ class TargetConfig:
     min_runs: int = 10
     clock: str = "wall"  # wall | thread (CPU time of the timing thread; onnxruntime_cpu with 1 thread)
     canary: bool = False  # onnxruntime_cpu: scale every measurement by a fixed canary model's drift
-    table: Optional[str] = None  # null: the shipped table for the space (latency_tables/<name>/)
+    table: Optional[str] = None  # null: the best complete table for the space under tables_dir/<name>/
+    tables_dir: Optional[str] = None  # null: the shipped tables (latency_tables/)
+    allow_stale: bool = False  # use rows whose fingerprint no longer matches the code (said loudly)
     opset: int = 17  # onnxruntime_cpu, tensorrt
     cuda_graphs: bool = True  # torch_cuda
-    channels_last: bool = False  # torch_cuda
+    channels_last: bool = True  # torch_cuda (the GPU deploy recipe)
     compute_units: str = "ALL"  # coreml
     workspace_gb: float = 4.0  # tensorrt
     mes: MesConfig = field(default_factory=MesConfig)

@@ -18,12 +18,13 @@ from typing import Sequence
 
 from search_spaces import Arch
 
-from .backends import Backend, deploy_form, slug
+from .backends import Backend, fingerprint_deployed, slug
 from .correction import fit_correction
-from .profiler import _progress, fit_set, networks_path, now_iso, specs_for, write_networks
-from .table import TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, provenance_path, read_provenance, read_rows
+from .profiler import _progress, fit_set, mark_complete, now_iso, specs_for
+from .table import (TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, networks_path, provenance_path,
+                    read_provenance, read_rows, write_networks)
 
-MANIFEST_COLUMNS = ("kind", "role", "name", "file", "input_shape", "arch")
+MANIFEST_COLUMNS = ("kind", "role", "name", "file", "input_shape", "arch", "fingerprint")
 RESULT_COLUMNS = ("kind", "role", "name", "median_ms", "p10_ms", "spread", "runs")
 RUNNER = Path(__file__).with_name("run_bundle.py")
 
@@ -49,25 +50,31 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
         fit = fit_set(space, n_fit, seed=fit_seed)
         entries += [("network", "fit", a.id, (backend.batch, 3, a.resolution, a.resolution), None, a) for a in fit]
     entries.append(("network", "mes_unit", "mobilenet_v2", (backend.batch, 3, 224, 224), None, None))
+    old = {}
+    if (bundle / "manifest.csv").exists():
+        old = {r["name"]: r for r in csv.DictReader(open(bundle / "manifest.csv", newline=""))}
     rows = []
     for kind, role, name, shape, spec, arch in _progress(entries, len(entries), "coreml conversion", progress):
         path = bundle / "models" / _file_name(name)
-        if not path.exists():
+        fp = (old.get(name) or {}).get("fingerprint")
+        if not path.exists() or not fp:
             if spec is not None:
                 model = supernet.build_block(spec)
             elif arch is not None:
                 model = supernet.build_model(arch)
             else:
                 model = mobilenet_v2()
-            convert_coreml(deploy_form(model), shape, path, precision=backend.precision)
+            model = backend.deploy(model)
+            fp = fingerprint_deployed(model, backend.form.example_input(shape), backend.form)
+            convert_coreml(model, shape, path, precision=backend.precision)
         rows.append((kind, role, name, f"models/{path.name}", "x".join(map(str, shape)),
-                     arch.to_json() if arch is not None else ""))
+                     arch.to_json() if arch is not None else "", fp))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(MANIFEST_COLUMNS)
     w.writerows(rows)
     atomic_write_text(bundle / "manifest.csv", buf.getvalue())
-    info = {**backend.info(), "space": space.name, "created": now_iso(),
+    info = {**backend.info(), "fingerprint": backend.fingerprint_info(), "space": space.name, "created": now_iso(),
             "note": "device/runtime fields describe the converting machine; run_bundle.py records the Mac's"}
     atomic_write_text(bundle / "bundle.json", json.dumps(info, indent=2) + "\n")
     shutil.copyfile(RUNNER, bundle / "run_bundle.py")
@@ -90,7 +97,7 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
         raise LatencyTableError(f"{results_csv} is empty or not a run_bundle.py result (columns {RESULT_COLUMNS})")
     device = info.get("device", "mac")
     path = out or Path(tables_dir or TABLES_DIR) / "coreml" / f"{slug(device)}.csv"
-    prov = {**backend.info(), "device": device, "device_slug": slug(device),
+    prov = {**backend.info(), "fingerprint": backend.fingerprint_info(), "device": device, "device_slug": slug(device),
             "runtime_version": info.get("coremltools", ""), "os": info.get("os", ""),
             "method": info.get("method", backend.method()), "source": "measured", "date": now_iso()}
     if path.exists():
@@ -102,12 +109,14 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
     fit_records = []
     for r in results:
         stats = {"median_ms": float(r["median_ms"]), "p10_ms": float(r["p10_ms"]),
-                 "spread": float(r["spread"]), "runs": int(r["runs"])}
+                 "spread": float(r["spread"]), "runs": int(r["runs"]),
+                 "fingerprint": (manifest.get(r["name"]) or {}).get("fingerprint") or None}
         if r["kind"] == "block":
             table.rows[r["name"]] = stats
         elif r["role"] == "mes_unit":
             table.provenance["mes_unit_latency_ms"] = stats[table.statistic]
-            table.provenance["mes_unit"] = {"model": "MobileNetV2 x1.0", "resolution": 224, "source": "measured", **stats}
+            table.provenance["mes_unit"] = {"model": "MobileNetV2 x1.0", "resolution": 224, "source": "measured",
+                                            **{k: v for k, v in stats.items() if k != "fingerprint"}}
         elif r["role"] == "fit":
             arch = Arch.from_dict(json.loads(manifest[r["name"]]["arch"]))
             fit_records.append({"space": arch.space, "role": "fit", "arch_id": arch.id, **stats, "arch": arch})
@@ -117,6 +126,7 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
         if not missing:
             write_networks(networks_path(path), fit_records)
             table.provenance["correction"][space.name] = fit_correction(table, fit_records)
-            table._models.clear()
+            table.invalidate()
+    mark_complete(table, space)
     table.save()
     return table

@@ -42,9 +42,9 @@ def graph_features(model, input_shape) -> dict:
     import onnx
     from onnx import numpy_helper, shape_inference
     from hwnas.export.onnx import export_onnx
-    from .backends import deploy_form
+    from .deploy import deploy_form
 
-    model = deploy_form(model)
+    model = deploy_form("coreml").module(model)
     with tempfile.TemporaryDirectory() as d:
         path = export_onnx(model, input_shape, Path(d) / "m.onnx")
         g = shape_inference.infer_shapes(onnx.load(str(path))).graph
@@ -100,7 +100,8 @@ def fit_nnls(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 def build_estimated_table(out: Path, progress: bool = True) -> LatencyTable:
     spaces = [search_spaces.get_space(n) for n in ("nextvit", "efficientformerv2")]
     refs = {n: sp.reference(n) for sp in spaces for n in sp.reference_names}
-    specs = list({s.key: s for sp in spaces for s in sp.all_blocks()}.values())
+    specs_by_key = {s.key: s for sp in spaces for s in sp.all_blocks()}
+    specs = list(specs_by_key.values())
     feats = block_features(specs, progress)
     names = list(PUBLISHED_MS)
     X = _design([refs[n] for n in names], feats)
@@ -118,15 +119,21 @@ def build_estimated_table(out: Path, progress: bool = True) -> LatencyTable:
     mnv2 = graph_features(mobilenet_v2(), (1, 3, 224, 224))
     mnv2_ms = float(np.array([mnv2[f] for f in FEATURES]) @ c + c0)
 
+    from .deploy import deploy_form
+    from .fingerprint import block_fingerprint, scheme_info
+    form = deploy_form("coreml", batch=1, precision="fp16")
     rows = {}
     for k, f in feats.items():
         t = float(np.array([f[x] for x in FEATURES]) @ c)
-        rows[k] = {"median_ms": t, "p10_ms": t, "spread": 0.0, "runs": 0}
+        rows[k] = {"median_ms": t, "p10_ms": t, "spread": 0.0, "runs": 0,
+                   "fingerprint": block_fingerprint(specs_by_key[k], form)}
     loo_mape = float(np.mean(np.abs(list(loo_err.values()))))
     prov = {
         "target": "coreml", "source": "estimated", "runtime": "coremltools (Core ML, ML Program)",
         "runtime_version": "n/a (not measured)", "device": "iPhone 12 (A14), estimated", "device_slug": "iphone-12-estimated",
         "precision": "fp16", "batch": 1, "threads": None, "warmup": None, "repeats": None,
+        "deploy_form": form.describe(), "fingerprint": {**scheme_info(), "form": form.settings()},
+        "complete": {s.name: True for s in spaces},
         "statistic": "median_ms", "date": now_iso(), "spaces": [s.name for s in spaces],
         "method": ("per-block cost model t = c_mac·MACs + c_act·activation bytes + c_w·weight bytes + c_op·ops "
                    "(features from each BN-folded block's ONNX graph, fp16), plus a per-network constant c0; "

@@ -15,8 +15,8 @@ import numpy as np
 
 from .backends import Backend
 from .correction import fidelity_metrics
-from .profiler import attach_canary, held_out_set, measure_networks, networks_path, now_iso
-from .table import LatencyTable, LatencyTableError, atomic_write_text, profile_command
+from .profiler import attach_canary, held_out_set, measure_networks, now_iso
+from .table import LatencyTable, LatencyTableError, atomic_write_text, networks_path, profile_command
 
 
 def scatter_png(path: Path, predicted, measured, title: str) -> Path | None:
@@ -50,29 +50,43 @@ def scatter_png(path: Path, predicted, measured, title: str) -> Path | None:
 
 
 def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, results_dir: str | Path = "experiments/results",
-                 seed: int = 0, progress: bool = True) -> dict:
-    """Measure `n` held-out subnets, compare with `table.predict`, write the result files."""
+                 seed: int = 0, progress: bool = True, exclude_earlier: bool = False,
+                 deadline: float | None = None) -> dict:
+    """Measure `n` held-out subnets, compare with `table.predict`, write the result files.
+    `exclude_earlier`: the held-out set also avoids every network measured for an earlier fidelity
+    run (a fresh set, e.g. after a refit)."""
+    from .table import read_networks
     t0 = time.perf_counter()
     fit_ids = table.correction(space.name).get("fit_arch_ids")
     if not fit_ids:
         raise LatencyTableError(f"{table.path} has no fitted correction for {space.name}; run "
                                 f"`{profile_command(backend.name, space.name)}` to the end first.")
-    held_out = held_out_set(space, n, exclude=fit_ids, seed=seed)
+    exclude = set(fit_ids)
+    if exclude_earlier:
+        exclude |= {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["space"] == space.name}
+    held_out = held_out_set(space, n, exclude=exclude, seed=seed)
     attach_canary(backend, table)
-    recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress)
+    recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress,
+                            table.current_fingerprints(), deadline=deadline)
     measured = np.array([r[table.statistic] for r in recs])
     predicted = np.array(table.predict_many(held_out))
     raw = np.array([table.block_sum(a) for a in held_out])
     metrics = fidelity_metrics(predicted, measured)
     metrics_raw = fidelity_metrics(raw, measured)
     results_dir = Path(results_dir)
-    stem = f"latency_fidelity_{backend.name}_{space.name}"
+    stem = f"latency_fidelity_{backend.name}_{space.name}" + (f"_seed{seed}" if seed else "")
+    try:
+        from .table import REPO_ROOT
+        result_file = str((results_dir / f"{stem}.json").resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        result_file = str(results_dir / f"{stem}.json")
     png = scatter_png(results_dir / f"{stem}.png", predicted, measured,
                       f"{space.name} on {backend.name} ({table.provenance.get('device')})\n"
                       f"{100 * metrics['within_10pct']:.0f}% within ±10%, MAPE {100 * metrics['mape']:.1f}%, "
                       f"tau {metrics['kendall_tau']:.3f}")
     result = {
         "target": backend.name, "space": space.name, "table": f"latency_tables/{backend.name}/{table.path.name}", "date": now_iso(),
+        "deploy_form": backend.form.describe(), "seed": seed,
         "machine": {"device": table.provenance.get("device"), "host": platform.node(),
                     "runtime": f"{table.provenance.get('runtime')} {table.provenance.get('runtime_version')}"},
         "statistic": table.statistic, "correction": table.correction(space.name),
@@ -86,6 +100,6 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     atomic_write_text(results_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     table.provenance.setdefault("fidelity", {})[space.name] = {
         **{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
-        "result_file": f"experiments/results/{stem}.json", "date": result["date"]}
+        "result_file": result_file, "date": result["date"], "seed": seed}
     table.save()
     return result

@@ -1,30 +1,33 @@
 """The profiling loop: measure blocks into a table, measure whole networks, fit the correction.
 
-Everything a run writes is resumable and atomic: the table CSV is rewritten (temporary file, then
-rename) after every measured block, the whole-network CSV after every network, so a killed run
-loses at most the block it was timing and a rerun skips every key already on disk.
+A profile works in its own file, `<device>.partial.csv` (+ `.json`, `.networks.csv`), seeded from
+the complete table at `<device>.csv` when there is one, and replaces that table only when it is
+done: every block of the space measured, the fit networks measured and the correction fitted.
+A killed profile therefore never leaves a half-made table where a search would pick it up
+(`default_table_path` ignores `.partial` files and incomplete tables), and a rerun resumes from its
+partial file. Everything written is atomic (temporary file, then rename): the working CSV after
+every block, the whole-network CSV after every network, so a kill loses at most what was being
+timed. Rows and networks whose fingerprint no longer matches the code are measured again.
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import io
-import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import search_spaces
 from search_spaces import Arch, BlockSpec
 
 from .backends import Backend
 from .correction import fit_correction
-from .table import (TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, provenance_path,
-                    read_provenance, read_rows)
-
-NET_COLUMNS = ("space", "role", "arch_id", "median_ms", "p10_ms", "spread", "runs", "arch")
+from .keys import block_keys
+from .table import (NET_COLUMNS, PARTIAL, TABLES_DIR, LatencyTable, LatencyTableError,  # noqa: F401
+                    atomic_write_text, networks_path, provenance_path, read_networks, read_provenance,
+                    read_rows, write_networks)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool = True):
@@ -50,6 +53,12 @@ def table_path_for(backend: Backend, tables_dir: str | os.PathLike | None = None
     return Path(tables_dir or TABLES_DIR) / backend.name / f"{backend.device_slug()}.csv"
 
 
+def partial_path(table_path: Path) -> Path:
+    """Where a profile of `table_path` works until it is done."""
+    table_path = Path(table_path)
+    return table_path.with_name(table_path.stem + PARTIAL + table_path.suffix)
+
+
 def _build(spec_or_arch, device: str):
     import torch
     import supernet
@@ -63,22 +72,53 @@ def build_device(backend: Backend) -> str:
     return "cuda" if backend.name in ("torch_cuda",) else "cpu"
 
 
-def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
-    """The table at `path` (rows kept: resume), or a new one; refuses a table of another setup."""
+SETUP_KEYS = ("target", "precision", "batch", "threads", "device", "clock", "canary")
+
+
+def _check_setup(backend: Backend, path: Path, prov: dict) -> None:
     info = backend.info()
-    if path.exists():
-        table = LatencyTable(read_rows(path), read_provenance(provenance_path(path)), path)
-        for k in ("target", "precision", "batch", "threads", "device", "clock", "canary"):
-            if table.provenance.get(k) != info[k]:
-                raise LatencyTableError(
-                    f"{path} was measured with {k}={table.provenance.get(k)!r}, this run uses {info[k]!r}; "
-                    f"profile into another folder (tables_dir=...) or delete the table.")
+    for k in SETUP_KEYS:
+        if prov.get(k) != info[k]:
+            raise LatencyTableError(
+                f"{path} was measured with {k}={prov.get(k)!r}, this run uses {info[k]!r}; "
+                f"profile into another folder (tables_dir=...) or delete the table.")
+    form = (prov.get("fingerprint") or {}).get("form")
+    if form is not None and form != backend.form.settings():
+        raise LatencyTableError(
+            f"{path} timed the deploy form {form}, this run deploys {backend.form.settings()}; "
+            f"profile into another folder (tables_dir=...) or delete the table.")
+
+
+def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
+    """The working table of a profile of `path` (the final table): its partial file when a profile
+    was interrupted (resume), else a copy of the table at `path` (only what changed is measured),
+    else a new one. Refuses a table of another setup (precision, batch, device, deploy form ...)."""
+    path = Path(path)
+    work = partial_path(path)
+    if work.exists():
+        prov = read_provenance(provenance_path(work))
+        _check_setup(backend, work, prov)
+        table = LatencyTable(read_rows(work), prov, work, check=False)
+    elif path.exists():
+        prov = read_provenance(provenance_path(path))
+        _check_setup(backend, path, prov)
+        table = LatencyTable(read_rows(path), prov, work, check=False)
+        if networks_path(path).exists():
+            shutil.copyfile(networks_path(path), networks_path(work))
+        table.save()
     else:
-        table = LatencyTable({}, {**info, "source": "measured", "spaces": [], "date": now_iso(),
-                                  "correction": {}, "fidelity": {}, "profiling": {}}, path)
+        table = LatencyTable({}, {**backend.info(), "source": "measured", "spaces": [], "date": now_iso(),
+                                  "correction": {}, "fidelity": {}, "profiling": {}, "complete": {}}, work,
+                             check=False)
+    old_fp = table.provenance.get("fingerprint") or {}
+    table.provenance["fingerprint"] = backend.fingerprint_info()
+    table.provenance["deploy_form"] = backend.form.describe()
+    if old_fp.get("backfilled"):  # the backfilled rows are still those of that record
+        table.provenance["fingerprint"]["backfilled"] = old_fp["backfilled"]
     attach_canary(backend, table)
     if space not in table.provenance["spaces"]:
         table.provenance["spaces"] = sorted(set(table.provenance["spaces"]) | {space})
+    table.provenance.setdefault("complete", {})[space] = False
     return table
 
 
@@ -96,16 +136,41 @@ def attach_canary(backend: Backend, table: LatencyTable) -> None:
     backend.canary_ref_ms = ref
 
 
+class DeadlineReached(Exception):
+    """A time-boxed run stopped between two measurements; everything measured so far is on disk."""
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineReached("deadline reached")
+
+
+class DeviceDependentForward(LatencyTableError):
+    """What a backend timed on its device is not the graph the deploy form gives on meta tensors."""
+
+
+def _same_graph(what: str, measured_fp: str | None, expected: str, backend: Backend) -> None:
+    if measured_fp is not None and measured_fp != expected:
+        raise DeviceDependentForward(
+            f"{what} traced on {build_device(backend)} ({backend.device()}) gives fingerprint {measured_fp}, but "
+            f"the deploy form traced on meta tensors gives {expected}: some code computes differently "
+            f"depending on the device (or the torch version's tracing differs). Nothing measured this way "
+            f"could be checked later; fix the device-dependent branch first.")
+
+
 def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockSpec], space: str,
                    progress: bool = True, limit: int | None = None,
-                   on_row: Callable[[str, dict], None] | None = None) -> dict:
-    """Measure every spec whose key is not in `table` yet, saving the table after each one.
+                   on_row: Callable[[str, dict], None] | None = None, deadline: float | None = None) -> dict:
+    """Measure every spec whose key has no row in `table` yet, or a stale one (its fingerprint is
+    not the current code's), saving the table after each one.
 
-    Returns {"measured": n, "skipped": n, "seconds": s} for this call; the space's cumulative
-    profiling time is kept in `provenance["profiling"][space]`.
+    Returns {"measured": n, "skipped": n, "stale": n, "seconds": s} for this call; the space's
+    cumulative profiling time is kept in `provenance["profiling"][space]`.
     """
     import supernet
-    todo = [s for s in specs if s.key not in table.rows]
+    current = table.current_fingerprints().get_many(s.key for s in specs)
+    stale = {s.key for s in specs if s.key in table.rows and table.rows[s.key].get("fingerprint") != current[s.key]}
+    todo = [s for s in specs if s.key not in table.rows or s.key in stale]
     if limit is not None:
         todo = todo[:limit]
     prof = table.provenance.setdefault("profiling", {}).setdefault(space, {"block_seconds": 0.0})
@@ -114,9 +179,12 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     t_start = time.perf_counter()
     device = build_device(backend)
     for spec in _progress(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+        _check_deadline(deadline)
         t0 = time.perf_counter()
         block = _build(spec, device)
         row = backend.measure(block, supernet.block_input_shape(spec, backend.batch))
+        _same_graph(f"block {spec.key}", row.get("fingerprint"), current[spec.key], backend)
+        row["fingerprint"] = current[spec.key]
         table.rows[spec.key] = row
         prof["block_seconds"] = round(prof["block_seconds"] + time.perf_counter() - t0, 2)
         table.provenance["date"] = now_iso()
@@ -124,57 +192,38 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
         if on_row is not None:
             on_row(spec.key, row)
     prof["n_measured"] = sum(s.key in table.rows for s in specs)
+    table.invalidate()
     table.save()
-    return {"measured": len(todo), "skipped": len(specs) - len(todo), "seconds": time.perf_counter() - t_start}
+    return {"measured": len(todo), "skipped": len(specs) - len(todo), "stale": len(stale),
+            "seconds": time.perf_counter() - t_start}
 
 
 # ---- whole networks ----------------------------------------------------------------------------
-def networks_path(table_path: Path) -> Path:
-    return table_path.with_name(table_path.stem + ".networks.csv")
-
-
-def read_networks(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != NET_COLUMNS:
-                raise ValueError(f"header {reader.fieldnames}")
-            for rec in reader:
-                out.append({"space": rec["space"], "role": rec["role"], "arch_id": rec["arch_id"],
-                            "median_ms": float(rec["median_ms"]), "p10_ms": float(rec["p10_ms"]),
-                            "spread": float(rec["spread"]), "runs": int(rec["runs"]),
-                            "arch": Arch.from_dict(json.loads(rec["arch"]))})
-    except (ValueError, KeyError, csv.Error) as e:
-        raise LatencyTableError(f"whole-network file {path} is corrupt ({e}); delete it to re-measure.") from None
-    return out
-
-
-def write_networks(path: Path, records: Iterable[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(NET_COLUMNS)
-    for r in records:
-        w.writerow([r["space"], r["role"], r["arch_id"], f"{r['median_ms']:.6g}", f"{r['p10_ms']:.6g}",
-                    f"{r['spread']:.4g}", r["runs"], r["arch"].to_json()])
-    atomic_write_text(path, buf.getvalue())
-
-
 def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: Path,
-                     progress: bool = True) -> list[dict]:
-    """Measure each arch end to end (skipping those already in `path` under `role`); returns the
+                     progress: bool = True, fingerprints=None, deadline: float | None = None) -> list[dict]:
+    """Measure each arch end to end, skipping those already in `path` under `role` with the current
+    code's fingerprint (`fingerprints`: a `FingerprintCache` of the backend's form); returns the
     records of `archs` in their order."""
+    if fingerprints is None:
+        from .fingerprint import cache_for
+        fingerprints = cache_for(backend.form)
+    current = {a.id: fingerprints.network(block_keys(a)) for a in archs}
+    fingerprints.flush()
     records = read_networks(path)
-    done = {(r["space"], r["role"], r["arch_id"]): r for r in records}
+    done = {(r["space"], r["role"], r["arch_id"]): r for r in records
+            if r["arch_id"] not in current or r.get("fingerprint") == current[r["arch_id"]]}
+    records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
     todo = [a for a in archs if (a.space, role, a.id) not in done]
     device = build_device(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
     for arch in _progress(todo, len(todo), desc, progress):
+        _check_deadline(deadline)
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)
-        r = {"space": arch.space, "role": role, "arch_id": arch.id, **backend.measure(model, shape), "arch": arch}
+        m = backend.measure(model, shape)
+        _same_graph(f"network {arch.id}", m.get("fingerprint"), current[arch.id], backend)
+        r = {"space": arch.space, "role": role, "arch_id": arch.id, **m, "fingerprint": current[arch.id],
+             "arch": arch}
         del model
         records.append(r)
         done[(arch.space, role, arch.id)] = r
@@ -222,28 +271,56 @@ def measure_mes_unit(backend: Backend, resolution: int = 224) -> dict:
                          "resolution": resolution, "source": "measured", **r}}
 
 
+def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool:
+    """Record whether `table` covers every block of `space` and has its correction: only such a
+    table is chosen by `default_table_path`."""
+    corr = (table.provenance.get("correction") or {}).get(space.name) or {}
+    complete = bool(corr) and all(s.key in table.rows for s in space.all_blocks())
+    table.provenance.setdefault("complete", {})[space.name] = complete
+    return complete
+
+
+def promote(table: LatencyTable, final: Path) -> LatencyTable:
+    """Make the working table the table at `final`: whole networks first, then rows, then the
+    provenance (each atomic; the provenance last, so a kill leaves the old table or the new one),
+    then remove the working files."""
+    work = table.path
+    final = Path(final)
+    if networks_path(work).exists():
+        atomic_write_text(networks_path(final), networks_path(work).read_text())
+    table.save(final)
+    for p in (provenance_path(work), work, networks_path(work)):
+        if p.exists():
+            p.unlink()
+    return table
+
+
 def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: Path | None = None,
                 archs: Sequence[Arch] | None = None, n_fit: int = 30, progress: bool = True,
-                limit: int | None = None, fit_seed: int = 0) -> LatencyTable:
-    """The whole profile step for one space: blocks, then whole networks, then the correction."""
+                limit: int | None = None, fit_seed: int = 0, deadline: float | None = None) -> LatencyTable:
+    """The whole profile step for one space: blocks, then whole networks, then the correction.
+
+    Works in `partial_path(table_path)`; replaces the table at `table_path` once done (see the
+    module docstring). A run cut short by `limit` stays in its partial file."""
     table_path = Path(table_path) if table_path else table_path_for(backend)
     table = open_table(backend, table_path, space.name)
     t0 = time.perf_counter()
     fit_archs = fit_set(space, n_fit, seed=fit_seed, archs=archs) if n_fit > 0 else []
     # Only some archs: their blocks and those of the fit networks, so the correction can be fitted.
     specs = specs_for(space, list(archs) + fit_archs if archs else None)
-    profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit)
+    profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit, deadline=deadline)
     if limit is not None and any(s.key not in table.rows for s in specs):
         return table  # a partial run (tests, smoke runs): no networks, no correction yet
     if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
-        recs = measure_networks(backend, fit_archs, "fit", networks_path(table_path), progress)
+        recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
+                                table.current_fingerprints(), deadline=deadline)
         table.provenance["profiling"][space.name]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
         table.provenance.setdefault("correction", {})[space.name] = fit_correction(table, recs)
     if "mes_unit_latency_ms" not in table.provenance:
         table.provenance.update(measure_mes_unit(backend))
     table.provenance["profiling"][space.name]["last_run_seconds"] = round(time.perf_counter() - t0, 2)
     table.provenance["date"] = now_iso()
-    table._models.clear()
-    table.save()
-    return table
+    mark_complete(table, space)
+    table.invalidate()
+    return promote(table, table_path)

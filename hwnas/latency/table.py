@@ -1,15 +1,23 @@
 """`LatencyTable`: per-block latencies of one target plus a correction fitted on whole networks.
 
-On disk a table is two files side by side: `<device>.csv` (one row per `BlockSpec.key`:
-`key,median_ms,p10_ms,spread,runs`) and `<device>.json` (the provenance: runtime and version,
-device, precision, batch, threads, warm-up/repeats, date, `source: measured|estimated`, which
-statistic predictions sum, the per-space correction and fidelity). One file can hold the rows of
+On disk a table is files side by side: `<device>.csv` (one row per `BlockSpec.key`:
+`key,median_ms,p10_ms,spread,runs,fingerprint`), `<device>.json` (the provenance: runtime and
+version, device, precision, batch, threads, warm-up/repeats, date, `source: measured|estimated`,
+which statistic predictions sum, the deploy form and fingerprint scheme, the per-space
+correction, completeness and fidelity) and `<device>.networks.csv` (the whole networks measured
+to fit the correction and to prove it, each with its fingerprint). One file can hold the rows of
 several spaces; corrections and fidelity are kept per space.
 
     predict(arch) = Σ_blocks a_kind · stat(block) + b      (stat = p10_ms or median_ms)
 
 with `a_kind`, `b` fitted per space on whole networks measured on the same target
 (`hwnas.latency.correction`). Without a correction, a = 1 and b = 0.
+
+Every row carries the fingerprint of the graph that was timed (`hwnas.latency.fingerprint`). A
+loaded table checks each row an arch uses against the current code the first time it is used
+(and, for a space, the fit networks of its correction), through a disk cache, so `predict` stays a
+dict lookup and a sum; a row that no longer matches raises `StaleRowsError` naming the rows and
+the profile command (`allow_stale=True` uses them anyway, and `stale_used` says which).
 """
 from __future__ import annotations
 
@@ -24,7 +32,10 @@ from search_spaces import Arch
 
 from .keys import block_keys
 
-COLUMNS = ("key", "median_ms", "p10_ms", "spread", "runs")
+COLUMNS = ("key", "median_ms", "p10_ms", "spread", "runs", "fingerprint")
+LEGACY_COLUMNS = COLUMNS[:5]  # tables written before fingerprints: readable, every row stale
+NET_COLUMNS = ("space", "role", "arch_id", "median_ms", "p10_ms", "spread", "runs", "arch", "fingerprint")
+PARTIAL = ".partial"  # <device>.partial.csv: a profile in progress (never chosen by default_table_path)
 STATISTICS = ("p10_ms", "median_ms")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES_DIR = REPO_ROOT / "latency_tables"
@@ -46,30 +57,82 @@ class MissingRowsError(LatencyTableError):
             f"`python -m hwnas.profile +target={table.target} space={space}` on the target device.")
 
 
+class StaleRowsError(LatencyTableError):
+    """Rows (or the correction's fit networks) whose timed graph is not what the current code deploys."""
+
+    def __init__(self, keys: list[str], table: "LatencyTable", space: str, what: str = "row(s)",
+                 detail: str = ""):
+        self.keys = keys
+        shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+        fp = table.provenance.get("fingerprint") or {}
+        hint = ""
+        if not fp:
+            hint = (" The table has no fingerprints at all (it was made before hwnas recorded them), so "
+                    "nothing proves its rows time what the code deploys now.")
+        else:
+            import torch
+            if fp.get("torch") and fp["torch"].split("+")[0] != torch.__version__.split("+")[0]:
+                hint = (f" Its fingerprints were computed with torch {fp['torch']}, this is torch "
+                        f"{torch.__version__}.")
+        super().__init__(
+            f"latency table {table.path or '(in memory)'} (target {table.target!r}, measured on "
+            f"{table.provenance.get('device', '?')}) has {len(keys)} {what} of {space} that no longer describe "
+            f"what the current code deploys{detail}: {shown}.{hint} Re-measure them with "
+            f"`{profile_command(table.target, space)}` on that device (only stale rows and networks are "
+            f"measured again), or set `target.allow_stale=true` to use the table anyway (the search report "
+            f"says so).")
+
+
 def profile_command(target: str, space: str) -> str:
     return f"python -m hwnas.profile +target={target} space={space}"
 
 
-def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLike | None = None) -> Path:
-    """The shipped table for (target, space): the one `.csv` under `latency_tables/<target>/` whose
-    provenance lists the space. Several candidates: the measured one with the newest date wins."""
-    folder = Path(tables_dir) if tables_dir is not None else TABLES_DIR
-    folder = folder / target
-    candidates = []
+def is_complete(prov: Mapping[str, Any], space: str) -> bool:
+    """Whether a table's provenance says it covers every block of `space` and has its correction."""
+    return bool((prov.get("complete") or {}).get(space))
+
+
+def table_candidates(target: str, space_name: str, tables_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Every table under `<tables_dir>/<target>/` that lists the space (in-progress `.partial` files
+    excluded), with what `default_table_path` ranks them by."""
+    folder = (Path(tables_dir) if tables_dir is not None else TABLES_DIR) / target
+    out = []
     for js in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        if js.name.endswith(".networks.json"):
+        if js.name.endswith(".networks.json") or PARTIAL in js.name:
             continue
         try:
             prov = json.loads(js.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if space_name in prov.get("spaces", []) and js.with_suffix(".csv").exists():
-            candidates.append((prov.get("source") == "measured", str(prov.get("date", "")), js.with_suffix(".csv")))
-    if not candidates:
+        if isinstance(prov, dict) and space_name in prov.get("spaces", []) and js.with_suffix(".csv").exists():
+            out.append({"path": js.with_suffix(".csv"), "complete": is_complete(prov, space_name),
+                        "measured": prov.get("source") == "measured", "device": prov.get("device", ""),
+                        "date": str(prov.get("date", ""))})
+    return out
+
+
+def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLike | None = None,
+                       this_device: str | None = None) -> Path:
+    """The table to use for (target, space): among the tables under `latency_tables/<target>/` whose
+    provenance lists the space, only complete ones (every block measured and the correction fitted;
+    a profile in progress or killed never wins); then measured over estimated, then the one measured
+    on `this_device` (a local target passes this machine's), then the newest."""
+    cands = table_candidates(target, space_name, tables_dir)
+    complete = [c for c in cands if c["complete"]]
+    if not complete:
+        folder = (Path(tables_dir) if tables_dir is not None else TABLES_DIR) / target
+        extra = ""
+        if cands:
+            extra = (f" Incomplete tables (a profile that did not finish, or made for some archs only): "
+                     f"{', '.join(str(c['path']) for c in cands)}; finish one by re-running the profile "
+                     f"command, or pass its path as target.table=PATH.")
         raise LatencyTableError(
-            f"no latency table for target {target!r} and space {space_name!r} under {folder}. "
+            f"no {'complete ' if cands else ''}latency table for target {target!r} and space {space_name!r} "
+            f"under {folder}.{extra} "
             f"Make one with `{profile_command(target, space_name)}`, or pass its path.")
-    return max(candidates)[2]
+    best = max(complete, key=lambda c: (c["measured"], this_device is not None and c["device"] == this_device,
+                                        c["date"]))
+    return best["path"]
 
 
 def provenance_path(csv_path: str | os.PathLike) -> Path:
@@ -91,7 +154,8 @@ def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     for key, r in rows.items():
-        w.writerow([key, f"{r['median_ms']:.6g}", f"{r['p10_ms']:.6g}", f"{r['spread']:.4g}", int(r["runs"])])
+        w.writerow([key, f"{r['median_ms']:.6g}", f"{r['p10_ms']:.6g}", f"{r['spread']:.4g}", int(r["runs"]),
+                    r.get("fingerprint") or ""])
     return buf.getvalue()
 
 
@@ -106,15 +170,17 @@ def read_rows(path: str | os.PathLike) -> dict[str, dict]:
         with open(path, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
-            if header is None or tuple(header) != COLUMNS:
+            if header is None or tuple(header) not in (COLUMNS, LEGACY_COLUMNS):
                 raise ValueError(f"header is {header!r}, expected {','.join(COLUMNS)}")
+            width = len(header)
             for lineno, rec in enumerate(reader, start=2):
-                if len(rec) != len(COLUMNS):
-                    raise ValueError(f"line {lineno} has {len(rec)} fields, expected {len(COLUMNS)}")
+                if len(rec) != width:
+                    raise ValueError(f"line {lineno} has {len(rec)} fields, expected {width}")
                 key = rec[0]
                 if key in rows:
                     raise ValueError(f"line {lineno}: duplicate key {key}")
-                r = dict(median_ms=float(rec[1]), p10_ms=float(rec[2]), spread=float(rec[3]), runs=int(rec[4]))
+                r = dict(median_ms=float(rec[1]), p10_ms=float(rec[2]), spread=float(rec[3]), runs=int(rec[4]),
+                         fingerprint=(rec[5] or None) if width > 5 else None)
                 if not (r["median_ms"] >= 0 and r["p10_ms"] >= 0):
                     raise ValueError(f"line {lineno}: negative or NaN latency")
                 rows[key] = r
@@ -142,6 +208,43 @@ def read_provenance(path: str | os.PathLike) -> dict:
     return prov
 
 
+def networks_path(table_path: str | os.PathLike) -> Path:
+    table_path = Path(table_path)
+    return table_path.with_name(table_path.stem + ".networks.csv")
+
+
+def read_networks(path: Path) -> list[dict]:
+    """The whole-network records beside a table (none when the file is absent)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) not in (NET_COLUMNS, NET_COLUMNS[:-1]):
+                raise ValueError(f"header {reader.fieldnames}")
+            for rec in reader:
+                out.append({"space": rec["space"], "role": rec["role"], "arch_id": rec["arch_id"],
+                            "median_ms": float(rec["median_ms"]), "p10_ms": float(rec["p10_ms"]),
+                            "spread": float(rec["spread"]), "runs": int(rec["runs"]),
+                            "arch": Arch.from_dict(json.loads(rec["arch"])),
+                            "fingerprint": rec.get("fingerprint") or None})
+    except (ValueError, KeyError, csv.Error) as e:
+        raise LatencyTableError(f"whole-network file {path} is corrupt ({e}); delete it to re-measure.") from None
+    return out
+
+
+def write_networks(path: Path, records: Iterable[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(NET_COLUMNS)
+    for r in records:
+        w.writerow([r["space"], r["role"], r["arch_id"], f"{r['median_ms']:.6g}", f"{r['p10_ms']:.6g}",
+                    f"{r['spread']:.4g}", r["runs"], r["arch"].to_json(), r.get("fingerprint") or ""])
+    atomic_write_text(Path(path), buf.getvalue())
+
+
 class _SpaceModel:
     """One space's prediction model: per-key corrected values and the constant term."""
 
@@ -153,27 +256,38 @@ class _SpaceModel:
 
 
 class LatencyTable:
-    """Block latencies of one target. Load with `LatencyTable.load(path)`."""
+    """Block latencies of one target. Load with `LatencyTable.load(path)`.
+
+    `check` (default: whenever the provenance names a fingerprint scheme, and always for a table
+    read from disk) compares each row with the current code's deploy form before it is used;
+    `allow_stale=True` turns a stale row from an error into an entry of `stale_used`.
+    """
 
     def __init__(self, rows: Mapping[str, Mapping[str, Any]], provenance: Mapping[str, Any],
-                 path: str | os.PathLike | None = None):
+                 path: str | os.PathLike | None = None, check: bool | None = None, allow_stale: bool = False):
         self.rows = {k: dict(v) for k, v in rows.items()}
         self.provenance = dict(provenance)
         self.path = Path(path) if path is not None else None
         self.statistic = self.provenance.get("statistic", "p10_ms")
         if self.statistic not in STATISTICS:
             raise LatencyTableError(f"table {self.path}: statistic {self.statistic!r} is not one of {STATISTICS}")
+        self.check = bool(self.provenance.get("fingerprint")) if check is None else bool(check)
+        self.allow_stale = bool(allow_stale)
+        self.stale_used: dict[str, list[str]] = {}  # space -> stale keys used because allow_stale (and "fit networks")
         self._models: dict[str, _SpaceModel] = {}
+        self._fresh: set[str] = set()  # keys whose fingerprint matched the current code
+        self._cache = None
 
     # ---- loading and saving -------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, target: str | None = None, space: str | None = None) -> "LatencyTable":
+    def load(cls, path: str | os.PathLike, target: str | None = None, space: str | None = None,
+             allow_stale: bool = False) -> "LatencyTable":
         """Read `path` (.csv; its .json beside it). `target`/`space`, when given, must match the table."""
         path = Path(path)
         if path.suffix == ".json":
             path = path.with_suffix(".csv")
         rows = read_rows(path)
-        table = cls(rows, read_provenance(provenance_path(path)), path)
+        table = cls(rows, read_provenance(provenance_path(path)), path, check=True, allow_stale=allow_stale)
         if target is not None and table.target != target:
             raise LatencyTableError(f"{path} is a table for target {table.target!r}, not {target!r}; "
                                     f"use `default_table_path({target!r}, space)` or profile that target.")
@@ -208,6 +322,10 @@ class LatencyTable:
     def is_estimated(self) -> bool:
         return self.provenance.get("source") == "estimated"
 
+    @property
+    def device(self) -> str:
+        return str(self.provenance.get("device", "?"))
+
     def describe(self) -> str:
         """One line saying what the table is and how far to trust it."""
         p = self.provenance
@@ -216,8 +334,9 @@ class LatencyTable:
         fid = p.get("fidelity") or {}
         parts = []
         for space, f in sorted(fid.items()):
-            parts.append(f"{space}: {100 * f['within_10pct']:.0f}% of {f['n']} held-out subnets within ±10%, "
-                         f"tau {f['kendall_tau']:.2f}")
+            parts.append(f"{space}: {100 * f['within_10pct']:.0f}% of {f['n']} held-out subnets within ±10%"
+                         + (f" ({100 * f['within_5pct']:.0f}% within ±5%)" if "within_5pct" in f else "")
+                         + f", tau {f['kendall_tau']:.2f}")
         quality = "; ".join(parts) if parts else "fidelity not measured"
         if self.is_estimated:
             cm = p.get("cost_model", {})
@@ -226,6 +345,73 @@ class LatencyTable:
             return (f"ESTIMATED latency table (not measured on a device) for {p['target']} on "
                     f"{p.get('device', '?')}, {p.get('precision', '?')}, batch {p.get('batch', '?')}: {how}")
         return f"measured latency table for {what}, {self.statistic} of many runs; {quality}"
+
+    def invalidate(self) -> None:
+        """Forget the precomputed prediction models and checks (after rows or corrections change)."""
+        self._models.clear()
+        self._fresh.clear()
+
+    # ---- fingerprints -----------------------------------------------------------------------
+    def deploy_form(self):
+        """The deploy form the table's rows were timed in (from its provenance)."""
+        from .deploy import deploy_form
+        settings = dict((self.provenance.get("fingerprint") or {}).get("form") or {})
+        if not settings:
+            settings = {k: self.provenance.get(k) for k in ("batch", "precision")}
+        return deploy_form(self.target, **settings)
+
+    def current_fingerprints(self):
+        """The current code's fingerprints of this table's deploy form (`FingerprintCache`)."""
+        if self._cache is None:
+            from .fingerprint import cache_for
+            self._cache = cache_for(self.deploy_form())
+        return self._cache
+
+    def stale_keys(self, keys: Iterable[str]) -> list[str]:
+        """Those of `keys` (rows of this table) whose fingerprint is absent or differs from the code's."""
+        cache = self.current_fingerprints()
+        out = [k for k in dict.fromkeys(keys)
+               if k in self.rows and (not self.rows[k].get("fingerprint") or self.rows[k]["fingerprint"] != cache.get(k))]
+        cache.flush()
+        return out
+
+    def stale_networks(self, space: str, roles: Iterable[str] = ("fit",)) -> list[str]:
+        """Arch ids of the whole networks of `space` beside the table (`<device>.networks.csv`) whose
+        fingerprint is absent or differs from the current code's; with role "fit", also the
+        correction's fit networks that have no record at all."""
+        if self.path is None:
+            return []
+        cache = self.current_fingerprints()
+        roles = set(roles)
+        recs = [r for r in read_networks(networks_path(self.path)) if r["space"] == space and r["role"] in roles]
+        out = [r["arch_id"] for r in recs
+               if not r.get("fingerprint") or r["fingerprint"] != cache.network(block_keys(r["arch"]))]
+        if "fit" in roles:
+            have = {r["arch_id"] for r in recs if r["role"] == "fit"}
+            out += [i for i in self.correction(space).get("fit_arch_ids") or [] if i not in have]
+        cache.flush()
+        return out
+
+    def _admit(self, space: str, keys: Iterable[str]) -> None:
+        """Put the values of `keys` into the space's prediction model, checking them first."""
+        m = self._models.get(space) or self._model(space)
+        todo = [k for k in dict.fromkeys(keys) if k not in m.values]
+        missing = [k for k in todo if k not in self.rows]
+        if missing:
+            raise MissingRowsError(missing, self, space)
+        if self.check:
+            stale = self.stale_keys([k for k in todo if k not in self._fresh])
+            if stale and not self.allow_stale:
+                raise StaleRowsError(stale, self, space)
+            if stale:
+                used = self.stale_used.setdefault(space, [])
+                used += [k for k in stale if k not in used]
+            self._fresh.update(k for k in todo if k not in stale)
+            self._check_correction(space)
+        corr = self.correction(space)
+        a, a_default = corr.get("a", {}), corr.get("a_default", 1.0)
+        for k in todo:
+            m.values[k] = a.get(k.split("(", 1)[0], a_default) * self.rows[k][self.statistic]
 
     # ---- prediction -----------------------------------------------------------------------
     def correction(self, space: str) -> dict:
@@ -238,18 +424,32 @@ class LatencyTable:
             a = corr.get("a", {})
             a_default = corr.get("a_default", 1.0)
             stat = self.statistic
-            # Precompute a_kind · stat per key once, so predict() is a dict lookup and a sum.
-            values = {k: a.get(k.split("(", 1)[0], a_default) * r[stat] for k, r in self.rows.items()}
+            # Precompute a_kind · stat per key once, so predict() is a dict lookup and a sum. A checked
+            # table admits each key once, after its fingerprint matched (predict's slow path).
+            values = {} if self.check else {k: a.get(k.split("(", 1)[0], a_default) * r[stat]
+                                            for k, r in self.rows.items()}
             m = self._models[space] = _SpaceModel(values, float(corr.get("b", 0.0)))
         return m
+
+    def _check_correction(self, space: str) -> None:
+        """The correction is only as current as the whole networks it was fitted on (checked once)."""
+        corr = self.correction(space)
+        if not (self.check and corr.get("fit_arch_ids")) or f"networks:{space}" in self._fresh:
+            return
+        stale = self.stale_networks(space)
+        if stale and not self.allow_stale:
+            raise StaleRowsError(stale, self, space, what="correction fit network(s)",
+                                 detail=f" (its correction was fitted on {len(corr['fit_arch_ids'])} whole "
+                                        f"networks, these measured with other code)")
+        if stale:
+            self.stale_used.setdefault(space, []).append(f"{len(stale)} correction fit network(s)")
+        self._fresh.add(f"networks:{space}")
 
     def block_sum(self, arch: Arch) -> float:
         """Σ of the raw block statistic (no correction)."""
         keys = block_keys(arch)
-        try:
-            return sum(self.rows[k][self.statistic] for k in keys)
-        except KeyError:
-            raise MissingRowsError(self.missing(arch), self, arch.space) from None
+        self._admit(arch.space, keys)
+        return sum(self.rows[k][self.statistic] for k in keys)
 
     def predict(self, arch: Arch) -> float:
         """Predicted latency of `arch` in ms: the sum of its rows plus the fitted correction."""
@@ -257,8 +457,9 @@ class LatencyTable:
         values = m.values
         try:
             return sum([values[k] for k in block_keys(arch)]) + m.b
-        except KeyError:
-            raise MissingRowsError(self.missing(arch), self, arch.space) from None
+        except KeyError:  # a key not used before: check it (missing, stale), then sum
+            self._admit(arch.space, block_keys(arch))
+            return sum([values[k] for k in block_keys(arch)]) + m.b
 
     def predict_many(self, archs: Iterable[Arch]) -> list[float]:
         return [self.predict(a) for a in archs]

@@ -78,8 +78,28 @@ def thread_policy(threads: int | None):
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_table(target: DictConfig, space: search_spaces.SearchSpace):
     from hwnas.latency import LatencyTable, default_table_path
-    path = target.get("table") or default_table_path(target.name, space.name)
-    return LatencyTable.load(path, target=target.name, space=space.name), str(path)
+    from hwnas.latency.backends import this_device
+    path = target.get("table") or default_table_path(target.name, space.name, target.get("tables_dir"),
+                                                      this_device=this_device(target.name))
+    return (LatencyTable.load(path, target=target.name, space=space.name,
+                              allow_stale=bool(target.get("allow_stale", False))), str(path))
+
+
+def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[str]:
+    """What the report and the console must say about the table before anything else: another
+    device than this machine for a local target, rows used although stale (allow_stale)."""
+    from hwnas.latency.backends import device_note
+    out = []
+    note = device_note(table, space.name, path)
+    if note:
+        out.append("DEVICE MISMATCH: " + note)
+    if table.allow_stale:
+        table.predict(space.min_arch())  # checks the correction's fit networks: said below if stale
+    for sp, keys in table.stale_used.items():
+        out.append(f"STALE TABLE USED (target.allow_stale=true): {len(keys)} row(s)/network group(s) of {sp} in "
+                   f"{path} no longer describe what the code deploys, e.g. {', '.join(keys[:3])}; their latencies "
+                   f"may be wrong. Refresh them with `python -m hwnas.profile +target={table.target} space={sp}`.")
+    return out
 
 
 def _file_digest(path: Path) -> str:
@@ -156,6 +176,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     if table.is_estimated:
         print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
               f"({table_path})", file=sys.stderr)
+    for w in table_warnings(table, space, table_path):
+        print(f"WARNING: {w}", file=sys.stderr)
     mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
     acc = accuracy or build_evaluator(cfg, space)
     acc_label, eval_res = acc.label, acc.resolution
@@ -212,12 +234,13 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         table_estimated=bool(table.is_estimated), mes_formula=mes.describe(), study_name=study_name,
         storage=storage, budget=dict(latency_ms=budget.latency_ms,
                                      params_m=None if budget.params is None else budget.params / 1e6),
-        counts=counts)
+        counts=counts, warnings=table_warnings(table, space, table_path))
     verification = None
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
         from .verify import verify_picks
-        verification = verify_picks(picks, space, target, run_dir, statistic=table.statistic)
+        verification = verify_picks(picks, space, target, run_dir, statistic=table.statistic,
+                                    table_device=table.provenance.get("device"))
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,

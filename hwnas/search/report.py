@@ -101,6 +101,7 @@ class ReportContext:
     storage: str
     budget: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
+    warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
 
 
 def build_picks(records: Sequence[dict], references: dict[str, dict]) -> dict[str, dict]:
@@ -210,6 +211,8 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
                     verification=None) -> str:
     acc_res, dep_res = _res_note(ctx)
     L = [f"# Search report: {ctx.space} on {ctx.target} ({ctx.strategy})", ""]
+    for w in ctx.warnings:
+        L += [f"> **WARNING — {w.split(':', 1)[0]}**:{w.split(':', 1)[1]}", ""]
     if ctx.table_estimated:
         L += [f"> **The latency table is ESTIMATED, not measured on the device**: {ctx.table_description}",
               "> Latency and MES below are predictions of that estimate; a measured table replaces it.", ""]
@@ -268,6 +271,8 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     lines = ["", f"hwnas search: {ctx.space} on {ctx.target} ({ctx.strategy}), {n_completed} trials"]
     if ctx.table_estimated:
         lines.append("  latency table: ESTIMATED (not measured on the device) — see report.md")
+    for w in ctx.warnings:
+        lines.append(f"  WARNING: {w}")
     lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params at {dep_res}")
     lines.append(f"  {'reference':<22}{'acc':>7}{'ms':>8}{'M':>7}   {'pick':<13}{'acc':>7}{'ms':>8}{'M':>7}")
     for name, ref in references.items():

@@ -1,9 +1,11 @@
 """`verify=true`: build each pick, measure it end-to-end on the target's backend, compare.
 
 Latency does not depend on the weights, so the pick is built freshly initialised
-(`supernet.build_model`), BatchNorms folded as for deployment, and timed by the same backend that
-measured the latency table. A backend that cannot time here (Core ML off macOS, TensorRT where it
-is not installed) gives a row that says so instead of a number.
+(`supernet.build_model`) and timed by the same backend that measured the latency table, in the
+same deploy form (`backend.deploy`: what the table timed and what `hwnas.extract` ships). A
+backend that cannot time here (Core ML off macOS, TensorRT where it is not installed) gives a row
+that says so instead of a number. For a local target, a table measured on another device is named
+beside this machine in every row.
 """
 from __future__ import annotations
 
@@ -26,13 +28,11 @@ def backend_for(target: DictConfig):
 
 def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
     import supernet
-    model = supernet.build_model(arch).eval()
-    supernet.fuse_for_deploy(model)
-    return backend.measure(model, (batch, 3, arch.resolution, arch.resolution))
+    return backend.measure(supernet.build_model(arch).eval(), (batch, 3, arch.resolution, arch.resolution))
 
 
 def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConfig,
-                 run_dir: Path, statistic: str = "median_ms") -> list[dict]:
+                 run_dir: Path, statistic: str = "median_ms", table_device: str | None = None) -> list[dict]:
     """One row per pick: predicted and measured latency, and the reference's latency (its budget).
 
     `statistic` is the one the table sums (p10_ms on ONNX Runtime, median_ms on GPUs), so the
@@ -42,6 +42,9 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
     try:
         backend = backend_for(target)
         note = None
+        if backend.local and table_device and table_device != backend.device():
+            note = (f"measured on this machine ({backend.device()}); the table was measured on {table_device}: "
+                    f"the error includes the difference between the two devices")
     except Exception as e:  # noqa: BLE001 -- any reason the backend cannot run here is reported
         backend, note = None, f"{type(e).__name__}: {e}"
     for name, entry in picks.items():
@@ -56,6 +59,7 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
                 m = measure_arch(backend, Arch.from_dict(p["arch"]), int(target.get("batch", 1) or 1))
                 row["measured_ms"] = float(m[statistic])
                 row["median_ms"], row["p10_ms"] = m.get("median_ms"), m.get("p10_ms")
+                row["fingerprint"] = m.get("fingerprint")
             except Exception as e:  # noqa: BLE001
                 row["note"] = f"{type(e).__name__}: {e}"
         rows.append(row)

@@ -1,0 +1,210 @@
+"""One deploy form per target: the function that turns a static model or block into exactly what
+that target runs. The profiler, the fidelity experiment, `verify=true` and `hwnas.extract` all go
+through it, so what a table times is what ships.
+
+    form = deploy_form("torch_cuda", batch=8, precision="fp16", channels_last=True)
+    module = form.module(model)               # in place: BN folded, the target's rewrites, dtype, memory format
+    x = form.example_input(shape, "cuda")     # an input as the target feeds it
+
+| target | what it runs |
+|---|---|
+| `torch_cuda` | the module itself: BatchNorms folded, every x2 bilinear upsample as `Upsample2xBilinear` (elementwise, also when traced), cast to the precision, channels_last (the default) |
+| `onnxruntime_cpu`, `tensorrt` | the ONNX graph exported from the BN-folded fp32 module, every x2 upsample as `nn.Upsample` (one Resize node) |
+| `coreml` | the ML Program converted from the BN-folded fp32 module, upsample as for ONNX |
+
+A whole model's form is made of its blocks' forms (each rewrite acts block by block, nothing is
+added between blocks; `tests/test_latency_fingerprint.py` checks it), so the fingerprints of the
+blocks of an exported model can be compared with table rows. No Hydra or Optuna import: this
+runs on the GPU machine.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def fold(model: nn.Module) -> nn.Module:
+    """BatchNorms (and EfficientFormerV2's LayerScale and attention-bias tables) folded, eval mode,
+    in place. A lone block (what a table row measures) folds like a whole network."""
+    import supernet
+    if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
+        return model.fuse_bn()
+    return supernet.fuse_for_deploy(model)
+
+
+def _is_bilinear_x2(m: nn.Module) -> bool:
+    if not isinstance(m, nn.Upsample) or m.mode != "bilinear" or m.align_corners:
+        return False
+    sf = m.scale_factor
+    sf = tuple(sf) if isinstance(sf, (tuple, list)) else (sf, sf)
+    return m.size is None and all(float(s) == 2.0 for s in sf)
+
+
+def replace_upsamples(model: nn.Module, make) -> int:
+    """Swap every x2 bilinear upsample (align_corners=False; `nn.Upsample`, `supernet.layers.Upsample2x`
+    or `Upsample2xBilinear`) for `make()`, in place; returns how many were replaced."""
+    from supernet.layers import Upsample2xBilinear
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if _is_bilinear_x2(child) or isinstance(child, Upsample2xBilinear):
+                setattr(parent, name, make())
+                n += 1
+    return n
+
+
+def torch_upsample() -> nn.Module:
+    return nn.Upsample(scale_factor=2.0, mode="bilinear")
+
+
+class DeployForm:
+    """What one target runs. Subclasses set `target` and implement `module`."""
+
+    target = ""
+
+    def __init__(self, batch: int = 1, precision: str = "fp32"):
+        if precision not in DTYPES:
+            raise ValueError(f"precision must be one of {sorted(DTYPES)}, not {precision!r}")
+        self.batch = int(batch)
+        self.precision = precision
+
+    def module(self, model: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def example_input(self, shape: tuple[int, ...], device: str | torch.device = "cpu",
+                      random: bool = True) -> torch.Tensor:
+        """An input of `shape` as this target feeds it (dtype, memory format)."""
+        make = torch.randn if random else torch.empty
+        return make(*shape, device=device, dtype=self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def settings(self) -> dict:
+        """The arguments that rebuild this form (stored in a table's provenance)."""
+        return {"batch": self.batch, "precision": self.precision}
+
+    def salt(self) -> str:
+        """What fixes the deployed graph beyond the traced module: mixed into every fingerprint."""
+        return self.target
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.settings()})"
+
+
+class ExportedGraph(DeployForm):
+    """ONNX Runtime and TensorRT run the ONNX graph exported from the BN-folded fp32 module."""
+
+    def __init__(self, batch: int = 1, precision: str = "fp32", opset: int = 17, target: str = "onnxruntime_cpu"):
+        super().__init__(batch, precision)
+        self.opset = int(opset)
+        self.target = target
+
+    def module(self, model: nn.Module) -> nn.Module:
+        model = fold(model.float())
+        replace_upsamples(model, torch_upsample)  # ORT's Resize is fast; the elementwise form measured 3 % slower
+        return model.eval()
+
+    def settings(self) -> dict:
+        return {"batch": self.batch, "precision": self.precision, "opset": self.opset}
+
+    def salt(self) -> str:  # the graph is fp32; TensorRT's engine precision changes what runs
+        return f"onnx-opset{self.opset}-{self.target}-{self.precision}"
+
+    def describe(self) -> str:
+        return (f"ONNX opset {self.opset} graph exported (TorchScript exporter) from the BN-folded fp32 module, "
+                f"x2 upsample as one Resize; batch {self.batch}")
+
+
+class CoreMLProgram(DeployForm):
+    """Core ML runs the ML Program converted (torch.export frontend) from the BN-folded fp32 module."""
+
+    target = "coreml"
+
+    def __init__(self, batch: int = 1, precision: str = "fp16"):
+        super().__init__(batch, precision)
+
+    def module(self, model: nn.Module) -> nn.Module:
+        model = fold(model.float())
+        replace_upsamples(model, torch_upsample)
+        return model.eval()
+
+    def salt(self) -> str:
+        return f"coreml-mlprogram-{self.precision}"
+
+    def describe(self) -> str:
+        return (f"ML Program ({self.precision}) converted with coremltools from the BN-folded fp32 module, "
+                f"x2 upsample as PyTorch's op; batch {self.batch}")
+
+
+class TorchCUDAModule(DeployForm):
+    """PyTorch on an NVIDIA GPU runs the module: the GPU deploy recipe (`hwnas.export.optimize`)."""
+
+    target = "torch_cuda"
+
+    def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True):
+        super().__init__(batch, precision)
+        self.channels_last = bool(channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.precision]
+
+    @torch.no_grad()
+    def module(self, model: nn.Module) -> nn.Module:
+        from supernet.layers import Upsample2xBilinear
+        model = fold(model)
+        # PyTorch's CUDA bilinear kernel took 65 % of an EfficientFormerV2's GPU time; the same
+        # arithmetic as elementwise ops takes microseconds (shared/reference/GPU_NOTES.md).
+        replace_upsamples(model, Upsample2xBilinear)
+        # channels_last spares cuDNN its NCHW<->NHWC conversions (Next-ViT-S 1.56 vs ~2.3 ms, batch 8)
+        return model.to(dtype=self.dtype, memory_format=self.memory_format).eval()
+
+    def example_input(self, shape, device="cpu", random: bool = True) -> torch.Tensor:
+        return super().example_input(shape, device, random).contiguous(memory_format=self.memory_format)
+
+    def settings(self) -> dict:
+        return {"batch": self.batch, "precision": self.precision, "channels_last": self.channels_last}
+
+    def salt(self) -> str:
+        return "torch-eager"
+
+    def describe(self) -> str:
+        return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
+                f"{'channels_last' if self.channels_last else 'NCHW'}; batch {self.batch}")
+
+
+FORMS: dict[str, Any] = {
+    "onnxruntime_cpu": lambda **kw: ExportedGraph(target="onnxruntime_cpu", **kw),
+    "tensorrt": lambda **kw: ExportedGraph(target="tensorrt", **kw),
+    "coreml": CoreMLProgram,
+    "torch_cuda": TorchCUDAModule,
+}
+_CLASSES = {"onnxruntime_cpu": ExportedGraph, "tensorrt": ExportedGraph, "coreml": CoreMLProgram,
+            "torch_cuda": TorchCUDAModule}
+_DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16"}
+
+
+def deploy_form(target: str, **settings: Any) -> DeployForm:
+    """The deploy form of `target`, configured by the target's settings (keys it does not use,
+    such as `threads` or `mes`, are ignored). Works on any machine: no runtime is needed."""
+    if target not in FORMS:
+        from .backends import UnknownTargetError
+        raise UnknownTargetError(f"unknown target {target!r}; known targets: {sorted(FORMS)}")
+    accepted = set(inspect.signature(_CLASSES[target].__init__).parameters) - {"self", "target"}
+    kw = {k: v for k, v in settings.items() if k in accepted and v is not None}
+    kw.setdefault("precision", _DEFAULT_PRECISION[target])
+    return FORMS[target](**kw)
