@@ -18,7 +18,6 @@ from hwnas.latency.fingerprint import (block_fingerprint, cache_for, deployed_bl
 
 SPACES = ["nextvit", "efficientformerv2"]
 FORMS = {"onnxruntime_cpu": dict(batch=1), "coreml": dict(batch=1), "torch_cuda": dict(batch=8)}
-GPU_CMD = 'python experiments/profile_gpu.py --out "$OUT"'
 
 
 @pytest.fixture
@@ -29,12 +28,7 @@ def fresh_cache(tmp_path, monkeypatch):
 
 
 # ---- the shipped tables ---------------------------------------------------------------------------
-SHIPPED = [pytest.param("onnxruntime_cpu", s, id=f"onnxruntime_cpu-{s}") for s in SPACES] + \
-          [pytest.param("coreml", s, id=f"coreml-{s}") for s in SPACES] + \
-          [pytest.param("torch_cuda", s, id=f"torch_cuda-{s}", marks=pytest.mark.xfail(
-              strict=True, reason=f"the torch_cuda table predates the deploy form (channels_last, elementwise "
-                                  f"upsample) and has no fingerprints; the lead re-measures it on the GPU with "
-                                  f"`{GPU_CMD}`, commits it, and removes this xfail")) for s in SPACES]
+SHIPPED = [pytest.param(t, s, id=f"{t}-{s}") for t in ("onnxruntime_cpu", "coreml", "torch_cuda") for s in SPACES]
 
 
 @pytest.mark.parametrize("target,space", SHIPPED)
