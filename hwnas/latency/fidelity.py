@@ -98,8 +98,11 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
         "scatter_png": png.name if png else None,
     }
     atomic_write_text(results_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
-    table.provenance.setdefault("fidelity", {})[space.name] = {
-        **{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
-        "result_file": result_file, "date": result["date"], "seed": seed}
+    summary = {**{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
+               "result_file": result_file, "date": result["date"], "seed": seed}
+    if exclude_earlier:  # a later, fresh held-out set: recorded beside the table's own fidelity
+        table.provenance.setdefault("fidelity_rechecks", {}).setdefault(space.name, {})[f"seed{seed}"] = summary
+    else:
+        table.provenance.setdefault("fidelity", {})[space.name] = summary
     table.save()
     return result
