@@ -75,7 +75,10 @@ def main(argv=None) -> int:
     refits = {}
     for space in table.spaces:
         corr = table.correction(space)
-        held = [r for r in recs if r["space"] == space and r["role"] == "fidelity"]
+        # the held-out set of the table's own fidelity run (later rechecks are judged on their own)
+        fid_file = ROOT / ((table.provenance.get("fidelity") or {}).get(space) or {}).get("result_file", "-")
+        own = {n["arch_id"] for n in json.loads(fid_file.read_text())["networks"]} if fid_file.is_file() else None
+        held = [r for r in recs if r["space"] == space and r["role"] == "fidelity" and (own is None or r["arch_id"] in own)]
         held_ids = {r["arch_id"] for r in held}
         fit = [r for r in recs if r["space"] == space and r["role"] == "fit" and r["arch_id"] not in held_ids]
         y_h = np.array([r[stat] for r in held])

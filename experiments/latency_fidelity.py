@@ -32,8 +32,9 @@ from hwnas.latency.fidelity import run_fidelity  # noqa: E402
 from hwnas.latency.profiler import table_path_for  # noqa: E402
 
 
-def refit(backend, space, table, n_more: int, progress: bool = True) -> dict:
-    """Measure `n_more` fit networks beyond the table's, refit the correction on all of them."""
+def refit(backend, space, table, n_more: int, progress: bool = True, fresh_only: bool = False) -> dict:
+    """Measure `n_more` fit networks beyond the table's, refit the correction on all of them (or,
+    `fresh_only`, on the new ones: a correction for the machine's state of this session)."""
     from hwnas.latency.correction import fit_correction
     from hwnas.latency.profiler import attach_canary, measure_networks
     from hwnas.latency.table import networks_path, read_networks
@@ -42,7 +43,7 @@ def refit(backend, space, table, n_more: int, progress: bool = True) -> dict:
     held = {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["role"] == "fidelity"}
     extra = [a for a in space.sample_many(3 * n_more, seed=10_001) if a.id not in old_ids | held][:n_more]
     recs = [r for r in read_networks(networks_path(table.path))
-            if r["space"] == space.name and r["role"] == "fit" and r["arch_id"] in old_ids]
+            if r["space"] == space.name and r["role"] == "fit" and r["arch_id"] in old_ids and not fresh_only]
     recs += measure_networks(backend, extra, "fit", networks_path(table.path), progress, table.current_fingerprints())
     corr = fit_correction(table, recs)
     table.provenance.setdefault("correction", {})[space.name] = corr
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refit", type=int, default=0, help="measure this many more fit networks and refit")
+    ap.add_argument("--refit-fresh", action="store_true",
+                    help="with --refit: fit on the newly measured networks only (this session's machine state)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
@@ -77,7 +80,7 @@ def main(argv=None) -> int:
             path = default_table_path(args.target, name)
         table = LatencyTable.load(path, target=args.target, space=name)
         if args.refit:
-            refit(backend, space, table, args.refit, progress=not args.no_progress)
+            refit(backend, space, table, args.refit, progress=not args.no_progress, fresh_only=args.refit_fresh)
         res = run_fidelity(backend, space, table, n=args.n, results_dir=args.results_dir, seed=args.seed,
                            progress=not args.no_progress, exclude_earlier=args.seed > 0)
         summary[name] = res["held_out"]

@@ -113,6 +113,16 @@ def run(cfg: DictConfig) -> Path:
         return table.path
     if cfg.fidelity:
         from hwnas.latency.fidelity import run_fidelity
+        from hwnas.latency.profiler import held_out_set, mark_complete, profile_blocks, specs_for
+        # a table of some archs only (archs=[...]) first gets the blocks of the held-out subnets
+        held = held_out_set(space, int(cfg.fidelity), exclude=table.correction(space.name).get("fit_arch_ids") or [],
+                            seed=cfg.fidelity_seed)
+        missing = [sp for sp in specs_for(space, held) if sp.key not in table.rows]
+        if missing:
+            log.info("measuring %d blocks of the held-out subnets the table does not have yet", len(missing))
+            profile_blocks(backend, table, missing, space.name, progress=cfg.progress)
+            mark_complete(table, space)
+            table.save()
         res = run_fidelity(backend, space, table, n=int(cfg.fidelity), seed=cfg.fidelity_seed,
                            results_dir=Path(HydraConfig.get().runtime.output_dir), progress=cfg.progress)
         h = res["held_out"]

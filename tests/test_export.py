@@ -132,11 +132,17 @@ def test_manifest_predicts_latency_on_every_shipped_table_of_the_space():
     tables = [p for p in shipped_tables() if arch.space in LatencyTable.load(p).spaces]
     if not tables:
         pytest.skip("no shipped latency table covers efficientformerv2 yet")
+    from hwnas.latency import StaleRowsError
     pred = predicted_latencies(arch)
     for p in tables:
         entry = pred[f"{p.parent.name}/{p.name}"]
         table = LatencyTable.load(p)
-        assert entry["ms"] == round(table.predict(arch), 4)
+        try:
+            ms = round(table.predict(arch), 4)
+        except StaleRowsError:  # a table that no longer describes the code records why, not a number
+            assert entry["ms"] is None and "StaleRowsError" in entry["error"]
+            continue
+        assert entry["ms"] == ms
         assert entry["estimated"] == table.is_estimated
 
 

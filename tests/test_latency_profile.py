@@ -27,7 +27,7 @@ def profile(tmp_path: Path, *overrides: str, out: str | None = "cpu.csv") -> sub
 
 
 def test_small_profile_writes_valid_table(tmp_path):
-    p = profile(tmp_path, "archs=[efficientformerv2_s0]", "n_fit=2")
+    p = profile(tmp_path, "archs=[efficientformerv2_s0]", "n_fit=2", "fidelity=2")
     out, _ = p.communicate(timeout=240)
     assert p.returncode == 0, out
     t = LatencyTable.load(tmp_path / "cpu.csv", target="onnxruntime_cpu", space="efficientformerv2")
@@ -49,7 +49,12 @@ def test_small_profile_writes_valid_table(tmp_path):
     assert t.predict(arch) > 0 and t.predict(arch) == pytest.approx(
         sum(corr["a"].get(b.kind, 1.0) * t.rows[b.key]["p10_ms"] for b in arch.blocks()) + corr["b"])
     nets = (tmp_path / "cpu.networks.csv").read_text().splitlines()
-    assert len(nets) == 1 + 3
+    assert len(nets) == 1 + 3 + 2  # 3 fit networks, 2 held-out (fidelity=2)
+    fid = prov["fidelity"]["efficientformerv2"]  # the table says how good it is
+    assert fid["n"] == 2 and 0 <= fid["within_10pct"] <= 1
+    result = json.loads((tmp_path / "run" / "latency_fidelity_onnxruntime_cpu_efficientformerv2.json").read_text())
+    assert {n["arch_id"] for n in result["networks"]}.isdisjoint(corr["fit_arch_ids"])
+    assert all(r["fingerprint"] for r in t.rows.values()) and prov["complete"]["efficientformerv2"] is False
 
 
 def _copy_table(src_csv: Path, dst_csv: Path, device: str | None = None) -> None:

@@ -78,8 +78,9 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     try:
         from .table import REPO_ROOT
         result_file = str((results_dir / f"{stem}.json").resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        result_file = str(results_dir / f"{stem}.json")
+    except ValueError:  # e.g. profile_gpu.py --out DIR: name it as it will sit in the repository
+        result_file = (f"experiments/results/{stem}.json" if results_dir.parts[-2:] == ("experiments", "results")
+                       else str(results_dir / f"{stem}.json"))
     png = scatter_png(results_dir / f"{stem}.png", predicted, measured,
                       f"{space.name} on {backend.name} ({table.provenance.get('device')})\n"
                       f"{100 * metrics['within_10pct']:.0f}% within ±10%, MAPE {100 * metrics['mape']:.1f}%, "
@@ -98,8 +99,11 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
         "scatter_png": png.name if png else None,
     }
     atomic_write_text(results_dir / f"{stem}.json", json.dumps(result, indent=2) + "\n")
-    table.provenance.setdefault("fidelity", {})[space.name] = {
-        **{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
-        "result_file": result_file, "date": result["date"], "seed": seed}
+    summary = {**{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
+               "result_file": result_file, "date": result["date"], "seed": seed}
+    if exclude_earlier:  # a later, fresh held-out set: recorded beside the table's own fidelity
+        table.provenance.setdefault("fidelity_rechecks", {}).setdefault(space.name, {})[f"seed{seed}"] = summary
+    else:
+        table.provenance.setdefault("fidelity", {})[space.name] = summary
     table.save()
     return result

@@ -229,10 +229,10 @@ def code_version() -> str:
     """A hash of everything that can change a fingerprint: the sources of `search_spaces`,
     `supernet`, the deploy forms and this module, and the torch version."""
     h = hashlib.sha256(f"{SCHEME}:{VERSION}:torch {torch.__version__}".encode())
-    files = sorted(_package_dir("search_spaces").glob("*.py")) + sorted(_package_dir("supernet").glob("*.py"))
+    files = sorted(_package_dir("search_spaces").rglob("*.py")) + sorted(_package_dir("supernet").rglob("*.py"))
     files += [Path(__file__).with_name("deploy.py"), Path(__file__)]
     for f in files:
-        h.update(f.name.encode())
+        h.update(f.name.encode())  # (sub-packages included: a family's module may live in one)
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
 

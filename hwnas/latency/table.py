@@ -337,6 +337,10 @@ class LatencyTable:
             parts.append(f"{space}: {100 * f['within_10pct']:.0f}% of {f['n']} held-out subnets within ±10%"
                          + (f" ({100 * f['within_5pct']:.0f}% within ±5%)" if "within_5pct" in f else "")
                          + f", tau {f['kendall_tau']:.2f}")
+        for space, checks in sorted((p.get("fidelity_rechecks") or {}).items()):
+            last = max(checks.values(), key=lambda c: c.get("date", ""))
+            parts.append(f"{space} re-checked {last.get('date', '?')[:10]} on {last['n']} fresh subnets: "
+                         f"{100 * last['within_10pct']:.0f}% within ±10%, {100 * last['within_5pct']:.0f}% within ±5%")
         quality = "; ".join(parts) if parts else "fidelity not measured"
         if self.is_estimated:
             cm = p.get("cost_model", {})

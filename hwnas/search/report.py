@@ -255,6 +255,8 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
                 ok = "yes" if v["measured_ms"] <= v["budget_ms"] else "**NO: budget violated**"
                 L.append(f"| {v['name']} | {v['predicted_ms']:.3f} | {v['measured_ms']:.3f} | {err:+.1%} | "
                          f"{v['budget_ms']:.3f} | {ok} |")
+        L += [""] + [f"Note: {n}" for n in dict.fromkeys(v["note"] for v in verification
+                                                          if v.get("note") and v.get("measured_ms") is not None)]
         L.append("")
     if greedy_path:
         L += ["## mes_greedy path", "", "| step | action | accuracy | latency ms | params | MES | candidates |",
