@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
+from hwnas.errors import HwnasError
+
 FORMAT = "hwnas.supernet"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(HwnasError, RuntimeError):
     """A checkpoint that cannot be used; the message says what it is and what to do."""
 
 

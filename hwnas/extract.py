@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hwnas.errors import HwnasError
+
 log = logging.getLogger("hwnas.extract")
 
 
-class ExtractError(ValueError):
+class ExtractError(HwnasError, ValueError):
     """Bad input to the extract app; the message names the problem and the fix."""
 
 

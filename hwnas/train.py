@@ -16,6 +16,7 @@ from typing import Any
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.data import DataConfig, data_config
+from hwnas.errors import ConfigError
 from hwnas.training import TrainConfig, train, train_config
 
 log = logging.getLogger("hwnas.train")
@@ -36,7 +37,7 @@ def _validated(cfg: Any):
     try:
         return OmegaConf.merge(OmegaConf.structured(TrainAppConfig), cfg)
     except OmegaConfBaseException as e:
-        raise ValueError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
+        raise ConfigError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
 
 
 def train_supernet(cfg: Any, out_dir: str | os.PathLike) -> Path:

@@ -11,8 +11,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .errors import HwnasError
 
-class ArchError(ValueError):
+
+class ArchError(HwnasError, ValueError):
     """An architecture that its space cannot build; the message names the field and the allowed values."""
 
     def __init__(self, field_name: str, problem: str, allowed: Any = None):

@@ -32,6 +32,7 @@ import torch
 
 import search_spaces
 from search_spaces import Arch
+from search_spaces.errors import HwnasError
 
 from .efficientformerv2 import resize_attention_biases
 from .model import DeployModel
@@ -40,7 +41,7 @@ from .sharing import Supernet
 _WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(HwnasError, ValueError):
     """A checkpoint that cannot be imported into the given model; the message says why and what to do."""
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from hwnas.errors import HwnasError
+
 MANIFEST = "manifest.json"
 
 
@@ -96,7 +98,7 @@ FILES = {"pt": ["model.pt", "arch.yaml"], "onnx": ["model.onnx"], "coreml": ["mo
          "tensorrt": ["model.engine"], "torchscript": ["model.ts"]}
 
 
-class ExportError(RuntimeError):
+class ExportError(HwnasError, RuntimeError):
     """An export that cannot be made or did not pass its checks; the message says why and what to do."""
 
 

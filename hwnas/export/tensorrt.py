@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hwnas.errors import HwnasError
+
 INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU and CUDA 12, install "
                 "TensorRT 10: `pip install tensorrt-cu12` (from NVIDIA's index, "
                 "https://pypi.nvidia.com), then check `python -c 'import tensorrt'`. The "
                 "`tensorrt` target is untested on the project's machines.")
 
 
-class TensorRTUnavailable(ImportError):
+class TensorRTUnavailable(HwnasError, ImportError):
     """TensorRT (the `tensorrt` Python package, version 10) cannot be imported."""
 
     def __init__(self, detail: str = ""):

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch
 
+from hwnas.errors import HwnasError
+
 from .keys import block_keys
 
 COLUMNS = ("key", "median_ms", "p10_ms", "spread", "runs")
@@ -30,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TABLES_DIR = REPO_ROOT / "latency_tables"
 
 
-class LatencyTableError(Exception):
+class LatencyTableError(HwnasError):
     """A latency table that cannot be used as asked; the message says why and what to run."""
 
 

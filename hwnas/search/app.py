@@ -19,6 +19,7 @@ import search_spaces
 from search_spaces import ArchError
 
 from hwnas.config import get_space_from_cfg
+from hwnas.errors import HwnasError
 from hwnas.mes import MES, MESError
 
 from . import study as study_mod
@@ -29,7 +30,7 @@ from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows,
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class SearchError(Exception):
+class SearchError(HwnasError):
     """A bad setting or a missing input, with the fix in the message."""
 
 

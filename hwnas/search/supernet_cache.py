@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
 
+from hwnas.checkpoint import CheckpointError
+
 TRAIN_CONFIG = "train"  # the train app's primary config (hwnas/conf/train.yaml)
 
 
@@ -48,7 +50,7 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no such file (train one with "
+            raise CheckpointError(f"checkpoint={cfg.checkpoint}: no such file (train one with "
                                     "`python -m hwnas.train`, or leave checkpoint= unset for the built-in one)")
         return path
     tcfg = train_config(cfg, space)
