@@ -111,7 +111,7 @@ class SubnetEvaluator:
         checkpoint's. `recalib_batches` is another name for `calib_batches` (default 8).
         """
         from hwnas.data import build_loaders
-        from hwnas.training.distributed import resolve_device
+        from hwnas.device import resolve_device
         net, meta = load_supernet(path, space=space)
         net = net.to(resolve_device(device))
         net.eval()

@@ -6,8 +6,9 @@ Plain dataclasses (no Hydra import at module level, so the GPU machine can impor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
+
+from hwnas.config import CONF_DIR as APP_CONF_DIR
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TargetConfig:
     mes: MesConfig = field(default_factory=MesConfig)
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "target"
+CONF_DIR = APP_CONF_DIR / "target"
 
 
 def target_settings(name: str) -> dict:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 import search_spaces
 from search_spaces import ArchError
 
-from hwnas.config import get_space_from_cfg
+from hwnas.config import CONF_DIR, compose, get_space_from_cfg
 from hwnas.errors import HwnasError
 from hwnas.mes import MES, MESError
 
@@ -27,8 +27,6 @@ from .objectives import ProxyEvaluator, Scorer
 from .report import ReportContext, records_from_trials, summary_text, write_outputs
 from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
 
 class SearchError(HwnasError):
     """A bad setting or a missing input, with the fix in the message."""
@@ -36,12 +34,9 @@ class SearchError(HwnasError):
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
     """The app's config for these command-line overrides, outside a Hydra run (tests, experiments)."""
-    from hydra import compose, initialize_config_dir
-
     from .config import register
     register()
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        return compose("search", overrides=list(overrides))
+    return compose("search", overrides)
 
 
 def list_targets() -> list[str]:
