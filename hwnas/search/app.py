@@ -16,11 +16,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
-from search_spaces import ArchError
 
 from hwnas.config import CONF_DIR, compose, get_space_from_cfg
 from hwnas.errors import HwnasError
-from hwnas.mes import MES, MESError
+from hwnas.mes import MES
 
 from . import study as study_mod
 from .objectives import ProxyEvaluator, Scorer
@@ -247,17 +246,3 @@ def _check_study(study, objectives: list[str], fingerprint: str, storage: str, n
         raise SearchError(f"study {name!r} in {storage} was evaluated with another checkpoint, "
                           "evaluator or data: its cached accuracies would not compare; use another "
                           "study_name= or hydra.run.dir=")
-
-
-USER_ERRORS = (SearchError, ArchError, MESError, FileNotFoundError)
-
-
-def user_errors() -> tuple:
-    """Errors that are the user's to fix: printed as one message, no traceback."""
-    extra = []
-    for mod, name in (("hwnas.latency", "LatencyTableError"), ("hwnas.checkpoint", "CheckpointError")):
-        try:
-            extra.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return USER_ERRORS + tuple(extra)
