@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import search_spaces  # noqa: E402
 import supernet  # noqa: E402
-from hwnas.export.onnx import export_onnx  # noqa: E402
+from hwnas.convert.onnx import export_onnx  # noqa: E402
 from hwnas.export.optimize import optimize_for_gpu  # noqa: E402
 from hwnas.latency.backends import cpu_name  # noqa: E402
 

@@ -48,7 +48,7 @@ def test_every_error_class_derives_from_hwnas_error():
     ("hwnas.data.DataError", ValueError), ("hwnas.mes.MESError", ValueError),
     ("hwnas.extract.ExtractError", ValueError), ("hwnas.export.pt.LoadError", ValueError),
     ("hwnas.checkpoint.CheckpointError", RuntimeError), ("hwnas.export.bundle.ExportError", RuntimeError),
-    ("hwnas.export.tensorrt.TensorRTUnavailable", ImportError),
+    ("hwnas.convert.tensorrt.TensorRTUnavailable", ImportError),
     ("hwnas.latency.backends.UnknownTargetError", ValueError), ("hwnas.errors.ConfigError", ValueError)])
 def test_errors_keep_their_standard_mixins(name, mixin):
     mod, _, cls = name.rpartition(".")

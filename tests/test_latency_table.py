@@ -107,7 +107,7 @@ def test_unknown_target_lists_targets():
 
 
 def test_tensorrt_missing_gives_install_error():
-    from hwnas.export.tensorrt import TensorRTUnavailable, tensorrt_available
+    from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")
     with pytest.raises(TensorRTUnavailable, match="pip install tensorrt"):

@@ -91,7 +91,7 @@ def check_pt(export_dir: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) 
 
 def check_torchscript(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> dict:
     def fn():
-        from .torchscript import load_torchscript
+        from hwnas.convert.torchscript import load_torchscript
         module = load_torchscript(path)
         with torch.no_grad():
             return compare(module(x), ref, "torchscript")
@@ -121,9 +121,9 @@ CORE_ML_REQUIRED_OPS = {"nextvit": {"conv", "matmul", "softmax", "linear"},
 
 
 def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: str) -> dict:
-    from .coreml import _ct, coreml_ops
+    from hwnas.convert.coreml import coreml_ops, import_coremltools
 
-    ct = _ct()
+    ct = import_coremltools()
     spec = ct.utils.load_spec(str(path))
     problems = []
     kind = spec.WhichOneof("Type")
@@ -170,8 +170,8 @@ def check_coreml(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor, sp
     def fn():
         out = _coreml_spec_check(path, x, ref, space)
         if on_mac and out["passed"]:
-            from .coreml import _ct
-            ct = _ct()
+            from hwnas.convert.coreml import import_coremltools
+            ct = import_coremltools()
             mlmodel = ct.models.MLModel(str(path))
             name = mlmodel.get_spec().description.input[0].name
             pred = mlmodel.predict({name: x.numpy()})

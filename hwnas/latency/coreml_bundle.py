@@ -18,9 +18,11 @@ from typing import Sequence
 
 from search_spaces import Arch
 
+from hwnas.progress import progress_bar
+
 from .backends import Backend, deploy_form, slug
 from .correction import fit_correction
-from .profiler import _progress, fit_set, networks_path, now_iso, specs_for, write_networks
+from .profiler import fit_set, networks_path, now_iso, specs_for, write_networks
 from .table import TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, provenance_path, read_provenance, read_rows
 
 MANIFEST_COLUMNS = ("kind", "role", "name", "file", "input_shape", "arch")
@@ -36,7 +38,7 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
                  n_fit: int = 30, fit_seed: int = 0, progress: bool = True, limit: int | None = None) -> Path:
     """Convert every block (and the fit networks) into `bundle_dir`; rerunning skips what exists."""
     import supernet
-    from hwnas.export.coreml import convert_coreml
+    from hwnas.convert.coreml import convert_coreml
     from .reference_models import mobilenet_v2
 
     bundle = Path(bundle_dir)
@@ -50,7 +52,7 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
         entries += [("network", "fit", a.id, (backend.batch, 3, a.resolution, a.resolution), None, a) for a in fit]
     entries.append(("network", "mes_unit", "mobilenet_v2", (backend.batch, 3, 224, 224), None, None))
     rows = []
-    for kind, role, name, shape, spec, arch in _progress(entries, len(entries), "coreml conversion", progress):
+    for kind, role, name, shape, spec, arch in progress_bar(entries, len(entries), "coreml conversion", progress):
         path = bundle / "models" / _file_name(name)
         if not path.exists():
             if spec is not None:

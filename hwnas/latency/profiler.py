@@ -11,7 +11,6 @@ import datetime as _dt
 import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -19,27 +18,14 @@ from typing import Callable, Iterable, Sequence
 import search_spaces
 from search_spaces import Arch, BlockSpec
 
+from hwnas.progress import progress_bar
+
 from .backends import Backend
 from .correction import fit_correction
 from .table import (TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, provenance_path,
                     read_provenance, read_rows)
 
 NET_COLUMNS = ("space", "role", "arch_id", "median_ms", "p10_ms", "spread", "runs", "arch")
-
-
-def _progress(iterable, total: int, desc: str, enabled: bool = True):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
-    except ImportError:  # the GPU machine may lack tqdm: print a line every 10 items instead
-        def gen():
-            for i, x in enumerate(iterable):
-                if i % 10 == 0:
-                    print(f"{desc}: {i}/{total}", file=sys.stderr, flush=True)
-                yield x
-        return gen()
 
 
 def now_iso() -> str:
@@ -113,7 +99,7 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     table.save()  # the provenance exists from the first row on
     t_start = time.perf_counter()
     device = build_device(backend)
-    for spec in _progress(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+    for spec in progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress):
         t0 = time.perf_counter()
         block = _build(spec, device)
         row = backend.measure(block, supernet.block_input_shape(spec, backend.batch))
@@ -171,7 +157,7 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     todo = [a for a in archs if (a.space, role, a.id) not in done]
     device = build_device(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
-    for arch in _progress(todo, len(todo), desc, progress):
+    for arch in progress_bar(todo, len(todo), desc, progress):
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)
         r = {"space": arch.space, "role": role, "arch_id": arch.id, **backend.measure(model, shape), "arch": arch}

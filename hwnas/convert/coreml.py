@@ -17,7 +17,8 @@ import torch.nn as nn
 PRECISIONS = ("fp16", "fp32")
 
 
-def _ct():
+def import_coremltools():
+    """`coremltools`, imported quietly."""
     # coremltools logs a wall of "Failed to load ..." lines on Linux (no CoreML framework there)
     # and warns about untested torch versions; none of it concerns conversion.
     logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -33,7 +34,7 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
     """Trace `model` at `input_shape` and write an ML Program `.mlpackage` at `path` (atomically)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported; use one of {list(PRECISIONS)}")
-    ct = _ct()
+    ct = import_coremltools()
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise ValueError(f"{path}: an ML Program is saved as a directory ending in .mlpackage")
@@ -67,7 +68,7 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
 
 def coreml_ops(path: str | os.PathLike) -> list[str]:
     """The op types of an ML Program's `main` function, in program order (nested blocks included)."""
-    ct = _ct()
+    ct = import_coremltools()
     spec = ct.utils.load_spec(str(path))
     if spec.WhichOneof("Type") != "mlProgram":
         raise ValueError(f"{path} is not an ML Program (model type {spec.WhichOneof('Type')!r})")

@@ -26,13 +26,14 @@ class TensorRTUnavailable(HwnasError, ImportError):
 
 def tensorrt_available() -> bool:
     try:
-        _trt()
+        import_tensorrt()
         return True
     except TensorRTUnavailable:
         return False
 
 
-def _trt():
+def import_tensorrt():
+    """`tensorrt` (version 10 or newer), or `TensorRTUnavailable` saying how to install it."""
     try:
         import tensorrt as trt
     except ImportError as e:
@@ -46,7 +47,7 @@ def _trt():
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                  precision: str = "fp16", workspace_gb: float = 4.0) -> Path:
     """Parse `onnx_path` (static shapes), build a serialized engine and write it to `engine_path`."""
-    trt = _trt()
+    trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
