@@ -115,9 +115,11 @@ def check_onnx(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> d
                 "ONNX Runtime session (ORT_ENABLE_ALL) vs PyTorch", fn)
 
 
-# Ops every ML Program of these families must hold (the convolutions and the classifier).
-CORE_ML_REQUIRED_OPS = {"nextvit": {"conv", "matmul", "softmax", "linear"},
-                        "efficientformerv2": {"conv", "gelu", "linear"}}
+def core_ml_required_ops(space: str) -> frozenset:
+    """Ops every ML Program of this family must hold (the convolutions and the classifier): the
+    family's `coreml_ops` (`supernet.Family`)."""
+    import supernet
+    return supernet.get_family(space).coreml_ops
 
 
 def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: str) -> dict:
@@ -137,7 +139,7 @@ def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: st
     if out_shapes != [list(ref.shape)]:
         problems.append(f"outputs {out_shapes} != [{list(ref.shape)}]")
     ops = coreml_ops(path) if kind == "mlProgram" else []
-    missing = sorted(CORE_ML_REQUIRED_OPS.get(space, set()) - set(ops))
+    missing = sorted(core_ml_required_ops(space) - set(ops))
     if missing:
         problems.append(f"ops missing from the program: {missing}")
     # fp16: every floating-point weight tensor (rank >= 1 const) is stored in half precision.
