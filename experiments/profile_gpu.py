@@ -1,6 +1,6 @@
 """One command on the GPU machine: torch_cuda tables for both spaces + their fidelity experiment.
 
-    python experiments/profile_gpu.py --out "$OUT"      # on the GPU machine (torch + numpy only)
+    PYTHONPATH=. python experiments/profile_gpu.py --out "$OUT"   # on the GPU machine (torch + numpy only)
 
 For each space: every block of `all_blocks()` (fp16, batch 8, CUDA graphs, CUDA events; settings
 from hwnas/conf/target/torch_cuda.yaml), the references + 30 random subnets end to end to fit the
@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+from hwnas.latency import get_backend
+from hwnas.latency.config import target_settings
+from hwnas.latency.fidelity import run_fidelity
+from hwnas.latency.profiler import run_profile, table_path_for
 
-import search_spaces  # noqa: E402
-from hwnas.latency import get_backend  # noqa: E402
-from hwnas.latency.config import target_settings  # noqa: E402
-from hwnas.latency.fidelity import run_fidelity  # noqa: E402
-from hwnas.latency.profiler import run_profile, table_path_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

@@ -20,18 +20,16 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hwnas.latency.backends import cpu_name
+from hwnas.search import hypervolume
+from hwnas.search.app import build_evaluator, compose_config, run
 
-from hwnas.latency.backends import cpu_name  # noqa: E402
-from hwnas.search import hypervolume  # noqa: E402
-from hwnas.search.app import build_evaluator, compose_config, run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DIRS = ["maximize", "minimize", "minimize"]
 

@@ -14,6 +14,7 @@ with `a_kind`, `b` fitted per space on whole networks measured on the same targe
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import io
 import json
 import os
@@ -29,7 +30,9 @@ from .keys import block_keys
 COLUMNS = ("key", "median_ms", "p10_ms", "spread", "runs")
 STATISTICS = ("p10_ms", "median_ms")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES_DIR = REPO_ROOT / "latency_tables"
+# The shipped tables: the `latency_tables` data package (the repository's latency_tables/ in a
+# checkout or an editable install, site-packages/latency_tables in a wheel).
+TABLES_DIR = Path(str(importlib.resources.files("latency_tables")))
 
 
 class LatencyTableError(HwnasError):
