@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
+
+from hwnas.files import atomic_path
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -54,15 +55,8 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
             skip_model_load=True)  # loading needs macOS; the Mac runner loads it
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mlpackage")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(path) as tmp:  # a directory: the old one is replaced only by a complete new one
         mlmodel.save(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from hwnas.errors import HwnasError
+from hwnas.files import atomic_write
 
 INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU and CUDA 12, install "
                 "TensorRT 10: `pip install tensorrt-cu12` (from NVIDIA's index, "
@@ -66,7 +67,4 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, engine_path)
-    return engine_path
+    return atomic_write(engine_path, bytes(serialized))
