@@ -9,16 +9,18 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hwnas.config import CONF_DIR as APP_CONF_DIR
+from hwnas.mes import ALPHA_LATENCY, ALPHA_SIZE, SCORE, U_SIZE
 
 
 @dataclass
 class MesConfig:
-    """Mobile Efficiency Score constants: MES = score · (latency/u_latency)^-α_lat · (params/u_size)^-α_size."""
-    score: float = 100.0
-    u_size: float = 3.0e6
+    """Mobile Efficiency Score constants: MES = score · (latency/u_latency)^-α_lat · (params/u_size)^-α_size.
+    Defaults: the paper's, stated once in `hwnas.mes`."""
+    score: float = SCORE
+    u_size: float = U_SIZE
     u_latency_ms: Optional[float] = None  # null: `mes_unit_latency_ms` from the table's provenance
-    alpha_latency: float = 1.0
-    alpha_size: float = 0.5
+    alpha_latency: float = ALPHA_LATENCY
+    alpha_size: float = ALPHA_SIZE
 
 
 @dataclass
