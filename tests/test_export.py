@@ -47,11 +47,11 @@ def small():
     return arch, trained_like(supernet.build_model(arch, num_classes=NUM_CLASSES))
 
 
-@pytest.fixture(scope="module", params=["nextvit", "efficientformerv2"])
-def exported(request, tmp_path_factory):
-    arch = random_arch(request.param)
+@pytest.fixture(scope="module")
+def exported(space_name, tmp_path_factory):
+    arch = random_arch(space_name)
     model = trained_like(supernet.build_model(arch, num_classes=NUM_CLASSES))
-    out = tmp_path_factory.mktemp(f"export-{request.param}")
+    out = tmp_path_factory.mktemp(f"export-{space_name}")
     manifest = write_export(model, arch, out, CPU_FORMATS, num_classes=NUM_CLASSES,
                             weights={"source": "test"}, latency={})
     return arch, model, out, manifest
