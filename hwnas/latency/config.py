@@ -50,41 +50,14 @@ CONF_DIR = APP_CONF_DIR / "target"
 
 def target_settings(name: str) -> dict:
     """The keys of `hwnas/conf/target/<name>.yaml` as a dict, without Hydra (for scripts that run
-    where Hydra is not installed). PyYAML when present, else a reader for these flat files."""
+    where Hydra is not installed, like the GPU machine; PyYAML is a dependency of hwnas and timm)."""
+    import yaml
     path = CONF_DIR / f"{name}.yaml"
     if not path.exists():
         from .backends import UnknownTargetError
         known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
-    text = path.read_text()
-    try:
-        import yaml
-        d = yaml.safe_load(text)
-    except ImportError:
-        d, block = {}, None
-        for line in text.splitlines():
-            body = line.split("#", 1)[0].rstrip()
-            if not body.strip() or body.strip().startswith("-"):
-                continue
-            k, _, v = body.strip().partition(":")
-            v = v.strip()
-            val = None if v in ("null", "") else True if v == "true" else False if v == "false" else v
-            if isinstance(val, str):
-                for conv in (int, float):
-                    try:
-                        val = conv(val)
-                        break
-                    except ValueError:
-                        pass
-            if line.startswith((" ", "\t")):
-                if block is not None:
-                    d[block][k] = val
-            elif v == "":
-                block = k
-                d[k] = {}
-            else:
-                block = None
-                d[k] = val
+    d = yaml.safe_load(path.read_text())
     d.pop("defaults", None)
     return d
 
