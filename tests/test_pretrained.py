@@ -115,14 +115,16 @@ def test_wrong_model_or_family_is_a_clear_error():
 
 @pytest.mark.parametrize("name", ["nextvit", "efficientformerv2"])
 def test_every_reference_round_trips_through_every_checkpoint_layout(name):
-    """Each family's layout table read one way, then the other, gives back every key and tensor."""
+    """Each family's layout table read one way, then the other, gives back every key in its order,
+    each tensor in its shape (meta tensors: the tables move names and shapes, not values)."""
     space = search_spaces.get_space(name)
     for ref, arch in space.references().items():
-        sd = supernet.build_model(arch.with_resolution(32), num_classes=10).state_dict()
+        with torch.device("meta"):
+            sd = supernet.DeployModel(arch.with_resolution(32), num_classes=10, init=False).state_dict()
         for layout in supernet.get_family(name).checkpoint_layouts:
             theirs = from_hwnas_keys(sd, name, layout.name)
             assert theirs.keys() != sd.keys()
             back, detected = to_hwnas_keys(theirs, name)
             assert detected == layout.name, (ref, layout.name)
             assert list(back) == list(sd), (ref, layout.name)
-            assert all(torch.equal(back[k], v) for k, v in sd.items()), (ref, layout.name)
+            assert all(back[k].shape == v.shape for k, v in sd.items()), (ref, layout.name)
