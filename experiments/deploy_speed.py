@@ -1,7 +1,7 @@
 """Deployment speed: our exported Next-ViT-S and EfficientFormerV2-S1 vs timm's same models.
 
-    python experiments/deploy_speed.py            # GPU machine: torch_cuda + ONNX Runtime CPU, ~3 min
-    python experiments/deploy_speed.py --quick    # any CPU box: a few ORT runs of ours (smoke check)
+    PYTHONPATH=. python experiments/deploy_speed.py   # GPU machine: torch_cuda + ONNX Runtime CPU, ~3 min
+    python experiments/deploy_speed.py --quick        # any CPU box: a few ORT runs of ours (smoke check)
 
 - `torch_cuda`: fp16, batch 8, 224x224, eval, one CUDA graph per model, median of many replays
   timed with CUDA events. Ours is the deploy recipe of `hwnas.export.optimize` (BatchNorms folded,
@@ -25,21 +25,19 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+import supernet
+from hwnas.convert.onnx import export_onnx
+from hwnas.export.optimize import optimize_for_gpu
+from hwnas.latency.backends import cpu_name
 
-import search_spaces  # noqa: E402
-import supernet  # noqa: E402
-from hwnas.export.onnx import export_onnx  # noqa: E402
-from hwnas.export.optimize import optimize_for_gpu  # noqa: E402
-from hwnas.latency.backends import cpu_name  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {"nextvit_s": "nextvit_small", "efficientformerv2_s1": "efficientformerv2_s1"}
 SPACE = {"nextvit_s": "nextvit", "efficientformerv2_s1": "efficientformerv2"}

@@ -8,8 +8,8 @@ supernet (active at that reference: one-to-one for the max arch, first-k for the
 compare outputs on the same input in fp32 (TF32 off). The same weights in the official layout
 (`from_hwnas_keys(..., "official")`) go through the official importer too.
 
-    python experiments/import_check.py            # GPU machine with timm: the real check
-    python experiments/import_check.py --quick    # CPU, no timm: official/timm layouts round-trip
+    PYTHONPATH=. python experiments/import_check.py   # GPU machine with timm: the real check
+    python experiments/import_check.py --quick        # CPU, no timm: official/timm layouts round-trip
 Writes experiments/results/import_check.json and .md (or import_check_quick.*).
 """
 from __future__ import annotations
@@ -24,12 +24,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+import supernet
+from supernet.pretrained import from_hwnas_keys, load_pretrained
 
-import search_spaces  # noqa: E402
-import supernet  # noqa: E402
-from supernet.pretrained import from_hwnas_keys, load_pretrained  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = [("nextvit_small", "nextvit", "nextvit_s"), ("nextvit_base", "nextvit", "nextvit_b"),
           ("nextvit_large", "nextvit", "nextvit_l"),

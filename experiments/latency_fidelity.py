@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+from hwnas.latency import LatencyTable, default_table_path, get_backend
+from hwnas.latency.config import target_settings
+from hwnas.latency.fidelity import run_fidelity
+from hwnas.latency.profiler import table_path_for
 
-import search_spaces  # noqa: E402
-from hwnas.latency import LatencyTable, default_table_path, get_backend  # noqa: E402
-from hwnas.latency.config import target_settings  # noqa: E402
-from hwnas.latency.fidelity import run_fidelity  # noqa: E402
-from hwnas.latency.profiler import table_path_for  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def refit(backend, space, table, n_more: int, progress: bool = True, fresh_only: bool = False) -> dict:

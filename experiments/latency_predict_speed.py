@@ -14,18 +14,16 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+from hwnas.latency import LatencyTable, default_table_path
+from hwnas.latency.backends import cpu_name
+from hwnas.latency.profiler import now_iso
 
-import search_spaces  # noqa: E402
-from hwnas.latency import LatencyTable, default_table_path  # noqa: E402
-from hwnas.latency.backends import cpu_name  # noqa: E402
-from hwnas.latency.profiler import now_iso  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

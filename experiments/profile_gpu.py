@@ -1,6 +1,6 @@
 """One command on the GPU machine: torch_cuda tables for both spaces, with fingerprints, + their fidelity.
 
-    PYTHONUNBUFFERED=1 python experiments/profile_gpu.py --out "$OUT"     # GPU machine (torch + numpy only)
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/profile_gpu.py --out "$OUT"     # GPU machine (torch + numpy only)
 
 For each space, in the `torch_cuda` deploy form (BN folded, elementwise x2 upsample,
 channels_last, fp16; settings from hwnas/conf/target/torch_cuda.yaml), batch 8, CUDA graphs, CUDA
@@ -25,19 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+from hwnas.latency import get_backend
+from hwnas.latency.config import target_settings
+from hwnas.latency.fidelity import run_fidelity
+from hwnas.latency.profiler import DeadlineReached, partial_path, run_profile, table_path_for
+from hwnas.latency.table import LatencyTable
 
-import search_spaces  # noqa: E402
-from hwnas.latency import get_backend  # noqa: E402
-from hwnas.latency.config import target_settings  # noqa: E402
-from hwnas.latency.fidelity import run_fidelity  # noqa: E402
-from hwnas.latency.profiler import DeadlineReached, partial_path, run_profile, table_path_for  # noqa: E402
-from hwnas.latency.table import LatencyTable  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

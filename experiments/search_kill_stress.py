@@ -28,10 +28,10 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from hwnas.latency.backends import cpu_name
+from hwnas.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from hwnas.latency.backends import cpu_name  # noqa: E402
-from hwnas.search.report import atomic_write  # noqa: E402
 
 
 def _states(storage: str, name: str) -> dict[str, int]:

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from hwnas.files import atomic_write
+from hwnas.latency.backends import cpu_name
+from hwnas.search import hypervolume
+from hwnas.search.app import build_evaluator, compose_config, run
 
-from hwnas.latency.backends import cpu_name  # noqa: E402
-from hwnas.search import hypervolume  # noqa: E402
-from hwnas.search.app import build_evaluator, compose_config, run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DIRS = ["maximize", "minimize", "minimize"]
 
@@ -118,9 +116,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"search_vs_references_{args.space}"
     for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".md", markdown(result))):
-        tmp = out / f"{stem}{suffix}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / f"{stem}{suffix}")
+        atomic_write(out / f"{stem}{suffix}", text)
     plot(curves, out / f"{stem}.png", result)
     print(markdown(result))
 

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from hwnas.latency.backends import cpu_name
+from hwnas.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from hwnas.latency.backends import cpu_name  # noqa: E402
-from hwnas.search.report import atomic_write  # noqa: E402
 
 
 def _search(run_dir: Path, n_trials: int, *extra: str) -> list[str]:

@@ -15,8 +15,8 @@ For each space, in bf16 autocast at 224x224 on synthetic data (train mode, AdamW
   place of the elementwise x2 upsample the blocks use (supernet.layers.upsample2x_bilinear).
 Timed with CUDA events after warm-up.
 
-    python experiments/train_throughput.py             # GPU machine
-    python experiments/train_throughput.py --quick     # CPU smoke run (tiny, not a measurement)
+    PYTHONPATH=. python experiments/train_throughput.py   # GPU machine
+    python experiments/train_throughput.py --quick        # CPU smoke run (tiny, not a measurement)
 Writes experiments/results/train_throughput.json and .md (or train_throughput_quick.*).
 """
 from __future__ import annotations
@@ -25,20 +25,18 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import search_spaces
+import supernet
+from hwnas.training import TrainConfig, make_optimizer, sample_archs, sandwich_step
+from hwnas.training.sandwich import autocast, finish_buffers
 
-import search_spaces  # noqa: E402
-import supernet  # noqa: E402
-from hwnas.training import TrainConfig, make_optimizer, sample_archs, sandwich_step  # noqa: E402
-from hwnas.training.sandwich import autocast, finish_buffers  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GOAL = 1.15
 

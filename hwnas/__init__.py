@@ -2,9 +2,13 @@
 search, extract), latency tables, MES, evaluation and export.
 
     model = hwnas.load("outputs/extract/...")   # the plain PyTorch model of a `format=pt` export
+    except hwnas.HwnasError as e: ...            # every error hwnas reports to its user
 
 Importing `hwnas` stays light (no torch, Hydra or Optuna); each piece imports what it needs.
 """
+from hwnas.errors import HwnasError
+
+__version__ = "0.1.0"
 
 
 def load(path, map_location="cpu"):
@@ -14,4 +18,4 @@ def load(path, map_location="cpu"):
     return _load(path, map_location)
 
 
-__all__ = ["load"]
+__all__ = ["HwnasError", "__version__", "load"]

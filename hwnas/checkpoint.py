@@ -12,35 +12,29 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hwnas.errors import HwnasError
+from hwnas.files import atomic_path
+
 FORMAT = "hwnas.supernet"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(HwnasError, RuntimeError):
     """A checkpoint that cannot be used; the message says what it is and what to do."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """`torch.save` to a temporary file in the same folder, flushed to disk, then renamed over `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -1,18 +1,25 @@
-"""Typed schemas shared by every Hydra app (`space` and `data` groups); each app registers its own too.
+"""Where the apps' configs live and how they compose: `CONF_DIR`, `compose()`, and the typed
+schemas every app shares (`space` and `data` groups; each app registers its own too).
+
+    cfg = compose("train", ["space=nextvit", "train.epochs=1"])   # what `python -m hwnas.train ...` gets
 
 A YAML file in a group starts with `defaults: [base_<group>, _self_]`, so a misspelt key fails
-at start-up against the dataclass instead of being silently ignored.
+at start-up against the dataclass instead of being silently ignored. Hydra is imported only when
+a function here needs it: `hwnas.latency` (which runs where Hydra is not installed) reads `CONF_DIR`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
-from hydra.core.config_store import ConfigStore
+#: the apps' Hydra configs (installed with the package)
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass
 class SpaceConfig:
-    name: str = "efficientformerv2"  # nextvit | efficientformerv2
+    name: str = "efficientformerv2"  # nextvit | efficientformerv2 (any registered space)
     resolution: int = 224  # deployment input resolution (multiple of 32)
 
 
@@ -24,6 +31,7 @@ def register_common() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    from hydra.core.config_store import ConfigStore
     cs = ConfigStore.instance()
     cs.store(group="space", name="base_space", node=SpaceConfig)
     from hwnas.data import DataConfig
@@ -31,9 +39,23 @@ def register_common() -> None:
     _REGISTERED = True
 
 
+def compose(config_name: str, overrides: Sequence[str] = ()):
+    """The config `conf/<config_name>.yaml` composed with command-line `overrides`, as an app would
+    get it -- for tests, experiments and one app composing another's config. Inside a running
+    app it composes with that app's Hydra instance; elsewhere with a temporary one. The shared
+    schemas are registered here; an app's own (e.g. `hwnas.search.config.register()`) must be
+    registered by the caller first."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_common()
+    if GlobalHydra.instance().is_initialized():  # inside an app (its search path is CONF_DIR)
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
 def get_space_from_cfg(cfg):
     """The search space a `space` group config names."""
     import search_spaces
     return search_spaces.get_space(cfg.name, resolution=cfg.resolution)
-
-

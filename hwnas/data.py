@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hwnas.errors import HwnasError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -61,7 +63,7 @@ SOURCE_DEFAULTS = {
 }
 
 
-class DataError(ValueError):
+class DataError(HwnasError, ValueError):
     """A data configuration or folder that cannot be used; the message names the fix."""
 
 

@@ -112,7 +112,7 @@ class SubnetEvaluator:
         checkpoint's. `recalib_batches` is another name for `calib_batches` (default 8).
         """
         from hwnas.data import build_loaders
-        from hwnas.training.distributed import resolve_device
+        from hwnas.device import resolve_device
         net, meta = load_supernet(path, space=space)
         dev = resolve_device(device)
         net = net.to(dev)

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from hwnas.errors import HwnasError
+
 log = logging.getLogger("hwnas.extract")
 
 
-class ExtractError(ValueError):
+class ExtractError(HwnasError, ValueError):
     """Bad input to the extract app; the message names the problem and the fix."""
 
 
@@ -304,7 +305,7 @@ class ExtractConfig:
     bn_batch_size: int = 32  # ... of this many images
     batch: int = 1  # the static batch size of the exported models
     opset: int = 17  # ONNX opset: TensorRT 8.6+/10 and ONNX Runtime >= 1.14 all run 17
-    strict: bool = True  # a failed export check is an error (exit status 1)
+    strict: bool = True  # a failed export check is an error (exit status 2)
     seed: int = 0
 
 
@@ -315,36 +316,17 @@ def _register() -> None:
     register_data()
 
 
-def _user_errors() -> tuple:
-    from search_spaces import ArchError
-    from supernet.pretrained import PretrainedError
-    from hwnas.checkpoint import CheckpointError
-    from hwnas.data import DataError
-    from hwnas.export.bundle import ExportError
-    from hwnas.export.tensorrt import TensorRTUnavailable
-    return ExtractError, ArchError, PretrainedError, CheckpointError, DataError, ExportError, TensorRTUnavailable
+def _task(cfg: Any, run_dir: Path) -> None:
+    extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
+            formats=cfg.format if isinstance(cfg.format, str) else list(cfg.format), out_dir=run_dir,
+            resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
+            bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch, opset=cfg.opset,
+            strict=cfg.strict, seed=cfg.seed)
 
 
 def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
-
-    _register()
-
-    @hydra.main(version_base=None, config_path="conf", config_name="extract")
-    def _app(cfg: DictConfig) -> None:
-        try:
-            extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint,
-                    pretrained=cfg.pretrained, formats=cfg.format if isinstance(cfg.format, str)
-                    else list(cfg.format), out_dir=HydraConfig.get().runtime.output_dir,
-                    resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
-                    bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch,
-                    opset=cfg.opset, strict=cfg.strict, seed=cfg.seed)
-        except _user_errors() as e:  # bad input: the message is the whole story, no traceback
-            sys.exit(f"hwnas.extract: error: {e}")
-
-    _app()
+    from hwnas.cli import run_app
+    run_app("extract", "extract", _task, register=_register)
 
 
 if __name__ == "__main__":

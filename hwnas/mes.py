@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from hwnas.errors import HwnasError
+
 #: The paper's defaults (every target may override them in its `mes:` section).
 SCORE = 100.0
 U_SIZE = 3.0e6  # MobileNetV2 x1.0 parameters
@@ -20,7 +22,7 @@ ALPHA_LATENCY = 1.0
 ALPHA_SIZE = 0.5
 
 
-class MESError(ValueError):
+class MESError(HwnasError, ValueError):
     """An MES that cannot be computed (a non-positive metric or unit, no latency unit)."""
 
 

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import hydra
 import yaml
-from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
+from hwnas.errors import ConfigError
 from hwnas.latency.config import TargetConfig, register_target
 
 log = logging.getLogger("hwnas.profile")
@@ -55,9 +53,12 @@ class ProfileConfig:
     coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
 
 
-register_common()
-register_target()
-ConfigStore.instance().store(name="base_profile", node=ProfileConfig)
+def register() -> None:
+    """Register the schemas the profile app composes against (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+    register_common()
+    register_target()
+    ConfigStore.instance().store(name="base_profile", node=ProfileConfig)
 
 
 def load_archs(space, names: list[str]):
@@ -74,12 +75,13 @@ def load_archs(space, names: list[str]):
     return out
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
+    """The profile app as a function of its config; `run_dir` holds a Core ML bundle built here."""
     from hwnas.latency import get_backend
     from hwnas.latency.profiler import run_profile, table_path_for
 
     if "target" not in cfg or cfg.target is None:
-        raise SystemExit("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|tensorrt|coreml> space=S")
+        raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|tensorrt|coreml> space=S")
     space = get_space_from_cfg(cfg.space)
     archs = load_archs(space, list(cfg.archs))
     target_cfg: dict[str, Any] = OmegaConf.to_container(cfg.target, resolve=True)
@@ -95,7 +97,7 @@ def run(cfg: DictConfig) -> Path:
             log.info("imported %s into %s: %s", cfg.coreml.import_csv, table.path, table.describe())
             return table.path
         if sys.platform != "darwin":  # Core ML times only on macOS: build the bundle for a Mac
-            bundle = Path(cfg.coreml.bundle_dir or Path(HydraConfig.get().runtime.output_dir) / "coreml_bundle")
+            bundle = Path(cfg.coreml.bundle_dir or Path(run_dir or ".") / "coreml_bundle")
             coreml_bundle.build_bundle(bundle, space, backend, archs=archs or None, n_fit=cfg.coreml.n_fit,
                                        fit_seed=cfg.fit_seed, progress=cfg.progress, limit=cfg.limit)
             log.info("Core ML cannot be timed on this OS. Bundle written to %s: copy it to a Mac, run "
@@ -124,7 +126,7 @@ def run(cfg: DictConfig) -> Path:
             mark_complete(table, space)
             table.save()
         res = run_fidelity(backend, space, table, n=int(cfg.fidelity), seed=cfg.fidelity_seed,
-                           results_dir=Path(HydraConfig.get().runtime.output_dir), progress=cfg.progress)
+                           results_dir=Path(run_dir or "."), progress=cfg.progress)
         h = res["held_out"]
         log.info("fidelity on %d held-out %s subnets: %.0f%% within ±5%%, %.0f%% within ±10%%, MAPE %.1f%%, "
                  "Kendall tau %.3f (%s)", h["n"], space.name, 100 * h["within_5pct"], 100 * h["within_10pct"],
@@ -148,14 +150,9 @@ def _device_check(backend, space, path: Path, tables_dir) -> None:
         log.warning("%s This run makes %s for %s.", note, path, backend.device())
 
 
-@hydra.main(config_path="conf", config_name="profile", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from hwnas.latency import LatencyTableError
-    try:
-        run(cfg)
-    except LatencyTableError as e:
-        log.error("%s", e)
-        raise SystemExit(2) from None
+def main() -> None:
+    from hwnas.cli import run_app
+    run_app("profile", "profile", run, register=register)
 
 
 if __name__ == "__main__":

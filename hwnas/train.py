@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.data import DataConfig, data_config
+from hwnas.errors import ConfigError
 from hwnas.training import TrainConfig, train, train_config
 
 log = logging.getLogger("hwnas.train")
@@ -36,7 +36,7 @@ def _validated(cfg: Any):
     try:
         return OmegaConf.merge(OmegaConf.structured(TrainAppConfig), cfg)
     except OmegaConfBaseException as e:
-        raise ValueError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
+        raise ConfigError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
 
 
 def train_supernet(cfg: Any, out_dir: str | os.PathLike) -> Path:
@@ -48,27 +48,15 @@ def train_supernet(cfg: Any, out_dir: str | os.PathLike) -> Path:
                  log=log.info)
 
 
+def _task(cfg: Any, run_dir: Path) -> None:
+    path = train_supernet(cfg, run_dir)
+    if int(os.environ.get("RANK", "0")) == 0:
+        log.info("supernet written to %s", path)
+
+
 def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
-
-    register_common()
-
-    @hydra.main(version_base=None, config_path="conf", config_name="train")
-    def _app(cfg: DictConfig) -> None:
-        from search_spaces import ArchError
-        from hwnas.checkpoint import CheckpointError
-        from hwnas.data import DataError
-        out_dir = HydraConfig.get().runtime.output_dir
-        try:
-            path = train_supernet(cfg, out_dir)
-        except (ArchError, CheckpointError, DataError, ValueError) as e:
-            sys.exit(f"hwnas.train: error: {e}")
-        if int(os.environ.get("RANK", "0")) == 0:
-            log.info("supernet written to %s", path)
-
-    _app()
+    from hwnas.cli import run_app
+    run_app("train", "train", _task, register=register_common)
 
 
 if __name__ == "__main__":

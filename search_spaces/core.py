@@ -4,6 +4,8 @@ Pure Python on purpose (no torch): a search that scores latency and size never b
 """
 from __future__ import annotations
 
+import abc
+import copy
 import functools
 import hashlib
 import json
@@ -11,8 +13,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from .errors import HwnasError
 
-class ArchError(ValueError):
+
+class ArchError(HwnasError, ValueError):
     """An architecture that its space cannot build; the message names the field and the allowed values."""
 
     def __init__(self, field_name: str, problem: str, allowed: Any = None):
@@ -133,7 +137,6 @@ class Arch:
 
     # ---- derived (delegated to the space, which knows the structure) -------------------------
     def _space(self) -> "SearchSpace":
-        from . import get_space
         return get_space(self.space)
 
     def layout(self, num_classes: int = 1000) -> "Layout":
@@ -250,12 +253,14 @@ class Layout:
         return out
 
 
-class SearchSpace:
-    """A family of architectures: the choices, the references, sampling and validation.
+class SearchSpace(abc.ABC):
+    """A family of architectures, in pure Python: the choices, the references, sampling,
+    validation, the blocks an arch is made of, and what the search needs to walk the space.
 
-    Subclasses define `name`, `choices` (for humans and for the search), `references`,
-    `layout(arch)`, `supernet_layout()`, `block_params(spec)`, `block_macs(spec)`,
-    `validate(arch)`, `sample(rng)`, `max_arch()`, `min_arch()` and `all_blocks()`.
+    A new family subclasses this, implements the abstract methods and registers a factory with
+    `register_space(name, cls)`; its torch side registers a `supernet.Family` under the same name.
+    The search sees a space only through `parameters` / `encode` / `decode` (one categorical
+    parameter per choice, no Optuna import here) and `slimming_actions`.
     """
 
     name: str = ""
@@ -266,6 +271,94 @@ class SearchSpace:
         self.resolution = self.default_resolution if resolution is None else int(resolution)
         check_resolution(self.resolution, "resolution")
 
+    # ---- what the space holds -----------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def choices(self) -> list[dict]:
+        """Per stage: each field of the stage mapping and the values it may take (for humans;
+        `validate` has the last word on combinations)."""
+
+    @abc.abstractmethod
+    def _reference_stages(self, name: str) -> list[dict]:
+        """The stage mappings of reference `name` (one of `reference_names`)."""
+
+    @abc.abstractmethod
+    def max_arch(self) -> Arch:
+        """The largest arch: the one the supernet holds."""
+
+    @abc.abstractmethod
+    def min_arch(self) -> Arch:
+        """The smallest arch."""
+
+    @abc.abstractmethod
+    def sample(self, rng: random.Random) -> Arch:
+        """A random valid arch drawn with `rng`."""
+
+    @abc.abstractmethod
+    def validate(self, arch: Arch) -> None:
+        """Raise `ArchError` naming the field and the allowed values unless the space can build `arch`."""
+
+    @abc.abstractmethod
+    def layout(self, arch: Arch, num_classes: int = 1000) -> Layout:
+        """The blocks of `arch` (validated first), each placed at the supernet position whose weights it shares."""
+
+    @abc.abstractmethod
+    def supernet_layout(self, num_classes: int = 1000, resolution: int | None = None) -> Layout:
+        """The blocks the supernet holds (every subnet's block at a position fits in the one there)."""
+
+    @abc.abstractmethod
+    def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
+        """Every block any arch of the space (at its resolution) can contain: what profiling measures."""
+
+    @abc.abstractmethod
+    def block_params(self, spec: BlockSpec) -> int:
+        """Exact `nn.Parameter` elements of the torch block of `spec`."""
+
+    @abc.abstractmethod
+    def block_macs(self, spec: BlockSpec) -> int:
+        """Multiply-accumulates of the block (batch 1)."""
+
+    # ---- what the search needs ------------------------------------------------------------
+    @abc.abstractmethod
+    def parameters(self) -> dict[str, tuple]:
+        """Every searched parameter and its choices, in a fixed order (choices with a single value
+        are left out): the categorical parameters a sampler suggests."""
+
+    @abc.abstractmethod
+    def decode(self, params: Mapping[str, Any]) -> Arch:
+        """The arch `params` describe, repaired to the nearest valid value where a choice is only
+        invalid in combination, then validated; `ArchError` when no repair can help."""
+
+    @abc.abstractmethod
+    def encode(self, arch: Arch) -> dict[str, Any]:
+        """The parameters of `arch`: `decode(encode(arch)) == arch` for every valid arch."""
+
+    def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
+        """Candidate one-step reductions of `arch` as (name, stages); they may be invalid or repeat
+        (`slimming_actions` keeps the valid, new ones). Default: one searched parameter one choice
+        lower, repaired by `decode`; a family overrides it with steps named after its own fields."""
+        params = self.encode(arch)
+        domain = self.parameters()
+        for key, value in params.items():
+            for lower in next_lower(value, domain[key]):
+                try:
+                    cand = self.decode({**params, key: lower})
+                except ArchError:
+                    continue
+                yield f"{key} {value}->{lower}", [dict(s) for s in cand.stages]
+
+    def slimming_actions(self, arch: Arch) -> list[tuple[str, Arch]]:
+        """Every valid arch one slimming step below `arch` (the greedy MES search's neighbours),
+        named by what the step changes, in a fixed order."""
+        self.validate(arch)
+        out, seen = [], set()
+        for name, stages in self.slimming_steps(arch):
+            cand = Arch(arch.space, stages, arch.resolution)
+            if cand != arch and cand not in seen and self.is_valid(cand):
+                seen.add(cand)
+                out.append((name, cand))
+        return out
+
     # ---- references ---------------------------------------------------------------------
     def reference(self, name: str) -> Arch:
         stages = self._reference_stages(name)
@@ -273,9 +366,6 @@ class SearchSpace:
 
     def references(self) -> dict[str, Arch]:
         return {n: self.reference(n) for n in self.reference_names}
-
-    def _reference_stages(self, name: str) -> list[dict]:
-        raise NotImplementedError
 
     # ---- common helpers -----------------------------------------------------------------
     def _check_space(self, arch: Arch) -> None:
@@ -354,7 +444,18 @@ _CACHE: dict[tuple, SearchSpace] = {}
 
 
 def register_space(name: str, factory: Callable[..., SearchSpace]) -> None:
+    """Make `get_space(name)` build its space with `factory(resolution=...)` (a `SearchSpace`
+    subclass); a family's torch side registers a `supernet.Family` under the same name."""
     _REGISTRY[name] = factory
+    for key in [k for k in _CACHE if k[0] == name]:
+        del _CACHE[key]
+
+
+def unregister_space(name: str) -> None:
+    """Forget space `name` (a plug-in test cleaning up after itself)."""
+    _REGISTRY.pop(name, None)
+    for key in [k for k in _CACHE if k[0] == name]:
+        del _CACHE[key]
 
 
 def list_spaces() -> list[str]:
@@ -369,6 +470,19 @@ def get_space(name: str, resolution: int | None = None) -> SearchSpace:
     if key not in _CACHE:
         _CACHE[key] = _REGISTRY[name](resolution=resolution)
     return _CACHE[key]
+
+
+def next_lower(value: Any, choices: Iterable) -> list:
+    """The next smaller choice (a one-element list), or [] at the minimum: one slimming step."""
+    smaller = sorted(c for c in choices if c < value)
+    return smaller[-1:]
+
+
+def with_change(stages: Sequence[Mapping], s: int, **change: Any) -> list[dict]:
+    """A copy of the stage mappings with stage `s` updated by `change`."""
+    out = [copy.deepcopy(dict(st)) for st in stages]
+    out[s].update(change)
+    return out
 
 
 def iter_unique(specs: Iterable[BlockSpec]) -> Iterator[BlockSpec]:

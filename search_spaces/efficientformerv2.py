@@ -22,9 +22,11 @@ one rule: FFN blocks at the earliest positions that fit, attention blocks at the
 from __future__ import annotations
 
 import random
+from typing import Any, Iterator, Mapping
 
 from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
-                   check_choice, check_count, check_keys, iter_unique, register_space)
+                   check_choice, check_count, check_keys, iter_unique, next_lower, register_space,
+                   with_change)
 
 # Attention constants of the paper (fixed, independent of width).
 NUM_HEADS = 8
@@ -238,12 +240,93 @@ class EfficientFormerV2Space(SearchSpace):
                                         hw=_stage_res(res, 3)))
         return list(iter_unique(specs))
 
+    # ---- what the search needs ------------------------------------------------------------
+    @property
+    def choices(self) -> list[dict]:
+        """Per stage: `width`, `expansion` (per supernet position, 0 = dropped) and, in stages 3-4,
+        `attn` (how many of the last kept blocks are attention blocks)."""
+        out = []
+        for s in range(4):
+            c = dict(width=WIDTHS[s], expansion=_ALLOWED_E[s])
+            if ATTN_POSITIONS[s]:
+                c["attn"] = tuple(range(len(ATTN_POSITIONS[s]) + 1))
+            out.append(c)
+        return out
+
+    def parameters(self) -> dict[str, tuple]:
+        out: dict[str, tuple] = {}
+        for s in range(4):
+            out[f"s{s}.width"] = tuple(WIDTHS[s])
+            for p in range(len(CAPS[s])):
+                out[f"s{s}.e{p}"] = _ALLOWED_E[s][p]  # 0 = the block at this supernet position is dropped
+            if ATTN_POSITIONS[s]:
+                out[f"s{s}.attn"] = tuple(range(len(ATTN_POSITIONS[s]) + 1))
+        return out
+
+    def decode(self, params: Mapping[str, Any]) -> Arch:
+        """An attention count above what the kept attention positions allow is lowered to it."""
+        stages = []
+        for s in range(4):
+            exp = [int(params[f"s{s}.e{p}"]) for p in range(len(CAPS[s]))]
+            st: dict[str, Any] = dict(width=int(params[f"s{s}.width"]), expansion=exp)
+            if ATTN_POSITIONS[s]:
+                st["attn"] = min(int(params[f"s{s}.attn"]), _max_attn(exp, s))
+            stages.append(st)
+        arch = Arch(self.name, stages, self.resolution)
+        self.validate(arch)
+        return arch
+
+    def encode(self, arch: Arch) -> dict[str, Any]:
+        self.validate(arch)
+        out: dict[str, Any] = {}
+        for s, st in enumerate(arch.stages):
+            out[f"s{s}.width"] = st["width"]
+            for p, e in enumerate(st["expansion"]):
+                out[f"s{s}.e{p}"] = e
+            if "attn" in st:
+                out[f"s{s}.attn"] = st["attn"]
+        return out
+
+    def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
+        """Narrow a stage, drop a block (an attention block takes one attention with it), lower one
+        FFN's expansion, or turn the first attention block into an FFN block."""
+        base = [dict(s) for s in arch.stages]
+        for s, st in enumerate(base):
+            exp = list(st["expansion"])
+            kept = [p for p, e in enumerate(exp) if e]
+            n_attn = st.get("attn", 0)
+            attn_kept = kept[len(kept) - n_attn:] if n_attn else []
+            for w in next_lower(st["width"], WIDTHS[s]):
+                yield f"s{s}.width {st['width']}->{w}", with_change(base, s, width=w)
+            for p in kept:
+                if len(kept) > 1:  # drop the block (an attention block takes one attention with it)
+                    e2 = exp.copy()
+                    e2[p] = 0
+                    extra = {"attn": n_attn - 1} if p in attn_kept else {}
+                    yield f"s{s}.drop[{p}]", with_change(base, s, expansion=e2, **extra)
+                for e in next_lower(exp[p], EXPANSIONS):
+                    e2 = exp.copy()
+                    e2[p] = e
+                    yield f"s{s}.expansion[{p}] {exp[p]}->{e}", with_change(base, s, expansion=e2)
+            if n_attn:  # the first attention block becomes an FFN-only block
+                yield f"s{s}.attn {n_attn}->{n_attn - 1}", with_change(base, s, attn=n_attn - 1)
+
     # ---- analytic cost ------------------------------------------------------------------
     def block_params(self, spec: BlockSpec) -> int:
         return _PARAMS[spec.kind](spec)
 
     def block_macs(self, spec: BlockSpec) -> int:
         return _MACS[spec.kind](spec)
+
+
+def _max_attn(expansion: list[int], s: int) -> int:
+    """How many of the stage's last kept blocks sit at attention positions (the attn ceiling)."""
+    n = 0
+    for p in reversed([p for p, e in enumerate(expansion) if e]):
+        if p not in ATTN_POSITIONS[s]:
+            break
+        n += 1
+    return n
 
 
 # ---- parameter and MAC counts (must equal the torch modules in supernet.efficientformerv2) ---

@@ -22,10 +22,11 @@ Next-ViT-L (and the largest arch of the space); r = 1 is open up to 0.75·W_max 
 from __future__ import annotations
 
 import random
+from typing import Any, Iterator, Mapping
 
 from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
-                   check_choice, check_count, check_keys, iter_unique, make_divisible,
-                   register_space)
+                   check_choice, check_count, check_keys, iter_unique, make_divisible, next_lower,
+                   register_space, with_change)
 
 HEAD_DIM = 32
 STEM_CHS = (64, 32, 64)
@@ -219,6 +220,58 @@ class NextViTSpace(SearchSpace):
         for i in sorted(in_set):
             specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes, hw=res // 32))
         return list(iter_unique(specs))
+
+    # ---- what the search needs ------------------------------------------------------------
+    def parameters(self) -> dict[str, tuple]:
+        out = {}
+        for s, choices in enumerate(CHOICES):
+            for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS):
+                if len(choices[k]) > 1:
+                    out[f"s{s}.{k}"] = tuple(choices[k])
+        return out
+
+    def decode(self, params: Mapping[str, Any]) -> Arch:
+        stages = []
+        for s, choices in enumerate(CHOICES):
+            keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
+            st = {k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys}
+            if s > 0:
+                ok = allowed_r(s, st["ntb_width"])
+                if ok and st["r"] not in ok:  # nearest ratio whose branches fit the supernet
+                    st["r"] = min(ok, key=lambda r: (abs(r - st["r"]), -r))
+            stages.append(st)
+        arch = Arch(self.name, stages, self.resolution)
+        self.validate(arch)
+        return arch
+
+    def encode(self, arch: Arch) -> dict[str, Any]:
+        self.validate(arch)
+        out: dict[str, Any] = {}
+        for s, st in enumerate(arch.stages):
+            for k, v in st.items():
+                if len(CHOICES[s][k]) > 1:
+                    out[f"s{s}.{k}"] = v
+        return out
+
+    def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
+        """Lower one of N, L, a width or an MLP ratio (keeping r where it fits, else the largest r
+        that does), or lower r."""
+        base = [dict(s) for s in arch.stages]
+        for s, st in enumerate(base):
+            choices = CHOICES[s]
+            for key in st:
+                if key == "r":
+                    continue
+                for v in next_lower(st[key], choices[key]):
+                    change = {key: v}
+                    if key == "ntb_width":  # keep r where it fits, else the largest r that does
+                        ok = allowed_r(s, v)
+                        if ok and st["r"] not in ok:
+                            change["r"] = max(r for r in ok if r <= st["r"]) if min(ok) <= st["r"] else min(ok)
+                    yield f"s{s}.{key} {st[key]}->{v}", with_change(base, s, **change)
+            if "r" in st:
+                for r in next_lower(st["r"], allowed_r(s, st["ntb_width"])):
+                    yield f"s{s}.r {st['r']}->{r}", with_change(base, s, r=r)
 
     # ---- analytic cost -----------------------------------------------------------------
     def block_params(self, spec: BlockSpec) -> int:

@@ -5,10 +5,18 @@
     model = supernet.build_model(arch)    # same structure, fresh init
     block = supernet.build_block(spec)    # one static block (what latency tables measure)
     supernet.fuse_for_deploy(model)       # fold BatchNorms
+
+A model family plugs in with `register_family(Family subclass instance)` (the torch side of a
+`search_spaces` space); Next-ViT and EfficientFormerV2 register themselves on import.
 """
+from .family import (CheckpointLayout, Family, KeyPair, family_of_kind, get_family, list_families,
+                     register_family, unregister_family)
 from .model import (DeployModel, Model, block_input_shape, build_block, build_model,
                     drop_path_rates, fuse_for_deploy)
 from .sharing import Supernet, build_supernet, first_k
+from . import nextvit as _nextvit  # noqa: F401  (registers the family)
+from . import efficientformerv2 as _efficientformerv2  # noqa: F401
 
-__all__ = ["DeployModel", "Model", "Supernet", "block_input_shape", "build_block", "build_model",
-           "build_supernet", "drop_path_rates", "first_k", "fuse_for_deploy"]
+__all__ = ["CheckpointLayout", "DeployModel", "Family", "KeyPair", "Model", "Supernet", "block_input_shape",
+           "build_block", "build_model", "build_supernet", "drop_path_rates", "family_of_kind", "first_k",
+           "fuse_for_deploy", "get_family", "list_families", "register_family", "unregister_family"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import torch
 import torch.nn as nn
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from search_spaces import BlockSpec
 from search_spaces.efficientformerv2 import (ATTN_RATIO, DS_KEY_DIM, KEY_DIM, NUM_HEADS)
 
+from .family import CheckpointLayout, Family, KeyPair, register_family
 from .layers import DropPath, Upsample2x, fold_conv_bn, fold_pre_bn, scale_output
 
 LAYER_SCALE_INIT = 1e-5
@@ -367,3 +369,89 @@ def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
     else:  # downsample, head
         chs = spec["in"]
     return (batch, chs, spec["hw"], spec["hw"])
+
+
+# ---- registration: the torch side of the `efficientformerv2` space ----------------------------------
+_CONV_BN = ("q", "k", "v", "v_local", "stride_conv")
+# Inside a block (official: `network.{2s}.{j}.`): `nn.Sequential` conv/BN pairs, the FFN's
+# fc1/norm1/mid/mid_norm/fc2/norm2, LayerScales of shape (C, 1, 1).
+_BLOCK_PAIRS = (
+    *(KeyPair(f"token_mixer.{m}.conv.", f"token_mixer.{m}.0.") for m in _CONV_BN),
+    *(KeyPair(f"token_mixer.{m}.bn.", f"token_mixer.{m}.1.") for m in _CONV_BN),
+    KeyPair("token_mixer.proj.conv.", "token_mixer.proj.1."), KeyPair("token_mixer.proj.bn.", "token_mixer.proj.2."),
+    KeyPair("mlp.fc1.conv.", "mlp.fc1."), KeyPair("mlp.fc1.bn.", "mlp.norm1."),
+    KeyPair("mlp.mid.conv.", "mlp.mid."), KeyPair("mlp.mid.bn.", "mlp.mid_norm."),
+    KeyPair("mlp.fc2.conv.", "mlp.fc2."), KeyPair("mlp.fc2.bn.", "mlp.norm2."),
+    KeyPair("ls1.gamma", "layer_scale_1", (-1, 1, 1)), KeyPair("ls2.gamma", "layer_scale_2", (-1, 1, 1)),
+)
+# The downsampling embeddings (official: `network.{2s-1}.`): plain ones name their conv/BN proj/norm,
+# the dual-path one into the last stage conv/bn, beside its attention path.
+_DOWN_PAIRS = (KeyPair("conv.conv.", "proj."), KeyPair("conv.bn.", "norm."))
+_ATTN_DOWN_PAIRS = (
+    KeyPair("conv.conv.", "conv."), KeyPair("conv.bn.", "bn."),
+    KeyPair("attn.q.local.", "attn.q.local.0."), KeyPair("attn.q.proj.conv.", "attn.q.proj.0."),
+    KeyPair("attn.q.proj.bn.", "attn.q.proj.1."),
+    *(KeyPair(f"attn.{m}.conv.", f"attn.{m}.0.") for m in ("k", "v", "v_local")),
+    *(KeyPair(f"attn.{m}.bn.", f"attn.{m}.1.") for m in ("k", "v", "v_local")),
+    KeyPair("attn.proj.conv.", "attn.proj.1."), KeyPair("attn.proj.bn.", "attn.proj.2."),
+)
+_ATTN_DOWN_STAGE = 3  # the stage whose downsampling has the attention path (search_spaces: attn=s == 3)
+
+
+def _official_depths(keys) -> tuple[int, ...]:
+    """Blocks per stage of an official checkpoint: `network.{2s}.{j}.`."""
+    depths: dict[int, int] = {}
+    for k in keys:
+        m = re.match(r"network\.(\d+)\.(\d+)\.", k)
+        if m and int(m.group(1)) % 2 == 0:
+            s = int(m.group(1)) // 2
+            depths[s] = max(depths.get(s, 0), int(m.group(2)) + 1)
+    return tuple(depths.get(s, 0) for s in range(max(depths) + 1)) if depths else ()
+
+
+def _official_pairs(depths: tuple[int, ...]):
+    """The official code (`models/efficientformer_v2.py`): `patch_embed.N`, `network.N` with the
+    downsampling embeddings between the stages, `dist_head`."""
+    for ours, theirs in (("conv1.conv", 0), ("conv1.bn", 1), ("conv2.conv", 3), ("conv2.bn", 4)):
+        yield KeyPair(f"stem.{ours}.", f"patch_embed.{theirs}.")
+    for s, d in enumerate(depths):
+        if s > 0:
+            ours, theirs = f"stages.{s}.downsample.", f"network.{2 * s - 1}."
+            yield KeyPair(ours, theirs)
+            for p in (_ATTN_DOWN_PAIRS if s == _ATTN_DOWN_STAGE else _DOWN_PAIRS):
+                yield KeyPair(ours + p.ours, theirs + p.theirs, p.theirs_shape)
+        for j in range(d):
+            ours, theirs = f"stages.{s}.blocks.{j}.", f"network.{2 * s}.{j}."
+            yield KeyPair(ours, theirs)
+            for p in _BLOCK_PAIRS:
+                yield KeyPair(ours + p.ours, theirs + p.theirs, p.theirs_shape)
+    yield from (KeyPair("head.norm.", "norm."), KeyPair("head.fc.", "head."), KeyPair("head.fc_dist.", "dist_head."))
+
+
+def _timm_pairs(depths: tuple[int, ...]):
+    """timm (`timm/models/efficientformer_v2.py`): our names, but the head is `norm`, `head`, `head_dist`."""
+    yield from (KeyPair("head.norm.", "norm."), KeyPair("head.fc.", "head."), KeyPair("head.fc_dist.", "head_dist."))
+
+
+def _resample_biases(table: torch.Tensor, shape: tuple) -> torch.Tensor:
+    return resize_attention_biases(table, math.isqrt(shape[1]))
+
+
+class EfficientFormerV2Family(Family):
+    space = "efficientformerv2"
+    builders = BUILDERS
+    checkpoint_layouts = (
+        CheckpointLayout("official", lambda keys: any(k.startswith("network.") for k in keys), _official_pairs,
+                         depths=_official_depths, skip=("attention_bias_idxs",)),
+        CheckpointLayout("timm", lambda keys: "head.weight" in keys and any(k.startswith("stages.") for k in keys),
+                         _timm_pairs, skip=("attention_bias_idxs",)),
+    )
+    # attention-bias tables are per offset at the block's resolution: another resolution resamples them
+    resample = {"attention_biases": _resample_biases}
+    coreml_ops = frozenset({"conv", "gelu", "linear"})
+
+    def input_shape(self, spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
+        return input_shape(spec, batch)
+
+
+register_family(EfficientFormerV2Family())

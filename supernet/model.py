@@ -11,21 +11,14 @@ import torch.nn as nn
 import search_spaces
 from search_spaces import Arch, BlockSpec, Layout
 
-from . import efficientformerv2 as _efv2
-from . import nextvit as _nextvit
+from .family import family_of_kind
 from .layers import trunc_normal_init
-
-BUILDERS = {**_nextvit.BUILDERS, **_efv2.BUILDERS}
-_INPUT_SHAPES = {"nextvit": _nextvit.input_shape, "efficientformerv2": _efv2.input_shape}
 
 
 def build_block(spec: BlockSpec, init: bool = True) -> nn.Module:
-    """One static block, what a latency table measures. Unknown kinds raise a clear error."""
-    try:
-        builder = BUILDERS[spec.kind]
-    except KeyError:
-        raise ValueError(f"unknown block kind {spec.kind!r}; known: {sorted(BUILDERS)}") from None
-    block = builder(spec)
+    """One static block, what a latency table measures, built by the family registered for its
+    kind (`supernet.Family`). Unknown kinds raise a clear error."""
+    block = family_of_kind(spec.kind).build_block(spec)
     if init:
         trunc_normal_init(block)
     return block
@@ -33,7 +26,7 @@ def build_block(spec: BlockSpec, init: bool = True) -> nn.Module:
 
 def block_input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
     """The input tensor shape a block expects (NCHW)."""
-    return _INPUT_SHAPES[spec.kind.split(".")[0]](spec, batch)
+    return family_of_kind(spec.kind).input_shape(spec, batch)
 
 
 def drop_path_rates(n: int, rate: float) -> list[float]:
@@ -101,21 +94,19 @@ def build_model(arch: Arch, num_classes: int = 1000, drop_path_rate: float = 0.0
 def fuse_for_deploy(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm (and EfficientFormerV2's LayerScale) into the layer beside it, in place.
 
+    Every block folds itself (`reparameterize()`, as timm's blocks do): this calls it on the
+    outermost modules that have one -- the model's blocks, or a lone block (a latency-table row).
     Outputs are unchanged (within float rounding); the model is put in eval mode, since folding
     uses the running statistics.
     """
     model.eval()
-    for m in list(model.modules()):  # the model itself too: a lone block (a latency-table row) folds
-        if _is_block(m):
-            m.reparameterize()
+    _reparameterize(model)
     return model
 
 
-def _is_block(m: nn.Module) -> bool:
-    return type(m) in _BLOCK_TYPES
-
-
-_BLOCK_TYPES = {
-    _nextvit.Stem, _nextvit.NextConvBlock, _nextvit.NextTransformerBlock, _nextvit.ClassifierHead,
-    _efv2.Stem4, _efv2.EfficientFormerV2Block, _efv2.Downsample, _efv2.DistilledHead,
-}
+def _reparameterize(module: nn.Module) -> None:
+    if callable(getattr(module, "reparameterize", None)):
+        module.reparameterize()  # the block folds its own parts
+        return
+    for child in list(module.children()):
+        _reparameterize(child)

@@ -8,12 +8,15 @@ conv -> BN pair, so an exported block runs no BatchNorm at all.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
 
 from search_spaces import BlockSpec
 from search_spaces.nextvit import HEAD_DIM, STEM_CHS
 
+from .family import CheckpointLayout, Family, KeyPair, PretrainedError, register_family
 from .layers import DropPath, fold_conv_bn, fold_pre_bn
 
 NORM_EPS = 1e-5
@@ -284,3 +287,50 @@ def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
     return (batch, chs, spec["hw"], spec["hw"])
 
 
+# ---- registration: the torch side of the `nextvit` space ------------------------------------------
+def _official_depths(keys) -> tuple[int, ...]:
+    """Next-ViT's official checkpoints number their blocks flat (`features.N`): depths 3, 4, 5*L, 3."""
+    idx = [int(m.group(1)) for k in keys if (m := re.match(r"features\.(\d+)\.", k))]
+    n = 1 + max(idx) if idx else 0
+    if n <= 10 or (n - 10) % 5:
+        raise PretrainedError(f"an official Next-ViT checkpoint with {n} blocks: expected 10 + 5*L "
+                              "(Next-ViT-S/B/L have 20/30/40)")
+    return (3, 4, n - 10, 3)
+
+
+def _official_pairs(depths: tuple[int, ...]):
+    """The official code (`nextvit.py` of the Next-ViT repository): flat `features.N`, `mlp.conv1/2`,
+    `proj_head.0`; the stem and everything inside a block are named as ours."""
+    yield KeyPair("head.norm.", "norm.")
+    yield KeyPair("head.fc.", "proj_head.0.")
+    i = 0
+    for s, d in enumerate(depths):
+        for j in range(d):
+            ours, theirs = f"stages.{s}.blocks.{j}.", f"features.{i}."
+            yield KeyPair(ours, theirs)
+            yield KeyPair(ours + "mlp.fc1.", theirs + "mlp.conv1.")
+            yield KeyPair(ours + "mlp.fc2.", theirs + "mlp.conv2.")
+            i += 1
+
+
+def _timm_pairs(depths: tuple[int, ...]):
+    """timm (`timm/models/nextvit.py`): our names, but the head's norm is `norm`."""
+    yield KeyPair("head.norm.", "norm.")
+
+
+class NextViTFamily(Family):
+    space = "nextvit"
+    builders = BUILDERS
+    checkpoint_layouts = (
+        CheckpointLayout("official", lambda keys: any(k.startswith("features.") for k in keys)
+                         or "proj_head.0.weight" in keys, _official_pairs, depths=_official_depths),
+        CheckpointLayout("timm", lambda keys: "head.fc.weight" in keys and any(k.startswith("stages.") for k in keys),
+                         _timm_pairs),
+    )
+    coreml_ops = frozenset({"conv", "matmul", "softmax", "linear"})
+
+    def input_shape(self, spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
+        return input_shape(spec, batch)
+
+
+register_family(NextViTFamily())

@@ -9,7 +9,9 @@ checkpoint of its space goes by the sharing rule: block j of a stage lands at th
 position the space places it at, each tensor in the leading corner of the shared one. A
 checkpoint of the max arch (Next-ViT-L, EfficientFormerV2-L) fills the supernet one-to-one.
 
-Three key layouts are recognised by their keys:
+A checkpoint's key layout is recognised by its keys: ours (`hwnas`), or one of the layouts its
+family registers (`Family.checkpoint_layouts`: one table per layout, read one way to import and
+the other way to write, kept beside the family's blocks). The built-in families have two each:
 - `timm`: our module names already are timm's except the head (timm `norm.*`, `head.fc.*` /
   `head.*`, `head_dist.*`; ours `head.norm.*`, `head.fc.*`, `head.fc_dist.*`);
 - `official`: Next-ViT's `stem.N`, flat `features.N`, `mlp.conv1/conv2`, `proj_head.0`;
@@ -17,7 +19,8 @@ Three key layouts are recognised by their keys:
   `nn.Sequential` conv/BN pairs (`q.0`, `q.1`), `mlp.{fc1,norm1,mid,mid_norm,fc2,norm2}`,
   `layer_scale_1/2` of shape (C, 1, 1), `dist_head`;
 - `hwnas`: our own static-model keys.
-EfficientFormerV2's attention-bias tables are resampled when the model runs at another
+Tensors tied to the input resolution (`Family.resample`: EfficientFormerV2's attention-bias
+tables) are resampled when the model runs at another
 resolution than the checkpoint (bicubic over the offset grid). A head of another number of
 classes is skipped. Every tensor of the model that the checkpoint does not fill keeps its
 initialisation and is listed in the report (`missing`).
@@ -33,15 +36,11 @@ import torch
 import search_spaces
 from search_spaces import Arch
 
-from .efficientformerv2 import resize_attention_biases
+from .family import Family, PretrainedError, get_family
 from .model import DeployModel
 from .sharing import Supernet
 
 _WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
-
-
-class PretrainedError(ValueError):
-    """A checkpoint that cannot be imported into the given model; the message says why and what to do."""
 
 
 # ---- reading the file ---------------------------------------------------------------------------------
@@ -75,113 +74,18 @@ def read_state_dict(path_or_state_dict: Any) -> dict:
 
 # ---- key layouts --------------------------------------------------------------------------------------
 def detect_layout(sd: Mapping, space: str) -> str:
-    keys = set(sd)
+    """`hwnas` (our static-model keys) or the name of the family's checkpoint layout these keys are in."""
+    keys = frozenset(sd)
     if "head.norm.weight" in keys:
         return "hwnas"
-    if space == "nextvit":
-        if any(k.startswith("features.") for k in keys) or "proj_head.0.weight" in keys:
-            return "official"
-        if "head.fc.weight" in keys and any(k.startswith("stages.") for k in keys):
-            return "timm"
-    else:
-        if any(k.startswith("network.") for k in keys):
-            return "official"
-        if "head.weight" in keys and any(k.startswith("stages.") for k in keys):
-            return "timm"
+    layouts = get_family(space).checkpoint_layouts
+    for layout in layouts:
+        if layout.detect(keys):
+            return layout.name
+    names = [layout.name for layout in layouts]
+    expected = f"{', '.join(names)} or hwnas" if names else "hwnas"
     raise PretrainedError(f"unrecognised key layout for a {space} checkpoint (first keys: {sorted(keys)[:5]}); "
-                          "expected the official, timm or hwnas layout of this space (is it the other family?)")
-
-
-def _head_map(space: str) -> dict:
-    if space == "nextvit":
-        return {"norm.": "head.norm.", "head.fc.": "head.fc.", "proj_head.0.": "head.fc."}
-    return {"norm.": "head.norm.", "head_dist.": "head.fc_dist.", "dist_head.": "head.fc_dist.", "head.": "head.fc."}
-
-
-def _rename_head(k: str, space: str) -> str:
-    for old, new in _head_map(space).items():
-        if k.startswith(old):
-            return new + k[len(old):]
-    return k
-
-
-_NEXTVIT_MLP = {"mlp.conv1.": "mlp.fc1.", "mlp.conv2.": "mlp.fc2."}
-
-
-def _official_nextvit(sd: Mapping) -> dict:
-    """features.N -> stages.s.blocks.j with Next-ViT's depths (3, 4, 5*L, 3)."""
-    n = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"features\.(\d+)\.", k)))
-    depths = (3, 4, n - 10, 3)
-    if n <= 10 or (n - 10) % 5:
-        raise PretrainedError(f"an official Next-ViT checkpoint with {n} blocks: expected 10 + 5*L "
-                              "(Next-ViT-S/B/L have 20/30/40)")
-    where = [(s, j) for s, d in enumerate(depths) for j in range(d)]
-    out = {}
-    for k, v in sd.items():
-        m = re.match(r"features\.(\d+)\.(.*)", k)
-        if m:
-            s, j = where[int(m.group(1))]
-            rest = m.group(2)
-            for old, new in _NEXTVIT_MLP.items():
-                rest = rest.replace(old, new) if rest.startswith(old) else rest
-            k = f"stages.{s}.blocks.{j}.{rest}"
-        else:
-            k = _rename_head(k, "nextvit")
-        out[k] = v
-    return out
-
-
-_EFV2_SEQ = [  # nn.Sequential indices of the official code -> our ConvNorm names
-    (r"token_mixer\.(q|k|v|v_local|stride_conv)\.0\.", r"token_mixer.\1.conv."),
-    (r"token_mixer\.(q|k|v|v_local|stride_conv)\.1\.", r"token_mixer.\1.bn."),
-    (r"token_mixer\.proj\.1\.", "token_mixer.proj.conv."), (r"token_mixer\.proj\.2\.", "token_mixer.proj.bn."),
-    (r"mlp\.fc1\.(weight|bias)$", r"mlp.fc1.conv.\1"), (r"mlp\.norm1\.", "mlp.fc1.bn."),
-    (r"mlp\.mid\.(weight|bias)$", r"mlp.mid.conv.\1"), (r"mlp\.mid_norm\.", "mlp.mid.bn."),
-    (r"mlp\.fc2\.(weight|bias)$", r"mlp.fc2.conv.\1"), (r"mlp\.norm2\.", "mlp.fc2.bn."),
-    (r"^layer_scale_1$", "ls1.gamma"), (r"^layer_scale_2$", "ls2.gamma"),
-]
-_EFV2_DOWN = [
-    (r"^proj\.", "conv.conv."), (r"^norm\.", "conv.bn."),  # plain embedding
-    (r"^conv\.", "conv.conv."), (r"^bn\.", "conv.bn."),  # attention embedding: conv path
-    (r"^attn\.q\.local\.0\.", "attn.q.local."), (r"^attn\.q\.proj\.0\.", "attn.q.proj.conv."),
-    (r"^attn\.q\.proj\.1\.", "attn.q.proj.bn."),
-    (r"^attn\.(k|v|v_local)\.0\.", r"attn.\1.conv."), (r"^attn\.(k|v|v_local)\.1\.", r"attn.\1.bn."),
-    (r"^attn\.proj\.1\.", "attn.proj.conv."), (r"^attn\.proj\.2\.", "attn.proj.bn."),
-]
-_EFV2_STEM = {"0": "conv1.conv", "1": "conv1.bn", "3": "conv2.conv", "4": "conv2.bn"}
-
-
-def _sub(rules, s: str) -> str:
-    for pat, rep in rules:
-        s2 = re.sub(pat, rep, s)
-        if s2 != s:
-            return s2
-    return s
-
-
-def _official_efficientformerv2(sd: Mapping) -> dict:
-    """network.{0,2,4,6}.j -> stages.s.blocks.j; network.{1,3,5} -> stages.s.downsample."""
-    out = {}
-    for k, v in sd.items():
-        if k.endswith("attention_bias_idxs"):
-            continue  # derived indices, rebuilt by our modules
-        m = re.match(r"patch_embed\.(\d+)\.(.*)", k)
-        if m:
-            out[f"stem.{_EFV2_STEM[m.group(1)]}.{m.group(2)}"] = v
-            continue
-        m = re.match(r"network\.(\d+)\.(.*)", k)
-        if not m:
-            out[_rename_head(k, "efficientformerv2")] = v
-            continue
-        idx, rest = int(m.group(1)), m.group(2)
-        if idx % 2 == 0:
-            j, _, rest = rest.partition(".")
-            if rest.startswith("layer_scale_"):
-                v = v.reshape(-1)
-            out[f"stages.{idx // 2}.blocks.{j}.{_sub(_EFV2_SEQ, rest)}"] = v
-        else:
-            out[f"stages.{(idx + 1) // 2}.downsample.{_sub(_EFV2_DOWN, rest)}"] = v
-    return out
+                          f"expected the {expected} layout of this space (is it the other family?)")
 
 
 def to_hwnas_keys(sd: Mapping, space: str) -> tuple[dict, str]:
@@ -189,72 +93,13 @@ def to_hwnas_keys(sd: Mapping, space: str) -> tuple[dict, str]:
     layout = detect_layout(sd, space)
     if layout == "hwnas":
         return dict(sd), layout
-    if layout == "timm":
-        return {_rename_head(k, space): v for k, v in sd.items() if not k.endswith("attention_bias_idxs")}, layout
-    if space == "nextvit":
-        return _official_nextvit(sd), layout
-    return _official_efficientformerv2(sd), layout
+    return get_family(space).checkpoint_layout(layout).to_ours(sd), layout
 
 
 def from_hwnas_keys(sd: Mapping, space: str, layout: str) -> dict:
     """The inverse of `to_hwnas_keys`: a static model's state dict in the `timm` or `official` layout
     (to hand a model trained here to code that expects those, and to test the import)."""
-    inv_head = {"nextvit": {"head.norm.": "norm.", "head.fc.": "proj_head.0." if layout == "official" else "head.fc."},
-                "efficientformerv2": {"head.norm.": "norm.", "head.fc_dist.": "dist_head." if layout == "official"
-                                      else "head_dist.", "head.fc.": "head."}}[space]
-    depths: dict = {}
-    for k in sd:
-        m = re.match(r"stages\.(\d+)\.blocks\.(\d+)\.", k)
-        if m:
-            depths[int(m.group(1))] = max(depths.get(int(m.group(1)), 0), int(m.group(2)) + 1)
-    offsets = [sum(depths.get(i, 0) for i in range(s)) for s in range(len(depths))]
-    out = {}
-    for k, v in sd.items():
-        new = next((n + k[len(o):] for o, n in inv_head.items() if k.startswith(o)), None)
-        if new is not None or layout == "timm":
-            out[new or k] = v
-            continue
-        m = re.match(r"stages\.(\d+)\.(blocks\.(\d+)|downsample)\.(.*)", k)
-        if space == "nextvit":
-            if m:
-                rest = re.sub(r"^mlp\.fc([12])\.", r"mlp.conv\1.", m.group(4))
-                k = f"features.{offsets[int(m.group(1))] + int(m.group(3))}.{rest}"
-            out[k] = v
-            continue
-        if k.startswith("stem."):
-            part, _, rest = k[5:].rpartition(".")
-            idx = {n: i for i, n in _EFV2_STEM.items()}[part]
-            out[f"patch_embed.{idx}.{rest}"] = v
-            continue
-        s, rest = int(m.group(1)), m.group(4)
-        if m.group(3) is not None:
-            rest = _sub(_EFV2_SEQ_INV, rest)
-            if rest.startswith("layer_scale_"):
-                v = v.reshape(-1, 1, 1)
-            out[f"network.{2 * s}.{m.group(3)}.{rest}"] = v
-        else:
-            rules = _EFV2_DOWN_INV_ATTN if s == 3 else _EFV2_DOWN_INV
-            out[f"network.{2 * s - 1}.{_sub(rules, rest)}"] = v
-    return out
-
-
-_EFV2_SEQ_INV = [
-    (r"token_mixer\.proj\.conv\.", "token_mixer.proj.1."), (r"token_mixer\.proj\.bn\.", "token_mixer.proj.2."),
-    (r"token_mixer\.(q|k|v|v_local|stride_conv)\.conv\.", r"token_mixer.\1.0."),
-    (r"token_mixer\.(q|k|v|v_local|stride_conv)\.bn\.", r"token_mixer.\1.1."),
-    (r"mlp\.fc1\.conv\.", "mlp.fc1."), (r"mlp\.fc1\.bn\.", "mlp.norm1."),
-    (r"mlp\.mid\.conv\.", "mlp.mid."), (r"mlp\.mid\.bn\.", "mlp.mid_norm."),
-    (r"mlp\.fc2\.conv\.", "mlp.fc2."), (r"mlp\.fc2\.bn\.", "mlp.norm2."),
-    (r"^ls1\.gamma$", "layer_scale_1"), (r"^ls2\.gamma$", "layer_scale_2"),
-]
-_EFV2_DOWN_INV = [(r"^conv\.conv\.", "proj."), (r"^conv\.bn\.", "norm.")]
-_EFV2_DOWN_INV_ATTN = [
-    (r"^conv\.conv\.", "conv."), (r"^conv\.bn\.", "bn."),
-    (r"^attn\.q\.local\.", "attn.q.local.0."), (r"^attn\.q\.proj\.conv\.", "attn.q.proj.0."),
-    (r"^attn\.q\.proj\.bn\.", "attn.q.proj.1."),
-    (r"^attn\.proj\.conv\.", "attn.proj.1."), (r"^attn\.proj\.bn\.", "attn.proj.2."),
-    (r"^attn\.(k|v|v_local)\.conv\.", r"attn.\1.0."), (r"^attn\.(k|v|v_local)\.bn\.", r"attn.\1.1."),
-]
+    return get_family(space).checkpoint_layout(layout).to_theirs(sd)
 
 
 # ---- which model the checkpoint holds -----------------------------------------------------------------
@@ -264,16 +109,20 @@ def _expected(arch: Arch, num_classes: int) -> dict:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-def _comparable(k: str) -> bool:
-    return not (k.startswith("head.fc") or k.endswith("attention_biases") or k.endswith("num_batches_tracked"))
+def _comparable(k: str, family: Family) -> bool:
+    """Whether a tensor's shape identifies the model: not the classifier (any class count), not a
+    tensor tied to the resolution, not a counter."""
+    return not (k.startswith(family.classifier) or family.resampler(k) is not None
+                or k.endswith("num_batches_tracked"))
 
 
 def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution: int) -> tuple[str, Arch]:
     """(reference name, arch) whose static model has exactly the checkpoint's tensors (heads aside)."""
-    got = {k: tuple(v.shape) for k, v in sd.items() if _comparable(k)}
+    family = get_family(space)
+    got = {k: tuple(v.shape) for k, v in sd.items() if _comparable(k, family)}
     for name in space.reference_names:
         arch = space.reference(name).with_resolution(resolution)
-        want = {k: s for k, s in _expected(arch, 1000).items() if _comparable(k)}
+        want = {k: s for k, s in _expected(arch, 1000).items() if _comparable(k, family)}
         if want == got:
             return name, arch
     raise PretrainedError(f"the checkpoint matches none of the {space.name} references "
@@ -302,7 +151,8 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
     """Copy an official, timm or hwnas checkpoint into a static model or a supernet (in place).
 
     Returns a report: `layout` (official / timm / hwnas), `source_arch` (the reference it holds),
-    `loaded`, `resized` (attention biases resampled to the model's resolution), `partial` (a
+    `loaded`, `resized` (tensors tied to the resolution -- attention biases -- resampled to the
+    model's), `partial` (a
     smaller reference copied into the leading corner of a supernet tensor), `skipped` (key and
     reason: a head of another class count), `missing` (tensors of the model left at their
     initialisation) and `unexpected` (checkpoint tensors with no place in the model).
@@ -313,6 +163,7 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
         space, resolution = search_spaces.get_space(model.arch.space), model.arch.resolution
     else:
         raise PretrainedError(f"expected a supernet.build_model(...) model or a supernet, got {type(model).__name__}")
+    family = get_family(space)
     sd, layout = to_hwnas_keys(read_state_dict(path_or_state_dict), space.name)
     if layout == "hwnas" and isinstance(model, DeployModel):
         source_name, arch = "hwnas", model.arch  # our own static layout: whatever arch it is
@@ -337,16 +188,15 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
         if v.shape == dst.shape:
             dst.copy_(v)
             report["loaded"].append(tk)
-        elif tk.endswith("attention_biases") and v.shape[0] == dst.shape[0]:
-            res = int(round(dst.shape[1] ** 0.5))
-            src = resize_attention_biases(v.float(), res) if v.shape[1] != dst.shape[1] else v
+        elif (resample := family.resampler(tk)) is not None and v.shape[0] == dst.shape[0]:
+            src = resample(v.float(), tuple(dst.shape)) if v.shape[1:] != dst.shape[1:] else v
             if isinstance(model, Supernet) or src.shape == dst.shape:
                 dst.copy_(src.to(dst.dtype))
                 report["resized"].append(tk)
             else:
                 report["skipped"].append((k, f"shape {tuple(v.shape)} vs {tuple(dst.shape)}"))
                 continue
-        elif k.startswith("head.fc") and v.shape[0] != dst.shape[0]:
+        elif k.startswith(family.classifier) and v.shape[0] != dst.shape[0]:
             report["skipped"].append((k, f"head of {v.shape[0]} classes, the model has {dst.shape[0]}"))
             continue
         elif (isinstance(model, Supernet) and v.dim() == dst.dim()

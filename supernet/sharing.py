@@ -2,8 +2,9 @@
 
 The sharing rule, stated once: a subnet block placed at supernet position p (the `Placed.pos` the
 space assigns -- first-k blocks) uses the first k entries along every dimension of that supernet
-block's tensors (first-k channels, first-k hidden units, first-k heads). EfficientFormerV2's
-attention-bias tables are the one exception: they are resampled to the subnet's resolution.
+block's tensors (first-k channels, first-k hidden units, first-k heads). The one exception are
+tensors tied to the input resolution, which the family resamples instead (`Family.resample`:
+EfficientFormerV2's attention-bias tables).
 
 How: the supernet holds the static modules of `space.supernet_layout()`. For a subnet it runs
 the *same static block classes* (shape-only "skeletons" on the meta device, cached per block
@@ -26,7 +27,7 @@ from torch.autograd.function import once_differentiable
 import search_spaces
 from search_spaces import Arch, ArchError, BlockSpec, SearchSpace
 
-from .efficientformerv2 import resize_attention_biases
+from .family import get_family
 from .model import DeployModel, Model, build_block, drop_path_rates
 
 
@@ -40,14 +41,15 @@ def first_k(tensor: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return tensor if plan is None else tensor[plan]
 
 
-def share_plan(name: str, held: torch.Size, shape: torch.Size):
+def share_plan(name: str, held: torch.Size, shape: torch.Size, resampled: bool = False):
     """How a subnet tensor of `shape` comes out of the shared one of shape `held`, decided once per
-    arch: None (the whole tensor), a tuple of slices (first-k), or "resize" (attention biases)."""
+    arch: None (the whole tensor), a tuple of slices (first-k), or "resize" (a tensor the family
+    resamples, `resampled`: EfficientFormerV2's attention biases at another resolution)."""
     if len(shape) != len(held):
         raise RuntimeError(f"supernet tensor {name} of shape {tuple(held)} cannot hold {tuple(shape)}")
     if shape == held:
         return None
-    if name.endswith("attention_biases") and held[1] != shape[1]:
+    if resampled and held[1:] != shape[1:]:
         return "resize"
     if any(n > m for n, m in zip(shape, held)):
         raise RuntimeError(f"supernet tensor {name} of shape {tuple(held)} cannot hold {tuple(shape)}")
@@ -63,7 +65,8 @@ class _Slot:
     src_table: dict  # the supernet submodule's _parameters or _buffers (looked up at run time,
     name: str        # since .to(device) replaces buffers)
     plan: object  # see share_plan
-    res: int = 0  # target resolution when plan == "resize"
+    resample: object = None  # plan == "resize": the family's fn(shared tensor, shape)
+    shape: tuple = ()  # the subnet's shape of the tensor
     cast: bool = False  # a conv/linear weight or bias: autocast would run it in low precision
     _src: object = None  # the shared tensor `_view` was cut from, and its memory address
     _ptr: int = -1
@@ -75,7 +78,7 @@ class _Slot:
         if self.plan is None:
             return t
         if self.plan == "resize":
-            return resize_attention_biases(t, self.res)
+            return self.resample(t, self.shape)
         return t[self.plan]
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
@@ -174,6 +177,7 @@ class Supernet(Model):
     def __init__(self, space: SearchSpace, num_classes: int = 1000, resolution: int | None = None,
                  drop_path_rate: float = 0.0):
         self.space = space
+        self.family = get_family(space)
         self.num_classes = num_classes
         self.resolution = space.resolution if resolution is None else int(resolution)
         super().__init__(space.supernet_layout(num_classes, self.resolution))
@@ -236,11 +240,12 @@ class Supernet(Model):
             if table is None or table.get(attr) is None:
                 raise RuntimeError(f"supernet block {path} ({spec.key}) has no tensor {name}; "
                                    "the space's supernet_layout does not cover this block")
-            plan = share_plan(name, table[attr].shape, t.shape)
-            res = int(round(t.shape[1] ** 0.5)) if plan == "resize" else 0
+            resample = self.family.resampler(name)
+            plan = share_plan(name, table[attr].shape, t.shape, resampled=resample is not None)
             skel_table = skel_owner._parameters if is_param else skel_owner._buffers
             cast = is_param and attr in ("weight", "bias") and isinstance(skel_owner, _AUTOCAST_MODULES)
-            slots.append(_Slot(skel_table, attr, table, name, plan, res, cast))
+            slots.append(_Slot(skel_table, attr, table, name, plan,
+                               resample if plan == "resize" else None, tuple(t.shape), cast))
         return _Step(path, sk, slots, drop_path)
 
     def _apply(self, fn, recurse=True):
@@ -276,7 +281,7 @@ class Supernet(Model):
                 if s.plan is None:
                     out.append(t)
                 elif s.plan == "resize":
-                    out.append(resize_attention_biases(t, s.res))
+                    out.append(s.resample(t, s.shape))
                 elif grad and t.requires_grad:
                     where.append(len(out))
                     shared.append((s, t))

@@ -47,11 +47,11 @@ def small():
     return arch, trained_like(supernet.build_model(arch, num_classes=NUM_CLASSES))
 
 
-@pytest.fixture(scope="module", params=["nextvit", "efficientformerv2"])
-def exported(request, tmp_path_factory):
-    arch = random_arch(request.param)
+@pytest.fixture(scope="module")
+def exported(space_name, tmp_path_factory):
+    arch = random_arch(space_name)
     model = trained_like(supernet.build_model(arch, num_classes=NUM_CLASSES))
-    out = tmp_path_factory.mktemp(f"export-{request.param}")
+    out = tmp_path_factory.mktemp(f"export-{space_name}")
     manifest = write_export(model, arch, out, CPU_FORMATS, num_classes=NUM_CLASSES,
                             weights={"source": "test"}, latency={})
     return arch, model, out, manifest
@@ -87,7 +87,7 @@ def test_the_onnx_export_is_static_and_bn_free(exported):
 def test_a_check_fails_on_a_wrong_export(small, tmp_path):
     """The ONNX check compares numbers: a model that computes something else fails it."""
     arch, model = small
-    from hwnas.export.onnx import export_onnx
+    from hwnas.convert.onnx import export_onnx
     shape = (1, 3, arch.resolution, arch.resolution)
     x = verify.reference_input(shape)
     with torch.no_grad():
@@ -162,7 +162,7 @@ def test_a_failure_mid_export_leaves_the_previous_export_intact(small, tmp_path,
     (tmp_path / "extract.log").write_text("hydra's files stay\n")
     before = _snapshot(tmp_path)
     # pt and onnx of the new export are written (into the temporary directory) before this fails
-    monkeypatch.setattr("hwnas.export.torchscript.export_torchscript", _boom)
+    monkeypatch.setattr("hwnas.convert.torchscript.export_torchscript", _boom)
     retrained = trained_like(supernet.build_model(arch, num_classes=NUM_CLASSES), seed=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_export(retrained, arch, tmp_path, ["pt", "onnx", "torchscript"], num_classes=NUM_CLASSES,
@@ -196,7 +196,7 @@ def test_unknown_format_is_a_clear_error():
 
 
 def test_tensorrt_without_tensorrt_is_a_clear_error_before_any_work(small, tmp_path):
-    from hwnas.export.tensorrt import tensorrt_available
+    from hwnas.convert.tensorrt import tensorrt_available
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")
     arch, model = small

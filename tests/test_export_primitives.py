@@ -12,7 +12,7 @@ import torch
 
 import search_spaces
 import supernet
-from hwnas.export.onnx import export_onnx
+from hwnas.convert.onnx import export_onnx
 from hwnas.latency.deploy import fold as deploy_form
 
 
@@ -43,7 +43,7 @@ def test_onnx_export_matches_torch(tmp_path):
      {"conv", "matmul", "softmax", "gelu", "upsample_bilinear"}),
 ])
 def test_coreml_block_is_ml_program_with_expected_ops(tmp_path, space, kind, ref, stride, expected):
-    from hwnas.export.coreml import convert_coreml, coreml_ops
+    from hwnas.convert.coreml import convert_coreml, coreml_ops
     spec = first_block(space, kind, ref, stride)
     block = deploy_form(supernet.build_block(spec))
     path = convert_coreml(block, supernet.block_input_shape(spec), tmp_path / "block.mlpackage")
@@ -82,7 +82,7 @@ def test_coreml_bundle_then_import_makes_a_measured_table(tmp_path):
 
 
 def test_tensorrt_primitives_say_how_to_install():
-    from hwnas.export.tensorrt import TensorRTUnavailable, build_engine, tensorrt_available
+    from hwnas.convert.tensorrt import TensorRTUnavailable, build_engine, tensorrt_available
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")
     with pytest.raises(TensorRTUnavailable, match="untested"):

@@ -15,8 +15,6 @@ from hwnas.latency.deploy import deploy_form
 from hwnas.latency.fingerprint import cache_for, scheme_info
 from hwnas.latency.keys import block_keys
 
-SPACES = ["nextvit", "efficientformerv2"]
-
 
 def synthetic_table(space_name: str, path=None, correction=None) -> LatencyTable:
     """Made-up latencies, with the current code's fingerprints (as a fresh profile would record)."""
@@ -35,23 +33,21 @@ def synthetic_table(space_name: str, path=None, correction=None) -> LatencyTable
     return t
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_keys_follow_arch_blocks_and_invalid_archs_are_refused(name):
-    space = search_spaces.get_space(name)
+def test_keys_follow_arch_blocks_and_invalid_archs_are_refused(space_name):
+    space = search_spaces.get_space(space_name)
     for a in space.sample_many(50, seed=7) + [space.min_arch(), space.max_arch()]:
         assert list(block_keys(a)) == [b.key for b in a.blocks()]
     bad = space.max_arch().to_dict()
-    bad["stages"][0]["n" if name == "nextvit" else "width"] = 1000
+    bad["stages"][0]["n" if space_name == "nextvit" else "width"] = 1000
     with pytest.raises(search_spaces.ArchError):
-        synthetic_table(name).predict(search_spaces.Arch.from_dict(bad))
+        synthetic_table(space_name).predict(search_spaces.Arch.from_dict(bad))
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_predict_is_sum_of_rows_plus_correction(name):
+def test_predict_is_sum_of_rows_plus_correction(space_name):
     a_kind = {"nextvit.ntb": 1.3, "efficientformerv2.attn": 0.7}
     corr = {"form": "per_kind", "a": a_kind, "a_default": 0.9, "b": 0.25}
-    t = synthetic_table(name, correction=corr)
-    for arch in search_spaces.get_space(name).sample_many(20, seed=1):
+    t = synthetic_table(space_name, correction=corr)
+    for arch in search_spaces.get_space(space_name).sample_many(20, seed=1):
         expected = sum(a_kind.get(b.kind, 0.9) * t.rows[b.key]["p10_ms"] for b in arch.blocks()) + 0.25
         assert t.predict(arch) == pytest.approx(expected, rel=1e-12)
         assert t.block_sum(arch) == pytest.approx(sum(t.rows[b.key]["p10_ms"] for b in arch.blocks()), rel=1e-12)
@@ -113,7 +109,7 @@ def test_unknown_target_lists_targets():
 
 
 def test_tensorrt_missing_gives_install_error():
-    from hwnas.export.tensorrt import TensorRTUnavailable, tensorrt_available
+    from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
     if tensorrt_available():
         pytest.skip("TensorRT is installed here")
     with pytest.raises(TensorRTUnavailable, match="pip install tensorrt"):
@@ -141,14 +137,13 @@ def test_fidelity_metrics_and_kendall_tau():
 
 
 @pytest.mark.parametrize("target", ["onnxruntime_cpu", "coreml"])
-@pytest.mark.parametrize("name", SPACES)
-def test_shipped_tables_cover_every_block(target, name):
+def test_shipped_tables_cover_every_block(target, space_name):
     try:
-        path = default_table_path(target, name)
+        path = default_table_path(target, space_name)
     except LatencyTableError:
         pytest.skip(f"no shipped {target} table yet")
-    t = LatencyTable.load(path, target=target, space=name)
-    space = search_spaces.get_space(name)
+    t = LatencyTable.load(path, target=target, space=space_name)
+    space = search_spaces.get_space(space_name)
     assert not [s.key for s in space.all_blocks() if s.key not in t.rows]
     assert t.provenance["mes_unit_latency_ms"] > 0
     for a in space.references().values():

@@ -7,7 +7,7 @@ import torch
 import search_spaces
 import supernet
 from supernet.efficientformerv2 import resize_attention_biases
-from supernet.pretrained import PretrainedError, detect_layout, from_hwnas_keys, load_pretrained
+from supernet.pretrained import PretrainedError, detect_layout, from_hwnas_keys, load_pretrained, to_hwnas_keys
 
 
 def _randomized(arch, num_classes=10, seed=0):
@@ -118,3 +118,20 @@ def test_wrong_model_or_family_is_a_clear_error():
         load_pretrained(nv, from_hwnas_keys(s0, "efficientformerv2", "official"))
     with pytest.raises(PretrainedError, match="no such file"):
         load_pretrained(nv, "/nonexistent/nextvit_small.pth")
+
+
+@pytest.mark.parametrize("name", ["nextvit", "efficientformerv2"])
+def test_every_reference_round_trips_through_every_checkpoint_layout(name):
+    """Each family's layout table read one way, then the other, gives back every key in its order,
+    each tensor in its shape (meta tensors: the tables move names and shapes, not values)."""
+    space = search_spaces.get_space(name)
+    for ref, arch in space.references().items():
+        with torch.device("meta"):
+            sd = supernet.DeployModel(arch.with_resolution(32), num_classes=10, init=False).state_dict()
+        for layout in supernet.get_family(name).checkpoint_layouts:
+            theirs = from_hwnas_keys(sd, name, layout.name)
+            assert theirs.keys() != sd.keys()
+            back, detected = to_hwnas_keys(theirs, name)
+            assert detected == layout.name, (ref, layout.name)
+            assert list(back) == list(sd), (ref, layout.name)
+            assert all(back[k].shape == v.shape for k, v in sd.items()), (ref, layout.name)

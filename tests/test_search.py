@@ -14,15 +14,13 @@ import search_spaces
 from search_spaces import Arch, ArchError
 from hwnas.search import codec, dominates, hypervolume, non_dominated, slimming_actions
 
-SPACES = ["efficientformerv2", "nextvit"]
 # extra overrides for every composed config (empty in CI; a developer may point Hydra elsewhere)
 EXTRA = os.environ.get("HWNAS_TEST_SEARCH_OVERRIDES", "").split()
 
 
 # ---- arch <-> Optuna parameters ----------------------------------------------------------------
-@pytest.mark.parametrize("name", SPACES)
-def test_encode_decode_round_trips(name):
-    space = search_spaces.get_space(name)
+def test_encode_decode_round_trips(space_name):
+    space = search_spaces.get_space(space_name)
     archs = [space.max_arch(), space.min_arch(), *space.references().values(), *space.sample_many(200, 1)]
     for arch in archs:
         params = codec.encode(arch, space)
@@ -30,9 +28,8 @@ def test_encode_decode_round_trips(name):
         assert codec.decode(params, space) == arch
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_random_parameters_decode_or_fail_clearly(name):
-    space = search_spaces.get_space(name)
+def test_random_parameters_decode_or_fail_clearly(space_name):
+    space = search_spaces.get_space(space_name)
     dists = codec.distributions(space)
     rng = random.Random(0)
     ok = 0
@@ -60,9 +57,8 @@ def test_decode_repairs_attention_count_and_rejects_an_empty_stage():
 
 
 # ---- slimming actions -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", SPACES)
-def test_slimming_actions_are_valid_single_step_reductions(name):
-    space = search_spaces.get_space(name)
+def test_slimming_actions_are_valid_single_step_reductions(space_name):
+    space = search_spaces.get_space(space_name)
     for arch in [space.max_arch(), *space.sample_many(20, 3)]:
         actions = slimming_actions(space, arch)
         assert actions
@@ -73,9 +69,8 @@ def test_slimming_actions_are_valid_single_step_reductions(name):
             assert a.arch.macs() < arch.macs() or a.arch.params() < arch.params(), a.name
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_slimming_reaches_the_smallest_arch(name):
-    space = search_spaces.get_space(name)
+def test_slimming_reaches_the_smallest_arch(space_name):
+    space = search_spaces.get_space(space_name)
     arch, rng = space.max_arch(), random.Random(0)
     for _ in range(500):
         actions = slimming_actions(space, arch)

@@ -18,7 +18,6 @@ OFFICIAL_PARAMS = {
 OFFICIAL_GMACS = {"nextvit_s": 5.794, "nextvit_b": 8.274, "nextvit_l": 10.753,
                   "efficientformerv2_s0": 0.396, "efficientformerv2_s1": 0.652,
                   "efficientformerv2_s2": 1.247, "efficientformerv2_l": 2.553}
-SPACES = ["nextvit", "efficientformerv2"]
 
 
 def _space_of(ref):
@@ -47,9 +46,8 @@ def test_max_arch_is_the_large_reference_and_the_largest():
         assert space.min_arch().params() <= min(a.params() for a in space.sample_many(300, seed=4))
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_analytic_params_equal_torch_for_sampled_archs(name):
-    space = search_spaces.get_space(name)
+def test_analytic_params_equal_torch_for_sampled_archs(space_name):
+    space = search_spaces.get_space(space_name)
     archs = space.sample_many(50, seed=11) + [space.min_arch(), space.max_arch()]
     for arch in archs:
         for classes in (1000, 10):
@@ -69,9 +67,8 @@ def test_analytic_macs_match_flop_counter_and_official_figures(ref):
     assert arch.macs() / 1e9 == pytest.approx(OFFICIAL_GMACS[ref], abs=0.0015)
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_all_blocks_cover_every_sampled_block(name):
-    space = search_spaces.get_space(name)
+def test_all_blocks_cover_every_sampled_block(space_name):
+    space = search_spaces.get_space(space_name)
     keys = {b.key for b in space.all_blocks()}
     archs = space.sample_many(200, seed=5) + [space.min_arch()] + list(space.references().values())
     for arch in archs:
@@ -84,9 +81,8 @@ def test_all_blocks_cover_every_sampled_block(name):
         assert sum(p.numel() for p in block.parameters()) == space.block_params(spec)
 
 
-@pytest.mark.parametrize("name", SPACES)
-def test_sampled_archs_validate_and_round_trip_as_plain_data(name):
-    space = search_spaces.get_space(name)
+def test_sampled_archs_validate_and_round_trip_as_plain_data(space_name):
+    space = search_spaces.get_space(space_name)
     for arch in space.sample_many(100, seed=7):
         space.validate(arch)
         again = Arch.from_dict(json.loads(json.dumps(arch.to_dict())))
@@ -94,7 +90,7 @@ def test_sampled_archs_validate_and_round_trip_as_plain_data(name):
         assert Arch.from_dict(yaml.safe_load(yaml.safe_dump(arch.to_dict()))) == arch
     # 3 and 3.0 are the same arch (canonical form), so ids do not depend on how a YAML spells them
     d = space.max_arch().to_dict()
-    key = "ncb_mlp_ratio" if name == "nextvit" else "width"
+    key = "ncb_mlp_ratio" if space_name == "nextvit" else "width"
     d["stages"][0][key] = float(d["stages"][0][key])
     assert Arch.from_dict(d).id == space.max_arch().id
 

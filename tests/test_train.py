@@ -22,11 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(*overrides):
-    from hydra import compose as _compose, initialize_config_dir
-    from hwnas.config import register_common
-    register_common()
-    with initialize_config_dir(config_dir=str(ROOT / "hwnas" / "conf"), version_base=None):
-        return _compose("train", overrides=list(overrides))
+    from hwnas.config import compose as _compose
+    return _compose("train", overrides)
 
 
 # A short run: 2 epochs x 8 steps of 32 digits; per-epoch val of largest and smallest.

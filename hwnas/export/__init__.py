@@ -1,5 +1,4 @@
-"""Low-level conversion primitives: a torch module to ONNX, Core ML (ML Program) or a TensorRT engine.
-
-Each function takes a plain (already BN-folded, or folded on request) `nn.Module` and an input
-shape and writes one file; the extract app and the latency backends build on them.
+"""Exports a user receives: one subnet with its weights in every format asked for, each checked on
+its runtime against PyTorch, written all at once with a `manifest.json` (`bundle`, `verify`,
+`manifest`, `pt`). The converters they use live one layer down, in `hwnas.convert`.
 """

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from hwnas.errors import HwnasError
+
 MANIFEST = "manifest.json"
 
 
@@ -96,7 +98,7 @@ FILES = {"pt": ["model.pt", "arch.yaml"], "onnx": ["model.onnx"], "coreml": ["mo
          "tensorrt": ["model.engine"], "torchscript": ["model.ts"]}
 
 
-class ExportError(RuntimeError):
+class ExportError(HwnasError, RuntimeError):
     """An export that cannot be made or did not pass its checks; the message says why and what to do."""
 
 
@@ -117,7 +119,7 @@ def check_formats(formats) -> list[str]:
 def preflight(formats: list[str]) -> None:
     """Fail before any work when a requested format cannot be made on this machine."""
     if "tensorrt" in formats:
-        from .tensorrt import TensorRTUnavailable, tensorrt_available
+        from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
         if not tensorrt_available():
             raise TensorRTUnavailable(
                 "needed by format=tensorrt; or export format=onnx here and build the engine where "
@@ -161,18 +163,18 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 save_pt(model, arch, b.tmp)
                 check = verify.check_pt(b.tmp, x, ref)
             elif fmt == "torchscript":
-                from .torchscript import export_torchscript
+                from hwnas.convert.torchscript import export_torchscript
                 export_torchscript(deploy, shape, b.path("model.ts"))
                 check = verify.check_torchscript(b.path("model.ts"), x, ref)
             elif fmt == "onnx":
                 _onnx(deploy, shape, b, opset)
                 check = verify.check_onnx(b.path("model.onnx"), x, ref)
             elif fmt == "coreml":
-                from .coreml import convert_coreml
+                from hwnas.convert.coreml import convert_coreml
                 convert_coreml(deploy, shape, b.path("model.mlpackage"), precision=coreml_precision)
                 check = verify.check_coreml(b.path("model.mlpackage"), x, ref, arch.space)
             elif fmt == "tensorrt":
-                from .tensorrt import build_engine
+                from hwnas.convert.tensorrt import build_engine
                 build_engine(_onnx(deploy, shape, b, opset), b.path("model.engine"), precision="fp16")
                 check = verify.check_tensorrt(b.path("model.engine"), x, ref)
             files = FILES[fmt]
@@ -190,7 +192,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
 def _onnx(deploy: nn.Module, shape, b: ExportBundle, opset: int) -> Path:
     path = b.path("model.onnx")
     if not path.exists():
-        from .onnx import export_onnx
+        from hwnas.convert.onnx import export_onnx
         export_onnx(deploy, shape, path, opset=opset)
     return path
 

@@ -14,11 +14,13 @@ import torch
 import torch.nn as nn
 import yaml
 
+from hwnas.errors import HwnasError
+
 WEIGHTS = "model.pt"
 ARCH = "arch.yaml"
 
 
-class LoadError(ValueError):
+class LoadError(HwnasError, ValueError):
     """`hwnas.load` was given something that is not a `pt` export."""
 
 

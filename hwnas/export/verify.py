@@ -91,7 +91,7 @@ def check_pt(export_dir: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) 
 
 def check_torchscript(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> dict:
     def fn():
-        from .torchscript import load_torchscript
+        from hwnas.convert.torchscript import load_torchscript
         module = load_torchscript(path)
         with torch.no_grad():
             return compare(module(x), ref, "torchscript")
@@ -115,15 +115,17 @@ def check_onnx(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> d
                 "ONNX Runtime session (ORT_ENABLE_ALL) vs PyTorch", fn)
 
 
-# Ops every ML Program of these families must hold (the convolutions and the classifier).
-CORE_ML_REQUIRED_OPS = {"nextvit": {"conv", "matmul", "softmax", "linear"},
-                        "efficientformerv2": {"conv", "gelu", "linear"}}
+def core_ml_required_ops(space: str) -> frozenset:
+    """Ops every ML Program of this family must hold (the convolutions and the classifier): the
+    family's `coreml_ops` (`supernet.Family`)."""
+    import supernet
+    return supernet.get_family(space).coreml_ops
 
 
 def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: str) -> dict:
-    from .coreml import _ct, coreml_ops
+    from hwnas.convert.coreml import coreml_ops, import_coremltools
 
-    ct = _ct()
+    ct = import_coremltools()
     spec = ct.utils.load_spec(str(path))
     problems = []
     kind = spec.WhichOneof("Type")
@@ -137,7 +139,7 @@ def _coreml_spec_check(path: Path, x: torch.Tensor, ref: torch.Tensor, space: st
     if out_shapes != [list(ref.shape)]:
         problems.append(f"outputs {out_shapes} != [{list(ref.shape)}]")
     ops = coreml_ops(path) if kind == "mlProgram" else []
-    missing = sorted(CORE_ML_REQUIRED_OPS.get(space, set()) - set(ops))
+    missing = sorted(core_ml_required_ops(space) - set(ops))
     if missing:
         problems.append(f"ops missing from the program: {missing}")
     # fp16: every floating-point weight tensor (rank >= 1 const) is stored in half precision.
@@ -170,8 +172,8 @@ def check_coreml(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor, sp
     def fn():
         out = _coreml_spec_check(path, x, ref, space)
         if on_mac and out["passed"]:
-            from .coreml import _ct
-            ct = _ct()
+            from hwnas.convert.coreml import import_coremltools
+            ct = import_coremltools()
             mlmodel = ct.models.MLModel(str(path))
             name = mlmodel.get_spec().description.input[0].name
             pred = mlmodel.predict({name: x.numpy()})

@@ -251,7 +251,7 @@ class OnnxRuntimeCPU(Backend):
         return {**super().form_settings(), "opset": self.opset}
 
     def _mobilenet_run(self, shape: tuple[int, ...]):
-        from hwnas.export.onnx import export_onnx
+        from hwnas.convert.onnx import export_onnx
         from .reference_models import mobilenet_v2
         with tempfile.TemporaryDirectory(prefix="hwnas-canary-") as d:
             path = export_onnx(self.deploy(mobilenet_v2()), shape, Path(d) / "m.onnx", opset=self.opset)
@@ -284,7 +284,7 @@ class OnnxRuntimeCPU(Backend):
         return self._time_loop(lambda: sess.run(None, feed))
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
-        from hwnas.export.onnx import export_onnx
+        from hwnas.convert.onnx import export_onnx
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as d:
@@ -381,8 +381,8 @@ class CoreML(Backend):
         self.compute_units = compute_units
 
     def runtime_version(self) -> str:
-        from hwnas.export.coreml import _ct
-        return _ct().__version__
+        from hwnas.convert.coreml import import_coremltools
+        return import_coremltools().__version__
 
     def method(self) -> str:
         return (f"ML Program ({self.precision}) via coremltools, compute units {self.compute_units}, "
@@ -396,8 +396,8 @@ class CoreML(Backend):
                 "`python -m hwnas.profile +target=coreml space=S` (it writes a folder of .mlpackage files "
                 "and run_bundle.py), run it on the Mac, then import its CSV with "
                 "`python -m hwnas.profile +target=coreml space=S coreml.import_csv=PATH`.")
-        from hwnas.export.coreml import _ct, convert_coreml
-        ct = _ct()
+        from hwnas.convert.coreml import convert_coreml, import_coremltools
+        ct = import_coremltools()
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-coreml-") as d:
@@ -415,8 +415,8 @@ class TensorRT(Backend):
     statistic = "median_ms"
 
     def __init__(self, precision: str = "fp16", batch: int = 8, opset: int = 17, workspace_gb: float = 4.0, **kw):
-        from hwnas.export.tensorrt import _trt
-        _trt()  # raises TensorRTUnavailable with the install command
+        from hwnas.convert.tensorrt import import_tensorrt
+        import_tensorrt()  # raises TensorRTUnavailable with the install command
         super().__init__(precision=precision, batch=batch, **kw)
         self.opset = opset
         self.workspace_gb = workspace_gb
@@ -426,8 +426,8 @@ class TensorRT(Backend):
         return torch.cuda.get_device_name()
 
     def runtime_version(self) -> str:
-        from hwnas.export.tensorrt import _trt
-        return _trt().__version__
+        from hwnas.convert.tensorrt import import_tensorrt
+        return import_tensorrt().__version__
 
     def form_settings(self) -> dict:
         return {**super().form_settings(), "opset": self.opset}
@@ -438,9 +438,9 @@ class TensorRT(Backend):
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
-        from hwnas.export.onnx import export_onnx
-        from hwnas.export.tensorrt import _trt, build_engine
-        trt = _trt()
+        from hwnas.convert.onnx import export_onnx
+        from hwnas.convert.tensorrt import build_engine, import_tensorrt
+        trt = import_tensorrt()
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as d:

@@ -6,18 +6,21 @@ Plain dataclasses (no Hydra import at module level, so the GPU machine can impor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
+
+from hwnas.config import CONF_DIR as APP_CONF_DIR
+from hwnas.mes import ALPHA_LATENCY, ALPHA_SIZE, SCORE, U_SIZE
 
 
 @dataclass
 class MesConfig:
-    """Mobile Efficiency Score constants: MES = score · (latency/u_latency)^-α_lat · (params/u_size)^-α_size."""
-    score: float = 100.0
-    u_size: float = 3.0e6
+    """Mobile Efficiency Score constants: MES = score · (latency/u_latency)^-α_lat · (params/u_size)^-α_size.
+    Defaults: the paper's, stated once in `hwnas.mes`."""
+    score: float = SCORE
+    u_size: float = U_SIZE
     u_latency_ms: Optional[float] = None  # null: `mes_unit_latency_ms` from the table's provenance
-    alpha_latency: float = 1.0
-    alpha_size: float = 0.5
+    alpha_latency: float = ALPHA_LATENCY
+    alpha_size: float = ALPHA_SIZE
 
 
 @dataclass
@@ -44,46 +47,19 @@ class TargetConfig:
     mes: MesConfig = field(default_factory=MesConfig)
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "target"
+CONF_DIR = APP_CONF_DIR / "target"
 
 
 def target_settings(name: str) -> dict:
     """The keys of `hwnas/conf/target/<name>.yaml` as a dict, without Hydra (for scripts that run
-    where Hydra is not installed). PyYAML when present, else a reader for these flat files."""
+    where Hydra is not installed, like the GPU machine; PyYAML is a dependency of hwnas and timm)."""
+    import yaml
     path = CONF_DIR / f"{name}.yaml"
     if not path.exists():
         from .backends import UnknownTargetError
         known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
-    text = path.read_text()
-    try:
-        import yaml
-        d = yaml.safe_load(text)
-    except ImportError:
-        d, block = {}, None
-        for line in text.splitlines():
-            body = line.split("#", 1)[0].rstrip()
-            if not body.strip() or body.strip().startswith("-"):
-                continue
-            k, _, v = body.strip().partition(":")
-            v = v.strip()
-            val = None if v in ("null", "") else True if v == "true" else False if v == "false" else v
-            if isinstance(val, str):
-                for conv in (int, float):
-                    try:
-                        val = conv(val)
-                        break
-                    except ValueError:
-                        pass
-            if line.startswith((" ", "\t")):
-                if block is not None:
-                    d[block][k] = val
-            elif v == "":
-                block = k
-                d[k] = {}
-            else:
-                block = None
-                d[k] = val
+    d = yaml.safe_load(path.read_text())
     d.pop("defaults", None)
     return d
 

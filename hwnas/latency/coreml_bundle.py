@@ -18,9 +18,11 @@ from typing import Sequence
 
 from search_spaces import Arch
 
+from hwnas.progress import progress_bar
+
 from .backends import Backend, fingerprint_deployed, slug
 from .correction import fit_correction
-from .profiler import _progress, fit_set, mark_complete, now_iso, specs_for
+from .profiler import fit_set, mark_complete, now_iso, specs_for
 from .table import (TABLES_DIR, LatencyTable, LatencyTableError, atomic_write_text, networks_path, provenance_path,
                     read_provenance, read_rows, write_networks)
 
@@ -37,7 +39,7 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
                  n_fit: int = 30, fit_seed: int = 0, progress: bool = True, limit: int | None = None) -> Path:
     """Convert every block (and the fit networks) into `bundle_dir`; rerunning skips what exists."""
     import supernet
-    from hwnas.export.coreml import convert_coreml
+    from hwnas.convert.coreml import convert_coreml
     from .reference_models import mobilenet_v2
 
     bundle = Path(bundle_dir)
@@ -54,7 +56,7 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
     if (bundle / "manifest.csv").exists():
         old = {r["name"]: r for r in csv.DictReader(open(bundle / "manifest.csv", newline=""))}
     rows = []
-    for kind, role, name, shape, spec, arch in _progress(entries, len(entries), "coreml conversion", progress):
+    for kind, role, name, shape, spec, arch in progress_bar(entries, len(entries), "coreml conversion", progress):
         path = bundle / "models" / _file_name(name)
         fp = (old.get(name) or {}).get("fingerprint")
         if not path.exists() or not fp:

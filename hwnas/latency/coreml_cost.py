@@ -24,7 +24,9 @@ import numpy as np
 
 import search_spaces
 
-from .profiler import _progress, now_iso
+from hwnas.progress import progress_bar
+
+from .profiler import now_iso
 from .table import TABLES_DIR, LatencyTable
 
 PUBLISHED_MS = {  # ARCHITECTURES.md: Next-ViT README (Xcode report image), EfficientFormerV2 README
@@ -41,7 +43,7 @@ def graph_features(model, input_shape) -> dict:
     """Op count and fp16 byte traffic of a module's BN-folded ONNX graph, plus its MACs."""
     import onnx
     from onnx import numpy_helper, shape_inference
-    from hwnas.export.onnx import export_onnx
+    from hwnas.convert.onnx import export_onnx
     from .deploy import deploy_form
 
     model = deploy_form("coreml").module(model)
@@ -77,7 +79,7 @@ def graph_features(model, input_shape) -> dict:
 def block_features(specs, progress: bool = True) -> dict[str, dict]:
     import supernet
     out = {}
-    for s in _progress(specs, len(specs), "block features", progress):
+    for s in progress_bar(specs, len(specs), "block features", progress):
         out[s.key] = graph_features(supernet.build_block(s), supernet.block_input_shape(s, 1))
     return out
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import search_spaces
 from search_spaces import Arch, BlockSpec
+
+from hwnas.progress import progress_bar
 
 from .backends import Backend
 from .correction import fit_correction
@@ -28,21 +29,6 @@ from .keys import block_keys
 from .table import (NET_COLUMNS, PARTIAL, TABLES_DIR, LatencyTable, LatencyTableError,  # noqa: F401
                     atomic_write_text, networks_path, provenance_path, read_networks, read_provenance,
                     read_rows, write_networks)
-
-
-def _progress(iterable, total: int, desc: str, enabled: bool = True):
-    if not enabled:
-        return iterable
-    try:
-        from tqdm import tqdm
-        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
-    except ImportError:  # the GPU machine may lack tqdm: print a line every 10 items instead
-        def gen():
-            for i, x in enumerate(iterable):
-                if i % 10 == 0:
-                    print(f"{desc}: {i}/{total}", file=sys.stderr, flush=True)
-                yield x
-        return gen()
 
 
 def now_iso() -> str:
@@ -178,7 +164,7 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     table.save()  # the provenance exists from the first row on
     t_start = time.perf_counter()
     device = build_device(backend)
-    for spec in _progress(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+    for spec in progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress):
         _check_deadline(deadline)
         t0 = time.perf_counter()
         block = _build(spec, device)
@@ -216,7 +202,7 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     todo = [a for a in archs if (a.space, role, a.id) not in done]
     device = build_device(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
-    for arch in _progress(todo, len(todo), desc, progress):
+    for arch in progress_bar(todo, len(todo), desc, progress):
         _check_deadline(deadline)
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)

@@ -22,6 +22,7 @@ the profile command (`allow_stale=True` uses them anyway, and `stale_used` says 
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import io
 import json
 import os
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch
+
+from hwnas.errors import HwnasError
 
 from .keys import block_keys
 
@@ -38,10 +41,12 @@ NET_COLUMNS = ("space", "role", "arch_id", "median_ms", "p10_ms", "spread", "run
 PARTIAL = ".partial"  # <device>.partial.csv: a profile in progress (never chosen by default_table_path)
 STATISTICS = ("p10_ms", "median_ms")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TABLES_DIR = REPO_ROOT / "latency_tables"
+# The shipped tables: the `latency_tables` data package (the repository's latency_tables/ in a
+# checkout or an editable install, site-packages/latency_tables in a wheel).
+TABLES_DIR = Path(str(importlib.resources.files("latency_tables")))
 
 
-class LatencyTableError(Exception):
+class LatencyTableError(HwnasError):
     """A latency table that cannot be used as asked; the message says why and what to run."""
 
 

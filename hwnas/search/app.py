@@ -16,31 +16,26 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
-from search_spaces import ArchError
 
-from hwnas.config import get_space_from_cfg
-from hwnas.mes import MES, MESError
+from hwnas.config import CONF_DIR, compose, get_space_from_cfg
+from hwnas.errors import HwnasError
+from hwnas.mes import MES
 
 from . import study as study_mod
 from .objectives import ProxyEvaluator, Scorer
 from .report import ReportContext, records_from_trials, summary_text, write_outputs
 from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-
-class SearchError(Exception):
+class SearchError(HwnasError):
     """A bad setting or a missing input, with the fix in the message."""
 
 
 def compose_config(overrides: list[str] = ()) -> DictConfig:
     """The app's config for these command-line overrides, outside a Hydra run (tests, experiments)."""
-    from hydra import compose, initialize_config_dir
-
     from .config import register
     register()
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        return compose("search", overrides=list(overrides))
+    return compose("search", overrides)
 
 
 def list_targets() -> list[str]:
@@ -274,17 +269,3 @@ def _check_study(study, objectives: list[str], fingerprint: str, storage: str, n
         raise SearchError(f"study {name!r} in {storage} was evaluated with another checkpoint, "
                           "evaluator or data: its cached accuracies would not compare; use another "
                           "study_name= or hydra.run.dir=")
-
-
-USER_ERRORS = (SearchError, ArchError, MESError, FileNotFoundError)
-
-
-def user_errors() -> tuple:
-    """Errors that are the user's to fix: printed as one message, no traceback."""
-    extra = []
-    for mod, name in (("hwnas.latency", "LatencyTableError"), ("hwnas.checkpoint", "CheckpointError")):
-        try:
-            extra.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return USER_ERRORS + tuple(extra)

@@ -8,26 +8,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
 
+from hwnas.files import atomic_write
+
 from .config import DIRECTIONS
 from .pareto import non_dominated
 
 COLUMNS = ["number", "arch_id", "accuracy", "latency_ms", "params", "macs", "mes", "feasible",
            "repaired", "greedy_step", "greedy_action", "arch"]
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def records_from_trials(trials: Iterable) -> list[dict]:

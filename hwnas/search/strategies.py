@@ -16,6 +16,8 @@ import optuna
 import search_spaces
 from search_spaces import Arch, ArchError
 
+from hwnas.errors import ConfigError
+
 from . import codec
 from .actions import slimming_actions
 from .config import DIRECTIONS
@@ -49,7 +51,7 @@ class Budget:
 def directions(objectives: list[str]) -> list[str]:
     bad = [o for o in objectives if o not in DIRECTIONS]
     if bad or not objectives or len(set(objectives)) != len(objectives):
-        raise ValueError(f"search.objectives={objectives}: each must be one of {list(DIRECTIONS)}, "
+        raise ConfigError(f"search.objectives={objectives}: each must be one of {list(DIRECTIONS)}, "
                          "no repeats (e.g. [accuracy, latency, params] or [accuracy, mes])")
     return [DIRECTIONS[o] for o in objectives]
 
@@ -65,7 +67,7 @@ def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampl
                                           multivariate=cfg["multivariate"], seed=seed)
     if name in ("random", "mes_greedy"):  # mes_greedy never asks the sampler
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ValueError(f"unknown search strategy {name!r} (nsga2, tpe, random, mes_greedy)")
+    raise ConfigError(f"unknown search strategy {name!r} (nsga2, tpe, random, mes_greedy)")
 
 
 def trial_attrs(arch: Arch, m: Metrics) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
     study's cached accuracies and evaluates only what is new).
     """
     if budget.empty:
-        raise ValueError("mes_greedy needs a budget: set budget.latency_ms and/or budget.params_m "
+        raise ConfigError("mes_greedy needs a budget: set budget.latency_ms and/or budget.params_m "
                          "(by default the search uses the references' latency and size)")
     objectives = list(cfg["objectives"])
     distributions = codec.distributions(space)

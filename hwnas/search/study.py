@@ -24,6 +24,8 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.errors import ConfigError
+
 WORKER_ATTR = "worker"  # user attr: host:pid:start-ticks of the process that runs the trial
 DROPPED_ATTR = "dropped"  # why a trial was told FAIL without being evaluated
 INFEASIBLE_ATTR = "infeasible"  # the ArchError of parameters no repair could make valid
@@ -56,7 +58,7 @@ def open_study(storage: str, study_name: str, directions: list[str],
             time.sleep(0.5 * (attempt + 1))
     have = [d.name.lower() for d in study.directions]
     if have != list(directions):
-        raise ValueError(f"study {study_name!r} in {storage} optimises {have}, not {list(directions)}; "
+        raise ConfigError(f"study {study_name!r} in {storage} optimises {have}, not {list(directions)}; "
                          "use another study_name= (or the objectives it was made with)")
     return study
 

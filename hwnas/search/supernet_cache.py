@@ -18,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
 
+from hwnas.checkpoint import CheckpointError
+from hwnas.config import compose
+
 TRAIN_CONFIG = "train"  # the train app's primary config (hwnas/conf/train.yaml)
 
 
@@ -30,25 +33,20 @@ def _choices() -> dict:
 
 
 def train_config(cfg: DictConfig, space: search_spaces.SearchSpace) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The train app's config for the built-in supernet (inside the search app or outside it)."""
     choices = _choices()
     overrides = [f"space={choices.get('space', space.name)}"]
     if choices.get("data"):
         overrides.append(f"data={choices['data']}")
     overrides += list(cfg.pretrain.overrides)
-    if GlobalHydra.instance().is_initialized():  # inside the search app
-        return compose(config_name=TRAIN_CONFIG, overrides=overrides)
-    from .app import CONF_DIR  # called as a library (experiments, notebooks)
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        return compose(config_name=TRAIN_CONFIG, overrides=overrides)
+    return compose(TRAIN_CONFIG, overrides)
 
 
 def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path:
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint={cfg.checkpoint}: no such file (train one with "
+            raise CheckpointError(f"checkpoint={cfg.checkpoint}: no such file (train one with "
                                     "`python -m hwnas.train`, or leave checkpoint= unset for the built-in one)")
         return path
     tcfg = train_config(cfg, space)

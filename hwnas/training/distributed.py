@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+from hwnas.device import resolve_device
+
 BUCKET_ELEMENTS = 1 << 24
 
 
@@ -32,16 +34,6 @@ class DistInfo:
     @property
     def active(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda but no CUDA device is visible; use device=cpu or auto")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device(pref)
 
 
 def setup(device: str = "auto") -> DistInfo:

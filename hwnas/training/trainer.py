@@ -28,6 +28,7 @@ import search_spaces
 import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
 from hwnas.data import build_loaders, config_from, data_config, derive_seed
+from hwnas.errors import ConfigError
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
@@ -103,14 +104,14 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
         return torch.optim.AdamW(groups, lr=cfg.lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    raise ValueError(f"train.optimizer: unknown optimizer {cfg.optimizer!r} (allowed: adamw, sgd)")
+    raise ConfigError(f"train.optimizer: unknown optimizer {cfg.optimizer!r} (allowed: adamw, sgd)")
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "off"
     if amp not in ("bf16", "fp16", "off"):
-        raise ValueError(f"train.amp: {amp!r} (allowed: auto, bf16, fp16, off)")
+        raise ConfigError(f"train.amp: {amp!r} (allowed: auto, bf16, fp16, off)")
     return amp
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from hwnas.files import atomic_path
+
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike,
                 opset: int = 17, fold_bn: bool = False, input_name: str = "input",
@@ -26,16 +28,10 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.P
     param = next(model.parameters(), None)
     x = torch.randn(*input_shape, device=param.device if param is not None else "cpu",
                     dtype=param.dtype if param is not None else torch.float32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            # dynamo=False: the TorchScript exporter takes ~0.5 s per block where the dynamo one
-            # takes ~10 s per model, which matters for hundreds of blocks.
-            torch.onnx.export(model, (x,), str(tmp), opset_version=opset, input_names=[input_name],
-                              output_names=[output_name], dynamo=False, do_constant_folding=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # dynamo=False: the TorchScript exporter takes ~0.5 s per block where the dynamo one
+        # takes ~10 s per model, which matters for hundreds of blocks.
+        torch.onnx.export(model, (x,), str(tmp), opset_version=opset, input_names=[input_name],
+                          output_names=[output_name], dynamo=False, do_constant_folding=True)
     return path

@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from hwnas.files import atomic_path
+
 PRECISIONS = ("fp16", "fp32")
 
 
-def _ct():
+def import_coremltools():
+    """`coremltools`, imported quietly."""
     # coremltools logs a wall of "Failed to load ..." lines on Linux (no CoreML framework there)
     # and warns about untested torch versions; none of it concerns conversion.
     logging.getLogger("coremltools").setLevel(logging.ERROR)
@@ -33,7 +35,7 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
     """Trace `model` at `input_shape` and write an ML Program `.mlpackage` at `path` (atomically)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not supported; use one of {list(PRECISIONS)}")
-    ct = _ct()
+    ct = import_coremltools()
     path = Path(path)
     if path.suffix != ".mlpackage":
         raise ValueError(f"{path}: an ML Program is saved as a directory ending in .mlpackage")
@@ -53,21 +55,14 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
             skip_model_load=True)  # loading needs macOS; the Mac runner loads it
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mlpackage")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(path) as tmp:  # a directory: the old one is replaced only by a complete new one
         mlmodel.save(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def coreml_ops(path: str | os.PathLike) -> list[str]:
     """The op types of an ML Program's `main` function, in program order (nested blocks included)."""
-    ct = _ct()
+    ct = import_coremltools()
     spec = ct.utils.load_spec(str(path))
     if spec.WhichOneof("Type") != "mlProgram":
         raise ValueError(f"{path} is not an ML Program (model type {spec.WhichOneof('Type')!r})")

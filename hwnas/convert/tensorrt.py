@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hwnas.errors import HwnasError
+from hwnas.files import atomic_write
+
 INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU and CUDA 12, install "
                 "TensorRT 10: `pip install tensorrt-cu12` (from NVIDIA's index, "
                 "https://pypi.nvidia.com), then check `python -c 'import tensorrt'`. The "
                 "`tensorrt` target is untested on the project's machines.")
 
 
-class TensorRTUnavailable(ImportError):
+class TensorRTUnavailable(HwnasError, ImportError):
     """TensorRT (the `tensorrt` Python package, version 10) cannot be imported."""
 
     def __init__(self, detail: str = ""):
@@ -24,13 +27,14 @@ class TensorRTUnavailable(ImportError):
 
 def tensorrt_available() -> bool:
     try:
-        _trt()
+        import_tensorrt()
         return True
     except TensorRTUnavailable:
         return False
 
 
-def _trt():
+def import_tensorrt():
+    """`tensorrt` (version 10 or newer), or `TensorRTUnavailable` saying how to install it."""
     try:
         import tensorrt as trt
     except ImportError as e:
@@ -44,7 +48,7 @@ def _trt():
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                  precision: str = "fp16", workspace_gb: float = 4.0) -> Path:
     """Parse `onnx_path` (static shapes), build a serialized engine and write it to `engine_path`."""
-    trt = _trt()
+    trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -63,7 +67,4 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path}")
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(f".{engine_path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, engine_path)
-    return engine_path
+    return atomic_write(engine_path, bytes(serialized))
