@@ -22,15 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .table import LatencyTableError
-
-
-class UnknownTargetError(LatencyTableError, ValueError):
-    pass
-
-
-class TimingUnavailable(LatencyTableError):
-    """This backend can convert here but not time (e.g. Core ML on Linux)."""
+from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
 
 
 def summarize(times_ms: list[float] | np.ndarray) -> dict:

@@ -202,7 +202,7 @@ def deploy_form(target: str, **settings: Any) -> DeployForm:
     """The deploy form of `target`, configured by the target's settings (keys it does not use,
     such as `threads` or `mes`, are ignored). Works on any machine: no runtime is needed."""
     if target not in FORMS:
-        from .backends import UnknownTargetError
+        from .errors import UnknownTargetError
         raise UnknownTargetError(f"unknown target {target!r}; known targets: {sorted(FORMS)}")
     accepted = set(inspect.signature(_CLASSES[target].__init__).parameters) - {"self", "target"}
     kw = {k: v for k, v in settings.items() if k in accepted and v is not None}

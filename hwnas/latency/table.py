@@ -31,8 +31,8 @@ from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch
 
-from hwnas.errors import HwnasError
 
+from .errors import LatencyTableError
 from .keys import block_keys
 
 COLUMNS = ("key", "median_ms", "p10_ms", "spread", "runs", "fingerprint")
@@ -44,10 +44,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The shipped tables: the `latency_tables` data package (the repository's latency_tables/ in a
 # checkout or an editable install, site-packages/latency_tables in a wheel).
 TABLES_DIR = Path(str(importlib.resources.files("latency_tables")))
-
-
-class LatencyTableError(HwnasError):
-    """A latency table that cannot be used as asked; the message says why and what to run."""
 
 
 class MissingRowsError(LatencyTableError):
