@@ -169,6 +169,7 @@ def load_archs(path: Path, spaces, max_archs: int) -> dict:
 
 
 def gpu(args) -> dict:
+    args.real_sa_epochs, args.real_deadline_s = args.sa_epochs, args.deadline_s
     if args.smoke:
         args.sn_epochs, args.sn_max_steps = 2, args.sn_max_steps or 12
         args.sa_epochs, args.sa_max_steps = 2, args.sa_max_steps or 25
@@ -202,6 +203,11 @@ def gpu(args) -> dict:
                     continue
                 jobs.append(dict(space=s, key=c["key"], name=c["name"], arch=c["arch"], macs=c["macs"], seed=seed,
                                  recipe=sa, recipe_id=sa_id, role="ranking", order=(seed_i, -c["macs"])))
+            if args.smoke and s == spaces[0] and seed_i == 0 and not args.no_graph:
+                # the cheapest arch once more, eager: its loss must match the captured run's
+                eager = dict(sa, cuda_graph=False)
+                jobs.append(dict(jobs[-1], recipe=eager, recipe_id=recipe_id("standalone", eager, ident),
+                                 role="eager twin", order=(seed_i, 1)))
     # repeats of a spread of archs with a second seed: the stand-alone ranking's own noise
     if args.repeat_archs and not args.smoke:
         for s in spaces:
@@ -242,29 +248,69 @@ def gpu(args) -> dict:
           f"{len(jobs)} stand-alone run(s) ({n_done} of this recipe already done), recipe {sa_id}", flush=True)
     summary = run_tree(Path(args.out), common, jobs, supernets, args.workers, args.deadline_s, carried, meta)
     if args.smoke:
-        smoke_report(Path(args.out))
+        smoke_report(Path(args.out), args, load_archs(args.archs, spaces, 0))
     return summary
 
 
-def smoke_report(out: Path) -> None:
-    """Per-step times, images/s and memory of each job type, from the smoke run's records."""
+def smoke_report(out: Path, args, archs: dict) -> None:
+    """Per-step times, images/s and memory of each job type, from the smoke run's records, and what they
+    imply for the real run (supernet epochs that fit the deadline; stand-alone worker-time needed)."""
+    import numpy as np
     res = read_results([out])
+    real_deadline = args.real_deadline_s
     print("\n==== smoke summary (all job types ran concurrently, as in the real run) ====")
+    n_train = 60000 - args.val_size
     for r in res["supernet"]:
         if r.get("kind") != "summary":
             continue
+        per_step = None
         for h in r["history"]:
             steps = h["step"] / h["epoch"]
-            print(f"supernet {r['space']}/{r['variant']} epoch {h['epoch']}: {h['seconds'] / steps:.3f} s/step "
-                  f"({steps:.0f} steps, batch {r['train']['batch_size']}, {h['subnet_images_per_s']:.0f} subnet img/s)")
+            per_step = h["seconds"] / steps
+            print(f"supernet {r['space']}/{r['variant']} epoch {h['epoch']}: {per_step:.3f} s/step "
+                  f"({steps:.0f} steps of batch {r['train']['batch_size']}, {h['subnet_images_per_s']:.0f} subnet img/s)")
         n = r["ranking_archs"] + r["random_archs"]
-        print(f"supernet {r['space']}/{r['variant']}: eval {r['eval_seconds'] / max(1, n):.2f} s/arch ({n} archs), "
+        per_arch = r["eval_seconds"] / max(1, n)
+        print(f"supernet {r['space']}/{r['variant']}: inherited evaluation {per_arch:.2f} s/arch ({n} archs), "
               f"peak memory {r['max_memory_gb']} GB")
+        if per_step:
+            steps_full = n_train // r["train"]["batch_size"]
+            epoch_s = steps_full * per_step + 6.0  # + per-epoch evaluation and checkpoint
+            budget = real_deadline - args.eval_reserve_s - 16 * max(per_arch, args.eval_s_per_arch) - 10
+            print(f"  -> a full epoch ~{epoch_s:.0f} s: --sn-epochs {max(1, int(budget // epoch_s))} fits a "
+                  f"{real_deadline:.0f} s deadline with 16 ranking archs evaluated; each remaining second "
+                  f"evaluates ~{1 / per_arch:.1f} random archs")
+    by_space = {}
     for r in res["standalone"]:
-        print(f"stand-alone {r['space']} {r['name']} ({r['macs'] / 1e6:.0f} MMACs): {r['status']}, "
-              f"{r.get('images_per_s') or 0:.0f} img/s over {r['steps']} steps of {r['recipe']['batch_size']} "
-              f"(graph {r['cuda_graph']}, capture {r['capture_s']:.1f} s, stream busy {r.get('stream_busy_share')}), "
-              f"peak memory {r.get('max_memory_gb')} GB {r.get('graph_error') or ''}")
+        last = (r.get("epoch_seconds") or [None])[-1]
+        steps = r["steps"] / max(1, r["epochs_done"])
+        ips = steps * r["recipe"]["batch_size"] / last if last else None
+        print(f"stand-alone {r['space']} {r['name']} ({r['macs'] / 1e6:.0f} MMACs at {r['image_size']} px), "
+              f"{'CUDA graph' if r['cuda_graph'] else 'eager'}: {r['status']}, last epoch "
+              f"{ips or 0:.0f} img/s, train loss {r.get('train_loss')}, capture {r['capture_s']:.1f} s, stream busy "
+              f"{r.get('stream_busy_share')}, peak memory {r.get('max_memory_gb')} GB {r.get('graph_error') or ''}")
+        if ips and r["recipe"]["cuda_graph"]:
+            by_space.setdefault(r["space"], []).append((r["macs"], ips))
+    twins = [r for r in res["standalone"] if r.get("role") == "eager twin"]
+    for t in twins:
+        g = [r for r in res["standalone"] if r["key"] == t["key"] and r["recipe"]["cuda_graph"] and r["seed"] == t["seed"]]
+        if g and g[0].get("train_loss") and t.get("train_loss"):
+            print(f"graph vs eager ({t['name']}): train loss {g[0]['train_loss']:.4f} vs {t['train_loss']:.4f} "
+                  f"(bf16 kernels differ between the two; a gap above a few per cent is a bug)")
+    total = 0.0
+    for space, pts in by_space.items():
+        pts = sorted(pts)
+        lm, li = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+        for c in archs.get(space, []):
+            from search_spaces import Arch
+            m = Arch.from_dict(c["arch"]).with_resolution(args.image_size).macs(10)
+            ips = float(np.exp(np.interp(np.log(m), lm, li))) if len(pts) > 1 else pts[0][1]
+            total += args.real_sa_epochs * n_train / ips
+    if total:
+        n_jobs = sum(len(v) for v in archs.values())
+        print(f"stand-alone: the {n_jobs} chosen archs at --sa-epochs {args.real_sa_epochs} need ~{total:.0f} "
+              f"worker-seconds at the rates above (interpolated in MACs), ~{total / args.workers:.0f} s with "
+              f"--workers {args.workers}, plus --repeat-archs (seed noise) extra")
 
 
 # ---- analyze (CPU) ----------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     `status: "timeout"` with no accuracy. Returns a dict: status, arch (dict), arch_id, params,
     macs (both with this data's classifier), seed, recipe, data, image_size, epochs_done, steps,
     val_top1, test_top1 (None without a test split), train_loss (mean of the last epoch), seconds
-    (wall, evaluation included), train_seconds, images_per_s, cuda_graph (whether the step ran
+    (wall, evaluation included), train_seconds, images_per_s, epoch_seconds (per epoch, the first
+    includes the warm-up and the capture), cuda_graph (whether the step ran
     as a captured graph), graph_error, capture_s, stream_busy_share (CUDA: the share of the
     training wall time this process's stream was executing or queued behind other processes'
     work; the rest is time spent waiting for data or launches) and device.
@@ -168,7 +169,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     graph, graph_error, capture_s = None, None, 0.0
     side = torch.cuda.Stream(dev) if use_graph else None  # eager warm-up steps run here (PyTorch's recipe)
     events = []  # CUDA events around every step: the stream's busy time
-    t_train, epochs_done, epoch_s, train_loss = time.perf_counter(), 0, 0.0, None
+    t_train, epochs_done, epoch_s, train_loss, epoch_times = time.perf_counter(), 0, 0.0, None, []
     for epoch in range(recipe.epochs):
         if deadline is not None and epoch > 0 and \
                 time.time() + (recipe.epochs - epoch + 0.5) * epoch_s > deadline:
@@ -214,6 +215,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
                 torch.cuda.current_stream(dev).wait_stream(side)
         train_loss = float(step.loss_sum) / steps_per_epoch  # one synchronisation per epoch
         epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
         epochs_done = epoch + 1
         say(f"epoch {epochs_done}/{recipe.epochs} loss {train_loss:.4f} {epoch_s:.1f} s "
             f"({steps_per_epoch * b / epoch_s:.0f} img/s{', CUDA graph' if graph is not None else ''})")
@@ -224,7 +226,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     accs = {k: top1(model, EvalBatches(v, recipe.eval_batch_size)) for k, v in eval_sets.items()}
     return dict(info, status="done", epochs_done=epochs_done, steps=total, val_top1=accs.get("val"),
                 test_top1=accs.get("test"), train_loss=train_loss, seconds=time.time() - t_begin,
-                train_seconds=train_s, images_per_s=total * b / max(train_s, 1e-9),
+                train_seconds=train_s, images_per_s=total * b / max(train_s, 1e-9), epoch_seconds=epoch_times,
                 cuda_graph=use_graph and graph_error is None, graph_error=graph_error, capture_s=capture_s,
                 stream_busy_share=None if busy is None else busy / train_s)
 
