@@ -163,9 +163,14 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
             msgs.put({"type": "log", "msg": f"{tag}: start ({job['macs'] / 1e6:.0f} MMACs)"})
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            res = train_standalone(arch, data, job["recipe"], seed=job["seed"], device=dev, splits=splits,
-                                   deadline=deadline - common["eval_margin_s"],
-                                   log=lambda m, tag=tag: msgs.put({"type": "log", "msg": f"{tag}: {m}"}))
+            try:
+                res = train_standalone(arch, data, job["recipe"], seed=job["seed"], device=dev, splits=splits,
+                                       deadline=deadline - common["eval_margin_s"],
+                                       log=lambda m, tag=tag: msgs.put({"type": "log", "msg": f"{tag}: {m}"}))
+            except Exception as e:  # this run failed (e.g. out of memory); the worker takes the next one
+                msgs.put({"type": "log", "msg": f"{tag}: FAILED\n{traceback.format_exc()}"})
+                res = dict(status="error", error=f"{type(e).__name__}: {str(e)[:300]}", arch=job["arch"],
+                           seed=job["seed"], recipe=job["recipe"], train_seconds=0.0, cuda_graph=False)
             res.update({k: job[k] for k in ("space", "key", "name", "recipe_id", "role") if k in job},
                        worker=who, smoke=common["smoke"],
                        max_memory_gb=torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)

@@ -282,6 +282,9 @@ def smoke_report(out: Path, args, archs: dict) -> None:
                   f"evaluates ~{1 / per_arch:.1f} random archs")
     by_space = {}
     for r in res["standalone"]:
+        if r["status"] == "error":
+            print(f"stand-alone {r['space']} {r['name']}: ERROR {r['error']}")
+            continue
         last = (r.get("epoch_seconds") or [None])[-1]
         steps = r["steps"] / max(1, r["epochs_done"])
         ips = steps * r["recipe"]["batch_size"] / last if last else None
@@ -594,7 +597,7 @@ def main(argv=None):
     g.add_argument("--eval-margin-s", type=float, default=10)
     g.add_argument("--eval-reserve-s", type=float, default=30, help="supernet training stops this much (plus "
                                                                     "--eval-s-per-arch per ranking arch) early")
-    g.add_argument("--eval-s-per-arch", type=float, default=2.0)
+    g.add_argument("--eval-s-per-arch", type=float, default=4.0)
     g.add_argument("--hard-grace-s", type=float, default=20)
 
     a = sub.add_parser("analyze", help="statistics, plots and reports (CPU)")
