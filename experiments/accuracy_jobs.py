@@ -146,13 +146,16 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
     try:
         torch = _setup_child(common["threads"], benchmark=True)
         import search_spaces
-        from hwnas.data import stored_splits
+        from hwnas.data import IN_MEMORY, stored_splits
         from hwnas.training.standalone import train_standalone
         dev = _device(common["device"])
         data = common["data"]
-        want = ("train", "val", "test") if data["name"] == "fashion_mnist" else ("train", "val")
-        splits = stored_splits(data, None, want, device=dev)
-        msgs.put({"type": "log", "msg": f"{who}: data on {dev} ({', '.join(f'{k} {len(v)}' for k, v in splits.items())})"})
+        splits = None  # a DataLoader source (imagefolder) is read per run
+        if data["name"] in IN_MEMORY:  # held on the device once for all runs
+            want = ("train", "val", "test") if data["name"] == "fashion_mnist" else ("train", "val")
+            splits = stored_splits(data, None, want, device=dev)
+            msgs.put({"type": "log", "msg": f"{who}: data on {dev} ("
+                                            f"{', '.join(f'{k} {len(v)}' for k, v in splits.items())})"})
         while not stop.is_set() and time.time() < deadline - common["min_job_s"]:
             try:
                 job = jobs.get(timeout=0.5)

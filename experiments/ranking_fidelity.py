@@ -128,16 +128,29 @@ def slimming_pool(space, n: int, seed: int) -> list:
 
 # ---- gpu --------------------------------------------------------------------------------------------
 def data_cfg(args) -> dict:
+    """Fashion-MNIST by default; `--data key=value ...` sets any `hwnas.data.DataConfig` key (your own data:
+    --data name=imagefolder root=/data/mine test_dir=test image_size=128)."""
     d = {"name": "fashion_mnist", "image_size": args.image_size, "val_size": args.val_size}
     if args.data_root:
         d["root"] = args.data_root
+    for item in args.data or []:
+        key, _, value = item.partition("=")
+        try:
+            d[key] = json.loads(value)
+        except ValueError:
+            d[key] = value
+    if d["name"] != "fashion_mnist":
+        d.pop("val_size", None)
+    from hwnas.data import data_config
+    data_config(d)  # a wrong key or value fails here, by name
     return d
 
 
 def data_identity(d: dict) -> dict:
     """What makes results comparable: the data config without where the files are."""
     from hwnas.data import data_config
-    keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std")
+    keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std", "scale_min",
+            "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
     return {k: v for k, v in asdict(data_config(d)).items() if k in keep}
 
 
@@ -182,8 +195,9 @@ def gpu(args) -> dict:
         raise SystemExit(f"--variants: unknown {bad} (allowed: {', '.join(VARIANTS)})")
     archs = load_archs(args.archs, spaces, args.max_archs)
     data = data_cfg(args)
-    from hwnas.data import fashion_mnist_files
-    fashion_mnist_files(data.get("root"))  # the error naming the package and the folder, before any process
+    if data["name"] == "fashion_mnist":
+        from hwnas.data import fashion_mnist_files
+        fashion_mnist_files(data.get("root"))  # the error naming the package and the folder, before any process
     ident = data_identity(data)
     sa = standalone_recipe(args)
     sa_id = recipe_id("standalone", sa, ident)
@@ -327,6 +341,8 @@ def rank_stats(x, y, n_boot: int = 2000, seed: int = 0) -> dict:
     out = {"n": n}
     if n < 3:
         return dict(out, kendall_tau=None, spearman_rho=None)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant side: no ranking to compare
+        return dict(out, kendall_tau=None, spearman_rho=None, note="constant values")
     tau, p_tau = stats.kendalltau(x, y)
     rho, p_rho = stats.spearmanr(x, y)
     rng = np.random.default_rng(seed)
@@ -378,7 +394,11 @@ def analyze(args) -> dict:
         sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
                    if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
         first_seed = {k: min(v) for k, v in sa.items()}
-        sa_test = {k: float(np.mean([r["test_top1"] for r in v.values()])) for k, v in sa.items()}
+        split = "test" if all(r.get("test_top1") is not None for r in sa_recs) else "val"
+        if split == "val":
+            notes.append("the data has no test split: stand-alone numbers are on val, the split the inherited "
+                         "accuracy uses too")
+        sa_test = {k: float(np.mean([r[f"{split}_top1"] for r in v.values()])) for k, v in sa.items()}
         sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
         per_variant, rows = {}, {}
         for v, (recs, sn_id) in variants.items():
@@ -405,8 +425,8 @@ def analyze(args) -> dict:
         repeats = [k for k, v in sa.items() if len(v) >= 2]
         noise = None
         if repeats:
-            a = [sa[k][sorted(sa[k])[0]]["test_top1"] for k in repeats]
-            b = [sa[k][sorted(sa[k])[1]]["test_top1"] for k in repeats]
+            a = [sa[k][sorted(sa[k])[0]][f"{split}_top1"] for k in repeats]
+            b = [sa[k][sorted(sa[k])[1]][f"{split}_top1"] for k in repeats]
             noise = dict(archs=len(repeats), seed_vs_seed=rank_stats(a, b),
                          mean_abs_diff=float(np.mean(np.abs(np.array(a) - np.array(b)))),
                          max_abs_diff=float(np.max(np.abs(np.array(a) - np.array(b)))))
@@ -417,7 +437,7 @@ def analyze(args) -> dict:
             table.append(dict(key=k, name=c.get("name", k), latency_ms=c.get("latency_ms"), params=c.get("params"),
                               macs=c.get("macs"), standalone_test=sa_test[k], standalone_val=sa_val[k],
                               standalone_seeds=sorted(recs), standalone_test_by_seed={
-                                  str(s): r["test_top1"] for s, r in sorted(recs.items())},
+                                  str(s): r[f"{split}_top1"] for s, r in sorted(recs.items())},
                               inherited_val=rows.get(k, {}),
                               gap_test={v: rows[k][v] - sa_test[k] for v in rows.get(k, {})}))
         any_sa = sa_recs[0] if sa_recs else {}
@@ -425,7 +445,8 @@ def analyze(args) -> dict:
             space=space, claim="Kendall tau / Spearman rho between a subnet's inherited val top-1 (supernet weights, "
                                "BN recalibrated) and its top-1 when trained alone from scratch (test split)",
             goal_tau=GOAL_TAU, data=any_sa.get("data"), image_size=any_sa.get("image_size"),
-            standalone_recipe=any_sa.get("recipe"), standalone_recipe_id=sa_id, archs_chosen=len(names),
+            standalone_recipe=any_sa.get("recipe"), standalone_recipe_id=sa_id, standalone_split=split,
+            archs_chosen=len(names),
             archs_trained=len(sa), variants=per_variant, baselines=baselines, seed_noise=noise, archs=table,
             gpu=sorted({r.get("device") for r in sa_recs} | {run.get("device") for run in runs} - {None}),
             data_config=next((run["data"] for run in runs if run.get("data")), None),
@@ -469,7 +490,7 @@ def markdown(r: dict) -> str:
          f"GPU: {', '.join(r['gpu']) or 'n/a'}. Archs: {r['archs_trained']} of {r['archs_chosen']} chosen trained alone "
          f"(`{Path(r['archs_file']).name}`).", ""]
     if r["goal_met"] is None:
-        L += ["**No result yet** for the default supernet (too few archs with both numbers).", ""]
+        L += ["**No result** for the default supernet (fewer than 3 archs with both numbers, or constant values).", ""]
     else:
         t = r["variants"]["base"]["vs_test"]["kendall_tau"]
         L += [f"**Goal tau >= {r['goal_tau']} {'held' if r['goal_met'] else 'did NOT hold'}** for the default supernet "
@@ -489,7 +510,9 @@ def markdown(r: dict) -> str:
         L += ["", f"Stand-alone noise: {n['archs']} archs trained with two seeds differ by {n['mean_abs_diff']:.2f} "
               f"points on average (max {n['max_abs_diff']:.2f}); seed-vs-seed tau {_fmt_stat(n['seed_vs_seed'], 'kendall_tau')}."]
     variants = list(r["variants"])
-    L += ["", "| arch | pred. ms | M params | MMACs | stand-alone test | stand-alone val | "
+    L += ["", "Latency: predicted by the table the archs were chosen with, at the deployment resolution; params and "
+          "MACs: the deployment arch with a 10-class head.", "",
+          f"| arch | predicted ms | M params | MMACs | stand-alone {r['standalone_split']} | stand-alone val | "
           + " | ".join(f"inherited ({v})" for v in variants) + " |", "|---|---|---|---|---|---|" + "---|" * len(variants)]
     for a in r["archs"]:
         seeds = a["standalone_test_by_seed"]
@@ -571,6 +594,8 @@ def main(argv=None):
     g.add_argument("--max-archs", type=int, default=0, help="only the N cheapest chosen archs per space (tests)")
     g.add_argument("--device", default="auto")
     g.add_argument("--work", default=str(ROOT / "outputs" / "ranking_fidelity"), help="supernet checkpoints")
+    g.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="data config keys (hwnas.data.DataConfig); "
+                   "e.g. name=imagefolder root=/data/mine test_dir=test image_size=128 (default: fashion_mnist)")
     g.add_argument("--image-size", type=int, default=64)
     g.add_argument("--val-size", type=int, default=10000)
     g.add_argument("--seed", type=int, default=0, help="supernet seed")

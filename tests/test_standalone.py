@@ -81,3 +81,24 @@ def test_recipe_errors_name_the_key():
         recipe_config({"epoch": 3})
     with pytest.raises(ValueError, match="fp16 needs a loss scaler"):
         recipe_config({"amp": "fp16"})
+
+
+def test_own_data_through_imagefolder_with_a_test_split(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from hwnas.data import DataError, build_test_loader
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2), ("test", 3)):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((36, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "test_dir": "test"}
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    r = train_standalone(arch, cfg, dict(epochs=1, batch_size=4), seed=0, device="cpu")
+    assert r["status"] == "done" and r["steps"] == 4 and r["cuda_graph"] is False
+    assert r["test_top1"] in (0.0, 100 / 6, 200 / 6, 50.0, 400 / 6, 500 / 6, 100.0)  # 6 test images
+    assert sum(len(y) for _, y in build_test_loader(cfg, batch_size=4)) == 6
+    assert build_test_loader(dict(cfg, test_dir=None)) is None
+    with pytest.raises(DataError, match="no such folder"):
+        build_test_loader(dict(cfg, test_dir="holdout"))
