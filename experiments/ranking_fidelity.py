@@ -587,7 +587,7 @@ def main(argv=None):
     g.add_argument("--deadline-s", type=float, default=540, help="everything ends (and is written) by then")
     g.add_argument("--resume-from", action="append", default=[], help="earlier --out folder (repeatable)")
     g.add_argument("--smoke", action="store_true", help="every job type briefly, then per-step times")
-    g.add_argument("--smoke-deadline-s", type=float, default=150)
+    g.add_argument("--smoke-deadline-s", type=float, default=180)
     g.add_argument("--spaces", default=",".join(SPACES))
     g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}")
     g.add_argument("--archs", default=str(ARCHS_FILE))
