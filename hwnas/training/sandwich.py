@@ -15,6 +15,7 @@ So W processes with A micro-batches each compute what one process with W*A compu
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -58,17 +59,22 @@ def alpha_divergence_loss(student: torch.Tensor, teacher: torch.Tensor, alpha_mi
     with q and rho held fixed, which at a = 1 is exactly the gradient of KL(p || q).
     """
     q_log = F.log_softmax(student.float(), dim=-1)
+    p_log = F.log_softmax(teacher.float(), dim=-1).detach()
     q = q_log.exp().detach()
-    ratio = F.softmax(teacher.float(), dim=-1).detach() / q
+    # Everything from log(p / q): p / q itself overflows where the student's probability underflows
+    # to 0, and an inf times a 0 in the branch torch.where does not take still makes its gradient NaN.
+    log_ratio = (p_log - q_log).detach()
+    log_clip = math.log(clip)
 
     def branch(a: float):
-        if abs(a) < 1e-3:
-            r = ratio.clamp(1e-30, clip)
-            d, rho = (q * -r.log()).sum(-1), r.log() - 1.0
-        elif abs(a - 1.0) < 1e-3:
-            d, rho = (q * torch.xlogy(ratio, ratio)).sum(-1), ratio
+        if abs(a) < 1e-3:  # KL(q || p), weights clipped: log r <= log clip
+            log_r = log_ratio.clamp(max=log_clip)
+            d, rho = (q * -log_r).sum(-1), log_r - 1.0
+        elif abs(a - 1.0) < 1e-3:  # KL(p || q); q * rho = p exactly, the gradient of cross-entropy to p
+            p = p_log.exp()
+            return (p * log_ratio).sum(-1), -(p * q_log).sum(-1)
         else:
-            w = ratio.pow(a).clamp(0.0, clip)
+            w = torch.exp((a * log_ratio).clamp(max=log_clip))
             d, rho = (q * (w - 1.0)).sum(-1) / (a * (a - 1.0)), w / a + 1.0 / (a * (a - 1.0))
         return d, -(q * rho * q_log).sum(-1)
 
