@@ -144,7 +144,9 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
     empty, `stop` is set or the deadline is near; one message per run."""
     who = f"sa{wid}"
     try:
-        torch = _setup_child(common["threads"], benchmark=True)
+        # cuDNN's autotuner: off by default. On the H200, with a dozen processes sharing the GPU, tuning
+        # every convolution in the first eager steps cost 20-60 s per run (a 6-epoch run is 60-150 s).
+        torch = _setup_child(common["threads"], benchmark=common.get("cudnn_benchmark", False))
         import search_spaces
         from hwnas.data import IN_MEMORY, stored_splits
         from hwnas.training.standalone import train_standalone

@@ -149,8 +149,9 @@ def data_cfg(args) -> dict:
 def data_identity(d: dict) -> dict:
     """What makes results comparable: the data config without where the files are."""
     from hwnas.data import data_config
-    keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std", "scale_min",
-            "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
+    keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std")
+    if d.get("name", "fashion_mnist") != "fashion_mnist":  # (fashion_mnist's ids stay those of the first runs)
+        keep += ("scale_min", "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
     return {k: v for k, v in asdict(data_config(d)).items() if k in keep}
 
 
@@ -249,6 +250,7 @@ def gpu(args) -> dict:
                                   work=str(Path(args.work) / f"{s}-{v}-{sn_id}"), archs=archs[s],
                                   random_archs=args.random_archs))
     common = dict(device=args.device, data=data, smoke=args.smoke, min_job_s=args.min_job_s,
+                  cudnn_benchmark=args.cudnn_benchmark,
                   eval_margin_s=args.eval_margin_s, eval_reserve_s=args.eval_reserve_s,
                   eval_s_per_arch=args.eval_s_per_arch, calib_batches=args.calib_batches,
                   eval_batch_size=args.eval_batch, hard_grace_s=args.hard_grace_s)
@@ -617,6 +619,8 @@ def main(argv=None):
     g.add_argument("--repeat-archs", type=int, default=4, help="archs per space trained once more with another "
                                                                "seed (the stand-alone noise), after the rest")
     g.add_argument("--no-graph", action="store_true", help="stand-alone steps eager, not CUDA graphs")
+    g.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning in the stand-alone workers "
+                   "(off: under contention it cost 20-60 s per run on the H200)")
     g.add_argument("--workers", type=int, default=4, help="stand-alone worker processes")
     g.add_argument("--min-job-s", type=float, default=20, help="no new stand-alone run this close to the deadline")
     g.add_argument("--eval-margin-s", type=float, default=10)

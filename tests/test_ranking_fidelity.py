@@ -75,3 +75,15 @@ def test_rank_statistics_and_their_intervals():
     assert lo <= s["kendall_tau"] <= hi and hi <= 1.0 and lo > 0
     assert rf.rank_stats(x, x[::-1])["kendall_tau"] == pytest.approx(-1)
     assert rf.rank_stats([1, 2], [1, 2])["kendall_tau"] is None  # too few archs for a statement
+
+
+def test_recipe_ids_stay_those_of_the_committed_h200_runs():
+    """--resume-from matches records by recipe id: a change to how ids are computed would silently orphan
+    the stand-alone runs already paid for (experiments/results/ranking_fidelity_raw/h200-run1, -run2)."""
+    args = rf.main.__globals__["argparse"].Namespace(
+        image_size=32, val_size=10000, data_root=".data/fashion-mnist", data=None, sa_epochs=6, sa_batch=512,
+        sa_lr=2e-3, sa_warmup_epochs=1.0, sa_max_steps=0, no_graph=False, sn_epochs=5, sn_batch=1024, sn_lr=3e-3,
+        sn_warmup_epochs=1.0, sn_num_random=2, sn_max_steps=0)
+    ident = rf.data_identity(rf.data_cfg(args))
+    assert rf.recipe_id("standalone", rf.standalone_recipe(args), ident) == "9b295e25b37a"
+    assert rf.recipe_id("supernet", rf.supernet_train_cfg(args, "base"), ident, 0) == "0514c967b124"

@@ -120,9 +120,9 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     """Train `arch` from scratch on the data's `train` split; top-1 on `val` and `test` (where it has one).
 
     `splits` (from `hwnas.data.stored_splits`, on `device`) lets a worker load the data once for
-    many runs. `deadline` (a `time.time()` value): when the remaining epochs and the evaluation,
-    estimated from the last epoch, would end past it, the run stops and returns
-    `status: "timeout"` with no accuracy. Returns a dict: status, arch (dict), arch_id, params,
+    many runs. `deadline` (a `time.time()` value): when the remaining steps and the evaluation,
+    at the rate of the steps since the warm-up and the capture, would end past it, the run stops
+    at the next epoch boundary and returns `status: "timeout"` with no accuracy. Returns a dict: status, arch (dict), arch_id, params,
     macs (both with this data's classifier), seed, recipe, data, image_size, epochs_done, steps,
     val_top1, test_top1 (None without a test split), train_loss (mean of the last epoch), seconds
     (wall, evaluation included), train_seconds, images_per_s, epoch_seconds (per epoch, the first
@@ -174,9 +174,15 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     side = torch.cuda.Stream(dev) if use_graph else None  # eager warm-up steps run here (PyTorch's recipe)
     events = []  # CUDA events around every step: the stream's busy time
     t_train, epochs_done, epoch_s, train_loss, epoch_times = time.perf_counter(), 0, 0.0, None, []
+    steady = None  # (first step, its start time) after the warm-up and the capture: the rate to expect
     for epoch in range(recipe.epochs):
-        if deadline is not None and epoch > 0 and \
-                time.time() + (recipe.epochs - epoch + 0.5) * epoch_s > deadline:
+        if deadline is not None and steady is not None and epoch > 0:
+            per_step = (time.perf_counter() - steady[1]) / max(1, epoch * steps_per_epoch - steady[0])
+            left = (total - epoch * steps_per_epoch) * per_step
+            late = time.time() + left + max(5.0, 0.5 * left / (recipe.epochs - epoch)) > deadline  # + evaluation
+        else:
+            late = False
+        if late:
             return dict(info, status="timeout", epochs_done=epochs_done, steps=epochs_done * steps_per_epoch,
                         val_top1=None, test_top1=None, train_loss=train_loss, seconds=time.time() - t_begin,
                         train_seconds=time.perf_counter() - t_train, cuda_graph=graph is not None,
@@ -201,6 +207,8 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
                     say(f"CUDA graph capture failed ({graph_error}); continuing eagerly")
                 capture_s = time.perf_counter() - t0
             on_side = use_graph and graph is None and graph_error is None
+            if steady is None and not on_side and g_step >= 1:
+                steady = (g_step, time.perf_counter())
             if on_side:
                 side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(side) if on_side else contextlib.nullcontext():
