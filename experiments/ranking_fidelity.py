@@ -190,7 +190,7 @@ def gpu(args) -> dict:
         args.random_archs = min(args.random_archs, 3)
         args.deadline_s = min(args.deadline_s, args.smoke_deadline_s)
     spaces = args.spaces.split(",")
-    variants = args.variants.split(",")
+    variants = [] if args.variants in ("", "none") else args.variants.split(",")  # none: stand-alone runs only
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SystemExit(f"--variants: unknown {bad} (allowed: {', '.join(VARIANTS)})")
@@ -591,7 +591,8 @@ def main(argv=None):
     g.add_argument("--smoke", action="store_true", help="every job type briefly, then per-step times")
     g.add_argument("--smoke-deadline-s", type=float, default=180)
     g.add_argument("--spaces", default=",".join(SPACES))
-    g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}")
+    g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}; "
+                   "none: no supernet (stand-alone runs only; --workers 0: supernets only)")
     g.add_argument("--archs", default=str(ARCHS_FILE))
     g.add_argument("--max-archs", type=int, default=0, help="only the N cheapest chosen archs per space (tests)")
     g.add_argument("--device", default="auto")
