@@ -144,15 +144,20 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
     empty, `stop` is set or the deadline is near; one message per run."""
     who = f"sa{wid}"
     try:
-        torch = _setup_child(common["threads"], benchmark=True)
+        # cuDNN's autotuner: off by default. On the H200, with a dozen processes sharing the GPU, tuning
+        # every convolution in the first eager steps cost 20-60 s per run (a 6-epoch run is 60-150 s).
+        torch = _setup_child(common["threads"], benchmark=common.get("cudnn_benchmark", False))
         import search_spaces
-        from hwnas.data import stored_splits
+        from hwnas.data import IN_MEMORY, stored_splits
         from hwnas.training.standalone import train_standalone
         dev = _device(common["device"])
         data = common["data"]
-        want = ("train", "val", "test") if data["name"] == "fashion_mnist" else ("train", "val")
-        splits = stored_splits(data, None, want, device=dev)
-        msgs.put({"type": "log", "msg": f"{who}: data on {dev} ({', '.join(f'{k} {len(v)}' for k, v in splits.items())})"})
+        splits = None  # a DataLoader source (imagefolder) is read per run
+        if data["name"] in IN_MEMORY:  # held on the device once for all runs
+            want = ("train", "val", "test") if data["name"] == "fashion_mnist" else ("train", "val")
+            splits = stored_splits(data, None, want, device=dev)
+            msgs.put({"type": "log", "msg": f"{who}: data on {dev} ("
+                                            f"{', '.join(f'{k} {len(v)}' for k, v in splits.items())})"})
         while not stop.is_set() and time.time() < deadline - common["min_job_s"]:
             try:
                 job = jobs.get(timeout=0.5)
@@ -163,9 +168,14 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
             msgs.put({"type": "log", "msg": f"{tag}: start ({job['macs'] / 1e6:.0f} MMACs)"})
             if dev.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(dev)
-            res = train_standalone(arch, data, job["recipe"], seed=job["seed"], device=dev, splits=splits,
-                                   deadline=deadline - common["eval_margin_s"],
-                                   log=lambda m, tag=tag: msgs.put({"type": "log", "msg": f"{tag}: {m}"}))
+            try:
+                res = train_standalone(arch, data, job["recipe"], seed=job["seed"], device=dev, splits=splits,
+                                       deadline=deadline - common["eval_margin_s"],
+                                       log=lambda m, tag=tag: msgs.put({"type": "log", "msg": f"{tag}: {m}"}))
+            except Exception as e:  # this run failed (e.g. out of memory); the worker takes the next one
+                msgs.put({"type": "log", "msg": f"{tag}: FAILED\n{traceback.format_exc()}"})
+                res = dict(status="error", error=f"{type(e).__name__}: {str(e)[:300]}", arch=job["arch"],
+                           seed=job["seed"], recipe=job["recipe"], train_seconds=0.0, cuda_graph=False)
             res.update({k: job[k] for k in ("space", "key", "name", "recipe_id", "role") if k in job},
                        worker=who, smoke=common["smoke"],
                        max_memory_gb=torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)

@@ -128,9 +128,21 @@ def slimming_pool(space, n: int, seed: int) -> list:
 
 # ---- gpu --------------------------------------------------------------------------------------------
 def data_cfg(args) -> dict:
+    """Fashion-MNIST by default; `--data key=value ...` sets any `hwnas.data.DataConfig` key (your own data:
+    --data name=imagefolder root=/data/mine test_dir=test image_size=128)."""
     d = {"name": "fashion_mnist", "image_size": args.image_size, "val_size": args.val_size}
     if args.data_root:
         d["root"] = args.data_root
+    for item in args.data or []:
+        key, _, value = item.partition("=")
+        try:
+            d[key] = json.loads(value)
+        except ValueError:
+            d[key] = value
+    if d["name"] != "fashion_mnist":
+        d.pop("val_size", None)
+    from hwnas.data import data_config
+    data_config(d)  # a wrong key or value fails here, by name
     return d
 
 
@@ -138,6 +150,8 @@ def data_identity(d: dict) -> dict:
     """What makes results comparable: the data config without where the files are."""
     from hwnas.data import data_config
     keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std")
+    if d.get("name", "fashion_mnist") != "fashion_mnist":  # (fashion_mnist's ids stay those of the first runs)
+        keep += ("scale_min", "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
     return {k: v for k, v in asdict(data_config(d)).items() if k in keep}
 
 
@@ -169,20 +183,22 @@ def load_archs(path: Path, spaces, max_archs: int) -> dict:
 
 
 def gpu(args) -> dict:
+    args.real_sa_epochs, args.real_deadline_s = args.sa_epochs, args.deadline_s
     if args.smoke:
         args.sn_epochs, args.sn_max_steps = 2, args.sn_max_steps or 12
         args.sa_epochs, args.sa_max_steps = 2, args.sa_max_steps or 25
         args.random_archs = min(args.random_archs, 3)
         args.deadline_s = min(args.deadline_s, args.smoke_deadline_s)
     spaces = args.spaces.split(",")
-    variants = args.variants.split(",")
+    variants = [] if args.variants in ("", "none") else args.variants.split(",")  # none: stand-alone runs only
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise SystemExit(f"--variants: unknown {bad} (allowed: {', '.join(VARIANTS)})")
     archs = load_archs(args.archs, spaces, args.max_archs)
     data = data_cfg(args)
-    from hwnas.data import fashion_mnist_files
-    fashion_mnist_files(data.get("root"))  # the error naming the package and the folder, before any process
+    if data["name"] == "fashion_mnist":
+        from hwnas.data import fashion_mnist_files
+        fashion_mnist_files(data.get("root"))  # the error naming the package and the folder, before any process
     ident = data_identity(data)
     sa = standalone_recipe(args)
     sa_id = recipe_id("standalone", sa, ident)
@@ -202,6 +218,11 @@ def gpu(args) -> dict:
                     continue
                 jobs.append(dict(space=s, key=c["key"], name=c["name"], arch=c["arch"], macs=c["macs"], seed=seed,
                                  recipe=sa, recipe_id=sa_id, role="ranking", order=(seed_i, -c["macs"])))
+            if args.smoke and s == spaces[0] and seed_i == 0 and not args.no_graph:
+                # the cheapest arch once more, eager: its loss must match the captured run's
+                eager = dict(sa, cuda_graph=False)
+                jobs.append(dict(jobs[-1], recipe=eager, recipe_id=recipe_id("standalone", eager, ident),
+                                 role="eager twin", order=(seed_i, 1)))
     # repeats of a spread of archs with a second seed: the stand-alone ranking's own noise
     if args.repeat_archs and not args.smoke:
         for s in spaces:
@@ -229,6 +250,7 @@ def gpu(args) -> dict:
                                   work=str(Path(args.work) / f"{s}-{v}-{sn_id}"), archs=archs[s],
                                   random_archs=args.random_archs))
     common = dict(device=args.device, data=data, smoke=args.smoke, min_job_s=args.min_job_s,
+                  cudnn_benchmark=args.cudnn_benchmark,
                   eval_margin_s=args.eval_margin_s, eval_reserve_s=args.eval_reserve_s,
                   eval_s_per_arch=args.eval_s_per_arch, calib_batches=args.calib_batches,
                   eval_batch_size=args.eval_batch, hard_grace_s=args.hard_grace_s)
@@ -242,29 +264,72 @@ def gpu(args) -> dict:
           f"{len(jobs)} stand-alone run(s) ({n_done} of this recipe already done), recipe {sa_id}", flush=True)
     summary = run_tree(Path(args.out), common, jobs, supernets, args.workers, args.deadline_s, carried, meta)
     if args.smoke:
-        smoke_report(Path(args.out))
+        smoke_report(Path(args.out), args, load_archs(args.archs, spaces, 0))
     return summary
 
 
-def smoke_report(out: Path) -> None:
-    """Per-step times, images/s and memory of each job type, from the smoke run's records."""
+def smoke_report(out: Path, args, archs: dict) -> None:
+    """Per-step times, images/s and memory of each job type, from the smoke run's records, and what they
+    imply for the real run (supernet epochs that fit the deadline; stand-alone worker-time needed)."""
+    import numpy as np
     res = read_results([out])
+    real_deadline = args.real_deadline_s
     print("\n==== smoke summary (all job types ran concurrently, as in the real run) ====")
+    n_train = 60000 - args.val_size
     for r in res["supernet"]:
         if r.get("kind") != "summary":
             continue
+        per_step = None
         for h in r["history"]:
             steps = h["step"] / h["epoch"]
-            print(f"supernet {r['space']}/{r['variant']} epoch {h['epoch']}: {h['seconds'] / steps:.3f} s/step "
-                  f"({steps:.0f} steps, batch {r['train']['batch_size']}, {h['subnet_images_per_s']:.0f} subnet img/s)")
+            per_step = h["seconds"] / steps
+            print(f"supernet {r['space']}/{r['variant']} epoch {h['epoch']}: {per_step:.3f} s/step "
+                  f"({steps:.0f} steps of batch {r['train']['batch_size']}, {h['subnet_images_per_s']:.0f} subnet img/s)")
         n = r["ranking_archs"] + r["random_archs"]
-        print(f"supernet {r['space']}/{r['variant']}: eval {r['eval_seconds'] / max(1, n):.2f} s/arch ({n} archs), "
+        per_arch = r["eval_seconds"] / max(1, n)
+        print(f"supernet {r['space']}/{r['variant']}: inherited evaluation {per_arch:.2f} s/arch ({n} archs), "
               f"peak memory {r['max_memory_gb']} GB")
+        if per_step:
+            steps_full = n_train // r["train"]["batch_size"]
+            epoch_s = steps_full * per_step + 6.0  # + per-epoch evaluation and checkpoint
+            budget = real_deadline - args.eval_reserve_s - 16 * max(per_arch, args.eval_s_per_arch) - 10
+            print(f"  -> a full epoch ~{epoch_s:.0f} s: --sn-epochs {max(1, int(budget // epoch_s))} fits a "
+                  f"{real_deadline:.0f} s deadline with 16 ranking archs evaluated; each remaining second "
+                  f"evaluates ~{1 / per_arch:.1f} random archs")
+    by_space = {}
     for r in res["standalone"]:
-        print(f"stand-alone {r['space']} {r['name']} ({r['macs'] / 1e6:.0f} MMACs): {r['status']}, "
-              f"{r.get('images_per_s') or 0:.0f} img/s over {r['steps']} steps of {r['recipe']['batch_size']} "
-              f"(graph {r['cuda_graph']}, capture {r['capture_s']:.1f} s, stream busy {r.get('stream_busy_share')}), "
-              f"peak memory {r.get('max_memory_gb')} GB {r.get('graph_error') or ''}")
+        if r["status"] == "error":
+            print(f"stand-alone {r['space']} {r['name']}: ERROR {r['error']}")
+            continue
+        last = (r.get("epoch_seconds") or [None])[-1]
+        steps = r["steps"] / max(1, r["epochs_done"])
+        ips = steps * r["recipe"]["batch_size"] / last if last else None
+        print(f"stand-alone {r['space']} {r['name']} ({r['macs'] / 1e6:.0f} MMACs at {r['image_size']} px), "
+              f"{'CUDA graph' if r['cuda_graph'] else 'eager'}: {r['status']}, last epoch "
+              f"{ips or 0:.0f} img/s, train loss {r.get('train_loss')}, capture {r['capture_s']:.1f} s, stream busy "
+              f"{r.get('stream_busy_share')}, peak memory {r.get('max_memory_gb')} GB {r.get('graph_error') or ''}")
+        if ips and r["recipe"]["cuda_graph"]:
+            by_space.setdefault(r["space"], []).append((r["macs"], ips))
+    twins = [r for r in res["standalone"] if r.get("role") == "eager twin"]
+    for t in twins:
+        g = [r for r in res["standalone"] if r["key"] == t["key"] and r["recipe"]["cuda_graph"] and r["seed"] == t["seed"]]
+        if g and g[0].get("train_loss") and t.get("train_loss"):
+            print(f"graph vs eager ({t['name']}): train loss {g[0]['train_loss']:.4f} vs {t['train_loss']:.4f} "
+                  f"(bf16 kernels differ between the two; a gap above a few per cent is a bug)")
+    total = 0.0
+    for space, pts in by_space.items():
+        pts = sorted(pts)
+        lm, li = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+        for c in archs.get(space, []):
+            from search_spaces import Arch
+            m = Arch.from_dict(c["arch"]).with_resolution(args.image_size).macs(10)
+            ips = float(np.exp(np.interp(np.log(m), lm, li))) if len(pts) > 1 else pts[0][1]
+            total += args.real_sa_epochs * n_train / ips
+    if total:
+        n_jobs = sum(len(v) for v in archs.values())
+        print(f"stand-alone: the {n_jobs} chosen archs at --sa-epochs {args.real_sa_epochs} need ~{total:.0f} "
+              f"worker-seconds at the rates above (interpolated in MACs), ~{total / args.workers:.0f} s with "
+              f"--workers {args.workers}, plus --repeat-archs (seed noise) extra")
 
 
 # ---- analyze (CPU) ----------------------------------------------------------------------------------
@@ -278,6 +343,8 @@ def rank_stats(x, y, n_boot: int = 2000, seed: int = 0) -> dict:
     out = {"n": n}
     if n < 3:
         return dict(out, kendall_tau=None, spearman_rho=None)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a constant side: no ranking to compare
+        return dict(out, kendall_tau=None, spearman_rho=None, note="constant values")
     tau, p_tau = stats.kendalltau(x, y)
     rho, p_rho = stats.spearmanr(x, y)
     rng = np.random.default_rng(seed)
@@ -329,7 +396,11 @@ def analyze(args) -> dict:
         sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
                    if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
         first_seed = {k: min(v) for k, v in sa.items()}
-        sa_test = {k: float(np.mean([r["test_top1"] for r in v.values()])) for k, v in sa.items()}
+        split = "test" if all(r.get("test_top1") is not None for r in sa_recs) else "val"
+        if split == "val":
+            notes.append("the data has no test split: stand-alone numbers are on val, the split the inherited "
+                         "accuracy uses too")
+        sa_test = {k: float(np.mean([r[f"{split}_top1"] for r in v.values()])) for k, v in sa.items()}
         sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
         per_variant, rows = {}, {}
         for v, (recs, sn_id) in variants.items():
@@ -356,8 +427,8 @@ def analyze(args) -> dict:
         repeats = [k for k, v in sa.items() if len(v) >= 2]
         noise = None
         if repeats:
-            a = [sa[k][sorted(sa[k])[0]]["test_top1"] for k in repeats]
-            b = [sa[k][sorted(sa[k])[1]]["test_top1"] for k in repeats]
+            a = [sa[k][sorted(sa[k])[0]][f"{split}_top1"] for k in repeats]
+            b = [sa[k][sorted(sa[k])[1]][f"{split}_top1"] for k in repeats]
             noise = dict(archs=len(repeats), seed_vs_seed=rank_stats(a, b),
                          mean_abs_diff=float(np.mean(np.abs(np.array(a) - np.array(b)))),
                          max_abs_diff=float(np.max(np.abs(np.array(a) - np.array(b)))))
@@ -368,7 +439,7 @@ def analyze(args) -> dict:
             table.append(dict(key=k, name=c.get("name", k), latency_ms=c.get("latency_ms"), params=c.get("params"),
                               macs=c.get("macs"), standalone_test=sa_test[k], standalone_val=sa_val[k],
                               standalone_seeds=sorted(recs), standalone_test_by_seed={
-                                  str(s): r["test_top1"] for s, r in sorted(recs.items())},
+                                  str(s): r[f"{split}_top1"] for s, r in sorted(recs.items())},
                               inherited_val=rows.get(k, {}),
                               gap_test={v: rows[k][v] - sa_test[k] for v in rows.get(k, {})}))
         any_sa = sa_recs[0] if sa_recs else {}
@@ -376,7 +447,8 @@ def analyze(args) -> dict:
             space=space, claim="Kendall tau / Spearman rho between a subnet's inherited val top-1 (supernet weights, "
                                "BN recalibrated) and its top-1 when trained alone from scratch (test split)",
             goal_tau=GOAL_TAU, data=any_sa.get("data"), image_size=any_sa.get("image_size"),
-            standalone_recipe=any_sa.get("recipe"), standalone_recipe_id=sa_id, archs_chosen=len(names),
+            standalone_recipe=any_sa.get("recipe"), standalone_recipe_id=sa_id, standalone_split=split,
+            archs_chosen=len(names),
             archs_trained=len(sa), variants=per_variant, baselines=baselines, seed_noise=noise, archs=table,
             gpu=sorted({r.get("device") for r in sa_recs} | {run.get("device") for run in runs} - {None}),
             data_config=next((run["data"] for run in runs if run.get("data")), None),
@@ -420,7 +492,7 @@ def markdown(r: dict) -> str:
          f"GPU: {', '.join(r['gpu']) or 'n/a'}. Archs: {r['archs_trained']} of {r['archs_chosen']} chosen trained alone "
          f"(`{Path(r['archs_file']).name}`).", ""]
     if r["goal_met"] is None:
-        L += ["**No result yet** for the default supernet (too few archs with both numbers).", ""]
+        L += ["**No result** for the default supernet (fewer than 3 archs with both numbers, or constant values).", ""]
     else:
         t = r["variants"]["base"]["vs_test"]["kendall_tau"]
         L += [f"**Goal tau >= {r['goal_tau']} {'held' if r['goal_met'] else 'did NOT hold'}** for the default supernet "
@@ -440,7 +512,9 @@ def markdown(r: dict) -> str:
         L += ["", f"Stand-alone noise: {n['archs']} archs trained with two seeds differ by {n['mean_abs_diff']:.2f} "
               f"points on average (max {n['max_abs_diff']:.2f}); seed-vs-seed tau {_fmt_stat(n['seed_vs_seed'], 'kendall_tau')}."]
     variants = list(r["variants"])
-    L += ["", "| arch | pred. ms | M params | MMACs | stand-alone test | stand-alone val | "
+    L += ["", "Latency: predicted by the table the archs were chosen with, at the deployment resolution; params and "
+          "MACs: the deployment arch with a 10-class head.", "",
+          f"| arch | predicted ms | M params | MMACs | stand-alone {r['standalone_split']} | stand-alone val | "
           + " | ".join(f"inherited ({v})" for v in variants) + " |", "|---|---|---|---|---|---|" + "---|" * len(variants)]
     for a in r["archs"]:
         seeds = a["standalone_test_by_seed"]
@@ -515,13 +589,16 @@ def main(argv=None):
     g.add_argument("--deadline-s", type=float, default=540, help="everything ends (and is written) by then")
     g.add_argument("--resume-from", action="append", default=[], help="earlier --out folder (repeatable)")
     g.add_argument("--smoke", action="store_true", help="every job type briefly, then per-step times")
-    g.add_argument("--smoke-deadline-s", type=float, default=150)
+    g.add_argument("--smoke-deadline-s", type=float, default=180)
     g.add_argument("--spaces", default=",".join(SPACES))
-    g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}")
+    g.add_argument("--variants", default="base", help=f"supernet recipes, comma-separated: {', '.join(VARIANTS)}; "
+                   "none: no supernet (stand-alone runs only; --workers 0: supernets only)")
     g.add_argument("--archs", default=str(ARCHS_FILE))
     g.add_argument("--max-archs", type=int, default=0, help="only the N cheapest chosen archs per space (tests)")
     g.add_argument("--device", default="auto")
     g.add_argument("--work", default=str(ROOT / "outputs" / "ranking_fidelity"), help="supernet checkpoints")
+    g.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="data config keys (hwnas.data.DataConfig); "
+                   "e.g. name=imagefolder root=/data/mine test_dir=test image_size=128 (default: fashion_mnist)")
     g.add_argument("--image-size", type=int, default=64)
     g.add_argument("--val-size", type=int, default=10000)
     g.add_argument("--seed", type=int, default=0, help="supernet seed")
@@ -543,12 +620,14 @@ def main(argv=None):
     g.add_argument("--repeat-archs", type=int, default=4, help="archs per space trained once more with another "
                                                                "seed (the stand-alone noise), after the rest")
     g.add_argument("--no-graph", action="store_true", help="stand-alone steps eager, not CUDA graphs")
+    g.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning in the stand-alone workers "
+                   "(off: under contention it cost 20-60 s per run on the H200)")
     g.add_argument("--workers", type=int, default=4, help="stand-alone worker processes")
     g.add_argument("--min-job-s", type=float, default=20, help="no new stand-alone run this close to the deadline")
     g.add_argument("--eval-margin-s", type=float, default=10)
     g.add_argument("--eval-reserve-s", type=float, default=30, help="supernet training stops this much (plus "
                                                                     "--eval-s-per-arch per ranking arch) early")
-    g.add_argument("--eval-s-per-arch", type=float, default=2.0)
+    g.add_argument("--eval-s-per-arch", type=float, default=4.0)
     g.add_argument("--hard-grace-s", type=float, default=20)
 
     a = sub.add_parser("analyze", help="statistics, plots and reports (CPU)")

@@ -80,6 +80,7 @@ class DataConfig:
     root: Optional[str] = None  # imagefolder: the folder holding train/ and val/ (one sub-folder per class)
     train_dir: str = "train"
     val_dir: str = "val"
+    test_dir: Optional[str] = None  # imagefolder: a held-out split for final stand-alone numbers (null: none)
     scale_min: float = 0.08  # random resized crop: smallest area share
     crop_pct: float = 0.875  # validation: resize to image_size / crop_pct, centre crop image_size
     # augmentation and normalisation; null: the source's default (SOURCE_DEFAULTS)
@@ -522,6 +523,26 @@ def build_datasets(data_cfg: Any, image_size: int | None = None, seed: int = 0,
     return train, val, len(val.classes)
 
 
+def build_test_loader(data_cfg: Any, image_size: int | None = None, batch_size: int = 256,
+                      device: Any = "cpu") -> Any:
+    """Batches of the data's test split (fashion_mnist: the official 10,000; imagefolder: `root/test_dir`,
+    when set), unshuffled and un-augmented; None when the source has no test split."""
+    cfg = data_config(data_cfg)
+    size = int(image_size or cfg.image_size)
+    if cfg.name == "fashion_mnist":
+        return EvalBatches(stored_splits(cfg, size, ("test",), device=device)["test"], batch_size)
+    if cfg.name != "imagefolder" or not cfg.test_dir:
+        return None
+    root = Path(cfg.root).expanduser()
+    if not (root / cfg.test_dir).is_dir():
+        raise DataError(f"{root / cfg.test_dir}: no such folder (data.test_dir={cfg.test_dir}); it needs the "
+                        f"class sub-folders of {root / cfg.train_dir}")
+    classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
+    test = ImageFolder(root / cfg.test_dir, classes, size, False, cfg)
+    return DataLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
+                      pin_memory=torch.cuda.is_available())
+
+
 class _Subset(Dataset):
     def __init__(self, base: Dataset, n: int):
         self.base, self.n, self.classes = base, n, base.classes
@@ -726,6 +747,6 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
 
 
 __all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "SandwichBatchSampler", "StoredImages",
-           "TrainBatches", "build_datasets", "build_loaders", "config_from", "data_config", "derive_seed",
+           "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from", "data_config", "derive_seed",
            "epoch_order", "fashion_mnist_files", "read_idx", "register", "step_count", "stored_splits",
            "write_idx"]

@@ -171,7 +171,7 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
     from hwnas.evaluate import recalibrate_bn
 
     res = model.arch.resolution
-    train, _, _ = build_loaders(data_cfg, image_size=res, batch_size=batch_size, seed=seed)
+    train, _, _ = build_loaders(data_cfg, image_size=res, batch_size=batch_size, seed=seed, augment=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     recalibrate_bn(model.to(device), train, batches)
     model.cpu().eval()

@@ -190,6 +190,7 @@ class Supernet(Model):
                 self._pos_rate[(s, j)] = rates[i]
                 i += 1
         self._skeletons: dict[str, nn.Module] = {}
+        self._step_cache: dict[tuple, _Step] = {}  # (path, spec key, position): a block's step, built once
         self._steps: list[_Step] = []
         self.active_arch: Arch | None = None
         self.set_active(space.max_arch().with_resolution(self.resolution))
@@ -225,6 +226,15 @@ class Supernet(Model):
         return sk
 
     def _step(self, path: str, spec: BlockSpec, holder: nn.Module, drop_path: float) -> _Step:
+        # Building a step walks the skeleton's tensors (about 2 ms a block); a sandwich step switches
+        # subnets 4 times, and random subnets share most of their blocks, so each is built once.
+        key = (path, spec.key, id(holder), drop_path)
+        step = self._step_cache.get(key)
+        if step is None:
+            step = self._step_cache[key] = self._build_step(path, spec, holder, drop_path)
+        return step
+
+    def _build_step(self, path: str, spec: BlockSpec, holder: nn.Module, drop_path: float) -> _Step:
         sk = self._skeleton(spec)
         slots = []
         named = [(n, t, True) for n, t in sk.named_parameters()] + \
@@ -251,7 +261,7 @@ class Supernet(Model):
     def _apply(self, fn, recurse=True):
         # .to()/.cuda()/.double() make new tensors: drop the cached views of the old ones now,
         # rather than hold the old memory until each slot's next forward notices.
-        for step in getattr(self, "_steps", ()):
+        for step in getattr(self, "_step_cache", {}).values():
             for s in step.slots:
                 s._src, s._ptr, s._view = None, -1, None
         return super()._apply(fn, recurse)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import make_fashion_mnist
 from hwnas.data import DataError, SandwichBatchSampler, build_datasets, build_loaders, data_config
 
 
@@ -90,24 +91,6 @@ def test_imagefolder_reads_classes_and_augments_reproducibly(tmp_path):
 
 
 # ---- IDX files and Fashion-MNIST -------------------------------------------------------------------
-def make_fashion_mnist(root, n_train=120, n_test=30, seed=0, gz=True):
-    """Four small IDX files in Fashion-MNIST's layout (class c: a bright block at a class-specific
-    place on noise), gzip-compressed or not."""
-    import numpy as np
-    from hwnas.data import write_idx
-    rng = np.random.default_rng(seed)
-    for stem, n in (("train", n_train), ("t10k", n_test)):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = (rng.random((n, 28, 28)) * 60).astype(np.uint8)
-        for i, c in enumerate(y):
-            r, col = divmod(int(c), 5)
-            x[i, 4 + r * 10:12 + r * 10, 2 + col * 5:6 + col * 5] = 250
-        suffix = ".gz" if gz else ""
-        write_idx(root / f"{stem}-images-idx3-ubyte{suffix}", x)
-        write_idx(root / f"{stem}-labels-idx1-ubyte{suffix}", y)
-    return root
-
-
 def test_idx_files_round_trip_plain_and_gzip(tmp_path):
     import gzip
     import numpy as np

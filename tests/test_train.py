@@ -164,6 +164,13 @@ def test_alpha_divergence_is_kl_at_alpha_one_and_picks_the_larger_side():
     want = torch.maximum(d_neg, d_kl).mean()
     torch.testing.assert_close(alpha_divergence_loss(student, teacher).detach(), want, rtol=1e-5, atol=1e-6)
     assert bool((d_neg > d_kl).any()) and bool((d_neg < d_kl).any())  # both sides chosen somewhere
+    # a student whose probability underflows to 0 where the teacher's does not (it diverged to NaN on an
+    # H200 when computed from p / q): value and gradients stay finite, the gradient is still KL's
+    for s, t in (([200.0, 0.0, -200.0], [0.0, 0.0, 0.0]), ([0.0, 0.0, 0.0], [200.0, 0.0, -200.0])):
+        s = torch.tensor([s], requires_grad=True)
+        loss = alpha_divergence_loss(s, torch.tensor([t]))
+        (g,) = torch.autograd.grad(loss, s)
+        assert torch.isfinite(loss) and torch.isfinite(g).all(), (loss, g)
 
 
 def test_attentive_sampling_trains_the_worst_candidate_and_leaves_bn_statistics():

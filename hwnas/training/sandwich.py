@@ -15,6 +15,7 @@ So W processes with A micro-batches each compute what one process with W*A compu
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -58,17 +59,22 @@ def alpha_divergence_loss(student: torch.Tensor, teacher: torch.Tensor, alpha_mi
     with q and rho held fixed, which at a = 1 is exactly the gradient of KL(p || q).
     """
     q_log = F.log_softmax(student.float(), dim=-1)
+    p_log = F.log_softmax(teacher.float(), dim=-1).detach()
     q = q_log.exp().detach()
-    ratio = F.softmax(teacher.float(), dim=-1).detach() / q
+    # Everything from log(p / q): p / q itself overflows where the student's probability underflows
+    # to 0, and an inf times a 0 in the branch torch.where does not take still makes its gradient NaN.
+    log_ratio = (p_log - q_log).detach()
+    log_clip = math.log(clip)
 
     def branch(a: float):
-        if abs(a) < 1e-3:
-            r = ratio.clamp(1e-30, clip)
-            d, rho = (q * -r.log()).sum(-1), r.log() - 1.0
-        elif abs(a - 1.0) < 1e-3:
-            d, rho = (q * torch.xlogy(ratio, ratio)).sum(-1), ratio
+        if abs(a) < 1e-3:  # KL(q || p), weights clipped: log r <= log clip
+            log_r = log_ratio.clamp(max=log_clip)
+            d, rho = (q * -log_r).sum(-1), log_r - 1.0
+        elif abs(a - 1.0) < 1e-3:  # KL(p || q); q * rho = p exactly, the gradient of cross-entropy to p
+            p = p_log.exp()
+            return (p * log_ratio).sum(-1), -(p * q_log).sum(-1)
         else:
-            w = ratio.pow(a).clamp(0.0, clip)
+            w = torch.exp((a * log_ratio).clamp(max=log_clip))
             d, rho = (q * (w - 1.0)).sum(-1) / (a * (a - 1.0)), w / a + 1.0 / (a * (a - 1.0))
         return d, -(q * rho * q_log).sum(-1)
 
@@ -114,7 +120,9 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
     Accumulates into `.grad` (each loss divided by `divisor`, the step's total number of
     micro-batches over all processes) and returns `(buffers, start, delta)`: the supernet's
     buffers, their values before the step and the sum of this process's micro-batch updates,
-    for `finish_buffers` (after an optional all-reduce of `delta`).
+    for `finish_buffers` (after an optional all-reduce of `delta`). With one micro-batch on one
+    process (`divisor` 1) the buffers simply keep that micro-batch's update: `start` and `delta`
+    are None, and a few thousand small copies per step are saved.
 
     `distill_fn(student_logits, teacher_logits)` replaces the KL of `distill_loss`. An entry of
     `archs` that is a list of candidates (attentive sampling, AttentiveNAS) is replaced by the
@@ -124,15 +132,16 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
     equivalent to one process with gradient accumulation.
     """
     buffers = list(net.buffers())
-    start = [b.detach().clone() for b in buffers]
-    delta = [torch.zeros_like(b) for b in buffers]
+    single = len(batches) == 1 and divisor == 1  # one micro-batch, one process: the update is the step's
+    start = None if single else [b.detach().clone() for b in buffers]
+    delta = None if single else [torch.zeros_like(b) for b in buffers]
     if any(isinstance(a, (list, tuple)) for a in archs):
         torch.manual_seed(derive_seed(seeds[0], 0xA77))  # drop-path in the trial forwards: no hidden state
         archs = choose_candidates(net, archs, batches[0], device=device, amp=amp, choose=choose)
     for (x, y), seed in zip(batches, seeds):
-        with torch.no_grad():
-            for b, s in zip(buffers, start):
-                b.copy_(s)
+        if not single:
+            with torch.no_grad():
+                torch._foreach_copy_(buffers, start)
         torch.manual_seed(seed)
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -154,9 +163,10 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if stats is not None:
                 stats.add("largest" if i == 0 else "smallest" if i == 1 else "random", loss.detach())
-        with torch.no_grad():
-            for d, b, s in zip(delta, buffers, start):
-                d += b - s
+        if not single:
+            with torch.no_grad():
+                for d, b, s in zip(delta, buffers, start):
+                    d += b - s
     return buffers, start, delta
 
 
@@ -189,6 +199,9 @@ def choose_candidates(net, archs: list, batch, *, device: torch.device, amp: str
 
 @torch.no_grad()
 def finish_buffers(buffers, start, delta, micro_batches: int) -> None:
-    """Buffers = start + mean update (float: running statistics) or + total (integer: counters)."""
+    """Buffers = start + mean update (float: running statistics) or + total (integer: counters).
+    Nothing to do after a step of one micro-batch on one process (`start` None): its update is kept."""
+    if start is None:
+        return
     for b, s, d in zip(buffers, start, delta):
         b.copy_(s + d / micro_batches if b.is_floating_point() else s + d)

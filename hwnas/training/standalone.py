@@ -5,10 +5,10 @@ inherited (supernet) accuracy is supposed to rank.
     r = train_standalone(arch, {"name": "fashion_mnist"}, Recipe(epochs=10), seed=0)
     r["test_top1"], r["val_top1"], r["images_per_s"]
 
-The data is a stored-image source (digits, fashion_mnist) held on the device; the model is
-`supernet.build_model(arch)` at the data's resolution, freshly initialised from the seed. Order and
-augmentation follow `hwnas.data.TrainBatches` (permutation of (seed, epoch), crops and flips of
-(seed, epoch, step)).
+The model is `supernet.build_model(arch)` at the data's resolution, freshly initialised from the
+seed. A stored-image source (digits, fashion_mnist) is held on the device, in the order and with the
+augmentation of `hwnas.data.TrainBatches` (permutation of (seed, epoch), crops and flips of (seed,
+epoch, step)); any other source (imagefolder: your own data) is read through its DataLoader, eagerly.
 
 On CUDA the whole training step -- the batch gathered, cropped, flipped and normalised from the
 GPU-resident uint8 images, forward and backward in bf16 autocast, AdamW (`capturable=True`, the
@@ -30,10 +30,12 @@ import torch
 import torch.nn.functional as F
 
 import supernet
-from hwnas.data import EvalBatches, StoredImages, TrainBatches, config_from, data_config, derive_seed, stored_splits
+from hwnas.data import (IN_MEMORY, EvalBatches, StoredImages, TrainBatches, build_loaders, build_test_loader,
+                        config_from, data_config, derive_seed, stored_splits)
 from hwnas.evaluate import top1
 
 from .distributed import resolve_device
+from .sandwich import autocast
 from .trainer import lr_at, resolve_amp
 
 WARMUP_STEPS = 3  # eager steps before the capture (PyTorch's recipe for whole-network capture)
@@ -118,12 +120,13 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     """Train `arch` from scratch on the data's `train` split; top-1 on `val` and `test` (where it has one).
 
     `splits` (from `hwnas.data.stored_splits`, on `device`) lets a worker load the data once for
-    many runs. `deadline` (a `time.time()` value): when the remaining epochs and the evaluation,
-    estimated from the last epoch, would end past it, the run stops and returns
-    `status: "timeout"` with no accuracy. Returns a dict: status, arch (dict), arch_id, params,
+    many runs. `deadline` (a `time.time()` value): when the remaining steps and the evaluation,
+    at the rate of the steps since the warm-up and the capture, would end past it, the run stops
+    at the next epoch boundary and returns `status: "timeout"` with no accuracy. Returns a dict: status, arch (dict), arch_id, params,
     macs (both with this data's classifier), seed, recipe, data, image_size, epochs_done, steps,
     val_top1, test_top1 (None without a test split), train_loss (mean of the last epoch), seconds
-    (wall, evaluation included), train_seconds, images_per_s, cuda_graph (whether the step ran
+    (wall, evaluation included), train_seconds, images_per_s, epoch_seconds (per epoch, the first
+    includes the warm-up and the capture), cuda_graph (whether the step ran
     as a captured graph), graph_error, capture_s, stream_busy_share (CUDA: the share of the
     training wall time this process's stream was executing or queued behind other processes'
     work; the rest is time spent waiting for data or launches) and device.
@@ -134,6 +137,8 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
     amp = resolve_amp(recipe.amp, dev)
     res = data.image_size
+    if data.name not in IN_MEMORY:
+        return _train_from_loader(arch, data, recipe, seed, dev, amp, deadline, log or (lambda msg: None), t_begin)
     if splits is None:
         want = ("train", "val", "test") if data.name == "fashion_mnist" else ("train", "val")
         splits = stored_splits(data, res, want, device=dev)
@@ -168,10 +173,16 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     graph, graph_error, capture_s = None, None, 0.0
     side = torch.cuda.Stream(dev) if use_graph else None  # eager warm-up steps run here (PyTorch's recipe)
     events = []  # CUDA events around every step: the stream's busy time
-    t_train, epochs_done, epoch_s, train_loss = time.perf_counter(), 0, 0.0, None
+    t_train, epochs_done, epoch_s, train_loss, epoch_times = time.perf_counter(), 0, 0.0, None, []
+    steady = None  # (first step, its start time) after the warm-up and the capture: the rate to expect
     for epoch in range(recipe.epochs):
-        if deadline is not None and epoch > 0 and \
-                time.time() + (recipe.epochs - epoch + 0.5) * epoch_s > deadline:
+        if deadline is not None and steady is not None and epoch > 0:
+            per_step = (time.perf_counter() - steady[1]) / max(1, epoch * steps_per_epoch - steady[0])
+            left = (total - epoch * steps_per_epoch) * per_step
+            late = time.time() + left + max(5.0, 0.5 * left / (recipe.epochs - epoch)) > deadline  # + evaluation
+        else:
+            late = False
+        if late:
             return dict(info, status="timeout", epochs_done=epochs_done, steps=epochs_done * steps_per_epoch,
                         val_top1=None, test_top1=None, train_loss=train_loss, seconds=time.time() - t_begin,
                         train_seconds=time.perf_counter() - t_train, cuda_graph=graph is not None,
@@ -196,6 +207,8 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
                     say(f"CUDA graph capture failed ({graph_error}); continuing eagerly")
                 capture_s = time.perf_counter() - t0
             on_side = use_graph and graph is None and graph_error is None
+            if steady is None and not on_side and g_step >= 1:
+                steady = (g_step, time.perf_counter())
             if on_side:
                 side.wait_stream(torch.cuda.current_stream(dev))
             with torch.cuda.stream(side) if on_side else contextlib.nullcontext():
@@ -214,6 +227,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
                 torch.cuda.current_stream(dev).wait_stream(side)
         train_loss = float(step.loss_sum) / steps_per_epoch  # one synchronisation per epoch
         epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
         epochs_done = epoch + 1
         say(f"epoch {epochs_done}/{recipe.epochs} loss {train_loss:.4f} {epoch_s:.1f} s "
             f"({steps_per_epoch * b / epoch_s:.0f} img/s{', CUDA graph' if graph is not None else ''})")
@@ -224,9 +238,58 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     accs = {k: top1(model, EvalBatches(v, recipe.eval_batch_size)) for k, v in eval_sets.items()}
     return dict(info, status="done", epochs_done=epochs_done, steps=total, val_top1=accs.get("val"),
                 test_top1=accs.get("test"), train_loss=train_loss, seconds=time.time() - t_begin,
-                train_seconds=train_s, images_per_s=total * b / max(train_s, 1e-9),
+                train_seconds=train_s, images_per_s=total * b / max(train_s, 1e-9), epoch_seconds=epoch_times,
                 cuda_graph=use_graph and graph_error is None, graph_error=graph_error, capture_s=capture_s,
                 stream_busy_share=None if busy is None else busy / train_s)
+
+
+def _train_from_loader(arch, data, recipe: Recipe, seed: int, dev: torch.device, amp: str, deadline, say,
+                       t_begin: float) -> dict:
+    """The same recipe on a DataLoader source (imagefolder, synthetic): eager steps, images decoded on
+    the CPU; evaluated on `val` and, when the data has one (`data.test_dir`), on the test split."""
+    train, val, num_classes = build_loaders(data, data.image_size, recipe.batch_size, seed,
+                                            max_steps_per_epoch=recipe.max_steps_per_epoch,
+                                            val_batch_size=recipe.eval_batch_size)
+    test = build_test_loader(data, data.image_size, recipe.eval_batch_size)
+    arch = arch.with_resolution(data.image_size)
+    torch.manual_seed(derive_seed(seed, 0x57A))
+    model = supernet.build_model(arch, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev).train()
+    opt = _optimizer(model, recipe, recipe.lr, capturable=False)
+    steps, b = train.steps, recipe.batch_size
+    total, warmup = recipe.epochs * steps, int(round(recipe.warmup_epochs * steps))
+    info = dict(arch=arch.to_dict(), arch_id=arch.id, params=arch.params(num_classes), macs=arch.macs(num_classes),
+                seed=seed, recipe=asdict(recipe), data=data.name, image_size=data.image_size,
+                device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", cuda_graph=False,
+                graph_error=None, capture_s=0.0)
+    t_train, epoch_s, epoch_times, train_loss = time.perf_counter(), 0.0, [], None
+    for epoch in range(recipe.epochs):
+        if deadline is not None and epoch > 0 and time.time() + (recipe.epochs - epoch + 0.5) * epoch_s > deadline:
+            return dict(info, status="timeout", epochs_done=epoch, steps=epoch * steps, val_top1=None,
+                        test_top1=None, train_loss=train_loss, seconds=time.time() - t_begin,
+                        train_seconds=time.perf_counter() - t_train)
+        t_epoch, loss_sum = time.perf_counter(), torch.zeros((), device=dev)
+        train.set_epoch(epoch)
+        for s, (x, y) in enumerate(train):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(epoch * steps + s, total, warmup, recipe.lr, recipe.min_lr)
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with autocast(dev, amp):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y, label_smoothing=recipe.label_smoothing)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+        train_loss = float(loss_sum) / steps
+        epoch_s = time.perf_counter() - t_epoch
+        epoch_times.append(epoch_s)
+        say(f"epoch {epoch + 1}/{recipe.epochs} loss {train_loss:.4f} {epoch_s:.1f} s ({steps * b / epoch_s:.0f} img/s)")
+    train_s = time.perf_counter() - t_train
+    model.eval()
+    return dict(info, status="done", epochs_done=recipe.epochs, steps=total, val_top1=top1(model, val),
+                test_top1=None if test is None else top1(model, test), train_loss=train_loss,
+                seconds=time.time() - t_begin, train_seconds=train_s, images_per_s=total * b / max(train_s, 1e-9),
+                epoch_seconds=epoch_times, stream_busy_share=None)
 
 
 def _start_event(dev: torch.device):

@@ -1,0 +1,89 @@
+"""experiments/ranking_fidelity.py end to end on the CPU at a tiny size: the GPU command's whole process
+tree (a supernet process and a stand-alone worker under one deadline), its JSON lines, the analysis,
+and a resumed run that redoes nothing; plus the statistics themselves."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import ranking_fidelity as rf  # noqa: E402
+
+TINY = ["--device", "cpu", "--image-size", "32", "--val-size", "40", "--spaces", "efficientformerv2",
+        "--max-archs", "3", "--sn-epochs", "1", "--sn-batch", "16", "--sn-max-steps", "2", "--sa-epochs", "1",
+        "--sa-batch", "16", "--sa-max-steps", "2", "--random-archs", "2", "--workers", "1", "--repeat-archs", "1",
+        "--calib-batches", "1", "--eval-batch", "20", "--deadline-s", "240"]
+
+
+def gpu_command(tmp_path, fashion_root, out, *extra):
+    cmd = [sys.executable, str(ROOT / "experiments" / "ranking_fidelity.py"), "gpu", "--out", str(out),
+           "--data-root", str(fashion_root), "--work", str(tmp_path / "work"), *TINY, *extra]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def test_gpu_command_on_cpu_then_analysis_then_resume(tmp_path, fashion_root):
+    out = tmp_path / "run1"
+    log = gpu_command(tmp_path, fashion_root, out)
+    assert "plan: 1 supernet(s) [efficientformerv2/base], 4 stand-alone run(s)" in log
+    res = rf.read_results([out])
+    chosen = {c["key"] for c in rf.load_archs(rf.ARCHS_FILE, ["efficientformerv2"], 3)["efficientformerv2"]}
+    sa = [r for r in res["standalone"] if r["status"] == "done"]
+    assert {r["key"] for r in sa} == chosen and sorted(r["seed"] for r in sa) == [0, 0, 0, 1]
+    assert all(0 <= r["test_top1"] <= 100 and r["data"] == "fashion_mnist" for r in sa)
+    inh = res["inherited"]
+    assert {r["key"] for r in inh if r["kind"] == "ranking"} == chosen
+    assert sum(r["kind"] == "random" for r in inh) == 2 and not {r["key"] for r in inh if r["kind"] == "random"} & chosen
+    summary = [r for r in res["supernet"] if r["kind"] == "summary"]
+    assert len(summary) == 1 and summary[0]["epochs_done"] == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["records"] == {"standalone": 4, "inherited": 5, "supernet": 2} and run["jobs_not_started"] == 0
+
+    results = tmp_path / "results"
+    rf.main(["analyze", str(out), "--spaces", "efficientformerv2", "--out", str(results)])
+    rep = json.loads((results / "ranking_fidelity_efficientformerv2.json").read_text())
+    base = rep["variants"]["base"]
+    assert base["vs_test"]["n"] == 3 and base["random_pairs"] == 2
+    rows = rep["archs"]
+    from scipy.stats import kendalltau
+    want = kendalltau([a["inherited_val"]["base"] for a in rows], [a["standalone_test"] for a in rows])[0]
+    if base["vs_test"]["kendall_tau"] is None:
+        assert want != want  # NaN: all ties on a tiny run
+    else:
+        assert base["vs_test"]["kendall_tau"] == pytest.approx(want)
+    assert rep["seed_noise"]["archs"] == 1 and rep["gpu_minutes"]["standalone_runs"] == 4
+    assert (results / "ranking_fidelity_efficientformerv2.png").stat().st_size > 1000
+    assert "Kendall tau" in (results / "ranking_fidelity_efficientformerv2.md").read_text()
+
+    again = tmp_path / "run2"
+    log = gpu_command(tmp_path, fashion_root, again, "--resume-from", str(out))
+    assert "plan: 0 supernet(s) [], 0 stand-alone run(s) (4 of this recipe already done)" in log
+    assert rf.read_results([again]) == res  # everything carried over, nothing redone
+
+
+def test_rank_statistics_and_their_intervals():
+    x = [1, 2, 3, 4, 5, 6, 7, 8]
+    s = rf.rank_stats(x, [2, 1, 4, 3, 6, 5, 8, 7])
+    assert s["kendall_tau"] == pytest.approx(1 - 2 * 4 / 28)  # 4 discordant pairs of 28
+    assert s["spearman_rho"] == pytest.approx(1 - 6 * 8 / (8 * 63))
+    lo, hi = s["kendall_tau_ci95"]
+    assert lo <= s["kendall_tau"] <= hi and hi <= 1.0 and lo > 0
+    assert rf.rank_stats(x, x[::-1])["kendall_tau"] == pytest.approx(-1)
+    assert rf.rank_stats([1, 2], [1, 2])["kendall_tau"] is None  # too few archs for a statement
+
+
+def test_recipe_ids_stay_those_of_the_committed_h200_runs():
+    """--resume-from matches records by recipe id: a change to how ids are computed would silently orphan
+    the stand-alone runs already paid for (experiments/results/ranking_fidelity_raw/h200-run1, -run2)."""
+    args = rf.main.__globals__["argparse"].Namespace(
+        image_size=32, val_size=10000, data_root=".data/fashion-mnist", data=None, sa_epochs=6, sa_batch=512,
+        sa_lr=2e-3, sa_warmup_epochs=1.0, sa_max_steps=0, no_graph=False, sn_epochs=5, sn_batch=1024, sn_lr=3e-3,
+        sn_warmup_epochs=1.0, sn_num_random=2, sn_max_steps=0)
+    ident = rf.data_identity(rf.data_cfg(args))
+    assert rf.recipe_id("standalone", rf.standalone_recipe(args), ident) == "9b295e25b37a"
+    assert rf.recipe_id("supernet", rf.supernet_train_cfg(args, "base"), ident, 0) == "0514c967b124"

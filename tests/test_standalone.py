@@ -1,0 +1,104 @@
+"""Stand-alone training (hwnas.training.standalone) on the CPU, where the step runs eagerly: the step it
+trains is the documented one, it learns, it is reproducible, and a deadline stops it cleanly."""
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import search_spaces
+import supernet
+from hwnas.data import EvalBatches, TrainBatches, derive_seed, stored_splits
+from hwnas.training.standalone import recipe_config, train_standalone
+from hwnas.training.trainer import lr_at
+
+
+@pytest.fixture(scope="module")
+def data(fashion_root):
+    cfg = {"name": "fashion_mnist", "root": str(fashion_root), "image_size": 32, "val_size": 40}
+    return cfg, stored_splits(cfg, splits=("train", "val", "test"))
+
+
+def test_the_training_step_is_the_documented_one(data):
+    """Two steps by hand (the epoch plan's batches, crops and flips; cross-entropy with label smoothing;
+    AdamW on the scheduled LR, decay on conv/linear weights only) give the loss train_standalone reports."""
+    cfg, splits = data
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    # a large weight decay, so that decaying the wrong tensors would show in the second step's loss
+    recipe = dict(epochs=1, batch_size=16, max_steps_per_epoch=2, warmup_epochs=0.5, lr=3e-3, weight_decay=2.0)
+    got = train_standalone(arch, cfg, recipe, seed=3, device="cpu", splits=splits)
+    assert got["status"] == "done" and got["steps"] == 2 and got["epochs_done"] == 1
+
+    train = splits["train"]
+    torch.manual_seed(derive_seed(3, 0x57A))
+    model = supernet.build_model(arch.with_resolution(32), num_classes=10).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith("attention_biases")]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith("attention_biases"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 2.0}, {"params": rest, "weight_decay": 0.0}],
+                            foreach=True)
+    idx, shift, flip = TrainBatches(train, 16, 3, max_steps=2).plan(0)
+    losses = []
+    for s in range(2):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(s, 2, 1, 3e-3, 1e-5)
+        sl = slice(16 * s, 16 * s + 16)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(train.batch(idx[sl], shift[sl], flip[sl])), train.labels[idx[sl]],
+                               label_smoothing=0.1)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert got["train_loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)
+    from hwnas.evaluate import top1
+    model.eval()
+    assert got["val_top1"] == pytest.approx(top1(model, EvalBatches(splits["val"], 1000)), abs=1e-9)
+
+
+def test_learns_reproducibly_and_reports_its_speed(data):
+    cfg, splits = data
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    a = train_standalone(arch, cfg, dict(epochs=4, batch_size=16, lr=5e-3, warmup_epochs=0.5, weight_decay=0.0),
+                         seed=0, device="cpu", splits=splits)
+    assert a["test_top1"] > 40 and a["val_top1"] > 40, a  # 10 classes: chance is 10 %
+    assert a["images_per_s"] > 0 and a["cuda_graph"] is False and a["stream_busy_share"] is None
+    assert a["arch_id"] == arch.with_resolution(32).id and a["params"] == arch.with_resolution(32).params(10)
+    short = dict(epochs=1, batch_size=16, max_steps_per_epoch=3)
+    b, b2, c = (train_standalone(arch, cfg, short, seed=s, device="cpu", splits=splits) for s in (0, 0, 1))
+    assert (b["train_loss"], b["val_top1"], b["test_top1"]) == (b2["train_loss"], b2["val_top1"], b2["test_top1"])
+    assert c["train_loss"] != b["train_loss"]
+
+
+def test_a_deadline_stops_between_epochs(data):
+    cfg, splits = data
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    r = train_standalone(arch, cfg, dict(epochs=50, batch_size=32), seed=0, device="cpu", splits=splits,
+                         deadline=time.time() + 0.5)
+    assert r["status"] == "timeout" and r["epochs_done"] == 1 and r["test_top1"] is None
+
+
+def test_recipe_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"recipe\.epoch: unknown key"):
+        recipe_config({"epoch": 3})
+    with pytest.raises(ValueError, match="fp16 needs a loss scaler"):
+        recipe_config({"amp": "fp16"})
+
+
+def test_own_data_through_imagefolder_with_a_test_split(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from hwnas.data import DataError, build_test_loader
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2), ("test", 3)):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray((rng.random((36, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "test_dir": "test"}
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    r = train_standalone(arch, cfg, dict(epochs=1, batch_size=4), seed=0, device="cpu")
+    assert r["status"] == "done" and r["steps"] == 4 and r["cuda_graph"] is False
+    assert r["test_top1"] in (0.0, 100 / 6, 200 / 6, 50.0, 400 / 6, 500 / 6, 100.0)  # 6 test images
+    assert sum(len(y) for _, y in build_test_loader(cfg, batch_size=4)) == 6
+    assert build_test_loader(dict(cfg, test_dir=None)) is None
+    with pytest.raises(DataError, match="no such folder"):
+        build_test_loader(dict(cfg, test_dir="holdout"))
