@@ -20,14 +20,11 @@ import os
 import platform
 import queue
 import random
-import sys
 import time
 import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 KINDS = ("standalone", "inherited", "supernet")  # one JSON-lines file each; plus log.txt and run.json
 

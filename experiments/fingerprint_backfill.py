@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Runs inside the old checkout (PYTHONPATH = that worktree): the old code, today's tracer.
 DRIVER = r'''

@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from hwnas.latency import LatencyTable, get_backend  # noqa: E402
-import hwnas.latency.correction as C  # noqa: E402
-from hwnas.latency.keys import block_keys  # noqa: E402
-from hwnas.latency.table import networks_path, read_networks  # noqa: E402
+from hwnas.latency import LatencyTable, get_backend
+import hwnas.latency.correction as C
+from hwnas.latency.keys import block_keys
+from hwnas.latency.table import networks_path, read_networks
 
 
 HW = re.compile(r"hw=(\d+)")

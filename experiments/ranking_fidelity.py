@@ -11,9 +11,9 @@ Three steps, each a sub-command:
     #    distillation, GPU-resident data) while a pool of workers trains every chosen arch from scratch
     #    (CUDA-graph steps); then inherited val top-1 (BN recalibrated) of the chosen archs and of as many
     #    random archs as the deadline allows (pairs for an accuracy predictor). JSON lines under --out.
-    PYTHONUNBUFFERED=1 python experiments/ranking_fidelity.py gpu --out "$OUT" \\
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/ranking_fidelity.py gpu --out "$OUT" \\
         --data-root .data/fashion-mnist --deadline-s 540
-    PYTHONUNBUFFERED=1 python experiments/ranking_fidelity.py gpu --smoke --out "$OUT" --data-root .data/fashion-mnist
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/ranking_fidelity.py gpu --smoke --out "$OUT" --data-root .data/fashion-mnist
     #    (--smoke: every job type for ~1-2 minutes, concurrently as in the real run; prints per-step times,
     #     images/s and memory to size the real run)
 
@@ -38,11 +38,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
 
-import search_spaces  # noqa: E402
-from accuracy_jobs import gpu_name, read_results, recipe_id, run_tree, write_json  # noqa: E402
+import search_spaces
+from accuracy_jobs import read_results, recipe_id, run_tree, write_json
 
 RESULTS = ROOT / "experiments" / "results"
 ARCHS_FILE = RESULTS / "ranking_fidelity_archs.json"
@@ -395,7 +393,6 @@ def analyze(args) -> dict:
             variants[v] = (recs, sn_id)
         sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
                    if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
-        first_seed = {k: min(v) for k, v in sa.items()}
         split = "test" if all(r.get("test_top1") is not None for r in sa_recs) else "val"
         if split == "val":
             notes.append("the data has no test split: stand-alone numbers are on val, the split the inherited "
@@ -535,7 +532,7 @@ def markdown(r: dict) -> str:
           "test split. Data: " + json.dumps(r["data_config"], sort_keys=True), "",
           "## GPU time", ""]
     g = r["gpu_minutes"]
-    L += [f"- Commands: " + "; ".join(f"{c['wall_min']} min on {c['device']} ({c['workers']} workers)"
+    L += ["- Commands: " + "; ".join(f"{c['wall_min']} min on {c['device']} ({c['workers']} workers)"
                                        for c in g["commands"]) + f"; total {g['total_held_min']} GPU-minutes held.",
           f"- Stand-alone: {g['standalone_runs']} runs, {g['standalone_min']} process-minutes (concurrent workers).",
           f"- Supernet training: {g['supernet_train_min']} min; inherited evaluation: {g['supernet_eval_min']} min "

@@ -10,12 +10,13 @@ import torch
 
 import search_spaces
 import supernet
+from conftest import SPACES
 from hwnas.latency import LatencyTable, StaleRowsError, default_table_path
 from hwnas.latency.deploy import deploy_form
 from hwnas.latency.fingerprint import (block_fingerprint, cache_for, deployed_blocks, fingerprint_module,
                                        model_block_fingerprints, scheme_info, trace)
 
-SPACES = ["nextvit", "efficientformerv2"]
+
 FORMS = {"onnxruntime_cpu": dict(batch=1), "coreml": dict(batch=1), "torch_cuda": dict(batch=8)}
 
 
