@@ -13,7 +13,7 @@ import search_spaces
 import supernet
 from hwnas.export import verify
 from hwnas.export.bundle import ExportError, check_formats, write_export
-from hwnas.export.optimize import Upsample2xBilinear, optimize_for_gpu, reference_upsample
+from hwnas.convert.optimize import Upsample2xBilinear, optimize_for_gpu, reference_upsample
 
 RES = 64
 NUM_CLASSES = 10

@@ -25,41 +25,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
-
-def fold(model: nn.Module) -> nn.Module:
-    """BatchNorms (and EfficientFormerV2's LayerScale and attention-bias tables) folded, eval mode,
-    in place. A lone block (what a table row measures) folds like a whole network."""
-    import supernet
-    if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
-        return model.fuse_bn()
-    return supernet.fuse_for_deploy(model)
-
-
-def _is_bilinear_x2(m: nn.Module) -> bool:
-    if not isinstance(m, nn.Upsample) or m.mode != "bilinear" or m.align_corners:
-        return False
-    sf = m.scale_factor
-    sf = tuple(sf) if isinstance(sf, (tuple, list)) else (sf, sf)
-    return m.size is None and all(float(s) == 2.0 for s in sf)
-
-
-def replace_upsamples(model: nn.Module, make) -> int:
-    """Swap every x2 bilinear upsample (align_corners=False; `nn.Upsample`, `supernet.layers.Upsample2x`
-    or `Upsample2xBilinear`) for `make()`, in place; returns how many were replaced."""
-    from supernet.layers import Upsample2xBilinear
-    n = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_bilinear_x2(child) or isinstance(child, Upsample2xBilinear):
-                setattr(parent, name, make())
-                n += 1
-    return n
-
-
-def torch_upsample() -> nn.Module:
-    return nn.Upsample(scale_factor=2.0, mode="bilinear")
+__all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "deploy_form", "fold"]
 
 
 class DeployForm:
@@ -147,7 +115,7 @@ class CoreMLProgram(DeployForm):
 
 
 class TorchCUDAModule(DeployForm):
-    """PyTorch on an NVIDIA GPU runs the module: the GPU deploy recipe (`hwnas.export.optimize`)."""
+    """PyTorch on an NVIDIA GPU runs the module: the GPU recipe (`hwnas.convert.optimize.optimize_for_gpu`)."""
 
     target = "torch_cuda"
 
@@ -163,15 +131,8 @@ class TorchCUDAModule(DeployForm):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.precision]
 
-    @torch.no_grad()
     def module(self, model: nn.Module) -> nn.Module:
-        from supernet.layers import Upsample2xBilinear
-        model = fold(model)
-        # PyTorch's CUDA bilinear kernel took 65 % of an EfficientFormerV2's GPU time; the same
-        # arithmetic as elementwise ops takes microseconds (shared/reference/GPU_NOTES.md).
-        replace_upsamples(model, Upsample2xBilinear)
-        # channels_last spares cuDNN its NCHW<->NHWC conversions (Next-ViT-S 1.56 vs ~2.3 ms, batch 8)
-        return model.to(dtype=self.dtype, memory_format=self.memory_format).eval()
+        return optimize_for_gpu(model, channels_last=self.channels_last, precision=self.precision)
 
     def example_input(self, shape, device="cpu", random: bool = True) -> torch.Tensor:
         return super().example_input(shape, device, random).contiguous(memory_format=self.memory_format)
