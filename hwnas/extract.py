@@ -196,7 +196,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     `torch_cuda` user runs, the graph the ONNX/Core ML exports are made from) has the fingerprint
     of the table's row for it."""
     import copy
-    from hwnas.export.manifest import predicted_latencies, shipped_tables
+    from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency import LatencyTable
     from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
 

@@ -126,7 +126,7 @@ def test_manifest_numbers_are_the_archs(exported):
 
 
 def test_manifest_predicts_latency_on_every_shipped_table_of_the_space():
-    from hwnas.export.manifest import predicted_latencies, shipped_tables
+    from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency.table import LatencyTable
     arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0")
     tables = [p for p in shipped_tables() if arch.space in LatencyTable.load(p).spaces]
