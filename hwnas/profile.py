@@ -25,7 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.errors import ConfigError
-from hwnas.latency.config import TargetConfig, register_target
+from hwnas.latency.config import register_target
 
 log = logging.getLogger("hwnas.profile")
 
@@ -40,7 +40,7 @@ class CoreMLProfileConfig:
 @dataclass
 class ProfileConfig:
     space: SpaceConfig = MISSING
-    target: TargetConfig = MISSING
+    target: Any = None  # +target=NAME: one of hwnas/conf/target/ (each with its own schema)
     tables_dir: Optional[str] = None
     out: Optional[str] = None
     archs: list[str] = field(default_factory=list)

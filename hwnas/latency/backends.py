@@ -10,7 +10,6 @@ the GPU machine, which has neither.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import platform
 import re
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hwnas.errors import ConfigError
 
 from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
 
@@ -76,7 +77,7 @@ class Backend:
                  repeats: int = 50, max_seconds: float = 5.0, min_runs: int = 10, clock: str = "wall",
                  canary: bool = False):
         if clock not in ("wall", "thread"):
-            raise ValueError(f"clock must be 'wall' or 'thread', not {clock!r}")
+            raise ConfigError(f"target.clock={clock!r}: allowed: wall, thread")
         self.clock = clock
         self.canary = bool(canary)
         self.canary_ref_ms: float | None = None  # the canary's time in the reference state (see _time_loop)
@@ -217,9 +218,10 @@ class OnnxRuntimeCPU(Backend):
     def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, opset: int = 17,
                  clock: str = "thread", **kw):
         if precision != "fp32":
-            raise ValueError(f"onnxruntime_cpu measures fp32 only, not {precision!r}")
+            raise ConfigError(f"target.precision={precision!r}: onnxruntime_cpu measures fp32 only")
         if clock == "thread" and int(threads) != 1:
-            raise ValueError("clock=thread measures the calling thread only; with threads > 1 use clock=wall")
+            raise ConfigError(f"target.threads={threads} with target.clock=thread: the thread clock measures the "
+                              "calling thread only; use target.clock=wall with threads > 1")
         super().__init__(precision=precision, batch=batch, threads=threads, clock=clock, **kw)
         self.opset = opset
         import onnxruntime  # noqa: F401  (fail at construction, not mid-profile)
@@ -299,7 +301,7 @@ class TorchCUDA(Backend):
             raise TimingUnavailable("torch_cuda needs an NVIDIA GPU with a CUDA build of torch "
                                     f"(torch {torch.__version__} sees no GPU here)")
         if precision not in ("fp16", "fp32", "bf16"):
-            raise ValueError(f"torch_cuda precision must be fp16, bf16 or fp32, not {precision!r}")
+            raise ConfigError(f"target.precision={precision!r}: torch_cuda times fp16, bf16 or fp32")
         self.cuda_graphs = bool(cuda_graphs)
         self.channels_last = bool(channels_last)
 
@@ -503,13 +505,13 @@ def device_note(table, space: str, path=None) -> str | None:
 
 
 def get_backend(target_name: str, **target_cfg: Any) -> Backend:
-    """The backend of `target_name`, configured by the target's keys (keys it does not use, such as
-    `name`, `table` or `mes`, are ignored). Unknown names raise an error listing the targets."""
+    """The backend of `target_name`, configured by the target's keys (`hwnas.latency.config`: its
+    schema; keys of the app such as `name`, `table` or `mes` are accepted and not passed on, keys
+    the target does not take are a `ConfigError` naming the allowed ones). Unknown names raise an
+    error listing the targets. Keys not given take the backend's defaults."""
+    from .config import APP_KEYS, target_config
     cls = BACKENDS.get(target_name)
     if cls is None:
         raise UnknownTargetError(f"unknown target {target_name!r}; known targets: {list_targets()}")
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kw", "kwargs"}
-    return cls(**{k: v for k, v in target_cfg.items() if k in accepted})
+    target_config(target_name, target_cfg)  # the keys and their ranges
+    return cls(**{k: v for k, v in target_cfg.items() if k not in APP_KEYS})

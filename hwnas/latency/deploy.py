@@ -19,7 +19,6 @@ runs on the GPU machine.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -37,7 +36,8 @@ class DeployForm:
 
     def __init__(self, batch: int = 1, precision: str = "fp32"):
         if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {sorted(DTYPES)}, not {precision!r}")
+            from hwnas.errors import ConfigError
+            raise ConfigError(f"precision={precision!r}: allowed: {', '.join(DTYPES)}")
         self.batch = int(batch)
         self.precision = precision
 
@@ -154,18 +154,24 @@ FORMS: dict[str, Any] = {
     "coreml": CoreMLProgram,
     "torch_cuda": TorchCUDAModule,
 }
-_CLASSES = {"onnxruntime_cpu": ExportedGraph, "tensorrt": ExportedGraph, "coreml": CoreMLProgram,
-            "torch_cuda": TorchCUDAModule}
+#: the settings each target's form takes (what its `settings()` records in a table's provenance)
+FORM_KEYS = {"onnxruntime_cpu": ("batch", "precision", "opset"), "tensorrt": ("batch", "precision", "opset"),
+             "coreml": ("batch", "precision"), "torch_cuda": ("batch", "precision", "channels_last")}
 _DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16"}
 
 
 def deploy_form(target: str, **settings: Any) -> DeployForm:
-    """The deploy form of `target`, configured by the target's settings (keys it does not use,
-    such as `threads` or `mes`, are ignored). Works on any machine: no runtime is needed."""
+    """The deploy form of `target`, configured by its settings (`FORM_KEYS`; None takes the
+    default, another key is a `ConfigError` naming the allowed ones). Works on any machine: no
+    runtime is needed."""
     if target not in FORMS:
         from .errors import UnknownTargetError
         raise UnknownTargetError(f"unknown target {target!r}; known targets: {sorted(FORMS)}")
-    accepted = set(inspect.signature(_CLASSES[target].__init__).parameters) - {"self", "target"}
-    kw = {k: v for k, v in settings.items() if k in accepted and v is not None}
+    unknown = sorted(set(settings) - set(FORM_KEYS[target]))
+    if unknown:
+        from hwnas.errors import ConfigError
+        raise ConfigError(f"the {target} deploy form takes no setting {unknown[0]!r} "
+                          f"(its settings: {', '.join(FORM_KEYS[target])})")
+    kw = {k: v for k, v in settings.items() if v is not None}
     kw.setdefault("precision", _DEFAULT_PRECISION[target])
     return FORMS[target](**kw)
