@@ -144,6 +144,16 @@ def test_every_shipped_target_config_fits_its_schema():
         assert cfg.name == name and type(cfg) is TARGETS[name]
 
 
+def test_the_timing_loop_stops_by_min_runs_and_max_seconds():
+    """`repeats` caps the runs; with `max_seconds` spent the loop stops as soon as `min_runs` are done
+    (the rule every backend's loop follows, the CUDA one included)."""
+    b = get_backend("onnxruntime_cpu", warmup=0, repeats=1000, min_runs=3, max_seconds=0.0)
+    assert list(b._runs()) == [0, 1, 2]
+    assert b._time_loop(lambda: None)["runs"] == 3
+    b = get_backend("onnxruntime_cpu", warmup=0, repeats=4, min_runs=2, max_seconds=60.0)
+    assert b._time_loop(lambda: None)["runs"] == 4
+
+
 def test_correction_fit_recovers_known_linear_map():
     t = synthetic_table("efficientformerv2")
     space = search_spaces.get_space("efficientformerv2")

@@ -160,6 +160,15 @@ class Backend:
         self.canary_ref_ms = float(np.percentile(t, 10))
         return self.canary_ref_ms
 
+    def _runs(self):
+        """The timed runs' indices: `repeats` of them, or fewer once `max_seconds` have passed and
+        `min_runs` are done (every timing loop stops by this rule)."""
+        start = time.perf_counter()
+        n = 0
+        while n < self.repeats and (n < self.min_runs or time.perf_counter() - start < self.max_seconds):
+            yield n
+            n += 1
+
     def _time_loop(self, run_once) -> dict:
         """Warm up, then time `run_once` until `repeats` runs, or `max_seconds` once `min_runs` are done.
 
@@ -184,8 +193,7 @@ class Backend:
             if canary is not None:
                 canary()
         times, ctimes = [], []
-        start = time.perf_counter()
-        while len(times) < self.repeats and (len(times) < self.min_runs or time.perf_counter() - start < self.max_seconds):
+        for _ in self._runs():
             if canary is not None:
                 t0 = timer()
                 canary()
@@ -199,6 +207,24 @@ class Backend:
             r["median_ms"] *= factor
             r["p10_ms"] *= factor
         return r
+
+    def _cuda_time_loop(self, run) -> dict:
+        """Warm up, then time `run` (work queued on the current CUDA stream) with a pair of CUDA
+        events around each run, under the same stopping rule as `_time_loop`."""
+        import torch
+        for _ in range(self.warmup):
+            run()
+        torch.cuda.synchronize()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+        done = 0
+        for n in self._runs():
+            starts[n].record()
+            run()
+            ends[n].record()
+            done = n + 1
+        torch.cuda.synchronize()
+        return summarize([a.elapsed_time(b) for a, b in zip(starts[:done], ends[:done])])
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         """Time `model`'s deploy form on an input of `input_shape`; the stats and its fingerprint."""
@@ -342,21 +368,8 @@ class TorchCUDA(Backend):
             else:
                 def run():
                     model(x)
-            for _ in range(self.warmup):
-                run()
-            torch.cuda.synchronize()
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-            t0 = time.perf_counter()
-            n = 0
-            while n < self.repeats and (n < self.min_runs or time.perf_counter() - t0 < self.max_seconds):
-                starts[n].record()
-                run()
-                ends[n].record()
-                n += 1
-            torch.cuda.synchronize()
-            times = [a.elapsed_time(b) for a, b in zip(starts[:n], ends[:n])]
-        return {**summarize(times), "fingerprint": fp}
+            stats = self._cuda_time_loop(run)
+        return {**stats, "fingerprint": fp}
 
 
 class CoreML(Backend):
@@ -428,7 +441,8 @@ class TensorRT(Backend):
 
     def method(self) -> str:
         return (f"{self.form.describe()}, TensorRT engine with the "
-                f"{self.precision} flag, execute_async_v3 timed with CUDA events")
+                f"{self.precision} flag, execute_async_v3 timed with CUDA events after {self.warmup} warm-up "
+                f"runs, up to {self.repeats} runs (>= {self.min_runs}, <= {self.max_seconds}s)")
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
@@ -456,19 +470,9 @@ class TensorRT(Backend):
         def run():
             context.execute_async_v3(stream.cuda_stream)
 
-        with torch.cuda.stream(stream):
-            for _ in range(self.warmup):
-                run()
-            stream.synchronize()
-            times = []
-            for _ in range(self.repeats):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record(stream)
-                run()
-                b.record(stream)
-                b.synchronize()
-                times.append(a.elapsed_time(b))
-        return {**summarize(times), "fingerprint": fp}
+        with torch.cuda.stream(stream):  # the events record on it, around each execution
+            stats = self._cuda_time_loop(run)
+        return {**stats, "fingerprint": fp}
 
 
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT)}
