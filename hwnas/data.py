@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hwnas.errors import HwnasError
+from hwnas.errors import ConfigError, HwnasError
+from hwnas.files import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,7 +98,7 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes (imagefolder, synthetic)
 
 
-def config_from(cls, cfg: Any, section: str, error: type = ValueError):
+def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
     """A `cls` dataclass from an instance, a mapping or an OmegaConf node, as plain values (configs
     end up in checkpoints, which hold plain data only); an unknown key is an `error` naming it."""
     if cfg is None:
@@ -189,11 +190,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
         array.astype(np.dtype(_IDX_DTYPES[code])).tobytes()
     if path.name.endswith(".gz") if compress is None else compress:
         body = gzip.compress(body, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, body, fsync=False)
 
 
 # ---- in-memory images ----------------------------------------------------------------------------

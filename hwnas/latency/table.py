@@ -31,6 +31,8 @@ from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch
 
+from hwnas.files import atomic_write
+
 
 from .errors import LatencyTableError
 from .keys import block_keys
@@ -141,13 +143,8 @@ def provenance_path(csv_path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """`text` to `path`, whole or not at all, flushed to the disk (`hwnas.files.atomic_write`)."""
+    atomic_write(path, text)
 
 
 def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:

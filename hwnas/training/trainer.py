@@ -29,6 +29,7 @@ import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
 from hwnas.data import build_loaders, config_from, data_config, derive_seed
 from hwnas.errors import ConfigError
+from hwnas.files import atomic_write
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
@@ -80,10 +81,10 @@ def train_config(cfg: Any = None) -> TrainConfig:
     for key, allowed in (("distill_loss", ("kl", "alpha")),
                          ("sampling", ("uniform", "attentive_worst", "attentive_best"))):
         if getattr(out, key) not in allowed:
-            raise ValueError(f"train.{key}: {getattr(out, key)!r} (allowed: {', '.join(allowed)})")
+            raise ConfigError(f"train.{key}: {getattr(out, key)!r} (allowed: {', '.join(allowed)})")
     if out.sampling != "uniform" and out.attentive_candidates < 2:
-        raise ValueError(f"train.attentive_candidates={out.attentive_candidates}: attentive sampling "
-                         "chooses among at least 2 candidates")
+        raise ConfigError(f"train.attentive_candidates={out.attentive_candidates}: attentive sampling "
+                          "chooses among at least 2 candidates")
     return out
 
 
@@ -137,9 +138,7 @@ class MetricsLog:
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, buf.getvalue(), fsync=False)
         if self.tb is not None:
             row = history[-1]
             for k, v in row.items():
