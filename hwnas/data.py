@@ -43,13 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hwnas.errors import ConfigError, HwnasError
+from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
 from hwnas.files import atomic_write
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DATA_NAMES = ("digits", "fashion_mnist", "imagefolder", "synthetic")
+BAD_IMAGE_POLICIES = ("skip", "error")
 IN_MEMORY = ("digits", "fashion_mnist")  # held as StoredImages, batched on the training device
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -96,6 +97,34 @@ class DataConfig:
     # all
     limit_train: int = 0  # use only the first N training samples (0: all); quick runs and tests
     num_workers: int = 0  # DataLoader worker processes (imagefolder, synthetic)
+    # imagefolder: an image file that cannot be decoded is skipped (counted in the log and the
+    # search report) or stops the run naming the file
+    on_bad_image: str = "skip"  # skip | error
+
+    def __post_init__(self):
+        check_choice("data", "name", self.name, DATA_NAMES, error=DataError)
+        if not isinstance(self.image_size, int) or self.image_size % 32 or self.image_size < 32:
+            raise DataError(f"data.image_size: {self.image_size} is not a multiple of 32 (>= 32); the supernet "
+                            "is built at this resolution")
+        check_range("data", "val_fraction", self.val_fraction, 0.01, 0.99, error=DataError)
+        check_min("data", "val_size", self.val_size, 1, error=DataError)
+        check_range("data", "scale_min", self.scale_min, 0.01, 1.0, error=DataError)
+        check_range("data", "crop_pct", self.crop_pct, 0.1, 1.0, error=DataError)
+        check_min("data", "crop_padding", self.crop_padding, 0, optional=True, error=DataError)
+        check_range("data", "hflip", self.hflip, 0.0, 1.0, optional=True, error=DataError)
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if v is not None and (len(v) != 3 or (key == "std" and min(v) <= 0)):
+                raise DataError(f"data.{key}={list(v)}: three values (R, G, B)" + (", each > 0" if key == "std" else ""))
+        check_min("data", "num_classes", self.num_classes, 2, error=DataError)
+        check_min("data", "num_train", self.num_train, 1, error=DataError)
+        check_min("data", "num_val", self.num_val, 1, error=DataError)
+        check_min("data", "limit_train", self.limit_train, 0, hint="0: every training image", error=DataError)
+        check_min("data", "num_workers", self.num_workers, 0, error=DataError)
+        check_choice("data", "on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES, error=DataError)
+        if self.name == "imagefolder" and not self.root:
+            raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
+                            f"{self.train_dir}/ and {self.val_dir}/ with one sub-folder per class")
 
 
 def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
@@ -119,12 +148,7 @@ def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
 
 def data_config(cfg: Any = None) -> DataConfig:
     """A `DataConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    out = config_from(DataConfig, cfg, "data", DataError)
-    if out.name not in DATA_NAMES:
-        raise DataError(f"data.name: unknown data source {out.name!r} (allowed: {', '.join(DATA_NAMES)})")
-    if out.image_size % 32 or out.image_size < 32:
-        raise DataError(f"data.image_size: {out.image_size} is not a multiple of 32 (>= 32); the supernet "
-                        "is built at this resolution")
+    out = config_from(DataConfig, cfg, "data", DataError)  # DataConfig.__post_init__ checks the values
     pad, flip, mean, std = SOURCE_DEFAULTS[out.name]
     out.crop_padding = pad if out.crop_padding is None else int(out.crop_padding)
     out.hflip = flip if out.hflip is None else float(out.hflip)
@@ -136,12 +160,6 @@ def data_config(cfg: Any = None) -> DataConfig:
     if len(out.mean) != 3 or len(out.std) != 3 or min(out.std) <= 0:
         raise DataError(f"data.mean={out.mean}, data.std={out.std}: three values each (R, G, B), std > 0")
     return out
-
-
-def register() -> None:  # kept for callers; hwnas.config.register_common() stores it too
-    """Store the data schema in Hydra's ConfigStore (group `data`, name `base_data`); optional."""
-    from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(group="data", name="base_data", node=DataConfig)
 
 
 def derive_seed(*parts: int) -> int:
@@ -745,5 +763,5 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
 
 __all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "SandwichBatchSampler", "StoredImages",
            "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from", "data_config", "derive_seed",
-           "epoch_order", "fashion_mnist_files", "read_idx", "register", "step_count", "stored_splits",
+           "epoch_order", "fashion_mnist_files", "read_idx", "step_count", "stored_splits",
            "write_idx"]

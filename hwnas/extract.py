@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, check_min, check_range
 
 log = logging.getLogger("hwnas.extract")
 
@@ -42,7 +42,12 @@ def read_pick(run: str | os.PathLike, pick: str | None):
     if not path.exists():
         raise ExtractError(f"no picks.yaml in {run}: give run= the directory of a finished "
                            "`python -m hwnas.search` run")
-    picks = yaml.safe_load(path.read_text()) or {}
+    try:
+        picks = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExtractError(f"{path} is not valid YAML ({first}); it is written by `python -m hwnas.search` "
+                           "(rerunning the search in its folder rewrites it)") from None
     if not isinstance(picks, dict):
         raise ExtractError(f"{path} is not a mapping of pick names to picks")
     if not pick:
@@ -308,12 +313,26 @@ class ExtractConfig:
     strict: bool = True  # a failed export check is an error (exit status 2)
     seed: int = 0
 
+    def __post_init__(self):
+        from hwnas.export.bundle import check_formats
+        from hwnas.latency.config import OPSETS
+        check_formats(self.format if isinstance(self.format, str) else list(self.format))
+        if self.resolution is not None and (self.resolution < 32 or self.resolution % 32):
+            raise ExtractError(f"resolution={self.resolution}: must be a multiple of 32 (>= 32), or null for the "
+                               "arch's own")
+        check_min("", "num_classes", self.num_classes, 2, optional=True, hint="null: 1000", error=ExtractError)
+        check_min("", "bn_batches", self.bn_batches, 1, error=ExtractError)
+        check_min("", "bn_batch_size", self.bn_batch_size, 1, error=ExtractError)
+        check_min("", "batch", self.batch, 1, error=ExtractError)
+        check_range("", "opset", self.opset, *OPSETS, error=ExtractError)
+        check_min("", "seed", self.seed, 0, error=ExtractError)
+
 
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(name="base_extract", node=ExtractConfig)
-    from hwnas.data import register as register_data  # the data group's schema (the training app's)
-    register_data()
+    from hwnas.config import register_common
+    register_common()  # the data group's schema (the training app's)
+    ConfigStore.instance().store(name="schema_app_extract", node=ExtractConfig)
 
 
 def _task(cfg: Any, run_dir: Path) -> None:

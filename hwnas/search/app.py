@@ -155,11 +155,13 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
 
     `accuracy` replaces the evaluator the config names (experiments share one across runs).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from hwnas.cli import check_config
     if cfg.get("target") is None:
         raise SearchError("no target given: choose one with +target=NAME "
                           f"(targets: {', '.join(list_targets())})")
+    check_config(cfg)  # every schema's ranges (the app did this at start-up already)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     target = cfg.target
     space = get_space_from_cfg(cfg.space)
     strategy = _cfg_dict(cfg.search)
