@@ -160,6 +160,11 @@ def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
 def read_rows(path: str | os.PathLike) -> dict[str, dict]:
     """The rows of a table CSV; a missing or corrupt file raises `LatencyTableError`."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.csv") if p.with_suffix(".json").is_file())[:4]
+        raise LatencyTableError(f"latency table {path} is a folder, not a table file: give its <device>.csv"
+                                + (f" (here: {', '.join(found)})" if found else "")
+                                + ", or name a folder of <target>/<device>.csv tables with target.tables_dir=DIR")
     if not path.exists():
         raise LatencyTableError(f"latency table {path} does not exist. Make one with "
                                 f"`python -m hwnas.profile +target=T space=S` or pass an existing path.")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
 
-from hwnas.checkpoint import CheckpointError
+from hwnas.checkpoint import CheckpointError, check_file
 from hwnas.config import compose
 
 TRAIN_CONFIG = "train"  # the train app's primary config (hwnas/conf/train.yaml)
@@ -46,8 +46,11 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
     if cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser()
         if not path.is_file():
-            raise CheckpointError(f"checkpoint={cfg.checkpoint}: no such file (train one with "
-                                    "`python -m hwnas.train`, or leave checkpoint= unset for the built-in one)")
+            try:
+                check_file(path)
+            except CheckpointError as e:
+                raise CheckpointError(f"checkpoint={cfg.checkpoint}: {str(e).split(': ', 1)[1]} (or leave "
+                                      "checkpoint= unset for the built-in supernet)") from None
         return path
     tcfg = train_config(cfg, space)
     text = OmegaConf.to_yaml(tcfg, resolve=True)
