@@ -11,7 +11,10 @@ Four sources, one interface (`build_loaders`):
   stand-alone numbers). Random crop of the zero-padded image and horizontal flip for training.
 - `imagefolder`: `root/train/<class>/*.jpg` and `root/val/<class>/*.jpg` (ImageNet layout), with
   the standard augmentation (random resized crop, horizontal flip) for training and resize +
-  centre crop for validation. Pure PIL (torchvision is not a dependency).
+  centre crop for validation. Pure PIL (torchvision is not a dependency). An image file that does
+  not decode is left out of its batch and counted (`data.on_bad_image=skip`, the default: a
+  warning per file, the loader's `skipped`, the checkpoint's meta and the search report), or stops
+  the run with one line naming it (`data.on_bad_image=error`).
 - `synthetic`: random tensors with random labels, for throughput benchmarks only.
 
 `digits` and `fashion_mnist` are held in memory as stored (uint8, `StoredImages`), on the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import logging
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -45,6 +49,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
 from hwnas.files import atomic_write
+
+log = logging.getLogger("hwnas.data")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -434,8 +440,35 @@ class SyntheticImages(Dataset):
         return torch.randn(3, self.image_size, self.image_size, generator=g), self.labels[index]
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An image file that did not decode, in place of its sample (dropped from the batch by the loader)."""
+    path: str
+    reason: str
+
+
+def decode_rgb(path: str | os.PathLike):
+    """The image at `path` decoded as RGB (a PIL image), or an `Unreadable` saying why it is not one."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")  # decodes the whole file: a truncated one fails here
+    except Exception as e:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ... for a bad file
+        return Unreadable(str(path), f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+
+
+def collate_readable(samples: list):
+    """Batch the readable samples; returns `(x, y, unreadable)` (x and y None when none is readable)."""
+    bad = [s for s in samples if isinstance(s, Unreadable)]
+    good = [s for s in samples if not isinstance(s, Unreadable)]
+    if not good:
+        return None, None, bad
+    return torch.stack([x for x, _ in good]), torch.tensor([int(y) for _, y in good]), bad
+
+
 class ImageFolder(Dataset):
-    """`root/<class>/<image>` files; classes are the sorted sub-folder names."""
+    """`root/<class>/<image>` files; classes are the sorted sub-folder names. A file that does not
+    decode gives an `Unreadable` instead of a sample (see `ImageLoader`)."""
 
     def __init__(self, root: Path, classes: list, image_size: int, train: bool, cfg: DataConfig):
         self.root, self.classes, self.image_size, self.train, self.cfg = root, classes, image_size, train, cfg
@@ -457,12 +490,13 @@ class ImageFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item):
+        """`(x, label)`, or an `Unreadable` naming the file when it does not decode."""
         index, seed = item if isinstance(item, tuple) else (item, 0)
-        from PIL import Image
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im = self._train_view(im, seed) if self.train else self._val_view(im)
+        im = decode_rgb(path)
+        if isinstance(im, Unreadable):
+            return im
+        im = self._train_view(im, seed) if self.train else self._val_view(im)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self.mean) / self.std, label
 
@@ -554,8 +588,8 @@ def build_test_loader(data_cfg: Any, image_size: int | None = None, batch_size: 
                         f"class sub-folders of {root / cfg.train_dir}")
     classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
     test = ImageFolder(root / cfg.test_dir, classes, size, False, cfg)
-    return DataLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
-                      pin_memory=torch.cuda.is_available())
+    return ImageLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
+                       pin_memory=torch.cuda.is_available(), on_bad_image=cfg.on_bad_image)
 
 
 class _Subset(Dataset):
@@ -719,8 +753,45 @@ class EvalBatches:
             yield self.data.batch(idx), self.data.labels.index_select(0, idx)
 
 
-class _TrainLoader(DataLoader):
-    """A DataLoader over a `SandwichBatchSampler` with `TrainBatches`' epoch interface."""
+class ImageLoader(DataLoader):
+    """A DataLoader of decoded images that leaves unreadable files out of their batch
+    (`data.on_bad_image=skip`: each file logged once and kept in `skipped`, path -> reason) or stops
+    at the first one (`error`: a `DataError` naming it). A batch with no readable image is dropped
+    when `drop_empty` (evaluation), an error otherwise (a training step needs images)."""
+
+    def __init__(self, dataset, *args, on_bad_image: str = "skip", drop_empty: bool = True, **kw):
+        super().__init__(dataset, *args, collate_fn=collate_readable, **kw)
+        self.on_bad_image, self.drop_empty = on_bad_image, drop_empty
+        self.skipped: dict[str, str] = {}
+
+    def __iter__(self):
+        for x, y, bad in super().__iter__():
+            for b in bad:
+                if self.on_bad_image == "error":
+                    raise DataError(f"{b.path}: unreadable image ({b.reason}); remove or replace it, or set "
+                                    "data.on_bad_image=skip to leave such files out")
+                if b.path not in self.skipped:
+                    self.skipped[b.path] = b.reason
+                    log.warning("skipped an unreadable image (data.on_bad_image=skip): %s (%s)", b.path, b.reason)
+            if x is None:
+                if self.drop_empty:
+                    continue
+                raise DataError(f"every image of a training batch is unreadable (e.g. {bad[0].path}: {bad[0].reason}); "
+                                "check the image folder")
+            yield x, y
+
+
+def skipped_images(*loaders) -> dict[str, str]:
+    """The unreadable files the given loaders left out (path -> reason); loaders of stored or
+    generated images have none."""
+    out: dict[str, str] = {}
+    for ld in loaders:
+        out.update(getattr(ld, "skipped", None) or {})
+    return dict(sorted(out.items()))
+
+
+class _TrainLoader(ImageLoader):
+    """An `ImageLoader` over a `SandwichBatchSampler` with `TrainBatches`' epoch interface."""
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
@@ -755,13 +826,15 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
     workers = cfg.num_workers if num_workers is None else num_workers
     sampler = SandwichBatchSampler(len(train), batch_size, seed, rank, world_size, accum_steps,
                                    max_steps=max_steps_per_epoch, drop_last=drop_last)
-    kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-    train_loader = _TrainLoader(train, batch_sampler=sampler, **kw)
-    val_loader = DataLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
+    kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+              on_bad_image=cfg.on_bad_image)
+    # a training step needs images; calibration (drop_last=False) and validation can drop a batch
+    train_loader = _TrainLoader(train, batch_sampler=sampler, drop_empty=not drop_last, **kw)
+    val_loader = ImageLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
     return train_loader, val_loader, num_classes
 
 
-__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "SandwichBatchSampler", "StoredImages",
+__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "ImageLoader", "Unreadable", "SandwichBatchSampler", "StoredImages",
            "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from", "data_config", "derive_seed",
-           "epoch_order", "fashion_mnist_files", "read_idx", "step_count", "stored_splits",
+           "epoch_order", "fashion_mnist_files", "read_idx", "skipped_images", "step_count", "stored_splits",
            "write_idx"]

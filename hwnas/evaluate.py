@@ -101,7 +101,13 @@ class SubnetEvaluator:
         self.fingerprint = {"calib_batches": self.calib_batches, "max_val_batches": max_val_batches,
                             "resolution": self.resolution, "source": fingerprint}
         self.cache: dict[str, float] = {}
+        self.training_skipped: dict[str, str] = {}  # unreadable images the supernet's training left out
         self._load_cache()
+
+    def skipped_images(self) -> dict[str, str]:
+        """Unreadable images (path -> reason) left out so far by this evaluator's loaders."""
+        from hwnas.data import skipped_images
+        return skipped_images(self.train_loader, self.val_loader)
 
     # ---- construction from a file -----------------------------------------------------------------
     @classmethod
@@ -133,8 +139,10 @@ class SubnetEvaluator:
         st = Path(path).stat()
         source = {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
                   "seed": seed, "batch_size": batch_size}
-        return cls(net, train, val, calib_batches=n, cache_path=cache_path, max_val_batches=max_val_batches,
-                   fingerprint=source)
+        ev = cls(net, train, val, calib_batches=n, cache_path=cache_path, max_val_batches=max_val_batches,
+                 fingerprint=source)
+        ev.training_skipped = dict(meta.get("skipped_images") or {})
+        return ev
 
     # ---- evaluation ------------------------------------------------------------------------------
     def subnet(self, arch, recalibrate: bool = True) -> nn.Module:

@@ -27,10 +27,10 @@ import torch
 import search_spaces
 import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
-from hwnas.data import build_loaders, config_from, data_config, derive_seed
+from hwnas.data import build_loaders, config_from, data_config, derive_seed, skipped_images
 from hwnas.device import check_device
 from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
-from hwnas.files import atomic_write
+from hwnas.files import atomic_write, remove_stale_temps
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
@@ -213,6 +213,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     main = info.is_main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # half-written checkpoints of a killed run
     res = data.image_size
     # digits and fashion_mnist are held on `device` and batched there (hwnas.data.TrainBatches)
     train_loader, _, num_classes = build_loaders(
@@ -238,6 +239,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
 
     state_path = out_dir / "train_state.pt"
     start_epoch, history, pretrained_report = 0, [], None
+    skipped: dict[str, str] = {}  # unreadable images left out (path -> reason), kept in the checkpoint's meta
     if cfg.resume and state_path.is_file():
         state = safe_load(state_path, map_location=device, what="training state")
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -251,6 +253,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             scaler.load_state_dict(state["scaler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         pretrained_report = rec["meta"].get("pretrained")
+        skipped = dict(rec["meta"].get("skipped_images") or {})
         if main:
             log(f"resuming from {state_path}: {start_epoch}/{cfg.epochs} epochs done")
     elif cfg.pretrained:
@@ -341,9 +344,13 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 row[f"val_top1_{name}"] = top1(evaluator.subnet(arch), evaluator.val_loader)  # uncached
         history.append(row)
         if main:
+            seen = skipped_images(train_loader, *((evaluator.train_loader, evaluator.val_loader) if evaluator else ()))
+            if len(seen) > len(skipped):
+                log(f"{len(seen)} unreadable image(s) left out so far (data.on_bad_image=skip), e.g. {next(iter(seen))}")
+            skipped = {**skipped, **seen}
             meta = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": row["step"], "space": space.name,
                     "data": data.name, "image_size": res, "seed": seed, "config": run_cfg,
-                    "history": history, "pretrained": pretrained_report}
+                    "history": history, "pretrained": pretrained_report, "skipped_images": skipped}
             atomic_save({"format": STATE_FORMAT, "version": 1, "config": run_cfg, "epoch": epoch + 1,
                          "history": history, "supernet": supernet_record(net, meta),
                          "optimizer": optimizer.state_dict(),
