@@ -235,13 +235,17 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
             num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 16, bn_batch_size: int = 32,
             batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0,
-            latency_tables: list | None = None) -> dict:
+            latency_tables: list | None = None, extra_files: dict | None = None) -> dict:
     """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
     Returns the manifest (also written to `out_dir/manifest.json`). `latency_tables`: the tables
-    whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones)."""
+    whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones).
+    `extra_files` (relative name -> text, e.g. the app's `.hydra/config.yaml`) are committed with
+    the export."""
     import torch
     from hwnas.export.bundle import check_formats, preflight, write_export
 
+    from hwnas.files import remove_stale_temps
+    remove_stale_temps(out_dir)  # what a killed extract left in this folder, even if this one fails
     # bad formats fail before anything slow; `pt` (model.pt + arch.yaml) is always written, so every
     # export can be reloaded with hwnas.load(DIR) and re-exported later
     formats = check_formats(["pt", *check_formats(formats)])
@@ -273,7 +277,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
     latency = deployed_latencies(model, a, latency_tables)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
-                            opset=opset, log=log.info, latency=latency)
+                            opset=opset, log=log.info, latency=latency, extra_files=extra_files)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:
             log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
@@ -335,8 +339,19 @@ def _register() -> None:
     ConfigStore.instance().store(name="schema_app_extract", node=ExtractConfig)
 
 
+def hydra_files(cfg: Any) -> dict[str, str]:
+    """What Hydra writes to `.hydra/` (config, hydra, overrides), for the export to commit: the
+    extract app turns Hydra's own writing off (`hydra.output_subdir: null`), so a failed run leaves
+    an earlier export's `.hydra/` as it was."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+    hc = HydraConfig.get()
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg), ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
+
+
 def _task(cfg: Any, run_dir: Path) -> None:
-    extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
+    extract(extra_files=hydra_files(cfg), arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
             formats=cfg.format if isinstance(cfg.format, str) else list(cfg.format), out_dir=run_dir,
             resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
             bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch, opset=cfg.opset,
