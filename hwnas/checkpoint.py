@@ -10,6 +10,7 @@ where `resolution` is the input size the supernet was trained at and `meta` is p
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -109,6 +110,17 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "c
                               f"{str(e).splitlines()[0][:200]}); {fix}") from None
 
 
+def weights_digest(state_dict: dict) -> str:
+    """16 hex digits identifying the tensors of a state dict (names, dtypes, shapes and values): equal
+    for equal weights, whatever else a checkpoint holds (the training's timings and dates)."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(state_dict[k].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    return h.hexdigest()[:16]
+
+
 def supernet_record(net, extra: dict | None = None) -> dict:
     """The checkpoint dict of a supernet (tensors moved to the CPU)."""
     return {"format": FORMAT, "version": VERSION, "space": net.space.name,
@@ -164,5 +176,5 @@ def load_supernet(path: str | os.PathLike, space: Any = None, map_location: Any 
     return net, dict(ckpt.get("meta") or {})
 
 
-__all__ = ["CheckpointError", "atomic_save", "check_file", "check_record", "load_supernet", "safe_load",
+__all__ = ["CheckpointError", "atomic_save", "check_file", "check_record", "weights_digest", "load_supernet", "safe_load",
            "save_supernet", "supernet_record"]
