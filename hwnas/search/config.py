@@ -6,7 +6,7 @@ against the dataclass here, so a misspelt key fails at start-up with the key's n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -88,7 +88,9 @@ class ProxyEvaluatorConfig(EvaluatorConfig):
 # ---- the app -------------------------------------------------------------------------------------
 @dataclass
 class BudgetConfig:
-    latency_ms: Optional[float] = None  # predicted latency on the target must be <= this
+    # predicted latency on the target must be <= this (ms); several targets: {target: ms, ...},
+    # any subset of them (budget.latency_ms={coreml:1.0,torch_cuda:0.5})
+    latency_ms: Any = None
     params_m: Optional[float] = None  # millions of parameters (deployment model)
 
 
@@ -104,6 +106,11 @@ class PretrainConfig:
 class SearchAppConfig:
     # groups (filled by the defaults list and `+target=`)
     target: Any = None
+    # several targets in one search, instead of +target=: targets=[coreml,onnxruntime_cpu,torch_cuda]
+    targets: Optional[List[str]] = None
+    # per-target settings of a search over several targets (the keys of hwnas/conf/target/<T>.yaml):
+    # +target_settings.coreml.allow_stale=true
+    target_settings: Dict[str, Any] = field(default_factory=dict)
     space: Any = MISSING
     search: Any = MISSING
     evaluator: Any = MISSING
@@ -125,9 +132,20 @@ class SearchAppConfig:
     threads: Optional[int] = None
 
 
+def run_name(choice: Any, targets: Any) -> str:
+    """The targets part of the default run directory: `coreml`, or `coreml+onnxruntime_cpu` for a
+    search over several (`${hwnas.targets:...}` in conf/search.yaml)."""
+    if targets:
+        return "+".join(str(t) for t in targets)
+    return str(choice)
+
+
 def register() -> None:
     """Register every schema the search app composes against (idempotent)."""
+    from omegaconf import OmegaConf
+
     from hwnas.latency.config import register_target
+    OmegaConf.register_new_resolver("hwnas.targets", run_name, replace=True)
     register_common()
     register_target()
     cs = ConfigStore.instance()

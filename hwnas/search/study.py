@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -61,6 +62,14 @@ def open_study(storage: str, study_name: str, directions: list[str],
         raise ConfigError(f"study {study_name!r} in {storage} optimises {have}, not {list(directions)}; "
                          "use another study_name= (or the objectives it was made with)")
     return study
+
+
+def name_metrics(study: optuna.Study, objectives: list[str]) -> None:
+    """Name the study's objectives (Optuna's metric names: what optuna-dashboard labels its axes with)."""
+    if study.metric_names != list(objectives):
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged through the tested range
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
 
 
 @contextlib.contextmanager
