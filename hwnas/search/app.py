@@ -276,7 +276,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     storage = cfg.storage or study_mod.default_storage(run_dir)
     study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}-{strategy['name']}"
     sampler_seed = cfg.seed
-    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
+    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed),
+                                 retry_s=cfg.storage_retry_s)
     _check_study(study, objectives, acc.fingerprint, storage, study_name)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream

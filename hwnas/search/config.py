@@ -118,7 +118,10 @@ class SearchAppConfig:
 
     checkpoint: Optional[str] = None  # supernet checkpoint; null: train a short one (cached)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    storage: Optional[str] = None  # Optuna storage URL; null: sqlite in the run directory
+    # Optuna storage URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB, grpc://HOST:PORT (Optuna's
+    # gRPC storage proxy: python -m hwnas.search.server); null: sqlite in the run directory
+    storage: Optional[str] = None
+    storage_retry_s: float = 600.0  # how long a worker keeps retrying a storage server it cannot reach
     study_name: Optional[str] = None  # null: <target>-<space>-<strategy>
     seed: int = 0
     budget: BudgetConfig = field(default_factory=BudgetConfig)
