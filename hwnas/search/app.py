@@ -22,7 +22,7 @@ from hwnas.errors import HwnasError
 from hwnas.mes import MES
 
 from . import study as study_mod
-from .objectives import LatencyTarget, ProxyEvaluator, Scorer, expand_objectives, latency_key
+from .objectives import LatencyTarget, ProxyEvaluator, Scorer, expand_objectives
 from .report import ReportContext, TargetReport, records_from_trials, summary_text, write_outputs
 from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
 
