@@ -80,5 +80,6 @@ def verify_picks_multi(picks: dict, space: search_spaces.SearchSpace, targets: l
         for row in verify_picks(flat, space, target, run_dir, statistic=table.statistic,
                                 table_device=table.provenance.get("device")):
             rows.append(dict(row, target=str(target.name)))
-    rows.sort(key=lambda r: (r["name"], names.index(r["target"])))
+    order = list(picks)
+    rows.sort(key=lambda r: (order.index(r["name"]), names.index(r["target"])))
     return rows
