@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -89,9 +90,12 @@ class GrpcProxy:
         self.proc = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "hwnas.search.server", "--storage", self.db,
-                                      "--port", str(self.port)], stdout=open(self.log, "a"), stderr=subprocess.STDOUT)
-        proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=self.port)
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hwnas.search.server", "--storage", self.db,
+                                          "--port", str(self.port)], stdout=log, stderr=subprocess.STDOUT)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=self.port)
         try:
             proxy.wait_server_ready(timeout=120)
         finally:
