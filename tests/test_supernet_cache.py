@@ -41,3 +41,71 @@ def test_start_removes_leftovers_nobody_uses_and_keeps_what_may_resume(tmp_path)
         holder.wait()
     assert sorted(removed) == sorted([old, old_temp])
     assert all(p.is_dir() for p in (mine, recent, in_use, new_temp, done)) and not old.exists()
+
+
+def _search_cfg(tmp_path):
+    from hwnas.search.app import compose_config
+    return compose_config(["+target=onnxruntime_cpu", "progress=false", f"pretrain.cache_dir={tmp_path / 'cache'}"])
+
+
+def test_a_second_search_waits_for_the_training_of_the_first_and_uses_its_supernet(tmp_path, monkeypatch, capsys):
+    """Two searches with the same settings (here two threads: flock locks of two open() calls
+    exclude each other as those of two processes do) train the built-in supernet once."""
+    import threading
+    import search_spaces
+    import hwnas.train
+    from hwnas.search.supernet_cache import ensure_checkpoint
+    release, started, calls = threading.Event(), threading.Event(), []
+
+    def train_supernet(tcfg, work):  # stands in for the training, which the other tests run for real
+        calls.append(work)
+        started.set()
+        assert release.wait(60)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "supernet.pt").write_bytes(b"weights")
+        return work / "supernet.pt"
+
+    monkeypatch.setattr(hwnas.train, "train_supernet", train_supernet)
+    cfg, space = _search_cfg(tmp_path), search_spaces.get_space("efficientformerv2")
+    got = {}
+    first = threading.Thread(target=lambda: got.setdefault("first", ensure_checkpoint(cfg, space)))
+    second = threading.Thread(target=lambda: got.setdefault("second", ensure_checkpoint(cfg, space)))
+    first.start()
+    assert started.wait(60)
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the lock, not training the same supernet again
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert len(calls) == 1 and got["first"] == got["second"] and got["first"].read_bytes() == b"weights"
+    assert got["first"].parent.name.startswith("efficientformerv2-") and not calls[0].exists()  # renamed into place
+    assert "another search just trained" in capsys.readouterr().err
+
+
+def test_a_training_that_fails_leaves_nothing_unless_it_can_resume(tmp_path, monkeypatch, capsys):
+    import pytest
+    import search_spaces
+    import hwnas.train
+    from hwnas.search.supernet_cache import ensure_checkpoint
+    cfg, space = _search_cfg(tmp_path), search_spaces.get_space("efficientformerv2")
+
+    def fails(checkpointed):
+        def train_supernet(tcfg, work):
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "metrics.csv").write_text("epoch\n")
+            if checkpointed:
+                (work / "train_state.pt").write_bytes(b"epoch 1")
+            raise RuntimeError("out of memory")
+        return train_supernet
+
+    monkeypatch.setattr(hwnas.train, "train_supernet", fails(False))
+    with pytest.raises(RuntimeError, match="out of memory"):  # a real failure keeps its traceback
+        ensure_checkpoint(cfg, space)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # before a first checkpoint: nothing left
+    monkeypatch.setattr(hwnas.train, "train_supernet", fails(True))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        ensure_checkpoint(cfg, space)
+    [work] = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    assert work.name.endswith(".partial") and (work / "train_state.pt").is_file()  # kept: the rerun resumes it
+    assert "the same search resumes it" in capsys.readouterr().err
