@@ -51,9 +51,11 @@ def _search_cfg(tmp_path):
 def test_a_second_search_waits_for_the_training_of_the_first_and_uses_its_supernet(tmp_path, monkeypatch, capsys):
     """Two searches with the same settings (here two threads: flock locks of two open() calls
     exclude each other as those of two processes do) train the built-in supernet once."""
+    import contextlib
     import threading
     import search_spaces
     import hwnas.train
+    from hwnas.search import supernet_cache
     from hwnas.search.supernet_cache import ensure_checkpoint
     release, started, calls = threading.Event(), threading.Event(), []
 
@@ -66,6 +68,16 @@ def test_a_second_search_waits_for_the_training_of_the_first_and_uses_its_supern
         return work / "supernet.pt"
 
     monkeypatch.setattr(hwnas.train, "train_supernet", train_supernet)
+    real_lock, at_lock = supernet_cache._locked, threading.Event()
+
+    @contextlib.contextmanager
+    def locked(path):  # the real lock; says when the second search has come to it
+        if threading.current_thread() is second:
+            at_lock.set()
+        with real_lock(path):
+            yield
+
+    monkeypatch.setattr(supernet_cache, "_locked", locked)
     cfg, space = _search_cfg(tmp_path), search_spaces.get_space("efficientformerv2")
     got = {}
     first = threading.Thread(target=lambda: got.setdefault("first", ensure_checkpoint(cfg, space)))
@@ -73,6 +85,7 @@ def test_a_second_search_waits_for_the_training_of_the_first_and_uses_its_supern
     first.start()
     assert started.wait(60)
     second.start()
+    assert at_lock.wait(60)
     second.join(1.0)
     assert second.is_alive()  # waiting for the lock, not training the same supernet again
     release.set()
