@@ -50,6 +50,7 @@ def test_search_on_own_images_without_a_checkpoint_skips_and_counts_unreadable_o
     assert rec["num_classes"] == 2 and rec["resolution"] == 32
     assert list(rec["meta"]["skipped_images"]) == [bad_train]
     assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir() and p.name.startswith(".")]
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["metrics.csv", "supernet.pt", "train_config.yaml"]
     # ... and the search evaluated with it on the val images
     with open(tmp_path / "run" / "trials.csv") as f:
         assert len(list(csv.DictReader(f))) == 2
