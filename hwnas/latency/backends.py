@@ -372,6 +372,23 @@ class TorchCUDA(Backend):
         return {**stats, "fingerprint": fp}
 
 
+def capture_graph(fn):
+    """`fn` (work on the current stream, already warmed up) captured in one CUDA graph; its replay.
+    The AOTInductor runtime queries its own CUDA events between runs, which the default ("global")
+    capture mode refuses; the "relaxed" mode allows it and is tried second."""
+    import torch
+    for mode in ("global", "relaxed"):
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode=mode):
+                fn()
+            return graph.replay
+        except RuntimeError:
+            if mode == "relaxed":
+                raise
+            torch.cuda.synchronize()
+
+
 class TorchInductor(TorchCUDA):
     """The deploy form compiled by AOTInductor (what `format=aoti` ships), loaded and run in one CUDA
     graph, fp16, each replay timed with CUDA events. Blocks take the form's own dtype and memory
@@ -452,16 +469,13 @@ class TorchInductor(TorchCUDA):
                     for _ in range(3):  # loads the kernels before the capture
                         run(x)
                 torch.cuda.current_stream().wait_stream(s)
-                graph = torch.cuda.CUDAGraph()
                 try:
-                    with torch.cuda.graph(graph):
-                        run(x)
+                    replay = capture_graph(lambda: run(x))
                 except RuntimeError as e:
                     raise TimingUnavailable(
                         f"the AOTInductor package of this {'block' if native else 'network'} could not be captured "
                         f"in a CUDA graph with torch {torch.__version__} ({str(e).splitlines()[0]}); time its runs "
                         "without graphs: target.cuda_graphs=false") from e
-                replay = graph.replay
             else:
                 def replay():
                     run(x)
