@@ -374,9 +374,12 @@ class TorchCUDA(Backend):
 
 def capture_graph(fn):
     """`fn` (work on the current stream, already warmed up) captured in one CUDA graph; its replay.
-    The AOTInductor runtime queries its own CUDA events between runs, which the default ("global")
-    capture mode refuses; the "relaxed" mode allows it and is tried second."""
+    The AOTInductor runtime queries the CUDA event of its previous run when it starts one
+    (`AOTInductorModelContainer::get_available_model`), which the default ("global") capture mode
+    may refuse; the "relaxed" mode allows it and is tried second. Synchronising first makes that
+    previous run finished, so the runtime only queries, never waits, inside the capture."""
     import torch
+    torch.cuda.synchronize()
     for mode in ("global", "relaxed"):
         graph = torch.cuda.CUDAGraph()
         try:
