@@ -97,6 +97,7 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
                 if deadline is not None and time.monotonic() > deadline:
                     for f in futures:
                         f.cancel()  # the running ones finish; the rest waits for the next run
+                    break
     done = sum(Path(j["path"]).exists() for j in todo)
     return {"packages": done, "seconds": round(total, 2), "wall_seconds": round(time.perf_counter() - t0, 2)}
 
