@@ -82,3 +82,41 @@ def test_a_search_without_a_measured_table_names_the_profile_command(tmp_path):
     assert "no latency table for target 'torch_inductor' and space 'nextvit'" in r.stderr
     assert "python -m hwnas.profile +target=torch_inductor space=nextvit" in r.stderr
     assert not (tmp_path / "run" / "trials.csv").exists()
+
+
+def test_the_profiler_compiles_a_chunk_then_times_it(tmp_path):
+    """A compiled target gets the blocks to compile a chunk at a time (4 per worker), each chunk
+    before it is timed, so a run stopped by its deadline keeps what it measured; the compile time
+    goes into the space's profiling record. (ONNX Runtime stands in for the GPU timing here; what
+    is checked is the profiler's order of work.)"""
+    from hwnas.latency.backends import OnnxRuntimeCPU
+    from hwnas.latency.fingerprint import scheme_info
+    from hwnas.latency.profiler import profile_blocks
+    from hwnas.latency.table import LatencyTable
+
+    events = []
+
+    class Compiled(OnnxRuntimeCPU):
+        compile_workers = 1
+
+        def precompile(self, items, progress=True, deadline=None):
+            events.append(("compile", [spec.key for spec, _, _ in items]))
+            return {"packages": len(items), "seconds": 2.0 * len(items), "wall_seconds": 1.0}
+
+        def measure_onnx(self, onnx_path, input_shape):
+            return {"median_ms": 1.0, "p10_ms": 1.0, "spread": 0.0, "runs": 1}
+
+        def measure(self, model, input_shape):
+            events.append(("time", input_shape))
+            return super().measure(model, input_shape)
+
+    specs = search_spaces.get_space("efficientformerv2").min_arch().blocks()[:6]
+    table = LatencyTable({}, {"target": "onnxruntime_cpu", "source": "measured", "statistic": "p10_ms",
+                              "fingerprint": {**scheme_info(), "form": {"batch": 1, "precision": "fp32", "opset": 17}}},
+                         tmp_path / "t.csv", check=False)
+    profile_blocks(Compiled(canary=False, clock="wall"), table, specs, "efficientformerv2", progress=False)
+    kinds = [e[0] for e in events]
+    assert kinds == ["compile"] + ["time"] * 4 + ["compile"] + ["time"] * 2
+    assert events[0][1] == [s.key for s in specs[:4]] and events[5][1] == [s.key for s in specs[4:]]
+    prof = table.provenance["profiling"]["efficientformerv2"]
+    assert prof["compile_seconds"] == 12.0 and prof["compiled_packages"] == 6 and prof["compile_wall_seconds"] == 2.0

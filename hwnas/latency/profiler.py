@@ -164,11 +164,13 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     table.save()  # the provenance exists from the first row on
     t_start = time.perf_counter()
     device = build_device(backend)
-    if hasattr(backend, "precompile"):  # compiled targets: every package first, in parallel workers
-        _precompile(backend, table, space, [(s, supernet.block_input_shape(s, backend.batch), current[s.key])
-                                            for s in todo], progress, deadline)
-    for spec in progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+    chunk = _chunk(backend)
+    for i, spec in enumerate(progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress)):
         _check_deadline(deadline)
+        if chunk and i % chunk == 0:  # compiled targets: the next packages first, in parallel workers
+            _precompile(backend, table, space, [(s, supernet.block_input_shape(s, backend.batch), current[s.key])
+                                                for s in todo[i:i + chunk]], progress, deadline)
+            _check_deadline(deadline)
         t0 = time.perf_counter()
         block = _build(spec, device)
         row = backend.measure(block, supernet.block_input_shape(spec, backend.batch))
@@ -185,6 +187,15 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     table.save()
     return {"measured": len(todo), "skipped": len(specs) - len(todo), "stale": len(stale),
             "seconds": time.perf_counter() - t_start}
+
+
+def _chunk(backend: Backend) -> int:
+    """How many packages a compiled target compiles before timing them (0: not a compiled target):
+    a few per worker, so a run stopped by its deadline loses at most one chunk of compiling (a
+    fresh GPU machine has no compile cache; measured rows are kept)."""
+    if not hasattr(backend, "precompile"):
+        return 0
+    return max(1, 4 * int(getattr(backend, "compile_workers", 1)))
 
 
 def _precompile(backend: Backend, table: LatencyTable | None, space: str, items: list, progress: bool,
@@ -219,12 +230,14 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
     todo = [a for a in archs if (a.space, role, a.id) not in done]
     device = build_device(backend)
-    if hasattr(backend, "precompile") and todo:
-        _precompile(backend, table, todo[0].space, [(a, (backend.batch, 3, a.resolution, a.resolution), current[a.id])
-                                                    for a in todo], progress, deadline)
+    chunk = _chunk(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
-    for arch in progress_bar(todo, len(todo), desc, progress):
+    for i, arch in enumerate(progress_bar(todo, len(todo), desc, progress)):
         _check_deadline(deadline)
+        if chunk and i % chunk == 0:
+            _precompile(backend, table, arch.space, [(a, (backend.batch, 3, a.resolution, a.resolution), current[a.id])
+                                                     for a in todo[i:i + chunk]], progress, deadline)
+            _check_deadline(deadline)
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)
         m = backend.measure(model, shape)
