@@ -149,7 +149,9 @@ class BudgetConfig:
         if isinstance(self.latency_ms, Mapping):  # several targets: one budget per target
             for name, ms in self.latency_ms.items():
                 check_positive("budget", f"latency_ms.{name}", ms, optional=True, hint="null: no latency budget")
-        else:
+        else:  # one target: a number of ms (typed Any for the per-target mapping, so made a float here)
+            if isinstance(self.latency_ms, (int, float)) and not isinstance(self.latency_ms, bool):
+                self.latency_ms = float(self.latency_ms)
             check_positive("budget", "latency_ms", self.latency_ms, optional=True, hint="null: no latency budget")
         check_positive("budget", "params_m", self.params_m, optional=True, hint="null: no size budget")
 
