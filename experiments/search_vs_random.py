@@ -1,7 +1,6 @@
 """Search vs random, with statistics: NSGA-II, TPE and mes_greedy each against random search, over seeds.
 
-Per space, every strategy runs `--seeds` times (seed 0, 1, ...) through the search app
-(`hwnas.search.app.run`) at the same trial budget, with `evaluator=predictor` as accuracy (the
+Per space, every strategy runs `--seeds` times (seed 0, 1, ...) at the same trial budget, with `evaluator=predictor` as accuracy (the
 accuracy predictor shipped for the space, or `--predictor FILE`) and a measured latency table
 (`--target torch_cuda`: measured on an H200). Each run's first `--n-trials` evaluated archs give one
 hypervolume of (accuracy↑, latency↓, params↓); per strategy the mean ± std over seeds, and a one-sided
@@ -14,7 +13,8 @@ whose held-out Kendall tau against measured inherited accuracy is stated beside 
     python experiments/search_vs_random.py --space nextvit --seeds 5 --n-trials 100
 
 The runs use the search's own strategies, objective, seeding and budget (`hwnas.search.strategies`) on
-in-memory Optuna studies (SQLite's per-trial cost would dominate; the hypervolumes are those of the app).
+in-memory Optuna studies (SQLite's per-trial cost would dominate; `python -m hwnas.search` with the same
+seed evaluates the same archs).
 Writes experiments/results/search_vs_random_<space>.{json,md} (atomically). CPU only, a few minutes.
 """
 from __future__ import annotations
