@@ -184,11 +184,13 @@ def markdown(r: dict) -> str:
         p2 = "" if t is None else f"{t['acc_latency']['p_value']:.4f}"
         L.append(f"| {s} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean_acc_latency']:.4f} ± "
                  f"{v['std_acc_latency']:.4f} | {min(v['archs_per_run'])}-{max(v['archs_per_run'])} | {p3} | {p2} |")
-    L += ["", "What the tests support (one-sided Mann-Whitney U, exact, alpha 0.05, no correction for the three "
-          "comparisons):", ""]
+    L += ["", "What the tests support (one-sided Mann-Whitney U, exact, alpha 0.05):", ""]
     for s, t in r["tests_vs_random"].items():
         p3, p2 = t["hypervolume"]["p_value"], t["acc_latency"]["p_value"]
-        verdict = ("beats random" if p3 < r["alpha"] else "is NOT shown to beat random")
+        k = len(r["tests_vs_random"])
+        verdict = ("beats random, also after a Bonferroni correction for the " + str(k) + " comparisons"
+                   if p3 < r["alpha"] / k else "beats random (but not after a Bonferroni correction)"
+                   if p3 < r["alpha"] else "is NOT shown to beat random")
         L.append(f"- {s} {verdict} on the 3-D hypervolume (p = {p3:.4f}); on accuracy-latency alone p = {p2:.4f}.")
     L += ["", "Per-seed hypervolumes (3-D): " + "; ".join(
         f"{s}: " + ", ".join(f"{x:.4f}" for x in v["hypervolume"]) for s, v in r["strategies"].items()) + "."]
