@@ -51,8 +51,14 @@ VARIANTS = {
     "alpha": {"distill_loss": "alpha"},  # AlphaNet: adaptive alpha-divergence distillation
     "attentive": {"sampling": "attentive_worst", "attentive_candidates": 3},  # AttentiveNAS WorstUp
     "warmup": {"largest_warmup_epochs": "20%"},  # longer warm-up of the largest subnet (share of the epochs)
+    # a third of the peak learning rate: the first H200 runs' largest subnet lost accuracy when the
+    # sandwich started (EfficientFormerV2 80 % -> 51 % val top-1 after the warm-up variant's switch)
+    "lowlr": {"lr": 1.0e-3},
 }
 GOAL_TAU = 0.7
+# the recipe kept after the remedies were compared (h200-run3: the supernet's largest subnet and the
+# EfficientFormerV2 ranking both improved over `base` at equal epochs); the goal is judged on it
+DEFAULT_VARIANT = "lowlr"
 
 
 # ---- choose (CPU) -----------------------------------------------------------------------------------
@@ -386,13 +392,20 @@ def analyze(args) -> dict:
         for r in sa_recs:
             sa.setdefault(r["key"], {})[r["seed"]] = r
         inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
-        variants = {}
-        for v in sorted({r["variant"] for r in inh_all}, key=lambda v: list(VARIANTS).index(v)):
-            recs, sn_id, more = _one_recipe([r for r in inh_all if r["variant"] == v], f"supernet {v}")
-            notes += more
-            variants[v] = (recs, sn_id)
         sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
                    if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
+        variants = {}
+        for v in sorted({r["variant"] for r in inh_all}, key=lambda v: list(VARIANTS).index(v)):
+            # every recipe of a variant (epochs, supernet seed) is its own row: the one trained longest
+            # (then with most records) is named by the variant, the others by variant, seed and epochs
+            mine = [r for r in inh_all if r["variant"] == v]
+            ids = sorted({r["recipe_id"] for r in mine}, key=lambda k: (
+                (sn_summ.get((v, k)) or {}).get("epochs_done") or 0, sum(r["recipe_id"] == k for r in mine), k),
+                reverse=True)
+            for i, sn_id in enumerate(ids):
+                summ = sn_summ.get((v, sn_id)) or {}
+                label = v if i == 0 else f"{v} (seed {summ.get('seed', '?')}, {summ.get('epochs_done', '?')} ep, {sn_id[:6]})"
+                variants[label] = ([r for r in mine if r["recipe_id"] == sn_id], sn_id, v)
         split = "test" if all(r.get("test_top1") is not None for r in sa_recs) else "val"
         if split == "val":
             notes.append("the data has no test split: stand-alone numbers are on val, the split the inherited "
@@ -400,13 +413,13 @@ def analyze(args) -> dict:
         sa_test = {k: float(np.mean([r[f"{split}_top1"] for r in v.values()])) for k, v in sa.items()}
         sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
         per_variant, rows = {}, {}
-        for v, (recs, sn_id) in variants.items():
+        for v, (recs, sn_id, variant) in variants.items():
             inh = {}
             for r in recs:
                 if r["kind"] == "ranking":
                     inh[r["key"]] = r["val_top1"]  # the last record of an arch wins (a later, longer run)
             keys = sorted(set(inh) & set(sa_test), key=lambda k: names.get(k, {}).get("latency_ms", 0))
-            summ = sn_summ.get((v, sn_id), {})
+            summ = sn_summ.get((variant, sn_id), {})
             per_variant[v] = dict(
                 recipe_id=sn_id, supernet_train=summ.get("train"), epochs_done=summ.get("epochs_done"),
                 train_seconds=summ.get("train_seconds"), eval_seconds=summ.get("eval_seconds"),
@@ -451,7 +464,8 @@ def analyze(args) -> dict:
             data_config=next((run["data"] for run in runs if run.get("data")), None),
             gpu_minutes=gpu_minutes(runs, res, space), notes=notes, results_dirs=[str(d) for d in args.results],
             archs_file=str(args.archs))
-        base = per_variant.get("base", {}).get("vs_test", {})
+        out["default_variant"] = DEFAULT_VARIANT if DEFAULT_VARIANT in per_variant else "base"
+        base = per_variant.get(out["default_variant"], {}).get("vs_test", {})
         out["goal_met"] = None if base.get("kendall_tau") is None else base["kendall_tau"] >= GOAL_TAU
         stem = Path(args.out) / f"ranking_fidelity_{space}"
         write_json(stem.with_suffix(".json"), out)
@@ -491,9 +505,10 @@ def markdown(r: dict) -> str:
     if r["goal_met"] is None:
         L += ["**No result** for the default supernet (fewer than 3 archs with both numbers, or constant values).", ""]
     else:
-        t = r["variants"]["base"]["vs_test"]["kendall_tau"]
-        L += [f"**Goal tau >= {r['goal_tau']} {'held' if r['goal_met'] else 'did NOT hold'}** for the default supernet "
-              f"(tau = {t:.3f}).", ""]
+        d = r.get("default_variant", "base")
+        t = r["variants"][d]["vs_test"]["kendall_tau"]
+        L += [f"**Goal tau >= {r['goal_tau']} {'held' if r['goal_met'] else 'did NOT hold'}** for the kept supernet "
+              f"recipe `{d}` (tau = {t:.3f}).", ""]
     L += ["| supernet | epochs | Kendall tau [95 % CI] | Spearman rho [95 % CI] | n | tau vs stand-alone val | "
           "mean gap (inherited val - stand-alone test) | random pairs |", "|---|---|---|---|---|---|---|---|"]
     for v, s in r["variants"].items():

@@ -48,6 +48,21 @@ def test_unknown_target_and_space_are_named(tmp_path):
     assert r.returncode != 0 and "resnet" in r.stderr and "efficientformerv2" in r.stderr
 
 
+def test_several_targets_from_the_command_line(tmp_path):
+    """targets=[...] runs one search over both (default run directory named after them); a list given
+    to +target= (which Hydra would merge into one target) stops with the syntax that works."""
+    r = subprocess.run(search_cmd("+target=[coreml,onnxruntime_cpu]", *FAST, "search.n_trials=2"),
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 2 and "targets=[coreml,onnxruntime_cpu]" in r.stderr, r.stderr
+    r = subprocess.run(search_cmd("targets=[coreml,onnxruntime_cpu]", *FAST, "search=random", "search.n_trials=3"),
+                       capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run_dir = tmp_path / "outputs" / "search" / "coreml+onnxruntime_cpu-efficientformerv2-random"
+    header = (run_dir / "trials.csv").read_text().splitlines()[0].split(",")
+    assert "latency_ms.coreml" in header and "latency_ms.onnxruntime_cpu" in header
+    assert f"report: {run_dir / 'report.md'}" in r.stdout
+
+
 @pytest.mark.parametrize("typo", ["search.n_trial=5", "verfy=true", "budget.latency=3", "evaluator.recalib=2"])
 def test_misspelt_keys_fail_at_start_up(tmp_path, typo):
     r = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, typo)

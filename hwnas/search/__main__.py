@@ -6,9 +6,17 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from hwnas.cli import run_app
-    from hwnas.search.app import run
+    import sys
+
+    from hwnas.cli import USER_ERROR_EXIT, report_user_error, run_app
+    from hwnas.errors import HwnasError
+    from hwnas.search.app import check_plus_target_list, run
     from hwnas.search.config import register
+    try:  # before Hydra composes: it cannot merge two targets' schemas into one
+        check_plus_target_list(sys.argv[1:])
+    except HwnasError as e:
+        report_user_error("search", e)
+        sys.exit(USER_ERROR_EXIT)
     run_app("search", "search", run, register=register)
 
 

@@ -22,8 +22,8 @@ from hwnas.errors import HwnasError
 from hwnas.mes import MES
 
 from . import study as study_mod
-from .objectives import ProxyEvaluator, Scorer
-from .report import ReportContext, records_from_trials, summary_text, write_outputs
+from .objectives import LatencyTarget, ProxyEvaluator, Scorer, expand_objectives
+from .report import ReportContext, TargetReport, records_from_trials, summary_text, write_outputs
 from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
 
 
@@ -68,6 +68,96 @@ def thread_policy(threads: int | None):
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
     return share
+
+
+# ---- targets -----------------------------------------------------------------------------------------
+def target_config(name: str, settings: Any = None) -> DictConfig:
+    """`hwnas/conf/target/<name>.yaml` checked against the target schema, with `settings` (a mapping of
+    its keys) on top: one target of a search over several."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hwnas.latency.config import schema_of, target_settings
+    if name not in list_targets():
+        raise SearchError(f"targets: unknown target {name!r} (targets: {', '.join(list_targets())})")
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(schema_of(name)), target_settings(name), _cfg_dict(settings))
+    except OmegaConfBaseException as e:
+        raise SearchError(f"target_settings.{name}: {e.msg if hasattr(e, 'msg') else e} (the keys of "
+                          f"hwnas/conf/target/{name}.yaml)") from None
+    if node.name != name:
+        raise SearchError(f"target_settings.{name}.name: a target's name cannot be changed")
+    return node
+
+
+def check_plus_target_list(overrides) -> None:
+    """`+target=[a,b]` on the command line: Hydra would merge the list into ONE target (or fail to
+    merge two targets' schemas); several targets are named with `targets=[a,b]`."""
+    given = next((o for o in overrides if o.lstrip("+~").startswith("target=[")), None)
+    if given is not None:
+        names = given.split("=", 1)[1]
+        raise SearchError(f"{given}: +target= takes one target; name several targets with "
+                          f"targets={names} (without +)")
+
+
+def _list_given_to_plus_target() -> str | None:
+    """The `+target=[a,b]` override of the running Hydra app, if any."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        if not HydraConfig.initialized():
+            return None
+        overrides = HydraConfig.get().overrides.task
+    except Exception:  # noqa: BLE001 -- no Hydra run (tests, experiments): nothing to check
+        return None
+    return next((o for o in overrides if o.lstrip("+~").startswith("target=[")), None)
+
+
+def resolve_targets(cfg: DictConfig) -> list[DictConfig]:
+    """The targets of the search: `+target=T` (one) or `targets=[T1,T2,...]` (several)."""
+    plus_list = _list_given_to_plus_target()
+    if plus_list is not None:
+        check_plus_target_list([plus_list])
+    if cfg.get("targets"):
+        if cfg.get("target") is not None:
+            raise SearchError("give either +target=T (one target) or targets=[T1,T2,...] (several), not both")
+        names = [str(n) for n in cfg.targets]
+        if len(set(names)) != len(names):
+            raise SearchError(f"targets={names}: each target once")
+        settings = _cfg_dict(cfg.get("target_settings"))
+        extra = sorted(set(settings) - set(names))
+        if extra:
+            raise SearchError(f"target_settings.{extra[0]}: {extra[0]!r} is not one of targets={names}")
+        return [target_config(n, settings.get(n)) for n in names]
+    if cfg.get("target") is None:
+        raise SearchError("no target given: choose one with +target=NAME, or several with "
+                          f"targets=[NAME,NAME,...] (targets: {', '.join(list_targets())})")
+    if cfg.get("target_settings"):
+        raise SearchError("target_settings is for a search over several targets (targets=[...]); "
+                          "with +target=T set target.KEY=VALUE")
+    return [cfg.target]
+
+
+def resolve_budget(cfg: DictConfig, names: list[str]) -> Budget:
+    """budget.latency_ms: a number (one target) or {target: ms} (any subset of the targets)."""
+    lat = cfg.budget.latency_ms
+    if lat is None:
+        lat_ms = {}
+    elif isinstance(lat, (int, float)) and not isinstance(lat, bool):
+        if len(names) > 1:
+            raise SearchError(f"budget.latency_ms={lat}: with several targets give one budget per target, "
+                              f"e.g. budget.latency_ms={{{names[0]}:{lat}}} (any subset of {names})")
+        lat_ms = {names[0]: float(lat)}
+    else:
+        try:
+            lat_ms = {str(k): float(v) for k, v in _cfg_dict(lat).items()}
+        except (TypeError, ValueError, AttributeError):
+            raise SearchError(f"budget.latency_ms={lat}: give milliseconds, or {{target: ms}}") from None
+        bad = sorted(set(lat_ms) - set(names))
+        if bad:
+            raise SearchError(f"budget.latency_ms: {bad[0]!r} is not a target of this search ({names})")
+    for t, v in lat_ms.items():
+        if not v > 0:
+            raise SearchError(f"budget.latency_ms: {v} ms for {t}; give a positive number")
+    return Budget(lat_ms, None if cfg.budget.params_m is None else cfg.budget.params_m * 1e6)
 
 
 # ---- inputs ----------------------------------------------------------------------------------------
@@ -181,43 +271,50 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     `accuracy` replaces the evaluator the config names (experiments share one across runs).
     """
     from hwnas.cli import check_config
-    if cfg.get("target") is None:
-        raise SearchError("no target given: choose one with +target=NAME "
-                          f"(targets: {', '.join(list_targets())})")
+    targets = resolve_targets(cfg)
+    names = [str(t.name) for t in targets]
     check_config(cfg)  # every schema's ranges (the app did this at start-up already)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    target = cfg.target
     space = get_space_from_cfg(cfg.space)
     strategy = _cfg_dict(cfg.search)
-    objectives = list(strategy["objectives"])
+    directions(list(strategy["objectives"]))  # the configured names, before per-target expansion
+    objectives = expand_objectives(list(strategy["objectives"]), names)
+    strategy["objectives"] = objectives  # what the strategies tell Optuna
     dirs = directions(objectives)
     share_cores = thread_policy(cfg.get("threads"))
 
-    table, table_path = load_table(target, space)
-    if table.is_estimated:
-        print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
-              f"({table_path})", file=sys.stderr)
-    for w in table_warnings(table, space, table_path):
-        print(f"WARNING: {w}", file=sys.stderr)
-    mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
+    latency_targets, target_reports = [], []
+    for target in targets:
+        table, table_path = load_table(target, space)
+        if table.is_estimated:
+            print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
+                  f"({table_path})", file=sys.stderr)
+        warnings = table_warnings(table, space, table_path)
+        for w in warnings:
+            print(f"WARNING: {w}", file=sys.stderr)
+        mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
+        latency_targets.append(LatencyTarget(target.name, table.predict, mes, bool(table.is_estimated)))
+        target_reports.append((target, table, table_path, mes, warnings))
     acc = accuracy or build_evaluator(cfg, space)
     acc_label, eval_res = acc.label, acc.resolution
-    scorer = Scorer(table.predict, mes, acc.evaluator, cfg.deploy_num_classes, eval_res)
+    scorer = Scorer(latency_targets, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
     references = resolve_references(cfg, space)
     ref_archs = {n: space.reference(n) for n in references}
     ref_cost = {n: scorer.cost(a) for n, a in ref_archs.items()}
-    budget = Budget(cfg.budget.latency_ms,
-                    None if cfg.budget.params_m is None else cfg.budget.params_m * 1e6)
+    budget = resolve_budget(cfg, names)
     if strategy["name"] == "mes_greedy" and budget.empty:  # slim until every reference's budget holds
-        budget = Budget(min(c[0] for c in ref_cost.values()), min(c[1] for c in ref_cost.values()))
+        budget = Budget({t: min(c.latency[t] for c in ref_cost.values()) for t in names},
+                        min(c.params for c in ref_cost.values()))
 
     storage = cfg.storage or study_mod.default_storage(run_dir)
-    study_name = cfg.study_name or f"{target.name}-{space.name}-{strategy['name']}"
+    study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}-{strategy['name']}"
     sampler_seed = cfg.seed
-    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
+    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed),
+                                 retry_s=cfg.storage_retry_s)
     _check_study(study, objectives, acc, storage, study_name)
+    study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
     if n_before:
@@ -245,28 +342,39 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         ref_metrics[n] = dict(arch_id=arch.id, **m.as_dict())
 
     trials = study.get_trials(deepcopy=False)
-    records = records_from_trials(t for t in trials if t.state.name == "COMPLETE")
+    records = records_from_trials((t for t in trials if t.state.name == "COMPLETE"), names)
     counts = dict(completed=len(records),
                   infeasible=sum(1 for t in trials if t.state.name == "PRUNED"),
                   repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
+    reports = [TargetReport(t.name, path, tab.describe(), bool(tab.is_estimated), m.describe(), w)
+               for t, tab, path, m, w in target_reports]
+    lat_budget = dict(budget.latency_ms) or None
+    if lat_budget is not None and len(names) == 1:
+        lat_budget = lat_budget[names[0]]
+    first = reports[0]
     ctx = ReportContext(
-        target=target.name, space=space.name, strategy=strategy["name"], objectives=objectives,
+        target="+".join(names), space=space.name, strategy=strategy["name"], objectives=objectives,
         resolution=space.resolution, eval_resolution=eval_res, accuracy_label=acc_label,
-        num_classes=cfg.deploy_num_classes, table_path=table_path, table_description=table.describe(),
-        table_estimated=bool(table.is_estimated), mes_formula=mes.describe(), study_name=study_name,
-        storage=storage, budget=dict(latency_ms=budget.latency_ms,
+        num_classes=cfg.deploy_num_classes, table_path=first.table_path, table_description=first.table_description,
+        table_estimated=first.table_estimated, mes_formula=first.mes_formula, study_name=study_name,
+        storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),
-        counts=counts, warnings=table_warnings(table, space, table_path), skipped_images=_skipped(acc.evaluator))
+        counts=counts, warnings=first.warnings, targets=reports if len(reports) > 1 else [],
+        skipped_images=_skipped(acc.evaluator))
     verification = None
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
-        from .verify import verify_picks
-        verification = verify_picks(picks, space, target, run_dir, statistic=table.statistic,
-                                    table_device=table.provenance.get("device"))
+        from .verify import verify_picks, verify_picks_multi
+        if len(targets) == 1:
+            table = target_reports[0][1]
+            verification = verify_picks(picks, space, targets[0], run_dir, statistic=table.statistic,
+                                        table_device=table.provenance.get("device"))
+        else:
+            verification = verify_picks_multi(picks, space, [(t, tab) for t, tab, *_ in target_reports], run_dir)
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
-                study=study, greedy_path=greedy, verification=verification)
+                study=study, greedy_path=greedy, verification=verification, targets=names)
 
 
 def _skipped(evaluator) -> dict:

@@ -6,8 +6,9 @@ The schemas are stored outside the groups, so `search=` and `evaluator=` list on
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -25,10 +26,12 @@ SEED_ARCHS = ("min", "max", "references")
 
 
 def check_objectives(objectives) -> list[str]:
-    """`search.objectives`: a non-empty list of distinct names of `DIRECTIONS`."""
+    """`search.objectives`: a non-empty list of distinct names of `DIRECTIONS` (`latency.<target>`: one
+    target's latency in a search of several targets)."""
     objectives = list(objectives) if isinstance(objectives, (list, tuple)) else objectives
+    base = [str(o).split(".", 1)[0] for o in objectives] if isinstance(objectives, list) else []
     if not isinstance(objectives, list) or not objectives or len(set(objectives)) != len(objectives) or \
-            any(o not in DIRECTIONS for o in objectives):
+            any(b not in DIRECTIONS or ("." in o and b != "latency") for o, b in zip(objectives, base)):
         raise ConfigError(f"search.objectives={objectives}: each must be one of {list(DIRECTIONS)}, "
                           "no repeats (e.g. [accuracy, latency, params] or [accuracy, mes])")
     return objectives
@@ -144,11 +147,17 @@ class ProxyEvaluatorConfig(EvaluatorConfig):
 # ---- the app -------------------------------------------------------------------------------------
 @dataclass
 class BudgetConfig:
-    latency_ms: Optional[float] = None  # predicted latency on the target must be <= this
+    # predicted latency on the target must be <= this (ms); several targets: {target: ms, ...},
+    # any subset of them (budget.latency_ms={coreml:1.0,torch_cuda:0.5})
+    latency_ms: Any = None
     params_m: Optional[float] = None  # millions of parameters (deployment model)
 
     def __post_init__(self):
-        check_positive("budget", "latency_ms", self.latency_ms, optional=True, hint="null: no latency budget")
+        if isinstance(self.latency_ms, Mapping):  # several targets: one budget per target
+            for name, ms in self.latency_ms.items():
+                check_positive("budget", f"latency_ms.{name}", ms, optional=True, hint="null: no latency budget")
+        else:
+            check_positive("budget", "latency_ms", self.latency_ms, optional=True, hint="null: no latency budget")
         check_positive("budget", "params_m", self.params_m, optional=True, hint="null: no size budget")
 
 
@@ -164,6 +173,11 @@ class PretrainConfig:
 class SearchAppConfig:
     # groups (filled by the defaults list and `+target=`)
     target: Any = None
+    # several targets in one search, instead of +target=: targets=[coreml,onnxruntime_cpu,torch_cuda]
+    targets: Optional[List[str]] = None
+    # per-target settings of a search over several targets (the keys of hwnas/conf/target/<T>.yaml):
+    # +target_settings.coreml.allow_stale=true
+    target_settings: Dict[str, Any] = field(default_factory=dict)
     space: Any = MISSING
     search: Any = MISSING
     evaluator: Any = MISSING
@@ -171,7 +185,10 @@ class SearchAppConfig:
 
     checkpoint: Optional[str] = None  # supernet checkpoint; null: train a short one (cached)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    storage: Optional[str] = None  # Optuna storage URL; null: sqlite in the run directory
+    # Optuna storage URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB, grpc://HOST:PORT (Optuna's
+    # gRPC storage proxy: python -m hwnas.search.server); null: sqlite in the run directory
+    storage: Optional[str] = None
+    storage_retry_s: float = 600.0  # how long a worker keeps retrying a storage server it cannot reach
     study_name: Optional[str] = None  # null: <target>-<space>-<strategy>
     seed: int = 0
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -185,9 +202,11 @@ class SearchAppConfig:
     threads: Optional[int] = None
 
     def __post_init__(self):
-        if self.target is None:
+        if self.target is None and not self.targets:
             from hwnas.latency.config import TARGETS
-            raise ConfigError(f"no target given: choose one with +target=NAME (targets: {', '.join(sorted(TARGETS))})")
+            raise ConfigError("no target given: choose one with +target=NAME, or several with "
+                              f"targets=[NAME,NAME,...] (targets: {', '.join(sorted(TARGETS))})")
+        check_positive("", "storage_retry_s", self.storage_retry_s)
         check_min("", "seed", self.seed, 0)
         check_min("", "deploy_num_classes", self.deploy_num_classes, 1)
         check_positive("", "stale_after_s", self.stale_after_s)
@@ -222,9 +241,20 @@ def check_storage(url: str) -> None:
                           "use sqlite:///PATH") from None
 
 
+def run_name(choice: Any, targets: Any) -> str:
+    """The targets part of the default run directory: `coreml`, or `coreml+onnxruntime_cpu` for a
+    search over several (`${hwnas.targets:...}` in conf/search.yaml)."""
+    if targets:
+        return "+".join(str(t) for t in targets)
+    return str(choice)
+
+
 def register() -> None:
     """Register every schema the search app composes against (idempotent)."""
+    from omegaconf import OmegaConf
+
     from hwnas.latency.config import register_target
+    OmegaConf.register_new_resolver("hwnas.targets", run_name, replace=True)
     register_common()
     register_target()
     cs = ConfigStore.instance()

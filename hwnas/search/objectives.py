@@ -1,15 +1,22 @@
-"""What a trial measures: accuracy (an evaluator), latency (a latency table), size and MES.
+"""What a trial measures: accuracy (an evaluator), latency per target (latency tables), size and MES.
 
 Latency and size are those of the deployment model (the arch at the space's resolution, with the
 deployment head); accuracy comes from the evaluator at its own resolution (small images for the
-built-in digits supernet). Accuracies are cached by arch id, and seeded from the study's earlier
-trials, so an arch is evaluated once per study whatever the number of workers or reruns.
+built-in digits supernet). A search scores one or several targets: each arch gets one accuracy and
+one size, and one latency and one MES per target. Accuracies are cached by arch id, and seeded
+from the study's earlier trials, so an arch is evaluated once per study whatever the number of
+workers, reruns or targets.
+
+How the figures are named (trial attributes, CSV columns, objectives, constraints) depends on the
+number of targets, and is stated here once: with one target, `latency_ms` and `mes` (as before
+several targets existed); with several, `latency_ms.<target>` and `mes.<target>` for each, and
+`mes` is the worst (lowest) MES across them.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 from search_spaces import Arch
 
@@ -21,20 +28,77 @@ class Evaluator(Protocol):
 
 
 @dataclass(frozen=True)
+class LatencyTarget:
+    """One target a search predicts latency (and MES) for."""
+    name: str
+    predict_ms: Callable[[Arch], float]
+    mes: MES
+    estimated: bool = False  # the table is a cost model, not a measurement on the device
+
+
+def latency_key(target: str, targets: Sequence[str]) -> str:
+    """The record column / trial attribute of a target's latency."""
+    return "latency_ms" if len(targets) == 1 else f"latency_ms.{target}"
+
+
+def mes_key(target: str, targets: Sequence[str]) -> str:
+    """The record column / trial attribute of a target's MES."""
+    return "mes" if len(targets) == 1 else f"mes.{target}"
+
+
+def expand_objectives(objectives: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """The study's objectives: with several targets, `latency` becomes one objective per target
+    (`latency.<target>`); `mes` is the worst MES across targets."""
+    if len(targets) == 1:
+        return list(objectives)
+    return [x for o in objectives for x in ([f"latency.{t}" for t in targets] if o == "latency" else [o])]
+
+
+def objective_key(objective: str) -> str:
+    """The record column an (expanded) objective reads."""
+    if objective == "latency":
+        return "latency_ms"
+    if objective.startswith("latency."):
+        return "latency_ms." + objective.split(".", 1)[1]
+    return objective
+
+
+@dataclass(frozen=True)
 class Metrics:
     accuracy: float
-    latency_ms: float
     params: int
     macs: int
-    mes: float
+    latency: Mapping[str, float]  # target -> predicted ms (deployment arch)
+    mes_by_target: Mapping[str, float]  # target -> MES
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.latency)
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency of a one-target search."""
+        if len(self.latency) != 1:
+            raise ValueError(f"latency_ms of a {len(self.latency)}-target search: name the target")
+        return next(iter(self.latency.values()))
+
+    @property
+    def mes(self) -> float:
+        """The MES, the worst (lowest) across targets."""
+        return min(self.mes_by_target.values())
 
     def objective(self, name: str) -> float:
-        return {"accuracy": self.accuracy, "latency": self.latency_ms, "params": float(self.params),
-                "mes": self.mes}[name]
+        return float(self.as_dict()[objective_key(name)])
 
     def as_dict(self) -> dict:
-        return dict(accuracy=self.accuracy, latency_ms=self.latency_ms, params=self.params,
-                    macs=self.macs, mes=self.mes)
+        """The figures under their record names (one target: accuracy, latency_ms, params, macs, mes)."""
+        t = self.targets
+        if len(t) == 1:
+            return dict(accuracy=self.accuracy, latency_ms=self.latency_ms, params=self.params,
+                        macs=self.macs, mes=self.mes)
+        return dict(accuracy=self.accuracy, **{latency_key(x, t): self.latency[x] for x in t},
+                    params=self.params, macs=self.macs, mes=self.mes,
+                    **{mes_key(x, t): self.mes_by_target[x] for x in t})
 
 
 class ProxyEvaluator:
@@ -58,23 +122,30 @@ class ProxyEvaluator:
 
 
 class Scorer:
-    """Metrics of archs for one target: table latency, analytic size, MES, cached accuracy."""
+    """Metrics of archs for one or several targets: table latency and MES per target, analytic
+    size, cached accuracy."""
 
-    def __init__(self, predict_ms: Callable[[Arch], float], mes: MES, evaluator: Evaluator,
+    def __init__(self, targets: Sequence[LatencyTarget], evaluator: Evaluator,
                  num_classes: int = 1000, eval_resolution: int | None = None):
-        self.predict_ms = predict_ms
-        self.mes = mes
+        if not targets:
+            raise ValueError("a Scorer needs at least one target")
+        self.targets = list(targets)
         self.evaluator = evaluator
         self.num_classes = num_classes
         self.eval_resolution = eval_resolution
         self.accuracies: dict[str, float] = {}  # arch id (deployment arch) -> accuracy
         self.evaluations = 0
 
-    def cost(self, arch: Arch) -> tuple[float, int, int, float]:
-        """(latency ms, params, MACs, MES): no evaluator involved."""
-        lat = float(self.predict_ms(arch))
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def cost(self, arch: Arch) -> Metrics:
+        """Latency, size and MES; accuracy NaN (no evaluator involved)."""
         params = arch.params(self.num_classes)
-        return lat, params, arch.macs(self.num_classes), self.mes(lat, params)
+        lat = {t.name: float(t.predict_ms(arch)) for t in self.targets}
+        return Metrics(math.nan, params, arch.macs(self.num_classes), lat,
+                       {t.name: t.mes(lat[t.name], params) for t in self.targets})
 
     def accuracy(self, arch: Arch) -> float:
         if arch.id not in self.accuracies:
@@ -84,5 +155,5 @@ class Scorer:
         return self.accuracies[arch.id]
 
     def metrics(self, arch: Arch) -> Metrics:
-        lat, params, macs, m = self.cost(arch)
-        return Metrics(self.accuracy(arch), lat, params, macs, m)
+        c = self.cost(arch)
+        return Metrics(self.accuracy(arch), c.params, c.macs, c.latency, c.mes_by_target)

@@ -16,22 +16,43 @@ import yaml
 
 from hwnas.files import atomic_write
 
-from .config import DIRECTIONS
+from .objectives import latency_key, mes_key, objective_key
 from .pareto import non_dominated
+from .strategies import directions
 
 COLUMNS = ["number", "arch_id", "accuracy", "latency_ms", "params", "macs", "mes", "feasible",
            "repaired", "greedy_step", "greedy_action", "arch"]
 
 
-def records_from_trials(trials: Iterable) -> list[dict]:
+def metric_columns(targets: Sequence[str] | None = None) -> list[str]:
+    """The figures of a record: accuracy, latency per target, params, macs, MES (the worst across
+    targets) and, with several targets, MES per target."""
+    t = list(targets or ["_"])
+    if len(t) == 1:
+        return ["accuracy", "latency_ms", "params", "macs", "mes"]
+    return ["accuracy", *(latency_key(x, t) for x in t), "params", "macs", "mes", *(mes_key(x, t) for x in t)]
+
+
+def columns(targets: Sequence[str] | None = None) -> list[str]:
+    """trials.csv / pareto.csv columns (one target: `COLUMNS`, unchanged since before several targets)."""
+    return ["number", "arch_id", *metric_columns(targets), "feasible", "repaired", "greedy_step",
+            "greedy_action", "arch"]
+
+
+def latency_columns(targets: Sequence[str] | None = None) -> list[str]:
+    t = list(targets or ["_"])
+    return [latency_key(x, t) for x in t]
+
+
+def records_from_trials(trials: Iterable, targets: Sequence[str] | None = None) -> list[dict]:
     """One record per completed trial that carries an arch (in trial-number order)."""
     out = []
+    metrics = metric_columns(targets)
     for t in sorted(trials, key=lambda t: t.number):
         a = t.user_attrs
         if "arch_id" not in a:
             continue
-        out.append(dict(number=t.number, arch_id=a["arch_id"], accuracy=a["accuracy"],
-                        latency_ms=a["latency_ms"], params=a["params"], macs=a["macs"], mes=a["mes"],
+        out.append(dict(number=t.number, arch_id=a["arch_id"], **{k: a[k] for k in metrics},
                         feasible=all(v <= 0 for v in t.constraints.values()),
                         repaired=bool(a.get("repaired", False)), greedy_step=a.get("greedy_step", ""),
                         greedy_action=a.get("greedy_action", ""), arch=a["arch"]))
@@ -48,22 +69,24 @@ def unique_archs(records: Sequence[dict]) -> list[dict]:
     return out
 
 
-def _key(obj: str) -> str:
-    return "latency_ms" if obj == "latency" else obj
-
-
 def pareto_front(records: Sequence[dict], objectives: Sequence[str]) -> list[dict]:
-    """The feasible, non-dominated unique archs, sorted by latency."""
+    """The feasible, non-dominated unique archs, sorted by latency (the first target's)."""
     cand = [r for r in unique_archs(records) if r["feasible"]]
-    pts = [[r[_key(o)] for o in objectives] for r in cand]
-    front = [cand[i] for i in non_dominated(pts, [DIRECTIONS[o] for o in objectives])]
-    return sorted(front, key=lambda r: (r["latency_ms"], -r["accuracy"]))
+    pts = [[r[objective_key(o)] for o in objectives] for r in cand]
+    front = [cand[i] for i in non_dominated(pts, directions(list(objectives)))]
+    lat = "latency_ms" if not cand or "latency_ms" in cand[0] else next(k for k in cand[0] if k.startswith("latency_ms."))
+    return sorted(front, key=lambda r: (r[lat], -r["accuracy"]))
 
 
-def pick_for(records: Sequence[dict], latency_ms: float, params: float) -> dict | None:
-    """The most accurate arch at or under the latency and the size (ties: the faster one)."""
-    ok = [r for r in unique_archs(records) if r["latency_ms"] <= latency_ms and r["params"] <= params]
-    return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"], -r["params"])) if ok else None
+def pick_for(records: Sequence[dict], latency_ms: float | dict, params: float) -> dict | None:
+    """The most accurate arch at or under the latency and the size (ties: the faster one).
+
+    `latency_ms`: a number (one target), or {column: ms} -- every latency column given must hold.
+    """
+    limits = {"latency_ms": latency_ms} if not isinstance(latency_ms, dict) else dict(latency_ms)
+    ok = [r for r in unique_archs(records)
+          if all(r[k] <= v for k, v in limits.items()) and r["params"] <= params]
+    return max(ok, key=lambda r: (r["accuracy"], -sum(r[k] for k in limits), -r["params"])) if ok else None
 
 
 def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -97,10 +120,47 @@ class ReportContext:
     warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
     # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
     skipped_images: dict = field(default_factory=dict)
+    targets: list = field(default_factory=list)  # TargetReport per target (a search of several targets)
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets] or [self.target]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.targets) > 1
 
 
-def build_picks(records: Sequence[dict], references: dict[str, dict]) -> dict[str, dict]:
-    """For each reference (its metrics in `references`): the reference and the best subnet under it."""
+@dataclass
+class TargetReport:
+    """What the report says about one target's latency figures."""
+    name: str
+    table_path: str
+    table_description: str
+    table_estimated: bool
+    mes_formula: str
+    warnings: list = field(default_factory=list)
+
+
+_PICK_KEYS = ("arch_id", "accuracy", "latency_ms", "params", "mes")
+
+
+def _pick_entry(p: dict, keys: Sequence[str]) -> dict:
+    entry = {k: p[k] for k in keys}
+    entry["trial"] = p["number"]
+    entry["arch"] = json.loads(p["arch"])
+    return entry
+
+
+def build_picks(records: Sequence[dict], references: dict[str, dict],
+                targets: Sequence[str] | None = None) -> dict[str, dict]:
+    """For each reference (its metrics in `references`): the reference and the best subnet under it.
+
+    With several targets, `pick` is the best subnet at or under the reference's latency on every
+    target at once (and its size), and `per_target[t]` the best at or under its latency on t alone.
+    """
+    if targets is not None and len(targets) > 1:
+        return _build_picks_multi(records, references, list(targets))
     out = {}
     for name, ref in references.items():
         p = pick_for(records, ref["latency_ms"], ref["params"])
@@ -116,21 +176,43 @@ def build_picks(records: Sequence[dict], references: dict[str, dict]) -> dict[st
     return out
 
 
+def _build_picks_multi(records, references, targets: list[str]) -> dict[str, dict]:
+    keys = ["arch_id", *metric_columns(targets)]
+    keys.remove("macs")
+    out = {}
+    for name, ref in references.items():
+        lat = {latency_key(t, targets): ref[latency_key(t, targets)] for t in targets}
+        p = pick_for(records, lat, ref["params"])
+        per = {}
+        for t in targets:
+            k = latency_key(t, targets)
+            q = pick_for(records, {k: lat[k]}, ref["params"])
+            per[t] = None if q is None else _pick_entry(q, keys)
+        out[name] = {"reference": {k: ref[k] for k in keys},
+                     "pick": None if p is None else _pick_entry(p, keys), "per_target": per}
+    return out
+
+
 def write_outputs(run_dir: Path, records: list[dict], objectives: list[str],
                   references: dict[str, dict], ctx: ReportContext,
                   greedy_path: list[dict] | None = None, verification: list[dict] | None = None) -> dict:
     """Write every output file; returns the picks."""
     run_dir = Path(run_dir)
     front = pareto_front(records, objectives)
-    picks = build_picks(records, references)
-    atomic_write(run_dir / "trials.csv", csv_text(records, COLUMNS))
-    atomic_write(run_dir / "pareto.csv", csv_text(front, COLUMNS))
+    picks = build_picks(records, references, ctx.target_names)
+    cols = columns(ctx.target_names)
+    atomic_write(run_dir / "trials.csv", csv_text(records, cols))
+    atomic_write(run_dir / "pareto.csv", csv_text(front, cols))
     atomic_write(run_dir / "picks.yaml", yaml.safe_dump(_plain(picks), sort_keys=False))
     if greedy_path is not None:
         atomic_write(run_dir / "greedy_path.csv", csv_text(greedy_path, list(greedy_path[0]) if greedy_path else ["step"]))
-    plot_pareto(run_dir / "pareto.png", records, front, references, picks, ctx)
-    atomic_write(run_dir / "report.md", report_markdown(records, front, references, picks, ctx,
-                                                        greedy_path, verification))
+    if ctx.multi:
+        plot_pareto_multi(run_dir / "pareto.png", records, front, references, picks, ctx)
+        text = report_markdown_multi(records, front, references, picks, ctx, greedy_path, verification)
+    else:
+        plot_pareto(run_dir / "pareto.png", records, front, references, picks, ctx)
+        text = report_markdown(records, front, references, picks, ctx, greedy_path, verification)
+    atomic_write(run_dir / "report.md", text)
     return picks
 
 
@@ -278,6 +360,8 @@ def _skipped_lines(ctx: ReportContext) -> list[str]:
 
 def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
     acc_res, dep_res = _res_note(ctx)
+    if ctx.multi:
+        return _summary_multi(picks, references, ctx, run_dir, n_completed)
     lines = ["", f"hwnas search: {ctx.space} on {ctx.target} ({ctx.strategy}), {n_completed} trials"]
     if ctx.table_estimated:
         lines.append("  latency table: ESTIMATED (not measured on the device) — see report.md")
@@ -294,5 +378,203 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
                  if p else "none found")
         lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{ref['latency_ms']:>8.3f}"
                      f"{ref['params'] / 1e6:>7.2f}   {right}")
+    lines.append(f"  report: {Path(run_dir) / 'report.md'}")
+    return "\n".join(lines)
+
+
+# ---- several targets ---------------------------------------------------------------------------------
+def _short(target: str) -> str:
+    return {"onnxruntime_cpu": "ORT CPU", "torch_cuda": "torch CUDA", "coreml": "Core ML",
+            "tensorrt": "TensorRT"}.get(target, target)
+
+
+def plot_pareto_multi(path: Path, records: Sequence[dict], front: Sequence[dict], references: dict[str, dict],
+                      picks: dict[str, dict], ctx: ReportContext) -> None:
+    """One panel per target (accuracy vs that target's latency), then accuracy vs params: all trials,
+    the front of the whole search (non-dominated across every objective), the references (stars) and
+    arrows from each reference to its cross-target pick (at or under it on every target)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc_res, dep_res = _res_note(ctx)
+    names = ctx.target_names
+    panels = [(latency_key(t, names), 1.0, f"latency (ms, {t}, {dep_res})"
+               + (" — ESTIMATED" if tr.table_estimated else "")) for t, tr in zip(names, ctx.targets)]
+    panels.append(("params", 1e-6, f"parameters (M, {ctx.num_classes}-class head)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5), constrained_layout=True)
+    for ax, (key, scale, label) in zip(axes, panels):
+        ax.scatter([r[key] * scale for r in records], [r["accuracy"] for r in records], s=10, c="0.75",
+                   label="trials")
+        ax.scatter([r[key] * scale for r in front], [r["accuracy"] for r in front], s=16, c="tab:blue",
+                   label="Pareto front (all objectives)")
+        for name, ref in references.items():
+            ax.scatter([ref[key] * scale], [ref["accuracy"]], marker="*", s=160, c="tab:red", zorder=5)
+            ax.annotate(name.split("_")[-1].upper(), (ref[key] * scale, ref["accuracy"]),
+                        textcoords="offset points", xytext=(5, 5), color="tab:red")
+            p = picks[name]["pick"]
+            if p is not None:
+                ax.annotate("", (p[key] * scale, p["accuracy"]), (ref[key] * scale, ref["accuracy"]),
+                            arrowprops=dict(arrowstyle="->", color="tab:green", lw=1))
+                ax.scatter([p[key] * scale], [p["accuracy"]], marker="D", s=40, c="tab:green", zorder=6)
+        ax.scatter([], [], marker="*", s=160, c="tab:red", label="references")
+        ax.scatter([], [], marker="D", s=40, c="tab:green", label="picks (every target at once)")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{ctx.accuracy_label} ({acc_res})")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{ctx.space} on {', '.join(names)}: {ctx.strategy}")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def _lat_cells(r: dict | None, names: Sequence[str]) -> list[str]:
+    return [("—" if r is None else f"{r[latency_key(t, names)]:.3f}") for t in names]
+
+
+def report_markdown_multi(records, front, references, picks, ctx: ReportContext, greedy_path=None,
+                          verification=None) -> str:
+    """report.md of a search over several targets: where each target's figures come from, the
+    picks that meet a reference on every target at once, the best pick per target, and what meeting
+    every target at once costs in accuracy."""
+    acc_res, dep_res = _res_note(ctx)
+    names = ctx.target_names
+    L = [f"# Search report: {ctx.space} on {', '.join(names)} ({ctx.strategy})", ""]
+    for tr in ctx.targets:
+        for w in tr.warnings:
+            L += [f"> **WARNING — {w.split(':', 1)[0]} ({tr.name})**:{w.split(':', 1)[1]}", ""]
+    for tr in ctx.targets:
+        if tr.table_estimated:
+            L += [f"> **The {tr.name} latency table is ESTIMATED, not measured on the device**: "
+                  f"{tr.table_description}",
+                  f"> Latency and MES on {tr.name} below are predictions of that estimate; a measured table "
+                  "replaces it.", ""]
+    L += ["## Where the figures come from", "",
+          f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution); "
+          "one figure per arch, whatever the target.",
+          f"- **params**: the deployment model at {dep_res} with a {ctx.num_classes}-class head.",
+          f"- **latency**, one figure per target, for the same arch at the deployment resolution **{dep_res}**:"]
+    for tr in ctx.targets:
+        src = "**ESTIMATED**" if tr.table_estimated else "measured"
+        L.append(f"  - `{tr.name}` ({src}): predicted by `{tr.table_path}`. {tr.table_description}")
+    L.append("- **MES**, per target (`mes.<target>`); `mes` is the worst (lowest) of them:")
+    for tr in ctx.targets:
+        L.append(f"  - `{tr.name}`: {tr.mes_formula}")
+    L.append(f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}")
+    if any(v is not None for v in ctx.budget.values()):
+        parts = []
+        for k, v in ctx.budget.items():
+            if isinstance(v, dict):
+                parts += [f"latency on {t} ≤ {ms} ms" for t, ms in v.items()]
+            elif v is not None:
+                parts.append(f"{k} ≤ {v}")
+        L.append(f"- budget (constraints): {', '.join(parts)}")
+    c = ctx.counts
+    L += [f"- trials: {c.get('completed', len(records))} completed, {len(unique_archs(records))} distinct archs, "
+          f"{c.get('infeasible', 0)} infeasible (pruned), {c.get('repaired', 0)} repaired; "
+          f"Pareto front: {len(front)} archs", ""]
+
+    lat_head = " | ".join(f"{_short(t)} ms" for t in names)
+    sep = "|---" * (4 + len(names))
+    L += ["## Picks on every target at once vs references", "",
+          "For each reference, the most accurate arch found at or under its latency on **every** target "
+          "at once and under its size (`pick` in `picks.yaml`; `python -m hwnas.extract run=DIR pick=NAME` "
+          "exports it).", "",
+          f"| | arch | accuracy | params | {lat_head} |", sep + "|"]
+    for name, ref in references.items():
+        p = picks[name]["pick"]
+        L.append(f"| **{name}** | {ref['arch_id']} | {_fmt(ref, 'accuracy')} | {_fmt(ref, 'params')} | "
+                 + " | ".join(_lat_cells(ref, names)) + " |")
+        L.append(f"| pick | {_pick_name(p, ref)} | {_fmt(p, 'accuracy')} | {_fmt(p, 'params')} | "
+                 + " | ".join(_lat_cells(p, names)) + " |")
+    L += ["", "## Best per target, and what the cross-target constraint costs", "",
+          "For each reference and target, the most accurate arch at or under the reference's latency on "
+          "that target alone (and its size): `per_target` in `picks.yaml`. *cost* is how much accuracy the "
+          "pick that meets every target at once gives up against it; a per-target pick that is slower than "
+          "the reference on another target is marked there with ✗.", "",
+          f"| reference | best for | arch | accuracy | cost of every-target pick | {lat_head} |",
+          "|---|---|---|---|---" + "|---" * len(names) + "|"]
+    costs: dict[str, dict[str, float]] = {}
+    for name, ref in references.items():
+        p = picks[name]["pick"]
+        for t in names:
+            q = picks[name]["per_target"][t]
+            if q is None:
+                L.append(f"| {name} | {t} | none found | — | — |" + " — |" * len(names))
+                continue
+            cost = q["accuracy"] - p["accuracy"] if p is not None else None
+            if cost is not None:
+                costs.setdefault(name, {})[t] = cost
+            cells = []
+            for u in names:
+                k = latency_key(u, names)
+                mark = "" if q[k] <= ref[k] else " ✗"
+                cells.append(f"{q[k]:.3f}{mark}")
+            L.append(f"| {name} | {t} | {_pick_name(q, ref)} | {q['accuracy']:.2f} | "
+                     f"{'—' if cost is None else f'{cost:+.2f}'} | " + " | ".join(cells) + " |")
+    L += [""]
+    summary = []
+    for name in references:
+        if picks[name]["pick"] is None:
+            summary.append(f"- **{name}**: no arch found meets it on every target at once.")
+        elif costs.get(name):
+            c = costs[name]
+            worst = max(c, key=c.get)
+            if c[worst] <= 0:
+                summary.append(f"- **{name}**: nothing: the pick that meets every target at once is as "
+                               "accurate as the best pick for each target alone.")
+            else:
+                others = ", ".join(f"{t} {v:.2f}" for t, v in c.items() if t != worst)
+                summary.append(f"- **{name}**: {c[worst]:.2f} accuracy points against the best pick for "
+                               f"{worst} alone ({others}{' for the others' if others else ''}).")
+    L += ["What the cross-target constraint costs in accuracy:", "", *summary, "",
+          "Archs of the picks: `picks.yaml`. All trials: `trials.csv`; the front: `pareto.csv`; "
+          "plot (one panel per target): `pareto.png`.", "", "![Pareto front](pareto.png)", ""]
+    if verification:
+        L += ["## Verification on each target's backend", "",
+              "Measured end to end on each target's backend, the statistic its table sums.", "",
+              "| pick | target | predicted ms | measured ms | error | budget ms | within budget |",
+              "|---|---|---|---|---|---|---|"]
+        for v in verification:
+            if v.get("measured_ms") is None:
+                L.append(f"| {v['name']} | {v['target']} | {v['predicted_ms']:.3f} | not measured: {v['note']} | | | |")
+            else:
+                err = v["measured_ms"] / v["predicted_ms"] - 1
+                ok = "yes" if v["measured_ms"] <= v["budget_ms"] else "**NO: budget violated**"
+                L.append(f"| {v['name']} | {v['target']} | {v['predicted_ms']:.3f} | {v['measured_ms']:.3f} | "
+                         f"{err:+.1%} | {v['budget_ms']:.3f} | {ok} |")
+        L.append("")
+    if greedy_path:
+        L += ["## mes_greedy path (MES: the worst across targets)", "",
+              f"| step | action | accuracy | {lat_head} | params | MES | candidates |",
+              "|---|---|---" + "|---" * len(names) + "|---|---|---|"]
+        for s in greedy_path:
+            L.append(f"| {s['step']} | {s['action']} | {s['accuracy']:.2f} | " + " | ".join(_lat_cells(s, names))
+                     + f" | {s['params'] / 1e6:.3f} M | {s['mes']:.1f} | {s['candidates']} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def _summary_multi(picks, references, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
+    acc_res, dep_res = _res_note(ctx)
+    names = ctx.target_names
+    lines = ["", f"hwnas search: {ctx.space} on {', '.join(names)} ({ctx.strategy}), {n_completed} trials"]
+    for tr in ctx.targets:
+        if tr.table_estimated:
+            lines.append(f"  {tr.name} latency table: ESTIMATED (not measured on the device) — see report.md")
+        for w in tr.warnings:
+            lines.append(f"  WARNING ({tr.name}): {w}")
+    lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params at {dep_res}")
+    lines.append(f"  picks at or under each reference on every target at once (ms: {', '.join(names)}):")
+    for name, ref in references.items():
+        p = picks[name]["pick"]
+        ms = "/".join(f"{ref[latency_key(t, names)]:.3g}" for t in names)
+        right = "none found"
+        if p is not None:
+            pms = "/".join(f"{p[latency_key(t, names)]:.3g}" for t in names)
+            right = f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']} {p['accuracy']:.2f} {pms} ms"
+        lines.append(f"  {name:<22}{ref['accuracy']:>7.2f} {ms} ms   -> {right}")
     lines.append(f"  report: {Path(run_dir) / 'report.md'}")
     return "\n".join(lines)

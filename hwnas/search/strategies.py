@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import optuna
@@ -27,29 +27,36 @@ from .study import Infeasible, completed, run_trials
 
 @dataclass(frozen=True)
 class Budget:
-    """Constraints of the search; None = unconstrained."""
-    latency_ms: float | None = None
+    """Constraints of the search; None / absent = unconstrained.
+
+    `latency_ms` maps targets to their latency budget (any subset of the search's targets). The
+    constraint names follow the record names: `latency` with one target, `latency.<target>` with
+    several; `params` either way.
+    """
+    latency_ms: Mapping[str, float] = field(default_factory=dict)
     params: float | None = None  # parameters (not millions)
 
-    def violations(self, latency_ms: float, params: float) -> dict[str, float]:
+    def violations(self, m: Metrics) -> dict[str, float]:
         """Optuna constraint values (<= 0 is feasible), relative to the budget."""
         out = {}
-        if self.latency_ms is not None:
-            out["latency"] = latency_ms / self.latency_ms - 1.0
+        single = len(m.latency) == 1
+        for t, limit in self.latency_ms.items():
+            out["latency" if single else f"latency.{t}"] = m.latency[t] / limit - 1.0
         if self.params is not None:
-            out["params"] = params / self.params - 1.0
+            out["params"] = m.params / self.params - 1.0
         return out
 
-    def holds(self, latency_ms: float, params: float) -> bool:
-        return all(v <= 0 for v in self.violations(latency_ms, params).values())
+    def holds(self, m: Metrics) -> bool:
+        return all(v <= 0 for v in self.violations(m).values())
 
     @property
     def empty(self) -> bool:
-        return self.latency_ms is None and self.params is None
+        return not self.latency_ms and self.params is None
 
 
 def directions(objectives: list[str]) -> list[str]:
-    return [DIRECTIONS[o] for o in check_objectives(objectives)]
+    """Optuna's directions for objectives (`latency.<target>`: one target's latency)."""
+    return [DIRECTIONS[o.split(".", 1)[0]] for o in check_objectives(objectives)]
 
 
 def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
@@ -68,6 +75,14 @@ def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampl
 
 def trial_attrs(arch: Arch, m: Metrics) -> dict[str, Any]:
     return dict(arch=arch.to_json(), arch_id=arch.id, **m.as_dict())
+
+
+def latency_sources(scorer: Scorer) -> dict[str, str]:
+    """Trial attributes saying, per target, whether its latency is estimated or measured
+    (`latency_source`, or `latency_source.<target>` with several targets)."""
+    names = scorer.target_names
+    return {("latency_source" if len(names) == 1 else f"latency_source.{t.name}"):
+            ("estimated" if t.estimated else "measured") for t in scorer.targets}
 
 
 def cached_accuracies(study: optuna.Study) -> dict[str, float]:
@@ -93,9 +108,9 @@ def optuna_objective(study: optuna.Study, space: search_spaces.SearchSpace, scor
             trial.set_user_attr("repaired", True)
         _seed_cache(scorer, study, arch)
         m = scorer.metrics(arch)
-        for k, v in trial_attrs(arch, m).items():
+        for k, v in (trial_attrs(arch, m) | latency_sources(scorer)).items():
             trial.set_user_attr(k, v)
-        for k, v in budget.violations(m.latency_ms, m.params).items():
+        for k, v in budget.violations(m).items():
             trial.set_constraint(k, v)
         return [m.objective(o) for o in objectives]
     return objective
@@ -134,7 +149,8 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
     """EfficientFormerV2's search: slim the max subnet, one action at a time, until `budget` holds.
 
     Each step evaluates the valid slimming actions of the current arch and takes the one with the
-    smallest accuracy drop per MES gain (actions that do not raise the MES are never taken).
+    smallest accuracy drop per MES gain (actions that do not raise the MES are never taken). With
+    several targets the MES is the worst across them, and the budget must hold on every target.
     Every evaluated arch becomes a trial of `study` (once: a rerun replays the path from the
     study's cached accuracies and evaluates only what is new).
     """
@@ -150,12 +166,12 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
     def evaluate(arch: Arch, step: int, action: str) -> Metrics:
         m = scorer.metrics(arch)
         if arch.id not in recorded:
-            attrs = trial_attrs(arch, m) | {"greedy_step": step, "greedy_action": action}
+            attrs = trial_attrs(arch, m) | latency_sources(scorer) | {"greedy_step": step, "greedy_action": action}
             study.add_trial(optuna.trial.create_trial(
                 params=codec.encode(arch, space), distributions=distributions,
                 values=[m.objective(o) for o in objectives], user_attrs=attrs,
                 system_attrs={f"constraints:{k}": v
-                              for k, v in budget.violations(m.latency_ms, m.params).items()}))
+                              for k, v in budget.violations(m).items()}))
             recorded.add(arch.id)
         return m
 
@@ -166,7 +182,7 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
     arch = space.max_arch()
     path = [GreedyStep(0, "start", arch, evaluate(arch, 0, "start"), 0)]
     try:
-        while not budget.holds(path[-1].metrics.latency_ms, path[-1].metrics.params):
+        while not budget.holds(path[-1].metrics):
             step = len(path)
             if step > int(cfg["max_steps"]):
                 break
@@ -191,7 +207,8 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
             path.append(GreedyStep(step, a.name, arch, m, len(actions)))
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"MES {m.mes:.1f} acc {m.accuracy:.1f} {m.latency_ms:.2f} ms")
+                bar.set_postfix_str(f"MES {m.mes:.1f} acc {m.accuracy:.1f} "
+                                    + " ".join(f"{v:.2f} ms" for v in m.latency.values()))
     finally:
         if bar is not None:
             bar.close()

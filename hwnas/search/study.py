@@ -11,21 +11,30 @@ workers it waits, and takes over the slot of one whose worker dies.
 Every trial names its worker from the commit that makes it RUNNING (`OwnedTrialStorage`): a worker
 killed inside `study.ask()` (the sampler works there, after the trial exists) leaves a trial whose
 owner is known to be dead, never an ownerless one that looks alive.
+
+The study lives in SQLite (one machine), or in a server that workers on several machines share:
+PostgreSQL (or another database SQLAlchemy reaches, `postgresql://...`), or Optuna's gRPC storage
+proxy in front of one (`grpc://host:port`, started with `python -m hwnas.search.server`). A worker
+retries a server it cannot reach for `retry_s` (a restart of the server or of its database is
+survived), then stops with `StorageUnavailable`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hwnas.errors import ConfigError
+from hwnas.errors import ConfigError, HwnasError
 
+DEFAULT_RETRY_S = 600.0  # how long a worker waits for an unreachable storage server
 WORKER_ATTR = "worker"  # user attr: host:pid:start-ticks of the process that runs the trial
 DROPPED_ATTR = "dropped"  # why a trial was told FAIL without being evaluated
 INFEASIBLE_ATTR = "infeasible"  # the ArchError of parameters no repair could make valid
@@ -35,24 +44,27 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
 
 
+class StorageUnavailable(HwnasError, ConnectionError):
+    """The study's storage server did not answer within the retry window."""
+
+
 def open_study(storage: str, study_name: str, directions: list[str],
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+               sampler: optuna.samplers.BaseSampler, retry_s: float = DEFAULT_RETRY_S) -> optuna.Study:
     """Create the study, or load it (same storage and name): that is what resuming is.
 
-    Workers that start together on a fresh database would race to create Optuna's tables (an
-    IntegrityError in one of them): on SQLite a file lock serialises the creation; on other
-    databases the loser retries.
+    `storage`: `sqlite:///FILE`, a database URL (`postgresql://user:password@host/db`), or
+    `grpc://host:port` (Optuna's gRPC storage proxy). Workers that start together on a fresh database
+    race to create Optuna's tables (an IntegrityError in one of them): on SQLite a file lock
+    serialises the creation; on other databases the loser retries.
     """
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
     for attempt in range(6):
         try:
             with _init_lock(storage):
-                storage_obj = (sqlite_storage(storage) if storage.startswith("sqlite:///")
-                               else OwnedTrialStorage(storage))
-                study = optuna.create_study(storage=storage_obj, study_name=study_name,
+                study = optuna.create_study(storage=make_storage(storage, retry_s), study_name=study_name,
                                             directions=directions, sampler=sampler, load_if_exists=True)
             break
-        except (IntegrityError, OperationalError):
+        except (IntegrityError, OperationalError, ProgrammingError):
             if attempt == 5:
                 raise
             time.sleep(0.5 * (attempt + 1))
@@ -81,6 +93,116 @@ def _db_message(e: BaseException) -> str:
     return str(getattr(e, "orig", e)).splitlines()[0]
 
 
+def parse_grpc_url(url: str) -> tuple[str, int]:
+    """`grpc://host:port` -> (host, port)."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "grpc" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise ConfigError(f"storage={url}: a gRPC storage proxy is named grpc://HOST:PORT (start one with "
+                          "`python -m hwnas.search.server --storage DB_URL --port PORT`)")
+    return parts.hostname, port
+
+
+def make_storage(url: str, retry_s: float = DEFAULT_RETRY_S) -> "OwnedTrialStorage":
+    """The Optuna storage a URL names, with worker ownership and retries (`OwnedTrialStorage`)."""
+    if url.startswith("sqlite:///"):
+        return OwnedTrialStorage(sqlite_storage(url), url, retry_s)
+    if url.startswith("grpc:"):
+        host, port = parse_grpc_url(url)
+        _require("grpc", "grpcio", url)
+
+        def connect() -> optuna.storages.BaseStorage:
+            with warnings.catch_warnings():  # experimental since Optuna 4.2; the tested range is pinned
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.GrpcStorageProxy(host=host, port=port)
+        # a fresh channel on every retry: gRPC's own reconnection backs off up to 2 minutes, which
+        # would keep workers idle long after a restarted proxy is back
+        return OwnedTrialStorage(connect(), url, retry_s, reconnect=connect)
+    if "://" not in url:
+        raise ConfigError(f"storage={url}: give a storage URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB "
+                          "or grpc://HOST:PORT")
+    return OwnedTrialStorage(_retrying(lambda: rdb_storage(url), url, retry_s), url, retry_s)
+
+
+def rdb_storage(url: str) -> optuna.storages.BaseStorage:
+    """A database URL's storage: an RDBStorage behind Optuna's in-process cache (`get_storage`, what
+    Optuna's own docs use in front of a server)."""
+    try:
+        return optuna.storages.get_storage(url)
+    except ImportError as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"storage={url}: no database driver for this URL ({cause}); for postgresql:// "
+                          "pip install 'psycopg[binary]' (or pip install 'hwnas[server]')") from None
+
+
+def _require(module: str, package: str, url: str) -> None:
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"storage={url} needs the Python package {package}: pip install {package} "
+                          "(or pip install 'hwnas[server]')")
+
+
+def _transient(e: BaseException) -> bool:
+    """An error a storage server that is down or restarting gives (worth retrying)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (OperationalError, InterfaceError)):
+            return True
+        if type(e).__module__.startswith("grpc") and hasattr(e, "code"):
+            import grpc
+            return e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _retrying(fn: Callable, url: str, retry_s: float, on_retry: Callable[[], None] | None = None):
+    """fn(), retried while the storage server is unreachable, for at most `retry_s` seconds."""
+    first = None
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 -- only transient errors are retried; the rest re-raised
+            if not _transient(e):
+                raise
+            now = time.monotonic()
+            first = first if first is not None else now
+            if now - first >= retry_s:
+                raise StorageUnavailable(
+                    f"storage={url}: the server has not answered for {retry_s:g} s ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0][:200] if str(e) else ''}); start it (or check the address), then "
+                    "rerun the same command: the study resumes. storage_retry_s= sets how long workers wait") from e
+            if first == now:
+                print(f"storage {url} unreachable ({type(e).__name__}); retrying for up to {retry_s:g} s",
+                      file=sys.stderr, flush=True)
+            if on_retry is not None:
+                on_retry()
+            time.sleep(delay)
+            delay = min(delay * 1.6, 5.0)
+
+
+def _delegate(name: str):
+    def method(self, *args, **kwargs):
+        return self._call(name, *args, **kwargs)
+    method.__name__ = name
+    method.__doc__ = f"`{name}` of the wrapped storage (retried while its server is unreachable)."
+    return method
+
+
+def name_metrics(study: optuna.Study, objectives: list[str]) -> None:
+    """Name the study's objectives (Optuna's metric names: what optuna-dashboard labels its axes with)."""
+    if study.metric_names != list(objectives):
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged through the tested range
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
+
+
 @contextlib.contextmanager
 def _init_lock(storage: str):
     if not storage.startswith("sqlite:///"):
@@ -97,32 +219,99 @@ def _init_lock(storage: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class OwnedTrialStorage(optuna.storages.RDBStorage):
-    """An RDBStorage whose trials carry their worker's id (user attr `worker`) from the commit that
-    makes them RUNNING, so a trial is never RUNNING without an owner whose liveness can be checked.
+class OwnedTrialStorage(optuna.storages.BaseStorage):
+    """Any Optuna storage (SQLite, PostgreSQL, the gRPC proxy), whose trials carry their worker's id
+    (user attr `worker`) from the commit that makes them RUNNING, and whose calls are retried while
+    the storage server is unreachable -- through Optuna's public storage interface only.
 
-    A new trial gets the attr in the transaction that creates it. A WAITING trial (an enqueued seed
-    arch) gets it just before the WAITING->RUNNING transition; if another worker wins that race it
-    runs the trial and re-stamps it with its own id (`run_trials` does, right after `ask`).
-    `_create_new_trial` is overridden because Optuna's cached storage wrapper calls it rather than
-    `create_new_trial`; `tests/test_search_cli.py` checks a fresh trial's owner, so a change there fails
-    a test instead of silently reopening the gap.
+    A new trial is created from a template (RUNNING, with the attr: the public `create_new_trial`
+    argument Optuna itself uses for `add_trial`), so it has its owner in the transaction that creates
+    it, on the database or on the gRPC server. A WAITING trial (an enqueued seed arch) gets the attr
+    just before the WAITING->RUNNING transition; if another worker wins that race it runs the trial
+    and re-stamps it with its own id (`run_trials` does, right after `ask`).
+
+    A call retried after a lost connection may have been applied: a trial created twice leaves one
+    RUNNING trial that this worker does not run, which `fail_dead_trials` fails (it names this very
+    worker); a finish applied before the connection broke is recognised, not reported as a conflict.
+    `tests/test_search_storage.py` checks a fresh trial's owner through SQLite, PostgreSQL and the
+    gRPC proxy, so a change in Optuna that bypasses `create_new_trial` fails a test.
     """
 
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+    def __init__(self, backend: optuna.storages.BaseStorage, url: str, retry_s: float = DEFAULT_RETRY_S,
+                 reconnect: Callable[[], optuna.storages.BaseStorage] | None = None):
+        self.backend = backend
+        self.url = url
+        self.retry_s = float(retry_s)
+        self._reconnect = reconnect  # a fresh client for the same server (gRPC), used between retries
+
+    def _new_backend(self) -> None:
+        if self._reconnect is not None:
+            old, self.backend = self.backend, self._reconnect()
+            with contextlib.suppress(Exception):
+                old.close()
+
+    def _call(self, name: str, *args, **kwargs):
+        return _retrying(lambda: getattr(self.backend, name)(*args, **kwargs), self.url, self.retry_s,
+                         self._new_backend)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None:
             template_trial = optuna.trial.create_trial(state=TrialState.RUNNING,
                                                        user_attrs={WORKER_ATTR: worker_id()})
-        return super()._create_new_trial(study_id, template_trial)
+        return self._call("create_new_trial", study_id, template_trial)
 
-    def set_trial_state_values(self, trial_id: int, state: TrialState,
-                               values=None) -> bool:
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         if state == TrialState.RUNNING:
-            self.set_trial_user_attr(trial_id, WORKER_ATTR, worker_id())
-        return super().set_trial_state_values(trial_id, state, values)
+            self._call("set_trial_user_attr", trial_id, WORKER_ATTR, worker_id())
+        attempts = []
+
+        def once() -> bool:
+            attempts.append(1)
+            try:
+                return self.backend.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if len(attempts) > 1 and state.is_finished() and self._applied(trial_id, state, values):
+                    return True  # the earlier attempt went through before its connection broke
+                raise
+        return _retrying(once, self.url, self.retry_s, self._new_backend)
+
+    def _applied(self, trial_id: int, state: TrialState, values) -> bool:
+        t = self._call("get_trial", trial_id)
+        return t.state == state and (values is None or list(t.values or []) == [float(v) for v in values])
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return self._call("get_all_trials", study_id, deepcopy=deepcopy, states=states)
+
+    def remove_session(self) -> None:
+        self.backend.remove_session()
+
+    create_new_study = _delegate("create_new_study")
+    delete_study = _delegate("delete_study")
+    set_study_user_attr = _delegate("set_study_user_attr")
+    set_study_system_attr = _delegate("set_study_system_attr")
+    get_study_id_from_name = _delegate("get_study_id_from_name")
+    get_study_name_from_id = _delegate("get_study_name_from_id")
+    get_study_directions = _delegate("get_study_directions")
+    get_study_user_attrs = _delegate("get_study_user_attrs")
+    get_study_system_attrs = _delegate("get_study_system_attrs")
+    get_all_studies = _delegate("get_all_studies")
+    set_trial_param = _delegate("set_trial_param")
+    get_trial_id_from_study_id_trial_number = _delegate("get_trial_id_from_study_id_trial_number")
+    get_trial_number_from_id = _delegate("get_trial_number_from_id")
+    get_trial_param = _delegate("get_trial_param")
+    set_trial_intermediate_value = _delegate("set_trial_intermediate_value")
+    set_trial_user_attr = _delegate("set_trial_user_attr")
+    set_trial_system_attr = _delegate("set_trial_system_attr")
+    get_trial = _delegate("get_trial")
+    get_n_trials = _delegate("get_n_trials")
+    get_best_trial = _delegate("get_best_trial")
+    get_trial_params = _delegate("get_trial_params")
+    get_trial_user_attrs = _delegate("get_trial_user_attrs")
+    get_trial_system_attrs = _delegate("get_trial_system_attrs")
+    check_trial_is_updatable = _delegate("check_trial_is_updatable")
 
 
-def sqlite_storage(url: str) -> optuna.storages.RDBStorage:
+def sqlite_storage(url: str) -> optuna.storages.BaseStorage:
     """An SQLite storage for concurrent workers of one machine, fast on slow disks.
 
     Optuna commits once per suggested parameter; with SQLite's default rollback journal each
@@ -140,14 +329,14 @@ def sqlite_storage(url: str) -> optuna.storages.RDBStorage:
     with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
         con.execute("PRAGMA journal_mode=WAL")
     con.close()
-    storage = OwnedTrialStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
     def _pragmas(dbapi_con, _record) -> None:
         dbapi_con.execute("PRAGMA synchronous=NORMAL")
 
-    event.listen(storage.engine, "connect", _pragmas)
-    storage.engine.dispose()  # connections opened before the listener reconnect with it
-    return storage
+    event.listen(rdb.engine, "connect", _pragmas)
+    rdb.engine.dispose()  # connections opened before the listener reconnect with it
+    return optuna.storages.get_storage(rdb)  # behind Optuna's in-process cache, as create_study would put it
 
 
 def _start_ticks(pid: int) -> str:

@@ -62,3 +62,22 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
                 row["note"] = f"{type(e).__name__}: {e}"
         rows.append(row)
     return rows
+
+
+def verify_picks_multi(picks: dict, space: search_spaces.SearchSpace, targets: list, run_dir: Path) -> list[dict]:
+    """A search over several targets: each cross-target pick measured on every target's backend
+    (`targets`: (target config, its latency table) pairs); one row per pick and target, its budget
+    the reference's latency on that target."""
+    rows = []
+    names = [str(t.name) for t, _ in targets]
+    for target, table in targets:
+        key = f"latency_ms.{target.name}"
+        flat = {n: {"pick": None if e["pick"] is None else {**e["pick"], "latency_ms": e["pick"][key]},
+                    "reference": {**e["reference"], "latency_ms": e["reference"][key]}}
+                for n, e in picks.items()}
+        for row in verify_picks(flat, space, target, run_dir, statistic=table.statistic,
+                                table_device=table.provenance.get("device")):
+            rows.append(dict(row, target=str(target.name)))
+    order = list(picks)
+    rows.sort(key=lambda r: (order.index(r["name"]), names.index(r["target"])))
+    return rows

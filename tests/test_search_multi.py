@@ -1,0 +1,177 @@
+"""One search for several targets (targets=[...]): one accuracy and size per arch, one latency and
+MES per target, per-target budgets, fronts and picks across targets -- real searches on the shipped
+latency tables (Optuna + SQLite), with the proxy evaluator."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+
+import pytest
+import yaml
+
+import search_spaces
+from search_spaces import Arch
+from hwnas.errors import HwnasError
+from hwnas.search import dominates
+
+THREE = ["coreml", "onnxruntime_cpu", "torch_cuda"]
+ONE_TARGET_COLUMNS = ["number", "arch_id", "accuracy", "latency_ms", "params", "macs", "mes", "feasible",
+                      "repaired", "greedy_step", "greedy_action", "arch"]
+
+
+def _compose(*overrides):
+    from hwnas.search.app import compose_config
+    return compose_config(["evaluator=proxy", "progress=false", *overrides])
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _tables():
+    from hwnas.latency import LatencyTable, default_table_path
+    from hwnas.latency.backends import this_device
+    return {t: LatencyTable.load(default_table_path(t, "efficientformerv2", None, this_device=this_device(t)),
+                                 target=t, space="efficientformerv2") for t in THREE}
+
+
+@pytest.fixture
+def counting_proxy(monkeypatch):
+    from hwnas.search import objectives
+    calls: dict[str, int] = {}
+    original = objectives.ProxyEvaluator.evaluate
+
+    def evaluate(self, arch):
+        calls[arch.id] = calls.get(arch.id, 0) + 1
+        return original(self, arch)
+
+    monkeypatch.setattr(objectives.ProxyEvaluator, "evaluate", evaluate)
+    return calls
+
+
+def test_three_target_front_is_non_dominated_and_picks_meet_every_target(tmp_path, counting_proxy):
+    from hwnas.search.app import run
+    out = run(_compose(f"targets=[{','.join(THREE)}]", "search.n_trials=40", "search.population_size=10"),
+              tmp_path)
+    assert out["study"].metric_names == ["accuracy", *(f"latency.{t}" for t in THREE), "params"]
+    assert len(out["records"]) == 40
+    assert all(n == 1 for n in counting_proxy.values())  # one accuracy per arch, whatever the targets
+
+    trials = _rows(tmp_path / "trials.csv")
+    lat_cols = [f"latency_ms.{t}" for t in THREE]
+    assert list(trials[0]) == ["number", "arch_id", "accuracy", *lat_cols, "params", "macs", "mes",
+                               *(f"mes.{t}" for t in THREE), "feasible", "repaired", "greedy_step",
+                               "greedy_action", "arch"]
+    tables = _tables()
+    for r in trials[:10]:  # each column is that target's table, for the same arch
+        arch = Arch.from_dict(json.loads(r["arch"]))
+        for t in THREE:
+            assert float(r[f"latency_ms.{t}"]) == pytest.approx(tables[t].predict(arch), rel=1e-12)
+        assert float(r["mes"]) == pytest.approx(min(float(r[f"mes.{t}"]) for t in THREE), rel=1e-12)
+
+    front = _rows(tmp_path / "pareto.csv")
+    dirs = ["maximize"] + ["minimize"] * 4
+    pts = [[float(r["accuracy"]), *(float(r[c]) for c in lat_cols), float(r["params"])] for r in front]
+    assert len(pts) >= 5
+    assert not any(dominates(a, b, dirs) for a, b in itertools.permutations(pts, 2))
+    # ... and no completed trial dominates a front point
+    everyone = [[float(r["accuracy"]), *(float(r[c]) for c in lat_cols), float(r["params"])] for r in trials]
+    assert not any(dominates(a, b, dirs) for a in everyone for b in pts)
+
+    picks = yaml.safe_load((tmp_path / "picks.yaml").read_text())
+    assert set(picks) == set(search_spaces.get_space("efficientformerv2").reference_names)
+    found = 0
+    for name, entry in picks.items():
+        ref, pick = entry["reference"], entry["pick"]
+        assert set(entry["per_target"]) == set(THREE)
+        if pick is not None:
+            found += 1
+            assert all(pick[c] <= ref[c] for c in lat_cols) and pick["params"] <= ref["params"]
+            assert Arch.from_dict(pick["arch"]).id == pick["arch_id"]
+            for t, q in entry["per_target"].items():  # the best for one target is at least as accurate
+                assert q is not None and q["accuracy"] >= pick["accuracy"]
+        for t, q in entry["per_target"].items():
+            if q is not None:
+                assert q[f"latency_ms.{t}"] <= ref[f"latency_ms.{t}"] and q["params"] <= ref["params"]
+    assert found >= 2
+    report = (tmp_path / "report.md").read_text()
+    assert "coreml latency table is ESTIMATED" in report
+    assert "## Best per target, and what the cross-target constraint costs" in report
+    assert "What the cross-target constraint costs in accuracy" in report
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_per_target_budgets_are_constraints_on_those_targets_only(tmp_path):
+    from hwnas.search.app import run
+    out = run(_compose("targets=[coreml,torch_cuda]", "search=tpe", "search.n_trials=24",
+                       "budget.latency_ms={coreml:1.0}", "budget.params_m=8"), tmp_path)
+    for t in out["study"].trials:
+        if t.state.name == "COMPLETE":
+            assert set(t.constraints) == {"latency.coreml", "params"}
+    for r in out["records"]:
+        assert r["feasible"] == (r["latency_ms.coreml"] <= 1.0 and r["params"] <= 8e6)
+    assert any(not r["feasible"] for r in out["records"]) and any(r["feasible"] for r in out["records"])
+    assert all(float(r["latency_ms.coreml"]) <= 1.0 for r in _rows(tmp_path / "pareto.csv"))
+
+
+def test_worst_mes_objective_and_target_settings(tmp_path):
+    from hwnas.search.app import run
+    base = ["targets=[coreml,onnxruntime_cpu]", "search=random", "search.n_trials=8",
+            "search.objectives=[accuracy,mes]"]
+    out = run(_compose(*base), tmp_path / "a")
+    for t in out["study"].trials:
+        a = t.user_attrs
+        assert t.values[1] == pytest.approx(min(a["mes.coreml"], a["mes.onnxruntime_cpu"]))
+        assert a["latency_source.coreml"] == "estimated" and a["latency_source.onnxruntime_cpu"] == "measured"
+    # a per-target setting changes that target only: twice the MES unit, twice its MES
+    again = run(_compose(*base, "+target_settings.coreml.mes.u_latency_ms=1.8"), tmp_path / "b")
+    first = {r["arch_id"]: r for r in out["records"]}
+    for r in again["records"]:
+        if r["arch_id"] in first:
+            assert r["mes.coreml"] == pytest.approx(2 * first[r["arch_id"]]["mes.coreml"])
+            assert r["mes.onnxruntime_cpu"] == pytest.approx(first[r["arch_id"]]["mes.onnxruntime_cpu"])
+
+
+def test_mes_greedy_slims_until_every_target_meets_the_budget(tmp_path):
+    from hwnas.search.app import run
+    # the max arch already meets the loose Core ML budget (2.7 ms): only the GPU budget makes it slim
+    budget = {"coreml": 5.0, "torch_cuda": 1.5}
+    out = run(_compose("targets=[coreml,torch_cuda]", "search=mes_greedy", "search.candidates_per_step=6",
+                       "budget.latency_ms={coreml:5.0,torch_cuda:1.5}"), tmp_path)
+    path = out["greedy_path"]
+    assert len(path) > 2 and all(b["mes"] > a["mes"] for a, b in zip(path, path[1:]))
+    assert all(path[-1][f"latency_ms.{t}"] <= ms for t, ms in budget.items())
+    assert all(any(s[f"latency_ms.{t}"] > ms for t, ms in budget.items()) for s in path[:-1])
+    assert "mes_greedy path (MES: the worst across targets)" in (tmp_path / "report.md").read_text()
+
+
+def test_one_target_keeps_its_columns_and_picks(tmp_path):
+    from hwnas.search.app import run
+    run(_compose("+target=onnxruntime_cpu", "search=random", "search.n_trials=6"), tmp_path)
+    with open(tmp_path / "trials.csv") as f:
+        assert next(csv.reader(f)) == ONE_TARGET_COLUMNS
+    with open(tmp_path / "pareto.csv") as f:
+        assert next(csv.reader(f)) == ONE_TARGET_COLUMNS
+    picks = yaml.safe_load((tmp_path / "picks.yaml").read_text())
+    for entry in picks.values():
+        assert set(entry) == {"reference", "pick"}
+        assert set(entry["reference"]) == {"arch_id", "accuracy", "latency_ms", "params", "mes"}
+    assert "## Picks vs references" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["targets=[coreml,torch_cuda]", "budget.latency_ms=2"], "one budget per target"),
+    (["targets=[coreml,torch_cuda]", "budget.latency_ms={onnxruntime_cpu:2}"], "'onnxruntime_cpu' is not a target"),
+    (["targets=[coreml,iphone99]"], "unknown target 'iphone99'"),
+    (["targets=[coreml,coreml]"], "each target once"),
+    (["targets=[coreml,torch_cuda]", "+target=onnxruntime_cpu"], "not both"),
+    (["targets=[coreml,torch_cuda]", "+target_settings.tensorrt.batch=1"], "not one of targets"),
+    (["targets=[coreml,torch_cuda]", "+target_settings.coreml.batchsize=1"], "target_settings.coreml"),
+])
+def test_bad_target_settings_fail_clearly(tmp_path, overrides, message):
+    from hwnas.search.app import run
+    with pytest.raises(HwnasError, match=message):
+        run(_compose("search.n_trials=2", *overrides), tmp_path)
+    assert not (tmp_path / "study.db").exists()
