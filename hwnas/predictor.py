@@ -50,6 +50,9 @@ class PredictorError(ConfigError):
 
 
 # ---- the encoding --------------------------------------------------------------------------------
+SIZE_FEATURES = 3  # the encoding ends with log params, log MACs, number of blocks
+
+
 def feature_names(space: search_spaces.SearchSpace) -> list[str]:
     return list(space.parameters()) + ["log_params", "log_macs", "n_blocks"]
 
@@ -161,10 +164,13 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
 
 
 # ---- models --------------------------------------------------------------------------------------
-def _fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> dict:
-    n, d = x.shape
-    w = np.linalg.solve(x.T @ x + alpha * np.eye(d), x.T @ y)
-    return {"kind": "ridge", "alpha": alpha, "coef": w.tolist()}
+def _fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, size_only: bool = False) -> dict:
+    """Ridge regression on every feature, or (`size_only`) on the last SIZE_FEATURES (log params,
+    log MACs, blocks): with few pairs, size alone can rank better than every choice."""
+    cols = list(range(x.shape[1] - SIZE_FEATURES, x.shape[1])) if size_only else list(range(x.shape[1]))
+    xs = x[:, cols]
+    w = np.linalg.solve(xs.T @ xs + alpha * np.eye(len(cols)), xs.T @ y)
+    return {"kind": "ridge", "alpha": alpha, "columns": cols, "coef": w.tolist()}
 
 
 MLP_STEPS = 400
@@ -187,7 +193,7 @@ def _fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int, l2: float, members: int,
 
 def _predict_model(model: dict, x: np.ndarray) -> np.ndarray:
     if model["kind"] == "ridge":
-        return x @ np.asarray(model["coef"])
+        return x[:, model["columns"]] @ np.asarray(model["coef"])
     outs = []
     for net in model["members"]:
         h = x
@@ -202,7 +208,8 @@ def _predict_model(model: dict, x: np.ndarray) -> np.ndarray:
 
 #: the candidates the k-fold choice compares: (name, fit(x, y, seed) -> model)
 CANDIDATES = [
-    *[(f"ridge(alpha={a:g})", (lambda a: lambda x, y, s: _fit_ridge(x, y, a))(a)) for a in (0.1, 1.0, 10.0, 100.0)],
+    *[(f"ridge(alpha={a:g})", (lambda a: lambda x, y, s: _fit_ridge(x, y, a))(a)) for a in (0.1, 1.0, 10.0, 100.0, 1000.0)],
+    *[(f"ridge on size only (alpha={a:g})", (lambda a: lambda x, y, s: _fit_ridge(x, y, a, True))(a)) for a in (0.1, 10.0)],
     *[(f"mlp(2x{h}, l2={l2:g}, 5 members)", (lambda h, l2: lambda x, y, s: _fit_mlp(x, y, h, l2, 5, s))(h, l2))
       for h, l2 in ((32, 1.0), (64, 10.0))],
 ]
@@ -251,7 +258,7 @@ def kfold_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[st
             pred[test] = _predict_scaled(model, x[test])
         out[name] = _rank_stats(pred, y)
     # what size alone gets: the ranking of log MACs (no fit)
-    out["log MACs alone (no fit)"] = _rank_stats(x[:, -2], y) | {"mae": None}
+    out["log MACs alone (no fit)"] = _rank_stats(x[:, -SIZE_FEATURES + 1], y) | {"mae": None}
     return out
 
 
