@@ -1,7 +1,7 @@
 """Picks vs references, trained for real: is the search's pick at or under each reference's latency at
 least as accurate as the reference, when both are trained from scratch with the same recipe?
 
-    # 1. CPU: per space, a search (NSGA-II, evaluator=predictor, a measured latency table) and, for every
+    # 1. CPU: per space, searches (TPE and NSGA-II, evaluator=predictor, a measured latency table) and, for every
     #    reference, its most accurate (predicted) arch at or under the reference's latency and size that is
     #    not the reference itself; written as an archs file `ranking_fidelity.py gpu --archs` reads
     python experiments/picks_vs_references.py choose       # -> experiments/results/picks_vs_references_archs.json
@@ -44,11 +44,11 @@ def choose(args) -> dict:
     from omegaconf import OmegaConf
     from hwnas.mes import MES
     from hwnas.search.app import build_evaluator, compose_config, load_table
-    from hwnas.search.objectives import Scorer
+    from hwnas.search.objectives import LatencyTarget, Scorer
     from hwnas.search.report import pick_for
     from search_vs_random import run_once
-    out = dict(target=args.target, n_trials=args.n_trials, seed=args.seed,
-               method="per space one NSGA-II search (evaluator=predictor, seed_archs=[min], so no reference is a "
+    out = dict(target=args.target, strategy=args.strategy, n_trials=args.n_trials, seed=args.seed,
+               method=f"per space one search of each of {args.strategy} (evaluator=predictor, seed_archs=[min], so no reference is a "
                       "trial; the search's strategy on an in-memory study, as search_vs_random.py) over the target's table at the deployment resolution; for each reference, the arch "
                       "with the highest predicted accuracy at or under the reference's predicted latency and "
                       "params (1000-class head, as the search reports them), the reference itself excluded",
@@ -56,19 +56,22 @@ def choose(args) -> dict:
     for name in args.spaces.split(","):
         space = search_spaces.get_space(name)
         base = [f"+target={args.target}", f"space={name}", "evaluator=predictor", "progress=false",
-                "search=nsga2", f"search.n_trials={args.n_trials}", "search.seed_archs=[min]"]
+                f"search.n_trials={args.n_trials}", "search.seed_archs=[min]"]
         if args.predictor:
             base.append(f"evaluator.path={args.predictor}")
-        cfg = compose_config(base)
+        cfg = compose_config(base + [f"search={args.strategy.split(',')[0]}"])
         acc = build_evaluator(cfg, space)
         table, table_path = load_table(cfg.target, space)
         mes = MES.for_target(OmegaConf.to_container(cfg.target.get("mes") or {}, resolve=True), table.provenance,
                              cfg.target.name)
-        scorer = Scorer(table.predict, mes, acc.evaluator, cfg.deploy_num_classes, acc.resolution)
+        scorer = Scorer([LatencyTarget(str(cfg.target.name), table.predict, mes, bool(table.is_estimated))],
+                        acc.evaluator, cfg.deploy_num_classes, acc.resolution)
         refs = {n: dict(arch_id=space.reference(n).id, **scorer.metrics(space.reference(n)).as_dict())
                 for n in space.reference_names}
         ref_ids = {r["arch_id"] for r in refs.values()}
-        records = [r for r in run_once(cfg, space, table, mes, acc, args.seed) if r["arch_id"] not in ref_ids]
+        records = [r for strat in args.strategy.split(",")  # every strategy's archs: the best any found
+                   for r in run_once(compose_config(base + [f"search={strat}"]), space, table, mes, acc, args.seed)
+                   if r["arch_id"] not in ref_ids]
         prov = acc.evaluator.provenance
         out["predictors"][name] = dict(path=_rel(acc.evaluator.path), digest=acc.evaluator.digest,
                                        n_pairs=prov.get("n_pairs"), heldout=prov.get("heldout"))
@@ -244,6 +247,8 @@ def main(argv=None):
     c.add_argument("--target", default="torch_cuda")
     c.add_argument("--spaces", default=",".join(SPACES))
     c.add_argument("--n-trials", type=int, default=600)
+    c.add_argument("--strategy", default="tpe,nsga2", help="comma-separated strategies (tpe, nsga2, random); "
+                   "the picks are the best arch any of them evaluated")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--predictor", default=None, help="predictor file (default: the one shipped per space)")
     c.add_argument("--out", default=str(ARCHS_FILE))

@@ -50,20 +50,23 @@ def run_once(cfg, space, table, mes, accuracy, seed: int) -> list[dict]:
     budget: `hwnas.search.strategies`), on an in-memory Optuna study: SQLite's per-trial cost would be
     most of the time here. Returns its completed trials in evaluation order."""
     import optuna
-    from hwnas.search.objectives import Scorer
+    from hwnas.search.objectives import LatencyTarget, Scorer, expand_objectives
     from hwnas.search.report import records_from_trials
     from hwnas.search.strategies import Budget, directions, make_sampler, mes_greedy, run_optuna
+    name = str(cfg.target.name)
     strategy = OmegaConf.to_container(cfg.search, resolve=True)
-    scorer = Scorer(table.predict, mes, accuracy.evaluator, cfg.deploy_num_classes, accuracy.resolution)
+    strategy["objectives"] = expand_objectives(list(strategy["objectives"]), [name])
+    scorer = Scorer([LatencyTarget(name, table.predict, mes, bool(table.is_estimated))], accuracy.evaluator,
+                    cfg.deploy_num_classes, accuracy.resolution)
     study = optuna.create_study(directions=directions(strategy["objectives"]), sampler=make_sampler(strategy, seed))
     if strategy["name"] == "mes_greedy":  # the app's default budget: under every reference's latency and size
         refs = [scorer.cost(space.reference(n)) for n in space.reference_names]
-        mes_greedy(study, space, scorer, strategy, Budget(min(c[0] for c in refs), min(c[1] for c in refs)),
-                   seed=seed, progress=False)
+        mes_greedy(study, space, scorer, strategy, Budget({name: min(c.latency[name] for c in refs)},
+                                                          min(c.params for c in refs)), seed=seed, progress=False)
     else:
         run_optuna(study, space, scorer, strategy, Budget(), stale_after_s=3600.0, progress=False,
                    seed_archs=[space.min_arch()] if "min" in strategy["seed_archs"] else [])
-    return records_from_trials(t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE")
+    return records_from_trials((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"), [name])
 
 
 def hv(records: list[dict], ref: list[float], box: float, dims: int = 3) -> float:
@@ -147,6 +150,10 @@ def run_space(args, space_name: str) -> dict:
         machine=cpu_name(), command="python experiments/search_vs_random.py " + " ".join(sys.argv[1:]))
 
 
+def _p(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
+
+
 def _rel(path) -> str:
     try:
         return str(Path(path).resolve().relative_to(ROOT))
@@ -180,8 +187,8 @@ def markdown(r: dict) -> str:
          "p (> random, 3-D) | p (> random, 2-D) |", "|---|---|---|---|---|---|"]
     for s, v in r["strategies"].items():
         t = r["tests_vs_random"].get(s)
-        p3 = "" if t is None else f"{t['hypervolume']['p_value']:.4f}"
-        p2 = "" if t is None else f"{t['acc_latency']['p_value']:.4f}"
+        p3 = "" if t is None else _p(t["hypervolume"]["p_value"])
+        p2 = "" if t is None else _p(t["acc_latency"]["p_value"])
         L.append(f"| {s} | {v['mean']:.4f} ± {v['std']:.4f} | {v['mean_acc_latency']:.4f} ± "
                  f"{v['std_acc_latency']:.4f} | {min(v['archs_per_run'])}-{max(v['archs_per_run'])} | {p3} | {p2} |")
     L += ["", "What the tests support (one-sided Mann-Whitney U, exact, alpha 0.05):", ""]
@@ -191,7 +198,7 @@ def markdown(r: dict) -> str:
         verdict = ("beats random, also after a Bonferroni correction for the " + str(k) + " comparisons"
                    if p3 < r["alpha"] / k else "beats random (but not after a Bonferroni correction)"
                    if p3 < r["alpha"] else "is NOT shown to beat random")
-        L.append(f"- {s} {verdict} on the 3-D hypervolume (p = {p3:.4f}); on accuracy-latency alone p = {p2:.4f}.")
+        L.append(f"- {s} {verdict} on the 3-D hypervolume (p = {_p(p3)}); on accuracy-latency alone p = {_p(p2)}.")
     L += ["", "Per-seed hypervolumes (3-D): " + "; ".join(
         f"{s}: " + ", ".join(f"{x:.4f}" for x in v["hypervolume"]) for s, v in r["strategies"].items()) + "."]
     return "\n".join(L) + "\n"
