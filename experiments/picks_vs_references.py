@@ -11,7 +11,7 @@ least as accurate as the reference, when both are trained from scratch with the 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/ranking_fidelity.py gpu --variants none \\
         --archs experiments/results/picks_vs_references_archs.json --sa-seeds 0,1 --sa-epochs 6 --sa-batch 512 \\
         --image-size 32 --workers 6 --repeat-archs 0 --out "$OUT" --data-root .data/fashion-mnist \\
-        --resume-from experiments/results/ranking_fidelity_raw/h200-run3
+        --resume-from experiments/results/ranking_fidelity_raw/h200-run4
 
     # 3. CPU: per reference, both stand-alone test top-1 (mean and spread over seeds), latency and params
     python experiments/picks_vs_references.py analyze experiments/results/picks_vs_references_raw/*/

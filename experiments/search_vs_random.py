@@ -175,7 +175,12 @@ def markdown(r: dict) -> str:
          f"as the predictor** ({p.get('chosen')}, fitted on {p.get('n_pairs')} (arch, inherited top-1) pairs "
          f"spanning {lo:.2f}-{hi:.2f} %; held-out Kendall tau {tau}, MAE {mae} points). "
          "A strategy that beats random here finds archs the predictor scores high; whether they are more accurate "
-         "is for the stand-alone training of picks (picks_vs_references) to say.", "",
+         "is for the stand-alone training of picks (picks_vs_references) to say.", ""]
+    if h.get("kendall_tau") is None or h["kendall_tau"] < 0.5:
+        L += [f"**With a held-out tau of {tau}, this predictor does not rank archs: the hypervolumes below say "
+              "nothing about accuracy.** They compare how each strategy explores latency and size under a "
+              "meaningless score.", ""]
+    L += [
          f"Budget: the first {r['n_trials']} evaluated archs of each run; {r['seeds']} seeds per strategy. "
          f"Optuna strategies start from the space's min arch (`search.seed_archs=[min]`); mes_greedy evaluates "
          f"{r['greedy_candidates_per_step']} random slimming actions per step (seeded) and stops under the smallest "
