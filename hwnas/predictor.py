@@ -103,7 +103,7 @@ def _jsonl_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | None = "base",
+def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | None = None,
                recipe_id: str | None = None, kinds: Sequence[str] | None = None) -> Pairs:
     """The pairs of `space` in JSON-lines files (or folders holding `inherited.jsonl`).
 
@@ -115,13 +115,14 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     files = _jsonl_files(paths)
     recs = []
     for f in files:
-        for i, line in enumerate(f.read_text().splitlines()):
+        lines = f.read_text().splitlines()
+        for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
                 r = json.loads(line)
             except ValueError:
-                if i == len(f.read_text().splitlines()) - 1:
+                if i == len(lines) - 1:
                     continue  # a torn last line (a killed writer)
                 raise PredictorError(f"{f}, line {i + 1}: not JSON; a pairs file has one JSON object per line")
             if not isinstance(r, dict) or "arch" not in r or "val_top1" not in r:
@@ -463,8 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("pairs", nargs="+", help="JSON-lines files of pairs, or folders holding inherited.jsonl")
     f.add_argument("--space", required=True, choices=search_spaces.list_spaces())
     f.add_argument("--out", required=True, help="the predictor file (JSON)")
-    f.add_argument("--variant", default="base", help="supernet variant of ranking_fidelity runs ('any': all; "
-                                                      "pairs of `hwnas.predictor pairs` are 'checkpoint')")
+    f.add_argument("--variant", default="any", help="only the pairs of this supernet variant of ranking_fidelity "
+                   "runs, e.g. lowlr (pairs of `hwnas.predictor pairs` are 'checkpoint'); any: every variant (the "
+                   "recipe with the most pairs is used either way)")
     f.add_argument("--recipe-id", default=None, help="default: the recipe with the most pairs")
     f.add_argument("--folds", type=int, default=5)
     f.add_argument("--seed", type=int, default=0)

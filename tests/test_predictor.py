@@ -41,7 +41,7 @@ def write_pairs(folder: Path, n: int = 48, seed: int = 1) -> list:
     # what must be left out: a smoke run, another recipe, another variant, another space
     lines.append(dict(lines[0], smoke=True, val_top1=0.0))
     lines.append(dict(lines[1], recipe_id="r0", val_top1=0.0))
-    lines.append(dict(lines[2], variant="alpha", val_top1=0.0))
+    lines.append(dict(lines[2], variant="alpha", recipe_id="r2", val_top1=0.0))
     nv = search_spaces.get_space("nextvit").min_arch()
     lines.append(dict(space="nextvit", arch=nv.to_dict(), key=nv.id, kind="random", variant="base", recipe_id="r1",
                       val_top1=50.0))
@@ -61,6 +61,8 @@ def test_pairs_are_read_as_the_gpu_runs_write_them(tmp_path):
     assert by_id[lines[3]["key"]] == pytest.approx(lines[-1]["val_top1"])  # the later line
     assert 0.0 not in pairs.top1 and 50.0 not in pairs.top1
     assert len(read_pairs([tmp_path / "run"], SPACE, recipe_id="r0")) == 1
+    assert len(read_pairs([tmp_path / "run"], SPACE, variant="alpha")) == 1  # its own recipe, never mixed in
+    assert len(read_pairs([tmp_path / "run"], SPACE, variant="base")) == n
     with pytest.raises(PredictorError, match="no inherited.jsonl"):
         read_pairs([tmp_path], SPACE)
     with pytest.raises(PredictorError, match="no .arch, inherited top-1. pairs of space 'efficientformerv2'"):
