@@ -12,6 +12,10 @@
   calling thread's CPU time (robust on shared machines); both exported with the same exporter (TorchScript-based `torch.onnx.export`, opset 17), ours BN-folded as
   `python -m hwnas.extract format=onnx` writes it.
 
+- compiled (`run_compiled`, run by `experiments/inductor_gpu.py`): timm under `torch.compile` vs
+  our AOTInductor package (`format=aoti`) and our eager recipe, batch 1 and 8, Next-ViT-S and
+  EfficientFormerV2-S0/S1 -> experiments/results/deploy_speed_compiled_gpu.{jsonl,md}.
+
 Where `supernet.pretrained` can import timm's state dict, ours carries timm's (random) weights and
 the script reports the output difference, so both sides are provably the same function.
 Measurements of the two sides are interleaved in rounds so drifting clocks hit both alike.
@@ -40,7 +44,10 @@ from hwnas.latency.backends import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {"nextvit_s": "nextvit_small", "efficientformerv2_s1": "efficientformerv2_s1"}
-SPACE = {"nextvit_s": "nextvit", "efficientformerv2_s1": "efficientformerv2"}
+SPACE = {"nextvit_s": "nextvit", "efficientformerv2_s1": "efficientformerv2", "efficientformerv2_s0": "efficientformerv2"}
+#: the compiled comparison (--compiled): timm under torch.compile vs our AOTInductor package
+COMPILED = {"nextvit_s": "nextvit_small", "efficientformerv2_s0": "efficientformerv2_s0",
+            "efficientformerv2_s1": "efficientformerv2_s1"}
 
 
 def build_ours(name: str, timm_model=None) -> tuple[torch.nn.Module, dict]:
@@ -63,7 +70,7 @@ def build_ours(name: str, timm_model=None) -> tuple[torch.nn.Module, dict]:
 
 def build_timm(name: str):
     import timm
-    return timm.create_model(MODELS[name], pretrained=False).eval()
+    return timm.create_model({**MODELS, **COMPILED}[name], pretrained=False).eval()
 
 
 # ---- torch_cuda ------------------------------------------------------------------------------------
@@ -197,6 +204,201 @@ def run_ort(quick: bool, timm_models: dict, ours: dict, threads: int) -> dict:
                              ratio_p10=res["ours"]["p10_ms"] / res["timm"]["p10_ms"])
             out[name] = entry
     return out
+
+
+# ---- compiled: timm under torch.compile vs our AOTInductor package --------------------------------------
+def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadline: float, workers: int = 6,
+                 rounds: int = 5, per_round: int = 100, device: str = "cuda", log=print, profile_over: float = 0.8,
+                 resolution: int = 224) -> list:
+    """Per model and batch: timm's model under `torch.compile` (default mode: what a GPU user picks),
+    our deploy recipe eager (`torch_cuda`) and our AOTInductor package (`torch_inductor`, what
+    `format=aoti` ships: float32 NCHW in, fp16 channels_last inside), all fp16, each in one CUDA
+    graph, interleaved rounds of replays timed with CUDA events. Our packages compile in `workers`
+    processes while timm compiles here. Rows go to `rows_path` (JSON lines) as they are measured;
+    a rerun skips those there. Where ours / timm compiled > `profile_over`, the
+    package's top CUDA kernels (torch.profiler, 20 runs without the graph) say where the time goes.
+    `device="cpu"` (smoke runs): the same steps on the CPU, fp32, without graphs, at `resolution`,
+    and without timm where it is not installed (the rows say so)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from hwnas.convert.aoti import load_aoti
+    from hwnas.latency.deploy import deploy_form
+    from hwnas.latency.inductor import compile_job
+
+    cuda = device == "cuda"
+    precision = "fp16" if cuda else "fp32"
+    dtype = torch.float16 if cuda else torch.float32
+    rows_path = Path(rows_path)
+    done = {(r["model"], r["batch"]) : r for r in _read_jsonl(rows_path)}
+    todo = [(m, b) for m in models for b in batches if (m, b) not in done]
+    if not todo:
+        return list(done.values())
+    tmp = Path(tempfile.mkdtemp(prefix="deploy-speed-"))
+    timm_models, ours, jobs = {}, {}, {}
+    try:
+        import timm  # noqa: F401
+        have_timm = True
+    except ImportError:  # a CPU smoke run of the plumbing: ours only, said in every row
+        have_timm = False
+    for name in dict.fromkeys(m for m, _ in todo):
+        torch.manual_seed(0)
+        timm_models[name] = build_timm(name) if have_timm else None
+        ours[name], _ = build_ours(name, timm_models[name])
+        if resolution != 224:
+            ours[name] = supernet.build_model(ours[name].arch.with_resolution(resolution)).eval()
+        torch.save(ours[name].state_dict(), tmp / f"{name}.pt")
+    form = {b: deploy_form("torch_inductor", batch=b, precision=precision) for b in batches}
+    pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=mp.get_context("spawn"))
+    for name, b in todo:
+        arch = ours[name].arch
+        jobs[(name, b)] = pool.submit(compile_job, {
+            "kind": "network", "what": arch.to_dict(), "shape": [b, 3, resolution, resolution], "native": False,
+            "form": form[b].settings(), "device": device, "path": str(tmp / f"{name}_b{b}.pt2"),
+            "weights": str(tmp / f"{name}.pt"), "compile_threads": 1})
+    out = list(done.values())
+    try:
+        for name, b in todo:
+            if time.monotonic() > deadline:
+                log({"phase": "deadline", "left": [list(t) for t in todo if t not in {(r["model"], r["batch"]) for r in out}]})
+                break
+            x = torch.randn(b, 3, resolution, resolution, device=device)
+            variants, timm_compile_s, timm_c = {}, None, None
+            base = timm_models[name] if have_timm else ours[name]
+            with torch.no_grad():
+                ref = copy.deepcopy(base).float().to(device)(x).float()
+            if have_timm:
+                t0 = time.perf_counter()
+                timm_c = torch.compile(copy.deepcopy(timm_models[name]).to(device=device, dtype=dtype).eval())
+                with torch.no_grad():
+                    timm_c(x.to(dtype))  # compiles
+                timm_compile_s = round(time.perf_counter() - t0, 1)
+                variants["timm_compiled"] = (timm_c, x.to(dtype))
+            deploy = deploy_form("torch_cuda", batch=b, precision=precision).module(copy.deepcopy(ours[name])).to(device)
+            job = jobs[(name, b)].result()
+            package = load_aoti(job["path"])
+            with torch.no_grad():
+                y = package(x)
+            variants["ours_deploy_eager"] = (deploy, x.to(dtype).contiguous(memory_format=torch.channels_last))
+            variants["ours_aoti"] = (package.runner, x)
+            res = _bench(variants, rounds, per_round, cuda)
+            t = res.get("timm_compiled", {}).get("median_ms")
+            row = {"model": name, "batch": b, "resolution": resolution, "device": device, "precision": precision,
+                   "variants": res, "timm": "torch.compile(timm model), default mode" if have_timm else "NOT INSTALLED",
+                   "timm_compile_seconds": timm_compile_s, "aoti_compile_seconds": round(job["seconds"], 1),
+                   "ratio_aoti_vs_timm_compiled": res["ours_aoti"]["median_ms"] / t if t else None,
+                   "ratio_eager_vs_timm_compiled": res["ours_deploy_eager"]["median_ms"] / t if t else None,
+                   ("rel_err_vs_timm_fp32" if have_timm else "rel_err_vs_ours_fp32"):
+                       float((y.float() - ref).abs().max() / ref.abs().max())}
+            if cuda and t and row["ratio_aoti_vs_timm_compiled"] > profile_over:
+                row["aoti_top_kernels"] = _top_kernels(package.runner, x)
+                row["timm_compiled_top_kernels"] = _top_kernels(timm_c, x.to(dtype))
+            out.append(row)
+            with open(rows_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log({"phase": "deploy_speed", **{k: v for k, v in row.items() if not k.endswith("kernels")}})
+            del timm_c, deploy, package
+            if cuda:
+                torch.cuda.empty_cache()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out
+
+
+def _read_jsonl(path: Path) -> list:
+    if not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _bench(variants: dict, rounds: int, per_round: int, cuda: bool) -> dict:
+    """Median / p10 of interleaved rounds; on CUDA each variant is replayed from one CUDA graph."""
+    runners = {}
+    for k, (fn, x) in variants.items():
+        if cuda:
+            runners[k] = aoti_graph_runner(fn, x) if k == "ours_aoti" else cuda_graph_runner(fn, x)
+        else:
+            runners[k] = (lambda fn=fn, x=x: fn(x))
+        for _ in range(3 if not cuda else 20):
+            with torch.no_grad():
+                runners[k]()
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, r in runners.items():
+            if cuda:
+                times[k] += time_replays(r, per_round)
+            else:
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    with torch.no_grad():
+                        r()
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10], "runs": len(v)}
+            for k, v in times.items()}
+
+
+def aoti_graph_runner(fn, x):
+    """An AOTInductor package's run in one CUDA graph (`hwnas.latency.backends.capture_graph`: its
+    runtime queries CUDA events, which may need the relaxed capture mode), as the table times it."""
+    from hwnas.latency.backends import capture_graph
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        for _ in range(3):
+            fn(x)
+    torch.cuda.current_stream().wait_stream(s)
+    with torch.no_grad():
+        return capture_graph(lambda: fn(x))
+
+
+def _top_kernels(fn, x, runs: int = 20, top: int = 12) -> list:
+    """The CUDA kernels that take the most time over `runs` calls (no graph), with their share."""
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad():
+        for _ in range(3):
+            fn(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                fn(x)
+            torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if getattr(e, "device_time_total", 0) > 0]
+    total = sum(e.device_time_total for e in events) or 1.0
+    events.sort(key=lambda e: -e.device_time_total)
+    return [{"kernel": e.key[:120], "ms_per_run": e.device_time_total / 1e3 / runs, "share": e.device_time_total / total,
+             "calls_per_run": e.count / runs} for e in events[:top]]
+
+
+def markdown_compiled(rows: list, machine: dict) -> str:
+    lines = ["# Deployment speed, compiled: our AOTInductor package vs timm under torch.compile", "",
+             f"Machine: {machine.get('gpu') or machine.get('cpu')}; torch {machine.get('torch')}, timm {machine.get('timm')}",
+             "", "fp16, 224x224, one CUDA graph per variant, median of interleaved replays timed with CUDA events. "
+             "timm_compiled: `torch.compile(model)` (default mode); ours_deploy_eager: the torch_cuda deploy form; "
+             "ours_aoti: the torch_inductor package (`format=aoti`, float32 NCHW in). Goal: ours_aoti <= 0.8x timm compiled.",
+             ""] + (["**A smoke run on the CPU** (fp32, no CUDA graphs, small input, few runs): it checks the script, "
+                     "not a speed result.", ""] if any(r.get("device") == "cpu" for r in rows) else []) + [
+             "| model | batch | timm compiled ms | ours eager ms | ours AOTI ms | eager / timm c. | AOTI / timm c. | goal | "
+             "compile s (timm / AOTI) | rel. err vs timm fp32 (vs ours fp32 without timm) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    def f(v, spec):
+        return "-" if v is None else format(v, spec)
+    for r in sorted(rows, key=lambda r: (r["model"], r["batch"])):
+        v = r["variants"]
+        ratio = r["ratio_aoti_vs_timm_compiled"]
+        lines.append(f"| {r['model']} | {r['batch']} | {f(v.get('timm_compiled', {}).get('median_ms'), '.3f')} | "
+                     f"{v['ours_deploy_eager']['median_ms']:.3f} | {v['ours_aoti']['median_ms']:.3f} | "
+                     f"{f(r['ratio_eager_vs_timm_compiled'], '.2f')} | {f(ratio, '.2f')} | "
+                     f"{'timm not installed' if ratio is None else 'met' if ratio <= 0.8 else 'NOT met'} | "
+                     f"{f(r['timm_compile_seconds'], '.0f')} / {r['aoti_compile_seconds']:.0f} | "
+                     f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} |")
+    for r in rows:
+        if r.get("aoti_top_kernels"):
+            lines += ["", f"## Where the time goes: {r['model']} batch {r['batch']} (top CUDA kernels, no graph)", "",
+                      "| ours AOTI kernel | ms/run | share |", "|---|---|---|"]
+            lines += [f"| `{k['kernel']}` | {k['ms_per_run']:.4f} | {100 * k['share']:.1f} % |" for k in r["aoti_top_kernels"]]
+            lines += ["", "| timm compiled kernel | ms/run | share |", "|---|---|---|"]
+            lines += [f"| `{k['kernel']}` | {k['ms_per_run']:.4f} | {100 * k['share']:.1f} % |"
+                      for k in r.get("timm_compiled_top_kernels", [])]
+    return "\n".join(lines) + "\n"
 
 
 def markdown(result: dict) -> str:

@@ -18,7 +18,9 @@ Writes at most 8 files, 2 folders deep (the device's limits):
     <out>/experiments/results/latency_fidelity_torch_cuda_<space>.{json,png}     (per space)
     <out>/progress.jsonl                                                          (one line per phase)
 
-Copy the two folders into the repository. No Hydra/Optuna import.
+Copy the two folders into the repository. No Hydra/Optuna import. `--target torch_inductor` profiles
+the compiled target the same way (each block and network compiled by AOTInductor in worker
+processes first; `experiments/inductor_gpu.py` runs it that way).
 """
 from __future__ import annotations
 

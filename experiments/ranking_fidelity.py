@@ -387,7 +387,13 @@ def analyze(args) -> dict:
     for space in args.spaces.split(","):
         names = {c["key"]: c for c in chosen["spaces"][space]}
         sa_recs = [r for r in res["standalone"] if r["space"] == space and r["status"] == "done" and not r.get("smoke")]
-        sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
+        want = dict(x.split("=", 1) for x in args.standalone_recipe).get(space)
+        if want:  # a stand-alone recipe chosen by id (e.g. a later, stable recipe with fewer records so far)
+            others = sorted({r["recipe_id"] for r in sa_recs} - {want})
+            sa_recs = [r for r in sa_recs if r["recipe_id"] == want]
+            sa_id, notes = want, [f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]
+        else:
+            sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
         sa = {}
         for r in sa_recs:
             sa.setdefault(r["key"], {})[r["seed"]] = r
@@ -644,6 +650,8 @@ def main(argv=None):
 
     a = sub.add_parser("analyze", help="statistics, plots and reports (CPU)")
     a.add_argument("results", nargs="+", help="folders written by `gpu`")
+    a.add_argument("--standalone-recipe", action="append", default=[], metavar="SPACE=RECIPE_ID",
+                   help="the stand-alone recipe a space is judged against (default: the one with most records)")
     a.add_argument("--spaces", default=",".join(SPACES))
     a.add_argument("--archs", default=str(ARCHS_FILE))
     a.add_argument("--out", default=str(RESULTS))

@@ -114,7 +114,7 @@ def preflight(config_name: str, overrides: Sequence[str], schema: type | None = 
             with open_dict(cfg):
                 del cfg["hydra"]
             check_config(cfg, schema)
-            check_run_dir(run_dir)
+            check_run_dir(run_dir)  # last: a valid config only makes the folder
             return cfg
     finally:
         holder.cfg = saved
@@ -132,7 +132,7 @@ def _is_hydra_error(e: BaseException) -> bool:
 def hydra_message(e: BaseException, schema: type | None = None) -> str:
     """One line from a Hydra or OmegaConf error: what is wrong, and the allowed options or keys
     (`schema`: the dataclass of the whole config, where the node's own type is not known)."""
-    from hydra.errors import MissingConfigException
+    from hydra.errors import MissingConfigException, OverrideParseException
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if not _is_hydra_error(e):
@@ -140,6 +140,9 @@ def hydra_message(e: BaseException, schema: type | None = None) -> str:
     if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
         group, _, name = str(e.missing_cfg_file).rpartition("/")
         return f"{group}={name}: no such option (the options of {group}: {', '.join(e.options)})"
+    if isinstance(e, OverrideParseException):
+        return (f"cannot read the command line: {' '.join(str(e).splitlines()[0].split())} (Hydra's override "
+                "grammar: quote a value holding '=', ',' or brackets, e.g. 'key=[\"a=1\",\"b=2\"]')")
     cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else (
         e if isinstance(e, OmegaConfBaseException) else None)
     head = " ".join(str(e).split("\nSee https")[0].split("Config search path:")[0].split())
@@ -207,21 +210,25 @@ def _keys_at(schema, path: str) -> list[str]:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """The run folder can be made and written (its nearest existing folder is a writable folder)."""
+    """The run folder exists or can be made, and a file can be written in it (and in its `.hydra/`):
+    tried for real, since permissions alone do not tell (root, read-only mounts, special folders)."""
+    import tempfile
     probe = run_dir
     while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ConfigError(f"hydra.run.dir={run_dir}: {probe} is a file, not a folder; choose another "
                           "run folder with hydra.run.dir=DIR")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"hydra.run.dir={run_dir}: cannot write in {probe} (permission denied or a read-only "
-                          "file system); choose a folder you can write with hydra.run.dir=DIR")
-    for name in (".hydra",):
-        sub = run_dir / name
-        if sub.exists() and not (sub.is_dir() and os.access(sub, os.W_OK | os.X_OK)):
-            raise ConfigError(f"hydra.run.dir={run_dir}: cannot write in {sub}; choose another run folder "
-                              "with hydra.run.dir=DIR")
+    folders = [run_dir] + ([run_dir / ".hydra"] if (run_dir / ".hydra").exists() else [])
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for d in folders:
+            fd, name = tempfile.mkstemp(prefix=".hwnas-probe-", dir=d)
+            os.close(fd)
+            os.unlink(name)
+    except OSError as e:
+        raise ConfigError(f"hydra.run.dir={run_dir}: cannot write there ({e.strerror or e}); choose a folder you "
+                          "can write with hydra.run.dir=DIR") from None
 
 
 __all__ = ["ENVIRONMENT_ERRNOS", "USER_ERROR_EXIT", "check_config", "check_run_dir", "environment_message",

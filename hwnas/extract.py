@@ -191,6 +191,7 @@ DEPLOY_HOW = {
     "onnxruntime_cpu": "model.onnx (format=onnx) in an ONNX Runtime CPU session",
     "tensorrt": "an engine built from model.onnx (format=onnx/tensorrt) with the fp16 flag",
     "coreml": "model.mlpackage (format=coreml)",
+    "torch_inductor": "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed",
 }
 
 
@@ -305,7 +306,7 @@ class ExtractConfig:
     pick: Optional[str] = None  # ... and the pick's name in it (e.g. nextvit_s)
     checkpoint: Optional[str] = None  # supernet checkpoint (python -m hwnas.train)
     pretrained: Optional[str] = None  # official Next-ViT / EfficientFormerV2 or timm checkpoint file
-    # any of pt onnx coreml tensorrt torchscript: format=[pt,onnx] or format=onnx (Any: a list or one name)
+    # any of pt onnx coreml tensorrt torchscript aoti: format=[pt,onnx] or format=onnx (Any: a list or one name)
     format: Any = field(default_factory=lambda: ["pt", "onnx"])
     resolution: Optional[int] = None  # deployment input size; null: the arch's own
     num_classes: Optional[int] = None  # pretrained / fresh init only (a checkpoint fixes it); null: 1000

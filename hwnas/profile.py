@@ -93,7 +93,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     from hwnas.cli import check_config
     if "target" not in cfg or cfg.target is None:
-        raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|tensorrt|coreml> space=S")
+        raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|torch_inductor|tensorrt|coreml> space=S")
     check_config(cfg)  # every schema's ranges (the app did this at start-up already)
     space = get_space_from_cfg(cfg.space)
     archs = load_archs(space, list(cfg.archs))

@@ -41,3 +41,26 @@ def make_fashion_mnist(root, n_train=120, n_test=30, seed=0, gz=True):
 def fashion_root(tmp_path_factory):
     """A folder of four small Fashion-MNIST-layout IDX files (200 training, 40 test images)."""
     return make_fashion_mnist(tmp_path_factory.mktemp("fashion"), n_train=200, n_test=40)
+
+
+def make_image_folder(root, classes=("cat", "dog"), n_train=4, n_val=2, size=(40, 48), seed=0, corrupt=()):
+    """`root/{train,val}/<class>/<i>.png` of random pixels (the ImageNet layout), plus the unreadable
+    files `corrupt` names as `split/class/file` (random bytes under an image name, or a PNG cut in
+    half when the name ends in `-cut.png`). Returns the paths of the unreadable files."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    bad = []
+    for rel in corrupt:
+        path = root / rel
+        if path.name.endswith("-cut.png"):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        else:
+            path.write_bytes(rng.integers(0, 256, 700, dtype=np.uint8).tobytes())
+        bad.append(path)
+    return bad

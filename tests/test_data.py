@@ -205,3 +205,49 @@ def test_stored_batches_split_over_processes_like_accumulation():
     plain.set_epoch(2)
     x, y = next(iter(plain))
     assert torch.equal(y, ref[0][1]) and not torch.equal(x, ref[0][0])  # same order, no crop/flip
+
+
+# ---- unreadable images (issue 18, 2) -----------------------------------------------------------------
+def test_an_unreadable_image_is_skipped_once_and_counted(tmp_path, caplog):
+    """data.on_bad_image=skip (the default): a file that does not decode -- random bytes named .jpg,
+    a PNG cut in half -- is left out of its batch, the rest of the batch goes on, and each such file is
+    logged once and kept in the loader's `skipped` (path -> reason)."""
+    from conftest import make_image_folder
+    from hwnas.data import skipped_images
+    bad = make_image_folder(tmp_path, corrupt=["train/cat/noise.jpg", "val/dog/photo-cut.png"])
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "num_workers": 0}
+    train, val, n = build_loaders(cfg, batch_size=3, seed=0)
+    assert n == 2 and len(train.dataset) == 9 and len(val.dataset) == 5  # the bad files are listed, then skipped
+    with caplog.at_level("WARNING"):
+        for epoch in range(2):
+            train.set_epoch(epoch)
+            seen = sum(len(y) for _, y in train)
+            assert 6 <= seen <= 8 and seen < 3 * train.steps  # 3 steps of 3: the step holding noise.jpg has 2
+        vals = [len(y) for _, y in val] + [len(y) for _, y in val]
+    assert sum(vals) == 2 * 4  # every readable val image, each pass
+    assert skipped_images(train, val) == {str(bad[0]): train.skipped[str(bad[0])],
+                                          str(bad[1]): val.skipped[str(bad[1])]}
+    assert "UnidentifiedImageError" in train.skipped[str(bad[0])] and "truncated" in val.skipped[str(bad[1])].lower()
+    warned = [r.getMessage() for r in caplog.records if "unreadable image" in r.getMessage()]
+    assert len(warned) == 2 and any(str(bad[0]) in w for w in warned)  # once per file, not per pass
+
+
+def test_on_bad_image_error_stops_at_the_file_naming_it(tmp_path):
+    from conftest import make_image_folder
+    [bad] = make_image_folder(tmp_path, corrupt=["val/cat/broken.png"])
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "num_workers": 0, "on_bad_image": "error"}
+    train, val, _ = build_loaders(cfg, batch_size=2, seed=0)
+    assert sum(len(y) for _, y in train) == 8  # the training images are all readable
+    with pytest.raises(DataError, match=f"{bad}: unreadable image .*data.on_bad_image=skip"):
+        list(val)
+    with pytest.raises(DataError, match="data.on_bad_image='never': allowed: skip, error"):
+        data_config({**cfg, "on_bad_image": "never"})
+
+
+def test_a_training_batch_of_unreadable_images_only_is_an_error(tmp_path):
+    from conftest import make_image_folder
+    make_image_folder(tmp_path, n_train=0, corrupt=["train/cat/a.jpg", "train/dog/b.jpg"])
+    train, _, _ = build_loaders({"name": "imagefolder", "root": str(tmp_path), "image_size": 32, "num_workers": 0},
+                                batch_size=2, seed=0)
+    with pytest.raises(DataError, match="every image of a training batch is unreadable"):
+        next(iter(train))

@@ -38,3 +38,31 @@ def test_a_directory_is_replaced_only_by_a_complete_one(tmp_path):
             (tmp / "model.mil").write_text("c")
             raise OSError("disk full")
     assert (path / "model.mil").read_text() == "b" and [p.name for p in tmp_path.iterdir()] == ["model.mlpackage"]
+
+
+def test_what_a_dead_writer_left_is_removed_and_a_live_writers_temporaries_are_kept(tmp_path):
+    """remove_stale_temps (issue 18, 5 and 6): a temporary name carries its writer's pid and start
+    time; what a writer that died mid-write left (a real process ending without cleanup, as SIGKILL
+    does) is removed, a live writer's temporaries and every other file are kept."""
+    import os
+    import subprocess
+    import sys
+    from hwnas.files import owner_tag, remove_stale_temps
+    code = ("import os, sys; from hwnas.files import atomic_path, owner_tag\n"
+            "os.mkdir(f'{sys.argv[1]}/.export-{owner_tag()}-1.tmp')\n"
+            "with atomic_path(sys.argv[1] + '/model.onnx') as tmp:\n"
+            "    tmp.write_text('half of a model'); os._exit(0)  # no cleanup runs, as after a SIGKILL\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    dead = sorted(p.name for p in tmp_path.iterdir())
+    assert len(dead) == 2 and dead[0].startswith(".export-") and dead[1].startswith(".model.")
+    live = [f".export-{owner_tag()}-2.tmp", f".report.{os.getpid()}-7.tmp.md"]
+    pid, ticks = owner_tag().split("-")
+    reused = f".export-{pid}-{int(ticks) + 1}-3.tmp"  # this pid, another start time: a dead writer's pid reused
+    kept = [".hydra", "model.onnx", ".notes.tmp", *live]
+    for name in (*live, reused, ".export-1a2b3c.tmp", ".hydra"):  # .export-<random>.tmp: an older hwnas's
+        (tmp_path / name).mkdir()
+    for name in ("model.onnx", ".notes.tmp"):
+        (tmp_path / name).write_text("keep")
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([*dead, reused, ".export-1a2b3c.tmp"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -17,7 +17,8 @@ from hwnas.latency.fingerprint import (block_fingerprint, cache_for, deployed_bl
                                        model_block_fingerprints, scheme_info, trace)
 
 
-FORMS = {"onnxruntime_cpu": dict(batch=1), "coreml": dict(batch=1), "torch_cuda": dict(batch=8)}
+FORMS = {"onnxruntime_cpu": dict(batch=1), "coreml": dict(batch=1), "torch_cuda": dict(batch=8),
+         "torch_inductor": dict(batch=8)}
 
 
 @pytest.fixture

@@ -118,7 +118,8 @@ def test_tensorrt_missing_gives_install_error():
 
 
 @pytest.mark.parametrize("target, key", [("onnxruntime_cpu", "cuda_graphs"), ("torch_cuda", "clock"),
-                                         ("coreml", "threads"), ("tensorrt", "canary")])
+                                         ("coreml", "threads"), ("tensorrt", "canary"),
+                                         ("torch_inductor", "compile_cache_dir")])
 def test_a_key_the_target_does_not_take_names_the_allowed_keys(target, key):
     """One schema per target: a key another target takes is refused, naming this target's keys."""
     from hwnas.latency.config import target_keys

@@ -206,3 +206,36 @@ def test_mes_greedy_slims_until_the_budget_holds_and_resumes_from_the_study(tmp_
     again = run(cfg, tmp_path)  # same study: the path replays from cached accuracies
     assert [s["arch_id"] for s in again["greedy_path"]] == [s["arch_id"] for s in path]
     assert len(again["records"]) == n_trials and counting_proxy == evaluated
+
+
+def test_a_study_resumes_on_a_rebuilt_supernet_of_the_same_weights(tmp_path):
+    """Issue 18, 4: the study's fingerprint is what determines its accuracies (the supernet's weights,
+    the evaluator, the data), not the checkpoint file, which also holds the training's timings: a
+    supernet saved again with the same weights and other timings resumes the study; other weights
+    are refused."""
+    import torch
+    import supernet
+    from hwnas.checkpoint import save_supernet
+    from hwnas.search.app import SearchError, compose_config, run
+    torch.manual_seed(0)
+    net = supernet.build_supernet("efficientformerv2", num_classes=10, resolution=32)
+    first, rebuilt, other = tmp_path / "first.pt", tmp_path / "rebuilt.pt", tmp_path / "other.pt"
+    save_supernet(net, first, {"history": [{"epoch": 1, "seconds": 61.2}]})
+    save_supernet(net, rebuilt, {"history": [{"epoch": 1, "seconds": 58.9}]})  # the same weights, retrained
+    assert first.read_bytes() != rebuilt.read_bytes()
+    with torch.no_grad():
+        next(net.parameters()).view(-1)[0] += 1e-3  # one weight of millions
+    save_supernet(net, other, {"history": [{"epoch": 1, "seconds": 61.2}]})
+
+    def search(ckpt, n):
+        return run(compose_config([
+            "+target=onnxruntime_cpu", "progress=false", "evaluator=supernet", "evaluator.recalib_batches=1",
+            "evaluator.max_val_batches=1", "evaluator.batch_size=8", "data.limit_train=16", "search=random",
+            f"search.n_trials={n}", "search.seed_archs=[]", "references=[efficientformerv2_s0]",
+            f"checkpoint={ckpt}", *EXTRA]), tmp_path / "run")
+
+    search(first, 1)
+    out = search(rebuilt, 2)  # resumed: one trial more, not refused as "another checkpoint"
+    assert [t.state.name for t in out["study"].trials] == ["COMPLETE", "COMPLETE"]
+    with pytest.raises(SearchError, match="evaluated with another checkpoint, evaluator or data"):
+        search(other, 3)

@@ -67,8 +67,8 @@ def test_several_targets_from_the_command_line(tmp_path):
 def test_misspelt_keys_fail_at_start_up(tmp_path, typo):
     r = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, typo)
     assert r.returncode != 0
-    key = typo.split("=")[0].split(".")[-1]
-    assert f"Could not override '{typo.split('=')[0]}'" in r.stderr and f"Key '{key}' not in" in r.stderr, r.stderr
+    # one line naming the key, then the keys the config has there
+    assert f"hwnas.search: error: {typo.split('=')[0]}: no such key (the keys of " in r.stderr, r.stderr
 
 
 # ---- kill and resume -----------------------------------------------------------------------------

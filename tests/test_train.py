@@ -93,7 +93,13 @@ def test_killed_run_resumes_to_the_identical_result(tmp_path):
     _kill_after_first_checkpoint(cmd, killed, env)
     state = torch.load(killed / "train_state.pt", weights_only=True)
     assert state["epoch"] < 2, "the run finished before it could be killed"
+    # what a kill in the middle of a checkpoint write leaves: a temporary of a process now gone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    half = killed / f".train_state.{dead}-0.tmp.pt"
+    half.write_bytes(b"half a checkpoint")
     resumed = train_supernet(compose(*overrides), killed)  # the same command again: resumes
+    assert not half.exists() and not list(killed.glob(".*.tmp*"))  # removed at the start of the rerun
     straight = train_supernet(compose(*overrides), tmp_path / "straight")
     a = torch.load(resumed, weights_only=True)
     b = torch.load(straight, weights_only=True)

@@ -96,9 +96,9 @@ def _listed_artifacts(manifest_path: Path) -> list[str]:
 
 
 # ---- the whole export ----------------------------------------------------------------------------
-FORMATS = ("pt", "onnx", "coreml", "tensorrt", "torchscript")
+FORMATS = ("pt", "onnx", "coreml", "tensorrt", "torchscript", "aoti")
 FILES = {"pt": ["model.pt", "arch.yaml"], "onnx": ["model.onnx"], "coreml": ["model.mlpackage"],
-         "tensorrt": ["model.engine"], "torchscript": ["model.ts"]}
+         "tensorrt": ["model.engine"], "torchscript": ["model.ts"], "aoti": ["model.pt2"]}
 
 
 class ExportError(HwnasError, RuntimeError):
@@ -181,6 +181,8 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 from hwnas.convert.tensorrt import build_engine
                 build_engine(_onnx(deploy, shape, b, opset), b.path("model.engine"), precision="fp16")
                 check = verify.check_tensorrt(b.path("model.engine"), x, ref)
+            elif fmt == "aoti":
+                check = _aoti(model, arch, shape, b, x, ref)
             files = FILES[fmt]
             results[fmt] = {"files": files, "bytes": sum(_size(b.path(f)) for f in files),
                             "export_seconds": round(time.perf_counter() - t0, 3), "check": check}
@@ -198,6 +200,26 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 artifacts.append(top)
         b.commit(manifest, artifacts)
     return manifest
+
+
+def _aoti(model: nn.Module, arch, shape, b: ExportBundle, x: torch.Tensor, ref: torch.Tensor) -> dict:
+    """The `torch_inductor` deploy form compiled by AOTInductor into model.pt2: fp16 for CUDA where
+    a GPU is visible (what the torch_inductor table times), else fp32 for this CPU; then its check."""
+    from hwnas.latency.deploy import deploy_form
+    from . import verify
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = "fp16" if device == "cuda" else "fp32"
+    form = deploy_form("torch_inductor", batch=shape[0], precision=precision)
+    t0 = time.perf_counter()
+    form.compile(form.module(copy.deepcopy(model)), shape, b.path("model.pt2"), device=device,
+                 metadata={"arch_id": arch.id, "space": arch.space})
+    check = verify.check_aoti(b.path("model.pt2"), x, ref, precision)
+    return {**check, "compile_seconds": round(time.perf_counter() - t0 - check["seconds"], 3),
+            "deploy_form": form.describe(),
+            "input": {"shape": list(shape), "dtype": "float32", "layout": "NCHW contiguous", "device": device},
+            "how": "torch._inductor.aoti_load_package('model.pt2')(x) (no hwnas needed; the input must be exactly "
+                   "this shape, dtype and device: set AOTI_RUNTIME_CHECK_INPUTS=1 to have the runtime check it, "
+                   "or load it with hwnas.convert.aoti.load_aoti, which does)"}
 
 
 def _onnx(deploy: nn.Module, shape, b: ExportBundle, opset: int) -> Path:

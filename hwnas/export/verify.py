@@ -38,6 +38,8 @@ TOLERANCES: dict[str, Tolerance] = {
     "onnx": Tolerance(1e-4, "fp32, BatchNorms folded, ONNX Runtime CPU with full graph optimisation"),
     "coreml": Tolerance(5e-2, "fp16 ML Program (numeric check on macOS only; spec inspection elsewhere)"),
     "tensorrt": Tolerance(5e-2, "fp16 engine"),
+    "aoti": Tolerance(1e-4, "fp32 AOTInductor package for the CPU: BatchNorms folded, Inductor's fused kernels"),
+    "aoti_fp16": Tolerance(5e-2, "fp16 AOTInductor package for CUDA: half-precision rounding, Inductor's fused kernels"),
 }
 
 
@@ -66,9 +68,10 @@ def compare(out: np.ndarray | torch.Tensor, ref: torch.Tensor, fmt: str) -> dict
     return out
 
 
-def _run(fmt: str, runtime: str, check: str, fn) -> dict:
-    """Run one check, timing it; an exception becomes a failed check with its message."""
-    record = dict(format=fmt, runtime=runtime, check=check, tolerance_rel=TOLERANCES[fmt].rel)
+def _run(fmt: str, runtime: str, check: str, fn, tolerance: str | None = None) -> dict:
+    """Run one check, timing it; an exception becomes a failed check with its message. `tolerance`:
+    the key of `TOLERANCES` when not the format's own (a format with one bound per precision)."""
+    record = dict(format=fmt, runtime=runtime, check=check, tolerance_rel=TOLERANCES[tolerance or fmt].rel)
     t0 = time.perf_counter()
     try:
         record.update(fn())
@@ -113,6 +116,21 @@ def check_onnx(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> d
         return compare(out, ref, "onnx")
     return _run("onnx", f"onnxruntime {ort.__version__} CPUExecutionProvider",
                 "ONNX Runtime session (ORT_ENABLE_ALL) vs PyTorch", fn)
+
+
+def check_aoti(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor, precision: str) -> dict:
+    """Load the AOTInductor package (`hwnas.convert.aoti.load_aoti`, which checks the input against
+    the package's metadata) on its device and compare its output within the bound of its precision."""
+    tol = "aoti" if precision == "fp32" else "aoti_fp16"
+
+    def fn():
+        from hwnas.convert.aoti import load_aoti
+        run = load_aoti(path)
+        with torch.no_grad():
+            out = run(x.to(run.device).contiguous())
+        return {"device": run.device, "precision": precision, "tolerance": tol, **compare(out, ref, tol)}
+    return _run("aoti", f"torch {torch.__version__} AOTInductor (torch._inductor.aoti_load_package)",
+                "AOTInductor package vs PyTorch", fn, tolerance=tol)
 
 
 def core_ml_required_ops(space: str) -> frozenset:

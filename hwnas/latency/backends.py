@@ -372,6 +372,120 @@ class TorchCUDA(Backend):
         return {**stats, "fingerprint": fp}
 
 
+def capture_graph(fn):
+    """`fn` (work on the current stream, already warmed up) captured in one CUDA graph; its replay.
+    The AOTInductor runtime queries the CUDA event of its previous run when it starts one
+    (`AOTInductorModelContainer::get_available_model`), which the default ("global") capture mode
+    may refuse; the "relaxed" mode allows it and is tried second. Synchronising first makes that
+    previous run finished, so the runtime only queries, never waits, inside the capture."""
+    import torch
+    torch.cuda.synchronize()
+    for mode in ("global", "relaxed"):
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode=mode):
+                fn()
+            return graph.replay
+        except RuntimeError:
+            if mode == "relaxed":
+                raise
+            torch.cuda.synchronize()
+
+
+class TorchInductor(TorchCUDA):
+    """The deploy form compiled by AOTInductor (what `format=aoti` ships), loaded and run in one CUDA
+    graph, fp16, each replay timed with CUDA events. Blocks take the form's own dtype and memory
+    format (as inside a network); whole networks the package's float32 NCHW interface, as shipped.
+    Packages come from a cache, compiled in parallel worker processes by `precompile`."""
+
+    name = "torch_inductor"
+    runtime = "torch-aoti"
+
+    def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True, channels_last: bool = True,
+                 compile_workers: int = 8, compile_cache: str | None = None, **kw):
+        super().__init__(precision=precision, batch=batch, cuda_graphs=cuda_graphs, channels_last=channels_last, **kw)
+        from hwnas.convert.aoti import aoti_api
+        from .inductor import cache_dir
+        aoti_api()
+        self.compile_workers = int(compile_workers)
+        self.cache = cache_dir(compile_cache)
+        #: packages compiled by this backend, the compile time summed over them, and the wall time it took
+        self.compile_stats = {"packages": 0, "seconds": 0.0, "wall_seconds": 0.0}
+
+    def runtime_version(self) -> str:
+        import torch
+        return f"{torch.__version__} AOTInductor (CUDA {torch.version.cuda})"
+
+    def method(self) -> str:
+        g = "its run captured in one CUDA graph, replays" if self.cuda_graphs else "package runs"
+        return (f"deploy form ({self.form.describe()}) compiled by torch._inductor.aoti_compile_and_package "
+                f"(default inductor settings, no autotuning; blocks take the fp16 channels_last input they get inside a "
+                f"network, whole networks the shipped float32 NCHW interface), loaded with aoti_load_package, {g} "
+                f"timed one by one with CUDA events after {self.warmup} warm-up runs, up to {self.repeats} runs "
+                f"(>= {self.min_runs}, <= {self.max_seconds}s)")
+
+    def _package(self, fingerprint: str, shape, native: bool) -> Path:
+        """Where the package of that graph, shape and interface is cached for this GPU and torch."""
+        from .inductor import package_key
+        return self.cache / f"{package_key(fingerprint, shape, native, self.form.settings(), self.device())}.pt2"
+
+    def _job(self, what, shape, fingerprint: str) -> dict:
+        from search_spaces import BlockSpec
+        native = isinstance(what, BlockSpec)  # a lone block takes what it gets inside a network
+        return {"kind": "block" if native else "network", "what": what.key if native else what.to_dict(),
+                "shape": list(shape), "native": native, "form": self.form.settings(), "device": "cuda",
+                "path": str(self._package(fingerprint, shape, native))}
+
+    def precompile(self, items, progress: bool = True, deadline: float | None = None) -> dict:
+        """Compile the packages of `items` ((BlockSpec or Arch, input shape, fingerprint) each) that
+        the cache lacks, in `compile_workers` processes; `measure` then only loads them."""
+        from .inductor import compile_all
+        jobs = [self._job(w, shape, fp) for w, shape, fp in items]
+        stats = compile_all(jobs, self.compile_workers, progress, f"{self.name} compiling", deadline)
+        for k in self.compile_stats:
+            self.compile_stats[k] = round(self.compile_stats[k] + stats[k], 2)
+        return stats
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        import torch
+        from hwnas.convert.aoti import INPUT_DTYPE, aoti_api
+        native = not (hasattr(model, "layout") and hasattr(model, "stem"))  # a lone block (or MobileNetV2)
+        model = self.deploy(model.cuda())
+        x = self.form.example_input(input_shape, "cuda")
+        fp = fingerprint_deployed(model, x, self.form)
+        path = self._package(fp, input_shape, native)
+        if not path.exists():  # not precompiled (MobileNetV2, a lone call): compile here
+            t0 = time.perf_counter()
+            self.form.compile(model, tuple(input_shape), path, device="cuda", native_input=native)
+            dt = time.perf_counter() - t0
+            self.compile_stats = {"packages": self.compile_stats["packages"] + 1,
+                                  "seconds": round(self.compile_stats["seconds"] + dt, 2),
+                                  "wall_seconds": round(self.compile_stats["wall_seconds"] + dt, 2)}
+        run = aoti_api()[1](str(path))
+        if not native:
+            x = torch.randn(*input_shape, device="cuda", dtype=INPUT_DTYPE)
+        with torch.inference_mode():
+            if self.cuda_graphs:
+                s = torch.cuda.Stream()
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    for _ in range(3):  # loads the kernels before the capture
+                        run(x)
+                torch.cuda.current_stream().wait_stream(s)
+                try:
+                    replay = capture_graph(lambda: run(x))
+                except RuntimeError as e:
+                    raise TimingUnavailable(
+                        f"the AOTInductor package of this {'block' if native else 'network'} could not be captured "
+                        f"in a CUDA graph with torch {torch.__version__} ({str(e).splitlines()[0]}); time its runs "
+                        "without graphs: target.cuda_graphs=false") from e
+            else:
+                def replay():
+                    run(x)
+            stats = self._cuda_time_loop(replay)
+        return {**stats, "fingerprint": fp}
+
+
 class CoreML(Backend):
     """Core ML ML Program (fp16). Converts anywhere; times only on macOS, through coremltools.
 
@@ -475,7 +589,7 @@ class TensorRT(Backend):
         return {**stats, "fingerprint": fp}
 
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT)}
+BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT, TorchInductor)}
 
 
 def list_targets() -> list[str]:

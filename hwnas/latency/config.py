@@ -115,6 +115,24 @@ class TorchCUDAConfig(TargetConfig):
 
 
 @dataclass
+class TorchInductorConfig(TargetConfig):
+    name: str = "torch_inductor"
+    runtime: str = "torch-aoti"
+    precision: str = "fp16"
+    batch: int = 8
+    cuda_graphs: bool = True  # each compiled block/model's run captured in one CUDA graph, replays timed
+    channels_last: bool = True  # the GPU deploy recipe's memory format (inside the package)
+    compile_workers: int = 8  # worker processes compiling packages in parallel before they are timed (1: inline)
+    compile_cache: Optional[str] = None  # folder of compiled packages; null: <hwnas cache>/aoti/
+
+    precisions = ("fp16", "bf16", "fp32")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("target", "compile_workers", self.compile_workers, 1)
+
+
+@dataclass
 class CoreMLConfig(TargetConfig):
     name: str = "coreml"
     runtime: str = "coremltools"
@@ -147,7 +165,7 @@ class TensorRTConfig(TargetConfig):
 
 #: target name -> its schema
 TARGETS: dict[str, type[TargetConfig]] = {c.name: c for c in (OnnxRuntimeCPUConfig, TorchCUDAConfig, CoreMLConfig,
-                                                                TensorRTConfig)}
+                                                                TensorRTConfig, TorchInductorConfig)}
 
 CONF_DIR = APP_CONF_DIR / "target"
 
@@ -211,5 +229,5 @@ def register_target() -> None:
 
 
 __all__ = ["APP_KEYS", "CoreMLConfig", "MesConfig", "OnnxRuntimeCPUConfig", "TARGETS", "TargetConfig",
-           "TensorRTConfig", "TorchCUDAConfig", "register_target", "schema_of", "target_config", "target_keys",
+           "TensorRTConfig", "TorchCUDAConfig", "TorchInductorConfig", "register_target", "schema_of", "target_config", "target_keys",
            "target_settings"]

@@ -11,6 +11,7 @@ through it, so what a table times is what ships.
 | `torch_cuda` | the module itself: BatchNorms folded, every x2 bilinear upsample as `Upsample2xBilinear` (elementwise, also when traced), cast to the precision, channels_last (the default) |
 | `onnxruntime_cpu`, `tensorrt` | the ONNX graph exported from the BN-folded fp32 module, every x2 upsample as `nn.Upsample` (one Resize node) |
 | `coreml` | the ML Program converted from the BN-folded fp32 module, upsample as for ONNX |
+| `torch_inductor` | the `torch_cuda` module compiled ahead of time by AOTInductor (`hwnas.convert.aoti`): what `format=aoti` ships |
 
 A whole model's form is made of its blocks' forms (each rewrite acts block by block, nothing is
 added between blocks; `tests/test_latency_fingerprint.py` checks it), so the fingerprints of the
@@ -26,7 +27,8 @@ import torch.nn as nn
 
 from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
-__all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "deploy_form", "fold"]
+__all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "TorchInductorPackage",
+           "deploy_form", "fold"]
 
 
 class DeployForm:
@@ -148,16 +150,47 @@ class TorchCUDAModule(DeployForm):
                 f"{'channels_last' if self.channels_last else 'NCHW'}; batch {self.batch}")
 
 
+class TorchInductorPackage(TorchCUDAModule):
+    """PyTorch through AOTInductor runs the `torch_cuda` module (the GPU recipe) compiled ahead of
+    time: `module` is the graph that is compiled, `compile` makes the package (`hwnas.convert.aoti`).
+    Compiling changes what runs (fusion, kernel choice) but not what is computed, so a fingerprint
+    is the module's trace salted with this target."""
+
+    target = "torch_inductor"
+
+    def salt(self) -> str:
+        return "torch-inductor-aoti"
+
+    def compile(self, module: nn.Module, input_shape: tuple[int, ...], path, device: str = "cuda",
+                native_input: bool = False, metadata: dict | None = None, inductor_configs: dict | None = None):
+        """The AOTInductor package of `module` (already in this form) at `input_shape`, for `device`
+        (`hwnas.convert.aoti.compile_aoti`: float32 NCHW in and out, or with `native_input` this
+        form's dtype and memory format, as a lone block is timed)."""
+        from hwnas.convert.aoti import compile_aoti
+        return compile_aoti(module, input_shape, path, device=device, channels_last=self.channels_last,
+                            native_input=native_input,
+                            metadata={"deploy_form": self.describe(), "form": self.settings(), **(metadata or {})},
+                            inductor_configs=inductor_configs)
+
+    def describe(self) -> str:
+        return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
+                f"{'channels_last' if self.channels_last else 'NCHW'}, compiled by AOTInductor "
+                f"(torch.export, fixed shape, float32 NCHW in and out); batch {self.batch}")
+
+
 FORMS: dict[str, Any] = {
     "onnxruntime_cpu": lambda **kw: ExportedGraph(target="onnxruntime_cpu", **kw),
     "tensorrt": lambda **kw: ExportedGraph(target="tensorrt", **kw),
     "coreml": CoreMLProgram,
     "torch_cuda": TorchCUDAModule,
+    "torch_inductor": TorchInductorPackage,
 }
 #: the settings each target's form takes (what its `settings()` records in a table's provenance)
 FORM_KEYS = {"onnxruntime_cpu": ("batch", "precision", "opset"), "tensorrt": ("batch", "precision", "opset"),
-             "coreml": ("batch", "precision"), "torch_cuda": ("batch", "precision", "channels_last")}
-_DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16"}
+             "coreml": ("batch", "precision"), "torch_cuda": ("batch", "precision", "channels_last"),
+             "torch_inductor": ("batch", "precision", "channels_last")}
+_DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16",
+                      "torch_inductor": "fp16"}
 
 
 def deploy_form(target: str, **settings: Any) -> DeployForm:

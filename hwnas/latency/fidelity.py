@@ -69,7 +69,7 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     held_out = held_out_set(space, n, exclude=exclude, seed=seed)
     attach_canary(backend, table)
     recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress,
-                            table.current_fingerprints(), deadline=deadline)
+                            table.current_fingerprints(), deadline=deadline, table=table)
     measured = np.array([r[table.statistic] for r in recs])
     predicted = np.array(table.predict_many(held_out))
     raw = np.array([table.block_sum(a) for a in held_out])

@@ -55,7 +55,7 @@ def _build(spec_or_arch, device: str):
 
 
 def build_device(backend: Backend) -> str:
-    return "cuda" if backend.name in ("torch_cuda",) else "cpu"
+    return "cuda" if backend.name in ("torch_cuda", "torch_inductor") else "cpu"
 
 
 SETUP_KEYS = ("target", "precision", "batch", "threads", "device", "clock", "canary")
@@ -164,8 +164,13 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     table.save()  # the provenance exists from the first row on
     t_start = time.perf_counter()
     device = build_device(backend)
-    for spec in progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress):
+    chunk = _chunk(backend)
+    for i, spec in enumerate(progress_bar(todo, len(todo), f"{backend.name} blocks ({space})", progress)):
         _check_deadline(deadline)
+        if chunk and i % chunk == 0:  # compiled targets: the next packages first, in parallel workers
+            _precompile(backend, table, space, [(s, supernet.block_input_shape(s, backend.batch), current[s.key])
+                                                for s in todo[i:i + chunk]], progress, deadline)
+            _check_deadline(deadline)
         t0 = time.perf_counter()
         block = _build(spec, device)
         row = backend.measure(block, supernet.block_input_shape(spec, backend.batch))
@@ -184,12 +189,36 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
             "seconds": time.perf_counter() - t_start}
 
 
+def _chunk(backend: Backend) -> int:
+    """How many packages a compiled target compiles before timing them (0: not a compiled target):
+    a few per worker, so a run stopped by its deadline loses at most one chunk of compiling (a
+    fresh GPU machine has no compile cache; measured rows are kept)."""
+    if not hasattr(backend, "precompile"):
+        return 0
+    return max(1, 4 * int(getattr(backend, "compile_workers", 1)))
+
+
+def _precompile(backend: Backend, table: LatencyTable | None, space: str, items: list, progress: bool,
+                deadline: float | None) -> None:
+    """Let a compiled target compile what is about to be timed; its compile time goes into the
+    space's profiling record (`compile_seconds` summed over packages, `compile_wall_seconds`)."""
+    stats = backend.precompile(items, progress=progress, deadline=deadline)
+    if table is not None:
+        prof = table.provenance.setdefault("profiling", {}).setdefault(space, {})
+        for k, name in (("seconds", "compile_seconds"), ("wall_seconds", "compile_wall_seconds"),
+                        ("packages", "compiled_packages")):
+            prof[name] = round(prof.get(name, 0) + stats[k], 2)
+        table.save()
+
+
 # ---- whole networks ----------------------------------------------------------------------------
 def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: Path,
-                     progress: bool = True, fingerprints=None, deadline: float | None = None) -> list[dict]:
+                     progress: bool = True, fingerprints=None, deadline: float | None = None,
+                     table: LatencyTable | None = None) -> list[dict]:
     """Measure each arch end to end, skipping those already in `path` under `role` with the current
     code's fingerprint (`fingerprints`: a `FingerprintCache` of the backend's form); returns the
-    records of `archs` in their order."""
+    records of `archs` in their order. A compiled target compiles them all first (its compile time
+    recorded in `table`'s provenance when given)."""
     if fingerprints is None:
         from .fingerprint import cache_for
         fingerprints = cache_for(backend.form)
@@ -201,9 +230,14 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
     todo = [a for a in archs if (a.space, role, a.id) not in done]
     device = build_device(backend)
+    chunk = _chunk(backend)
     desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
-    for arch in progress_bar(todo, len(todo), desc, progress):
+    for i, arch in enumerate(progress_bar(todo, len(todo), desc, progress)):
         _check_deadline(deadline)
+        if chunk and i % chunk == 0:
+            _precompile(backend, table, arch.space, [(a, (backend.batch, 3, a.resolution, a.resolution), current[a.id])
+                                                     for a in todo[i:i + chunk]], progress, deadline)
+            _check_deadline(deadline)
         model = _build(arch, device)
         shape = (backend.batch, 3, arch.resolution, arch.resolution)
         m = backend.measure(model, shape)
@@ -300,7 +334,7 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
     if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
-                                table.current_fingerprints(), deadline=deadline)
+                                table.current_fingerprints(), deadline=deadline, table=table)
         table.provenance["profiling"][space.name]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
         table.provenance.setdefault("correction", {})[space.name] = fit_correction(table, recs)
     if "mes_unit_latency_ms" not in table.provenance:

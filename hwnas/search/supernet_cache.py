@@ -9,8 +9,9 @@ instead of training again.
 The training runs in `pretrain.cache_dir/.<space>-<hash>.partial/`, a folder named by the
 settings, under a lock (`.<space>-<hash>.lock`): a search killed while training resumes it from its
 last epoch when run again (the train app's own resume), and a second search with the same settings
-waits for the first instead of training the same supernet twice. The finished folder is renamed
-into place, so the cache never holds half a supernet. A training that fails before its first
+waits for the first instead of training the same supernet twice. The finished folder (the
+supernet, its metrics and training config; not the optimizer state, which only served resuming)
+is renamed into place, so the cache never holds half a supernet. A training that fails before its first
 checkpoint leaves nothing behind; every start removes leftovers nobody is using: temporary folders
 of older hwnas versions, and partial trainings of other settings untouched for `STALE_PARTIAL_DAYS`.
 """
@@ -114,6 +115,8 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
         atomic_write(work / "train_config.yaml", text)
         if out != work / "supernet.pt":
             os.replace(out, work / "supernet.pt")
+        # the optimizer's state (3x the weights) only served resuming: the cache keeps the supernet
+        (work / "train_state.pt").unlink(missing_ok=True)
         if cache.exists():  # a folder without supernet.pt (damaged by hand): replaced
             shutil.rmtree(cache)
         os.replace(work, cache)  # atomic: the cache holds the whole supernet or none

@@ -1,0 +1,220 @@
+"""Bad input to the four apps, as a user types it (issue 18): every case ends in one line,
+`hwnas.<app>: error: <what is wrong and what to do>`, exit status 2 and no traceback; nonsense
+values fail at start-up, before Hydra makes the run folder (so before any training, table loading
+or file written).
+
+The command lines run in-process through the apps' own entry points (`hwnas.<app>.main()`, which
+parses `sys.argv` like `python -m hwnas.<app>` does): the same runner, Hydra composition and
+checks, without a Python start per case. The full-disk case needs a process of its own (a file
+size limit), and tests/test_apps.py runs each app as a real process too.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import search_spaces
+
+ENTRY = {"search": "hwnas.search.__main__", "train": "hwnas.train", "profile": "hwnas.profile",
+         "extract": "hwnas.extract"}
+SEARCH0 = ["+target=onnxruntime_cpu", "evaluator=proxy", "progress=false"]
+SEARCH = [*SEARCH0, "search.n_trials=2"]
+TRAIN = ["train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=8", "train.eval_calib_batches=0",
+         "train.progress=false", "data.limit_train=16"]
+PROFILE = ["+target=onnxruntime_cpu", "progress=false"]
+
+
+def run_cli(app: str, args: list[str], run_dir: Path, monkeypatch, capsys) -> tuple[int, str]:
+    """`python -m hwnas.<app> ARGS hydra.run.dir=RUN_DIR`, in this process: (exit status, stderr)."""
+    monkeypatch.setattr(sys, "argv", [f"hwnas.{app}", *args, f"hydra.run.dir={run_dir}"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(ENTRY[app]).main()
+    return e.value.code, capsys.readouterr().err
+
+
+def assert_one_line(app: str, code: int, err: str, message: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"hwnas.{app}: error: ")]
+    assert code == 2, err[-3000:]
+    assert len(lines) == 1 and message in lines[0], err[-3000:]
+    assert "Traceback" not in err
+
+
+# ---- files the cases read ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad_inputs")
+    (d / "random.bin").write_bytes(os.urandom(4096))
+    (d / "corrupt_study").mkdir()
+    (d / "corrupt_study" / "study.db").write_text("this is no SQLite database\n" * 40)
+    (d / "bad_picks").mkdir()
+    (d / "bad_picks" / "picks.yaml").write_text("efficientformerv2_s0: {pick: [1, 2\n  arch: {")
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0").to_dict()
+    import yaml
+    (d / "other_space.yaml").write_text(yaml.safe_dump({**arch, "space": "nextvit"}))
+    (d / "binary.yaml").write_bytes(os.urandom(512) + b"\xff\xfe")
+    (d / "a_file").write_text("not a folder\n")
+    (d / "tables").mkdir()
+    (d / "truncated_run").mkdir()
+    torch.save({"format": "hwnas.train_state", "blob": torch.zeros(50_000)}, d / "whole.pt")
+    raw = (d / "whole.pt").read_bytes()
+    (d / "truncated_run" / "train_state.pt").write_bytes(raw[: len(raw) // 2])
+    return d
+
+
+def _readonly_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: a read-only one, or (root ignores permissions) one in /sys."""
+    d = tmp_path / "readonly"
+    d.mkdir()
+    d.chmod(0o555)
+    if os.access(d, os.W_OK):  # root
+        return Path("/sys/hwnas-readonly-test")
+    return d / "run"
+
+
+# (app, arguments, what the one line says, fails at start-up: no run folder made)
+CASES = {
+    # issue 18, 3 and 9: budgets and counts out of range (search)
+    "negative latency budget": ("search", [*SEARCH, "budget.latency_ms=-1"], "budget.latency_ms=-1.0: must be > 0", True),
+    "zero latency budget": ("search", [*SEARCH, "budget.latency_ms=0"], "budget.latency_ms=0.0: must be > 0", True),
+    "zero size budget": ("search", [*SEARCH, "budget.params_m=0"], "budget.params_m=0.0: must be > 0", True),
+    "negative n_trials": ("search", [*SEARCH, "search.n_trials=-5"], "search.n_trials=-5: must be >= 1", True),
+    "greedy takes no candidates": ("search", [*SEARCH0, "search=mes_greedy", "search.candidates_per_step=0"],
+                                   "search.candidates_per_step=0: must be >= 1", True),
+    "zero threads": ("search", [*SEARCH, "threads=0"], "threads=0: must be >= 1", True),
+    "unknown objective": ("search", [*SEARCH, "search.objectives=[accuracy,speed]"], "search.objectives=", True),
+    "no objectives": ("search", [*SEARCH, "search.objectives=[]"], "search.objectives=[]: each must be one of", True),
+    # 9: internal schemas are no choices; a key the target does not take
+    "base_target is no target": ("search", ["+target=base_target", "evaluator=proxy"],
+                                 "target=base_target: no such option (the options of target: coreml, onnxruntime_cpu", True),
+    "schema as a search strategy": ("search", [*SEARCH, "search=schema_search_nsga2"],
+                                    "search=schema_search_nsga2: no such option", True),
+    "key of another target": ("search", ["+target=torch_cuda", "evaluator=proxy", "target.clock=thread"],
+                              "target.clock: no such key (the keys of target: name,", True),
+    "target batch 0": ("search", [*SEARCH, "target.batch=0"], "target.batch=0: must be >= 1", True),
+    # 8: storage URLs
+    "bogus storage": ("search", [*SEARCH, "storage=bogus://x"], "storage=bogus://x: unknown database kind 'bogus'", True),
+    "not a storage URL": ("search", [*SEARCH, "storage=not-a-url"], "storage=not-a-url: not a database URL", True),
+    # 8: files a search reads
+    "corrupt study.db": ("search", SEARCH, "study.db: not a readable SQLite database", False),
+    "table is a folder": ("search", [*SEARCH, "target.table={files}/tables"], "is a folder, not a table file", False),
+    "checkpoint is a folder": ("search", ["+target=onnxruntime_cpu", "progress=false", "checkpoint={files}"],
+                               "a folder, not a checkpoint file", False),
+    "checkpoint of random bytes": ("search", ["+target=onnxruntime_cpu", "progress=false",
+                                              "checkpoint={files}/random.bin"], "not a PyTorch checkpoint file", False),
+    "run folder is a file": ("search", [*SEARCH], "a_file is a file, not a folder", True),
+    "unwritable run folder": ("search", [*SEARCH], "cannot write there", True),
+    "unparsable override": ("search", [*SEARCH, "pretrain.overrides=[train.epochs=2]"],
+                            "cannot read the command line", True),
+    # 8, 9, 10: train
+    "zero batch size": ("train", [*TRAIN, "train.batch_size=0"], "train.batch_size=0: must be >= 1", True),
+    "zero epochs": ("train", [*TRAIN, "train.epochs=0"], "train.epochs=0: must be >= 1", True),
+    "misspelt train key": ("train", [*TRAIN, "train.epoch=3"], "train.epoch: no such key (the keys of train: epochs,", True),
+    "imagefolder without root": ("train", [*TRAIN, "data=imagefolder"], "data.root is not set", True),
+    "bad device": ("train", [*TRAIN, "train.device=gpu"], "train.device='gpu': allowed: auto, cpu, cuda", True),
+    "truncated training state": ("train", TRAIN, "truncated or corrupt training state", False),
+    # 8, 9: profile
+    "negative limit": ("profile", [*PROFILE, "limit=-1"], "limit=-1: must be >= 1", True),
+    "unknown space": ("profile", [*PROFILE, "space=resnet"], "space=resnet: no such option", True),
+    "opset of the target": ("profile", [*PROFILE, "target.opset=5"], "target.opset=5: must be in [13, 20]", True),
+    "binary arch file to profile": ("profile", [*PROFILE, "archs=[{files}/binary.yaml]"],
+                                    "is not a YAML/JSON arch file", False),
+    # 8, 10: extract
+    "extract batch 0": ("extract", ["arch=efficientformerv2_s0", "batch=0"], "batch=0: must be >= 1", True),
+    "negative classes": ("extract", ["arch=efficientformerv2_s0", "num_classes=-3"], "num_classes=-3: must be >= 2", True),
+    "no BN batches": ("extract", ["arch=efficientformerv2_s0", "bn_batches=0"], "bn_batches=0: must be >= 1", True),
+    "opset 5": ("extract", ["arch=efficientformerv2_s0", "opset=5"], "opset=5: must be in [13, 20]", True),
+    "corrupt picks.yaml": ("extract", ["run={files}/bad_picks", "pick=efficientformerv2_s0"],
+                           "picks.yaml is not valid YAML", False),
+    "binary arch file": ("extract", ["arch={files}/binary.yaml"], "is not a YAML/JSON arch file", False),
+    "arch file of the other space": ("extract", ["arch={files}/other_space.yaml"],
+                                     "says space 'nextvit', but its stages are an arch of space 'efficientformerv2'", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_user_error_is_one_line_exit_2_and_nonsense_fails_at_start_up(case, files, tmp_path, monkeypatch, capsys):
+    app, args, message, at_start_up = CASES[case]
+    args = [a.replace("{files}", str(files)) for a in args]
+    run_dir = tmp_path / "run"
+    if case == "corrupt study.db":
+        run_dir = files / "corrupt_study"
+    elif case == "truncated training state":
+        run_dir = files / "truncated_run"
+    elif case == "run folder is a file":
+        run_dir = files / "a_file"
+    elif case == "unwritable run folder":
+        run_dir = _readonly_dir(tmp_path)
+    code, err = run_cli(app, args, run_dir, monkeypatch, capsys)
+    assert_one_line(app, code, err, message)
+    if at_start_up and case not in ("run folder is a file", "unwritable run folder"):
+        assert not run_dir.exists(), "a start-up error must come before Hydra makes the run folder"
+
+
+def test_profile_of_an_absent_runtime_is_one_line(tmp_path, monkeypatch, capsys):
+    from hwnas.convert.tensorrt import tensorrt_available
+    if tensorrt_available():
+        pytest.skip("TensorRT is installed here")
+    code, err = run_cli("profile", ["+target=tensorrt", "progress=false"], tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("profile", code, err, "TensorRT is not installed")
+
+
+def test_a_missing_database_driver_is_one_line(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed here")
+    code, err = run_cli("search", [*SEARCH, "storage=postgresql://user@localhost/db"], tmp_path / "run",
+                        monkeypatch, capsys)
+    assert_one_line("search", code, err, "its database driver is not installed (No module named 'psycopg')")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """A write the file system refuses (here: past a file-size limit, as a full disk refuses one)
+    names the file and the reason, not torch's "unexpected pos"; nothing half-written is left."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+    run_dir = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64",
+                        "format=pt", f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit, cwd=tmp_path)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("hwnas.extract: error: ")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert "model.pt: File too large" in lines[0] and "unexpected pos" not in r.stderr and "Traceback" not in r.stderr
+    assert not (run_dir / "model.pt").exists() and not list(run_dir.glob(".export-*"))
+
+
+def test_help_lists_real_choices_only(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["hwnas.search", "--help"])
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(ENTRY["search"]).main()
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "target: coreml, onnxruntime_cpu, tensorrt, torch_cuda" in out
+    assert "base_" not in out and "schema_" not in out
+
+
+def test_a_failed_extract_leaves_an_earlier_export_and_its_hydra_files(tmp_path, monkeypatch, capsys):
+    """Issue 18, 7: the earlier export's `.hydra/` still describes the run that made it."""
+    out = tmp_path / "export"
+    monkeypatch.setattr(sys, "argv", ["hwnas.extract", "arch=efficientformerv2_s0", "resolution=64", "format=pt",
+                                      "num_classes=10", f"hydra.run.dir={out}"])
+    importlib.import_module(ENTRY["extract"]).main()
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    assert Path(".hydra/config.yaml") in before and Path("model.pt") in before
+    # a run that fails in its task (not at start-up): its checkpoint is no checkpoint
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(2048))
+    code, err = run_cli("extract", ["arch=efficientformerv2_s0", "resolution=64", "format=pt", f"checkpoint={junk}"],
+                        out, monkeypatch, capsys)
+    assert_one_line("extract", code, err, "not a PyTorch checkpoint file")
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
+    assert after == before

@@ -1,0 +1,94 @@
+"""Interrupted jobs (issue 18): SIGKILL a real process in the middle of its work, then run again.
+
+- The built-in supernet a search trains when no `checkpoint=` is given: the rerun resumes the
+  training from its last epoch (not from step 0) and leaves no temporary folder in the cache.
+- An extract into the folder of an earlier export: the kill leaves that export and its `.hydra/`
+  as they were, and the next extract there removes the killed one's `.export-*.tmp`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SEARCH = ["+target=onnxruntime_cpu", "progress=false", "search=random", "search.n_trials=1", "search.seed_archs=[]",
+          "references=[efficientformerv2_s0]", "evaluator.recalib_batches=1", "evaluator.max_val_batches=1",
+          "evaluator.batch_size=8",
+          'pretrain.overrides=["train.epochs=2","train.max_steps_per_epoch=1","train.batch_size=4",'
+          '"train.num_random=0","train.eval_calib_batches=0","train.progress=false"]']
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 600) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds (fails if the process ends first)."""
+    end = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"ended before it could be killed:\n{proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < end, "timed out waiting for the moment to kill"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def test_killed_builtin_supernet_training_resumes_and_leaves_no_temp_folder(tmp_path):
+    cache = tmp_path / "cache"
+    args = ["-m", "hwnas.search", *SEARCH, f"pretrain.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"]
+    first = _start(args, tmp_path)
+    states = lambda: list(cache.glob(".efficientformerv2-*.partial/train_state.pt"))  # noqa: E731
+    _kill_when(first, lambda: bool(states()))  # after the first of two epochs
+    [state] = states()
+    killed = torch.load(state, weights_only=True)
+    assert killed["epoch"] == 1 and not list(cache.glob("efficientformerv2-*/supernet.pt"))
+
+    r = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "resuming the training of" in log and "1/2 epochs done" in log, log[-3000:]
+    [ckpt] = cache.glob("efficientformerv2-*/supernet.pt")
+    history = torch.load(ckpt, weights_only=True)["meta"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    # epoch 1 is the killed run's (its timing too), not trained again; json: NaN == NaN there
+    assert json.dumps(history[0], sort_keys=True) == json.dumps(killed["history"][0], sort_keys=True)
+    assert not [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")], list(cache.iterdir())
+    assert not [p for p in ckpt.parent.iterdir() if ".tmp" in p.name]
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.suffix != ".log" and not p.relative_to(folder).parts[0].startswith(".export-")}
+
+
+def test_killed_extract_leaves_the_earlier_export_and_the_next_extract_cleans_up(tmp_path):
+    out = tmp_path / "export"
+    base = ["-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64", "num_classes=10",
+            f"hydra.run.dir={out}"]
+    r = subprocess.run([sys.executable, *base, "format=pt"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    earlier = _files(out)
+    assert Path(".hydra/config.yaml") in earlier and Path("manifest.json") in earlier
+
+    # killed once it has written into its temporary folder (model.pt is the first file of the bundle)
+    killed = _start([*base, "format=[pt,onnx,torchscript]", "seed=1"], tmp_path)
+    _kill_when(killed, lambda: any(out.glob(".export-*.tmp/model.pt")))
+    assert list(out.glob(".export-*.tmp")), "the killed run's temporary folder (what the next run must remove)"
+    assert _files(out) == earlier
+
+    # the next extract into the folder fails in its task (its checkpoint is no checkpoint) ...
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(1024))
+    r = subprocess.run([sys.executable, *base, "format=pt", f"checkpoint={junk}"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "not a PyTorch checkpoint file" in r.stderr, r.stderr[-3000:]
+    # ... and still removes what the killed one left; the earlier export and its .hydra/ are unchanged
+    assert not list(out.glob(".export-*")) and not list(out.glob(".*.tmp*"))
+    assert _files(out) == earlier
