@@ -20,7 +20,7 @@ LAYERS = [
     {"supernet"},  # the weights
     {"hwnas.errors", "hwnas.device", "hwnas.progress", "hwnas.files", "hwnas.config", "hwnas.cli",
      "hwnas.mes", "hwnas.data", "hwnas.checkpoint", "hwnas.convert"},  # low-level pieces of the apps
-    {"hwnas.latency", "hwnas.evaluate", "hwnas.training"},
+    {"hwnas.latency", "hwnas.evaluate", "hwnas.training", "hwnas.predictor"},
     {"hwnas.export"},  # bundles, manifests, proofs
     {"hwnas.profile", "hwnas.train", "hwnas.search", "hwnas.extract"},  # the apps
     {"hwnas"},  # the package's front door: hwnas.load, hwnas.HwnasError

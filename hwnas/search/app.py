@@ -213,6 +213,13 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
     ev_cfg = _cfg_dict(cfg.evaluator)
     if ev_cfg["name"] == "proxy":
         return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy")
+    if ev_cfg["name"] == "predictor":
+        from hwnas.predictor import AccuracyPredictor
+        pred = AccuracyPredictor.load(ev_cfg["path"]) if ev_cfg.get("path") else AccuracyPredictor.shipped(space.name)
+        pred.check_space(space.name)
+        # the arch's own resolution: the predictor encodes the deployment arch, whatever the data's size
+        return AccuracySource(pred, pred.label, None,
+                              json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True))
     from .supernet_cache import ensure_checkpoint
     from hwnas.evaluate import SubnetEvaluator
     ckpt = ensure_checkpoint(cfg, space)

@@ -111,7 +111,7 @@ class MESGreedyConfig(StrategyConfig):
 # ---- evaluator= --------------------------------------------------------------------------------
 @dataclass
 class EvaluatorConfig:
-    name: str = MISSING  # supernet | proxy
+    name: str = MISSING  # supernet | predictor | proxy
 
 
 @dataclass
@@ -128,6 +128,13 @@ class SupernetEvaluatorConfig(EvaluatorConfig):
                   hint="null: the whole validation set")
         check_min("evaluator", "batch_size", self.batch_size, 1)
         check_device("evaluator.device", self.device)
+
+
+@dataclass
+class PredictorEvaluatorConfig(EvaluatorConfig):
+    # predicted inherited top-1 from the arch alone (hwnas.predictor), fitted on measured pairs
+    name: str = "predictor"
+    path: Optional[str] = None  # a predictor file (python -m hwnas.predictor fit); null: the one shipped for the space
 
 
 @dataclass
@@ -258,4 +265,5 @@ def register() -> None:
                        ("mes_greedy", MESGreedyConfig)):
         cs.store(name=f"schema_search_{name}", node=node)
     cs.store(name="schema_evaluator_supernet", node=SupernetEvaluatorConfig)
+    cs.store(name="schema_evaluator_predictor", node=PredictorEvaluatorConfig)
     cs.store(name="schema_evaluator_proxy", node=ProxyEvaluatorConfig)

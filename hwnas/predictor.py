@@ -1,0 +1,508 @@
+"""Accuracy predictor: a subnet's inherited top-1 estimated from its arch alone, fitted on measured
+(arch, inherited top-1) pairs, so a search can score thousands of archs without a supernet or data.
+
+    pairs = read_pairs(["experiments/results/ranking_fidelity_raw/h200-run3"], "efficientformerv2")
+    pred = fit(pairs, space)                 # k-fold choice among ridge and MLP ensembles, seeded
+    pred.save("efficientformerv2.json")      # plain JSON: weights, features, provenance, held-out tau
+    AccuracyPredictor.load(path).evaluate(arch)   # predicted top-1 %, numpy only
+
+The same thing from the command line (`python -m hwnas.predictor --help`):
+
+    python -m hwnas.predictor pairs --checkpoint DIR/supernet.pt --data name=imagefolder root=/data/mine \\
+        --n 300 --out pairs.jsonl            # measure random archs of a supernet (resumes a killed run)
+    python -m hwnas.predictor fit --space efficientformerv2 pairs.jsonl --out my_predictor.json
+
+An arch is encoded as a fixed-length vector: every searched choice of the space (`space.parameters()`,
+per-stage depths, widths, expansions, r, ...) as its value scaled to [0, 1] over the choice's values,
+then log params, log MACs and the number of blocks of the deployment arch. Candidates are ridge
+regressions (several strengths) and ensembles of small MLPs (as OFA fits on its pairs); the one with the
+best pooled out-of-fold Kendall tau is refitted on every pair. That tau and the MAE on held-out archs
+are stored in the file and are what the predictor is worth: a search over it is only as good as it is.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+import search_spaces
+from search_spaces import Arch
+
+from hwnas.errors import ConfigError, HwnasError
+from hwnas.files import atomic_write
+
+FORMAT = "hwnas-accuracy-predictor/1"
+#: the predictors shipped with hwnas, one per space (package data), used by `evaluator=predictor`
+SHIPPED_DIR = Path(__file__).resolve().parent / "accuracy_predictors"
+
+
+class PredictorError(ConfigError):
+    """A predictor file that cannot be used here (another space, not a predictor, no pairs to fit)."""
+
+
+# ---- the encoding --------------------------------------------------------------------------------
+SIZE_FEATURES = 3  # the encoding ends with log params, log MACs, number of blocks
+
+
+def feature_names(space: search_spaces.SearchSpace) -> list[str]:
+    return list(space.parameters()) + ["log_params", "log_macs", "n_blocks"]
+
+
+def encode(space: search_spaces.SearchSpace, arch: Arch) -> np.ndarray:
+    """The fixed-length feature vector of `arch` (its resolution does not matter: the deployment arch
+    at the space's resolution is what is encoded)."""
+    params = space.parameters()
+    values = space.encode(arch)
+    x = []
+    for name, choices in params.items():
+        lo, hi = float(min(choices)), float(max(choices))
+        x.append(0.0 if hi == lo else (float(values[name]) - lo) / (hi - lo))
+    deploy = arch.with_resolution(space.resolution)
+    x += [math.log(deploy.params(10)), math.log(deploy.macs(10)), float(len(deploy.blocks(10)))]
+    return np.asarray(x, dtype=np.float64)
+
+
+# ---- pairs ---------------------------------------------------------------------------------------
+@dataclass
+class Pairs:
+    """Measured (arch, inherited top-1) pairs of one space, one supernet recipe, de-duplicated by arch."""
+    space: str
+    archs: list[Arch]
+    top1: np.ndarray
+    sources: list[str] = field(default_factory=list)  # the files read
+    recipe_ids: list[str] = field(default_factory=list)
+    variant: str | None = None
+    data: Any = None
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+
+def _jsonl_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            f = p / "inherited.jsonl"
+            if not f.is_file():
+                raise PredictorError(f"{p}: no inherited.jsonl in this folder; give the folder a "
+                                     "ranking_fidelity.py gpu run wrote, or a JSON-lines file of pairs")
+            out.append(f)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise PredictorError(f"{p}: no such file or folder of (arch, inherited top-1) pairs")
+    return out
+
+
+def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | None = None,
+               recipe_id: str | None = None, kinds: Sequence[str] | None = None) -> Pairs:
+    """The pairs of `space` in JSON-lines files (or folders holding `inherited.jsonl`).
+
+    A line is `{"space", "arch", "val_top1", ...}` as `ranking_fidelity.py gpu` and
+    `python -m hwnas.predictor pairs` write them. Smoke-run lines are skipped. Of the supernet
+    `variant` (None: any), the recipe with the most lines is used, never a mix (`recipe_id=` picks
+    another); an arch measured twice counts once (its last line: a later, longer run).
+    """
+    files = _jsonl_files(paths)
+    recs = []
+    for f in files:
+        lines = f.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except ValueError:
+                if i == len(lines) - 1:
+                    continue  # a torn last line (a killed writer)
+                raise PredictorError(f"{f}, line {i + 1}: not JSON; a pairs file has one JSON object per line")
+            if not isinstance(r, dict) or "arch" not in r or "val_top1" not in r:
+                raise PredictorError(f"{f}, line {i + 1}: a pair needs 'arch' and 'val_top1' keys")
+            if r.get("smoke") or r.get("space", r["arch"].get("space")) != space:
+                continue
+            if variant is not None and r.get("variant", variant) != variant:
+                continue
+            if kinds is not None and r.get("kind") not in kinds:
+                continue
+            recs.append(r)
+    counts: dict[str, int] = {}
+    for r in recs:
+        counts[r.get("recipe_id", "")] = counts.get(r.get("recipe_id", ""), 0) + 1
+    if recipe_id is None and counts:
+        recipe_id = max(counts, key=lambda k: (counts[k], k))
+    recs = [r for r in recs if r.get("recipe_id", "") == recipe_id]
+    by_key: dict[str, dict] = {}
+    for r in recs:
+        arch = Arch.from_dict(r["arch"])
+        by_key.pop(arch.id, None)
+        by_key[arch.id] = dict(r, _arch=arch)
+    if not by_key:
+        found = ", ".join(f"{k or '(none)'}: {n}" for k, n in counts.items()) or "none"
+        raise PredictorError(f"no (arch, inherited top-1) pairs of space {space!r} (variant {variant!r}, recipe "
+                             f"{recipe_id!r}) in {', '.join(map(str, files))} (recipes found: {found}); measure "
+                             "some with `python -m hwnas.predictor pairs --checkpoint ...`")
+    rows = list(by_key.values())
+    data = next((r.get("data") for r in rows if isinstance(r.get("data"), dict)), None)
+    for f in files:  # a ranking_fidelity run names its data in run.json beside the pairs
+        run = f.parent / "run.json"
+        if data is None and run.is_file():
+            try:
+                data = json.loads(run.read_text()).get("data")
+            except ValueError:
+                pass
+    return Pairs(space=space, archs=[r["_arch"] for r in rows], top1=np.array([float(r["val_top1"]) for r in rows]),
+                 sources=[str(f) for f in files], recipe_ids=[recipe_id] if recipe_id else [], variant=variant,
+                 data=data)
+
+
+# ---- models --------------------------------------------------------------------------------------
+def _fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float, size_only: bool = False) -> dict:
+    """Ridge regression on every feature, or (`size_only`) on the last SIZE_FEATURES (log params,
+    log MACs, blocks): with few pairs, size alone can rank better than every choice."""
+    cols = list(range(x.shape[1] - SIZE_FEATURES, x.shape[1])) if size_only else list(range(x.shape[1]))
+    xs = x[:, cols]
+    w = np.linalg.solve(xs.T @ xs + alpha * np.eye(len(cols)), xs.T @ y)
+    return {"kind": "ridge", "alpha": alpha, "columns": cols, "coef": w.tolist()}
+
+
+MLP_STEPS = 400
+
+
+def _fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int, l2: float, members: int, seed: int) -> dict:
+    from sklearn.neural_network import MLPRegressor
+    nets = []
+    for m in range(members):
+        # full-batch Adam for a fixed number of steps: cheap (pairs are hundreds) and deterministic
+        net = MLPRegressor(hidden_layer_sizes=(hidden, hidden), activation="relu", solver="adam", alpha=l2,
+                           batch_size=len(x), learning_rate_init=0.01, max_iter=MLP_STEPS, tol=0.0,
+                           n_iter_no_change=MLP_STEPS + 1, shuffle=False, random_state=seed + m)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # reaching the step count is the plan, not a convergence failure
+            net.fit(x, y)
+        nets.append({"weights": [w.tolist() for w in net.coefs_], "biases": [b.tolist() for b in net.intercepts_]})
+    return {"kind": "mlp", "hidden": hidden, "l2": l2, "members": nets}
+
+
+def _predict_model(model: dict, x: np.ndarray) -> np.ndarray:
+    if model["kind"] == "ridge":
+        return x[:, model["columns"]] @ np.asarray(model["coef"])
+    outs = []
+    for net in model["members"]:
+        h = x
+        ws, bs = net["weights"], net["biases"]
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            h = h @ np.asarray(w) + np.asarray(b)
+            if i < len(ws) - 1:
+                h = np.maximum(h, 0.0)
+        outs.append(h.reshape(-1))
+    return np.mean(outs, axis=0)
+
+
+#: the candidates the k-fold choice compares: (name, fit(x, y, seed) -> model)
+CANDIDATES = [
+    *[(f"ridge(alpha={a:g})", (lambda a: lambda x, y, s: _fit_ridge(x, y, a))(a)) for a in (0.1, 1.0, 10.0, 100.0, 1000.0)],
+    *[(f"ridge on size only (alpha={a:g})", (lambda a: lambda x, y, s: _fit_ridge(x, y, a, True))(a)) for a in (0.1, 10.0)],
+    *[(f"mlp(2x{h}, l2={l2:g}, 5 members)", (lambda h, l2: lambda x, y, s: _fit_mlp(x, y, h, l2, 5, s))(h, l2))
+      for h, l2 in ((32, 1.0), (64, 10.0))],
+]
+
+
+def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def _fit_scaled(fit_fn, x: np.ndarray, y: np.ndarray, seed: int) -> dict:
+    xm, xs = _standardize(x)
+    ym, ys = float(y.mean()), float(y.std()) or 1.0
+    model = fit_fn((x - xm) / xs, (y - ym) / ys, seed)
+    return dict(model, x_mean=xm.tolist(), x_std=xs.tolist(), y_mean=ym, y_std=ys)
+
+
+def _predict_scaled(model: dict, x: np.ndarray) -> np.ndarray:
+    z = (x - np.asarray(model["x_mean"])) / np.asarray(model["x_std"])
+    return _predict_model(model, z) * model["y_std"] + model["y_mean"]
+
+
+def _rank_stats(pred: np.ndarray, y: np.ndarray) -> dict:
+    from scipy import stats
+    if np.ptp(pred) == 0 or np.ptp(y) == 0:
+        return dict(kendall_tau=None, spearman_rho=None, mae=float(np.mean(np.abs(pred - y))))
+    return dict(kendall_tau=float(stats.kendalltau(pred, y)[0]), spearman_rho=float(stats.spearmanr(pred, y)[0]),
+                mae=float(np.mean(np.abs(pred - y))))
+
+
+def kfold_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[str, dict]:
+    """Each candidate's out-of-fold predictions of every pair (archs split into `folds` seeded folds),
+    scored by Kendall tau, Spearman rho and MAE against the measured values."""
+    n = len(y)
+    order = np.random.default_rng(seed).permutation(n)
+    fold_of = np.empty(n, dtype=int)
+    fold_of[order] = np.arange(n) % folds
+    out = {}
+    for name, fit_fn in CANDIDATES:
+        pred = np.empty(n)
+        for k in range(folds):
+            test = fold_of == k
+            model = _fit_scaled(fit_fn, x[~test], y[~test], seed)
+            pred[test] = _predict_scaled(model, x[test])
+        out[name] = _rank_stats(pred, y)
+    # what size alone gets: the ranking of log MACs (no fit)
+    out["log MACs alone (no fit)"] = _rank_stats(x[:, -SIZE_FEATURES + 1], y) | {"mae": None}
+    return out
+
+
+# ---- the predictor -------------------------------------------------------------------------------
+class AccuracyPredictor:
+    """`evaluate(arch)` -> predicted inherited top-1 % (numpy only; no torch, supernet or data)."""
+
+    def __init__(self, doc: dict, path: str | None = None):
+        self.doc = doc
+        self.path = path
+        self.space_name = doc["space"]
+        self.space = search_spaces.get_space(self.space_name)
+        if doc.get("features") != feature_names(self.space):
+            raise PredictorError(f"{path or 'predictor'}: fitted on another encoding of space {self.space_name!r} "
+                                 "(its choices changed since); refit it with `python -m hwnas.predictor fit`")
+        self.model = doc["model"]
+        self.calls = 0
+
+    @property
+    def provenance(self) -> dict:
+        return self.doc.get("provenance", {})
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits naming what the predictor computes (its model, encoding and space)."""
+        body = json.dumps({k: self.doc[k] for k in ("format", "space", "features", "model")}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        p = self.provenance
+        tau = (p.get("heldout") or {}).get("kendall_tau")
+        d = p.get("data") if isinstance(p.get("data"), dict) else {}
+        data = d.get("name", "its data") + (f" at {d['image_size']} px" if d.get("image_size") else "")
+        return (f"predicted inherited top-1 % on {data} val (accuracy predictor, {p.get('n_pairs', '?')} pairs, "
+                f"held-out Kendall tau {tau:.2f})" if tau is not None else
+                f"predicted inherited top-1 % (accuracy predictor, {p.get('n_pairs', '?')} pairs)")
+
+    def check_space(self, space_name: str) -> None:
+        if space_name != self.space_name:
+            raise PredictorError(
+                f"the accuracy predictor {self.path or ''} was fitted on space {self.space_name!r}, not "
+                f"{space_name!r}: search space={self.space_name}, or give evaluator.path= a predictor of "
+                f"{space_name} (fit one with `python -m hwnas.predictor fit --space {space_name} PAIRS --out FILE`)")
+
+    def predict(self, archs: Sequence[Arch]) -> np.ndarray:
+        for a in archs:
+            self.check_space(a.space)
+        x = np.stack([encode(self.space, a) for a in archs])
+        return _predict_scaled(self.model, x)
+
+    def evaluate(self, arch: Arch) -> float:
+        self.calls += 1
+        return float(self.predict([arch])[0])
+
+    __call__ = evaluate
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write(path, json.dumps(self.doc, indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "AccuracyPredictor":
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise PredictorError(f"evaluator.path={path}: no such predictor file; fit one with `python -m "
+                                 "hwnas.predictor fit --space SPACE PAIRS --out FILE`, or leave evaluator.path "
+                                 "null for the shipped one")
+        try:
+            doc = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise PredictorError(f"{p}: not an accuracy predictor (a JSON file of format {FORMAT!r}, as "
+                                 "`python -m hwnas.predictor fit` writes)")
+        if doc["space"] not in search_spaces.list_spaces():
+            raise PredictorError(f"{p}: fitted on space {doc['space']!r}, which is not registered here "
+                                 f"(spaces: {search_spaces.list_spaces()})")
+        return cls(doc, str(p))
+
+    @classmethod
+    def shipped(cls, space_name: str) -> "AccuracyPredictor":
+        path = SHIPPED_DIR / f"{space_name}.json"
+        if not path.is_file():
+            have = sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
+            raise PredictorError(f"no accuracy predictor ships for space {space_name!r} (shipped: {have}); fit one "
+                                 f"with `python -m hwnas.predictor fit --space {space_name} PAIRS --out FILE` and "
+                                 "give it as evaluator.path=FILE")
+        return cls.load(path)
+
+
+def _best(scores: dict) -> str:
+    """The candidate with the highest out-of-fold tau (ties: the earlier, simpler one)."""
+    names = [c for c, _ in CANDIDATES if scores[c]["kendall_tau"] is not None]
+    return max(names, key=lambda c: (scores[c]["kendall_tau"], -names.index(c)))
+
+
+def fit(pairs: Pairs, folds: int = 5, seed: int = 0, command: str | None = None) -> AccuracyPredictor:
+    """Choose the candidate with the best pooled out-of-fold Kendall tau, refit it on every pair."""
+    space = search_spaces.get_space(pairs.space)
+    n = len(pairs)
+    if n < 2 * folds:
+        raise PredictorError(f"{n} pairs of space {pairs.space!r}: too few for {folds}-fold selection (at least "
+                             f"{2 * folds}); measure more archs with `python -m hwnas.predictor pairs`")
+    x = np.stack([encode(space, a) for a in pairs.archs])
+    y = np.asarray(pairs.top1, dtype=np.float64)
+    if np.ptp(y) == 0:
+        raise PredictorError(f"the {n} pairs of space {pairs.space!r} all have the same accuracy "
+                             f"({y[0]:.2f} %): nothing to rank; measure archs of a trained supernet")
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):  # tiny matrices: threads only contend (and one thread gives the same sums every run)
+        scores = kfold_scores(x, y, folds, seed)
+        model = _fit_scaled(dict(CANDIDATES)[_best(scores)], x, y, seed)
+    best = _best(scores)
+    doc = dict(format=FORMAT, space=pairs.space, features=feature_names(space), model=model, provenance=dict(
+        sources=pairs.sources, recipe_ids=pairs.recipe_ids, variant=pairs.variant, data=pairs.data, n_pairs=n,
+        target="inherited val top-1 % (supernet weights, BatchNorm recalibrated)",
+        top1_range=[float(y.min()), float(y.max())], top1_mean=float(y.mean()), top1_std=float(y.std()),
+        chosen=best, folds=folds, seed=seed, heldout=scores[best], candidates=scores,
+        heldout_note=f"pooled out-of-fold predictions of {folds} folds; the best of {len(CANDIDATES)} candidates "
+                     "by this same number, so slightly optimistic",
+        command=command))
+    return AccuracyPredictor(doc)
+
+
+# ---- measuring pairs on a supernet ---------------------------------------------------------------
+def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathLike, n: int, seed: int = 0,
+                  device: str = "auto", calib_batches: int = 4, batch_size: int = 256,
+                  log=print) -> Path:
+    """Append (arch, inherited val top-1) lines of `n` seeded random archs of a supernet to `out`;
+    archs already in `out` are skipped, so a killed run resumes."""
+    from hwnas.checkpoint import weights_digest
+    from hwnas.evaluate import SubnetEvaluator
+    ev = SubnetEvaluator.from_checkpoint(checkpoint, data, calib_batches=calib_batches, batch_size=batch_size,
+                                         seed=seed, device=device)
+    space = ev.net.space
+    rid = weights_digest(ev.net.state_dict())
+    out = Path(out)
+    done = set()
+    if out.is_file():
+        for line in out.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("recipe_id") == rid:
+                done.add(Arch.from_dict(r["arch"]).id)
+    archs = [space.max_arch(), space.min_arch()] + space.sample_many(n, seed=seed)
+    archs = list({a.id: a for a in archs}.values())[:n]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    import time
+    with open(out, "a") as f:
+        for i, arch in enumerate(archs):
+            if arch.id in done:
+                continue
+            t = time.time()
+            top1 = ev.evaluate(arch)
+            f.write(json.dumps(dict(space=space.name, arch=arch.to_dict(), key=arch.id, kind="random",
+                                    val_top1=top1, variant="checkpoint", recipe_id=rid, data=data,
+                                    calib_batches=calib_batches, seconds=round(time.time() - t, 3)),
+                               sort_keys=True) + "\n")
+            f.flush()
+            log(f"[{i + 1}/{len(archs)}] {arch.id} top-1 {top1:.2f} % ({time.time() - t:.1f} s)")
+    return out
+
+
+# ---- command line --------------------------------------------------------------------------------
+def _data_arg(items: Sequence[str] | None) -> dict:
+    d: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--data {item}: give KEY=VALUE pairs (e.g. name=imagefolder root=/data/mine)")
+        try:
+            d[key] = json.loads(value)
+        except ValueError:
+            d[key] = value
+    from hwnas.data import data_config
+    data_config(d)  # a wrong key or value fails here, by name
+    return d
+
+
+def summary(pred: AccuracyPredictor) -> str:
+    p = pred.provenance
+    h = p["heldout"]
+    lines = [f"accuracy predictor for {pred.space_name}: {p['chosen']}, {p['n_pairs']} pairs "
+             f"(top-1 {p['top1_range'][0]:.2f}-{p['top1_range'][1]:.2f} %, std {p['top1_std']:.2f})",
+             f"held-out ({p['folds']}-fold): Kendall tau {h['kendall_tau']:.3f}, Spearman rho "
+             f"{h['spearman_rho']:.3f}, MAE {h['mae']:.3f} points"]
+    for name, s in p["candidates"].items():
+        tau = "n/a" if s["kendall_tau"] is None else f"{s['kendall_tau']:.3f}"
+        mae = "" if s.get("mae") is None else f", MAE {s['mae']:.3f}"
+        lines.append(f"  {name}: tau {tau}{mae}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hwnas.predictor", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fit a predictor on pairs files (or ranking_fidelity.py gpu output folders)")
+    f.add_argument("pairs", nargs="+", help="JSON-lines files of pairs, or folders holding inherited.jsonl")
+    f.add_argument("--space", required=True, choices=search_spaces.list_spaces())
+    f.add_argument("--out", required=True, help="the predictor file (JSON)")
+    f.add_argument("--variant", default="any", help="only the pairs of this supernet variant of ranking_fidelity "
+                   "runs, e.g. lowlr (pairs of `hwnas.predictor pairs` are 'checkpoint'); any: every variant (the "
+                   "recipe with the most pairs is used either way)")
+    f.add_argument("--recipe-id", default=None, help="default: the recipe with the most pairs")
+    f.add_argument("--folds", type=int, default=5)
+    f.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("pairs", help="measure (arch, inherited val top-1) of random archs of a supernet")
+    m.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m hwnas.train)")
+    m.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="the data the supernet was trained on "
+                   "(hwnas.data.DataConfig keys), e.g. name=imagefolder root=/data/mine image_size=64")
+    m.add_argument("--n", type=int, default=300, help="archs (the max and min arch, then seeded random ones)")
+    m.add_argument("--out", required=True, help="JSON-lines file; appended to, archs already there skipped")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--device", default="auto")
+    m.add_argument("--calib-batches", type=int, default=4)
+    m.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "fit":
+            pairs = read_pairs(args.pairs, args.space, None if args.variant == "any" else args.variant,
+                               args.recipe_id)
+            pred = fit(pairs, folds=args.folds, seed=args.seed,
+                       command="python -m hwnas.predictor " + " ".join(sys.argv[1:] if argv is None else argv))
+            pred.save(args.out)
+            print(summary(pred))
+            print(f"written {args.out}")
+        else:
+            measure_pairs(args.checkpoint, _data_arg(args.data), args.out, args.n, seed=args.seed,
+                          device=args.device, calib_batches=args.calib_batches, batch_size=args.batch_size)
+            print(f"written {args.out}")
+    except HwnasError as e:
+        from hwnas.cli import USER_ERROR_EXIT, report_user_error
+        report_user_error("predictor", e)
+        return USER_ERROR_EXIT
+    return 0
+
+
+__all__ = ["AccuracyPredictor", "Pairs", "PredictorError", "encode", "feature_names", "fit", "kfold_scores",
+           "measure_pairs", "read_pairs", "SHIPPED_DIR"]
+
+if __name__ == "__main__":
+    sys.exit(main())

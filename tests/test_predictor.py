@@ -1,0 +1,203 @@
+"""The accuracy predictor (`hwnas.predictor`) and `evaluator=predictor`: pairs read as the GPU runs write
+them, a seeded fit that round-trips through its JSON file, a search over it end to end on the shipped
+tables, the shipped predictors, measuring pairs on a supernet (resumed), and the errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import search_spaces
+import supernet
+from hwnas.checkpoint import save_supernet
+from hwnas.predictor import (SHIPPED_DIR, AccuracyPredictor, PredictorError, encode, feature_names, fit,
+                             main as predictor_main, measure_pairs, read_pairs)
+from hwnas.search.app import compose_config, run
+from search_spaces import Arch
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = "efficientformerv2"
+
+
+def truth(space, arch) -> float:
+    """A learnable accuracy: more for a wider, deeper stage 3, as a supernet's would be (roughly)."""
+    v = space.encode(arch)
+    depth = sum(1 for k, x in v.items() if k.startswith("s2.e") and x)
+    return 70.0 + 0.02 * v["s2.width"] + 0.3 * depth
+
+
+def write_pairs(folder: Path, n: int = 48, seed: int = 1) -> list:
+    space = search_spaces.get_space(SPACE)
+    archs = list({a.id: a for a in space.sample_many(n, seed=seed)}.values())
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for a in archs:
+        lines.append(dict(space=SPACE, arch=a.to_dict(), key=a.id, kind="random", variant="base",
+                          recipe_id="r1", val_top1=truth(space, a) + float(rng.normal(0, 0.05))))
+    # what must be left out: a smoke run, another recipe, another variant, another space
+    lines.append(dict(lines[0], smoke=True, val_top1=0.0))
+    lines.append(dict(lines[1], recipe_id="r0", val_top1=0.0))
+    lines.append(dict(lines[2], variant="alpha", recipe_id="r2", val_top1=0.0))
+    nv = search_spaces.get_space("nextvit").min_arch()
+    lines.append(dict(space="nextvit", arch=nv.to_dict(), key=nv.id, kind="random", variant="base", recipe_id="r1",
+                      val_top1=50.0))
+    # the same arch measured again later (a longer run): the later line wins
+    lines.append(dict(lines[3], val_top1=lines[3]["val_top1"] + 0.5))
+    (folder / "inherited.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"torn')
+    (folder / "run.json").write_text(json.dumps({"data": {"name": "fashion_mnist", "image_size": 32}}))
+    return lines
+
+
+def test_pairs_are_read_as_the_gpu_runs_write_them(tmp_path):
+    lines = write_pairs(tmp_path / "run")
+    pairs = read_pairs([tmp_path / "run"], SPACE)
+    n = len(lines) - 5
+    assert len(pairs) == n and pairs.recipe_ids == ["r1"] and pairs.data["name"] == "fashion_mnist"
+    by_id = dict(zip((a.id for a in pairs.archs), pairs.top1))
+    assert by_id[lines[3]["key"]] == pytest.approx(lines[-1]["val_top1"])  # the later line
+    assert 0.0 not in pairs.top1 and 50.0 not in pairs.top1
+    assert len(read_pairs([tmp_path / "run"], SPACE, recipe_id="r0")) == 1
+    assert len(read_pairs([tmp_path / "run"], SPACE, variant="alpha")) == 1  # its own recipe, never mixed in
+    assert len(read_pairs([tmp_path / "run"], SPACE, variant="base")) == n
+    with pytest.raises(PredictorError, match="no inherited.jsonl"):
+        read_pairs([tmp_path], SPACE)
+    with pytest.raises(PredictorError, match="no .arch, inherited top-1. pairs of space 'efficientformerv2'"):
+        read_pairs([tmp_path / "run"], SPACE, variant="warmup")
+
+
+def test_fit_round_trips_through_its_file_and_is_deterministic(tmp_path):
+    write_pairs(tmp_path / "run")
+    pairs = read_pairs([tmp_path / "run"], SPACE)
+    pred = fit(pairs, folds=3, seed=0)
+    prov = pred.provenance
+    assert prov["n_pairs"] == len(pairs) and prov["recipe_ids"] == ["r1"] and prov["chosen"] in prov["candidates"]
+    assert prov["heldout"]["kendall_tau"] > 0.6  # a learnable target is learnt, on archs it did not see
+    assert prov["heldout"]["mae"] < 0.6
+    path = pred.save(tmp_path / "p.json")
+    loaded = AccuracyPredictor.load(path)
+    space = search_spaces.get_space(SPACE)
+    others = space.sample_many(20, seed=99) + [space.min_arch(), space.max_arch()]
+    assert list(loaded.predict(others)) == list(pred.predict(others))  # exactly: the same numbers, read back
+    assert loaded.digest == pred.digest
+    assert loaded.evaluate(space.max_arch()) > loaded.evaluate(space.min_arch())
+    again = fit(read_pairs([tmp_path / "run"], SPACE), folds=3, seed=0)
+    assert json.dumps(again.doc, sort_keys=True) == json.dumps(pred.doc, sort_keys=True)
+    # the resolution of an arch does not change its features (the deployment arch is encoded)
+    a = others[0]
+    assert list(encode(space, a.with_resolution(32))) == list(encode(space, a))
+    assert len(encode(space, a)) == len(feature_names(space))
+
+
+def test_fit_command_line(tmp_path, capsys):
+    write_pairs(tmp_path / "run")
+    out = tmp_path / "cli.json"
+    assert predictor_main(["fit", "--space", SPACE, str(tmp_path / "run"), "--out", str(out), "--folds", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out (3-fold): Kendall tau" in printed and out.is_file()
+    assert AccuracyPredictor.load(out).provenance["command"].startswith("python -m hwnas.predictor fit")
+    # too few pairs: one clear line, exit status 2
+    (tmp_path / "few.jsonl").write_text("".join(
+        json.dumps(dict(space=SPACE, arch=a.to_dict(), val_top1=70.0 + i)) + "\n"
+        for i, a in enumerate(search_spaces.get_space(SPACE).sample_many(3, seed=0))))
+    assert predictor_main(["fit", "--space", SPACE, str(tmp_path / "few.jsonl"), "--out", str(out),
+                           "--variant", "any"]) == 2
+    assert "too few for 5-fold selection" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def predictor_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pred")
+    write_pairs(d / "run")
+    return fit(read_pairs([d / "run"], SPACE), folds=3).save(d / "efficientformerv2.json")
+
+
+def test_search_with_evaluator_predictor_end_to_end(tmp_path, predictor_file):
+    cfg = compose_config(["+target=onnxruntime_cpu", f"space={SPACE}", "evaluator=predictor",
+                          f"evaluator.path={predictor_file}", "search.n_trials=6", "progress=false"])
+    out = run(cfg, tmp_path / "s")
+    pred = AccuracyPredictor.load(predictor_file)
+    assert len(out["records"]) == 6
+    for r in out["records"]:
+        assert r["accuracy"] == pytest.approx(pred.evaluate(Arch.from_dict(json.loads(r["arch"]))), abs=1e-9)
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "accuracy predictor" in report and "fashion_mnist at 32 px" in report
+    # the study remembers which predictor scored it: another one is refused
+    other = AccuracyPredictor(json.loads(Path(predictor_file).read_text()))
+    other.doc["model"]["y_mean"] += 1.0
+    other.save(tmp_path / "other.json")
+    cfg2 = compose_config(["+target=onnxruntime_cpu", f"space={SPACE}", "evaluator=predictor",
+                           f"evaluator.path={tmp_path / 'other.json'}", "search.n_trials=6", "progress=false"])
+    with pytest.raises(Exception, match="evaluated with another checkpoint, evaluator or data"):
+        run(cfg2, tmp_path / "s")
+
+
+def test_shipped_predictor_is_the_default(tmp_path, space_name):
+    pred = AccuracyPredictor.shipped(space_name)
+    assert pred.space_name == space_name and (SHIPPED_DIR / f"{space_name}.json").is_file()
+    prov = pred.provenance
+    assert prov["n_pairs"] >= 10 and prov["heldout"]["kendall_tau"] is not None
+    assert all(Path(ROOT / s).is_file() for s in prov["sources"])  # its data is committed
+    cfg = compose_config(["+target=onnxruntime_cpu", f"space={space_name}", "evaluator=predictor",
+                          "search=random", "search.n_trials=3", "search.seed_archs=[]", "progress=false"])
+    out = run(cfg, tmp_path / "s")
+    assert all(r["accuracy"] == pytest.approx(pred.evaluate(Arch.from_dict(json.loads(r["arch"]))), abs=1e-9)
+               for r in out["records"])
+
+
+def test_predictor_of_another_space_is_refused(tmp_path, predictor_file):
+    cfg = compose_config(["+target=onnxruntime_cpu", "space=nextvit", "evaluator=predictor",
+                          f"evaluator.path={predictor_file}", "search.n_trials=2", "progress=false"])
+    with pytest.raises(PredictorError, match="fitted on space 'efficientformerv2', not 'nextvit'"):
+        run(cfg, tmp_path / "s")
+    pred = AccuracyPredictor.load(predictor_file)
+    with pytest.raises(PredictorError, match="fitted on space 'efficientformerv2'"):
+        pred.evaluate(search_spaces.get_space("nextvit").min_arch())
+    # from the command line: one line naming the fix, exit status 2
+    r = subprocess.run([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "space=nextvit",
+                        "evaluator=predictor", f"evaluator.path={predictor_file}", f"hydra.run.dir={tmp_path / 'cli'}",
+                        "progress=false"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().startswith("hwnas.search: error:") and "search space=efficientformerv2" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_predictor_files(tmp_path):
+    with pytest.raises(PredictorError, match="no such predictor file"):
+        AccuracyPredictor.load(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(PredictorError, match="not an accuracy predictor"):
+        AccuracyPredictor.load(tmp_path / "x.json")
+    (tmp_path / "y.json").write_bytes(b"\x00\xff garbage")
+    with pytest.raises(PredictorError, match="not an accuracy predictor"):
+        AccuracyPredictor.load(tmp_path / "y.json")
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(json.dumps(dict(space=SPACE, arch=a.to_dict(), val_top1=71.0)) + "\n"
+                            for a in search_spaces.get_space(SPACE).sample_many(12, seed=0)))
+    with pytest.raises(PredictorError, match="all have the same accuracy"):
+        fit(read_pairs([flat], SPACE, variant=None))
+
+
+def test_pairs_measured_on_a_supernet_resume(tmp_path):
+    torch.manual_seed(0)
+    net = supernet.build_supernet(SPACE, num_classes=4, resolution=32)
+    ckpt = tmp_path / "supernet.pt"
+    save_supernet(net, ckpt, {"data": "synthetic"})
+    data = {"name": "synthetic", "image_size": 32, "num_classes": 4, "num_train": 16, "num_val": 8}
+    out = tmp_path / "pairs.jsonl"
+    measure_pairs(ckpt, data, out, n=3, device="cpu", calib_batches=1, batch_size=8, log=lambda s: None)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    space = search_spaces.get_space(SPACE)
+    assert len(lines) == 3 and lines[0]["key"] == space.max_arch().id and lines[1]["key"] == space.min_arch().id
+    assert all(0 <= r["val_top1"] <= 100 and r["variant"] == "checkpoint" for r in lines)
+    from hwnas.evaluate import SubnetEvaluator
+    ev = SubnetEvaluator.from_checkpoint(ckpt, data, calib_batches=1, batch_size=8, device="cpu")
+    assert lines[2]["val_top1"] == ev.evaluate(Arch.from_dict(lines[2]["arch"]))
+    measure_pairs(ckpt, data, out, n=3, device="cpu", calib_batches=1, batch_size=8,
+                  log=lambda s: pytest.fail("an arch already measured was measured again"))
+    assert len(out.read_text().splitlines()) == 3
+    pairs = read_pairs([out], SPACE, variant="checkpoint")
+    assert len(pairs) == 3 and pairs.data["name"] == "synthetic"
