@@ -116,12 +116,12 @@ def _comparable(k: str, family: Family) -> bool:
                 or k.endswith("num_batches_tracked"))
 
 
-def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution: int) -> tuple[str, Arch]:
+def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution) -> tuple[str, Arch]:
     """(reference name, arch) whose static model has exactly the checkpoint's tensors (heads aside)."""
     family = get_family(space)
     got = {k: tuple(v.shape) for k, v in sd.items() if _comparable(k, family)}
     for name in space.reference_names:
-        arch = space.reference(name).with_resolution(resolution)
+        arch = space.reference(name).with_resolution(resolution).with_task("classify")
         want = {k: s for k, s in _expected(arch, 1000).items() if _comparable(k, family)}
         if want == got:
             return name, arch
@@ -134,7 +134,7 @@ def _placement(arch: Arch, target: Any) -> dict:
     """Static module path of `arch` -> module path in `target` (identity, or supernet positions)."""
     if not isinstance(target, Supernet):
         return {}
-    layout = target.space.layout(arch, target.num_classes)
+    layout = arch.layout(target.num_classes)
     return {f"stages.{s}.blocks.{j}.": f"stages.{s}.blocks.{p.pos}."
             for s, st in enumerate(layout.stages) for j, p in enumerate(st.blocks)}
 
@@ -169,7 +169,8 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
         source_name, arch = "hwnas", model.arch  # our own static layout: whatever arch it is
     else:
         source_name, arch = identify(sd, space, resolution)
-        if isinstance(model, DeployModel) and arch.with_resolution(model.arch.resolution) != model.arch:
+        if isinstance(model, DeployModel) and \
+                arch.with_resolution(model.arch.resolution).with_task(model.arch.task) != model.arch:
             raise PretrainedError(f"the checkpoint holds {source_name}, the model is another arch of "
                                   f"{space.name}: build it with supernet.build_model(space.reference("
                                   f"{source_name!r})) or import into the supernet and extract")
@@ -189,7 +190,8 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
             dst.copy_(v)
             report["loaded"].append(tk)
         elif (resample := family.resampler(tk)) is not None and v.shape[0] == dst.shape[0]:
-            src = resample(v.float(), tuple(dst.shape)) if v.shape[1:] != dst.shape[1:] else v
+            owner = model.get_submodule(tk.rpartition(".")[0])
+            src = resample(v.float(), tuple(dst.shape), owner) if v.shape[1:] != dst.shape[1:] else v
             if isinstance(model, Supernet) or src.shape == dst.shape:
                 dst.copy_(src.to(dst.dtype))
                 report["resized"].append(tk)
