@@ -72,11 +72,12 @@ def thread_policy(threads: int | None):
 
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_table(target: DictConfig, space: search_spaces.SearchSpace):
+    """The table of the target for the space's archs: their space, task and input size (`scope`)."""
     from hwnas.latency import LatencyTable, default_table_path
     from hwnas.latency.backends import this_device
-    path = target.get("table") or default_table_path(target.name, space.name, target.get("tables_dir"),
+    path = target.get("table") or default_table_path(target.name, space.scope, target.get("tables_dir"),
                                                       this_device=this_device(target.name))
-    return (LatencyTable.load(path, target=target.name, space=space.name,
+    return (LatencyTable.load(path, target=target.name, space=space.scope,
                               allow_stale=bool(target.get("allow_stale", False))), str(path))
 
 
@@ -85,7 +86,7 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
     device than this machine for a local target, rows used although stale (allow_stale)."""
     from hwnas.latency.backends import device_note
     out = []
-    note = device_note(table, space.name, path)
+    note = device_note(table, space.scope, path)
     if note:
         out.append("DEVICE MISMATCH: " + note)
     if table.allow_stale:
@@ -161,7 +162,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         raise SearchError("no target given: choose one with +target=NAME "
                           f"(targets: {', '.join(list_targets())})")
     target = cfg.target
-    space = get_space_from_cfg(cfg.space)
+    space = get_space_from_cfg(cfg.space, cfg.get("task"), cfg.get("input"))
     strategy = _cfg_dict(cfg.search)
     objectives = list(strategy["objectives"])
     dirs = directions(objectives)
@@ -187,7 +188,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         budget = Budget(min(c[0] for c in ref_cost.values()), min(c[1] for c in ref_cost.values()))
 
     storage = cfg.storage or study_mod.default_storage(run_dir)
-    study_name = cfg.study_name or f"{target.name}-{space.name}-{strategy['name']}"
+    setting = "" if space.scope == space.name else "-" + space.scope.split(":", 1)[1].replace("@", "-")
+    study_name = cfg.study_name or f"{target.name}-{space.name}{setting}-{strategy['name']}"
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
     _check_study(study, objectives, acc.fingerprint, storage, study_name)
@@ -224,7 +226,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
                   repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
     ctx = ReportContext(
         target=target.name, space=space.name, strategy=strategy["name"], objectives=objectives,
-        resolution=space.resolution, eval_resolution=eval_res, accuracy_label=acc_label,
+        resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
         num_classes=cfg.deploy_num_classes, table_path=table_path, table_description=table.describe(),
         table_estimated=bool(table.is_estimated), mes_formula=mes.describe(), study_name=study_name,
         storage=storage, budget=dict(latency_ms=budget.latency_ms,

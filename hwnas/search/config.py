@@ -109,6 +109,10 @@ class SearchAppConfig:
     evaluator: Any = MISSING
     data: Any = None
 
+    # what is deployed and timed: classify (the whole classifier) | backbone (stem and stages only,
+    # the features of a detector or segmenter), at input [H, W] (or one int; null: the space's resolution)
+    task: str = "classify"
+    input: Optional[Any] = None
     checkpoint: Optional[str] = None  # supernet checkpoint; null: train a short one (cached)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     storage: Optional[str] = None  # Optuna storage URL; null: sqlite in the run directory

@@ -1,8 +1,9 @@
 """What a trial measures: accuracy (an evaluator), latency (a latency table), size and MES.
 
-Latency and size are those of the deployment model (the arch at the space's resolution, with the
-deployment head); accuracy comes from the evaluator at its own resolution (small images for the
-built-in digits supernet). Accuracies are cached by arch id, and seeded from the study's earlier
+Latency and size are those of the deployment model (the arch at the space's input size, with the
+deployment head -- or, for a backbone search, without any head); accuracy comes from the
+evaluator at its own resolution (small images for the built-in digits supernet), always of the
+arch as a classifier: the supernet's ImageNet-style proxy of how good the features are. Accuracies are cached by arch id, and seeded from the study's earlier
 trials, so an arch is evaluated once per study whatever the number of workers or reruns.
 """
 from __future__ import annotations
@@ -79,6 +80,7 @@ class Scorer:
     def accuracy(self, arch: Arch) -> float:
         if arch.id not in self.accuracies:
             eval_arch = arch if self.eval_resolution is None else arch.with_resolution(self.eval_resolution)
+            eval_arch = eval_arch.with_task("classify")  # a backbone is judged by its classifier's accuracy
             self.accuracies[arch.id] = float(self.evaluator.evaluate(eval_arch))
             self.evaluations += 1
         return self.accuracies[arch.id]
