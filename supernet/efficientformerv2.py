@@ -489,6 +489,9 @@ class EfficientFormerV2Family(Family):
     # attention-bias tables are per offset at the block's resolution: another resolution resamples them
     resample = {"attention_biases": _resample_biases}
     coreml_ops = frozenset({"conv", "gelu", "linear"})
+    coreml_backbone_ops = frozenset({"conv", "gelu", "matmul", "softmax"})  # (the head holds the only linear layers)
+    # the attention bias is resampled per feature-map size, and a traced graph fixes that size
+    onnx_dynamic_hw = False
     stage_reductions = (4, 8, 16, 32)
     no_weight_decay = ("attention_biases",)  # as timm's EfficientFormerV2.no_weight_decay()
     timm_models = {n: n for n in ("efficientformerv2_s0", "efficientformerv2_s1", "efficientformerv2_s2",

@@ -148,8 +148,13 @@ class Family(abc.ABC):
     #: key prefixes of the classifier, whose size is the number of classes (a checkpoint's head of
     #: another class count is skipped, not an error)
     classifier: ClassVar[tuple[str, ...]] = ("head.fc",)
-    #: ops every Core ML program of this family holds (the export check inspects them)
+    #: ops every Core ML program of this family holds (the export check inspects them), and those
+    #: every program of its backbone (no head) holds
     coreml_ops: ClassVar[frozenset] = frozenset()
+    coreml_backbone_ops: ClassVar[frozenset] = frozenset()
+    #: whether an ONNX export of its backbones can take any image size (every shape in the graph
+    #: follows the input); otherwise the height and width are those it was exported at
+    onnx_dynamic_hw: ClassVar[bool] = False
     #: the output stride of each stage (timm's `feature_info` reductions); None: found by running
     #: the model once on a meta tensor
     stage_reductions: ClassVar[tuple[int, ...] | None] = None

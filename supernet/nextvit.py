@@ -341,6 +341,8 @@ class NextViTFamily(Family):
                          _timm_pairs),
     )
     coreml_ops = frozenset({"conv", "matmul", "softmax", "linear"})
+    coreml_backbone_ops = coreml_ops  # (E-MHSA's q, k, v, proj are linear layers)
+    onnx_dynamic_hw = True  # every reshape follows the input's shape
     stage_reductions = (4, 8, 16, 32)
     timm_models = {"nextvit_s": "nextvit_small", "nextvit_b": "nextvit_base", "nextvit_l": "nextvit_large"}
 
