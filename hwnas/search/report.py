@@ -96,6 +96,8 @@ class ReportContext:
     counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
     warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
     task: str = "classify"  # what is deployed and timed: classify | backbone (no head)
+    # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
+    skipped_images: dict = field(default_factory=dict)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -234,6 +236,7 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
           f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.",
           f"- **MES**: {ctx.mes_formula} (latency and params as above).",
           f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}"]
+    L += _skipped_lines(ctx)
     if any(v is not None for v in ctx.budget.values()):
         L.append(f"- budget (constraints): {', '.join(f'{k} ≤ {v}' for k, v in ctx.budget.items() if v is not None)}")
     c = ctx.counts
@@ -279,6 +282,18 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
     return "\n".join(L)
 
 
+def _skipped_lines(ctx: ReportContext) -> list[str]:
+    """The report's line on unreadable images left out of the data (none: no line)."""
+    parts = {k: v for k, v in (ctx.skipped_images or {}).items() if v}
+    if not parts:
+        return []
+    files = sorted({p for v in parts.values() for p in v})
+    where = "; ".join(f"{len(v)} in the supernet's {k}" if k == "training" else f"{len(v)} in this search's {k}"
+                      for k, v in parts.items())
+    return [f"- **unreadable images skipped** (data.on_bad_image=skip): {len(files)} file(s) ({where}): "
+            + ", ".join(f"`{p}`" for p in files[:10]) + (" ..." if len(files) > 10 else "")]
+
+
 def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
     acc_res, dep_res = _res_note(ctx)
     lines = ["", f"hwnas search: {ctx.space} {ctx.task} at {dep_res} on {ctx.target} ({ctx.strategy}), "
@@ -288,6 +303,9 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     for w in ctx.warnings:
         lines.append(f"  WARNING: {w}")
     lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params of the {ctx.task} at {dep_res}")
+    skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
+    if skipped:
+        lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
     lines.append(f"  {'reference':<22}{'acc':>7}{'ms':>8}{'M':>7}   {'pick':<13}{'acc':>7}{'ms':>8}{'M':>7}")
     for name, ref in references.items():
         p = picks[name]["pick"]
