@@ -1,6 +1,6 @@
 """docs/backbones.md's worked example, run as written at a tiny size: a backbone search on the shipped
-ONNX Runtime table at 512x512, the pick extracted features-only, the FPN + segmentation head of the
-doc trained a few steps on it."""
+ONNX Runtime rows of EfficientFormerV2 backbones at 512x512, the pick extracted features-only, the
+FPN + segmentation head of the doc trained a few steps on it."""
 from __future__ import annotations
 
 import re
@@ -33,13 +33,13 @@ def test_the_worked_example_runs(tmp_path):
     r = _run([*[a for a in search[2:] if not a.startswith("hydra.run.dir=")], "evaluator=proxy",
               "search.n_trials=4", "progress=false", f"hydra.run.dir={search_run}"], tmp_path)
     report = (search_run / "report.md").read_text()
-    assert "# Search report: nextvit backbone at 512×512 on onnxruntime_cpu" in report
+    assert "# Search report: efficientformerv2 backbone at 512×512 on onnxruntime_cpu" in report
     assert "task**: `backbone`" in report and "no head" in report and "input **512×512**" in report
-    assert "nextvit backbone at 512×512" in r.stdout
+    assert "efficientformerv2 backbone at 512×512" in r.stdout
     picks = yaml.safe_load((search_run / "picks.yaml").read_text())
-    assert picks["nextvit_s"]["pick"]["arch"]["task"] == "backbone"
+    assert picks["efficientformerv2_s1"]["pick"]["arch"]["task"] == "backbone"
     out = tmp_path / "backbone"
-    args = [a.replace("outputs/search/nextvit-512", str(search_run)) for a in extract[2:]
+    args = [a.replace("outputs/search/eformer-512", str(search_run)) for a in extract[2:]
             if not a.startswith(("pretrained=", "hydra.run.dir="))]
     _run([*args, "input=[64,64]", f"hydra.run.dir={out}"], tmp_path)
     assert (out / "model.onnx").exists()
