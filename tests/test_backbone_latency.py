@@ -7,7 +7,6 @@ import pytest
 
 import search_spaces
 from search_spaces import parse_scope, scope
-from conftest import SPACES
 from hwnas.latency import LatencyTable, MissingRowsError, default_table_path, profile_command
 
 
@@ -32,7 +31,9 @@ def test_a_size_without_rows_names_the_command_that_measures_it():
     assert "task=backbone input=[640,640]" in str(e.value) and "efficientformerv2 backbone (640x640)" in str(e.value)
 
 
-BACKBONE_512 = [f"{s}:backbone@512x512" for s in SPACES]
+# Shipped: EfficientFormerV2 backbones at 512x512. Next-ViT's are not measured yet (see docs/latency.md,
+# "Backbones at 512x512"): add "nextvit:backbone@512x512" here once its profile has run to the end.
+BACKBONE_512 = ["efficientformerv2:backbone@512x512"]
 
 
 @pytest.mark.parametrize("scope_name", BACKBONE_512)
