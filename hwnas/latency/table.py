@@ -307,7 +307,8 @@ class LatencyTable:
             raise LatencyTableError(f"{path} is a table for target {table.target!r}, not {target!r}; "
                                     f"use `default_table_path({target!r}, space)` or profile that target.")
         if space is not None and space not in table.spaces:
-            raise LatencyTableError(f"{path} has no rows for {describe_scope(space)} (it covers {table.spaces}); "
+            what = f"space {space!r}" if ":" not in space else f"{describe_scope(space)} (scope {space!r})"
+            raise LatencyTableError(f"{path} has no rows for {what} (it covers {table.spaces}); "
                                     f"run `{profile_command(table.target, space)}`.")
         return table
 
