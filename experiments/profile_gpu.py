@@ -1,6 +1,8 @@
 """One command on the GPU machine: torch_cuda tables for both spaces, with fingerprints, + their fidelity.
 
     PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/profile_gpu.py --out "$OUT"     # GPU machine (torch + numpy only)
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/profile_gpu.py --space nextvit --task backbone \
+        --input 640 640 --out "$OUT"                                                 # backbones at 640x640
 
 For each space, in the `torch_cuda` deploy form (BN folded, elementwise x2 upsample,
 channels_last, fp16; settings from hwnas/conf/target/torch_cuda.yaml), batch 8, CUDA graphs, CUDA
@@ -45,6 +47,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT, help="root for latency_tables/ and experiments/results/")
     ap.add_argument("--target", default="torch_cuda")
     ap.add_argument("--space", action="append", choices=search_spaces.list_spaces())
+    ap.add_argument("--task", choices=["classify", "backbone"], default="classify",
+                    help="backbone: stem and stages only (no head), as a detector or segmenter runs them")
+    ap.add_argument("--input", type=int, nargs="+", metavar="SIDE",
+                    help="input size: H W (or one side for a square); default: the space's (224)")
     ap.add_argument("--n-fit", type=int, default=60, help="random fit networks per space (plus the references)")
     ap.add_argument("--n-fidelity", type=int, default=100)
     ap.add_argument("--deadline-s", type=float, default=480.0, help="stop measuring after this many seconds")
@@ -84,7 +90,9 @@ def main(argv=None) -> int:
     summary, status = {}, "done"
     try:
         for name in args.space or search_spaces.list_spaces():
-            space = search_spaces.get_space(name)
+            size = None if not args.input else tuple(args.input) if len(args.input) == 2 else args.input[0]
+            space = search_spaces.get_space(name, resolution=size, task=args.task)
+            name = space.scope  # the space's name for 224 px classifiers, else <space>:<task>@<H>x<W>
             ts = time.perf_counter()
             table = run_profile(backend, space, path, n_fit=args.n_fit, progress=not args.no_progress,
                                 deadline=deadline)

@@ -67,7 +67,21 @@ def compose(config_name: str, overrides: Sequence[str] = ()):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
-def get_space_from_cfg(cfg):
-    """The search space a `space` group config names."""
+def get_space_from_cfg(cfg, task: str | None = None, input_size=None):
+    """The search space a `space` group config names, deploying its archs as `task` (`classify`,
+    the default, or `backbone`) at `input_size` ([H, W] or one int; default the space's
+    `resolution`) -- the apps' top-level `task=` and `input=`."""
     import search_spaces
-    return search_spaces.get_space(cfg.name, resolution=cfg.resolution)
+    from hwnas.errors import ConfigError
+    res = cfg.resolution
+    if input_size is not None:
+        from omegaconf import ListConfig, OmegaConf
+        res = OmegaConf.to_container(input_size) if isinstance(input_size, ListConfig) else input_size
+        if not (isinstance(res, int) or (isinstance(res, (list, tuple)) and len(res) == 2)):
+            raise ConfigError(f"input={res!r}: give the input size as [H, W] (e.g. input=[640,640]) or one int")
+    try:
+        return search_spaces.get_space(cfg.name, resolution=res, task=task)
+    except search_spaces.ArchError as e:
+        if e.field not in ("resolution", "task"):
+            raise
+        raise ConfigError(f"{e} (set with input=[H,W] and task=classify|backbone)") from None

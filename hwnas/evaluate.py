@@ -147,7 +147,7 @@ class SubnetEvaluator:
     # ---- evaluation ------------------------------------------------------------------------------
     def subnet(self, arch, recalibrate: bool = True) -> nn.Module:
         """The static model of `arch` with inherited weights (and its own BN statistics)."""
-        arch = arch.with_resolution(self.resolution)
+        arch = arch.with_resolution(self.resolution).with_task("classify")  # a backbone: judged as a classifier
         model = self.net.extract(arch)
         if recalibrate:
             recalibrate_bn(model, self.train_loader, self.calib_batches)
@@ -159,7 +159,7 @@ class SubnetEvaluator:
         `recalibrate=False` measures with the supernet's shared statistics instead (not cached;
         for comparison only).
         """
-        key = arch.with_resolution(self.resolution).id
+        key = arch.with_resolution(self.resolution).with_task("classify").id
         if recalibrate and key in self.cache:
             return self.cache[key]
         acc = top1(self.subnet(arch, recalibrate), self.val_loader, self.max_val_batches)

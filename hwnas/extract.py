@@ -68,9 +68,10 @@ def read_pick(run: str | os.PathLike, pick: str | None):
 
 
 def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | None = None,
-                 resolution: int | None = None):
+                 resolution=None, features_only: bool | None = None):
     """The `Arch` named by `arch=` (reference name or YAML/JSON file) or by `run=` + `pick=`,
-    validated, at `resolution` when given. Returns (arch, a description of its source)."""
+    validated, at `resolution` (an int, or [H, W]) when given, as a backbone when `features_only`
+    (a classifier when False; None keeps the arch's task). Returns (arch, a description of its source)."""
     import search_spaces
     from hwnas.export.pt import read_arch
 
@@ -92,15 +93,23 @@ def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | No
     else:
         raise ExtractError("no architecture given: arch=nextvit_s (a reference), arch=path/arch.yaml, "
                            f"or run=SEARCH_DIR pick=NAME. References: {sorted(reference_names())}")
-    if resolution is not None and resolution != a.resolution:
-        a = a.with_resolution(int(resolution))
-        source += f" at resolution {resolution}"
+    if resolution is not None:
+        res = search_spaces.canonical_resolution(list(resolution) if isinstance(resolution, (list, tuple))
+                                                 else resolution)
+        if res != a.resolution:
+            a = a.with_resolution(res)
+            source += " at input {}x{}".format(*a.input_size)
+    if features_only is not None:
+        task = "backbone" if features_only else "classify"
+        if task != a.task:
+            a = a.with_task(task)
+            source += f" as a {task}" + (" (features only)" if features_only else "")
     search_spaces.get_space(a.space).validate(a)
     return a, source
 
 
 # ---- where the weights come from ----------------------------------------------------------
-def model_from_checkpoint(arch, checkpoint: str | os.PathLike):
+def model_from_checkpoint(arch, checkpoint: str | os.PathLike, out_indices=None):
     """The plain model of `arch` with weights extracted from a supernet checkpoint."""
     from search_spaces import ArchError
     from hwnas.checkpoint import load_supernet
@@ -114,7 +123,7 @@ def model_from_checkpoint(arch, checkpoint: str | os.PathLike):
         space.validate(arch)
     except ArchError as e:
         raise ExtractError(f"the arch is outside the space of checkpoint {checkpoint}: {e}") from None
-    model = net.extract(arch)
+    model = net.extract(arch, out_indices)
     info = {"source": "supernet_checkpoint", "path": str(checkpoint),
             "supernet_resolution": getattr(net, "resolution", None)}
     if isinstance(meta, dict):
@@ -123,7 +132,7 @@ def model_from_checkpoint(arch, checkpoint: str | os.PathLike):
     return model, net.num_classes, info
 
 
-def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int | None = None):
+def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int | None = None, out_indices=None):
     """The plain model of `arch` from an official, timm or hwnas checkpoint file.
 
     A checkpoint of a reference model is imported into the space's supernet (whose max arch is
@@ -135,12 +144,15 @@ def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int 
     from supernet.pretrained import PretrainedError, format_report, load_pretrained
 
     num_classes = num_classes or 1000
-    net = supernet.build_supernet(arch.space, num_classes=num_classes, resolution=arch.resolution)
+    # a supernet holds one square size; a non-square arch gets its size-dependent tensors resampled
+    # from it when extracted (set_active), as a square one of another size does on import
+    res = arch.resolution if isinstance(arch.resolution, int) else None
+    net = supernet.build_supernet(arch.space, num_classes=num_classes, resolution=res)
     try:
         report = load_pretrained(net, pretrained)
-        model, how = net.extract(arch), "imported into the supernet, arch extracted (first-k)"
+        model, how = net.extract(arch, out_indices), "imported into the supernet, arch extracted (first-k)"
     except PretrainedError as into_supernet:
-        model = supernet.build_model(arch, num_classes=num_classes)
+        model = supernet.build_model(arch, num_classes=num_classes, out_indices=out_indices)
         try:
             report = load_pretrained(model, pretrained)
         except PretrainedError as e:
@@ -157,25 +169,27 @@ def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int 
     return model, num_classes, info
 
 
-def fresh_model(arch, num_classes: int | None = None):
+def fresh_model(arch, num_classes: int | None = None, out_indices=None):
     import supernet
     log.warning("=" * 78)
     log.warning("NO WEIGHTS GIVEN (checkpoint= or pretrained=): exporting a FRESHLY INITIALISED model.")
     log.warning("Its outputs are meaningless; use it for latency and deployment tests only.")
     log.warning("=" * 78)
     num_classes = num_classes or 1000
-    return supernet.build_model(arch, num_classes=num_classes), num_classes, {"source": "fresh_init"}
+    model = supernet.build_model(arch, num_classes=num_classes, out_indices=out_indices)
+    return model, num_classes, {"source": "fresh_init"}
 
 
 # ---- BatchNorm statistics ----------------------------------------------------------------------
 def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int = 0) -> dict:
     """Re-estimate the model's BatchNorm statistics on `batches` training batches of `data_cfg`,
-    with the images at the model's deployment resolution (the statistics the export will see)."""
+    with the images at the model's deployment resolution (the statistics the export will see; a
+    non-square input size: square images of its longer side, which the model takes as well)."""
     import torch
     from hwnas.data import build_loaders, data_config
     from hwnas.evaluate import recalibrate_bn
 
-    res = model.arch.resolution
+    res = max(model.arch.input_size)
     train, _, _ = build_loaders(data_cfg, image_size=res, batch_size=batch_size, seed=seed, augment=False)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     recalibrate_bn(model.to(device), train, batches)
@@ -233,15 +247,17 @@ def deployed_latencies(model, arch, tables=None) -> dict:
 # ---- the app ---------------------------------------------------------------------------------------
 def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
             checkpoint: str | None = None, pretrained: str | None = None,
-            formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
+            formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution=None,
             num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 16, bn_batch_size: int = 32,
             batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0,
-            latency_tables: list | None = None, extra_files: dict | None = None) -> dict:
+            latency_tables: list | None = None, extra_files: dict | None = None,
+            features_only: bool | None = None, out_indices=None) -> dict:
     """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
     Returns the manifest (also written to `out_dir/manifest.json`). `latency_tables`: the tables
     whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones).
     `extra_files` (relative name -> text, e.g. the app's `.hydra/config.yaml`) are committed with
-    the export."""
+    the export. `features_only=True` exports the backbone (the stage outputs `out_indices`, default
+    all; no head); None follows the arch (a backbone pick of a `task=backbone` search stays one)."""
     import torch
     from hwnas.export.bundle import check_formats, preflight, write_export
 
@@ -257,16 +273,23 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     for name, p in (("checkpoint", checkpoint), ("pretrained", pretrained)):
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
-    a, arch_source = resolve_arch(arch, run, pick, resolution)
-    log.info("arch %s (%s): %s, %.2f M params, %.3f GMACs at %d px", a.id, arch_source, a.space,
-             a.params() / 1e6, a.macs() / 1e9, a.resolution)
+    a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
+    if out_indices is not None:
+        if a.task != "backbone":
+            raise ExtractError("out_indices= picks the stages a backbone returns: add features_only=true")
+        out_indices = [int(i) for i in out_indices]
+    if "timm" in formats:  # before anything slow: only timm's own models can be written for timm
+        from supernet.pretrained import timm_model_name
+        timm_model_name(a)
+    log.info("arch %s (%s): %s %s, %.2f M params, %.3f GMACs at %dx%d", a.id, arch_source, a.space, a.task,
+             a.params() / 1e6, a.macs() / 1e9, *a.input_size)
     torch.manual_seed(seed)
     if checkpoint:
-        model, n_cls, weights = model_from_checkpoint(a, checkpoint)
+        model, n_cls, weights = model_from_checkpoint(a, checkpoint, out_indices)
     elif pretrained:
-        model, n_cls, weights = model_from_pretrained(a, pretrained, num_classes)
+        model, n_cls, weights = model_from_pretrained(a, pretrained, num_classes, out_indices)
     else:
-        model, n_cls, weights = fresh_model(a, num_classes)
+        model, n_cls, weights = fresh_model(a, num_classes, out_indices)
     weights["arch_source"] = arch_source
     if data_cfg is not None:
         weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, bn_batch_size, seed)
@@ -306,9 +329,12 @@ class ExtractConfig:
     pick: Optional[str] = None  # ... and the pick's name in it (e.g. nextvit_s)
     checkpoint: Optional[str] = None  # supernet checkpoint (python -m hwnas.train)
     pretrained: Optional[str] = None  # official Next-ViT / EfficientFormerV2 or timm checkpoint file
-    # any of pt onnx coreml tensorrt torchscript aoti: format=[pt,onnx] or format=onnx (Any: a list or one name)
+    # any of pt onnx coreml tensorrt torchscript aoti timm: format=[pt,onnx] or format=onnx (Any: a list or one name)
     format: Any = field(default_factory=lambda: ["pt", "onnx"])
-    resolution: Optional[int] = None  # deployment input size; null: the arch's own
+    input: Optional[Any] = None  # deployment input size [H, W] (or one int); null: the arch's own
+    resolution: Optional[int] = None  # the same as one int (square); give one of input= and resolution=
+    features_only: Optional[bool] = None  # true: the backbone (stage outputs, no head); null: as the arch says
+    out_indices: Optional[Any] = None  # the stages a backbone returns (null: all four, strides 4/8/16/32)
     num_classes: Optional[int] = None  # pretrained / fresh init only (a checkpoint fixes it); null: 1000
     data: Any = None  # data group (data=digits, data=imagefolder ...): re-estimate BatchNorm statistics
     bn_batches: int = 16  # training batches for that (at the deployment resolution) ...
@@ -352,11 +378,23 @@ def hydra_files(cfg: Any) -> dict[str, str]:
 
 
 def _task(cfg: Any, run_dir: Path) -> None:
-    extract(extra_files=hydra_files(cfg), arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
+    from omegaconf import ListConfig, OmegaConf
+    if cfg.input is not None and cfg.resolution is not None:
+        raise ExtractError("give the input size once: input=[H,W] (or resolution=R for a square one)")
+    size = cfg.input if cfg.input is not None else cfg.resolution
+    if isinstance(size, ListConfig):
+        size = OmegaConf.to_container(size)
+    out_indices = cfg.out_indices
+    if isinstance(out_indices, ListConfig):
+        out_indices = OmegaConf.to_container(out_indices)
+    elif isinstance(out_indices, int):
+        out_indices = [out_indices]
+    extract(extra_files=hydra_files(cfg), arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint,
+            pretrained=cfg.pretrained,
             formats=cfg.format if isinstance(cfg.format, str) else list(cfg.format), out_dir=run_dir,
-            resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
+            resolution=size, num_classes=cfg.num_classes, data_cfg=cfg.data,
             bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch, opset=cfg.opset,
-            strict=cfg.strict, seed=cfg.seed)
+            strict=cfg.strict, seed=cfg.seed, features_only=cfg.features_only, out_indices=out_indices)
 
 
 def main() -> None:

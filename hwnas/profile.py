@@ -43,6 +43,8 @@ class CoreMLProfileConfig:
 class ProfileConfig:
     space: SpaceConfig = MISSING
     target: Any = None  # +target=NAME: one of hwnas/conf/target/ (each with its own schema)
+    task: str = "classify"  # classify | backbone (stem and stages only: no head is timed)
+    input: Optional[Any] = None  # [H, W] (or one int); null: the space's resolution
     tables_dir: Optional[str] = None
     out: Optional[str] = None
     archs: list[str] = field(default_factory=list)
@@ -95,7 +97,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     if "target" not in cfg or cfg.target is None:
         raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|torch_inductor|tensorrt|coreml> space=S")
     check_config(cfg)  # every schema's ranges (the app did this at start-up already)
-    space = get_space_from_cfg(cfg.space)
+    space = get_space_from_cfg(cfg.space, cfg.get("task"), cfg.get("input"))
     archs = load_archs(space, list(cfg.archs))
     target_cfg: dict[str, Any] = OmegaConf.to_container(cfg.target, resolve=True)
     name = target_cfg.pop("name")
@@ -130,23 +132,23 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
         from hwnas.latency.fidelity import run_fidelity
         from hwnas.latency.profiler import held_out_set, mark_complete, profile_blocks, specs_for
         # a table of some archs only (archs=[...]) first gets the blocks of the held-out subnets
-        held = held_out_set(space, int(cfg.fidelity), exclude=table.correction(space.name).get("fit_arch_ids") or [],
+        held = held_out_set(space, int(cfg.fidelity), exclude=table.correction(space.scope).get("fit_arch_ids") or [],
                             seed=cfg.fidelity_seed)
         missing = [sp for sp in specs_for(space, held) if sp.key not in table.rows]
         if missing:
             log.info("measuring %d blocks of the held-out subnets the table does not have yet", len(missing))
-            profile_blocks(backend, table, missing, space.name, progress=cfg.progress)
+            profile_blocks(backend, table, missing, space.scope, progress=cfg.progress)
             mark_complete(table, space)
             table.save()
         res = run_fidelity(backend, space, table, n=int(cfg.fidelity), seed=cfg.fidelity_seed,
                            results_dir=Path(run_dir or "."), progress=cfg.progress)
         h = res["held_out"]
         log.info("fidelity on %d held-out %s subnets: %.0f%% within ±5%%, %.0f%% within ±10%%, MAPE %.1f%%, "
-                 "Kendall tau %.3f (%s)", h["n"], space.name, 100 * h["within_5pct"], 100 * h["within_10pct"],
+                 "Kendall tau %.3f (%s)", h["n"], space.scope, 100 * h["within_5pct"], 100 * h["within_10pct"],
                  100 * h["mape"], h["kendall_tau"], table.path.with_suffix(".json"))
     log.info("%s", table.describe())
-    log.info("table: %s (%d rows); correction: %s", table.path, len(table.rows),
-             json.dumps({k: v for k, v in table.correction(space.name).items() if k in ("form", "a", "b", "loo_mape")}))
+    log.info("table: %s (%d rows); correction for %s: %s", table.path, len(table.rows), space.scope,
+             json.dumps({k: v for k, v in table.correction(space.scope).items() if k in ("form", "a", "b", "loo_mape")}))
     return table.path
 
 
@@ -155,8 +157,8 @@ def _device_check(backend, space, path: Path, tables_dir) -> None:
     from hwnas.latency import LatencyTable, LatencyTableError, default_table_path
     from hwnas.latency.backends import device_note, this_device
     try:
-        current = default_table_path(backend.name, space.name, tables_dir, this_device=this_device(backend.name))
-        note = device_note(LatencyTable.load(current), space.name, current)
+        current = default_table_path(backend.name, space.scope, tables_dir, this_device=this_device(backend.name))
+        note = device_note(LatencyTable.load(current), space.scope, current)
     except LatencyTableError:
         return
     if note:

@@ -8,13 +8,15 @@ A model family plugs in with a `SearchSpace` subclass and `register_space(name, 
 side registers a `supernet.Family` under the same name); Next-ViT and EfficientFormerV2 register
 themselves on import.
 """
-from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout, check_choice,
-                   check_count, check_keys, get_space, list_spaces, make_divisible, next_lower, register_space,
+from .core import (TASKS, Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
+                   canonical_resolution, check_choice, check_count, check_keys, get_space, hw_pair, hw_value,
+                   input_pair, list_spaces, make_divisible, next_lower, parse_scope, register_space, scope,
                    unregister_space, with_change)
 from .errors import HwnasError
 from . import nextvit as _nextvit  # noqa: F401  (registers the space)
 from . import efficientformerv2 as _efficientformerv2  # noqa: F401
 
-__all__ = ["Arch", "ArchError", "BlockSpec", "HwnasError", "Layout", "Placed", "SearchSpace", "StageLayout",
-           "check_choice", "check_count", "check_keys", "get_space", "list_spaces", "make_divisible", "next_lower",
-           "register_space", "unregister_space", "with_change"]
+__all__ = ["TASKS", "Arch", "ArchError", "BlockSpec", "HwnasError", "Layout", "Placed", "SearchSpace", "StageLayout",
+           "canonical_resolution", "check_choice", "check_count", "check_keys", "get_space", "hw_pair", "hw_value",
+           "input_pair", "list_spaces", "make_divisible", "next_lower", "parse_scope", "register_space", "scope",
+           "unregister_space", "with_change"]

@@ -70,47 +70,67 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+TASKS = ("classify", "backbone")
+DEFAULT_TASK = "classify"
+
+
 @dataclass(frozen=True, eq=False)
 class Arch:
     """One architecture of a space, as plain data.
 
     `stages` is a list of per-stage dicts whose keys the space defines (see each space's docstring).
-    `resolution` is the input size the arch is deployed at (square images); it is part of the arch
-    because latency, MACs and EfficientFormerV2's attention biases depend on it.
+    `resolution` is the input size the arch is deployed at: an int for square images, or
+    `[H, W]` (`input_size` is always `(H, W)`); it is part of the arch because latency, MACs and
+    EfficientFormerV2's attention biases depend on it. `task` is what is deployed: `classify`
+    (the whole classifier, the default) or `backbone` (stem and stages only: the features a
+    detection or segmentation head consumes; no classifier head, so neither its latency nor
+    its parameters count).
+
+    The plain-data form leaves defaults out (`task` when `classify`; a square `resolution` is one
+    int), so an arch written before these fields existed reads back as itself, with the same id.
     """
 
     space: str
     stages: tuple
-    resolution: int = 224
+    resolution: Any = 224
+    task: str = DEFAULT_TASK
 
-    def __init__(self, space: str, stages: Sequence[Mapping[str, Any]], resolution: int = 224):
+    def __init__(self, space: str, stages: Sequence[Mapping[str, Any]], resolution: Any = 224,
+                 task: str = DEFAULT_TASK):
         object.__setattr__(self, "space", str(space))
         object.__setattr__(self, "stages", tuple(canonical(dict(s)) if isinstance(s, Mapping) else s
                                                  for s in stages))
-        object.__setattr__(self, "resolution", canonical(resolution))
+        object.__setattr__(self, "resolution", canonical_resolution(resolution))
+        object.__setattr__(self, "task", task)
         # Derived data (JSON, block keys) is computed once per Arch: the search scores the same
         # arch against tables, caches and studies many times. Stages are never mutated in place.
         object.__setattr__(self, "_memo", {})
 
     # ---- plain data -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"space": self.space, "resolution": self.resolution,
-                "stages": [dict(s) if isinstance(s, Mapping) else s for s in self.stages]}
+        res = self.resolution
+        d = {"space": self.space, "resolution": list(res) if isinstance(res, tuple) else res,
+             "stages": [dict(s) if isinstance(s, Mapping) else s for s in self.stages]}
+        if self.task != DEFAULT_TASK:
+            d["task"] = self.task
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Arch":
+        fields = ["space", "resolution", "stages", "task"]
         if not isinstance(d, Mapping):
             raise ArchError("arch", f"expected a mapping with keys space, resolution, stages; got {type(d).__name__}")
-        unknown = set(d) - {"space", "resolution", "stages", "id"}
+        unknown = set(d) - {*fields, "id"}
         if unknown:
-            raise ArchError(sorted(unknown)[0], "unknown field", ["space", "resolution", "stages"])
+            raise ArchError(sorted(unknown)[0], "unknown field", fields)
         for k in ("space", "stages"):
             if k not in d:
-                raise ArchError(k, "missing field", ["space", "resolution", "stages"])
+                raise ArchError(k, "missing field", fields)
         if not isinstance(d["stages"], (list, tuple)):
             raise ArchError("stages", "must be a list of per-stage mappings")
+        check_task(d.get("task", DEFAULT_TASK))
         return cls(d["space"], [dict(s) if isinstance(s, Mapping) else s for s in d["stages"]],
-                   d.get("resolution", 224))
+                   d.get("resolution", 224), d.get("task", DEFAULT_TASK))
 
     def to_json(self) -> str:
         js = self._memo.get("json")
@@ -130,20 +150,49 @@ class Arch:
         return hash(self.to_json())
 
     def __repr__(self) -> str:
-        return f"Arch({self.space}, id={self.id}, resolution={self.resolution})"
+        task = "" if self.task == DEFAULT_TASK else f", task={self.task}"
+        return f"Arch({self.space}, id={self.id}, resolution={fmt_input(self.input_size)}{task})"
 
-    def with_resolution(self, resolution: int) -> "Arch":
-        return Arch(self.space, [dict(s) for s in self.stages], resolution)
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The input image size (H, W)."""
+        return input_pair(self.resolution)
+
+    @property
+    def scope(self) -> str:
+        """What a latency table keys its correction and fidelity by: see `scope`."""
+        memo = self._memo.get("scope")
+        if memo is None:
+            default = getattr(_REGISTRY.get(self.space), "default_resolution", 224)
+            memo = self._memo["scope"] = scope(self.space, self.task, self.input_size, default)
+        return memo
+
+    def with_resolution(self, resolution: Any) -> "Arch":
+        """The same arch at another input size (an int, or (H, W)); the task is kept."""
+        return Arch(self.space, [dict(s) for s in self.stages], resolution, self.task)
+
+    def with_task(self, task: str) -> "Arch":
+        """The same arch deployed as another task (`classify` or `backbone`)."""
+        check_task(task)
+        return self if task == self.task else Arch(self.space, [dict(s) for s in self.stages], self.resolution, task)
 
     # ---- derived (delegated to the space, which knows the structure) -------------------------
     def _space(self) -> "SearchSpace":
         return get_space(self.space)
 
     def layout(self, num_classes: int = 1000) -> "Layout":
-        return self._space().layout(self, num_classes)
+        """The blocks of the arch as the torch model nests them; a backbone's layout has no head."""
+        memo = ("layout", num_classes)
+        if memo not in self._memo:
+            lay = self._space().layout(self, num_classes)
+            if self.task == "backbone" and lay.head is not None:
+                lay = Layout(lay.stem, lay.stages, None)
+            self._memo[memo] = lay
+        return self._memo[memo]
 
     def blocks(self, num_classes: int = 1000) -> list["BlockSpec"]:
-        """Every deployable block in execution order (stem, stage blocks, head)."""
+        """Every deployable block in execution order (stem, stage blocks and, unless the arch is a
+        backbone, the head)."""
         memo = ("blocks", num_classes)
         if memo not in self._memo:
             self._memo[memo] = tuple(self.layout(num_classes).blocks())
@@ -237,11 +286,12 @@ class StageLayout:
 
 @dataclass(frozen=True)
 class Layout:
-    """The blocks of one arch grouped the way the torch model nests them."""
+    """The blocks of one arch grouped the way the torch model nests them (`head` is None for a
+    backbone: `Arch.layout` of an arch whose task is `backbone`)."""
 
     stem: Placed
     stages: tuple  # tuple[StageLayout, ...]
-    head: Placed
+    head: Placed | None
 
     def blocks(self) -> list[BlockSpec]:
         out = [self.stem.spec]
@@ -249,7 +299,8 @@ class Layout:
             if st.downsample is not None:
                 out.append(st.downsample.spec)
             out.extend(p.spec for p in st.blocks)
-        out.append(self.head.spec)
+        if self.head is not None:
+            out.append(self.head.spec)
         return out
 
 
@@ -267,9 +318,26 @@ class SearchSpace(abc.ABC):
     reference_names: tuple = ()
     default_resolution: int = 224
 
-    def __init__(self, resolution: int | None = None):
-        self.resolution = self.default_resolution if resolution is None else int(resolution)
+    def __init__(self, resolution: Any = None, task: str | None = None):
+        self.resolution = canonical_resolution(self.default_resolution if resolution is None else resolution)
         check_resolution(self.resolution, "resolution")
+        self.task = DEFAULT_TASK if task is None else task
+        check_task(self.task)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The deployment input size (H, W) of the archs this space builds."""
+        return input_pair(self.resolution)
+
+    @property
+    def scope(self) -> str:
+        """Its archs' `Arch.scope`: what a latency table keys their correction and fidelity by."""
+        return scope(self.name, self.task, self.input_size, self.default_resolution)
+
+    def arch(self, stages: Sequence[Mapping[str, Any]]) -> Arch:
+        """An arch of this space at its deployment setting (resolution and task); what the
+        built-in spaces' `sample`, `decode`, `min_arch` and the references go through."""
+        return Arch(self.name, stages, self.resolution, self.task)
 
     # ---- what the space holds -----------------------------------------------------------
     @property
@@ -353,7 +421,7 @@ class SearchSpace(abc.ABC):
         self.validate(arch)
         out, seen = [], set()
         for name, stages in self.slimming_steps(arch):
-            cand = Arch(arch.space, stages, arch.resolution)
+            cand = Arch(arch.space, stages, arch.resolution, arch.task)
             if cand != arch and cand not in seen and self.is_valid(cand):
                 seen.add(cand)
                 out.append((name, cand))
@@ -362,7 +430,7 @@ class SearchSpace(abc.ABC):
     # ---- references ---------------------------------------------------------------------
     def reference(self, name: str) -> Arch:
         stages = self._reference_stages(name)
-        return Arch(self.name, stages, self.resolution)
+        return self.arch(stages)
 
     def references(self) -> dict[str, Arch]:
         return {n: self.reference(n) for n in self.reference_names}
@@ -374,6 +442,7 @@ class SearchSpace(abc.ABC):
         if arch.space != self.name:
             raise ArchError("space", f"arch belongs to space {arch.space!r}, not {self.name!r}", [self.name])
         check_resolution(arch.resolution, "resolution")
+        check_task(arch.task)
 
     def coerce(self, arch: Arch | Mapping | str) -> Arch:
         """An Arch from an Arch, a dict, or a reference name; validated."""
@@ -398,21 +467,86 @@ class SearchSpace(abc.ABC):
         return [self.sample(rng) for _ in range(n)]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(resolution={self.resolution})"
+        task = "" if self.task == DEFAULT_TASK else f", task={self.task}"
+        return f"{type(self).__name__}(resolution={fmt_input(self.input_size)}{task})"
 
 
 RESOLUTION_STEP = 32
 RESOLUTION_RANGE = (32, 1024)
 
 
+def canonical_resolution(resolution: Any) -> Any:
+    """An input size in its one canonical form: an int for a square image, (H, W) otherwise
+    (a list or tuple of two equal sides becomes one int). Anything else is kept as given for
+    `check_resolution` to reject."""
+    resolution = canonical(resolution)
+    if isinstance(resolution, list) and len(resolution) == 2:
+        h, w = resolution
+        return h if h == w and type(h) is int and type(w) is int else (h, w)
+    return resolution
+
+
+def input_pair(resolution: Any) -> tuple[int, int]:
+    """(H, W) of a resolution: an int (square) or a pair."""
+    return tuple(resolution) if isinstance(resolution, (tuple, list)) else (resolution, resolution)
+
+
+def fmt_input(hw: tuple[int, int]) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
 def check_resolution(resolution: Any, field_name: str) -> None:
     # Multiples of 32: every stage then has an integral size, E-MHSA's 1-D pool always sees whole
     # windows, and EfficientFormerV2's stride attention upsamples back to its stage's exact size.
     lo, hi = RESOLUTION_RANGE
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or not (lo <= resolution <= hi) \
-            or resolution % RESOLUTION_STEP:
-        raise ArchError(field_name, f"{resolution!r} is not a supported input resolution",
-                        f"multiples of {RESOLUTION_STEP} from {lo} to {hi}")
+    sides = list(resolution) if isinstance(resolution, (tuple, list)) and len(resolution) == 2 else [resolution]
+    for side in sides:
+        if not isinstance(side, int) or isinstance(side, bool) or not (lo <= side <= hi) or side % RESOLUTION_STEP:
+            raise ArchError(field_name, f"{resolution!r} is not a supported input size",
+                            f"multiples of {RESOLUTION_STEP} from {lo} to {hi}: one int for a square image, "
+                            "or [H, W]")
+
+
+def check_task(task: Any) -> None:
+    if task not in TASKS:
+        raise ArchError("task", f"{task!r} is not a task", list(TASKS))
+
+
+def scope(space: str, task: str, input_size: tuple[int, int], default_resolution: int = 224) -> str:
+    """The name a latency table keys a correction, its fidelity and its completeness by.
+
+    A table holds one row per block key (shapes included), so rows of every input size and task
+    sit side by side; the correction from a sum of rows to a whole network is fitted per setting.
+    A classifier at the space's default 224x224 is the space's name itself (the tables made before
+    other settings existed); any other setting is `<space>:<task>@<H>x<W>`.
+    """
+    if task == DEFAULT_TASK and tuple(input_size) == (default_resolution, default_resolution):
+        return space
+    return f"{space}:{task}@{fmt_input(input_size)}"
+
+
+def parse_scope(name: str) -> tuple[str, str | None, tuple[int, int] | None]:
+    """(space, task, (H, W)) of a `scope` name; task and size are None for a bare space name."""
+    if ":" not in name:
+        return name, None, None
+    space, _, rest = name.partition(":")
+    task, _, size = rest.partition("@")
+    h, _, w = size.partition("x")
+    return space, task, (int(h), int(w))
+
+
+def hw_value(h: int, w: int) -> Any:
+    """A block's spatial size as a `BlockSpec` value: one int when square (the keys tables have
+    always had), `"<H>x<W>"` otherwise."""
+    return h if h == w else f"{h}x{w}"
+
+
+def hw_pair(value: Any) -> tuple[int, int]:
+    """(h, w) of a `BlockSpec` spatial size written by `hw_value`."""
+    if isinstance(value, str):
+        h, _, w = value.partition("x")
+        return int(h), int(w)
+    return int(value), int(value)
 
 
 def check_keys(stage: Any, index: int, keys: Iterable[str]) -> dict:
@@ -462,13 +596,17 @@ def list_spaces() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_space(name: str, resolution: int | None = None) -> SearchSpace:
-    """The search space registered as `name`; an unknown name raises an error listing the names."""
+def get_space(name: str, resolution: Any = None, task: str | None = None) -> SearchSpace:
+    """The search space registered as `name`, deploying its archs at `resolution` (an int, or
+    (H, W); default the space's own) as `task` (`classify`, the default, or `backbone`); an
+    unknown name raises an error listing the names."""
     if name not in _REGISTRY:
         raise ArchError("space", f"unknown search space {name!r}", list_spaces())
-    key = (name, resolution)
+    resolution = canonical_resolution(resolution)
+    key = (name, resolution, task)
     if key not in _CACHE:
-        _CACHE[key] = _REGISTRY[name](resolution=resolution)
+        _CACHE[key] = _REGISTRY[name](resolution=resolution) if task is None else \
+            _REGISTRY[name](resolution=resolution, task=task)
     return _CACHE[key]
 
 

@@ -25,8 +25,8 @@ import random
 from typing import Any, Iterator, Mapping
 
 from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
-                   check_choice, check_count, check_keys, iter_unique, next_lower, register_space,
-                   with_change)
+                   check_choice, check_count, check_keys, hw_pair, hw_value, input_pair, iter_unique,
+                   next_lower, register_space, with_change)
 
 # Attention constants of the paper (fixed, independent of width).
 NUM_HEADS = 8
@@ -70,8 +70,9 @@ ATTN_POSITIONS = tuple(
 _ALLOWED_E = tuple(tuple((0,) + tuple(e for e in EXPANSIONS if e <= c) for c in caps) for caps in CAPS)
 
 
-def _stage_res(resolution: int, s: int) -> int:
-    return -(-resolution // 2 ** (s + 2))
+def _stage_res(input_size: tuple[int, int], s: int):
+    """The spatial size of stage s (ceil(side / 2^(s+2)), as the official code) as a `BlockSpec` value."""
+    return hw_value(*(-(-side // 2 ** (s + 2)) for side in input_size))
 
 
 def embed_official(ratios: tuple, n_attn: int, stage: int) -> list[int]:
@@ -122,7 +123,7 @@ class EfficientFormerV2Space(SearchSpace):
             if s >= 2:
                 st["attn"] = 0
             stages.append(st)
-        return Arch(self.name, stages, self.resolution)
+        return self.arch(stages)
 
     def sample(self, rng: random.Random) -> Arch:
         stages = []
@@ -143,7 +144,7 @@ class EfficientFormerV2Space(SearchSpace):
             if s >= 2:
                 st["attn"] = n_attn
             stages.append(st)
-        return Arch(self.name, stages, self.resolution)
+        return self.arch(stages)
 
     # ---- validation ---------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
@@ -182,15 +183,15 @@ class EfficientFormerV2Space(SearchSpace):
     # ---- structure ----------------------------------------------------------------------
     def layout(self, arch: Arch, num_classes: int = 1000) -> Layout:
         self.validate(arch)
-        return self._layout(arch.stages, arch.resolution, num_classes)
+        return self._layout(arch.stages, arch.input_size, num_classes)
 
-    def supernet_layout(self, num_classes: int = 1000, resolution: int | None = None) -> Layout:
+    def supernet_layout(self, num_classes: int = 1000, resolution=None) -> Layout:
         """The blocks the supernet holds: EfficientFormerV2-L, exactly."""
-        res = self.resolution if resolution is None else resolution
+        res = input_pair(self.resolution if resolution is None else resolution)
         return self._layout(self.max_arch().stages, res, num_classes)
 
-    def _layout(self, stages: tuple, resolution: int, num_classes: int) -> Layout:
-        stem = Placed(BlockSpec.make("efficientformerv2.stem", out=stages[0]["width"], hw=resolution))
+    def _layout(self, stages: tuple, resolution: tuple[int, int], num_classes: int) -> Layout:
+        stem = Placed(BlockSpec.make("efficientformerv2.stem", out=stages[0]["width"], hw=hw_value(*resolution)))
         out_stages = []
         prev = None
         for s, st in enumerate(stages):
@@ -218,8 +219,8 @@ class EfficientFormerV2Space(SearchSpace):
         return Layout(stem, tuple(out_stages), head)
 
     def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
-        res = self.resolution
-        specs = [BlockSpec.make("efficientformerv2.stem", out=w, hw=res) for w in WIDTHS[0]]
+        res = self.input_size
+        specs = [BlockSpec.make("efficientformerv2.stem", out=w, hw=hw_value(*res)) for w in WIDTHS[0]]
         for s in range(4):
             r = _stage_res(res, s)
             if s > 0:
@@ -235,9 +236,10 @@ class EfficientFormerV2Space(SearchSpace):
                 for e in attn_e:
                     specs.append(BlockSpec.make("efficientformerv2.attn", dim=w, hidden=int(w * e),
                                                 stride=STRIDE_ATTN[s] or 1, hw=r))
-        for w in WIDTHS[3]:
-            specs.append(BlockSpec.make("efficientformerv2.head", **{"in": w}, classes=num_classes,
-                                        hw=_stage_res(res, 3)))
+        if self.task == "classify":
+            for w in WIDTHS[3]:
+                specs.append(BlockSpec.make("efficientformerv2.head", **{"in": w}, classes=num_classes,
+                                            hw=_stage_res(res, 3)))
         return list(iter_unique(specs))
 
     # ---- what the search needs ------------------------------------------------------------
@@ -272,7 +274,7 @@ class EfficientFormerV2Space(SearchSpace):
             if ATTN_POSITIONS[s]:
                 st["attn"] = min(int(params[f"s{s}.attn"]), _max_attn(exp, s))
             stages.append(st)
-        arch = Arch(self.name, stages, self.resolution)
+        arch = self.arch(stages)
         self.validate(arch)
         return arch
 
@@ -334,8 +336,10 @@ def _conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, bias: bool = True
     return cout * (cin // groups) * k * k + (cout if bias else 0) + 2 * cout
 
 
-def _down(hw: int, stride: int = 2) -> int:
-    return -(-hw // stride)
+def _area(hw, stride: int = 1) -> int:
+    """Pixels of a `BlockSpec` size after a stride (ceil division per side)."""
+    h, w = hw_pair(hw)
+    return -(-h // stride) * -(-w // stride)
 
 
 def _stem_params(spec: BlockSpec) -> int:
@@ -351,13 +355,9 @@ def _ffn_params(spec: BlockSpec) -> int:
     return _mlp_params(spec["dim"], spec["hidden"]) + spec["dim"]  # + layer scale
 
 
-def _attn_res(spec: BlockSpec) -> int:
-    return _down(spec["hw"], spec["stride"])
-
-
 def _attn_params(spec: BlockSpec) -> int:
     dim = spec["dim"]
-    n = _attn_res(spec) ** 2
+    n = _area(spec["hw"], spec["stride"])  # the attention-bias table: one entry per offset
     p = _conv_bn(dim, dim, 3, groups=dim) if spec["stride"] > 1 else 0
     p += 2 * _conv_bn(dim, KH) + _conv_bn(dim, DH) + _conv_bn(DH, DH, 3, groups=DH)
     p += 2 * (NUM_HEADS * NUM_HEADS + NUM_HEADS) + _conv_bn(DH, dim) + NUM_HEADS * n
@@ -370,7 +370,7 @@ def _downsample_params(spec: BlockSpec) -> int:
     if spec["attn"]:
         p += cin * 9 + cin + _conv_bn(cin, DS_KH)  # local-global query: dw conv (bias) + proj
         p += _conv_bn(cin, DS_KH) + _conv_bn(cin, DS_DH) + _conv_bn(DS_DH, DS_DH, 3, groups=DS_DH)
-        p += _conv_bn(DS_DH, cout) + NUM_HEADS * spec["hw"] ** 2
+        p += _conv_bn(DS_DH, cout) + NUM_HEADS * _area(spec["hw"])
     return p
 
 
@@ -381,35 +381,31 @@ def _head_params(spec: BlockSpec) -> int:
 
 def _stem_macs(spec: BlockSpec) -> int:
     c = spec["out"]
-    h1 = _down(spec["hw"])
-    h2 = _down(h1)
-    return h1 * h1 * (c // 2) * 27 + h2 * h2 * c * (c // 2) * 9
+    return _area(spec["hw"], 2) * (c // 2) * 27 + _area(spec["hw"], 4) * c * (c // 2) * 9
 
 
-def _mlp_macs(dim: int, hidden: int, hw: int) -> int:
-    return hw * hw * (2 * dim * hidden + 9 * hidden)
+def _mlp_macs(dim: int, hidden: int, n: int) -> int:
+    return n * (2 * dim * hidden + 9 * hidden)
 
 
 def _ffn_macs(spec: BlockSpec) -> int:
-    return _mlp_macs(spec["dim"], spec["hidden"], spec["hw"])
+    return _mlp_macs(spec["dim"], spec["hidden"], _area(spec["hw"]))
 
 
 def _attn_macs(spec: BlockSpec) -> int:
-    dim, hw = spec["dim"], spec["hw"]
-    r = _attn_res(spec)
-    n = r * r
+    dim = spec["dim"]
+    n = _area(spec["hw"], spec["stride"])
     m = n * dim * 9 if spec["stride"] > 1 else 0
     m += n * dim * (2 * KH + DH) + n * DH * 9  # q, k, v, v_local
     m += 2 * n * n * NUM_HEADS * NUM_HEADS  # talking heads (1x1 convs over the N x N map)
     m += n * n * (KH + DH)  # q @ k, attn @ v
-    m += hw * hw * DH * dim  # projection (after the upsample)
+    m += _area(spec["hw"]) * DH * dim  # projection (after the upsample)
     return m + _ffn_macs(spec)
 
 
 def _downsample_macs(spec: BlockSpec) -> int:
-    cin, cout, hw = spec["in"], spec["out"], spec["hw"]
-    h2 = _down(hw)
-    n, n2 = hw * hw, h2 * h2
+    cin, cout = spec["in"], spec["out"]
+    n, n2 = _area(spec["hw"]), _area(spec["hw"], 2)
     m = n2 * cin * cout * 9
     if spec["attn"]:
         m += n2 * cin * 9 + n2 * cin * DS_KH  # query: local dw conv, proj

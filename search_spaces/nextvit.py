@@ -25,8 +25,8 @@ import random
 from typing import Any, Iterator, Mapping
 
 from .core import (Arch, ArchError, BlockSpec, Layout, Placed, SearchSpace, StageLayout,
-                   check_choice, check_count, check_keys, iter_unique, make_divisible, next_lower,
-                   register_space, with_change)
+                   check_choice, check_count, check_keys, hw_pair, hw_value, input_pair, iter_unique,
+                   make_divisible, next_lower, register_space, with_change)
 
 HEAD_DIM = 32
 STEM_CHS = (64, 32, 64)
@@ -97,7 +97,7 @@ class NextViTSpace(SearchSpace):
             stages.append(dict(n=1, l=1, ncb_width=min(c["ncb_width"]), ntb_width=w,
                                r=min(allowed_r(s, w)), ncb_mlp_ratio=min(c["ncb_mlp_ratio"]),
                                ntb_mlp_ratio=min(c["ntb_mlp_ratio"])))
-        return Arch(self.name, stages, self.resolution)
+        return self.arch(stages)
 
     def sample(self, rng: random.Random) -> Arch:
         stages = []
@@ -107,7 +107,7 @@ class NextViTSpace(SearchSpace):
                 st["r"] = rng.choice(allowed_r(s, st["ntb_width"]))
                 st = {k: st[k] for k in STAGE_KEYS}
             stages.append(st)
-        return Arch(self.name, stages, self.resolution)
+        return self.arch(stages)
 
     # ---- validation ----------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
@@ -131,31 +131,33 @@ class NextViTSpace(SearchSpace):
                         f" (E-MHSA, MHCA) but the supernet holds at most ({max_mhsa}, {max_mhca})", ok)
 
     # ---- structure -----------------------------------------------------------------------
-    def _stage_hw(self, resolution: int, s: int) -> tuple[int, int]:
-        """(input size of the stage's first block, size of every later block) for stage s."""
-        out = resolution // 2 ** (s + 2)
-        return (out if s == 0 else out * 2), out
+    def _stage_hw(self, input_size: tuple[int, int], s: int) -> tuple:
+        """(input size of the stage's first block, size of every later block) for stage s, as
+        `BlockSpec` values (`hw_value`)."""
+        h, w = (side // 2 ** (s + 2) for side in input_size)
+        first = (h, w) if s == 0 else (2 * h, 2 * w)
+        return hw_value(*first), hw_value(h, w)
 
     def layout(self, arch: Arch, num_classes: int = 1000) -> Layout:
         self.validate(arch)
-        return self._layout(arch.stages, arch.resolution, num_classes, supernet=False)
+        return self._layout(arch.stages, arch.input_size, num_classes, supernet=False)
 
-    def supernet_layout(self, num_classes: int = 1000, resolution: int | None = None) -> Layout:
+    def supernet_layout(self, num_classes: int = 1000, resolution=None) -> Layout:
         """The blocks the supernet holds: Next-ViT-L, each NTB with an input projection.
 
         Next-ViT-L's NTBs need no projection in front of E-MHSA (their input width equals their
         E-MHSA width), but a subnet whose NCB width differs from its NTB's E-MHSA width does;
         the supernet holds that 1x1 conv + BN so every subnet has its weights.
         """
-        res = self.resolution if resolution is None else resolution
+        res = input_pair(self.resolution if resolution is None else resolution)
         return self._layout(self.max_arch().stages, res, num_classes, supernet=True)
 
-    def _layout(self, stages: tuple, resolution: int, num_classes: int, supernet: bool) -> Layout:
-        stem = Placed(BlockSpec.make("nextvit.stem", hw=resolution))
+    def _layout(self, stages: tuple, input_size: tuple[int, int], num_classes: int, supernet: bool) -> Layout:
+        stem = Placed(BlockSpec.make("nextvit.stem", hw=hw_value(*input_size)))
         in_chs = STEM_CHS[-1]
         out_stages = []
         for s, st in enumerate(stages):
-            hw_first, hw = self._stage_hw(resolution, s)
+            hw_first, hw = self._stage_hw(input_size, s)
             stride = 1 if s == 0 else 2
             ncb_w = st["ncb_width"]
             ncb_hidden = make_divisible(ncb_w * st["ncb_mlp_ratio"], HEAD_DIM)
@@ -181,13 +183,13 @@ class NextViTSpace(SearchSpace):
                 in_chs = w
             out_stages.append(StageLayout(None, tuple(placed)))
         head = Placed(BlockSpec.make("nextvit.head", **{"in": in_chs}, classes=num_classes,
-                                    hw=resolution // 32))
+                                    hw=hw_value(*(side // 32 for side in input_size))))
         return Layout(stem, tuple(out_stages), head)
 
     def all_blocks(self, num_classes: int = 1000) -> list[BlockSpec]:
-        """Every block any arch of this space (at this space's resolution) can contain."""
-        res = self.resolution
-        specs = [BlockSpec.make("nextvit.stem", hw=res)]
+        """Every block any arch of this space (at this space's resolution and task) can contain."""
+        res = self.input_size
+        specs = [BlockSpec.make("nextvit.stem", hw=hw_value(*res))]
         in_set = {STEM_CHS[-1]}
         for s, c in enumerate(CHOICES):
             hw_first, hw = self._stage_hw(res, s)
@@ -217,8 +219,10 @@ class NextViTSpace(SearchSpace):
                                 sr=SR_RATIOS[s], hidden=make_divisible(wt * ratio, HEAD_DIM),
                                 proj=wn != mhsa, hw=hw))
             in_set = set(c["ntb_width"])
-        for i in sorted(in_set):
-            specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes, hw=res // 32))
+        if self.task == "classify":
+            for i in sorted(in_set):
+                specs.append(BlockSpec.make("nextvit.head", **{"in": i}, classes=num_classes,
+                                            hw=hw_value(*(side // 32 for side in res))))
         return list(iter_unique(specs))
 
     # ---- what the search needs ------------------------------------------------------------
@@ -240,7 +244,7 @@ class NextViTSpace(SearchSpace):
                 if ok and st["r"] not in ok:  # nearest ratio whose branches fit the supernet
                     st["r"] = min(ok, key=lambda r: (abs(r - st["r"]), -r))
             stages.append(st)
-        arch = Arch(self.name, stages, self.resolution)
+        arch = self.arch(stages)
         self.validate(arch)
         return arch
 
@@ -330,38 +334,38 @@ def _head_params(spec: BlockSpec) -> int:
     return _bn(c) + c * k + k
 
 
-def _down(hw: int, stride: int) -> int:
-    return -(-hw // stride)
+def _area(hw, stride: int = 1) -> int:
+    """Pixels of a `BlockSpec` size after a stride (ceil, as the pooling and convs round)."""
+    h, w = hw_pair(hw)
+    return -(-h // stride) * -(-w // stride)
 
 
 def _stem_macs(spec: BlockSpec) -> int:
     a, b, c = STEM_CHS
-    h1 = _down(spec["hw"], 2)
-    h2 = _down(h1, 2)
-    return h1 * h1 * (a * 3 * 9 + b * a * 9 + c * b * 9) + h2 * h2 * c * c * 9
+    n1, n2 = _area(spec["hw"], 2), _area(spec["hw"], 4)
+    return n1 * (a * 3 * 9 + b * a * 9 + c * b * 9) + n2 * c * c * 9
 
 
-def _mhca_macs(c: int, hw: int) -> int:
-    return hw * hw * (c * HEAD_DIM * 9 + c * c)
+def _mhca_macs(c: int, n: int) -> int:
+    return n * (c * HEAD_DIM * 9 + c * c)
 
 
 def _ncb_macs(spec: BlockSpec) -> int:
     cin, cout, stride = spec["in"], spec["out"], spec["stride"]
-    hw = _down(spec["hw"], stride)
-    m = hw * hw * cin * cout if (stride == 2 or cin != cout) else 0
-    return m + _mhca_macs(cout, hw) + hw * hw * 2 * cout * spec["hidden"]
+    n = _area(spec["hw"], stride)
+    m = n * cin * cout if (stride == 2 or cin != cout) else 0
+    return m + _mhca_macs(cout, n) + n * 2 * cout * spec["hidden"]
 
 
 def _ntb_macs(spec: BlockSpec) -> int:
     cin, cout, mhsa, stride, sr = spec["in"], spec["out"], spec["mhsa"], spec["stride"], spec["sr"]
-    hw = _down(spec["hw"], stride)
-    n = hw * hw
+    n = _area(spec["hw"], stride)
     m = n * cin * mhsa if (stride == 2 or cin != mhsa or spec["proj"]) else 0
     nk = n // (sr * sr) if sr > 1 else n
     m += 2 * n * mhsa * mhsa + 2 * nk * mhsa * mhsa + 2 * n * nk * mhsa  # q, proj; k, v; q@k, attn@v
     mhca = cout - mhsa
     if mhca:
-        m += (n * mhsa * mhca if mhsa != mhca else 0) + _mhca_macs(mhca, hw)
+        m += (n * mhsa * mhca if mhsa != mhca else 0) + _mhca_macs(mhca, n)
     return m + n * 2 * cout * spec["hidden"]
 
 

@@ -5,10 +5,19 @@ code tensor for tensor: the unified FFN (1x1 -> depthwise 3x3 -> 1x1, each with 
 with local V and talking heads, stride attention (depthwise stride-2 conv before, bilinear x2
 upsample after), the dual-path attention downsampling into the last stage, and LayerScale.
 
-Attention biases are tables over |dy|, |dx| offsets at the block's resolution, shape
-(heads, R*R), indexed `|dy|*R + |dx|` -- the official and timm order both.
+Attention biases are tables over |dy|, |dx| offsets at the block's build size, shape
+(heads, H*W), indexed `|dy|*W + |dx|` -- the official and timm order both (timm's for H != W).
 `reparameterize()` folds every conv -> BN pair, LayerScale into the conv before it and the
-biases into one (heads, N, N) table.
+biases into one (heads, Nq, Nk) table.
+
+Any input size (sides multiples of 32): a block run on a feature map of another size than it was
+built for resamples its attention bias as the official detection and segmentation backbones do
+(`detection/backbonev2.py`: the (heads, Nq, Nk) bias of the build size, bicubic-interpolated as an
+image to the (Nq', Nk') of the feature map, `align_corners=False`), and takes its token counts and
+output size from the input. At the build size nothing of this runs: the same ops as before, so
+outputs there are bit-identical and the latency rows' fingerprints unchanged. (A model *built* at
+another size -- `arch.resolution` -- has bias tables of that size; a checkpoint of another size is
+resampled over the offset grid when it is imported, `resize_attention_biases`.)
 """
 from __future__ import annotations
 
@@ -21,38 +30,51 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces import BlockSpec
+from search_spaces.core import hw_pair
 from search_spaces.efficientformerv2 import (ATTN_RATIO, DS_KEY_DIM, KEY_DIM, NUM_HEADS)
 
 from .family import CheckpointLayout, Family, KeyPair, register_family
-from .layers import DropPath, Upsample2x, fold_conv_bn, fold_pre_bn, scale_output
+from .layers import DropPath, Upsample2x, fold_conv_bn, fold_pre_bn, new_linear, scale_output
 
 LAYER_SCALE_INIT = 1e-5
 
 
+def _pair(size) -> tuple[int, int]:
+    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
+
 @functools.lru_cache(maxsize=None)
-def _rel_pos_index(q_res: int, k_res: int, q_stride: int, device: torch.device | None = None) -> torch.Tensor:
-    """(Nq, Nk) indices into a (heads, k_res**2) table: |dy|*k_res + |dx| between query and key cells.
+def _rel_pos_index(q_hw: tuple, k_hw: tuple, q_stride: int, device: torch.device | None = None) -> torch.Tensor:
+    """(Nq, Nk) indices into a (heads, Hk*Wk) table: |dy|*Wk + |dx| between query and key cells.
 
     Kept per device: a copy from the host in every forward would make the host wait for the GPU at
     each attention block, and cannot be captured in a CUDA graph."""
     if device is not None and torch.device(device) != torch.device("cpu"):
-        return _rel_pos_index(q_res, k_res, q_stride).to(device)
-    k_pos = torch.stack(torch.meshgrid(torch.arange(k_res), torch.arange(k_res), indexing="ij")).flatten(1)
-    q_pos = torch.stack(torch.meshgrid(torch.arange(q_res) * q_stride, torch.arange(q_res) * q_stride,
+        return _rel_pos_index(q_hw, k_hw, q_stride).to(device)
+    k_pos = torch.stack(torch.meshgrid(torch.arange(k_hw[0]), torch.arange(k_hw[1]), indexing="ij")).flatten(1)
+    q_pos = torch.stack(torch.meshgrid(torch.arange(q_hw[0]) * q_stride, torch.arange(q_hw[1]) * q_stride,
                                        indexing="ij")).flatten(1)
     rel = (q_pos[..., :, None] - k_pos[..., None, :]).abs()
-    return rel[0] * k_res + rel[1]
+    return rel[0] * k_hw[1] + rel[1]
 
 
-def resize_attention_biases(table: torch.Tensor, res: int) -> torch.Tensor:
-    """Resample a (heads, R*R) offset table to (heads, res*res), bicubic over the (|dy|, |dx|) grid
-    (as the official segmentation backbone does when it changes resolution)."""
+def resize_attention_biases(table: torch.Tensor, size, src=None) -> torch.Tensor:
+    """Resample a (heads, Hs*Ws) offset table to the (|dy|, |dx|) grid `size` (an int, or (H, W)),
+    bicubic over the grid; `src` is the table's grid (default: square). What a checkpoint of
+    another resolution, or the supernet's table for a subnet at another input size, goes through."""
     heads, n = table.shape
-    src = math.isqrt(n)
-    if src == res:
+    sh, sw = _pair(src) if src is not None else (math.isqrt(n), math.isqrt(n))
+    h, w = _pair(size)
+    if (sh, sw) == (h, w):
         return table
-    grid = table.reshape(1, heads, src, src)
-    return F.interpolate(grid, size=(res, res), mode="bicubic", align_corners=False).reshape(heads, res * res)
+    grid = table.reshape(1, heads, sh, sw)
+    return F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False).reshape(heads, h * w)
+
+
+def resample_bias(bias: torch.Tensor, nq: int, nk: int) -> torch.Tensor:
+    """The official detection backbone's run-time resampling: a (heads, Nq, Nk) attention bias
+    bicubic-interpolated as an image to (heads, nq, nk) (`align_corners=False`)."""
+    return F.interpolate(bias.unsqueeze(0), size=(nq, nk), mode="bicubic", align_corners=False).squeeze(0)
 
 
 class ConvNorm(nn.Module):
@@ -122,17 +144,17 @@ class ConvMlpWithNorm(nn.Module):
 
 
 class _RelPosBiasAttention(nn.Module):
-    """Shared by both attention kinds: the learned (heads, R*R) offset table looked up for every
+    """Shared by both attention kinds: the learned (heads, Hk*Wk) offset table looked up for every
     query/key pair, or -- after `reparameterize()` -- one precomputed (heads, Nq, Nk) table."""
 
-    q_res: int
-    k_res: int
+    q_hw: tuple
+    k_hw: tuple
     q_stride: int
 
     def attention_bias(self) -> torch.Tensor:
         if self.fused_bias is not None:
             return self.fused_bias
-        idx = _rel_pos_index(self.q_res, self.k_res, self.q_stride, self.attention_biases.device)
+        idx = _rel_pos_index(self.q_hw, self.k_hw, self.q_stride, self.attention_biases.device)
         return self.attention_biases[:, idx]
 
     @torch.no_grad()
@@ -144,14 +166,17 @@ class _RelPosBiasAttention(nn.Module):
 
 
 class Attention2d(_RelPosBiasAttention):
-    """MHSA with local V (depthwise 3x3 on V) and talking heads; stride 2 runs it at half resolution."""
+    """MHSA with local V (depthwise 3x3 on V) and talking heads; stride 2 runs it at half resolution.
 
-    def __init__(self, dim: int, resolution: int, stride: int = 1):
+    `resolution` is the build size of its input (an int, or (H, W)); another input size resamples
+    the bias (see the module docstring)."""
+
+    def __init__(self, dim: int, resolution, stride: int = 1):
         super().__init__()
         self.num_heads = NUM_HEADS
         self.scale = KEY_DIM ** -0.5
         self.dh = KEY_DIM * ATTN_RATIO * NUM_HEADS
-        self.in_res = resolution
+        self.in_hw = _pair(resolution)
         if stride not in (1, 2):
             raise ValueError(f"EfficientFormerV2 attention stride must be 1 or 2, got {stride}")
         if stride > 1:
@@ -160,9 +185,9 @@ class Attention2d(_RelPosBiasAttention):
         else:
             self.stride_conv = None
             self.upsample = None
-        self.resolution = -(-resolution // stride)
-        self.N = self.resolution ** 2
-        self.q_res = self.k_res = self.resolution
+        self.hw = tuple(-(-side // stride) for side in self.in_hw)  # where the attention runs
+        self.N = self.hw[0] * self.hw[1]
+        self.q_hw = self.k_hw = self.hw
         self.q_stride = 1
         kh = KEY_DIM * NUM_HEADS
         self.q = ConvNorm(dim, kh)
@@ -178,20 +203,19 @@ class Attention2d(_RelPosBiasAttention):
 
     def forward(self, x):
         B, C, H, W = x.shape
-        if H != self.in_res or W != self.in_res:
-            raise ValueError(f"EfficientFormerV2 attention was built for {self.in_res}x{self.in_res} inputs "
-                             f"but got {H}x{W}: build the model for this resolution (arch.resolution).")
+        built = (H, W) == self.in_hw
         if self.stride_conv is not None:
             x = self.stride_conv(x)
-        h, n = self.num_heads, self.N
+        rh, rw = self.hw if built else x.shape[-2:]
+        h, n = self.num_heads, rh * rw
         q = self.q(x).reshape(B, h, -1, n).transpose(-1, -2)
         k = self.k(x).reshape(B, h, -1, n)
         v = self.v(x)
         v_local = self.v_local(v)
         v = v.reshape(B, h, -1, n).transpose(-1, -2)
-        attn = (q @ k) * self.scale + self.attention_bias()
+        attn = (q @ k) * self.scale + (self.attention_bias() if built else resample_bias(self.attention_bias(), n, n))
         attn = self.talking_head2(self.talking_head1(attn).softmax(dim=-1))
-        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, self.resolution, self.resolution) + v_local
+        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, rh, rw) + v_local
         if self.upsample is not None:
             x = self.upsample(x)
         return self.proj(self.act(x))
@@ -216,18 +240,19 @@ class LocalGlobalQuery(nn.Module):
 
 
 class Attention2dDownsample(_RelPosBiasAttention):
-    """The attention path of the dual-path downsampling: local-global query at half resolution."""
+    """The attention path of the dual-path downsampling: local-global query at half resolution.
+    `resolution` is the build size of its input (an int, or (H, W))."""
 
-    def __init__(self, dim: int, out_dim: int, resolution: int):
+    def __init__(self, dim: int, out_dim: int, resolution):
         super().__init__()
         self.num_heads = NUM_HEADS
         self.scale = DS_KEY_DIM ** -0.5
         self.dh = DS_KEY_DIM * ATTN_RATIO * NUM_HEADS
-        self.resolution = resolution
-        self.resolution2 = -(-resolution // 2)
-        self.N = resolution ** 2
-        self.N2 = self.resolution2 ** 2
-        self.q_res, self.k_res, self.q_stride = self.resolution2, resolution, 2
+        self.hw = _pair(resolution)
+        self.hw2 = tuple(-(-side // 2) for side in self.hw)
+        self.N = self.hw[0] * self.hw[1]
+        self.N2 = self.hw2[0] * self.hw2[1]
+        self.q_hw, self.k_hw, self.q_stride = self.hw2, self.hw, 2
         kh = DS_KEY_DIM * NUM_HEADS
         self.q = LocalGlobalQuery(dim, kh)
         self.k = ConvNorm(dim, kh, 1)
@@ -240,17 +265,18 @@ class Attention2dDownsample(_RelPosBiasAttention):
 
     def forward(self, x):
         B, C, H, W = x.shape
-        if H != self.resolution or W != self.resolution:
-            raise ValueError(f"EfficientFormerV2 attention downsampling was built for {self.resolution}x"
-                             f"{self.resolution} inputs but got {H}x{W}: build the model for this resolution.")
+        built = (H, W) == self.hw
+        (r2h, r2w), n = (self.hw2, self.N) if built else ((-(-H // 2), -(-W // 2)), H * W)
+        n2 = r2h * r2w
         h = self.num_heads
-        q = self.q(x).reshape(B, h, -1, self.N2).transpose(-1, -2)
-        k = self.k(x).reshape(B, h, -1, self.N)
+        q = self.q(x).reshape(B, h, -1, n2).transpose(-1, -2)
+        k = self.k(x).reshape(B, h, -1, n)
         v = self.v(x)
         v_local = self.v_local(v)
-        v = v.reshape(B, h, -1, self.N).transpose(-1, -2)
-        attn = ((q @ k) * self.scale + self.attention_bias()).softmax(dim=-1)
-        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, self.resolution2, self.resolution2) + v_local
+        v = v.reshape(B, h, -1, n).transpose(-1, -2)
+        bias = self.attention_bias() if built else resample_bias(self.attention_bias(), n2, n)
+        attn = ((q @ k) * self.scale + bias).softmax(dim=-1)
+        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, r2h, r2w) + v_local
         return self.proj(self.act(x))
 
     @torch.no_grad()
@@ -270,7 +296,7 @@ class Downsample(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: BlockSpec) -> "Downsample":
-        return cls(spec["in"], spec["out"], spec["hw"], spec["attn"])
+        return cls(spec["in"], spec["out"], hw_pair(spec["hw"]), spec["attn"])
 
     def set_drop_path(self, rate: float):
         pass
@@ -303,7 +329,7 @@ class EfficientFormerV2Block(nn.Module):
     @classmethod
     def from_spec(cls, spec: BlockSpec) -> "EfficientFormerV2Block":
         use_attn = spec.kind == "efficientformerv2.attn"
-        return cls(spec["dim"], spec["hidden"], spec["hw"], use_attn, spec.get("stride", 1))
+        return cls(spec["dim"], spec["hidden"], hw_pair(spec["hw"]), use_attn, spec.get("stride", 1))
 
     def set_drop_path(self, rate: float):
         self.drop_path2.drop_prob = rate
@@ -329,24 +355,36 @@ class EfficientFormerV2Block(nn.Module):
 
 
 class DistilledHead(nn.Module):
-    """BN, global average pool, then the class head and the distillation head, averaged."""
+    """BN, global average pool, then the class head and the distillation head, averaged. timm
+    splits it the same way: `norm` ends its `forward_features`, `forward_head` is the rest."""
 
     def __init__(self, in_chs: int, num_classes: int):
         super().__init__()
         self.norm = nn.BatchNorm2d(in_chs)
-        self.fc = nn.Linear(in_chs, num_classes)
-        self.fc_dist = nn.Linear(in_chs, num_classes)
+        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc_dist = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x):
         x = self.norm(x).mean((2, 3))
         return (self.fc(x) + self.fc_dist(x)) / 2
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3))
+        return x if pre_logits else (self.fc(x) + self.fc_dist(x)) / 2
+
+    def get_classifier(self) -> tuple[nn.Module, nn.Module]:
+        return self.fc, self.fc_dist  # timm: (head, head_dist)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = new_linear(self.norm.num_features, num_classes, self.norm.weight)
+        self.fc_dist = new_linear(self.norm.num_features, num_classes, self.norm.weight)
 
     def set_drop_path(self, rate: float):
         pass
 
     @torch.no_grad()
     def reparameterize(self):
-        if isinstance(self.norm, nn.BatchNorm2d):
+        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.fc, nn.Linear):  # (headless: keep the BN)
             fold_pre_bn(self.fc, self.norm)
             fold_pre_bn(self.fc_dist, self.norm)
             self.norm = nn.Identity()
@@ -368,7 +406,7 @@ def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
         chs = spec["dim"]
     else:  # downsample, head
         chs = spec["in"]
-    return (batch, chs, spec["hw"], spec["hw"])
+    return (batch, chs, *hw_pair(spec["hw"]))
 
 
 # ---- registration: the torch side of the `efficientformerv2` space ----------------------------------
@@ -433,8 +471,10 @@ def _timm_pairs(depths: tuple[int, ...]):
     yield from (KeyPair("head.norm.", "norm."), KeyPair("head.fc.", "head."), KeyPair("head.fc_dist.", "head_dist."))
 
 
-def _resample_biases(table: torch.Tensor, shape: tuple) -> torch.Tensor:
-    return resize_attention_biases(table, math.isqrt(shape[1]))
+def _resample_biases(table: torch.Tensor, shape: tuple, module: nn.Module | None = None) -> torch.Tensor:
+    # the module that will hold the table knows its key grid (a non-square one is not the square root)
+    grid = module.k_hw if module is not None and hasattr(module, "k_hw") else math.isqrt(shape[1])
+    return resize_attention_biases(table, grid)
 
 
 class EfficientFormerV2Family(Family):
@@ -449,6 +489,13 @@ class EfficientFormerV2Family(Family):
     # attention-bias tables are per offset at the block's resolution: another resolution resamples them
     resample = {"attention_biases": _resample_biases}
     coreml_ops = frozenset({"conv", "gelu", "linear"})
+    coreml_backbone_ops = frozenset({"conv", "gelu", "matmul", "softmax"})  # (the head holds the only linear layers)
+    # the attention bias is resampled per feature-map size, and a traced graph fixes that size
+    onnx_dynamic_hw = False
+    stage_reductions = (4, 8, 16, 32)
+    no_weight_decay = ("attention_biases",)  # as timm's EfficientFormerV2.no_weight_decay()
+    timm_models = {n: n for n in ("efficientformerv2_s0", "efficientformerv2_s1", "efficientformerv2_s2",
+                                  "efficientformerv2_l")}
 
     def input_shape(self, spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
         return input_shape(spec, batch)

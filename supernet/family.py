@@ -142,13 +142,30 @@ class Family(abc.ABC):
     #: the key layouts of checkpoints from other code (official, timm) that `supernet.pretrained` imports
     checkpoint_layouts: ClassVar[tuple[CheckpointLayout, ...]] = ()
     #: tensors (by name suffix) that depend on the input resolution: resampled to the shape wanted
-    #: (a subnet at another resolution, a checkpoint of another one) instead of sliced first-k
-    resample: ClassVar[Mapping[str, Callable[[torch.Tensor, tuple], torch.Tensor]]] = {}
+    #: (a subnet at another resolution, a checkpoint of another one) instead of sliced first-k;
+    #: `fn(tensor, shape, module)`, `module` being the one that will hold the result (or None)
+    resample: ClassVar[Mapping[str, Callable[..., torch.Tensor]]] = {}
     #: key prefixes of the classifier, whose size is the number of classes (a checkpoint's head of
     #: another class count is skipped, not an error)
     classifier: ClassVar[tuple[str, ...]] = ("head.fc",)
-    #: ops every Core ML program of this family holds (the export check inspects them)
+    #: ops every Core ML program of this family holds (the export check inspects them), and those
+    #: every program of its backbone (no head) holds
     coreml_ops: ClassVar[frozenset] = frozenset()
+    coreml_backbone_ops: ClassVar[frozenset] = frozenset()
+    #: whether an ONNX export of its backbones can take any image size (every shape in the graph
+    #: follows the input); otherwise the height and width are those it was exported at
+    onnx_dynamic_hw: ClassVar[bool] = False
+    #: the output stride of each stage (timm's `feature_info` reductions); None: found by running
+    #: the model once on a meta tensor
+    stage_reductions: ClassVar[tuple[int, ...] | None] = None
+    #: parameter names (substrings) that timm excludes from weight decay (`no_weight_decay()`)
+    no_weight_decay: ClassVar[tuple[str, ...]] = ()
+    #: reference name -> timm model name, for `hwnas.extract format=timm`
+    timm_models: ClassVar[Mapping[str, str]] = {}
+
+    def out_channels(self, spec: BlockSpec) -> int:
+        """The channels a block of this spec outputs (its `out`, else its `dim`)."""
+        return spec["out"] if spec.get("out") is not None else spec["dim"]
 
     def build_block(self, spec: BlockSpec) -> nn.Module:
         return self.builders[spec.kind](spec)

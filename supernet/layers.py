@@ -123,6 +123,18 @@ def scale_output(module: nn.Module, gamma: torch.Tensor) -> None:
         module.bias.mul_(gamma)
 
 
+def new_linear(in_features: int, out_features: int, like: torch.Tensor | None = None) -> nn.Module:
+    """A fresh classifier layer (trunc-normal std .02, zero bias, as the papers and timm initialise
+    it) on the device and dtype of `like`; `out_features` 0 gives `nn.Identity` (timm's headless model)."""
+    if out_features <= 0:
+        return nn.Identity()
+    kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
+    fc = nn.Linear(in_features, out_features, **kw)
+    nn.init.trunc_normal_(fc.weight, std=0.02)
+    nn.init.zeros_(fc.bias)
+    return fc
+
+
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):

@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 
 from search_spaces import BlockSpec
+from search_spaces.core import hw_pair
 from search_spaces.nextvit import HEAD_DIM, STEM_CHS
 
 from .family import CheckpointLayout, Family, KeyPair, PretrainedError, register_family
-from .layers import DropPath, fold_conv_bn, fold_pre_bn
+from .layers import DropPath, fold_conv_bn, fold_pre_bn, new_linear
 
 NORM_EPS = 1e-5
 
@@ -254,22 +255,34 @@ class NextTransformerBlock(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """BN, global average pool, linear."""
+    """BN, global average pool, linear. timm splits it the same way: `norm` ends its
+    `forward_features`, `forward_head` is the pool and the linear (`head.fc`)."""
 
     def __init__(self, in_chs: int, num_classes: int):
         super().__init__()
         self.norm = _bn(in_chs)
-        self.fc = nn.Linear(in_chs, num_classes)
+        self.fc = nn.Linear(in_chs, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x):
         return self.fc(self.norm(x).mean((2, 3)))
+
+    def forward_head(self, x, pre_logits: bool = False):
+        x = x.mean((2, 3))
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = new_linear(self.norm.num_features, num_classes, self.norm.weight)
 
     def set_drop_path(self, rate: float):
         pass
 
     @torch.no_grad()
     def reparameterize(self):
-        if isinstance(self.norm, nn.BatchNorm2d):  # BN commutes with the average pool
+        # BN commutes with the average pool (a headless model, fc = Identity, keeps its BN)
+        if isinstance(self.norm, nn.BatchNorm2d) and isinstance(self.fc, nn.Linear):
             fold_pre_bn(self.fc, self.norm)
             self.norm = nn.Identity()
 
@@ -284,7 +297,7 @@ BUILDERS = {
 
 def input_shape(spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
     chs = 3 if spec.kind == "nextvit.stem" else spec["in"]
-    return (batch, chs, spec["hw"], spec["hw"])
+    return (batch, chs, *hw_pair(spec["hw"]))
 
 
 # ---- registration: the torch side of the `nextvit` space ------------------------------------------
@@ -328,6 +341,10 @@ class NextViTFamily(Family):
                          _timm_pairs),
     )
     coreml_ops = frozenset({"conv", "matmul", "softmax", "linear"})
+    coreml_backbone_ops = coreml_ops  # (E-MHSA's q, k, v, proj are linear layers)
+    onnx_dynamic_hw = True  # every reshape follows the input's shape
+    stage_reductions = (4, 8, 16, 32)
+    timm_models = {"nextvit_s": "nextvit_small", "nextvit_b": "nextvit_base", "nextvit_l": "nextvit_large"}
 
     def input_shape(self, spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:
         return input_shape(spec, batch)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -102,6 +103,79 @@ def from_hwnas_keys(sd: Mapping, space: str, layout: str) -> dict:
     return get_family(space).checkpoint_layout(layout).to_theirs(sd)
 
 
+# ---- timm's layout, out --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TimmCheckpoint:
+    """A static model as timm holds it: `timm.create_model(model_name, **create_kwargs,
+    checkpoint_path=FILE)` loads `state_dict` (a backbone: `features_only=True, pretrained=True,
+    pretrained_cfg_overlay=dict(file=FILE)`, as timm loads weights into a features-only model)."""
+
+    model_name: str
+    state_dict: dict
+    create_kwargs: dict
+    features_only: bool
+
+    def how(self, file: str = "FILE") -> str:
+        kw = "".join(f", {k}={v!r}" for k, v in self.create_kwargs.items())
+        if self.features_only:
+            return (f"timm.create_model({self.model_name!r}{kw}, features_only=True, pretrained=True, "
+                    f"pretrained_cfg_overlay=dict(file={file!r}))")
+        return f"timm.create_model({self.model_name!r}{kw}, checkpoint_path={file!r})"
+
+
+def timm_checkpoint(model) -> TimmCheckpoint:
+    """The state dict of a static model (`supernet.build_model`, `hwnas.load`) in timm's layout,
+    with the `timm.create_model` name and arguments that build the same network.
+
+    timm builds only its registered models: a reference arch (Next-ViT-S/B/L, EfficientFormerV2-S0/
+    S1/S2/L). Any other arch raises `PretrainedError` saying where it differs from the closest one."""
+    arch = getattr(model, "arch", None)
+    if arch is None or not isinstance(model, DeployModel):
+        raise PretrainedError(f"expected a static model (supernet.build_model, hwnas.load), got {type(model).__name__}")
+    family = get_family(arch.space)
+    name = timm_model_name(arch)
+    kwargs: dict = {}
+    if not model.features_only and model.num_classes != 1000:
+        kwargs["num_classes"] = model.num_classes
+    if family.resample and tuple(arch.input_size) != (224, 224):
+        kwargs["img_size"] = tuple(arch.input_size)  # tensors tied to the input size (attention biases)
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return TimmCheckpoint(name, from_hwnas_keys(sd, arch.space, "timm"), kwargs, bool(model.features_only))
+
+
+def timm_model_name(arch: Arch) -> str:
+    """The `timm.create_model` name of `arch` (any input size or task), or `PretrainedError` saying
+    why there is none: timm builds only its registered models, with their stage layouts fixed."""
+    family = get_family(arch.space)
+    if not family.timm_models:
+        raise PretrainedError(f"format=timm: the {arch.space} family names no timm models (Family.timm_models)")
+    name, diff = _closest_reference(arch, search_spaces.get_space(arch.space), family.timm_models)
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; ... ({len(diff)} differences)" if len(diff) > 6 else "")
+        raise PretrainedError(
+            f"format=timm: this {arch.space} arch is not a timm model. timm.create_model builds only its "
+            f"registered models ({', '.join(family.timm_models.values())}), whose stage layouts (depths, "
+            f"widths, ratios, where attention sits) are fixed in their constructors; the closest, "
+            f"{family.timm_models[name]} ({name}), differs here: {shown}. Export format=pt (hwnas.load), onnx, "
+            "torchscript or coreml instead.")
+    return family.timm_models[name]
+
+
+def _closest_reference(arch: Arch, space, names) -> tuple[str, list[str]]:
+    """(the reference with the fewest differing stage fields, those differences)."""
+    best = None
+    for name in names:
+        ref = space.reference(name)
+        diff = []
+        for s, (mine, theirs) in enumerate(zip(arch.stages, ref.stages)):
+            for k in sorted(set(mine) | set(theirs)):
+                if mine.get(k) != theirs.get(k):
+                    diff.append(f"stages[{s}].{k} is {mine.get(k)!r}, {name} has {theirs.get(k)!r}")
+        if best is None or len(diff) < len(best[1]):
+            best = (name, diff)
+    return best
+
+
 # ---- which model the checkpoint holds -----------------------------------------------------------------
 def _expected(arch: Arch, num_classes: int) -> dict:
     with torch.device("meta"):
@@ -116,12 +190,12 @@ def _comparable(k: str, family: Family) -> bool:
                 or k.endswith("num_batches_tracked"))
 
 
-def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution: int) -> tuple[str, Arch]:
+def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution) -> tuple[str, Arch]:
     """(reference name, arch) whose static model has exactly the checkpoint's tensors (heads aside)."""
     family = get_family(space)
     got = {k: tuple(v.shape) for k, v in sd.items() if _comparable(k, family)}
     for name in space.reference_names:
-        arch = space.reference(name).with_resolution(resolution)
+        arch = space.reference(name).with_resolution(resolution).with_task("classify")
         want = {k: s for k, s in _expected(arch, 1000).items() if _comparable(k, family)}
         if want == got:
             return name, arch
@@ -134,7 +208,7 @@ def _placement(arch: Arch, target: Any) -> dict:
     """Static module path of `arch` -> module path in `target` (identity, or supernet positions)."""
     if not isinstance(target, Supernet):
         return {}
-    layout = target.space.layout(arch, target.num_classes)
+    layout = arch.layout(target.num_classes)
     return {f"stages.{s}.blocks.{j}.": f"stages.{s}.blocks.{p.pos}."
             for s, st in enumerate(layout.stages) for j, p in enumerate(st.blocks)}
 
@@ -169,7 +243,8 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
         source_name, arch = "hwnas", model.arch  # our own static layout: whatever arch it is
     else:
         source_name, arch = identify(sd, space, resolution)
-        if isinstance(model, DeployModel) and arch.with_resolution(model.arch.resolution) != model.arch:
+        if isinstance(model, DeployModel) and \
+                arch.with_resolution(model.arch.resolution).with_task(model.arch.task) != model.arch:
             raise PretrainedError(f"the checkpoint holds {source_name}, the model is another arch of "
                                   f"{space.name}: build it with supernet.build_model(space.reference("
                                   f"{source_name!r})) or import into the supernet and extract")
@@ -189,7 +264,8 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
             dst.copy_(v)
             report["loaded"].append(tk)
         elif (resample := family.resampler(tk)) is not None and v.shape[0] == dst.shape[0]:
-            src = resample(v.float(), tuple(dst.shape)) if v.shape[1:] != dst.shape[1:] else v
+            owner = model.get_submodule(tk.rpartition(".")[0])
+            src = resample(v.float(), tuple(dst.shape), owner) if v.shape[1:] != dst.shape[1:] else v
             if isinstance(model, Supernet) or src.shape == dst.shape:
                 dst.copy_(src.to(dst.dtype))
                 report["resized"].append(tk)
@@ -226,5 +302,5 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PretrainedError", "detect_layout", "format_report", "from_hwnas_keys", "identify", "load_pretrained",
-           "read_state_dict", "to_hwnas_keys"]
+__all__ = ["PretrainedError", "TimmCheckpoint", "detect_layout", "format_report", "from_hwnas_keys", "identify",
+           "load_pretrained", "read_state_dict", "timm_checkpoint", "timm_model_name", "to_hwnas_keys"]

@@ -28,7 +28,7 @@ import search_spaces
 from search_spaces import Arch, ArchError, BlockSpec, SearchSpace
 
 from .family import get_family
-from .model import DeployModel, Model, build_block, drop_path_rates
+from .model import DeployModel, Model, ModelError, build_block, check_input, drop_path_rates
 
 
 # Modules whose weight and bias autocast casts to its low-precision dtype (conv and linear).
@@ -65,7 +65,8 @@ class _Slot:
     src_table: dict  # the supernet submodule's _parameters or _buffers (looked up at run time,
     name: str        # since .to(device) replaces buffers)
     plan: object  # see share_plan
-    resample: object = None  # plan == "resize": the family's fn(shared tensor, shape)
+    resample: object = None  # plan == "resize": the family's fn(shared tensor, shape, module)
+    owner: object = None  # the skeleton module the tensor goes into (what `resample` resamples for)
     shape: tuple = ()  # the subnet's shape of the tensor
     cast: bool = False  # a conv/linear weight or bias: autocast would run it in low precision
     _src: object = None  # the shared tensor `_view` was cut from, and its memory address
@@ -78,7 +79,7 @@ class _Slot:
         if self.plan is None:
             return t
         if self.plan == "resize":
-            return self.resample(t, self.shape)
+            return self.resample(t, self.shape, self.owner)
         return t[self.plan]
 
     def view(self, t: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,9 @@ class _Step:
     def tensors(self) -> dict:
         return {s.name: s.tensor() for s in self.slots}
 
-    def run(self, x: torch.Tensor, tensors: list, training: bool) -> torch.Tensor:
+    def run(self, x: torch.Tensor, tensors: list, training: bool, call=None) -> torch.Tensor:
+        """The block on `x` with the subnet's `tensors`; `call(skeleton, x)` runs a part of it
+        instead of its forward (the head's norm, its `forward_head`)."""
         for s, t in zip(self.slots, tensors):
             s.skel_table[s.attr] = t
         sk = self.skeleton
@@ -168,7 +171,7 @@ class _Step:
             sk.train(training)
         if training:
             sk.set_drop_path(self.drop_path)
-        return sk(x)
+        return sk(x) if call is None else call(sk, x)
 
 
 class Supernet(Model):
@@ -179,7 +182,11 @@ class Supernet(Model):
         self.space = space
         self.family = get_family(space)
         self.num_classes = num_classes
-        self.resolution = space.resolution if resolution is None else int(resolution)
+        res = search_spaces.canonical_resolution(space.resolution if resolution is None else resolution)
+        if not isinstance(res, int):
+            raise ModelError(f"a supernet holds one square input size, not {res}: build it square (its subnets "
+                             "run at any size; set_active(arch) resamples what depends on the size)")
+        self.resolution = res
         super().__init__(space.supernet_layout(num_classes, self.resolution))
         self.drop_path_rate = drop_path_rate
         n = sum(len(st.blocks) for st in self.layout.stages)
@@ -192,8 +199,10 @@ class Supernet(Model):
         self._skeletons: dict[str, nn.Module] = {}
         self._step_cache: dict[tuple, _Step] = {}  # (path, spec key, position): a block's step, built once
         self._steps: list[_Step] = []
+        self._stage_ends: list[int] = []  # per stage: the index in _steps of its last step
+        self._active_layout = None
         self.active_arch: Arch | None = None
-        self.set_active(space.max_arch().with_resolution(self.resolution))
+        self.set_active(space.max_arch().with_resolution(self.resolution).with_task("classify"))
 
     # ---- choosing the subnet -------------------------------------------------------------
     def set_active(self, arch: Arch) -> "Supernet":
@@ -202,8 +211,9 @@ class Supernet(Model):
         if arch.space != self.space.name:
             raise ArchError("space", f"this supernet is of space {self.space.name!r}, the arch of {arch.space!r}",
                             [self.space.name])
-        layout = self.space.layout(arch, self.num_classes)
+        layout = arch.layout(self.num_classes)
         steps = [self._step("stem", layout.stem.spec, self.stem, 0.0)]
+        ends = []
         for s, st in enumerate(layout.stages):
             holder_stage = self.stages[s]
             if st.downsample is not None:
@@ -212,8 +222,12 @@ class Supernet(Model):
             for j, placed in enumerate(st.blocks):
                 steps.append(self._step(f"stages.{s}.blocks.{j}", placed.spec,
                                         holder_stage.blocks[placed.pos], self._pos_rate[(s, placed.pos)]))
-        steps.append(self._step("head", layout.head.spec, self.head, 0.0))
+            ends.append(len(steps) - 1)
+        if layout.head is not None:  # a backbone arch: no head, the forward returns the stage outputs
+            steps.append(self._step("head", layout.head.spec, self.head, 0.0))
         self._steps = steps
+        self._stage_ends = ends
+        self._active_layout = layout
         self.active_arch = arch
         return self
 
@@ -255,7 +269,7 @@ class Supernet(Model):
             skel_table = skel_owner._parameters if is_param else skel_owner._buffers
             cast = is_param and attr in ("weight", "bias") and isinstance(skel_owner, _AUTOCAST_MODULES)
             slots.append(_Slot(skel_table, attr, table, name, plan,
-                               resample if plan == "resize" else None, tuple(t.shape), cast))
+                               resample if plan == "resize" else None, skel_owner, tuple(t.shape), cast))
         return _Step(path, sk, slots, drop_path)
 
     def _apply(self, fn, recurse=True):
@@ -268,30 +282,80 @@ class Supernet(Model):
 
     # ---- running it ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tensors = self._subnet_tensors(x.device.type)
-        i = 0
-        for step in self._steps:
-            n = len(step.slots)
-            x = step.run(x, tensors[i:i + n], self.training)
-            i += n
-        return x
+        """The active subnet's output: logits, or for a backbone arch its stage outputs."""
+        if self._active_layout.head is None:
+            return self._forward_stages(x, range(len(self._stage_ends)))[1]
+        check_input(x)
+        return self._run_steps(x, self._steps)
 
-    def _plain_tensors(self, device_type: str) -> list:
+    def _run_steps(self, x: torch.Tensor, steps: list, take: dict | None = None, call=None):
+        """Run `steps` on `x` (the last one through `call` when given); with `take` (step index ->
+        stage), also collect the outputs of those steps."""
+        tensors = self._subnet_tensors(x.device.type, steps)
+        i, feats = 0, []
+        for k, step in enumerate(steps):
+            n = len(step.slots)
+            x = step.run(x, tensors[i:i + n], self.training, call if k == len(steps) - 1 else None)
+            i += n
+            if take and k in take:
+                feats.append(x)
+        return (x, feats) if take is not None else x
+
+    # timm's model API on the active subnet (Model's methods call these)
+    def _layout(self):
+        return self._active_layout
+
+    def _forward_stages(self, x, take=(), stop=None):
+        check_input(x)
+        last = self._stage_ends[-1 if stop is None else stop]
+        take = {self._stage_ends[s]: s for s in take}
+        return self._run_steps(x, self._steps[:last + 1], take)
+
+    def _head_step(self, what: str) -> _Step:
+        if self._active_layout.head is None:
+            raise ModelError(f"{what}: the active arch is a backbone (no head); set_active a classify arch")
+        return self._steps[-1]
+
+    def _head_norm(self, x):
+        return self._run_steps(x, [self._head_step("forward_features")], call=lambda sk, y: sk.norm(y))
+
+    def _head_tail(self, x, pre_logits: bool):
+        return self._run_steps(x, [self._head_step("forward_head")],
+                               call=lambda sk, y: sk.forward_head(y, pre_logits))
+
+    @property
+    def out_indices(self) -> tuple:
+        return tuple(range(len(self._stage_ends))) if self._stage_ends else ()
+
+    @out_indices.setter
+    def out_indices(self, value) -> None:  # Model.__init__ sets it; the supernet returns every stage
+        pass
+
+    def get_classifier(self):
+        raise ModelError("get_classifier: the supernet's classifier is shared by every subnet; extract a "
+                         "subnet (supernet.extract(arch)) to get or replace its classifier")
+
+    def reset_classifier(self, num_classes: int, global_pool=None) -> None:
+        raise ModelError("reset_classifier: the supernet's classifier is shared by every subnet; build the "
+                         "supernet with num_classes=..., or extract a subnet and reset its classifier")
+
+    def _plain_tensors(self, device_type: str, steps: list | None = None) -> list:
         """What `_subnet_tensors` computes, by plain differentiable slicing: the reference the tests
         compare `_SharedSlices` with, and the baseline of experiments/train_throughput.py."""
-        return [s.tensor() for step in self._steps for s in step.slots]
+        return [s.tensor() for step in (self._steps if steps is None else steps) for s in step.slots]
 
-    def _subnet_tensors(self, device_type: str) -> list:
-        """Every slot's tensor for this forward, in step order (see `_SharedSlices`)."""
+    def _subnet_tensors(self, device_type: str, steps: list | None = None) -> list:
+        """Every slot's tensor of `steps` (default: the active subnet's) for this forward, in step
+        order (see `_SharedSlices`)."""
         grad = torch.is_grad_enabled()
         out, shared, where = [], [], []
-        for step in self._steps:
+        for step in self._steps if steps is None else steps:
             for s in step.slots:
                 t = s.src_table[s.attr]
                 if s.plan is None:
                     out.append(t)
                 elif s.plan == "resize":
-                    out.append(s.resample(t, s.shape))
+                    out.append(s.resample(t, s.shape, s.owner))
                 elif grad and t.requires_grad:
                     where.append(len(out))
                     shared.append((s, t))
@@ -308,8 +372,9 @@ class Supernet(Model):
 
     # ---- leaving the supernet ---------------------------------------------------------------
     @torch.no_grad()
-    def extract(self, arch: Arch | None = None) -> DeployModel:
-        """The plain model of `arch` (default: the active one) with its shared weights copied in."""
+    def extract(self, arch: Arch | None = None, out_indices=None) -> DeployModel:
+        """The plain model of `arch` (default: the active one) with its shared weights copied in
+        (a backbone arch: the features-only model, returning the stages `out_indices`)."""
         previous = self.active_arch
         if arch is not None and arch != previous:
             self.set_active(arch)
@@ -317,7 +382,7 @@ class Supernet(Model):
         state = {f"{step.path}.{name}": t.detach().clone() for step in self._steps
                  for name, t in step.tensors().items()}
         with torch.device("meta"):  # no allocation or init: every tensor comes from `state`
-            model = DeployModel(arch, self.num_classes, init=False)
+            model = DeployModel(arch, self.num_classes, init=False, out_indices=out_indices)
         model.load_state_dict(state, strict=True, assign=True)
         model.train(self.training)
         if previous is not None and previous != arch:

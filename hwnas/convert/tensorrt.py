@@ -46,8 +46,9 @@ def import_tensorrt():
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
-                 precision: str = "fp16", workspace_gb: float = 4.0) -> Path:
-    """Parse `onnx_path` (static shapes), build a serialized engine and write it to `engine_path`."""
+                 precision: str = "fp16", workspace_gb: float = 4.0, input_shape: tuple | None = None) -> Path:
+    """Parse `onnx_path`, build a serialized engine and write it to `engine_path`. A graph with
+    dynamic axes (a backbone's batch, height, width) is built for the one shape `input_shape`."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -58,6 +59,13 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    inp = network.get_input(0)
+    if any(d < 0 for d in inp.shape):
+        if input_shape is None:
+            raise ValueError(f"{onnx_path} has dynamic input axes {tuple(inp.shape)}: give input_shape")
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, tuple(input_shape), tuple(input_shape), tuple(input_shape))
+        config.add_optimization_profile(profile)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision != "fp32":

@@ -23,8 +23,9 @@ def export_torchscript(model: nn.Module, input_shape: tuple[int, ...], path: str
     x = torch.zeros(*input_shape, device=param.device if param is not None else "cpu")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the deprecation notice and shape-to-int tracer notes
-        # check_trace would run the model twice more; verify.py compares outputs instead.
-        traced = torch.jit.trace(model, x, check_trace=False)
+        # check_trace would run the model twice more; verify.py compares outputs instead. strict=False:
+        # a backbone returns a list of stage outputs (a traced module returns it as such)
+        traced = torch.jit.trace(model, x, check_trace=False, strict=False)
         traced = torch.jit.freeze(traced)
         torch.jit.save(traced, str(path))
     return path

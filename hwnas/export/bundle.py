@@ -96,9 +96,10 @@ def _listed_artifacts(manifest_path: Path) -> list[str]:
 
 
 # ---- the whole export ----------------------------------------------------------------------------
-FORMATS = ("pt", "onnx", "coreml", "tensorrt", "torchscript", "aoti")
+FORMATS = ("pt", "onnx", "coreml", "tensorrt", "torchscript", "aoti", "timm")
 FILES = {"pt": ["model.pt", "arch.yaml"], "onnx": ["model.onnx"], "coreml": ["model.mlpackage"],
-         "tensorrt": ["model.engine"], "torchscript": ["model.ts"], "aoti": ["model.pt2"]}
+         "tensorrt": ["model.engine"], "torchscript": ["model.ts"], "aoti": ["model.pt2"],
+         "timm": ["model_timm.pth"]}
 
 
 class ExportError(HwnasError, RuntimeError):
@@ -137,7 +138,10 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
 
     All files appear together or not at all (see `ExportBundle`), `extra_files` (relative name ->
     text, such as `.hydra/config.yaml`) with them. The deploy formats carry the BN-folded model;
-    `pt` the model as given.
+    `pt` and `timm` the model as given. A backbone (a features-only model) is
+    exported with one output per stage it returns and, in ONNX, a dynamic batch axis (and dynamic
+    height and width where its family's graph follows the input size: `Family.onnx_dynamic_hw`),
+    checked at a second batch size (and image size) too.
     """
     from . import verify
     from .manifest import build_manifest
@@ -146,10 +150,17 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     preflight(formats)
     say = log or (lambda msg: None)
     model = model.cpu().eval()
-    shape = (batch, 3, arch.resolution, arch.resolution)
+    shape = (batch, 3, *arch.input_size)
     x = verify.reference_input(shape)
     with torch.no_grad():
         ref = model(x)
+    io = onnx_io(model, arch)
+    more = []  # what a dynamic ONNX graph claims to take beyond the traced shape, with PyTorch's answers
+    if io["dynamic"]:
+        h, w = arch.input_size
+        others = [(batch + 1, 3, h, w)] + ([(batch, 3, h + 64, w + 32)] if 2 in io["dynamic"] else [])
+        with torch.no_grad():
+            more = [(xi, model(xi)) for xi in (verify.reference_input(s, seed=1) for s in others)]
     deploy = None
     if set(formats) - {"pt"}:
         # the exported-graph deploy form (hwnas.latency.deploy): what the ONNX Runtime, TensorRT and
@@ -171,25 +182,31 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 export_torchscript(deploy, shape, b.path("model.ts"))
                 check = verify.check_torchscript(b.path("model.ts"), x, ref)
             elif fmt == "onnx":
-                _onnx(deploy, shape, b, opset)
-                check = verify.check_onnx(b.path("model.onnx"), x, ref)
+                _onnx(deploy, shape, b, opset, io)
+                check = verify.check_onnx(b.path("model.onnx"), x, ref, io["dynamic"], more)
             elif fmt == "coreml":
                 from hwnas.convert.coreml import convert_coreml
                 convert_coreml(deploy, shape, b.path("model.mlpackage"), precision=coreml_precision)
-                check = verify.check_coreml(b.path("model.mlpackage"), x, ref, arch.space)
+                check = verify.check_coreml(b.path("model.mlpackage"), x, ref, arch.space, arch.task)
             elif fmt == "tensorrt":
                 from hwnas.convert.tensorrt import build_engine
-                build_engine(_onnx(deploy, shape, b, opset), b.path("model.engine"), precision="fp16")
+                build_engine(_onnx(deploy, shape, b, opset, io), b.path("model.engine"), precision="fp16",
+                             input_shape=shape)
                 check = verify.check_tensorrt(b.path("model.engine"), x, ref)
             elif fmt == "aoti":
                 check = _aoti(model, arch, shape, b, x, ref)
+            elif fmt == "timm":
+                from .timm import save_timm
+                timm_info = save_timm(model, b.path("model_timm.pth"))
+                check = verify.check_timm(b.path("model_timm.pth"), model, x, ref, timm_info)
             files = FILES[fmt]
             results[fmt] = {"files": files, "bytes": sum(_size(b.path(f)) for f in files),
                             "export_seconds": round(time.perf_counter() - t0, 3), "check": check}
             say(f"  {fmt}: {'ok' if check.get('passed') else 'FAILED'}"
                 + (f" (rel. error {check['rel_err']:.2e} <= {check['tolerance_rel']:g})" if "rel_err" in check
                    and check.get("passed") else "") + (f" -- {check['error']}" if check.get("error") else ""))
-        manifest = build_manifest(arch, model, num_classes, shape, weights, results, latency)
+        manifest = build_manifest(arch, model, num_classes, shape, weights, results, latency,
+                                  outputs=_outputs(model, ref), onnx_io=io if "onnx" in formats else None)
         artifacts = [f for fmt in formats for f in FILES[fmt]]
         for name, text in (extra_files or {}).items():
             path = b.path(name)
@@ -222,11 +239,36 @@ def _aoti(model: nn.Module, arch, shape, b: ExportBundle, x: torch.Tensor, ref: 
                    "or load it with hwnas.convert.aoti.load_aoti, which does)"}
 
 
-def _onnx(deploy: nn.Module, shape, b: ExportBundle, opset: int) -> Path:
+def onnx_io(model: nn.Module, arch) -> dict:
+    """The ONNX graph's output names and dynamic axes: a classifier's one static `output`; a
+    backbone's `stage<i>` outputs, with a dynamic batch axis and, where the family's graph follows the
+    input size (`Family.onnx_dynamic_hw`), dynamic height and width."""
+    if not getattr(model, "features_only", False):
+        return {"outputs": ["output"], "dynamic": (), "axes": None}
+    import supernet
+    dynamic = (0, 2, 3) if supernet.get_family(arch.space).onnx_dynamic_hw else (0,)
+    names = [f"stage{i}" for i in model.out_indices]
+    sym = {0: "batch", 2: "height", 3: "width"}
+    axes = {"input": {i: sym[i] for i in dynamic}}
+    axes.update({n: {i: (sym[i] if i == 0 else f"{sym[i]}_{n}") for i in dynamic} for n in names})
+    return {"outputs": names, "dynamic": dynamic, "axes": axes}
+
+
+def _outputs(model: nn.Module, ref) -> list[dict]:
+    """What the export returns: one entry per output (a backbone: per stage, with timm's feature_info)."""
+    if not isinstance(ref, (list, tuple)):
+        return [{"name": "output", "shape": list(ref.shape)}]
+    info = model.feature_info
+    return [{"name": f"stage{i}", "shape": list(r.shape), "num_chs": info[i]["num_chs"],
+             "reduction": info[i]["reduction"], "module": info[i]["module"]}
+            for i, r in zip(model.out_indices, ref)]
+
+
+def _onnx(deploy: nn.Module, shape, b: ExportBundle, opset: int, io: dict) -> Path:
     path = b.path("model.onnx")
     if not path.exists():
         from hwnas.convert.onnx import export_onnx
-        export_onnx(deploy, shape, path, opset=opset)
+        export_onnx(deploy, shape, path, opset=opset, output_name=io["outputs"], dynamic_axes=io["axes"])
     return path
 
 

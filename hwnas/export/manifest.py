@@ -20,9 +20,12 @@ MANIFEST_VERSION = 1
 
 
 def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],
-                   weights: dict, formats: dict, latency: dict | None = None) -> dict:
+                   weights: dict, formats: dict, latency: dict | None = None, outputs: list | None = None,
+                   onnx_io: dict | None = None) -> dict:
     """The manifest of one export. `weights` says where the weights came from; `formats` maps each
-    format to `{"files": [...], "check": {...}}`."""
+    format to `{"files": [...], "check": {...}}`; `outputs` what the model returns (a backbone: one
+    entry per stage, with channels and stride); `onnx_io` the ONNX graph's outputs and dynamic axes."""
+    features = bool(getattr(model, "features_only", False))
     torch_params = sum(p.numel() for p in model.parameters())
     checks = [f["check"] for f in formats.values() if f.get("check")]
     return {
@@ -31,9 +34,16 @@ def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[
         "arch": arch.to_dict(),
         "arch_id": arch.id,
         "space": arch.space,
-        "resolution": arch.resolution,
-        "num_classes": num_classes,
+        "resolution": list(arch.resolution) if isinstance(arch.resolution, tuple) else arch.resolution,
+        "task": arch.task,
+        "features_only": features,
+        "out_indices": list(model.out_indices) if features else None,
+        "num_classes": 0 if features else num_classes,
         "input_shape": list(input_shape),
+        "outputs": outputs,
+        "onnx": None if onnx_io is None else {"outputs": onnx_io["outputs"],
+                                              "dynamic_axes": {k: {str(a): n for a, n in v.items()}
+                                                               for k, v in (onnx_io["axes"] or {}).items()}},
         "params": arch.params(num_classes),
         "macs": arch.macs(num_classes),
         "torch_params": torch_params,

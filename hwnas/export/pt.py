@@ -1,7 +1,9 @@
 """The `pt` format: a plain state dict (`model.pt`) and the arch as data (`arch.yaml`).
 
 `hwnas.load(path)` rebuilds the plain model (`supernet.build_model(arch)`, no search machinery)
-and loads the weights, so a user fine-tunes or deploys it with nothing but hwnas installed.
+and loads the weights, so a user fine-tunes or deploys it with nothing but hwnas installed. A
+backbone's `arch.yaml` says `task: backbone` (and, when it returns only some stages, holds the arch
+under `arch:` beside `out_indices:`): `hwnas.load` gives back the features-only model.
 The weights are the un-folded model's (BatchNorms kept), which is what training continues from;
 the deploy formats (ONNX, Core ML, TorchScript, TensorRT) carry the folded one.
 """
@@ -32,13 +34,18 @@ def save_pt(model: nn.Module, arch, out_dir: str | os.PathLike) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     atomic_save(state, out_dir / WEIGHTS)  # a full disk: an OSError naming the file
-    atomic_write(out_dir / ARCH, arch_yaml(arch))
+    out_indices = getattr(model, "out_indices", None) if getattr(model, "features_only", False) else None
+    if out_indices is not None and list(out_indices) == list(range(len(arch.layout().stages))):
+        out_indices = None  # every stage: the default
+    atomic_write(out_dir / ARCH, arch_yaml(arch, out_indices))
     return [out_dir / WEIGHTS, out_dir / ARCH]
 
 
-def arch_yaml(arch) -> str:
-    """The arch as YAML that `Arch.from_dict` reads back (and `python -m hwnas.extract arch=` takes)."""
-    return yaml.safe_dump(arch.to_dict(), sort_keys=False, default_flow_style=None)
+def arch_yaml(arch, out_indices=None) -> str:
+    """The arch as YAML that `Arch.from_dict` reads back (and `python -m hwnas.extract arch=` takes);
+    a backbone returning only some stages puts the arch under `arch:` beside `out_indices:`."""
+    data = arch.to_dict() if out_indices is None else {"arch": arch.to_dict(), "out_indices": list(out_indices)}
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
 
 def read_arch(path: str | os.PathLike):
@@ -80,6 +87,13 @@ def _space_that_fits(arch):
     return None
 
 
+def read_out_indices(path: str | os.PathLike):
+    """The `out_indices` an arch file records for a backbone (None: every stage)."""
+    data = yaml.safe_load(Path(path).read_text())
+    out = data.get("out_indices") if isinstance(data, dict) and "stages" not in data else None
+    return None if out is None else [int(i) for i in out]
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """The plain model saved by a `pt` export: `path` is the export directory or its `model.pt`.
 
@@ -103,9 +117,11 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> n
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise LoadError(f"{weights} does not hold a state dict (a mapping of names to tensors)")
     head = [k for k in state if k.startswith("head.fc.") and k.endswith("weight")]
-    num_classes = int(state[head[0]].shape[0]) if head else 1000
+    # no classifier weights beside a head's norm: a classifier reset to 0 classes (timm's headless model)
+    num_classes = int(state[head[0]].shape[0]) if head else 0 if "head.norm.weight" in state else 1000
     with torch.device("meta"):  # no allocation or init: every tensor comes from the file
-        model = supernet.DeployModel(arch, num_classes=num_classes, init=False)
+        model = supernet.DeployModel(arch, num_classes=num_classes, init=False,
+                                     out_indices=read_out_indices(arch_file))
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:

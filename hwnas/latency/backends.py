@@ -606,14 +606,14 @@ def device_note(table, space: str, path=None) -> str | None:
     """For a target that runs on this machine, with a table measured on another device: one line
     naming both devices and the profile command that makes a table for this machine (and how long
     the table's own profile took). None when the devices agree or the target is not local."""
-    from .table import profile_command
+    from .table import describe_scope, profile_command
     here = this_device(table.target)
     there = table.provenance.get("device")
     if here is None or not there or there == here:
         return None
     prof = (table.provenance.get("profiling") or {}).get(space) or {}
     secs = (prof.get("block_seconds") or 0) + (prof.get("network_seconds_this_run") or 0)
-    took = (f" (the {space} part of that table took {secs / 60:.0f} min to profile on {there}"
+    took = (f" (the {describe_scope(space)} part of that table took {secs / 60:.0f} min to profile on {there}"
             f"{', ' + str(table.provenance.get('threads')) + ' thread' if table.provenance.get('threads') else ''})"
             if secs else "")
     return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine is "

@@ -50,7 +50,7 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
         entries = entries[:limit]
     if n_fit > 0 and limit is None:
         fit = fit_set(space, n_fit, seed=fit_seed)
-        entries += [("network", "fit", a.id, (backend.batch, 3, a.resolution, a.resolution), None, a) for a in fit]
+        entries += [("network", "fit", a.id, (backend.batch, 3, *a.input_size), None, a) for a in fit]
     entries.append(("network", "mes_unit", "mobilenet_v2", (backend.batch, 3, 224, 224), None, None))
     old = {}
     if (bundle / "manifest.csv").exists():
@@ -76,7 +76,8 @@ def build_bundle(bundle_dir: str | Path, space, backend: Backend, archs: Sequenc
     w.writerow(MANIFEST_COLUMNS)
     w.writerows(rows)
     atomic_write_text(bundle / "manifest.csv", buf.getvalue())
-    info = {**backend.info(), "fingerprint": backend.fingerprint_info(), "space": space.name, "created": now_iso(),
+    info = {**backend.info(), "fingerprint": backend.fingerprint_info(), "space": space.name, "scope": space.scope,
+            "created": now_iso(),
             "note": "device/runtime fields describe the converting machine; run_bundle.py records the Mac's"}
     atomic_write_text(bundle / "bundle.json", json.dumps(info, indent=2) + "\n")
     shutil.copyfile(RUNNER, bundle / "run_bundle.py")
@@ -107,7 +108,7 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
         table.provenance.update({k: v for k, v in prov.items() if k not in ("correction", "fidelity")})
     else:
         table = LatencyTable({}, {**prov, "spaces": [], "correction": {}, "fidelity": {}, "profiling": {}}, path)
-    table.provenance["spaces"] = sorted(set(table.spaces) | {space.name})
+    table.provenance["spaces"] = sorted(set(table.spaces) | {space.scope})
     fit_records = []
     for r in results:
         stats = {"median_ms": float(r["median_ms"]), "p10_ms": float(r["p10_ms"]),
@@ -121,13 +122,13 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
                                             **{k: v for k, v in stats.items() if k != "fingerprint"}}
         elif r["role"] == "fit":
             arch = Arch.from_dict(json.loads(manifest[r["name"]]["arch"]))
-            fit_records.append({"space": arch.space, "role": "fit", "arch_id": arch.id, **stats, "arch": arch})
+            fit_records.append({"space": arch.scope, "role": "fit", "arch_id": arch.id, **stats, "arch": arch})
     table.save()
     if fit_records:
         missing = [k for rec in fit_records for k in table.missing(rec["arch"])]
         if not missing:
             write_networks(networks_path(path), fit_records)
-            table.provenance["correction"][space.name] = fit_correction(table, fit_records)
+            table.provenance["correction"][space.scope] = fit_correction(table, fit_records)
             table.invalidate()
     mark_complete(table, space)
     table.save()

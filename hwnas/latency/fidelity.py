@@ -1,8 +1,8 @@
 """How good is a table: measure held-out random subnets end to end and compare with `predict`.
 
 The held-out set (`profiler.held_out_set`) is disjoint from the correction-fit set. Results go to
-`<results_dir>/latency_fidelity_<target>_<space>.json` (+ a scatter PNG when matplotlib is
-installed), and a summary into the table's provenance (`fidelity[space]`).
+`<results_dir>/latency_fidelity_<target>_<space>[_<task>_<H>x<W>].json` (+ a scatter PNG when
+matplotlib is installed), and a summary into the table's provenance (`fidelity[scope]`).
 """
 from __future__ import annotations
 
@@ -18,7 +18,13 @@ from hwnas.files import atomic_path
 from .backends import Backend
 from .correction import fidelity_metrics
 from .profiler import attach_canary, held_out_set, measure_networks, now_iso
-from .table import LatencyTable, LatencyTableError, atomic_write_text, networks_path, profile_command
+from .table import (LatencyTable, LatencyTableError, atomic_write_text, describe_scope, networks_path,
+                    profile_command)
+
+
+def scope_slug(scope: str) -> str:
+    """A file-name form of a scope: `nextvit`, `nextvit_backbone_512x512`."""
+    return scope.replace(":", "_").replace("@", "_")
 
 
 def scatter_png(path: Path, predicted, measured, title: str) -> Path | None:
@@ -59,13 +65,14 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     run (a fresh set, e.g. after a refit)."""
     from .table import read_networks
     t0 = time.perf_counter()
-    fit_ids = table.correction(space.name).get("fit_arch_ids")
+    scope = space.scope
+    fit_ids = table.correction(scope).get("fit_arch_ids")
     if not fit_ids:
-        raise LatencyTableError(f"{table.path} has no fitted correction for {space.name}; run "
-                                f"`{profile_command(backend.name, space.name)}` to the end first.")
+        raise LatencyTableError(f"{table.path} has no fitted correction for {describe_scope(scope)}; run "
+                                f"`{profile_command(backend.name, scope)}` to the end first.")
     exclude = set(fit_ids)
     if exclude_earlier:
-        exclude |= {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["space"] == space.name}
+        exclude |= {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["space"] == scope}
     held_out = held_out_set(space, n, exclude=exclude, seed=seed)
     attach_canary(backend, table)
     recs = measure_networks(backend, held_out, "fidelity", networks_path(table.path), progress,
@@ -76,7 +83,7 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     metrics = fidelity_metrics(predicted, measured)
     metrics_raw = fidelity_metrics(raw, measured)
     results_dir = Path(results_dir)
-    stem = f"latency_fidelity_{backend.name}_{space.name}" + (f"_seed{seed}" if seed else "")
+    stem = f"latency_fidelity_{backend.name}_{scope_slug(scope)}" + (f"_seed{seed}" if seed else "")
     try:
         from .table import REPO_ROOT
         result_file = str((results_dir / f"{stem}.json").resolve().relative_to(REPO_ROOT))
@@ -84,18 +91,19 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
         result_file = (f"experiments/results/{stem}.json" if results_dir.parts[-2:] == ("experiments", "results")
                        else str(results_dir / f"{stem}.json"))
     png = scatter_png(results_dir / f"{stem}.png", predicted, measured,
-                      f"{space.name} on {backend.name} ({table.provenance.get('device')})\n"
+                      f"{describe_scope(scope)} on {backend.name} ({table.provenance.get('device')})\n"
                       f"{100 * metrics['within_10pct']:.0f}% within ±10%, MAPE {100 * metrics['mape']:.1f}%, "
                       f"tau {metrics['kendall_tau']:.3f}")
     result = {
-        "target": backend.name, "space": space.name, "table": f"latency_tables/{backend.name}/{table.path.name}", "date": now_iso(),
+        "target": backend.name, "space": space.name, "scope": scope, "task": space.task,
+        "input_size": list(space.input_size), "table": f"latency_tables/{backend.name}/{table.path.name}", "date": now_iso(),
         "deploy_form": backend.form.describe(), "seed": seed,
         "machine": {"device": table.provenance.get("device"), "host": platform.node(),
                     "runtime": f"{table.provenance.get('runtime')} {table.provenance.get('runtime_version')}"},
-        "statistic": table.statistic, "correction": table.correction(space.name),
+        "statistic": table.statistic, "correction": table.correction(scope),
         "held_out": metrics, "held_out_without_correction": metrics_raw,
         "seconds": round(time.perf_counter() - t0, 1),
-        "profiling": (table.provenance.get("profiling") or {}).get(space.name),  # how long the table took
+        "profiling": (table.provenance.get("profiling") or {}).get(scope),  # how long the table took
         "networks": [{"arch_id": a.id, "measured_ms": float(m), "predicted_ms": float(p), "block_sum_ms": float(s)}
                      for a, m, p, s in zip(held_out, measured, predicted, raw)],
         "scatter_png": png.name if png else None,
@@ -104,8 +112,8 @@ def run_fidelity(backend: Backend, space, table: LatencyTable, n: int = 100, res
     summary = {**{k: metrics[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
                "result_file": result_file, "date": result["date"], "seed": seed}
     if exclude_earlier:  # a later, fresh held-out set: recorded beside the table's own fidelity
-        table.provenance.setdefault("fidelity_rechecks", {}).setdefault(space.name, {})[f"seed{seed}"] = summary
+        table.provenance.setdefault("fidelity_rechecks", {}).setdefault(scope, {})[f"seed{seed}"] = summary
     else:
-        table.provenance.setdefault("fidelity", {})[space.name] = summary
+        table.provenance.setdefault("fidelity", {})[scope] = summary
     table.save()
     return result

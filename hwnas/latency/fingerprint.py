@@ -197,14 +197,16 @@ def block_fingerprint(spec, form) -> str:
 
 
 def deployed_blocks(model: nn.Module) -> list[tuple]:
-    """(spec, module) of every block of a static model (`supernet.Model`), in execution order."""
+    """(spec, module) of every block of a static model (`supernet.Model`), in execution order
+    (a backbone has no head)."""
     layout = model.layout
     out = [(layout.stem.spec, model.stem)]
     for st_layout, stage in zip(layout.stages, model.stages):
         if st_layout.downsample is not None:
             out.append((st_layout.downsample.spec, stage.downsample))
         out += [(p.spec, b) for p, b in zip(st_layout.blocks, stage.blocks)]
-    out.append((layout.head.spec, model.head))
+    if layout.head is not None:
+        out.append((layout.head.spec, model.head))
     return out
 
 

@@ -31,8 +31,9 @@ def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
         key = f"{path.parent.name}/{path.name}"
         try:
             table = LatencyTable.load(path)
-            if table.spaces and arch.space not in table.spaces:
-                continue
+            if table.spaces and arch.scope not in table.spaces and arch.space not in table.spaces:
+                continue  # a table of another family (a table of this one but not of this input size or
+                # task records why it cannot predict: its missing rows)
             entry = {"target": table.target, "estimated": table.is_estimated, "table": table.describe()}
             entry["ms"] = round(float(table.predict(arch)), 4)
         except Exception as e:  # recorded, not fatal: the export does not depend on a table

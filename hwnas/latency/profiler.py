@@ -76,9 +76,10 @@ def _check_setup(backend: Backend, path: Path, prov: dict) -> None:
 
 
 def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
-    """The working table of a profile of `path` (the final table): its partial file when a profile
-    was interrupted (resume), else a copy of the table at `path` (only what changed is measured),
-    else a new one. Refuses a table of another setup (precision, batch, device, deploy form ...)."""
+    """The working table of a profile of `path` (the final table) for scope `space` (a space's
+    name, or `<space>:<task>@<H>x<W>`): its partial file when a profile was interrupted (resume),
+    else a copy of the table at `path` (only what changed is measured), else a new one. Refuses a
+    table of another setup (precision, batch, device, deploy form ...)."""
     path = Path(path)
     work = partial_path(path)
     if work.exists():
@@ -105,6 +106,10 @@ def open_table(backend: Backend, path: Path, space: str) -> LatencyTable:
     if space not in table.provenance["spaces"]:
         table.provenance["spaces"] = sorted(set(table.provenance["spaces"]) | {space})
     table.provenance.setdefault("complete", {})[space] = False
+    # rows added later to a table (another scope) may be timed by another runtime version or host
+    prof = table.provenance.setdefault("profiling", {}).setdefault(space, {"block_seconds": 0.0})
+    prof.update({"runtime_version": backend.runtime_version(), "host": backend.info()["host"],
+                 "started": prof.get("started") or now_iso()})
     return table
 
 
@@ -228,10 +233,10 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     done = {(r["space"], r["role"], r["arch_id"]): r for r in records
             if r["arch_id"] not in current or r.get("fingerprint") == current[r["arch_id"]]}
     records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
-    todo = [a for a in archs if (a.space, role, a.id) not in done]
+    todo = [a for a in archs if (a.scope, role, a.id) not in done]
     device = build_device(backend)
     chunk = _chunk(backend)
-    desc = f"{backend.name} {role} networks ({archs[0].space if archs else ''})"
+    desc = f"{backend.name} {role} networks ({archs[0].scope if archs else ''})"
     for i, arch in enumerate(progress_bar(todo, len(todo), desc, progress)):
         _check_deadline(deadline)
         if chunk and i % chunk == 0:
@@ -239,16 +244,17 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
                                                      for a in todo[i:i + chunk]], progress, deadline)
             _check_deadline(deadline)
         model = _build(arch, device)
-        shape = (backend.batch, 3, arch.resolution, arch.resolution)
+        shape = (backend.batch, 3, *arch.input_size)
         m = backend.measure(model, shape)
         _same_graph(f"network {arch.id}", m.get("fingerprint"), current[arch.id], backend)
-        r = {"space": arch.space, "role": role, "arch_id": arch.id, **m, "fingerprint": current[arch.id],
+        # the `space` column holds the scope: space, task and input size (a bare name for 224px classifiers)
+        r = {"space": arch.scope, "role": role, "arch_id": arch.id, **m, "fingerprint": current[arch.id],
              "arch": arch}
         del model
         records.append(r)
-        done[(arch.space, role, arch.id)] = r
+        done[(arch.scope, role, arch.id)] = r
         write_networks(path, records)
-    return [done[(a.space, role, a.id)] for a in archs]
+    return [done[(a.scope, role, a.id)] for a in archs]
 
 
 def fit_set(space: search_spaces.SearchSpace, n_fit: int, seed: int = 0,
@@ -292,11 +298,11 @@ def measure_mes_unit(backend: Backend, resolution: int = 224) -> dict:
 
 
 def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool:
-    """Record whether `table` covers every block of `space` and has its correction: only such a
-    table is chosen by `default_table_path`."""
-    corr = (table.provenance.get("correction") or {}).get(space.name) or {}
+    """Record whether `table` covers every block of `space` (at its input size and task) and has
+    its correction: only such a table is chosen by `default_table_path`."""
+    corr = (table.provenance.get("correction") or {}).get(space.scope) or {}
     complete = bool(corr) and all(s.key in table.rows for s in space.all_blocks())
-    table.provenance.setdefault("complete", {})[space.name] = complete
+    table.provenance.setdefault("complete", {})[space.scope] = complete
     return complete
 
 
@@ -318,28 +324,29 @@ def promote(table: LatencyTable, final: Path) -> LatencyTable:
 def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: Path | None = None,
                 archs: Sequence[Arch] | None = None, n_fit: int = 30, progress: bool = True,
                 limit: int | None = None, fit_seed: int = 0, deadline: float | None = None) -> LatencyTable:
-    """The whole profile step for one space: blocks, then whole networks, then the correction.
+    """The whole profile step for one space at its input size and task (its `scope`): blocks, then
+    whole networks, then the correction.
 
     Works in `partial_path(table_path)`; replaces the table at `table_path` once done (see the
     module docstring). A run cut short by `limit` stays in its partial file."""
     table_path = Path(table_path) if table_path else table_path_for(backend)
-    table = open_table(backend, table_path, space.name)
+    table = open_table(backend, table_path, space.scope)
     t0 = time.perf_counter()
     fit_archs = fit_set(space, n_fit, seed=fit_seed, archs=archs) if n_fit > 0 else []
     # Only some archs: their blocks and those of the fit networks, so the correction can be fitted.
     specs = specs_for(space, list(archs) + fit_archs if archs else None)
-    profile_blocks(backend, table, specs, space.name, progress=progress, limit=limit, deadline=deadline)
+    profile_blocks(backend, table, specs, space.scope, progress=progress, limit=limit, deadline=deadline)
     if limit is not None and any(s.key not in table.rows for s in specs):
         return table  # a partial run (tests, smoke runs): no networks, no correction yet
     if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
                                 table.current_fingerprints(), deadline=deadline, table=table)
-        table.provenance["profiling"][space.name]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
-        table.provenance.setdefault("correction", {})[space.name] = fit_correction(table, recs)
+        table.provenance["profiling"][space.scope]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
+        table.provenance.setdefault("correction", {})[space.scope] = fit_correction(table, recs)
     if "mes_unit_latency_ms" not in table.provenance:
         table.provenance.update(measure_mes_unit(backend))
-    table.provenance["profiling"][space.name]["last_run_seconds"] = round(time.perf_counter() - t0, 2)
+    table.provenance["profiling"][space.scope]["last_run_seconds"] = round(time.perf_counter() - t0, 2)
     table.provenance["date"] = now_iso()
     mark_complete(table, space)
     table.invalidate()

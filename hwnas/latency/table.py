@@ -3,14 +3,17 @@
 On disk a table is files side by side: `<device>.csv` (one row per `BlockSpec.key`:
 `key,median_ms,p10_ms,spread,runs,fingerprint`), `<device>.json` (the provenance: runtime and
 version, device, precision, batch, threads, warm-up/repeats, date, `source: measured|estimated`,
-which statistic predictions sum, the deploy form and fingerprint scheme, the per-space
+which statistic predictions sum, the deploy form and fingerprint scheme, the per-scope
 correction, completeness and fidelity) and `<device>.networks.csv` (the whole networks measured
 to fit the correction and to prove it, each with its fingerprint). One file can hold the rows of
-several spaces; corrections and fidelity are kept per space.
+several spaces and settings. Block keys hold shapes, so rows of every input size sit side by side;
+what is fitted and proven is kept per *scope* (`search_spaces.scope`): a space's classifiers at
+224x224 are the space's name (`nextvit`), any other task or input size `<space>:<task>@<H>x<W>`
+(`nextvit:backbone@512x512`: backbones, no head, at 512x512).
 
     predict(arch) = Σ_blocks a_kind · stat(block) + b      (stat = p10_ms or median_ms)
 
-with `a_kind`, `b` fitted per space on whole networks measured on the same target
+with `a_kind`, `b` fitted per scope on whole networks measured on the same target
 (`hwnas.latency.correction`). Without a correction, a = 1 and b = 0.
 
 Every row carries the fingerprint of the graph that was timed (`hwnas.latency.fingerprint`). A
@@ -29,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from search_spaces import Arch
+from search_spaces import Arch, parse_scope
 
 from hwnas.files import atomic_write
 
@@ -56,8 +59,8 @@ class MissingRowsError(LatencyTableError):
         shown = ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
         super().__init__(
             f"latency table {table.path or '(in memory)'} (target {table.target!r}) has no row for "
-            f"{len(keys)} block(s) of this {space} arch: {shown}. Fill them with "
-            f"`python -m hwnas.profile +target={table.target} space={space}` on the target device.")
+            f"{len(keys)} block(s) of this {describe_scope(space)} arch: {shown}. Fill them with "
+            f"`{profile_command(table.target, space)}` on the target device.")
 
 
 class StaleRowsError(LatencyTableError):
@@ -87,7 +90,16 @@ class StaleRowsError(LatencyTableError):
 
 
 def profile_command(target: str, space: str) -> str:
-    return f"python -m hwnas.profile +target={target} space={space}"
+    """The command that measures the rows of a scope (`nextvit`, `nextvit:backbone@512x512`, ...)."""
+    name, task, size = parse_scope(space)
+    extra = "" if task is None else f" task={task} input=[{size[0]},{size[1]}]"
+    return f"python -m hwnas.profile +target={target} space={name}{extra}"
+
+
+def describe_scope(space: str) -> str:
+    """`nextvit` -> 'nextvit'; `nextvit:backbone@512x512` -> 'nextvit backbone (512x512)'."""
+    name, task, size = parse_scope(space)
+    return name if task is None else f"{name} {task} ({size[0]}x{size[1]})"
 
 
 def is_complete(prov: Mapping[str, Any], space: str) -> bool:
@@ -130,7 +142,7 @@ def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLi
                      f"{', '.join(str(c['path']) for c in cands)}; finish one by re-running the profile "
                      f"command, or pass its path as target.table=PATH.")
         raise LatencyTableError(
-            f"no {'complete ' if cands else ''}latency table for target {target!r} and space {space_name!r} "
+            f"no {'complete ' if cands else ''}latency table for target {target!r} and {describe_scope(space_name)} "
             f"under {folder}.{extra} "
             f"Make one with `{profile_command(target, space_name)}`, or pass its path.")
     best = max(complete, key=lambda c: (c["measured"], this_device is not None and c["device"] == this_device,
@@ -295,7 +307,8 @@ class LatencyTable:
             raise LatencyTableError(f"{path} is a table for target {table.target!r}, not {target!r}; "
                                     f"use `default_table_path({target!r}, space)` or profile that target.")
         if space is not None and space not in table.spaces:
-            raise LatencyTableError(f"{path} has no rows for space {space!r} (it covers {table.spaces}); "
+            what = f"space {space!r}" if ":" not in space else f"{describe_scope(space)} (scope {space!r})"
+            raise LatencyTableError(f"{path} has no rows for {what} (it covers {table.spaces}); "
                                     f"run `{profile_command(table.target, space)}`.")
         return table
 
@@ -337,7 +350,7 @@ class LatencyTable:
         fid = p.get("fidelity") or {}
         parts = []
         for space, f in sorted(fid.items()):
-            parts.append(f"{space}: {100 * f['within_10pct']:.0f}% of {f['n']} held-out subnets within ±10%"
+            parts.append(f"{describe_scope(space)}: {100 * f['within_10pct']:.0f}% of {f['n']} held-out subnets within ±10%"
                          + (f" ({100 * f['within_5pct']:.0f}% within ±5%)" if "within_5pct" in f else "")
                          + f", tau {f['kendall_tau']:.2f}")
         for space, checks in sorted((p.get("fidelity_rechecks") or {}).items()):
@@ -455,17 +468,19 @@ class LatencyTable:
     def block_sum(self, arch: Arch) -> float:
         """Σ of the raw block statistic (no correction)."""
         keys = block_keys(arch)
-        self._admit(arch.space, keys)
+        self._admit(arch.scope, keys)
         return sum(self.rows[k][self.statistic] for k in keys)
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of `arch` in ms: the sum of its rows plus the fitted correction."""
-        m = self._models.get(arch.space) or self._model(arch.space)
+        """Predicted latency of `arch` in ms: the sum of its rows plus the correction fitted for its
+        scope (its space, task and input size)."""
+        scope = arch.scope
+        m = self._models.get(scope) or self._model(scope)
         values = m.values
         try:
             return sum([values[k] for k in block_keys(arch)]) + m.b
         except KeyError:  # a key not used before: check it (missing, stale), then sum
-            self._admit(arch.space, block_keys(arch))
+            self._admit(scope, block_keys(arch))
             return sum([values[k] for k in block_keys(arch)]) + m.b
 
     def predict_many(self, archs: Iterable[Arch]) -> list[float]:

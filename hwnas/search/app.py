@@ -162,11 +162,12 @@ def resolve_budget(cfg: DictConfig, names: list[str]) -> Budget:
 
 # ---- inputs ----------------------------------------------------------------------------------------
 def load_table(target: DictConfig, space: search_spaces.SearchSpace):
+    """The table of the target for the space's archs: their space, task and input size (`scope`)."""
     from hwnas.latency import LatencyTable, default_table_path
     from hwnas.latency.backends import this_device
-    path = target.get("table") or default_table_path(target.name, space.name, target.get("tables_dir"),
+    path = target.get("table") or default_table_path(target.name, space.scope, target.get("tables_dir"),
                                                       this_device=this_device(target.name))
-    return (LatencyTable.load(path, target=target.name, space=space.name,
+    return (LatencyTable.load(path, target=target.name, space=space.scope,
                               allow_stale=bool(target.get("allow_stale", False))), str(path))
 
 
@@ -175,7 +176,7 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
     device than this machine for a local target, rows used although stale (allow_stale)."""
     from hwnas.latency.backends import device_note
     out = []
-    note = device_note(table, space.name, path)
+    note = device_note(table, space.scope, path)
     if note:
         out.append("DEVICE MISMATCH: " + note)
     if table.allow_stale:
@@ -276,7 +277,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     check_config(cfg)  # every schema's ranges (the app did this at start-up already)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    space = get_space_from_cfg(cfg.space)
+    space = get_space_from_cfg(cfg.space, cfg.get("task"), cfg.get("input"))
     strategy = _cfg_dict(cfg.search)
     directions(list(strategy["objectives"]))  # the configured names, before per-target expansion
     objectives = expand_objectives(list(strategy["objectives"]), names)
@@ -309,7 +310,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
                         min(c.params for c in ref_cost.values()))
 
     storage = cfg.storage or study_mod.default_storage(run_dir)
-    study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}-{strategy['name']}"
+    setting = "" if space.scope == space.name else "-" + space.scope.split(":", 1)[1].replace("@", "-")
+    study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}{setting}-{strategy['name']}"
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed),
                                  retry_s=cfg.storage_retry_s)
@@ -354,7 +356,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     first = reports[0]
     ctx = ReportContext(
         target="+".join(names), space=space.name, strategy=strategy["name"], objectives=objectives,
-        resolution=space.resolution, eval_resolution=eval_res, accuracy_label=acc_label,
+        resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
         num_classes=cfg.deploy_num_classes, table_path=first.table_path, table_description=first.table_description,
         table_estimated=first.table_estimated, mes_formula=first.mes_formula, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,

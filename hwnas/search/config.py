@@ -185,6 +185,10 @@ class SearchAppConfig:
     evaluator: Any = MISSING
     data: Any = None
 
+    # what is deployed and timed: classify (the whole classifier) | backbone (stem and stages only,
+    # the features of a detector or segmenter), at input [H, W] (or one int; null: the space's resolution)
+    task: str = "classify"
+    input: Optional[Any] = None
     checkpoint: Optional[str] = None  # supernet checkpoint; null: train a short one (cached)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     # Optuna storage URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB, grpc://HOST:PORT (Optuna's

@@ -1,11 +1,12 @@
 """What a trial measures: accuracy (an evaluator), latency per target (latency tables), size and MES.
 
-Latency and size are those of the deployment model (the arch at the space's resolution, with the
-deployment head); accuracy comes from the evaluator at its own resolution (small images for the
-built-in digits supernet). A search scores one or several targets: each arch gets one accuracy and
-one size, and one latency and one MES per target. Accuracies are cached by arch id, and seeded
-from the study's earlier trials, so an arch is evaluated once per study whatever the number of
-workers, reruns or targets.
+Latency and size are those of the deployment model (the arch at the space's input size, with the
+deployment head -- or, for a backbone search, without any head); accuracy comes from the
+evaluator at its own resolution (small images for the built-in digits supernet), always of the
+arch as a classifier: the supernet's ImageNet-style proxy of how good the features are. A search
+scores one or several targets: each arch gets one accuracy and one size, and one latency and one
+MES per target. Accuracies are cached by arch id, and seeded from the study's earlier trials, so an
+arch is evaluated once per study whatever the number of workers, reruns or targets.
 
 How the figures are named (trial attributes, CSV columns, objectives, constraints) depends on the
 number of targets, and is stated here once: with one target, `latency_ms` and `mes` (as before
@@ -150,6 +151,7 @@ class Scorer:
     def accuracy(self, arch: Arch) -> float:
         if arch.id not in self.accuracies:
             eval_arch = arch if self.eval_resolution is None else arch.with_resolution(self.eval_resolution)
+            eval_arch = eval_arch.with_task("classify")  # a backbone is judged by its classifier's accuracy
             self.accuracies[arch.id] = float(self.evaluator.evaluate(eval_arch))
             self.evaluations += 1
         return self.accuracies[arch.id]

@@ -105,7 +105,7 @@ class ReportContext:
     space: str
     strategy: str
     objectives: list[str]
-    resolution: int  # deployment resolution (latency, params, MES)
+    resolution: Any  # deployment input size (latency, params, MES): an int or (H, W)
     eval_resolution: int | None  # evaluator resolution (accuracy)
     accuracy_label: str  # e.g. "top-1 % on digits val"
     num_classes: int
@@ -118,6 +118,7 @@ class ReportContext:
     budget: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
     warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
+    task: str = "classify"  # what is deployed and timed: classify | backbone (no head)
     # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
     skipped_images: dict = field(default_factory=dict)
     targets: list = field(default_factory=list)  # TargetReport per target (a search of several targets)
@@ -129,6 +130,18 @@ class ReportContext:
     @property
     def multi(self) -> bool:
         return len(self.targets) > 1
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        r = self.resolution
+        return tuple(r) if isinstance(r, (tuple, list)) else (r, r)
+
+    @property
+    def deployed(self) -> str:
+        """What latency and params are of, in words."""
+        if self.task == "backbone":
+            return "backbone (stem and stages, no head: the features a detector or segmenter consumes)"
+        return f"classifier with a {self.num_classes}-class head"
 
 
 @dataclass
@@ -228,7 +241,7 @@ def _plain(x: Any) -> Any:
 
 def _res_note(ctx: ReportContext) -> tuple[str, str]:
     acc_res = f"{ctx.eval_resolution}×{ctx.eval_resolution}" if ctx.eval_resolution else "its own resolution"
-    dep_res = f"{ctx.resolution}×{ctx.resolution}"
+    dep_res = "{}×{}".format(*ctx.input_size)
     return acc_res, dep_res
 
 
@@ -240,8 +253,9 @@ def plot_pareto(path: Path, records: Sequence[dict], front: Sequence[dict], refe
 
     acc_res, dep_res = _res_note(ctx)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
-    for ax, key, scale, label in ((axes[0], "latency_ms", 1.0, f"latency (ms, {ctx.target}, {dep_res})"),
-                                  (axes[1], "params", 1e-6, f"parameters (M, {ctx.num_classes}-class head)")):
+    what = "backbone" if ctx.task == "backbone" else f"{ctx.num_classes}-class head"
+    for ax, key, scale, label in ((axes[0], "latency_ms", 1.0, f"latency (ms, {ctx.target}, {ctx.task} {dep_res})"),
+                                  (axes[1], "params", 1e-6, f"parameters (M, {what})")):
         ax.scatter([r[key] * scale for r in records], [r["accuracy"] for r in records], s=10,
                    c="0.75", label="trials")
         fs = sorted(front, key=lambda r: r[key])
@@ -263,7 +277,7 @@ def plot_pareto(path: Path, records: Sequence[dict], front: Sequence[dict], refe
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
     est = " — latency table ESTIMATED" if ctx.table_estimated else ""
-    fig.suptitle(f"{ctx.space} on {ctx.target}: {ctx.strategy}{est}")
+    fig.suptitle(f"{ctx.space} {ctx.task} at {dep_res} on {ctx.target}: {ctx.strategy}{est}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -287,17 +301,21 @@ def _pick_name(p: dict | None, ref: dict) -> str:
 def report_markdown(records, front, references, picks, ctx: ReportContext, greedy_path=None,
                     verification=None) -> str:
     acc_res, dep_res = _res_note(ctx)
-    L = [f"# Search report: {ctx.space} on {ctx.target} ({ctx.strategy})", ""]
+    L = [f"# Search report: {ctx.space} {ctx.task} at {dep_res} on {ctx.target} ({ctx.strategy})", ""]
     for w in ctx.warnings:
         L += [f"> **WARNING — {w.split(':', 1)[0]}**:{w.split(':', 1)[1]}", ""]
     if ctx.table_estimated:
         L += [f"> **The latency table is ESTIMATED, not measured on the device**: {ctx.table_description}",
               "> Latency and MES below are predictions of that estimate; a measured table replaces it.", ""]
     L += ["## Where the figures come from", "",
-          f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution).",
-          f"- **latency**: predicted by `{ctx.table_path}` for `{ctx.target}`, the same arch at the "
-          f"deployment resolution **{dep_res}**. {ctx.table_description}",
-          f"- **params**: the deployment model at {dep_res} with a {ctx.num_classes}-class head.",
+          f"- **task**: `{ctx.task}` -- latency and params are those of the {ctx.deployed}, "
+          f"at input **{dep_res}**.",
+          f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution)"
+          + (", of the arch as a classifier (the supernet's proxy for the quality of its features)."
+             if ctx.task == "backbone" else "."),
+          f"- **latency**: predicted by `{ctx.table_path}` for `{ctx.target}`, the same arch as a "
+          f"{ctx.task} at input **{dep_res}**. {ctx.table_description}",
+          f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.",
           f"- **MES**: {ctx.mes_formula} (latency and params as above).",
           f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}"]
     L += _skipped_lines(ctx)
@@ -362,12 +380,13 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     acc_res, dep_res = _res_note(ctx)
     if ctx.multi:
         return _summary_multi(picks, references, ctx, run_dir, n_completed)
-    lines = ["", f"hwnas search: {ctx.space} on {ctx.target} ({ctx.strategy}), {n_completed} trials"]
+    lines = ["", f"hwnas search: {ctx.space} {ctx.task} at {dep_res} on {ctx.target} ({ctx.strategy}), "
+                 f"{n_completed} trials"]
     if ctx.table_estimated:
         lines.append("  latency table: ESTIMATED (not measured on the device) — see report.md")
     for w in ctx.warnings:
         lines.append(f"  WARNING: {w}")
-    lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params at {dep_res}")
+    lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params of the {ctx.task} at {dep_res}")
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")

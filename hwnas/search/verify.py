@@ -26,7 +26,7 @@ def backend_for(target: DictConfig):
 
 def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
     import supernet
-    return backend.measure(supernet.build_model(arch).eval(), (batch, 3, arch.resolution, arch.resolution))
+    return backend.measure(supernet.build_model(arch).eval(), (batch, 3, *arch.input_size))
 
 
 def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConfig,
