@@ -230,7 +230,7 @@ def format_report(report: dict, shapes: Mapping[str, tuple] | None = None) -> st
         lines.append(f"  kept init {len(report['missing'])}: " + ", ".join(report["missing"][:6])
                      + (" ..." if len(report["missing"]) > 6 else ""))
     if report["partial"]:
-        shown = report["partial"][:3]
+        shown = [k for k in report["partial"] if k.endswith(".weight")][:3]
         lines.append(f"  kept init outside the filled part of {len(report['partial'])}: " + ", ".join(
             f"{k} {_fmt_ranges(report['filled'][k], shapes[k])}" if shapes and k in shapes else k for k in shown)
             + (" ..." if len(report["partial"]) > 3 else ""))
