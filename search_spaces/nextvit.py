@@ -20,8 +20,9 @@ W_max channels) and the largest MHCA branch (r = 0.5: W_max/2 channels). Their c
 as two ranges, W_max E-MHSA channels then W_max/2 MHCA channels, in every tensor that reads or
 writes it (the NTB's norm2 and MLP, the next block's input projection, the head), and a subnet
 takes the first rW of the one and the first (1-r)W of the other. So the supernet is not one arch
-of the space: its NTBs are 1.5·W_max wide where they concatenate (Next-ViT-L's 57.9 M parameters
-become 75.7 M held in the 1000-class supernet).
+of the space: its NTBs are 1.5·W_max wide where they concatenate, and the 1000-class supernet holds
+72.9 M parameters (Next-ViT-L has 57.9 M; with only Next-ViT-L's branches and the NTB input
+projections it held 59.4 M).
 
 `max_arch()` stays Next-ViT-L (r = 0.75): it is what the sandwich rule trains as its largest subnet
 and the teacher of in-place distillation, and what official weights fill (the leading range of
