@@ -263,6 +263,11 @@ def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool
     corr = (table.provenance.get("correction") or {}).get(space.name) or {}
     complete = bool(corr) and all(s.key in table.rows for s in space.all_blocks())
     table.provenance.setdefault("complete", {})[space.name] = complete
+    missing = table.provenance.get("missing_rows") or {}
+    if complete and space.name in missing:  # the note on rows the table lacked is answered
+        del missing[space.name]
+        if not missing:
+            table.provenance.pop("missing_rows", None)
     return complete
 
 
