@@ -24,6 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
+from hwnas.files import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 
 KINDS = ("standalone", "inherited", "supernet")  # one JSON-lines file each; plus log.txt and run.json
@@ -115,11 +117,7 @@ def clean(obj):
 
 def write_json(path: Path, obj) -> None:
     """Strict JSON, atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean(obj), indent=1, sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(clean(obj), indent=1, sort_keys=True, allow_nan=False) + "\n", fsync=False)
 
 
 # ---- child processes --------------------------------------------------------------------------------

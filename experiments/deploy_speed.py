@@ -4,7 +4,7 @@
     python experiments/deploy_speed.py --quick        # any CPU box: a few ORT runs of ours (smoke check)
 
 - `torch_cuda`: fp16, batch 8, 224x224, eval, one CUDA graph per model, median of many replays
-  timed with CUDA events. Ours is the deploy recipe of `hwnas.export.optimize` (BatchNorms folded,
+  timed with CUDA events. Ours is the deploy recipe of `hwnas.convert.optimize` (BatchNorms folded,
   EfficientFormerV2's x2 bilinear upsample as elementwise ops, channels_last); timm's model runs as
   timm builds it (NCHW) and, to be strict, also in channels_last -- the ratio is against timm's
   faster layout.
@@ -34,7 +34,7 @@ import torch
 import search_spaces
 import supernet
 from hwnas.convert.onnx import export_onnx
-from hwnas.export.optimize import optimize_for_gpu
+from hwnas.convert.optimize import optimize_for_gpu
 from hwnas.latency.backends import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]

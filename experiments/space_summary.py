@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 from collections import Counter
 from pathlib import Path
 
 import search_spaces
+from hwnas.files import atomic_write
 
 
 def space_size(space) -> float:
@@ -72,12 +72,9 @@ def main() -> None:
     for name, s in spaces.items():
         lines.append(f"| {name} | {s['all_blocks']} | {s['by_kind']} | 10^{s['log10_archs']} |")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".md", "\n".join(lines) + "\n"),
                          (".json", json.dumps({"references": rows, "spaces": spaces}, indent=2))):
-        tmp = out.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out.with_suffix(suffix))
+        atomic_write(out.with_suffix(suffix), text)
     print(f"wrote {out.with_suffix('.md')}")
 
 

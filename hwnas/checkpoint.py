@@ -10,6 +10,7 @@ where `resolution` is the input size the supernet was trained at and `meta` is p
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -28,23 +29,73 @@ class CheckpointError(HwnasError, RuntimeError):
     """A checkpoint that cannot be used; the message says what it is and what to do."""
 
 
+class _Writes:
+    """A file object that keeps the first OSError of its writes: torch.save reports a failed write
+    (a full disk) only as "unexpected pos N vs M"; this is the real error."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """`torch.save` to a temporary file in the same folder, flushed to disk, then renamed over `path`."""
+    """`torch.save` to a temporary file in the same folder, flushed to disk, then renamed over `path`.
+    A write the disk refuses raises that OSError (ENOSPC, EFBIG, ...), naming `path`; the old file stays."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+        out = _Writes(f)
+        try:
+            torch.save(obj, out)
+            f.flush()
+            os.fsync(f.fileno())
+        except (RuntimeError, OSError) as e:
+            if out.error is None and isinstance(e, RuntimeError):
+                raise
+            err = out.error or e
+            raise OSError(err.errno, err.strerror, str(path)) from None
     return path
 
 
-def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
-    """`torch.load(weights_only=True)` with the failure modes turned into a `CheckpointError`."""
+#: how the two formats torch.save writes begin: a zip archive, or (before torch 1.6) a pickle of a magic number
+ZIP_MAGIC = b"PK\x03\x04"
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def check_file(path: str | os.PathLike, what: str = "checkpoint") -> Path:
+    """`path` as a Path when it is a file; a `CheckpointError` saying it is a folder or missing."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "supernet.pt"
+        raise CheckpointError(f"{path}: a folder, not a {what} file" + (
+            f"; the checkpoint in it is {inside}" if inside.is_file() and what == "checkpoint" else
+            "; give the file itself (a training run writes DIR/supernet.pt)"))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file" + (
             "; train a supernet with `python -m hwnas.train space=S data=D` (it writes DIR/supernet.pt)"
             if what == "checkpoint" else ""))
+    return path
+
+
+def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` with the failure modes turned into a `CheckpointError`
+    that says which one it is: no such file, a folder, not a torch file at all, a torch file
+    holding more than plain weights, or a damaged one (with what to do for a training state)."""
+    path = check_file(path, what)
+    with open(path, "rb") as f:
+        head = f.read(len(LEGACY_MAGIC))
+    if not (head.startswith(ZIP_MAGIC) or head == LEGACY_MAGIC):
+        begins = f"it begins with bytes {head[:8].hex()}" if head else "it is empty"
+        raise CheckpointError(f"{path}: not a PyTorch {what} file ({begins}; a file written by torch.save begins "
+                              "with a zip header); check the path")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -52,13 +103,22 @@ def safe_load(path: str | os.PathLike, map_location: Any = "cpu", what: str = "c
                               f"weights_only loading ({str(e).splitlines()[0][:200]}); re-save it as a "
                               "plain state dict") from None
     except Exception as e:  # RuntimeError, EOFError, BadZipFile, KeyError ... depending on the damage
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic == b"PK\x03\x04":
-            raise CheckpointError(f"{path}: truncated or corrupt {what} (a torch zip archive that does not "
-                                  f"read back: {str(e).splitlines()[0][:200]}); copy it again or re-run the "
-                                  "training, which resumes from its last complete checkpoint") from None
-        raise CheckpointError(f"{path}: not a PyTorch {what} file ({str(e).splitlines()[0][:200]})") from None
+        fix = ("delete it to start this run afresh (or set train.resume=false), or use another output folder "
+               "(hydra.run.dir=DIR)" if what == "training state" else
+               "copy it again, or re-run the training that wrote it (it resumes from its training state)")
+        raise CheckpointError(f"{path}: truncated or corrupt {what} (a torch file that does not read back: "
+                              f"{str(e).splitlines()[0][:200]}); {fix}") from None
+
+
+def weights_digest(state_dict: dict) -> str:
+    """16 hex digits identifying the tensors of a state dict (names, dtypes, shapes and values): equal
+    for equal weights, whatever else a checkpoint holds (the training's timings and dates)."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{k}|{t.dtype}|{tuple(state_dict[k].shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().data)
+    return h.hexdigest()[:16]
 
 
 def supernet_record(net, extra: dict | None = None) -> dict:
@@ -116,5 +176,5 @@ def load_supernet(path: str | os.PathLike, space: Any = None, map_location: Any 
     return net, dict(ckpt.get("meta") or {})
 
 
-__all__ = ["CheckpointError", "atomic_save", "check_record", "load_supernet", "safe_load",
+__all__ = ["CheckpointError", "atomic_save", "check_file", "check_record", "weights_digest", "load_supernet", "safe_load",
            "save_supernet", "supernet_record"]

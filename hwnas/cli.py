@@ -2,41 +2,69 @@
 
     run_app("train", "train", task, register=register)    # task(cfg, run_dir)
 
-Hydra composes `hwnas/conf/<config>.yaml` with the command line and makes the run directory; the
-task runs in it. A `HwnasError` -- bad input, whose message names the problem and the fix -- is
-printed as one line, `hwnas.<app>: error: <message>`, and the app exits with status 2
-(`USER_ERROR_EXIT`). Anything else is a bug and keeps its traceback (exit status 1). Hydra's own
-errors (an unknown key or config group) are Hydra's: one message, exit status 1.
+Before Hydra makes the run directory, the runner composes the app's config with the command line
+itself and checks it (`preflight`): a misspelt key or option, a value of the wrong type, a value
+out of range (every typed schema's `__post_init__`), a missing mandatory value, and a run folder
+that cannot be written. So nonsense fails at start-up -- before any training, table loading or
+file written -- and an earlier run's folder is left as it was. Then Hydra composes the same config,
+makes the run directory and the task runs in it.
+
+Bad input -- a `HwnasError` at start-up or from the task, or the environment refusing a write (a
+full disk, a read-only folder) -- is printed as one line, `hwnas.<app>: error: <message>`, and the
+app exits with status 2 (`USER_ERROR_EXIT`). Anything else is a bug and keeps its traceback (exit
+status 1). Command lines with Hydra's own flags (`--help`, `--cfg`, `-m`, ...) go straight to Hydra.
 """
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from hwnas.config import CONF_DIR
-from hwnas.errors import HwnasError
+from hwnas.config import CONF_DIR, register_common
+from hwnas.errors import ConfigError, HwnasError
 
 USER_ERROR_EXIT = 2
+#: what the environment (not hwnas) refused: reported as one line, like bad input
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def report_user_error(app: str, error: BaseException) -> None:
     """Print `error` the way every app reports bad input: one line on stderr."""
-    print(f"hwnas.{app}: error: {error}", file=sys.stderr)
+    print(f"hwnas.{app}: error: {' '.join(str(error).split())}", file=sys.stderr)
+
+
+def environment_message(e: OSError) -> str:
+    """One line for an OSError the environment caused (`ENVIRONMENT_ERRNOS`), with the fix."""
+    where = f"{e.filename}: " if e.filename else ""
+    fix = {errno.ENOSPC: "free some space on that disk, or write elsewhere (hydra.run.dir=DIR)",
+           errno.EDQUOT: "free some of your disk quota, or write elsewhere (hydra.run.dir=DIR)",
+           errno.EFBIG: "the file grew beyond the size allowed here (ulimit -f); write elsewhere or raise the limit",
+           errno.EROFS: "that file system is read-only; write elsewhere (hydra.run.dir=DIR)"}.get(
+        e.errno, "check the permissions of that path, or write elsewhere (hydra.run.dir=DIR)")
+    return f"{where}{e.strerror or os.strerror(e.errno)}; {fix}"
 
 
 def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
-            register: Callable[[], None] | None = None) -> None:
+            register: Callable[[], None] | None = None, schema: type | None = None) -> None:
     """Run `task(cfg, run_dir)` as the Hydra app `hwnas.<app>` on `conf/<config_name>.yaml`.
 
     `register` stores the app's typed schemas in Hydra's ConfigStore first (so a misspelt key fails
-    at start-up, by name).
+    at start-up, by name); `schema`, a dataclass, checks an app whose YAML names none.
     """
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    register_common()
     if register is not None:
         register()
+    try:
+        preflight(config_name, sys.argv[1:], schema)
+    except HwnasError as e:
+        report_user_error(app, e)
+        sys.exit(USER_ERROR_EXIT)
 
     def main(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -45,8 +73,156 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
         except HwnasError as e:
             report_user_error(app, e)
             sys.exit(USER_ERROR_EXIT)
+        except OSError as e:
+            if e.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            report_user_error(app, environment_message(e))
+            sys.exit(USER_ERROR_EXIT)
 
     # Hydra names the job (and its log file) after the module that defines the task function.
     main.__module__ = f"hwnas.{app}"
     main.__qualname__ = main.__name__ = app
     hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=config_name)(main)()
+
+
+# ---- start-up checks ------------------------------------------------------------------------------
+def preflight(config_name: str, overrides: Sequence[str], schema: type | None = None):
+    """Compose `conf/<config_name>.yaml` with the command-line `overrides` as Hydra will, and check
+    it: every typed schema instantiated (ranges), nothing mandatory missing, the run folder
+    writable. Raises `ConfigError` naming the problem; returns the app's config (without `hydra`),
+    or None when the command line is Hydra's own (`--help`, `-m`, ...) or Hydra is already running."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    if any(a.startswith("-") for a in overrides) or GlobalHydra.instance().is_initialized():
+        return None
+    holder = HydraConfig.instance()
+    saved = holder.cfg
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base=None):
+            try:
+                cfg = compose(config_name, list(overrides), return_hydra_config=True)
+            except Exception as e:  # noqa: BLE001 -- Hydra's and OmegaConf's errors, as one line
+                raise ConfigError(hydra_message(e, schema)) from _cause_or_none(e)
+            holder.set_config(cfg)  # for ${hydra:...} in the run folder's name
+            try:
+                run_dir = Path(str(cfg.hydra.run.dir))
+            except Exception as e:  # noqa: BLE001
+                raise ConfigError(f"hydra.run.dir: {hydra_message(e)}") from None
+            with open_dict(cfg):
+                del cfg["hydra"]
+            check_config(cfg, schema)
+            check_run_dir(run_dir)
+            return cfg
+    finally:
+        holder.cfg = saved
+
+
+def _cause_or_none(e: BaseException):
+    return None if _is_hydra_error(e) else e
+
+
+def _is_hydra_error(e: BaseException) -> bool:
+    mod = type(e).__module__
+    return mod.startswith(("hydra.", "omegaconf.")) or mod in ("hydra", "omegaconf")
+
+
+def hydra_message(e: BaseException, schema: type | None = None) -> str:
+    """One line from a Hydra or OmegaConf error: what is wrong, and the allowed options or keys
+    (`schema`: the dataclass of the whole config, where the node's own type is not known)."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if not _is_hydra_error(e):
+        raise e  # a bug: keep its traceback
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
+        group, _, name = str(e.missing_cfg_file).rpartition("/")
+        return f"{group}={name}: no such option (the options of {group}: {', '.join(e.options)})"
+    cause = e.__cause__ if isinstance(e.__cause__, OmegaConfBaseException) else (
+        e if isinstance(e, OmegaConfBaseException) else None)
+    head = " ".join(str(e).split("\nSee https")[0].split("Config search path:")[0].split())
+    if cause is None:
+        return head
+    key = getattr(cause, "full_key", None) or "config"
+    what = str(cause).split("\n    full_key:")[0].strip().splitlines()[0]
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        parent = key.rpartition(".")[0]
+        keys = _field_names(getattr(cause, "object_type", None)) or (_keys_at(schema, parent) if schema else [])
+        parent = parent or "the config"
+        return f"{key}: no such key" + (f" (the keys of {parent}: {', '.join(keys)})" if keys else f" ({what})")
+    return f"{key}: {what}" + ("" if cause is e else f" ({head})")
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+
+
+def check_config(cfg, schema: type | None = None):
+    """Instantiate every typed schema in `cfg` (their `__post_init__` checks the values); a key a
+    schema does not have (also one appended with `+key=`) or a value left mandatory (`???`) is a
+    `ConfigError` naming it. `schema`: the dataclass of the whole config, when its YAML names none.
+    Returns the config (merged onto `schema` when given)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    try:
+        if schema is not None:
+            cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        _no_extra_keys(cfg, "")
+        OmegaConf.to_object(cfg)
+        return cfg
+    except MissingMandatoryValue as e:
+        key = e.full_key or "a value"
+        raise ConfigError(f"{key} is not set: give it on the command line ({key}=...)") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(hydra_message(e, schema)) from None
+
+
+def _no_extra_keys(node, path: str) -> None:
+    """Every key of a typed node is a field of its dataclass (`+key=` can append one to it)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    if isinstance(node, DictConfig):
+        keys = _field_names(OmegaConf.get_type(node))
+        for k in node.keys():
+            name = f"{path}.{k}" if path else str(k)
+            if keys and k not in keys:
+                raise ConfigError(f"{name}: no such key (the keys of {path or 'the config'}: {', '.join(keys)})")
+            if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):
+                _no_extra_keys(node[k], name)
+    elif isinstance(node, ListConfig):
+        for i, v in enumerate(node):
+            _no_extra_keys(v, f"{path}[{i}]")
+
+
+def _keys_at(schema, path: str) -> list[str]:
+    """The field names of the dataclass at `path` (dots) inside dataclass `schema`."""
+    import typing
+    cls = schema
+    for part in [p for p in path.split(".") if p]:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        cls = hints.get(part)
+    return _field_names(cls)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """The run folder can be made and written (its nearest existing folder is a writable folder)."""
+    probe = run_dir
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ConfigError(f"hydra.run.dir={run_dir}: {probe} is a file, not a folder; choose another "
+                          "run folder with hydra.run.dir=DIR")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"hydra.run.dir={run_dir}: cannot write in {probe} (permission denied or a read-only "
+                          "file system); choose a folder you can write with hydra.run.dir=DIR")
+    for name in (".hydra",):
+        sub = run_dir / name
+        if sub.exists() and not (sub.is_dir() and os.access(sub, os.W_OK | os.X_OK)):
+            raise ConfigError(f"hydra.run.dir={run_dir}: cannot write in {sub}; choose another run folder "
+                              "with hydra.run.dir=DIR")
+
+
+__all__ = ["ENVIRONMENT_ERRNOS", "USER_ERROR_EXIT", "check_config", "check_run_dir", "environment_message",
+           "hydra_message", "preflight", "report_user_error", "run_app"]

@@ -3,8 +3,11 @@ schemas every app shares (`space` and `data` groups; each app registers its own 
 
     cfg = compose("train", ["space=nextvit", "train.epochs=1"])   # what `python -m hwnas.train ...` gets
 
-A YAML file in a group starts with `defaults: [base_<group>, _self_]`, so a misspelt key fails
-at start-up against the dataclass instead of being silently ignored. Hydra is imported only when
+A YAML file in a group starts with `defaults: [/schema_<group>..., _self_]`, so a misspelt key
+fails at start-up against the dataclass instead of being silently ignored. The schemas are stored
+at the top of Hydra's ConfigStore, outside the groups, so a group's options (`+target=`, `data=`,
+`--help`) list only real choices. A schema's `__post_init__` checks the ranges of its values;
+`hwnas.cli` instantiates every schema of an app's config before the app starts. Hydra is imported only when
 a function here needs it: `hwnas.latency` (which runs where Hydra is not installed) reads `CONF_DIR`.
 """
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from hwnas.errors import ConfigError, check_choice
 
 #: the apps' Hydra configs (installed with the package)
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -21,6 +26,13 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 class SpaceConfig:
     name: str = "efficientformerv2"  # nextvit | efficientformerv2 (any registered space)
     resolution: int = 224  # deployment input resolution (multiple of 32)
+
+    def __post_init__(self):
+        import search_spaces
+        check_choice("space", "name", self.name, search_spaces.list_spaces())
+        if not isinstance(self.resolution, int) or self.resolution < 32 or self.resolution % 32:
+            raise ConfigError(f"space.resolution={self.resolution!r}: must be a multiple of 32 (>= 32), the "
+                              "deployment input size")
 
 
 _REGISTERED = False
@@ -33,9 +45,9 @@ def register_common() -> None:
         return
     from hydra.core.config_store import ConfigStore
     cs = ConfigStore.instance()
-    cs.store(group="space", name="base_space", node=SpaceConfig)
+    cs.store(name="schema_space", node=SpaceConfig)
     from hwnas.data import DataConfig
-    cs.store(group="data", name="base_data", node=DataConfig)
+    cs.store(name="schema_data", node=DataConfig)
     _REGISTERED = True
 
 

@@ -11,7 +11,10 @@ Four sources, one interface (`build_loaders`):
   stand-alone numbers). Random crop of the zero-padded image and horizontal flip for training.
 - `imagefolder`: `root/train/<class>/*.jpg` and `root/val/<class>/*.jpg` (ImageNet layout), with
   the standard augmentation (random resized crop, horizontal flip) for training and resize +
-  centre crop for validation. Pure PIL (torchvision is not a dependency).
+  centre crop for validation. Pure PIL (torchvision is not a dependency). An image file that does
+  not decode is left out of its batch and counted (`data.on_bad_image=skip`, the default: a
+  warning per file, the loader's `skipped`, the checkpoint's meta and the search report), or stops
+  the run with one line naming it (`data.on_bad_image=error`).
 - `synthetic`: random tensors with random labels, for throughput benchmarks only.
 
 `digits` and `fashion_mnist` are held in memory as stored (uint8, `StoredImages`), on the
@@ -32,6 +35,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import logging
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -43,12 +47,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hwnas.errors import HwnasError
+from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
+from hwnas.files import atomic_write
+
+log = logging.getLogger("hwnas.data")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 DATA_NAMES = ("digits", "fashion_mnist", "imagefolder", "synthetic")
+BAD_IMAGE_POLICIES = ("skip", "error")
 IN_MEMORY = ("digits", "fashion_mnist")  # held as StoredImages, batched on the training device
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -95,9 +103,37 @@ class DataConfig:
     # all
     limit_train: int = 0  # use only the first N training samples (0: all); quick runs and tests
     num_workers: int = 0  # DataLoader worker processes (imagefolder, synthetic)
+    # imagefolder: an image file that cannot be decoded is skipped (counted in the log and the
+    # search report) or stops the run naming the file
+    on_bad_image: str = "skip"  # skip | error
+
+    def __post_init__(self):
+        check_choice("data", "name", self.name, DATA_NAMES, error=DataError)
+        if not isinstance(self.image_size, int) or self.image_size % 32 or self.image_size < 32:
+            raise DataError(f"data.image_size: {self.image_size} is not a multiple of 32 (>= 32); the supernet "
+                            "is built at this resolution")
+        check_range("data", "val_fraction", self.val_fraction, 0.01, 0.99, error=DataError)
+        check_min("data", "val_size", self.val_size, 1, error=DataError)
+        check_range("data", "scale_min", self.scale_min, 0.01, 1.0, error=DataError)
+        check_range("data", "crop_pct", self.crop_pct, 0.1, 1.0, error=DataError)
+        check_min("data", "crop_padding", self.crop_padding, 0, optional=True, error=DataError)
+        check_range("data", "hflip", self.hflip, 0.0, 1.0, optional=True, error=DataError)
+        for key in ("mean", "std"):
+            v = getattr(self, key)
+            if v is not None and (len(v) != 3 or (key == "std" and min(v) <= 0)):
+                raise DataError(f"data.{key}={list(v)}: three values (R, G, B)" + (", each > 0" if key == "std" else ""))
+        check_min("data", "num_classes", self.num_classes, 2, error=DataError)
+        check_min("data", "num_train", self.num_train, 1, error=DataError)
+        check_min("data", "num_val", self.num_val, 1, error=DataError)
+        check_min("data", "limit_train", self.limit_train, 0, hint="0: every training image", error=DataError)
+        check_min("data", "num_workers", self.num_workers, 0, error=DataError)
+        check_choice("data", "on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES, error=DataError)
+        if self.name == "imagefolder" and not self.root:
+            raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
+                            f"{self.train_dir}/ and {self.val_dir}/ with one sub-folder per class")
 
 
-def config_from(cls, cfg: Any, section: str, error: type = ValueError):
+def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
     """A `cls` dataclass from an instance, a mapping or an OmegaConf node, as plain values (configs
     end up in checkpoints, which hold plain data only); an unknown key is an `error` naming it."""
     if cfg is None:
@@ -118,12 +154,7 @@ def config_from(cls, cfg: Any, section: str, error: type = ValueError):
 
 def data_config(cfg: Any = None) -> DataConfig:
     """A `DataConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    out = config_from(DataConfig, cfg, "data", DataError)
-    if out.name not in DATA_NAMES:
-        raise DataError(f"data.name: unknown data source {out.name!r} (allowed: {', '.join(DATA_NAMES)})")
-    if out.image_size % 32 or out.image_size < 32:
-        raise DataError(f"data.image_size: {out.image_size} is not a multiple of 32 (>= 32); the supernet "
-                        "is built at this resolution")
+    out = config_from(DataConfig, cfg, "data", DataError)  # DataConfig.__post_init__ checks the values
     pad, flip, mean, std = SOURCE_DEFAULTS[out.name]
     out.crop_padding = pad if out.crop_padding is None else int(out.crop_padding)
     out.hflip = flip if out.hflip is None else float(out.hflip)
@@ -135,12 +166,6 @@ def data_config(cfg: Any = None) -> DataConfig:
     if len(out.mean) != 3 or len(out.std) != 3 or min(out.std) <= 0:
         raise DataError(f"data.mean={out.mean}, data.std={out.std}: three values each (R, G, B), std > 0")
     return out
-
-
-def register() -> None:  # kept for callers; hwnas.config.register_common() stores it too
-    """Store the data schema in Hydra's ConfigStore (group `data`, name `base_data`); optional."""
-    from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(group="data", name="base_data", node=DataConfig)
 
 
 def derive_seed(*parts: int) -> int:
@@ -189,11 +214,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
         array.astype(np.dtype(_IDX_DTYPES[code])).tobytes()
     if path.name.endswith(".gz") if compress is None else compress:
         body = gzip.compress(body, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, body, fsync=False)
 
 
 # ---- in-memory images ----------------------------------------------------------------------------
@@ -419,8 +440,35 @@ class SyntheticImages(Dataset):
         return torch.randn(3, self.image_size, self.image_size, generator=g), self.labels[index]
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """An image file that did not decode, in place of its sample (dropped from the batch by the loader)."""
+    path: str
+    reason: str
+
+
+def decode_rgb(path: str | os.PathLike):
+    """The image at `path` decoded as RGB (a PIL image), or an `Unreadable` saying why it is not one."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")  # decodes the whole file: a truncated one fails here
+    except Exception as e:  # noqa: BLE001 -- PIL raises OSError, SyntaxError, ValueError, ... for a bad file
+        return Unreadable(str(path), f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+
+
+def collate_readable(samples: list):
+    """Batch the readable samples; returns `(x, y, unreadable)` (x and y None when none is readable)."""
+    bad = [s for s in samples if isinstance(s, Unreadable)]
+    good = [s for s in samples if not isinstance(s, Unreadable)]
+    if not good:
+        return None, None, bad
+    return torch.stack([x for x, _ in good]), torch.tensor([int(y) for _, y in good]), bad
+
+
 class ImageFolder(Dataset):
-    """`root/<class>/<image>` files; classes are the sorted sub-folder names."""
+    """`root/<class>/<image>` files; classes are the sorted sub-folder names. A file that does not
+    decode gives an `Unreadable` instead of a sample (see `ImageLoader`)."""
 
     def __init__(self, root: Path, classes: list, image_size: int, train: bool, cfg: DataConfig):
         self.root, self.classes, self.image_size, self.train, self.cfg = root, classes, image_size, train, cfg
@@ -442,12 +490,13 @@ class ImageFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, item):
+        """`(x, label)`, or an `Unreadable` naming the file when it does not decode."""
         index, seed = item if isinstance(item, tuple) else (item, 0)
-        from PIL import Image
         path, label = self.samples[index]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im = self._train_view(im, seed) if self.train else self._val_view(im)
+        im = decode_rgb(path)
+        if isinstance(im, Unreadable):
+            return im
+        im = self._train_view(im, seed) if self.train else self._val_view(im)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
         return (x - self.mean) / self.std, label
 
@@ -539,8 +588,8 @@ def build_test_loader(data_cfg: Any, image_size: int | None = None, batch_size: 
                         f"class sub-folders of {root / cfg.train_dir}")
     classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
     test = ImageFolder(root / cfg.test_dir, classes, size, False, cfg)
-    return DataLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
-                      pin_memory=torch.cuda.is_available())
+    return ImageLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
+                       pin_memory=torch.cuda.is_available(), on_bad_image=cfg.on_bad_image)
 
 
 class _Subset(Dataset):
@@ -704,8 +753,45 @@ class EvalBatches:
             yield self.data.batch(idx), self.data.labels.index_select(0, idx)
 
 
-class _TrainLoader(DataLoader):
-    """A DataLoader over a `SandwichBatchSampler` with `TrainBatches`' epoch interface."""
+class ImageLoader(DataLoader):
+    """A DataLoader of decoded images that leaves unreadable files out of their batch
+    (`data.on_bad_image=skip`: each file logged once and kept in `skipped`, path -> reason) or stops
+    at the first one (`error`: a `DataError` naming it). A batch with no readable image is dropped
+    when `drop_empty` (evaluation), an error otherwise (a training step needs images)."""
+
+    def __init__(self, dataset, *args, on_bad_image: str = "skip", drop_empty: bool = True, **kw):
+        super().__init__(dataset, *args, collate_fn=collate_readable, **kw)
+        self.on_bad_image, self.drop_empty = on_bad_image, drop_empty
+        self.skipped: dict[str, str] = {}
+
+    def __iter__(self):
+        for x, y, bad in super().__iter__():
+            for b in bad:
+                if self.on_bad_image == "error":
+                    raise DataError(f"{b.path}: unreadable image ({b.reason}); remove or replace it, or set "
+                                    "data.on_bad_image=skip to leave such files out")
+                if b.path not in self.skipped:
+                    self.skipped[b.path] = b.reason
+                    log.warning("skipped an unreadable image (data.on_bad_image=skip): %s (%s)", b.path, b.reason)
+            if x is None:
+                if self.drop_empty:
+                    continue
+                raise DataError(f"every image of a training batch is unreadable (e.g. {bad[0].path}: {bad[0].reason}); "
+                                "check the image folder")
+            yield x, y
+
+
+def skipped_images(*loaders) -> dict[str, str]:
+    """The unreadable files the given loaders left out (path -> reason); loaders of stored or
+    generated images have none."""
+    out: dict[str, str] = {}
+    for ld in loaders:
+        out.update(getattr(ld, "skipped", None) or {})
+    return dict(sorted(out.items()))
+
+
+class _TrainLoader(ImageLoader):
+    """An `ImageLoader` over a `SandwichBatchSampler` with `TrainBatches`' epoch interface."""
 
     def set_epoch(self, epoch: int) -> None:
         self.batch_sampler.set_epoch(epoch)
@@ -740,13 +826,15 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
     workers = cfg.num_workers if num_workers is None else num_workers
     sampler = SandwichBatchSampler(len(train), batch_size, seed, rank, world_size, accum_steps,
                                    max_steps=max_steps_per_epoch, drop_last=drop_last)
-    kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
-    train_loader = _TrainLoader(train, batch_sampler=sampler, **kw)
-    val_loader = DataLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
+    kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+              on_bad_image=cfg.on_bad_image)
+    # a training step needs images; calibration (drop_last=False) and validation can drop a batch
+    train_loader = _TrainLoader(train, batch_sampler=sampler, drop_empty=not drop_last, **kw)
+    val_loader = ImageLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
     return train_loader, val_loader, num_classes
 
 
-__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "SandwichBatchSampler", "StoredImages",
+__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "ImageLoader", "Unreadable", "SandwichBatchSampler", "StoredImages",
            "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from", "data_config", "derive_seed",
-           "epoch_order", "fashion_mnist_files", "read_idx", "register", "step_count", "stored_splits",
+           "epoch_order", "fashion_mnist_files", "read_idx", "skipped_images", "step_count", "stored_splits",
            "write_idx"]

@@ -10,7 +10,17 @@ Each error is defined where it is raised and keeps a standard mixin where caller
 an `ImportError`). The apps print a `HwnasError` as one line and exit with status 2
 (`hwnas.cli`). `HwnasError` itself lives in `search_spaces.errors`, the lowest layer, so that
 every package can derive from it.
+
+The checks at the bottom are what the typed config schemas run in `__post_init__`, so a value out
+of range fails when the config is read (at an app's start-up), naming the key, the value and what
+it may be:
+
+    check_min("train", "epochs", self.epochs, 1)    # ConfigError: train.epochs=0: must be >= 1
 """
+from __future__ import annotations
+
+from typing import Any, Iterable
+
 from search_spaces.errors import HwnasError
 
 
@@ -18,4 +28,44 @@ class ConfigError(HwnasError, ValueError):
     """A setting that cannot be used (a misspelt key, a value out of range); the message names it."""
 
 
-__all__ = ["ConfigError", "HwnasError"]
+def _fail(error: type, section: str, key: str, value: Any, what: str, hint: str) -> None:
+    name = f"{section}.{key}" if section else key
+    raise error(f"{name}={value!r}: {what}" + (f" ({hint})" if hint else ""))
+
+
+def check_min(section: str, key: str, value: Any, low: float, *, optional: bool = False,
+              hint: str = "", error: type = ConfigError) -> None:
+    """`value >= low` (None too, when `optional`)."""
+    if value is None and optional:
+        return
+    if value is None or not value >= low:
+        _fail(error, section, key, value, f"must be >= {low}" + (" or null" if optional else ""), hint)
+
+
+def check_positive(section: str, key: str, value: Any, *, optional: bool = False, hint: str = "",
+                   error: type = ConfigError) -> None:
+    """`value > 0` (None too, when `optional`)."""
+    if value is None and optional:
+        return
+    if value is None or not value > 0:
+        _fail(error, section, key, value, "must be > 0" + (" or null" if optional else ""), hint)
+
+
+def check_range(section: str, key: str, value: Any, low: float, high: float, *, optional: bool = False,
+                hint: str = "", error: type = ConfigError) -> None:
+    """`low <= value <= high` (None too, when `optional`)."""
+    if value is None and optional:
+        return
+    if value is None or not low <= value <= high:
+        _fail(error, section, key, value, f"must be in [{low}, {high}]" + (" or null" if optional else ""), hint)
+
+
+def check_choice(section: str, key: str, value: Any, allowed: Iterable[Any], *, hint: str = "",
+                 error: type = ConfigError) -> None:
+    """`value` is one of `allowed`."""
+    allowed = list(allowed)
+    if value not in allowed:
+        _fail(error, section, key, value, f"allowed: {', '.join(map(str, allowed))}", hint)
+
+
+__all__ = ["ConfigError", "HwnasError", "check_choice", "check_min", "check_positive", "check_range"]

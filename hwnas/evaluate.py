@@ -22,6 +22,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from hwnas.checkpoint import CheckpointError, load_supernet
+from hwnas.data import DataError
+from hwnas.errors import ConfigError
+from hwnas.files import atomic_write
 
 
 @torch.no_grad()
@@ -32,7 +35,8 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int) -> nn.Modul
     the model is left in eval mode. Nothing else changes (no gradients, no parameter updates).
     """
     if batches < 1:
-        raise ValueError(f"calibration needs at least one batch, got {batches}")
+        raise ConfigError(f"BatchNorm calibration needs at least one batch, got {batches} (recalib_batches / "
+                          "bn_batches must be >= 1)")
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -50,7 +54,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int) -> nn.Modul
         m.momentum = mom
     model.eval()
     if seen == 0:
-        raise ValueError("the calibration loader yielded no batch")
+        raise DataError("the calibration data yielded no batch: the training split is empty")
     return model
 
 
@@ -68,7 +72,7 @@ def top1(model: nn.Module, loader: Iterable, max_batches: int | None = None) -> 
         correct += (pred == y.to(device, non_blocking=True)).sum()
         total += len(y)
     if total == 0:
-        raise ValueError("the validation loader yielded no sample")
+        raise DataError("the validation data yielded no sample: the validation split is empty")
     return 100.0 * int(correct) / total
 
 
@@ -97,7 +101,13 @@ class SubnetEvaluator:
         self.fingerprint = {"calib_batches": self.calib_batches, "max_val_batches": max_val_batches,
                             "resolution": self.resolution, "source": fingerprint}
         self.cache: dict[str, float] = {}
+        self.training_skipped: dict[str, str] = {}  # unreadable images the supernet's training left out
         self._load_cache()
+
+    def skipped_images(self) -> dict[str, str]:
+        """Unreadable images (path -> reason) left out so far by this evaluator's loaders."""
+        from hwnas.data import skipped_images
+        return skipped_images(self.train_loader, self.val_loader)
 
     # ---- construction from a file -----------------------------------------------------------------
     @classmethod
@@ -129,8 +139,10 @@ class SubnetEvaluator:
         st = Path(path).stat()
         source = {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
                   "seed": seed, "batch_size": batch_size}
-        return cls(net, train, val, calib_batches=n, cache_path=cache_path, max_val_batches=max_val_batches,
-                   fingerprint=source)
+        ev = cls(net, train, val, calib_batches=n, cache_path=cache_path, max_val_batches=max_val_batches,
+                 fingerprint=source)
+        ev.training_skipped = dict(meta.get("skipped_images") or {})
+        return ev
 
     # ---- evaluation ------------------------------------------------------------------------------
     def subnet(self, arch, recalibrate: bool = True) -> nn.Module:
@@ -172,10 +184,8 @@ class SubnetEvaluator:
     def _save_cache(self) -> None:
         if self.cache_path is None:
             return
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_name(f".{self.cache_path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "top1": self.cache}, indent=1, sort_keys=True))
-        os.replace(tmp, self.cache_path)
+        atomic_write(self.cache_path, json.dumps({"fingerprint": self.fingerprint, "top1": self.cache}, indent=1,
+                                                 sort_keys=True), fsync=False)  # a lost cache costs only time
 
 
 __all__ = ["SubnetEvaluator", "recalibrate_bn", "top1"]

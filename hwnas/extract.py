@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hwnas.errors import HwnasError
+from hwnas.errors import HwnasError, check_min, check_range
 
 log = logging.getLogger("hwnas.extract")
 
@@ -42,7 +42,12 @@ def read_pick(run: str | os.PathLike, pick: str | None):
     if not path.exists():
         raise ExtractError(f"no picks.yaml in {run}: give run= the directory of a finished "
                            "`python -m hwnas.search` run")
-    picks = yaml.safe_load(path.read_text()) or {}
+    try:
+        picks = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExtractError(f"{path} is not valid YAML ({first}); it is written by `python -m hwnas.search` "
+                           "(rerunning the search in its folder rewrites it)") from None
     if not isinstance(picks, dict):
         raise ExtractError(f"{path} is not a mapping of pick names to picks")
     if not pick:
@@ -197,7 +202,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     `torch_cuda` user runs, the graph the ONNX/Core ML exports are made from) has the fingerprint
     of the table's row for it."""
     import copy
-    from hwnas.export.manifest import predicted_latencies, shipped_tables
+    from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency import LatencyTable
     from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
 
@@ -231,13 +236,17 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             formats=("pt", "onnx"), out_dir: str | os.PathLike = ".", resolution: int | None = None,
             num_classes: int | None = None, data_cfg: Any = None, bn_batches: int = 16, bn_batch_size: int = 32,
             batch: int = 1, opset: int = 17, strict: bool = True, seed: int = 0,
-            latency_tables: list | None = None) -> dict:
+            latency_tables: list | None = None, extra_files: dict | None = None) -> dict:
     """Every step of the app: resolve the arch, get the weights, recalibrate, export, check.
     Returns the manifest (also written to `out_dir/manifest.json`). `latency_tables`: the tables
-    whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones)."""
+    whose predictions and deploy-form fingerprints the manifest records (default: the shipped ones).
+    `extra_files` (relative name -> text, e.g. the app's `.hydra/config.yaml`) are committed with
+    the export."""
     import torch
     from hwnas.export.bundle import check_formats, preflight, write_export
 
+    from hwnas.files import remove_stale_temps
+    remove_stale_temps(out_dir)  # what a killed extract left in this folder, even if this one fails
     # bad formats fail before anything slow; `pt` (model.pt + arch.yaml) is always written, so every
     # export can be reloaded with hwnas.load(DIR) and re-exported later
     formats = check_formats(["pt", *check_formats(formats)])
@@ -269,7 +278,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
     latency = deployed_latencies(model, a, latency_tables)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
-                            opset=opset, log=log.info, latency=latency)
+                            opset=opset, log=log.info, latency=latency, extra_files=extra_files)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:
             log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
@@ -309,16 +318,41 @@ class ExtractConfig:
     strict: bool = True  # a failed export check is an error (exit status 2)
     seed: int = 0
 
+    def __post_init__(self):
+        from hwnas.export.bundle import check_formats
+        from hwnas.latency.config import OPSETS
+        check_formats(self.format if isinstance(self.format, str) else list(self.format))
+        if self.resolution is not None and (self.resolution < 32 or self.resolution % 32):
+            raise ExtractError(f"resolution={self.resolution}: must be a multiple of 32 (>= 32), or null for the "
+                               "arch's own")
+        check_min("", "num_classes", self.num_classes, 2, optional=True, hint="null: 1000", error=ExtractError)
+        check_min("", "bn_batches", self.bn_batches, 1, error=ExtractError)
+        check_min("", "bn_batch_size", self.bn_batch_size, 1, error=ExtractError)
+        check_min("", "batch", self.batch, 1, error=ExtractError)
+        check_range("", "opset", self.opset, *OPSETS, error=ExtractError)
+        check_min("", "seed", self.seed, 0, error=ExtractError)
+
 
 def _register() -> None:
     from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(name="base_extract", node=ExtractConfig)
-    from hwnas.data import register as register_data  # the data group's schema (the training app's)
-    register_data()
+    from hwnas.config import register_common
+    register_common()  # the data group's schema (the training app's)
+    ConfigStore.instance().store(name="schema_app_extract", node=ExtractConfig)
+
+
+def hydra_files(cfg: Any) -> dict[str, str]:
+    """What Hydra writes to `.hydra/` (config, hydra, overrides), for the export to commit: the
+    extract app turns Hydra's own writing off (`hydra.output_subdir: null`), so a failed run leaves
+    an earlier export's `.hydra/` as it was."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+    hc = HydraConfig.get()
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg), ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
 
 
 def _task(cfg: Any, run_dir: Path) -> None:
-    extract(arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
+    extract(extra_files=hydra_files(cfg), arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint, pretrained=cfg.pretrained,
             formats=cfg.format if isinstance(cfg.format, str) else list(cfg.format), out_dir=run_dir,
             resolution=cfg.resolution, num_classes=cfg.num_classes, data_cfg=cfg.data,
             bn_batches=cfg.bn_batches, bn_batch_size=cfg.bn_batch_size, batch=cfg.batch, opset=cfg.opset,

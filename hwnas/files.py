@@ -5,17 +5,72 @@ sees the previous file or the new one, never half of one.
     atomic_write(path, text_or_bytes)           # a file of data
     with atomic_path(path) as tmp:              # anything written by name: torch.save, an ONNX
         torch.onnx.export(model, x, str(tmp))   # export, a Core ML .mlpackage directory
+
+A temporary name carries its writer's process id (`owner_tag`), so what a killed writer left
+(SIGKILL runs no cleanup) is recognised and removed by the next run in that folder
+(`remove_stale_temps`), and never what a live writer is still writing.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 _COUNTER = itertools.count()
+#: temporary names of `atomic_path` (.<stem>.<pid>-<n>.tmp<suffix>) and export bundles (.export-<pid>-<ticks>-<x>.tmp)
+_TEMP = re.compile(r"^\.(?:.+\.(?P<pid>\d+)-\d+\.tmp(?:\..*)?|export-(?P<xpid>\d+)-(?P<ticks>\d+|x)-.+\.tmp)$")
+
+
+def _start_ticks(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot), to tell a reused pid from the original."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "x"
+
+
+def owner_tag() -> str:
+    """`<pid>-<start ticks>` of this process, for temporary names (`owner_alive` reads it back)."""
+    return f"{os.getpid()}-{_start_ticks(os.getpid())}"
+
+
+def owner_alive(pid: int, ticks: str = "x") -> bool:
+    """Process `pid` (started at `ticks`, when known) is alive on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return ticks == "x" or _start_ticks(pid) in (ticks, "x")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files and folders in `folder` whose writer is dead (killed mid-write);
+    returns what was removed. An export folder of an hwnas before owner tags (`.export-<random>.tmp`)
+    has no owner to ask and is removed too."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith("."):
+            continue
+        m = _TEMP.match(p.name)
+        if m:
+            pid, ticks = (int(m["pid"]), "x") if m["pid"] else (int(m["xpid"]), m["ticks"])
+            stale = not owner_alive(pid, ticks)
+        else:
+            stale = p.name.startswith(".export-") and p.name.endswith(".tmp") and p.is_dir()
+        if stale:
+            _remove(p)
+            removed.append(p)
+    return removed
 
 
 def _remove(path: Path) -> None:
@@ -55,4 +110,4 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, fsync: bool = True)
     return path
 
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "owner_alive", "owner_tag", "remove_stale_temps"]

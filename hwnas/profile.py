@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
-from hwnas.errors import ConfigError
-from hwnas.latency.config import TargetConfig, register_target
+from hwnas.errors import ConfigError, check_min
+from hwnas.latency.config import register_target
 
 log = logging.getLogger("hwnas.profile")
 
@@ -36,11 +35,14 @@ class CoreMLProfileConfig:
     import_csv: Optional[str] = None
     n_fit: int = 30
 
+    def __post_init__(self):
+        check_min("coreml", "n_fit", self.n_fit, 0)
+
 
 @dataclass
 class ProfileConfig:
     space: SpaceConfig = MISSING
-    target: TargetConfig = MISSING
+    target: Any = None  # +target=NAME: one of hwnas/conf/target/ (each with its own schema)
     tables_dir: Optional[str] = None
     out: Optional[str] = None
     archs: list[str] = field(default_factory=list)
@@ -52,24 +54,33 @@ class ProfileConfig:
     progress: bool = True
     coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
 
+    def __post_init__(self):
+        if self.target is None:
+            from hwnas.latency.config import TARGETS
+            raise ConfigError(f"choose a target: python -m hwnas.profile +target=<{'|'.join(sorted(TARGETS))}> space=S")
+        check_min("", "n_fit", self.n_fit, 0)
+        check_min("", "limit", self.limit, 1, optional=True, hint="null: every block")
+        check_min("", "fidelity", self.fidelity, 0, hint="0: no fidelity run")
+        check_min("", "fit_seed", self.fit_seed, 0)
+        check_min("", "fidelity_seed", self.fidelity_seed, 0)
+
 
 def register() -> None:
     """Register the schemas the profile app composes against (idempotent)."""
     from hydra.core.config_store import ConfigStore
     register_common()
     register_target()
-    ConfigStore.instance().store(name="base_profile", node=ProfileConfig)
+    ConfigStore.instance().store(name="schema_app_profile", node=ProfileConfig)
 
 
 def load_archs(space, names: list[str]):
     """Reference names or YAML/JSON arch files -> validated Archs."""
-    from search_spaces import Arch
+    from hwnas.export.pt import read_arch
     out = []
     for n in names:
         p = Path(n)
         if p.suffix in (".yaml", ".yml", ".json") and p.exists():
-            d = yaml.safe_load(p.read_text())
-            out.append(space.coerce(Arch.from_dict(d.get("arch", d))))
+            out.append(space.coerce(read_arch(p)))
         else:
             out.append(space.coerce(n))
     return out
@@ -80,8 +91,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     from hwnas.latency import get_backend
     from hwnas.latency.profiler import run_profile, table_path_for
 
+    from hwnas.cli import check_config
     if "target" not in cfg or cfg.target is None:
         raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|tensorrt|coreml> space=S")
+    check_config(cfg)  # every schema's ranges (the app did this at start-up already)
     space = get_space_from_cfg(cfg.space)
     archs = load_archs(space, list(cfg.archs))
     target_cfg: dict[str, Any] = OmegaConf.to_container(cfg.target, resolve=True)

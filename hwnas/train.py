@@ -15,7 +15,7 @@ from typing import Any
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.data import DataConfig, data_config
-from hwnas.errors import ConfigError
+from hwnas.errors import check_min
 from hwnas.training import TrainConfig, train, train_config
 
 log = logging.getLogger("hwnas.train")
@@ -28,15 +28,18 @@ class TrainAppConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
+    def __post_init__(self):
+        check_min("", "seed", self.seed, 0)
+
 
 def _validated(cfg: Any):
-    """The app config merged onto its schema: a misspelt key or a wrong type fails here, by name."""
+    """The app config merged onto its schema: a misspelt key, a wrong type or a value out of range
+    fails here, by name."""
     from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-    try:
-        return OmegaConf.merge(OmegaConf.structured(TrainAppConfig), cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"config: {str(e).splitlines()[0]} (see hwnas/conf/train.yaml)") from None
+    from hwnas.cli import check_config
+    if not type(cfg).__module__.startswith("omegaconf"):
+        cfg = OmegaConf.create(cfg)
+    return check_config(cfg, TrainAppConfig)
 
 
 def train_supernet(cfg: Any, out_dir: str | os.PathLike) -> Path:
@@ -56,7 +59,7 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("train", "train", _task, register=register_common)
+    run_app("train", "train", _task, register=register_common, schema=TrainAppConfig)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def test_a_bug_keeps_its_traceback(app, tmp_path):
     code = (f"import importlib, sys\ndef bug(*a, **k):\n    raise ValueError('a bug, not bad input')\n"
             f"setattr(importlib.import_module('{mod}'), '{fn}', bug)\n"
             f"sys.argv[0] = '{entry}'\nimportlib.import_module('{entry}').main()")
-    extra = {"search": ["+target=onnxruntime_cpu", "evaluator=proxy"], "extract": ["arch=nextvit_s"]}.get(app, [])
+    extra = {"search": ["+target=onnxruntime_cpu", "evaluator=proxy"], "extract": ["arch=nextvit_s"],
+             "profile": ["+target=onnxruntime_cpu"]}.get(app, [])  # valid: the start-up checks pass
     r = _run(["-c", code, *extra, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" in r.stderr and "ValueError: a bug, not bad input" in r.stderr, r.stderr[-3000:]

@@ -13,7 +13,7 @@ import search_spaces
 import supernet
 from hwnas.export import verify
 from hwnas.export.bundle import ExportError, check_formats, write_export
-from hwnas.export.optimize import Upsample2xBilinear, optimize_for_gpu, reference_upsample
+from hwnas.convert.optimize import Upsample2xBilinear, optimize_for_gpu, reference_upsample
 
 RES = 64
 NUM_CLASSES = 10
@@ -126,7 +126,7 @@ def test_manifest_numbers_are_the_archs(exported):
 
 
 def test_manifest_predicts_latency_on_every_shipped_table_of_the_space():
-    from hwnas.export.manifest import predicted_latencies, shipped_tables
+    from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency.table import LatencyTable
     arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0")
     tables = [p for p in shipped_tables() if arch.space in LatencyTable.load(p).spaces]

@@ -10,6 +10,7 @@ import pytest
 import search_spaces
 from hwnas.latency import (Backend, LatencyTable, LatencyTableError, MissingRowsError, UnknownTargetError,
                            default_table_path, get_backend)
+from hwnas.errors import ConfigError
 from hwnas.latency.correction import fidelity_metrics, fit_correction, kendall_tau
 from hwnas.latency.deploy import deploy_form
 from hwnas.latency.fingerprint import cache_for, scheme_info
@@ -114,6 +115,43 @@ def test_tensorrt_missing_gives_install_error():
         pytest.skip("TensorRT is installed here")
     with pytest.raises(TensorRTUnavailable, match="pip install tensorrt"):
         get_backend("tensorrt")
+
+
+@pytest.mark.parametrize("target, key", [("onnxruntime_cpu", "cuda_graphs"), ("torch_cuda", "clock"),
+                                         ("coreml", "threads"), ("tensorrt", "canary")])
+def test_a_key_the_target_does_not_take_names_the_allowed_keys(target, key):
+    """One schema per target: a key another target takes is refused, naming this target's keys."""
+    from hwnas.latency.config import target_keys
+    with pytest.raises(ConfigError, match=f"target.{key}: target {target} takes no such key") as e:
+        get_backend(target, **{key: 1})
+    assert ", ".join(target_keys(target)) in str(e.value) and key not in target_keys(target)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"batch": 0}, "target.batch=0: must be >= 1"), ({"repeats": -1}, "target.repeats=-1: must be >= 1"),
+    ({"opset": 5}, "target.opset=5: must be in [13, 20]"), ({"clock": "sundial"}, "allowed: wall, thread"),
+    ({"threads": 2}, "use target.clock=wall with threads > 1"), ({"precision": "fp16"}, "allowed: fp32")])
+def test_target_values_out_of_range_fail_before_any_work(settings, message):
+    with pytest.raises(ConfigError) as e:
+        get_backend("onnxruntime_cpu", **settings)
+    assert message in str(e.value)
+
+
+def test_every_shipped_target_config_fits_its_schema():
+    from hwnas.latency.config import TARGETS, target_config, target_settings
+    for name in TARGETS:
+        cfg = target_config(name, target_settings(name))
+        assert cfg.name == name and type(cfg) is TARGETS[name]
+
+
+def test_the_timing_loop_stops_by_min_runs_and_max_seconds():
+    """`repeats` caps the runs; with `max_seconds` spent the loop stops as soon as `min_runs` are done
+    (the rule every backend's loop follows, the CUDA one included)."""
+    b = get_backend("onnxruntime_cpu", warmup=0, repeats=1000, min_runs=3, max_seconds=0.0)
+    assert list(b._runs()) == [0, 1, 2]
+    assert b._time_loop(lambda: None)["runs"] == 3
+    b = get_backend("onnxruntime_cpu", warmup=0, repeats=4, min_runs=2, max_seconds=60.0)
+    assert b._time_loop(lambda: None)["runs"] == 4
 
 
 def test_correction_fit_recovers_known_linear_map():

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from hwnas.errors import HwnasError
+from hwnas.files import owner_tag, remove_stale_temps
 
 MANIFEST = "manifest.json"
 
@@ -37,8 +38,10 @@ class ExportBundle:
 
     def __enter__(self) -> "ExportBundle":
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # Inside the target directory: the same filesystem, so the final renames are atomic.
-        self.tmp = Path(tempfile.mkdtemp(prefix=".export-", suffix=".tmp", dir=self.out_dir))
+        remove_stale_temps(self.out_dir)  # what a killed extract left here (its process is gone)
+        # Inside the target directory: the same filesystem, so the final renames are atomic. The
+        # name carries this process's id, so the next run can tell a killed run's folder from a live one.
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".export-{owner_tag()}-", suffix=".tmp", dir=self.out_dir))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -128,12 +131,13 @@ def preflight(formats: list[str]) -> None:
 
 def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *, num_classes: int,
                  weights: dict, batch: int = 1, opset: int = 17, coreml_precision: str = "fp16",
-                 latency: dict | None = None, log=None) -> dict:
+                 latency: dict | None = None, log=None, extra_files: dict | None = None) -> dict:
     """Export `model` (the plain PyTorch model of `arch`) in `formats` into `out_dir`, check each
     export on its runtime against `model`, and write `manifest.json`; returns the manifest.
 
-    All files appear together or not at all (see `ExportBundle`). The deploy formats carry the
-    BN-folded model; `pt` the model as given.
+    All files appear together or not at all (see `ExportBundle`), `extra_files` (relative name ->
+    text, such as `.hydra/config.yaml`) with them. The deploy formats carry the BN-folded model;
+    `pt` the model as given.
     """
     from . import verify
     from .manifest import build_manifest
@@ -185,6 +189,13 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                    and check.get("passed") else "") + (f" -- {check['error']}" if check.get("error") else ""))
         manifest = build_manifest(arch, model, num_classes, shape, weights, results, latency)
         artifacts = [f for fmt in formats for f in FILES[fmt]]
+        for name, text in (extra_files or {}).items():
+            path = b.path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            top = Path(name).parts[0]
+            if top not in artifacts:
+                artifacts.append(top)
         b.commit(manifest, artifacts)
     return manifest
 

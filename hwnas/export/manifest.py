@@ -2,55 +2,21 @@
 
 It records the arch (as data, with its id), its analytic parameter count and MACs (the numbers
 the search used), the predicted latency on every shipped latency table (saying which are
-estimated), where the weights came from, and for each format its files and the check that ran
-on its runtime, with the tolerance and the error.
+estimated; `hwnas.latency.predict`), where the weights came from, and for each format its files
+and the check that ran on its runtime, with the tolerance and the error.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import platform
-from pathlib import Path
 
 import torch.nn as nn
+
+from hwnas.latency.predict import predicted_latencies
 
 from .verify import TOLERANCES
 
 MANIFEST_VERSION = 1
-
-
-def shipped_tables(root: str | os.PathLike | None = None) -> list[Path]:
-    """Every latency table under `latency_tables/<target>/` (the shipped ones by default)."""
-    if root is None:
-        from hwnas.latency.table import TABLES_DIR as root
-    # A table is a `<device>.csv` with its `<device>.json` provenance beside it (the whole-network
-    # measurements `<device>.networks.csv` that fit the correction are not tables).
-    return sorted(js.with_suffix(".csv") for js in Path(root).glob("*/*.json")
-                  if not js.name.endswith(".networks.json") and js.with_suffix(".csv").exists())
-
-
-def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
-    """`{"<target>/<file>": {"ms": ..., "estimated": bool, "table": description}}` for every table
-    that covers the arch's space; a table that cannot predict it (missing rows, unreadable)
-    records its error instead."""
-    out: dict = {}
-    tables = shipped_tables() if tables is None else tables
-    try:
-        from hwnas.latency.table import LatencyTable
-    except ImportError as e:
-        return {str(p): {"ms": None, "error": f"latency tables unavailable: {e}"} for p in tables}
-    for path in tables:
-        key = f"{path.parent.name}/{path.name}"
-        try:
-            table = LatencyTable.load(path)
-            if table.spaces and arch.space not in table.spaces:
-                continue
-            entry = {"target": table.target, "estimated": table.is_estimated, "table": table.describe()}
-            entry["ms"] = round(float(table.predict(arch)), 4)
-        except Exception as e:  # recorded, not fatal: the export does not depend on a table
-            entry = {"ms": None, "error": f"{type(e).__name__}: {e}"}
-        out[key] = entry
-    return out
 
 
 def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],

@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import yaml
 
+from hwnas.checkpoint import atomic_save
 from hwnas.errors import HwnasError
+from hwnas.files import atomic_write
 
 WEIGHTS = "model.pt"
 ARCH = "arch.yaml"
@@ -29,8 +31,8 @@ def save_pt(model: nn.Module, arch, out_dir: str | os.PathLike) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    torch.save(state, out_dir / WEIGHTS)
-    (out_dir / ARCH).write_text(arch_yaml(arch))
+    atomic_save(state, out_dir / WEIGHTS)  # a full disk: an OSError naming the file
+    atomic_write(out_dir / ARCH, arch_yaml(arch))
     return [out_dir / WEIGHTS, out_dir / ARCH]
 
 
@@ -46,13 +48,36 @@ def read_arch(path: str | os.PathLike):
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())  # JSON is YAML
-    except yaml.YAMLError as e:
-        raise ArchError("arch", f"{path} is not valid YAML/JSON: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ArchError("arch", f"{path} is not a YAML/JSON arch file ({first}); an arch file is what "
+                        "`python -m hwnas.extract format=pt` writes as arch.yaml") from None
     if isinstance(data, dict) and "arch" in data and "stages" not in data:
         data = data["arch"]
     arch = Arch.from_dict(data)
-    get_space(arch.space, resolution=arch.resolution).validate(arch)
+    try:
+        get_space(arch.space, resolution=arch.resolution).validate(arch)
+    except ArchError:
+        other = _space_that_fits(arch)
+        if other:
+            raise ArchError("space", f"{path} says space {arch.space!r}, but its stages are an arch of space "
+                            f"{other!r}; correct `space:` in the file") from None
+        raise
     return arch
+
+
+def _space_that_fits(arch):
+    """Another registered space whose validation the arch's stages pass, or None."""
+    from search_spaces import Arch, ArchError, get_space, list_spaces
+    for name in list_spaces():
+        if name == arch.space:
+            continue
+        try:
+            get_space(name, resolution=arch.resolution).validate(Arch(name, arch.to_dict()["stages"], arch.resolution))
+            return name
+        except (ArchError, ValueError, TypeError, KeyError):
+            continue
+    return None
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -10,7 +10,6 @@ the GPU machine, which has neither.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import platform
 import re
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from hwnas.errors import ConfigError
 
 from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
 
@@ -76,7 +77,7 @@ class Backend:
                  repeats: int = 50, max_seconds: float = 5.0, min_runs: int = 10, clock: str = "wall",
                  canary: bool = False):
         if clock not in ("wall", "thread"):
-            raise ValueError(f"clock must be 'wall' or 'thread', not {clock!r}")
+            raise ConfigError(f"target.clock={clock!r}: allowed: wall, thread")
         self.clock = clock
         self.canary = bool(canary)
         self.canary_ref_ms: float | None = None  # the canary's time in the reference state (see _time_loop)
@@ -159,6 +160,15 @@ class Backend:
         self.canary_ref_ms = float(np.percentile(t, 10))
         return self.canary_ref_ms
 
+    def _runs(self):
+        """The timed runs' indices: `repeats` of them, or fewer once `max_seconds` have passed and
+        `min_runs` are done (every timing loop stops by this rule)."""
+        start = time.perf_counter()
+        n = 0
+        while n < self.repeats and (n < self.min_runs or time.perf_counter() - start < self.max_seconds):
+            yield n
+            n += 1
+
     def _time_loop(self, run_once) -> dict:
         """Warm up, then time `run_once` until `repeats` runs, or `max_seconds` once `min_runs` are done.
 
@@ -183,8 +193,7 @@ class Backend:
             if canary is not None:
                 canary()
         times, ctimes = [], []
-        start = time.perf_counter()
-        while len(times) < self.repeats and (len(times) < self.min_runs or time.perf_counter() - start < self.max_seconds):
+        for _ in self._runs():
             if canary is not None:
                 t0 = timer()
                 canary()
@@ -198,6 +207,24 @@ class Backend:
             r["median_ms"] *= factor
             r["p10_ms"] *= factor
         return r
+
+    def _cuda_time_loop(self, run) -> dict:
+        """Warm up, then time `run` (work queued on the current CUDA stream) with a pair of CUDA
+        events around each run, under the same stopping rule as `_time_loop`."""
+        import torch
+        for _ in range(self.warmup):
+            run()
+        torch.cuda.synchronize()
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
+        done = 0
+        for n in self._runs():
+            starts[n].record()
+            run()
+            ends[n].record()
+            done = n + 1
+        torch.cuda.synchronize()
+        return summarize([a.elapsed_time(b) for a, b in zip(starts[:done], ends[:done])])
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         """Time `model`'s deploy form on an input of `input_shape`; the stats and its fingerprint."""
@@ -217,9 +244,10 @@ class OnnxRuntimeCPU(Backend):
     def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, opset: int = 17,
                  clock: str = "thread", **kw):
         if precision != "fp32":
-            raise ValueError(f"onnxruntime_cpu measures fp32 only, not {precision!r}")
+            raise ConfigError(f"target.precision={precision!r}: onnxruntime_cpu measures fp32 only")
         if clock == "thread" and int(threads) != 1:
-            raise ValueError("clock=thread measures the calling thread only; with threads > 1 use clock=wall")
+            raise ConfigError(f"target.threads={threads} with target.clock=thread: the thread clock measures the "
+                              "calling thread only; use target.clock=wall with threads > 1")
         super().__init__(precision=precision, batch=batch, threads=threads, clock=clock, **kw)
         self.opset = opset
         import onnxruntime  # noqa: F401  (fail at construction, not mid-profile)
@@ -299,7 +327,7 @@ class TorchCUDA(Backend):
             raise TimingUnavailable("torch_cuda needs an NVIDIA GPU with a CUDA build of torch "
                                     f"(torch {torch.__version__} sees no GPU here)")
         if precision not in ("fp16", "fp32", "bf16"):
-            raise ValueError(f"torch_cuda precision must be fp16, bf16 or fp32, not {precision!r}")
+            raise ConfigError(f"target.precision={precision!r}: torch_cuda times fp16, bf16 or fp32")
         self.cuda_graphs = bool(cuda_graphs)
         self.channels_last = bool(channels_last)
 
@@ -340,21 +368,8 @@ class TorchCUDA(Backend):
             else:
                 def run():
                     model(x)
-            for _ in range(self.warmup):
-                run()
-            torch.cuda.synchronize()
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(self.repeats)]
-            t0 = time.perf_counter()
-            n = 0
-            while n < self.repeats and (n < self.min_runs or time.perf_counter() - t0 < self.max_seconds):
-                starts[n].record()
-                run()
-                ends[n].record()
-                n += 1
-            torch.cuda.synchronize()
-            times = [a.elapsed_time(b) for a, b in zip(starts[:n], ends[:n])]
-        return {**summarize(times), "fingerprint": fp}
+            stats = self._cuda_time_loop(run)
+        return {**stats, "fingerprint": fp}
 
 
 class CoreML(Backend):
@@ -426,7 +441,8 @@ class TensorRT(Backend):
 
     def method(self) -> str:
         return (f"{self.form.describe()}, TensorRT engine with the "
-                f"{self.precision} flag, execute_async_v3 timed with CUDA events")
+                f"{self.precision} flag, execute_async_v3 timed with CUDA events after {self.warmup} warm-up "
+                f"runs, up to {self.repeats} runs (>= {self.min_runs}, <= {self.max_seconds}s)")
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
@@ -454,19 +470,9 @@ class TensorRT(Backend):
         def run():
             context.execute_async_v3(stream.cuda_stream)
 
-        with torch.cuda.stream(stream):
-            for _ in range(self.warmup):
-                run()
-            stream.synchronize()
-            times = []
-            for _ in range(self.repeats):
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record(stream)
-                run()
-                b.record(stream)
-                b.synchronize()
-                times.append(a.elapsed_time(b))
-        return {**summarize(times), "fingerprint": fp}
+        with torch.cuda.stream(stream):  # the events record on it, around each execution
+            stats = self._cuda_time_loop(run)
+        return {**stats, "fingerprint": fp}
 
 
 BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT)}
@@ -503,13 +509,13 @@ def device_note(table, space: str, path=None) -> str | None:
 
 
 def get_backend(target_name: str, **target_cfg: Any) -> Backend:
-    """The backend of `target_name`, configured by the target's keys (keys it does not use, such as
-    `name`, `table` or `mes`, are ignored). Unknown names raise an error listing the targets."""
+    """The backend of `target_name`, configured by the target's keys (`hwnas.latency.config`: its
+    schema; keys of the app such as `name`, `table` or `mes` are accepted and not passed on, keys
+    the target does not take are a `ConfigError` naming the allowed ones). Unknown names raise an
+    error listing the targets. Keys not given take the backend's defaults."""
+    from .config import APP_KEYS, target_config
     cls = BACKENDS.get(target_name)
     if cls is None:
         raise UnknownTargetError(f"unknown target {target_name!r}; known targets: {list_targets()}")
-    accepted = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters) - {"self", "kw", "kwargs"}
-    return cls(**{k: v for k, v in target_cfg.items() if k in accepted})
+    target_config(target_name, target_cfg)  # the keys and their ranges
+    return cls(**{k: v for k, v in target_cfg.items() if k not in APP_KEYS})

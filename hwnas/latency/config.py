@@ -1,15 +1,28 @@
-"""The typed schema of the Hydra `target` group (`hwnas/conf/target/*.yaml`).
+"""The typed schemas of the Hydra `target` group: one per target (`hwnas/conf/target/<name>.yaml`).
+
+Every target shares `TargetConfig` (how long to time, which table to use, the MES constants); each
+adds the options its runtime takes (`threads` and `clock` only where ONNX Runtime honours them,
+`cuda_graphs` for PyTorch on CUDA, ...). A key a target does not take fails when the config is
+read -- in Hydra at the app's start-up, in `target_config()` (what `get_backend` calls) naming the
+allowed keys -- and so does a value out of range (`__post_init__`).
 
 Plain dataclasses (no Hydra import at module level, so the GPU machine can import this package);
-`register_target()` puts the schema in Hydra's ConfigStore as `target/base_target`.
+`register_target()` stores each schema in Hydra's ConfigStore, outside the `target` group (as
+`schema_target_<name>`, which the target's YAML names in its defaults), so that the option list
+of `+target=` holds only real targets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Optional
 
 from hwnas.config import CONF_DIR as APP_CONF_DIR
+from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
 from hwnas.mes import ALPHA_LATENCY, ALPHA_SIZE, SCORE, U_SIZE
+
+CLOCKS = ("wall", "thread")
+#: ONNX opsets the export path is tested with (the TorchScript exporter of torch 2.x; Resize, LayerNorm)
+OPSETS = (13, 20)
 
 
 @dataclass
@@ -22,32 +35,151 @@ class MesConfig:
     alpha_latency: float = ALPHA_LATENCY
     alpha_size: float = ALPHA_SIZE
 
+    def __post_init__(self):
+        check_positive("target.mes", "score", self.score)
+        check_positive("target.mes", "u_size", self.u_size)
+        check_positive("target.mes", "u_latency_ms", self.u_latency_ms, optional=True,
+                       hint="null takes the latency table's MobileNetV2 latency")
+        check_min("target.mes", "alpha_latency", self.alpha_latency, 0)
+        check_min("target.mes", "alpha_size", self.alpha_size, 0)
+
 
 @dataclass
 class TargetConfig:
-    name: str = "onnxruntime_cpu"  # onnxruntime_cpu | torch_cuda | tensorrt | coreml
-    runtime: str = "onnxruntime"
+    """What every target has: the timing loop, the table a search uses, the MES constants."""
+    name: str = ""
+    runtime: str = ""
     precision: str = "fp32"
     batch: int = 1
-    threads: int = 1
-    warmup: int = 10
-    repeats: int = 50
-    max_seconds: float = 5.0  # per measurement; stops early once min_runs are done
-    min_runs: int = 10
-    clock: str = "wall"  # wall | thread (CPU time of the timing thread; onnxruntime_cpu with 1 thread)
-    canary: bool = False  # onnxruntime_cpu: scale every measurement by a fixed canary model's drift
+    warmup: int = 10  # untimed runs first
+    repeats: int = 50  # timed runs at most ...
+    max_seconds: float = 5.0  # ... or fewer once this many seconds have passed ...
+    min_runs: int = 10  # ... but never fewer than this many
     table: Optional[str] = None  # null: the best complete table for the space under tables_dir/<name>/
     tables_dir: Optional[str] = None  # null: the shipped tables (latency_tables/)
     allow_stale: bool = False  # use rows whose fingerprint no longer matches the code (said loudly)
-    opset: int = 17  # onnxruntime_cpu, tensorrt
-    cuda_graphs: bool = True  # torch_cuda
-    channels_last: bool = True  # torch_cuda (the GPU deploy recipe)
-    compute_units: str = "ALL"  # coreml
-    workspace_gb: float = 4.0  # tensorrt
     mes: MesConfig = field(default_factory=MesConfig)
 
+    #: the precisions this target times
+    precisions = ("fp32",)
+
+    def __post_init__(self):
+        if isinstance(self.mes, Mapping):  # built from plain data (a YAML file, target_settings())
+            self.mes = MesConfig(**self.mes)
+        check_choice("target", "precision", self.precision, self.precisions)
+        check_min("target", "batch", self.batch, 1)
+        check_min("target", "warmup", self.warmup, 0)
+        check_min("target", "repeats", self.repeats, 1)
+        check_min("target", "min_runs", self.min_runs, 1)
+        check_min("target", "max_seconds", self.max_seconds, 0)
+
+    def backend_settings(self) -> dict:
+        """The keys the target's timing backend takes (`hwnas.latency.backends`)."""
+        return {k: v for k, v in asdict(self).items() if k not in APP_KEYS}
+
+
+#: keys of the app (which table, the MES), not of the timing backend
+APP_KEYS = ("name", "runtime", "table", "tables_dir", "allow_stale", "mes")
+
+
+@dataclass
+class OnnxRuntimeCPUConfig(TargetConfig):
+    name: str = "onnxruntime_cpu"
+    runtime: str = "onnxruntime"
+    threads: int = 1  # intra-op threads of the session
+    # thread: the timing thread's CPU time (preemption on a shared machine is not counted; 1 thread only)
+    clock: str = "thread"
+    canary: bool = False  # scale every measurement by a fixed canary model's drift
+    opset: int = 17
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("target", "threads", self.threads, 1)
+        check_choice("target", "clock", self.clock, CLOCKS)
+        if self.clock == "thread" and self.threads != 1:
+            raise ConfigError(f"target.threads={self.threads} with target.clock=thread: the thread clock "
+                              "measures the calling thread only; use target.clock=wall with threads > 1")
+        check_range("target", "opset", self.opset, *OPSETS)
+
+
+@dataclass
+class TorchCUDAConfig(TargetConfig):
+    name: str = "torch_cuda"
+    runtime: str = "torch"
+    precision: str = "fp16"
+    batch: int = 8
+    cuda_graphs: bool = True  # each block/model captured in one CUDA graph, replays timed
+    channels_last: bool = True  # the GPU deploy recipe's memory format
+
+    precisions = ("fp16", "bf16", "fp32")
+
+
+@dataclass
+class CoreMLConfig(TargetConfig):
+    name: str = "coreml"
+    runtime: str = "coremltools"
+    precision: str = "fp16"
+    compute_units: str = "ALL"  # ALL | CPU_AND_GPU | CPU_AND_NE | CPU_ONLY
+
+    precisions = ("fp16", "fp32")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("target", "compute_units", self.compute_units, ("ALL", "CPU_AND_GPU", "CPU_AND_NE", "CPU_ONLY"))
+
+
+@dataclass
+class TensorRTConfig(TargetConfig):
+    name: str = "tensorrt"
+    runtime: str = "tensorrt"
+    precision: str = "fp16"
+    batch: int = 8
+    opset: int = 17
+    workspace_gb: float = 4.0  # the builder's workspace memory pool
+
+    precisions = ("fp16", "fp32")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("target", "opset", self.opset, *OPSETS)
+        check_positive("target", "workspace_gb", self.workspace_gb)
+
+
+#: target name -> its schema
+TARGETS: dict[str, type[TargetConfig]] = {c.name: c for c in (OnnxRuntimeCPUConfig, TorchCUDAConfig, CoreMLConfig,
+                                                                TensorRTConfig)}
 
 CONF_DIR = APP_CONF_DIR / "target"
+
+
+def target_keys(name: str) -> list[str]:
+    """The keys target `name` takes."""
+    return [f.name for f in fields(schema_of(name))]
+
+
+def schema_of(name: str) -> type[TargetConfig]:
+    if name not in TARGETS:
+        from .errors import UnknownTargetError
+        raise UnknownTargetError(f"unknown target {name!r}; known targets: {sorted(TARGETS)}")
+    return TARGETS[name]
+
+
+def target_config(name: str, settings: Mapping[str, Any] | None = None) -> TargetConfig:
+    """Target `name`'s schema filled from `settings` (a mapping or an OmegaConf node; missing keys
+    take the schema's defaults): a key the target does not take, or a value out of range, is a
+    `ConfigError` naming it."""
+    cls = schema_of(name)
+    if settings is not None and type(settings).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+        settings = OmegaConf.to_container(settings, resolve=True)
+    settings = dict(settings or {})
+    if settings.get("name", name) != name:
+        raise ConfigError(f"target.name={settings['name']!r} in the settings of target {name!r}")
+    allowed = target_keys(name)
+    unknown = sorted(set(map(str, settings)) - set(allowed))
+    if unknown:
+        raise ConfigError(f"target.{unknown[0]}: target {name} takes no such key (its keys: {', '.join(allowed)})")
+    return cls(**settings)
 
 
 def target_settings(name: str) -> dict:
@@ -56,7 +188,7 @@ def target_settings(name: str) -> dict:
     import yaml
     path = CONF_DIR / f"{name}.yaml"
     if not path.exists():
-        from .backends import UnknownTargetError
+        from .errors import UnknownTargetError
         known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
         raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
     d = yaml.safe_load(path.read_text())
@@ -68,10 +200,16 @@ _REGISTERED = False
 
 
 def register_target() -> None:
-    """Register `TargetConfig` as `target/base_target` (idempotent)."""
+    """Store each target's schema as `schema_target_<name>` (outside the `target` group; idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
     from hydra.core.config_store import ConfigStore
-    ConfigStore.instance().store(group="target", name="base_target", node=TargetConfig)
+    for name, cls in TARGETS.items():
+        ConfigStore.instance().store(name=f"schema_target_{name}", node=cls)
     _REGISTERED = True
+
+
+__all__ = ["APP_KEYS", "CoreMLConfig", "MesConfig", "OnnxRuntimeCPUConfig", "TARGETS", "TargetConfig",
+           "TensorRTConfig", "TorchCUDAConfig", "register_target", "schema_of", "target_config", "target_keys",
+           "target_settings"]

@@ -19,47 +19,14 @@ runs on the GPU machine.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
-
-def fold(model: nn.Module) -> nn.Module:
-    """BatchNorms (and EfficientFormerV2's LayerScale and attention-bias tables) folded, eval mode,
-    in place. A lone block (what a table row measures) folds like a whole network."""
-    import supernet
-    if hasattr(model, "fuse_bn"):  # reference models outside the spaces (MobileNetV2)
-        return model.fuse_bn()
-    return supernet.fuse_for_deploy(model)
-
-
-def _is_bilinear_x2(m: nn.Module) -> bool:
-    if not isinstance(m, nn.Upsample) or m.mode != "bilinear" or m.align_corners:
-        return False
-    sf = m.scale_factor
-    sf = tuple(sf) if isinstance(sf, (tuple, list)) else (sf, sf)
-    return m.size is None and all(float(s) == 2.0 for s in sf)
-
-
-def replace_upsamples(model: nn.Module, make) -> int:
-    """Swap every x2 bilinear upsample (align_corners=False; `nn.Upsample`, `supernet.layers.Upsample2x`
-    or `Upsample2xBilinear`) for `make()`, in place; returns how many were replaced."""
-    from supernet.layers import Upsample2xBilinear
-    n = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_bilinear_x2(child) or isinstance(child, Upsample2xBilinear):
-                setattr(parent, name, make())
-                n += 1
-    return n
-
-
-def torch_upsample() -> nn.Module:
-    return nn.Upsample(scale_factor=2.0, mode="bilinear")
+__all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "deploy_form", "fold"]
 
 
 class DeployForm:
@@ -69,7 +36,8 @@ class DeployForm:
 
     def __init__(self, batch: int = 1, precision: str = "fp32"):
         if precision not in DTYPES:
-            raise ValueError(f"precision must be one of {sorted(DTYPES)}, not {precision!r}")
+            from hwnas.errors import ConfigError
+            raise ConfigError(f"precision={precision!r}: allowed: {', '.join(DTYPES)}")
         self.batch = int(batch)
         self.precision = precision
 
@@ -147,7 +115,7 @@ class CoreMLProgram(DeployForm):
 
 
 class TorchCUDAModule(DeployForm):
-    """PyTorch on an NVIDIA GPU runs the module: the GPU deploy recipe (`hwnas.export.optimize`)."""
+    """PyTorch on an NVIDIA GPU runs the module: the GPU recipe (`hwnas.convert.optimize.optimize_for_gpu`)."""
 
     target = "torch_cuda"
 
@@ -163,15 +131,8 @@ class TorchCUDAModule(DeployForm):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.precision]
 
-    @torch.no_grad()
     def module(self, model: nn.Module) -> nn.Module:
-        from supernet.layers import Upsample2xBilinear
-        model = fold(model)
-        # PyTorch's CUDA bilinear kernel took 65 % of an EfficientFormerV2's GPU time; the same
-        # arithmetic as elementwise ops takes microseconds (shared/reference/GPU_NOTES.md).
-        replace_upsamples(model, Upsample2xBilinear)
-        # channels_last spares cuDNN its NCHW<->NHWC conversions (Next-ViT-S 1.56 vs ~2.3 ms, batch 8)
-        return model.to(dtype=self.dtype, memory_format=self.memory_format).eval()
+        return optimize_for_gpu(model, channels_last=self.channels_last, precision=self.precision)
 
     def example_input(self, shape, device="cpu", random: bool = True) -> torch.Tensor:
         return super().example_input(shape, device, random).contiguous(memory_format=self.memory_format)
@@ -193,18 +154,24 @@ FORMS: dict[str, Any] = {
     "coreml": CoreMLProgram,
     "torch_cuda": TorchCUDAModule,
 }
-_CLASSES = {"onnxruntime_cpu": ExportedGraph, "tensorrt": ExportedGraph, "coreml": CoreMLProgram,
-            "torch_cuda": TorchCUDAModule}
+#: the settings each target's form takes (what its `settings()` records in a table's provenance)
+FORM_KEYS = {"onnxruntime_cpu": ("batch", "precision", "opset"), "tensorrt": ("batch", "precision", "opset"),
+             "coreml": ("batch", "precision"), "torch_cuda": ("batch", "precision", "channels_last")}
 _DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16"}
 
 
 def deploy_form(target: str, **settings: Any) -> DeployForm:
-    """The deploy form of `target`, configured by the target's settings (keys it does not use,
-    such as `threads` or `mes`, are ignored). Works on any machine: no runtime is needed."""
+    """The deploy form of `target`, configured by its settings (`FORM_KEYS`; None takes the
+    default, another key is a `ConfigError` naming the allowed ones). Works on any machine: no
+    runtime is needed."""
     if target not in FORMS:
         from .errors import UnknownTargetError
         raise UnknownTargetError(f"unknown target {target!r}; known targets: {sorted(FORMS)}")
-    accepted = set(inspect.signature(_CLASSES[target].__init__).parameters) - {"self", "target"}
-    kw = {k: v for k, v in settings.items() if k in accepted and v is not None}
+    unknown = sorted(set(settings) - set(FORM_KEYS[target]))
+    if unknown:
+        from hwnas.errors import ConfigError
+        raise ConfigError(f"the {target} deploy form takes no setting {unknown[0]!r} "
+                          f"(its settings: {', '.join(FORM_KEYS[target])})")
+    kw = {k: v for k, v in settings.items() if v is not None}
     kw.setdefault("precision", _DEFAULT_PRECISION[target])
     return FORMS[target](**kw)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.files import atomic_path
+
 from .backends import Backend
 from .correction import fidelity_metrics
 from .profiler import attach_canary, held_out_set, measure_networks, now_iso
@@ -41,11 +43,11 @@ def scatter_png(path: Path, predicted, measured, title: str) -> Path | None:
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:  # the temporary name keeps .png: savefig picks the format by it
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
+from hwnas.files import atomic_write
+
 SCHEME = "torch-function-trace"
 VERSION = 1
 
@@ -286,9 +288,7 @@ class FingerprintCache:
             except (OSError, ValueError):
                 on_disk = {}
             on_disk.update(self.values)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(on_disk, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(on_disk, sort_keys=True), fsync=False)  # only a cache
             self.values = on_disk
         except OSError:
             pass  # a read-only home: the cache only saves time

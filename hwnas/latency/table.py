@@ -31,6 +31,8 @@ from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch
 
+from hwnas.files import atomic_write
+
 
 from .errors import LatencyTableError
 from .keys import block_keys
@@ -145,13 +147,8 @@ def provenance_path(csv_path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """`text` to `path`, whole or not at all, flushed to the disk (`hwnas.files.atomic_write`)."""
+    atomic_write(path, text)
 
 
 def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
@@ -167,6 +164,11 @@ def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
 def read_rows(path: str | os.PathLike) -> dict[str, dict]:
     """The rows of a table CSV; a missing or corrupt file raises `LatencyTableError`."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.csv") if p.with_suffix(".json").is_file())[:4]
+        raise LatencyTableError(f"latency table {path} is a folder, not a table file: give its <device>.csv"
+                                + (f" (here: {', '.join(found)})" if found else "")
+                                + ", or name a folder of <target>/<device>.csv tables with target.tables_dir=DIR")
     if not path.exists():
         raise LatencyTableError(f"latency table {path} does not exist. Make one with "
                                 f"`python -m hwnas.profile +target=T space=S` or pass an existing path.")

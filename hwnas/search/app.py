@@ -124,7 +124,12 @@ class AccuracySource:
     evaluator: Any  # .evaluate(arch) -> float
     label: str  # e.g. "top-1 % on digits val"
     resolution: int | None  # the evaluator's input size (None: the arch's own)
-    fingerprint: str  # identifies checkpoint + evaluator + data: a study keeps one
+    fingerprint: str  # what determines the accuracies (weights, space, evaluator, data): a study keeps one
+    legacy_fingerprint: Any = None  # () -> the fingerprint hwnas < 0.2 stored (checkpoint file bytes)
+
+
+#: data keys that do not change an evaluation's result
+_NOT_RESULTS = ("num_workers",)
 
 
 def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> AccuracySource:
@@ -139,9 +144,22 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
     evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, space=space, **kwargs)
     res = getattr(evaluator, "resolution", None) or _data_resolution(data_cfg)
     data_name = data_cfg.get("name", "data") if data_cfg is not None else "data"
-    fingerprint = json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
-                                  data=_cfg_dict(data_cfg)), sort_keys=True)
-    return AccuracySource(evaluator, f"top-1 % on {data_name} val", res, fingerprint)
+    return AccuracySource(evaluator, f"top-1 % on {data_name} val", res,
+                          accuracy_fingerprint(evaluator.net, ev_cfg, data_cfg),
+                          lambda: json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
+                                                  data={k: v for k, v in _cfg_dict(data_cfg).items()
+                                                        if k != "on_bad_image"}), sort_keys=True))
+
+
+def accuracy_fingerprint(net, evaluator_cfg: dict, data_cfg) -> str:
+    """What determines a search's accuracies: the supernet's weights (not the file, which also holds
+    the training's timings: a retrained supernet with the same weights is the same), its space and
+    resolution, the evaluator's settings and the data."""
+    from hwnas.checkpoint import weights_digest
+    data = {k: v for k, v in _cfg_dict(data_cfg).items() if k not in _NOT_RESULTS}
+    return json.dumps(dict(weights=weights_digest(net.state_dict()), space=net.space.name,
+                           resolution=int(net.resolution), num_classes=int(net.num_classes),
+                           evaluator=evaluator_cfg, data=data), sort_keys=True)
 
 
 def _data_resolution(data_cfg) -> int | None:
@@ -168,11 +186,13 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
 
     `accuracy` replaces the evaluator the config names (experiments share one across runs).
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from hwnas.cli import check_config
     if cfg.get("target") is None:
         raise SearchError("no target given: choose one with +target=NAME "
                           f"(targets: {', '.join(list_targets())})")
+    check_config(cfg)  # every schema's ranges (the app did this at start-up already)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     target = cfg.target
     space = get_space_from_cfg(cfg.space)
     strategy = _cfg_dict(cfg.search)
@@ -203,7 +223,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     study_name = cfg.study_name or f"{target.name}-{space.name}-{strategy['name']}"
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed))
-    _check_study(study, objectives, acc.fingerprint, storage, study_name)
+    _check_study(study, objectives, acc, storage, study_name)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
     if n_before:
@@ -242,7 +262,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         table_estimated=bool(table.is_estimated), mes_formula=mes.describe(), study_name=study_name,
         storage=storage, budget=dict(latency_ms=budget.latency_ms,
                                      params_m=None if budget.params is None else budget.params / 1e6),
-        counts=counts, warnings=table_warnings(table, space, table_path))
+        counts=counts, warnings=table_warnings(table, space, table_path), skipped_images=_skipped(acc.evaluator))
     verification = None
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
@@ -253,6 +273,14 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
                 study=study, greedy_path=greedy, verification=verification)
+
+
+def _skipped(evaluator) -> dict:
+    """Unreadable images the supernet's training and this search's evaluation left out."""
+    out = {"training": dict(getattr(evaluator, "training_skipped", None) or {})}
+    if hasattr(evaluator, "skipped_images"):
+        out["evaluation"] = evaluator.skipped_images()
+    return out
 
 
 def seed_archs(space: search_spaces.SearchSpace, which: list[str], references: list) -> list:
@@ -268,9 +296,10 @@ def _pid() -> int:
     return os.getpid()
 
 
-def _check_study(study, objectives: list[str], fingerprint: str, storage: str, name: str) -> None:
+def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str, name: str) -> None:
     """A study keeps one meaning: the same objectives and the same source of accuracy."""
     attrs = study.user_attrs
+    fingerprint = acc.fingerprint
     if "objectives" not in attrs:
         study.set_user_attr("objectives", objectives)
         study.set_user_attr("accuracy_source", fingerprint)
@@ -278,6 +307,10 @@ def _check_study(study, objectives: list[str], fingerprint: str, storage: str, n
     if attrs["objectives"] != objectives:
         raise SearchError(f"study {name!r} in {storage} has objectives {attrs['objectives']}, not "
                           f"{objectives}: use another study_name= or hydra.run.dir=")
+    if attrs.get("accuracy_source") != fingerprint and acc.legacy_fingerprint is not None \
+            and attrs.get("accuracy_source") == acc.legacy_fingerprint():
+        study.set_user_attr("accuracy_source", fingerprint)  # a study of an older hwnas: same checkpoint file
+        return
     if attrs.get("accuracy_source") != fingerprint:
         raise SearchError(f"study {name!r} in {storage} was evaluated with another checkpoint, "
                           "evaluator or data: its cached accuracies would not compare; use another "

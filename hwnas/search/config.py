@@ -1,7 +1,8 @@
 """Typed schemas of `python -m hwnas.search`: the app, its `search` (strategy) and `evaluator` groups.
 
-Every YAML file of a group starts with `defaults: [base_<x>, _self_]`; Hydra then checks it
-against the dataclass here, so a misspelt key fails at start-up with the key's name.
+Every YAML file of a group starts with `defaults: [/schema_<group>_<x>, _self_]`; Hydra then
+checks it against the dataclass here, so a misspelt key fails at start-up with the key's name.
+The schemas are stored outside the groups, so `search=` and `evaluator=` list only real choices.
 """
 from __future__ import annotations
 
@@ -12,17 +13,35 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from hwnas.config import register_common
+from hwnas.device import check_device
+from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
 
 OBJECTIVES = ("accuracy", "latency", "params", "mes")
 DIRECTIONS = {"accuracy": "maximize", "latency": "minimize", "params": "minimize", "mes": "maximize"}
 
 
 # ---- search= (strategy) ----------------------------------------------------------------------
+SEED_ARCHS = ("min", "max", "references")
+
+
+def check_objectives(objectives) -> list[str]:
+    """`search.objectives`: a non-empty list of distinct names of `DIRECTIONS`."""
+    objectives = list(objectives) if isinstance(objectives, (list, tuple)) else objectives
+    if not isinstance(objectives, list) or not objectives or len(set(objectives)) != len(objectives) or \
+            any(o not in DIRECTIONS for o in objectives):
+        raise ConfigError(f"search.objectives={objectives}: each must be one of {list(DIRECTIONS)}, "
+                          "no repeats (e.g. [accuracy, latency, params] or [accuracy, mes])")
+    return objectives
+
+
 @dataclass
 class StrategyConfig:
     name: str = MISSING
     # accuracy↑ latency↓ params↓ (a 3-D front) or accuracy↑ mes↑
     objectives: List[str] = field(default_factory=lambda: ["accuracy", "latency", "params"])
+
+    def __post_init__(self):
+        check_objectives(self.objectives)
 
 
 @dataclass
@@ -30,6 +49,12 @@ class OptunaStrategyConfig(StrategyConfig):
     n_trials: int = 64  # completed trials the study should hold (a rerun runs only the remainder)
     # first trials of a fresh study: any of "min" (the space's min arch), "max", "references"
     seed_archs: List[str] = field(default_factory=lambda: ["min", "references"])
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("search", "n_trials", self.n_trials, 1, hint="the completed trials the study should hold")
+        for a in self.seed_archs:
+            check_choice("search", "seed_archs", a, SEED_ARCHS)
 
 
 @dataclass
@@ -40,12 +65,23 @@ class NSGA2Config(OptunaStrategyConfig):
     crossover_prob: float = 0.9
     swapping_prob: float = 0.5
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("search", "population_size", self.population_size, 2)
+        check_range("search", "mutation_prob", self.mutation_prob, 0.0, 1.0, optional=True)
+        check_range("search", "crossover_prob", self.crossover_prob, 0.0, 1.0)
+        check_range("search", "swapping_prob", self.swapping_prob, 0.0, 1.0)
+
 
 @dataclass
 class TPEConfig(OptunaStrategyConfig):
     name: str = "tpe"
     n_startup_trials: int = 16
     multivariate: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("search", "n_startup_trials", self.n_startup_trials, 0)
 
 
 @dataclass
@@ -62,6 +98,12 @@ class MESGreedyConfig(StrategyConfig):
     candidates_per_step: Optional[int] = None
     max_steps: int = 500
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("search", "candidates_per_step", self.candidates_per_step, 1, optional=True,
+                  hint="null: every valid slimming action")
+        check_min("search", "max_steps", self.max_steps, 1)
+
 
 # ---- evaluator= --------------------------------------------------------------------------------
 @dataclass
@@ -77,6 +119,13 @@ class SupernetEvaluatorConfig(EvaluatorConfig):
     batch_size: int = 64
     device: str = "auto"  # auto | cpu | cuda
 
+    def __post_init__(self):
+        check_min("evaluator", "recalib_batches", self.recalib_batches, 1)
+        check_min("evaluator", "max_val_batches", self.max_val_batches, 1, optional=True,
+                  hint="null: the whole validation set")
+        check_min("evaluator", "batch_size", self.batch_size, 1)
+        check_device("evaluator.device", self.device)
+
 
 @dataclass
 class ProxyEvaluatorConfig(EvaluatorConfig):
@@ -90,6 +139,10 @@ class ProxyEvaluatorConfig(EvaluatorConfig):
 class BudgetConfig:
     latency_ms: Optional[float] = None  # predicted latency on the target must be <= this
     params_m: Optional[float] = None  # millions of parameters (deployment model)
+
+    def __post_init__(self):
+        check_positive("budget", "latency_ms", self.latency_ms, optional=True, hint="null: no latency budget")
+        check_positive("budget", "params_m", self.params_m, optional=True, hint="null: no size budget")
 
 
 @dataclass
@@ -124,6 +177,43 @@ class SearchAppConfig:
     # workers on it (two workers each on all cores run 5-9x slower than sharing them: docs/search.md)
     threads: Optional[int] = None
 
+    def __post_init__(self):
+        if self.target is None:
+            from hwnas.latency.config import TARGETS
+            raise ConfigError(f"no target given: choose one with +target=NAME (targets: {', '.join(sorted(TARGETS))})")
+        check_min("", "seed", self.seed, 0)
+        check_min("", "deploy_num_classes", self.deploy_num_classes, 1)
+        check_positive("", "stale_after_s", self.stale_after_s)
+        check_min("", "threads", self.threads, 1, optional=True,
+                  hint="null: this machine's cores shared among the study's workers")
+        if self.references is not None and not list(self.references):
+            raise ConfigError("references=[]: name at least one reference to pick against, or null for all of "
+                              "the space's")
+        if self.storage is not None:
+            check_storage(self.storage)
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage URL whose database kind and driver are there (fails at start-up, not after
+    the supernet was trained)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    try:
+        dialect = make_url(url).get_dialect()
+    except NoSuchModuleError:  # (a subclass of ArgumentError)
+        raise ConfigError(f"storage={url}: unknown database kind {url.split(':', 1)[0]!r}; use sqlite:///PATH, "
+                          "postgresql://..., mysql://... (or null for sqlite in the run folder)") from None
+    except ArgumentError:
+        raise ConfigError(f"storage={url}: not a database URL; give an Optuna storage such as "
+                          "sqlite:///PATH/study.db or postgresql://USER@HOST/DB, or null for sqlite in the "
+                          "run folder") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise ConfigError(f"storage={url}: its database driver is not installed ({e}); install the package "
+                          "that provides it (or name another driver in the URL, e.g. postgresql+psycopg2://), or "
+                          "use sqlite:///PATH") from None
+
 
 def register() -> None:
     """Register every schema the search app composes against (idempotent)."""
@@ -131,9 +221,9 @@ def register() -> None:
     register_common()
     register_target()
     cs = ConfigStore.instance()
-    cs.store(name="base_search_app", node=SearchAppConfig)
-    for name, node in (("base_nsga2", NSGA2Config), ("base_tpe", TPEConfig),
-                       ("base_random", RandomConfig), ("base_mes_greedy", MESGreedyConfig)):
-        cs.store(group="search", name=name, node=node)
-    cs.store(group="evaluator", name="base_supernet", node=SupernetEvaluatorConfig)
-    cs.store(group="evaluator", name="base_proxy", node=ProxyEvaluatorConfig)
+    cs.store(name="schema_app_search", node=SearchAppConfig)
+    for name, node in (("nsga2", NSGA2Config), ("tpe", TPEConfig), ("random", RandomConfig),
+                       ("mes_greedy", MESGreedyConfig)):
+        cs.store(name=f"schema_search_{name}", node=node)
+    cs.store(name="schema_evaluator_supernet", node=SupernetEvaluatorConfig)
+    cs.store(name="schema_evaluator_proxy", node=ProxyEvaluatorConfig)

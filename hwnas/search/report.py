@@ -95,6 +95,8 @@ class ReportContext:
     budget: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
     warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
+    # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
+    skipped_images: dict = field(default_factory=dict)
 
 
 def build_picks(records: Sequence[dict], references: dict[str, dict]) -> dict[str, dict]:
@@ -216,6 +218,7 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
           f"- **params**: the deployment model at {dep_res} with a {ctx.num_classes}-class head.",
           f"- **MES**: {ctx.mes_formula} (latency and params as above).",
           f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}"]
+    L += _skipped_lines(ctx)
     if any(v is not None for v in ctx.budget.values()):
         L.append(f"- budget (constraints): {', '.join(f'{k} ≤ {v}' for k, v in ctx.budget.items() if v is not None)}")
     c = ctx.counts
@@ -261,6 +264,18 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
     return "\n".join(L)
 
 
+def _skipped_lines(ctx: ReportContext) -> list[str]:
+    """The report's line on unreadable images left out of the data (none: no line)."""
+    parts = {k: v for k, v in (ctx.skipped_images or {}).items() if v}
+    if not parts:
+        return []
+    files = sorted({p for v in parts.values() for p in v})
+    where = "; ".join(f"{len(v)} in the supernet's {k}" if k == "training" else f"{len(v)} in this search's {k}"
+                      for k, v in parts.items())
+    return [f"- **unreadable images skipped** (data.on_bad_image=skip): {len(files)} file(s) ({where}): "
+            + ", ".join(f"`{p}`" for p in files[:10]) + (" ..." if len(files) > 10 else "")]
+
+
 def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
     acc_res, dep_res = _res_note(ctx)
     lines = ["", f"hwnas search: {ctx.space} on {ctx.target} ({ctx.strategy}), {n_completed} trials"]
@@ -269,6 +284,9 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     for w in ctx.warnings:
         lines.append(f"  WARNING: {w}")
     lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params at {dep_res}")
+    skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
+    if skipped:
+        lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
     lines.append(f"  {'reference':<22}{'acc':>7}{'ms':>8}{'M':>7}   {'pick':<13}{'acc':>7}{'ms':>8}{'M':>7}")
     for name, ref in references.items():
         p = picks[name]["pick"]

@@ -21,7 +21,7 @@ from hwnas.latency.table import MissingRowsError
 
 from . import codec
 from .actions import slimming_actions
-from .config import DIRECTIONS
+from .config import DIRECTIONS, check_objectives
 from .objectives import Metrics, Scorer
 from .study import Infeasible, completed, run_trials
 
@@ -50,11 +50,7 @@ class Budget:
 
 
 def directions(objectives: list[str]) -> list[str]:
-    bad = [o for o in objectives if o not in DIRECTIONS]
-    if bad or not objectives or len(set(objectives)) != len(objectives):
-        raise ConfigError(f"search.objectives={objectives}: each must be one of {list(DIRECTIONS)}, "
-                         "no repeats (e.g. [accuracy, latency, params] or [accuracy, mes])")
-    return [DIRECTIONS[o] for o in objectives]
+    return [DIRECTIONS[o] for o in check_objectives(objectives)]
 
 
 def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:

@@ -56,11 +56,29 @@ def open_study(storage: str, study_name: str, directions: list[str],
             if attempt == 5:
                 raise
             time.sleep(0.5 * (attempt + 1))
+        except Exception as e:
+            if not _damaged_database(e):
+                raise
+            where = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else storage
+            raise ConfigError(f"study storage {where}: not a readable SQLite database ({_db_message(e)}); move "
+                              "it away (the search then starts a new study) or choose another run folder "
+                              "(hydra.run.dir=DIR) or storage=") from None
     have = [d.name.lower() for d in study.directions]
     if have != list(directions):
         raise ConfigError(f"study {study_name!r} in {storage} optimises {have}, not {list(directions)}; "
                          "use another study_name= (or the objectives it was made with)")
     return study
+
+
+def _damaged_database(e: BaseException) -> bool:
+    """A database file that is not one, or a damaged one (not a lock or a lost connection)."""
+    import sqlite3
+    orig = getattr(e, "orig", e)  # SQLAlchemy wraps the driver's error
+    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
+
+
+def _db_message(e: BaseException) -> str:
+    return str(getattr(e, "orig", e)).splitlines()[0]
 
 
 @contextlib.contextmanager

@@ -17,13 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 import search_spaces
 from search_spaces import Arch
 
-_NOT_BACKEND_KEYS = ("name", "table", "mes")
-
 
 def backend_for(target: DictConfig):
     from hwnas.latency import get_backend
     cfg = OmegaConf.to_container(target, resolve=True) if isinstance(target, DictConfig) else dict(target)
-    return get_backend(cfg["name"], **{k: v for k, v in cfg.items() if k not in _NOT_BACKEND_KEYS})
+    return get_backend(cfg["name"], **cfg)
 
 
 def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:

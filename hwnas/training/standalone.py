@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import supernet
 from hwnas.data import (IN_MEMORY, EvalBatches, StoredImages, TrainBatches, build_loaders, build_test_loader,
                         config_from, data_config, derive_seed, stored_splits)
+from hwnas.errors import ConfigError
 from hwnas.evaluate import top1
 
 from .distributed import resolve_device
@@ -63,10 +64,10 @@ def recipe_config(cfg: Any = None) -> Recipe:
     """A `Recipe` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
     out = config_from(Recipe, cfg, "recipe")
     if out.amp not in ("auto", "bf16", "off"):
-        raise ValueError(f"recipe.amp: {out.amp!r} (allowed: auto, bf16, off; fp16 needs a loss scaler, "
-                         "which a captured step does not have)")
+        raise ConfigError(f"recipe.amp: {out.amp!r} (allowed: auto, bf16, off; fp16 needs a loss scaler, "
+                          "which a captured step does not have)")
     if out.epochs < 1 or out.batch_size < 1:
-        raise ValueError(f"recipe: epochs={out.epochs}, batch_size={out.batch_size}: both must be >= 1")
+        raise ConfigError(f"recipe: epochs={out.epochs}, batch_size={out.batch_size}: both must be >= 1")
     return out
 
 

@@ -27,8 +27,10 @@ import torch
 import search_spaces
 import supernet
 from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
-from hwnas.data import build_loaders, config_from, data_config, derive_seed
-from hwnas.errors import ConfigError
+from hwnas.data import build_loaders, config_from, data_config, derive_seed, skipped_images
+from hwnas.device import check_device
+from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
+from hwnas.files import atomic_write, remove_stale_temps
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D
@@ -73,18 +75,43 @@ class TrainConfig:
     # the run stays resumable: the same command continues it
     time_limit_s: float = 0.0
 
+    def __post_init__(self):
+        t = "train"
+        check_min(t, "epochs", self.epochs, 1)
+        check_min(t, "batch_size", self.batch_size, 1)
+        check_min(t, "accum_steps", self.accum_steps, 1)
+        check_min(t, "num_random", self.num_random, 0)
+        check_choice(t, "optimizer", self.optimizer, ("adamw", "sgd"))
+        check_positive(t, "lr", self.lr)
+        check_min(t, "min_lr", self.min_lr, 0)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"train.min_lr={self.min_lr} > train.lr={self.lr}: the schedule decays from lr to min_lr")
+        check_min(t, "warmup_epochs", self.warmup_epochs, 0)
+        check_min(t, "weight_decay", self.weight_decay, 0)
+        check_range(t, "momentum", self.momentum, 0.0, 1.0)
+        check_range(t, "label_smoothing", self.label_smoothing, 0.0, 0.99)
+        check_positive(t, "distill_temperature", self.distill_temperature)
+        check_choice(t, "distill_loss", self.distill_loss, ("kl", "alpha"))
+        if self.alpha_min > self.alpha_max:
+            raise ConfigError(f"train.alpha_min={self.alpha_min} > train.alpha_max={self.alpha_max}")
+        check_positive(t, "alpha_clip", self.alpha_clip)
+        check_choice(t, "sampling", self.sampling, ("uniform", "attentive_worst", "attentive_best"))
+        check_min(t, "attentive_candidates", self.attentive_candidates, 2 if self.sampling != "uniform" else 1,
+                  hint="attentive sampling chooses among at least 2 candidates")
+        check_min(t, "largest_warmup_epochs", self.largest_warmup_epochs, 0)
+        check_range(t, "drop_path", self.drop_path, 0.0, 0.99)
+        check_min(t, "clip_grad", self.clip_grad, 0, hint="0: off")
+        check_choice(t, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
+        check_device("train.device", self.device)
+        check_min(t, "max_steps_per_epoch", self.max_steps_per_epoch, 0, hint="0: the whole training set")
+        check_min(t, "eval_calib_batches", self.eval_calib_batches, 0, hint="0: skip")
+        check_min(t, "time_limit_s", self.time_limit_s, 0, hint="0: no limit")
+
 
 def train_config(cfg: Any = None) -> TrainConfig:
-    """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    out = config_from(TrainConfig, cfg, "train")
-    for key, allowed in (("distill_loss", ("kl", "alpha")),
-                         ("sampling", ("uniform", "attentive_worst", "attentive_best"))):
-        if getattr(out, key) not in allowed:
-            raise ValueError(f"train.{key}: {getattr(out, key)!r} (allowed: {', '.join(allowed)})")
-    if out.sampling != "uniform" and out.attentive_candidates < 2:
-        raise ValueError(f"train.attentive_candidates={out.attentive_candidates}: attentive sampling "
-                         "chooses among at least 2 candidates")
-    return out
+    """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; an unknown key or a value
+    out of range is a `ConfigError` naming it (`TrainConfig.__post_init__`)."""
+    return config_from(TrainConfig, cfg, "train")
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -137,9 +164,7 @@ class MetricsLog:
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, buf.getvalue(), fsync=False)
         if self.tb is not None:
             row = history[-1]
             for k, v in row.items():
@@ -188,6 +213,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     main = info.is_main
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # half-written checkpoints of a killed run
     res = data.image_size
     # digits and fashion_mnist are held on `device` and batched there (hwnas.data.TrainBatches)
     train_loader, _, num_classes = build_loaders(
@@ -213,6 +239,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
 
     state_path = out_dir / "train_state.pt"
     start_epoch, history, pretrained_report = 0, [], None
+    skipped: dict[str, str] = {}  # unreadable images left out (path -> reason), kept in the checkpoint's meta
     if cfg.resume and state_path.is_file():
         state = safe_load(state_path, map_location=device, what="training state")
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
@@ -226,6 +253,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             scaler.load_state_dict(state["scaler"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
         pretrained_report = rec["meta"].get("pretrained")
+        skipped = dict(rec["meta"].get("skipped_images") or {})
         if main:
             log(f"resuming from {state_path}: {start_epoch}/{cfg.epochs} epochs done")
     elif cfg.pretrained:
@@ -316,9 +344,13 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 row[f"val_top1_{name}"] = top1(evaluator.subnet(arch), evaluator.val_loader)  # uncached
         history.append(row)
         if main:
+            seen = skipped_images(train_loader, *((evaluator.train_loader, evaluator.val_loader) if evaluator else ()))
+            if len(seen) > len(skipped):
+                log(f"{len(seen)} unreadable image(s) left out so far (data.on_bad_image=skip), e.g. {next(iter(seen))}")
+            skipped = {**skipped, **seen}
             meta = {"epoch": epoch + 1, "epochs": cfg.epochs, "step": row["step"], "space": space.name,
                     "data": data.name, "image_size": res, "seed": seed, "config": run_cfg,
-                    "history": history, "pretrained": pretrained_report}
+                    "history": history, "pretrained": pretrained_report, "skipped_images": skipped}
             atomic_save({"format": STATE_FORMAT, "version": 1, "config": run_cfg, "epoch": epoch + 1,
                          "history": history, "supernet": supernet_record(net, meta),
                          "optimizer": optimizer.state_dict(),
