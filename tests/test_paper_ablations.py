@@ -34,17 +34,22 @@ def test_the_archs_are_next_vit_s_with_one_thing_changed():
         assert len(ntbs) == l
 
 
-def _rows(ms: dict) -> list[dict]:
-    return [{"label": k, "measured_ms": v, "predicted_ms": v, "rounds_spread": 0.01} for k, v in ms.items()]
+def _rows(ms: dict, spread: float = 0.01) -> list[dict]:
+    return [{"label": k, "measured_ms": v, "predicted_ms": v, "rounds_spread": spread} for k, v in ms.items()]
 
 
 def test_the_comparison_reads_the_order():
     agree = pa.compare("table8_r", _rows({"r=0.5": 50.0, "r=0.75": 55.0, "r=1": 60.0}))
-    assert agree["smaller_r_is_faster"] and agree["verdict"].startswith("agrees")
+    assert agree["r1_slowest_beyond_noise"] and agree["verdict"].startswith("agrees")
     assert agree["measured_order_fastest_first"] == ["r=0.5", "r=0.75", "r=1"]
     partly = pa.compare("table8_r", _rows({"r=0.5": 56.0, "r=0.75": 55.0, "r=1": 60.0}))
-    assert not partly["smaller_r_is_faster"] and partly["verdict"].startswith("partly")
-    assert pa.compare("table8_r", _rows({"r=0.5": 61.0, "r=0.75": 55.0, "r=1": 60.0}))["verdict"].startswith("disagrees")
+    assert partly["r1_slowest_beyond_noise"] and partly["r0.5_vs_r0.75"] == "slower"
+    assert partly["verdict"].startswith("partly") and "slower than r = 0.75" in partly["verdict"]
+    noisy = pa.compare("table8_r", _rows({"r=0.5": 50.0, "r=0.75": 55.0, "r=1": 60.0}, spread=0.12))
+    assert noisy["verdict"].startswith("undecided")  # 10 % apart, rounds 12 % apart
+    within = pa.compare("table8_r", _rows({"r=0.5": 53.0, "r=0.75": 55.0, "r=1": 60.0}, spread=0.05))
+    assert within["r0.5_vs_r0.75"] == "within noise" and "within the rounds' noise" in within["verdict"]
+    assert pa.compare("table8_r", _rows({"r=0.5": 61.0, "r=0.75": 62.0, "r=1": 50.0}))["verdict"].startswith("disagrees")
     similar = pa.compare("table2_pattern", _rows({"(N,L)=(1,4)": 52.0, "(N,L)=(2,3)": 50.0, "(N,L)=(4,2)": 49.0}))
     assert similar["similar_latency_within_10pct"] and "holds" in similar["verdict"]
     apart = pa.compare("table2_pattern", _rows({"(N,L)=(1,4)": 60.0, "(N,L)=(2,3)": 50.0, "(N,L)=(4,2)": 49.0}))
