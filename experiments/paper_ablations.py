@@ -118,6 +118,7 @@ def summarise(results: dict) -> dict:
     out = {}
     for target, res in results["targets"].items():
         stat = res["statistic"]
+        res["rounds_done"] = min((len(r["rounds"]) for rs in res["ablations"].values() for r in rs), default=0)
         out[target] = {}
         for abl, rows in res["ablations"].items():
             lab = []
@@ -151,7 +152,7 @@ def compare(abl: str, rows: list[dict]) -> dict:
     meas, pred = _order(rows, "measured_ms"), _order(rows, "predicted_ms")
     noise = max((r["rounds_spread"] or 0.0) for r in rows) if meas else None
     c = {"paper": PAPER[abl], "measured_order_fastest_first": meas, "predicted_order_fastest_first": pred,
-         "max_rounds_spread": noise}
+         "coreml_estimated_order_fastest_first": _order(rows, "coreml_estimated_ms"), "max_rounds_spread": noise}
     if not meas:
         return c
     by = {r["label"]: r["measured_ms"] for r in rows}
@@ -221,6 +222,8 @@ def markdown(results: dict) -> str:
         L += [f"## {target}: {res['device']}", "",
               f"{res['method']}. Statistic `{res['statistic']}`; {res['rounds_done']} round(s). "
               f"Command: `{res['command']}`. Date {res['date']}.", ""]
+        if res.get("note"):
+            L += [f"Conditions: {res['note']}", ""]
         if res.get("table"):
             L += [f"Table: `{res['table']}`, held-out MAPE {_f(res.get('table_held_out_mape'), '{:.1%}')} "
                   f"(n = {res.get('table_held_out_n')}).", ""]
@@ -239,7 +242,9 @@ def markdown(results: dict) -> str:
             c = results["comparison"][target][abl]
             L += ["", f"- Paper: {c['paper']}.",
                   f"- Measured order (fastest first): {c['measured_order_fastest_first']}; predicted: "
-                  f"{c['predicted_order_fastest_first']}; largest spread between rounds {_f(c['max_rounds_spread'], '{:.1%}')}."]
+                  f"{c['predicted_order_fastest_first']}; largest spread between rounds {_f(c['max_rounds_spread'], '{:.1%}')}.",
+                  f"- Core ML (ESTIMATED by the cost model from 7 published latencies, not measured), fastest first: "
+                  f"{c['coreml_estimated_order_fastest_first']}."]
             if "verdict" in c:
                 L.append(f"- **Ours: {c['verdict']}.**")
             if "accuracy" in c:
@@ -268,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tables-dir", type=Path, default=None, help="folder holding <target>/<device>.csv (default: shipped)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds per arch")
     ap.add_argument("--deadline-s", type=float, default=540.0, help="stop measuring after this many seconds")
+    ap.add_argument("--note", default=None, help="a line on the conditions (e.g. the machine's load), kept with "
+                    "the target's results")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a target setting (smoke runs: --set repeats=5 --set canary=false)")
     args = ap.parse_args(argv)
@@ -310,7 +317,7 @@ def main(argv=None) -> int:
                       + (" --tables-dir \"$OUT/latency_tables\" --out \"$OUT\"" if args.tables_dir else ""),
            "table": f"latency_tables/{args.target}/{table.path.name}" if table else None,
            "table_held_out_mape": fid.get("mape"), "table_held_out_n": fid.get("n"),
-           "table_note": None if table else why, "ablations": {}}
+           "table_note": None if table else why, "note": args.note or (old or {}).get("note"), "ablations": {}}
     for abl, items in archs.items():
         prev = {r["arch_id"]: r for r in (old or {}).get("ablations", {}).get(abl, [])}
         rows = []
@@ -336,7 +343,6 @@ def main(argv=None) -> int:
                 ts = time.perf_counter()
                 m = measure(backend, arch)
                 row["rounds"].append({**m, "date": now_iso()})
-                res["rounds_done"] = min(len(r["rounds"]) for rs in res["ablations"].values() for r in rs)
                 write(args.out, results)
                 print(json.dumps({"t_s": round(time.monotonic() - t0, 1), "target": args.target, "ablation": abl,
                                   "arch": label, "round": rnd, backend.statistic: round(m[backend.statistic], 4),
