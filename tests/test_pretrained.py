@@ -43,7 +43,7 @@ def test_efficientformerv2_layouts_into_static_model(s0, layout, tmp_path):
     model = supernet.build_model(arch, num_classes=10)
     rep = load_pretrained(model, path)
     assert rep["layout"] == layout and not rep["missing"] and not rep["unexpected"]
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 64, 64)
     assert torch.equal(model.eval()(x), src(x))
 
 
