@@ -14,6 +14,16 @@ trace on meta tensors (a device-dependent forward stops the run).
 
 Time-boxed: `--deadline-s` (default 480) stops between two measurements and still writes every
 file; rerun with `--resume DIR` (a folder holding an earlier run's `latency_tables/`) to continue.
+
+`--resume DIR` measures only what the table lacks: block rows that are missing or stale, and --
+where the resumed table already has a correction for the space whose fit networks still match the
+code -- no fit networks (the correction is kept; `--refit` measures a new fit set and refits). The
+repository root holds the shipped tables, so after the space grows (issue 17 added 102 Next-ViT NTB
+variants) the shipped table is completed with
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/profile_gpu.py --space nextvit --resume . --out "$OUT"
+
+(the new rows, then `--n-fidelity` held-out subnets drawn from the space as it is now).
 Writes at most 8 files, 2 folders deep (the device's limits):
 
     <out>/latency_tables/torch_cuda/<gpu>.{csv,json,networks.csv}
@@ -54,7 +64,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-fit", type=int, default=60, help="random fit networks per space (plus the references)")
     ap.add_argument("--n-fidelity", type=int, default=100)
     ap.add_argument("--deadline-s", type=float, default=480.0, help="stop measuring after this many seconds")
-    ap.add_argument("--resume", type=Path, help="a folder holding an earlier run's latency_tables/")
+    ap.add_argument("--resume", type=Path, help="a folder holding an earlier run's latency_tables/ (the "
+                    "repository root: the shipped tables); measures only missing or stale rows")
+    ap.add_argument("--refit", action="store_true", help="with --resume: measure a new fit set and refit the "
+                    "correction even where the resumed table has a current one")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a target setting (smoke runs: --set repeats=5 --set canary=false)")
     ap.add_argument("--no-progress", action="store_true")
@@ -94,7 +107,12 @@ def main(argv=None) -> int:
             space = search_spaces.get_space(name, resolution=size, task=args.task)
             name = space.scope  # the space's name for 224 px classifiers, else <space>:<task>@<H>x<W>
             ts = time.perf_counter()
-            table = run_profile(backend, space, path, n_fit=args.n_fit, progress=not args.no_progress,
+            n_fit = args.n_fit
+            if args.resume is not None and not args.refit and _current_correction(path, name):
+                n_fit = 0  # keep the correction: its fit networks still time what the code deploys
+                log(phase="keep_correction", space=name, note="resumed table's correction kept (fit networks "
+                    "current); only missing or stale rows are measured")
+            table = run_profile(backend, space, path, n_fit=n_fit, progress=not args.no_progress,
                                 deadline=deadline)
             corr = table.correction(name)
             log(phase="profiled", space=name, seconds=round(time.perf_counter() - ts, 1), rows=len(table.rows),
@@ -115,6 +133,16 @@ def main(argv=None) -> int:
                                    f"holding these files")
     log(phase="end", status=status, total_s=round(time.perf_counter() - t0, 1), summary=summary)
     return 0 if status == "done" else 3
+
+
+def _current_correction(path: Path, space: str) -> bool:
+    """Whether the table at `path` (or its partial file) has a correction for `space` whose fit
+    networks all match the current code."""
+    for p in (partial_path(path), path):
+        if p.exists():
+            table = LatencyTable.load(p, allow_stale=True)
+            return bool(table.correction(space).get("fit_arch_ids")) and not table.stale_networks(space)
+    return False
 
 
 if __name__ == "__main__":

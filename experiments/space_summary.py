@@ -21,18 +21,9 @@ from hwnas.files import atomic_write
 
 def space_size(space) -> float:
     """log10 of the number of distinct archs (counted per stage, then multiplied)."""
-    if space.name == "nextvit":
-        from search_spaces.nextvit import CHOICES, allowed_r
-        total = 0.0
-        for s, c in enumerate(CHOICES):
-            n = 1
-            for k, v in c.items():
-                if k not in ("r", "ntb_width"):
-                    n *= len(v)
-            if s > 0:
-                n *= sum(len(allowed_r(s, w)) for w in c["ntb_width"])
-            total += math.log10(n)
-        return total
+    if space.name == "nextvit":  # every choice independent (r at every width since issue 17)
+        from search_spaces.nextvit import CHOICES
+        return sum(math.log10(math.prod(len(v) for v in c.values())) for c in CHOICES)
     from search_spaces.efficientformerv2 import ATTN_POSITIONS, CAPS, EXPANSIONS, WIDTHS
     total = 0.0
     for s in range(4):
@@ -62,7 +53,10 @@ def main() -> None:
         print(f"{name}: {len(blocks)} distinct blocks at {space.resolution}x{space.resolution} "
               f"({', '.join(f'{k.split(chr(46))[1]} {v}' for k, v in spaces[name]['by_kind'].items())}); "
               f"about 10^{spaces[name]['log10_archs']} archs")
-        for ref, arch in list(space.references().items()) + [("min_arch", space.min_arch())]:
+        extra = [("min_arch", space.min_arch())]
+        if space.largest_arch() != space.max_arch():
+            extra.append(("largest_arch", space.largest_arch()))
+        for ref, arch in list(space.references().items()) + extra:
             bl = arch.blocks()
             rows.append(dict(space=name, arch=ref, id=arch.id, params=arch.params(),
                              gmacs=round(arch.macs() / 1e9, 4), blocks=len(bl),

@@ -135,9 +135,10 @@ def model_from_checkpoint(arch, checkpoint: str | os.PathLike, out_indices=None)
 def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int | None = None, out_indices=None):
     """The plain model of `arch` from an official, timm or hwnas checkpoint file.
 
-    A checkpoint of a reference model is imported into the space's supernet (whose max arch is
-    Next-ViT-L / EfficientFormerV2-L exactly; a smaller reference lands in the leading corner by the
-    sharing rule) and `arch` is extracted from it by first-k -- so the same file serves every subnet.
+    A checkpoint of a reference model is imported into the space's supernet by the sharing rule
+    (`supernet.sharing`: a smaller reference, and Next-ViT-L in the supernet's wider NTB branches,
+    land in the leading range of each tensor) and `arch` is extracted from it by the same rule --
+    so the same file serves every subnet.
     A checkpoint of no reference (an hwnas `model.pt` of a searched subnet) must be exactly `arch`'s.
     """
     import supernet

@@ -352,7 +352,13 @@ class SearchSpace(abc.ABC):
 
     @abc.abstractmethod
     def max_arch(self) -> Arch:
-        """The largest arch: the one the supernet holds."""
+        """The largest subnet the sandwich rule trains (the teacher of in-place distillation); the
+        supernet holds its tensors, and usually nothing more (Next-ViT's NTBs hold more: see
+        `search_spaces.nextvit`)."""
+
+    def largest_arch(self) -> Arch:
+        """The arch with the most parameters (default: `max_arch()`)."""
+        return self.max_arch()
 
     @abc.abstractmethod
     def min_arch(self) -> Arch:

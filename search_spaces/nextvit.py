@@ -7,17 +7,32 @@ Stage fields (stages are 0-based here; the paper's stage 1 is `stages[0]`):
   `stages[2]` only, NHS's own scaling knob: Next-ViT-S/B/L are l = 2/4/6); `ncb_width`,
   `ntb_width` (the NTB's output channels), `r` (the NTB shrink ratio: the share of channels that go
   through E-MHSA; r = 1 is a pure E-MHSA block with no MHCA branch), `ncb_mlp_ratio`,
-  `ntb_mlp_ratio`.
+  `ntb_mlp_ratio`. Every r in {0.5, 0.75, 1} is valid at every NTB width (Next-ViT Table 8 is
+  Next-ViT-S with r = 0.5 / 0.75 / 1 in every NTB).
 
-Weight sharing (how a subnet finds its weights in the supernet, which is Next-ViT-L):
-first-k blocks -- NCB q of pattern p in `stages[2]` is supernet block 5p+q, the NTB of pattern p is
-block 5p+4 -- and first-k channels in every tensor (stated once, in `supernet.sharing`).
+Weight sharing (how a subnet finds its weights in the supernet): first-k blocks -- NCB q of pattern
+p in `stages[2]` is supernet block 5p+q, the NTB of pattern p is block 5p+4 -- and first-k channels
+in every tensor, except that the channels an NTB concatenates keep their branch: stated once, in
+`supernet.sharing`.
 
-Choice made here: the supernet's NTB branch tensors are Next-ViT-L's (E-MHSA on 0.75·W_max
-channels, MHCA on 0.25·W_max), so an NTB of width w and ratio r is valid only when its E-MHSA
-width `make_divisible(int(w·r), 32)` and MHCA width fit in them. That keeps the max arch exactly
-Next-ViT-L (and the largest arch of the space); r = 1 is open up to 0.75·W_max and r = 0.5 up to
-0.5·W_max. `validate` names the widths at which each r is allowed.
+The supernet's NTBs (`supernet_layout`) hold the largest E-MHSA branch (r = 1 at the largest width:
+W_max channels) and the largest MHCA branch (r = 0.5: W_max/2 channels). Their concatenation is held
+as two ranges, W_max E-MHSA channels then W_max/2 MHCA channels, in every tensor that reads or
+writes it (the NTB's norm2 and MLP, the next block's input projection, the head), and a subnet
+takes the first rW of the one and the first (1-r)W of the other. So the supernet is not one arch
+of the space: its NTBs are 1.5·W_max wide where they concatenate, and the 1000-class supernet holds
+72.9 M parameters (Next-ViT-L has 57.9 M; with only Next-ViT-L's branches and the NTB input
+projections it held 59.4 M).
+
+`max_arch()` stays Next-ViT-L (r = 0.75): it is what the sandwich rule trains as its largest subnet
+and the teacher of in-place distillation, and what official weights fill (the leading range of
+each branch). It is no longer the arch with the most parameters -- r = 1 everywhere at full width
+is larger (`largest_arch()`), and it has no MHCA branch at all, so no single arch covers every
+shared tensor. Training stays sound because every entry of every shared tensor belongs to some arch
+the sandwich's random subnets draw (r is drawn uniformly at every width, so the E-MHSA channels
+beyond 0.75·W are trained by r = 1 subnets and the MHCA channels beyond 0.25·W by r = 0.5 ones),
+each channel means the same thing in every subnet that uses it, and the teacher is the paper's own
+architecture.
 """
 from __future__ import annotations
 
@@ -54,19 +69,11 @@ def ntb_split(width: int, r: float) -> tuple[int, int]:
     return mhsa, width - mhsa
 
 
-def _max_branches(stage: int) -> tuple[int, int]:
-    return ntb_split(max(CHOICES[stage]["ntb_width"]), PAPER_R)
-
-
-def allowed_r(stage: int, width: int) -> list[float]:
-    """The shrink ratios whose two branches fit in Next-ViT-L's NTB tensors at this width."""
-    max_mhsa, max_mhca = _max_branches(stage)
-    out = []
-    for r in CHOICES[stage]["r"]:
-        mhsa, mhca = ntb_split(width, r)
-        if mhsa <= max_mhsa and mhca <= max_mhca and mhsa <= width:
-            out.append(r)
-    return out
+def max_branches(stage: int) -> tuple[int, int]:
+    """(E-MHSA, MHCA) channels the supernet's NTBs of this stage hold: the largest of each branch
+    over every width and r of the stage (r = 1 and r = 0.5 at the largest width)."""
+    splits = [ntb_split(w, r) for w in CHOICES[stage]["ntb_width"] for r in CHOICES[stage]["r"]]
+    return max(m for m, _ in splits), max(c for _, c in splits)
 
 
 class NextViTSpace(SearchSpace):
@@ -87,7 +94,13 @@ class NextViTSpace(SearchSpace):
         ]
 
     def max_arch(self) -> Arch:
+        """Next-ViT-L: the sandwich rule's largest subnet (see the module docstring)."""
         return self.reference("nextvit_l")
+
+    def largest_arch(self) -> Arch:
+        """The arch with the most parameters and MACs: Next-ViT-L with r = 1 in every NTB."""
+        return Arch(self.name, [dict(st, r=1.0) if "r" in st else st for st in self.max_arch().stages],
+                    self.resolution)
 
     def min_arch(self) -> Arch:
         stages = [dict(n=1, ncb_width=64, ncb_mlp_ratio=2)]
@@ -95,18 +108,13 @@ class NextViTSpace(SearchSpace):
             c = CHOICES[s]
             w = min(c["ntb_width"])
             stages.append(dict(n=1, l=1, ncb_width=min(c["ncb_width"]), ntb_width=w,
-                               r=min(allowed_r(s, w)), ncb_mlp_ratio=min(c["ncb_mlp_ratio"]),
+                               r=min(c["r"]), ncb_mlp_ratio=min(c["ncb_mlp_ratio"]),
                                ntb_mlp_ratio=min(c["ntb_mlp_ratio"])))
         return self.arch(stages)
 
     def sample(self, rng: random.Random) -> Arch:
-        stages = []
-        for s, c in enumerate(CHOICES):
-            st = {k: rng.choice(v) for k, v in c.items() if k != "r"}
-            if s > 0:
-                st["r"] = rng.choice(allowed_r(s, st["ntb_width"]))
-                st = {k: st[k] for k in STAGE_KEYS}
-            stages.append(st)
+        stages = [{k: rng.choice(c[k]) for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS)}
+                  for s, c in enumerate(CHOICES)]
         return self.arch(stages)
 
     # ---- validation ----------------------------------------------------------------------
@@ -117,18 +125,7 @@ class NextViTSpace(SearchSpace):
             keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
             st = check_keys(stage, s, keys)
             for k in keys:
-                if k == "r":
-                    continue
                 check_choice(st[k], CHOICES[s][k], f"stages[{s}].{k}")
-            if s > 0:
-                check_choice(st["r"], CHOICES[s]["r"], f"stages[{s}].r")
-                ok = allowed_r(s, st["ntb_width"])
-                if not any(st["r"] == r for r in ok):
-                    max_mhsa, max_mhca = _max_branches(s)
-                    raise ArchError(
-                        f"stages[{s}].r",
-                        f"r={st['r']} at ntb_width={st['ntb_width']} needs branches {ntb_split(st['ntb_width'], st['r'])}"
-                        f" (E-MHSA, MHCA) but the supernet holds at most ({max_mhsa}, {max_mhca})", ok)
 
     # ---- structure -----------------------------------------------------------------------
     def _stage_hw(self, input_size: tuple[int, int], s: int) -> tuple:
@@ -143,11 +140,13 @@ class NextViTSpace(SearchSpace):
         return self._layout(arch.stages, arch.input_size, num_classes, supernet=False)
 
     def supernet_layout(self, num_classes: int = 1000, resolution=None) -> Layout:
-        """The blocks the supernet holds: Next-ViT-L, each NTB with an input projection.
+        """The blocks the supernet holds: Next-ViT-L's, with NTBs that hold both largest branches.
 
-        Next-ViT-L's NTBs need no projection in front of E-MHSA (their input width equals their
-        E-MHSA width), but a subnet whose NCB width differs from its NTB's E-MHSA width does;
-        the supernet holds that 1x1 conv + BN so every subnet has its weights.
+        Each NTB holds E-MHSA on `max_branches(s)[0]` channels and MHCA on `max_branches(s)[1]`
+        (so its `out` is their sum: the concatenation held as two ranges), an MLP as wide as the
+        largest subnet's, and an input projection (1x1 conv + BN): Next-ViT's own NTBs need none
+        (their input width equals their E-MHSA width), but a subnet whose NCB width differs from its
+        NTB's E-MHSA width does. The block after an NTB (and the head) reads the held concatenation.
         """
         res = input_pair(self.resolution if resolution is None else resolution)
         return self._layout(self.max_arch().stages, res, num_classes, supernet=True)
@@ -174,11 +173,15 @@ class NextViTSpace(SearchSpace):
                 if s == 0:
                     continue
                 w = st["ntb_width"]
-                mhsa, _ = ntb_split(w, st["r"])
+                hidden = make_divisible(w * st["ntb_mlp_ratio"], HEAD_DIM)
+                if supernet:
+                    mhsa, mhca = max_branches(s)
+                    w = mhsa + mhca
+                else:
+                    mhsa, _ = ntb_split(w, st["r"])
                 spec = BlockSpec.make(
                     "nextvit.ntb", **{"in": in_chs}, out=w, mhsa=mhsa, stride=1, sr=SR_RATIOS[s],
-                    hidden=make_divisible(w * st["ntb_mlp_ratio"], HEAD_DIM),
-                    proj=bool(supernet or in_chs != mhsa), hw=hw)
+                    hidden=hidden, proj=bool(supernet or in_chs != mhsa), hw=hw)
                 placed.append(Placed(spec, p * _pattern_len(s) + _pattern_len(s) - 1))
                 in_chs = w
             out_stages.append(StageLayout(None, tuple(placed)))
@@ -211,7 +214,7 @@ class NextViTSpace(SearchSpace):
                 continue
             for wn in c["ncb_width"]:
                 for wt in c["ntb_width"]:
-                    for r in allowed_r(s, wt):
+                    for r in c["r"]:
                         mhsa, _ = ntb_split(wt, r)
                         for ratio in c["ntb_mlp_ratio"]:
                             specs.append(BlockSpec.make(
@@ -238,12 +241,7 @@ class NextViTSpace(SearchSpace):
         stages = []
         for s, choices in enumerate(CHOICES):
             keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
-            st = {k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys}
-            if s > 0:
-                ok = allowed_r(s, st["ntb_width"])
-                if ok and st["r"] not in ok:  # nearest ratio whose branches fit the supernet
-                    st["r"] = min(ok, key=lambda r: (abs(r - st["r"]), -r))
-            stages.append(st)
+            stages.append({k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys})
         arch = self.arch(stages)
         self.validate(arch)
         return arch
@@ -258,24 +256,12 @@ class NextViTSpace(SearchSpace):
         return out
 
     def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
-        """Lower one of N, L, a width or an MLP ratio (keeping r where it fits, else the largest r
-        that does), or lower r."""
+        """Lower one of N, L, a width or an MLP ratio, or lower r (1 -> 0.75 -> 0.5)."""
         base = [dict(s) for s in arch.stages]
         for s, st in enumerate(base):
-            choices = CHOICES[s]
-            for key in st:
-                if key == "r":
-                    continue
-                for v in next_lower(st[key], choices[key]):
-                    change = {key: v}
-                    if key == "ntb_width":  # keep r where it fits, else the largest r that does
-                        ok = allowed_r(s, v)
-                        if ok and st["r"] not in ok:
-                            change["r"] = max(r for r in ok if r <= st["r"]) if min(ok) <= st["r"] else min(ok)
-                    yield f"s{s}.{key} {st[key]}->{v}", with_change(base, s, **change)
-            if "r" in st:
-                for r in next_lower(st["r"], allowed_r(s, st["ntb_width"])):
-                    yield f"s{s}.r {st['r']}->{r}", with_change(base, s, r=r)
+            for key in sorted(st, key=lambda k: k == "r"):  # r last, as the paper's ablation order
+                for v in next_lower(st[key], CHOICES[s][key]):
+                    yield f"s{s}.{key} {st[key]}->{v}", with_change(base, s, **{key: v})
 
     # ---- analytic cost -----------------------------------------------------------------
     def block_params(self, spec: BlockSpec) -> int:

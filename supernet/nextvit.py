@@ -121,6 +121,9 @@ class ConvMlp(nn.Module):
 class NextConvBlock(nn.Module):
     """NCB: PatchEmbed, then x + MHCA(x), then x + MLP(BN(x))."""
 
+    # The dimension of each tensor that indexes the block's input channels (`supernet.sharing`).
+    channel_dims = {"in": {"patch_embed.conv.weight": 1}}
+
     def __init__(self, in_chs: int, out_chs: int, stride: int, hidden: int):
         super().__init__()
         assert out_chs % HEAD_DIM == 0, out_chs
@@ -187,7 +190,18 @@ class EfficientAttention(nn.Module):
 
 
 class NextTransformerBlock(nn.Module):
-    """NTB: E-MHSA on `mhsa` channels, MHCA on the rest (none when r = 1), concat, then x + MLP(BN(x))."""
+    """NTB: E-MHSA on `mhsa` channels, MHCA on the rest (none when r = 1), concat, then x + MLP(BN(x)).
+
+    Its output channels are the concatenation [E-MHSA, MHCA] (`out_branches`); `channel_dims` names
+    the dimension of each tensor that indexes them (or the input channels), which the supernet holds
+    as one range per branch (`supernet.sharing`).
+    """
+
+    channel_dims = {
+        "in": {"patch_embed.conv.weight": 1},
+        "out": {"norm2.weight": 0, "norm2.bias": 0, "norm2.running_mean": 0, "norm2.running_var": 0,
+                "mlp.fc1.weight": 1, "mlp.fc2.weight": 0, "mlp.fc2.bias": 0},
+    }
 
     def __init__(self, in_chs: int, out_chs: int, mhsa_chs: int, stride: int, sr_ratio: int,
                  hidden: int, proj: bool = False):
@@ -208,6 +222,11 @@ class NextTransformerBlock(nn.Module):
         self.norm2 = _bn(out_chs)
         self.mlp = ConvMlp(out_chs, hidden)
         self.mlp_drop_path = DropPath()
+
+    @property
+    def out_branches(self) -> tuple[int, int]:
+        """The widths of the branches whose concatenation this block outputs: (E-MHSA, MHCA)."""
+        return self.mhsa_chs, self.mhca_chs
 
     @classmethod
     def from_spec(cls, spec: BlockSpec) -> "NextTransformerBlock":
@@ -257,6 +276,9 @@ class NextTransformerBlock(nn.Module):
 class ClassifierHead(nn.Module):
     """BN, global average pool, linear. timm splits it the same way: `norm` ends its
     `forward_features`, `forward_head` is the pool and the linear (`head.fc`)."""
+
+    channel_dims = {"in": {"norm.weight": 0, "norm.bias": 0, "norm.running_mean": 0, "norm.running_var": 0,
+                           "fc.weight": 1}}
 
     def __init__(self, in_chs: int, num_classes: int):
         super().__init__()

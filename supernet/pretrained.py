@@ -5,9 +5,12 @@
 
 `model_or_supernet` is a static model (`supernet.build_model(arch)`, whose arch must be the
 checkpoint's) or a supernet (`supernet.build_supernet(space)`), into which any reference
-checkpoint of its space goes by the sharing rule: block j of a stage lands at the supernet
-position the space places it at, each tensor in the leading corner of the shared one. A
-checkpoint of the max arch (Next-ViT-L, EfficientFormerV2-L) fills the supernet one-to-one.
+checkpoint of its space goes by the sharing rule (`supernet.sharing`): block j of a stage lands at
+the supernet position the space places it at, each tensor in the leading corner of the shared one
+(of each branch's range, for the channels a Next-ViT NTB concatenates). A checkpoint of
+EfficientFormerV2-L fills its supernet one-to-one; one of Next-ViT-L fills the leading ranges of
+the supernet's NTBs, which hold wider branches (r = 1, r = 0.5) than Next-ViT-L has -- the rest
+keeps its initialisation, listed per tensor in the report (`partial`, `filled`).
 
 A checkpoint's key layout is recognised by its keys: ours (`hwnas`), or one of the layouts its
 family registers (`Family.checkpoint_layouts`: one table per layout, read one way to import and
@@ -28,7 +31,6 @@ initialisation and is listed in the report (`missing`).
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -39,7 +41,7 @@ from search_spaces import Arch
 
 from .family import Family, PretrainedError, get_family
 from .model import DeployModel
-from .sharing import Supernet
+from .sharing import Supernet, scatter_
 
 _WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
 
@@ -204,20 +206,19 @@ def identify(sd: Mapping, space: search_spaces.SearchSpace, resolution) -> tuple
 
 
 # ---- copying ---------------------------------------------------------------------------------------
-def _placement(arch: Arch, target: Any) -> dict:
-    """Static module path of `arch` -> module path in `target` (identity, or supernet positions)."""
-    if not isinstance(target, Supernet):
-        return {}
-    layout = arch.layout(target.num_classes)
-    return {f"stages.{s}.blocks.{j}.": f"stages.{s}.blocks.{p.pos}."
-            for s, st in enumerate(layout.stages) for j, p in enumerate(st.blocks)}
+def _places(arch: Arch, target: Any, state: dict) -> dict:
+    """Static key of `arch` -> (key in `target`, plan, the static tensor's shape): the identity for a
+    static model, the sharing rule (`Supernet.shared_places`) for a supernet."""
+    if isinstance(target, Supernet):
+        return target.shared_places(arch)
+    return {k: (k, None, tuple(v.shape)) for k, v in state.items()}
 
 
-def _target_key(k: str, placement: dict) -> str:
-    m = re.match(r"(stages\.\d+\.blocks\.\d+\.)(.*)", k)
-    if m and m.group(1) in placement:
-        return placement[m.group(1)] + m.group(2)
-    return k
+def _ranges(plan, shape: tuple) -> list:
+    """The index ranges a plan fills, per dimension: [[(start, stop), ...], ...]."""
+    if plan is None:
+        return [[(0, n)] for n in shape]
+    return [[(sl.start, sl.stop) for sl in (p if isinstance(p, tuple) else (p,))] for p in plan]
 
 
 @torch.no_grad()
@@ -226,10 +227,12 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
 
     Returns a report: `layout` (official / timm / hwnas), `source_arch` (the reference it holds),
     `loaded`, `resized` (tensors tied to the resolution -- attention biases -- resampled to the
-    model's), `partial` (a
-    smaller reference copied into the leading corner of a supernet tensor), `skipped` (key and
-    reason: a head of another class count), `missing` (tensors of the model left at their
-    initialisation) and `unexpected` (checkpoint tensors with no place in the model).
+    model's), `partial` (supernet tensors the checkpoint fills only in part: a smaller reference, or
+    Next-ViT's NTBs, whose supernet tensors hold wider branches than any reference), `filled`
+    ({key: the index ranges the checkpoint wrote, per dimension} for every partial tensor; the rest
+    of it keeps its initialisation), `skipped` (key and reason: a head of another class count),
+    `missing` (tensors of the model left entirely at their initialisation) and `unexpected`
+    (checkpoint tensors with no place in the model).
     """
     if isinstance(model, Supernet):
         space, resolution = model.space, model.resolution
@@ -248,55 +251,65 @@ def load_pretrained(model: Any, path_or_state_dict: Any) -> dict:
             raise PretrainedError(f"the checkpoint holds {source_name}, the model is another arch of "
                                   f"{space.name}: build it with supernet.build_model(space.reference("
                                   f"{source_name!r})) or import into the supernet and extract")
-    placement = _placement(arch, model)
     target = model.state_dict()
+    places = _places(arch, model, target)
     report = {"layout": layout, "source_arch": source_name, "loaded": [], "resized": [], "partial": [],
-              "skipped": [], "missing": [], "unexpected": []}
+              "filled": {}, "skipped": [], "missing": [], "unexpected": []}
     filled = set()
     for k, v in sd.items():
-        tk = _target_key(k, placement)
-        if tk not in target:
+        if k not in places or places[k][0] not in target:
             report["unexpected"].append(k)
             continue
+        tk, plan, shape = places[k]
         dst = target[tk]
         v = v.to(dst.dtype)
-        if v.shape == dst.shape:
-            dst.copy_(v)
-            report["loaded"].append(tk)
-        elif (resample := family.resampler(tk)) is not None and v.shape[0] == dst.shape[0]:
-            owner = model.get_submodule(tk.rpartition(".")[0])
-            src = resample(v.float(), tuple(dst.shape), owner) if v.shape[1:] != dst.shape[1:] else v
-            if isinstance(model, Supernet) or src.shape == dst.shape:
-                dst.copy_(src.to(dst.dtype))
+        if tuple(v.shape) != shape:
+            if (resample := family.resampler(tk)) is not None and v.shape[0] == shape[0]:
+                owner = model.get_submodule(tk.rpartition(".")[0])
+                v = resample(v.float(), shape, owner).to(dst.dtype)
                 report["resized"].append(tk)
-            else:
-                report["skipped"].append((k, f"shape {tuple(v.shape)} vs {tuple(dst.shape)}"))
+            elif k.startswith(family.classifier) and v.shape[0] != shape[0]:
+                report["skipped"].append((k, f"head of {v.shape[0]} classes, the model has {shape[0]}"))
                 continue
-        elif k.startswith(family.classifier) and v.shape[0] != dst.shape[0]:
-            report["skipped"].append((k, f"head of {v.shape[0]} classes, the model has {dst.shape[0]}"))
-            continue
-        elif (isinstance(model, Supernet) and v.dim() == dst.dim()
-              and all(a <= b for a, b in zip(v.shape, dst.shape))):
-            dst[tuple(slice(0, n) for n in v.shape)] = v
-            report["partial"].append(tk)
+            else:
+                report["skipped"].append((k, f"shape {tuple(v.shape)} vs {tuple(shape)}"))
+                continue
+        if plan == "resize":  # a resolution-tied tensor at another resolution than the supernet's
+            dst.copy_(family.resampler(tk)(v.float(), tuple(dst.shape)).to(dst.dtype))
+            plan = None
         else:
-            report["skipped"].append((k, f"shape {tuple(v.shape)} vs {tuple(dst.shape)}"))
-            continue
+            scatter_(dst, plan, v)
+        if plan is not None:
+            report["partial"].append(tk)
+            report["filled"][tk] = _ranges(plan, tuple(dst.shape))
+        elif tk not in report["resized"]:
+            report["loaded"].append(tk)
         filled.add(tk)
     report["missing"] = [k for k in target if k not in filled and not k.endswith("num_batches_tracked")]
     return report
 
 
-def format_report(report: dict) -> str:
-    """A few lines for a log: what was imported from where, what kept its initialisation."""
+def _fmt_ranges(ranges: list, shape: tuple) -> str:
+    dims = [",".join("all" if (a, b) == (0, n) else f"{a}:{b}" for a, b in r) for r, n in zip(ranges, shape)]
+    return f"[{'; '.join(dims)}] of {tuple(shape)}"
+
+
+def format_report(report: dict, shapes: Mapping[str, tuple] | None = None) -> str:
+    """A few lines for a log: what was imported from where, what kept its initialisation
+    (`shapes`, {key: shape} of the model, lets it print the filled part of partial tensors)."""
     lines = [f"pretrained import ({report['layout']} layout, {report['source_arch']}): "
              f"{len(report['loaded'])} tensors loaded, {len(report['resized'])} attention-bias tables resized, "
-             f"{len(report['partial'])} copied into larger supernet tensors"]
+             f"{len(report['partial'])} copied into part of larger supernet tensors"]
     if report["skipped"]:
         lines.append(f"  skipped {len(report['skipped'])}: " + ", ".join(f"{k} ({why})" for k, why in report["skipped"][:4]))
     if report["missing"]:
         lines.append(f"  kept init {len(report['missing'])}: " + ", ".join(report["missing"][:6])
                      + (" ..." if len(report["missing"]) > 6 else ""))
+    if report["partial"]:
+        shown = [k for k in report["partial"] if k.endswith(".weight")][:3]
+        lines.append(f"  kept init outside the filled part of {len(report['partial'])}: " + ", ".join(
+            f"{k} {_fmt_ranges(report['filled'][k], shapes[k])}" if shapes and k in shapes else k for k in shown)
+            + (" ..." if len(report["partial"]) > 3 else ""))
     if report["unexpected"]:
         lines.append(f"  unused {len(report['unexpected'])}: " + ", ".join(report["unexpected"][:6]))
     return "\n".join(lines)

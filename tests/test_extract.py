@@ -136,17 +136,48 @@ def l_position(stage: int, j: int, n: int) -> int:
     return p * (NMAX[stage] + 1) + (q if q < n else NMAX[stage])
 
 
+L_BRANCHES = {1: (192, 64), 2: (384, 128), 3: (768, 256)}  # Next-ViT-L's NTBs: (E-MHSA, MHCA) per stage
+NTB_OUT = {"norm2.weight": 0, "norm2.bias": 0, "norm2.running_mean": 0, "norm2.running_var": 0,
+           "mlp.fc1.weight": 1, "mlp.fc2.weight": 0, "mlp.fc2.bias": 0}
+
+
+def _branch_index(sub: tuple, held: tuple) -> torch.Tensor:
+    """Channels [0, mhsa) of L's E-MHSA range and [0, mhca) of its MHCA range, in L's concatenation."""
+    return torch.cat([torch.arange(sub[0]), held[0] + torch.arange(sub[1])])
+
+
 def hand_sliced(l_state: dict, arch: Arch, sub_state: dict) -> dict:
-    """The subnet's tensors taken from L's: block positions as above, the leading corner of each."""
+    """The subnet's tensors taken from L's: block positions as above, the leading corner of each --
+    except the dimensions that index an NTB's concatenation [E-MHSA, MHCA] (the NTB's norm2 and MLP,
+    the next NCB's input projection, the head), which take the leading channels of each branch."""
+    layout = arch.layout()
+    branches = {}  # static block prefix -> (its output branches if an NTB, its input branches)
+    prev = None
+    for s, st in enumerate(layout.stages):
+        for j, p in enumerate(st.blocks):
+            out = ((p.spec["mhsa"], p.spec["out"] - p.spec["mhsa"]), L_BRANCHES[s]) if p.spec.kind == "nextvit.ntb" else None
+            branches[f"stages.{s}.blocks.{j}."] = (out, prev)
+            prev = out
+    branches["head."] = (None, prev)
     out = {}
     for key, t in sub_state.items():
         parts = key.split(".")
+        index = [torch.arange(n) for n in t.shape]
+        prefix = ".".join(parts[:4]) + "." if parts[0] == "stages" else parts[0] + "."
+        own, inp = branches.get(prefix, (None, None))
+        name = key[len(prefix):]
+        if own is not None and name in NTB_OUT:
+            index[NTB_OUT[name]] = _branch_index(*own)
+        if inp is not None and t.dim() and (name == "patch_embed.conv.weight" or (prefix == "head." and name != "fc.bias")):
+            index[1 if name.endswith("conv.weight") or name == "fc.weight" else 0] = _branch_index(*inp)
         if parts[0] == "stages":
             s, j = int(parts[1]), int(parts[3])
             parts[3] = str(l_position(s, j, arch.stages[s]["n"]))
         src = l_state.get(".".join(parts))
         if src is not None:
-            out[key] = src[tuple(slice(0, n) for n in t.shape)] if t.dim() else src
+            for d, i in enumerate(index):
+                src = src.index_select(d, i)
+            out[key] = src
     return out
 
 

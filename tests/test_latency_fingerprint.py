@@ -32,16 +32,55 @@ def fresh_cache(tmp_path, monkeypatch):
 SHIPPED = [pytest.param(t, s, id=f"{t}-{s}") for t in ("onnxruntime_cpu", "coreml", "torch_cuda") for s in SPACES]
 
 
+def _added_by_issue_17(key: str) -> bool:
+    """An NTB whose branches exceed Next-ViT-L's (E-MHSA 0.75·W_max, MHCA 0.25·W_max): r = 0.5 or 1
+    at widths where the supernet could not hold them before issue 17."""
+    if not key.startswith("nextvit.ntb("):
+        return False
+    spec = search_spaces.BlockSpec.make("x", **dict(kv.split("=") for kv in key[12:-1].split(",")))
+    l_mhsa, l_mhca = {"4": (192, 64), "2": (384, 128), "1": (768, 256)}[spec["sr"]]
+    mhsa, out = int(spec["mhsa"]), int(spec["out"])
+    return mhsa > l_mhsa or out - mhsa > l_mhca
+
+
 @pytest.mark.parametrize("target,space", SHIPPED)
 def test_shipped_table_matches_current_code(target, space):
+    """Every row of a shipped table times what the code deploys; the only rows a table may lack are
+    the NTB variants issue 17 added (torch_cuda: they need the GPU), and then its provenance says it
+    is incomplete and why."""
     path = default_table_path(target, space)
     table = LatencyTable.load(path, target=target, space=space)
     keys = [s.key for s in search_spaces.get_space(space).all_blocks()]
     assert table.provenance["fingerprint"]["scheme"] == scheme_info()["scheme"]
     assert not table.stale_keys(keys), f"stale rows in {path}"
     assert not table.stale_networks(space, roles=("fit", "fidelity")), f"stale whole networks beside {path}"
+    lacking = [k for k in keys if k not in table.rows]
+    assert all(_added_by_issue_17(k) for k in lacking), lacking[:3]
+    assert table.provenance["complete"][space] == (not lacking)
+    if lacking:
+        assert target == "torch_cuda" and (table.provenance.get("missing_rows") or {}).get(space)
     for a in search_spaces.get_space(space).references().values():
         assert table.predict(a) > 0
+
+
+def test_a_row_the_table_lacks_is_missing_not_stale():
+    """torch_cuda has no rows yet for the NTB variants of issue 17: an arch using one is refused with
+    MissingRowsError naming the keys and the profile command (and is skipped by the search)."""
+    from hwnas.latency import MissingRowsError
+    path = default_table_path("torch_cuda", "nextvit")
+    table = LatencyTable.load(path)
+    space = search_spaces.get_space("nextvit")
+    lacking = {s.key for s in space.all_blocks() if s.key not in table.rows}
+    if not lacking:
+        pytest.skip("the torch_cuda table has every Next-ViT row (measured on the GPU since)")
+    assert all(_added_by_issue_17(k) for k in lacking)
+    s_r1 = search_spaces.Arch("nextvit", [dict(st, r=1.0) if "r" in st else st
+                                          for st in space.reference("nextvit_s").stages])
+    with pytest.raises(MissingRowsError) as e:
+        table.predict(s_r1)
+    assert e.value.keys and set(e.value.keys) <= lacking
+    assert "python -m hwnas.profile +target=torch_cuda space=nextvit" in str(e.value)
+    assert table.predict(space.reference("nextvit_s")) > 0  # rows that exist still predict
 
 
 # ---- a changed block is caught ---------------------------------------------------------------------

@@ -7,7 +7,8 @@ import torch
 import search_spaces
 import supernet
 from supernet.efficientformerv2 import resize_attention_biases
-from supernet.pretrained import PretrainedError, detect_layout, from_hwnas_keys, load_pretrained, to_hwnas_keys
+from supernet.pretrained import (PretrainedError, detect_layout, format_report, from_hwnas_keys, load_pretrained,
+                                 to_hwnas_keys)
 
 
 def _randomized(arch, num_classes=10, seed=0):
@@ -84,6 +85,52 @@ def test_nextvit_official_into_supernet_keeps_unfilled_tensors_listed():
     x = torch.randn(2, 3, 64, 64)
     net.eval().set_active(arch)
     assert _close(net(x), src(x))
+
+
+@pytest.fixture(scope="module")
+def nextvit_l():
+    """A random Next-ViT-L at 32 px and an initialised supernet to import it into (built once)."""
+    arch = search_spaces.get_space("nextvit").reference("nextvit_l").with_resolution(32)
+    return arch, _randomized(arch, seed=1), supernet.build_supernet("nextvit", num_classes=10, resolution=32)
+
+
+@pytest.mark.parametrize("layout", ["official", "timm"])
+def test_nextvit_l_into_the_supernet_fills_the_leading_branch_ranges(nextvit_l, layout):
+    """Next-ViT-L's weights land in the leading range of each branch of the supernet's NTBs (which
+    hold r = 1's E-MHSA and r = 0.5's MHCA); extracting L gives back exactly the checkpoint, and the
+    report lists, tensor by tensor, the branch channels that keep their initialisation."""
+    arch, src, net = nextvit_l
+    rep = load_pretrained(net, from_hwnas_keys(src.state_dict(), "nextvit", layout))
+    assert rep["layout"] == layout and rep["source_arch"] == "nextvit_l"
+    assert not rep["unexpected"] and not rep["skipped"]
+    # The stage-3 NTB of pattern 0: E-MHSA 384 of 512, MHCA 128 of 256; its concatenation (norm2, the
+    # MLP) and the NCB reading it next take L's channels at [0, 384) and [512, 640) of 768.
+    ntb, after = "stages.2.blocks.4.", "stages.2.blocks.5."
+    assert rep["filled"][ntb + "e_mhsa.q.weight"] == [[(0, 384)], [(0, 384)]]
+    assert rep["filled"][ntb + "mhca.group_conv3x3.weight"] == [[(0, 128)], [(0, 32)], [(0, 3)], [(0, 3)]]
+    assert rep["filled"][ntb + "norm2.weight"] == [[(0, 384), (512, 640)]]
+    assert rep["filled"][ntb + "mlp.fc1.weight"] == [[(0, 1024)], [(0, 384), (512, 640)], [(0, 1)], [(0, 1)]]
+    assert rep["filled"][after + "patch_embed.conv.weight"] == [[(0, 384)], [(0, 384), (512, 640)], [(0, 1)], [(0, 1)]]
+    assert rep["filled"]["head.norm.weight"] == [[(0, 768), (1024, 1280)]]
+    partial = {k.rsplit(".", 2)[0] for k in rep["partial"]}
+    assert {"stages.1.blocks.3.e_mhsa", "stages.2.blocks.29.e_mhsa", "stages.3.blocks.2.e_mhsa", "head"} <= partial
+    assert all(".e_mhsa." in k or ".mhca." in k or ".projection." in k or ".norm1" in k or ".norm2" in k
+               or ".mlp." in k or ".patch_embed." in k or k.startswith("head.") for k in rep["partial"])
+    # tensors L has none of: the NTBs' input projections (L's NTBs take their input width straight)
+    assert rep["missing"] == [k for k in net.state_dict() if ".patch_embed." in k and k.startswith(
+        tuple(f"stages.{s}.blocks.{j}." for s, j in [(1, 3), (3, 2)] + [(2, 5 * p + 4) for p in range(6)]))
+        and not k.endswith("num_batches_tracked")]
+    text = format_report(rep, {k: tuple(v.shape) for k, v in net.state_dict().items()})
+    assert "kept init outside the filled part of" in text and "stages.1.blocks.3.e_mhsa.q.weight [0:192; 0:192] of (256, 256)" in text
+    # extract L: exactly the checkpoint's tensors, so exactly the static model's outputs
+    model = net.extract(arch)
+    want = src.state_dict()
+    assert list(model.state_dict()) == list(want)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.eval()(x), src(x))
+    net.eval().set_active(arch)
+    assert _close(net(x), src(x), rel=1e-5)
 
 
 def test_resolution_and_head_changes():

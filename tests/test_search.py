@@ -3,6 +3,7 @@ real searches (Optuna + SQLite + the shipped ONNX Runtime table) with a cached t
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 
@@ -239,3 +240,34 @@ def test_a_study_resumes_on_a_rebuilt_supernet_of_the_same_weights(tmp_path):
     assert [t.state.name for t in out["study"].trials] == ["COMPLETE", "COMPLETE"]
     with pytest.raises(SearchError, match="evaluated with another checkpoint, evaluator or data"):
         search(other, 3)
+
+
+def test_a_search_on_a_table_lacking_rows_skips_the_archs_that_need_them(tmp_path):
+    """A table without some blocks' rows (the shipped torch_cuda table lacks the NTB variants of
+    issue 17 until the GPU measures them) still searches the archs it covers: the others are
+    infeasible trials, and the report says which rows are missing and how to fill them."""
+    from hwnas.latency import LatencyTable, default_table_path
+    from hwnas.search.app import compose_config, run
+    from hwnas.search.study import INFEASIBLE_ATTR
+    tables = tmp_path / "tables" / "onnxruntime_cpu"
+    tables.mkdir(parents=True)
+    src = default_table_path("onnxruntime_cpu", "nextvit")
+    table = LatencyTable.load(src)
+    space = search_spaces.get_space("nextvit")
+    dropped = {s.key for s in space.all_blocks() if s.kind == "nextvit.ntb" and s["out"] - s["mhsa"] == 0}
+    rows = {k: v for k, v in table.rows.items() if k not in dropped}  # no r = 1 NTB at all
+    prov = dict(table.provenance, complete=dict(table.provenance["complete"], nextvit=False),
+                missing_rows={"nextvit": {"why": "dropped by this test"}})
+    LatencyTable(rows, prov, tables / "amd-epyc.csv", check=False).save()
+    (tables / "amd-epyc.networks.csv").write_text((src.with_name("amd-epyc.networks.csv")).read_text())
+    cfg = compose_config(["+target=onnxruntime_cpu", "evaluator=proxy", "progress=false", *EXTRA, "space=nextvit",
+                          "search=random", "search.n_trials=6", f"target.tables_dir={tmp_path / 'tables'}",
+                          "references=[nextvit_s]"])
+    out = run(cfg, tmp_path / "search")
+    assert len(out["records"]) == 6
+    for r in out["records"]:  # every completed trial is an arch the table covers
+        assert not {b.key for b in Arch.from_dict(json.loads(r["arch"])).blocks()} & dropped
+    skipped = [t for t in out["study"].trials if INFEASIBLE_ATTR in t.user_attrs]
+    assert skipped and all("no latency row" in t.user_attrs[INFEASIBLE_ATTR] for t in skipped)
+    report = (tmp_path / "search" / "report.md").read_text()
+    assert "INCOMPLETE TABLE" in report and "dropped by this test" in report

@@ -38,9 +38,16 @@ def net(space_name):
     return n
 
 
+def _with_r(arch, r):
+    """`arch` with shrink ratio r in every NTB."""
+    return search_spaces.Arch(arch.space, [dict(st, r=r) if "r" in st else st for st in arch.stages], arch.resolution)
+
+
 def _archs(space, res, count, seed):
     rng = random.Random(seed)
     archs = [space.min_arch(), space.max_arch()] + list(space.references().values())
+    if space.name == "nextvit":  # r = 0.5 and r = 1 at full width: the supernet's largest branches
+        archs += [_with_r(space.reference(n), r) for n in ("nextvit_s", "nextvit_l") for r in (0.5, 1.0)]
     archs += [space.sample(rng) for _ in range(count)]
     return [a.with_resolution(res) for a in archs]
 
@@ -52,6 +59,7 @@ def test_extract_equals_supernet_and_fusion_is_exact(net):
             y = net.set_active(arch)(x)
             model = net.extract(arch)
             assert not any(type(m).__module__.endswith("sharing") for m in model.modules())
+            assert arch.params(10) == sum(p.numel() for p in model.parameters()), arch.to_dict()
             y_static = model(x)
             assert _rel(y_static, y) < 1e-5, arch.to_dict()
             supernet.fuse_for_deploy(model)
@@ -59,18 +67,105 @@ def test_extract_equals_supernet_and_fusion_is_exact(net):
             assert _rel(model(x), y) < 1e-5, arch.to_dict()
 
 
-def test_extracted_weights_are_the_first_k_slice(net):
-    arch = net.space.min_arch().with_resolution(RES)
-    model = net.extract(arch)
-    shared = net.state_dict()
+def _shared_index(net, arch):
+    """{static key: (supernet key, index into it)} by the sharing rule, written out by hand: the
+    leading corner of every tensor, except the dimensions that index a Next-ViT NTB's concatenated
+    channels, which take the first mhsa of the supernet's E-MHSA range and the first mhca of its
+    MHCA range (the supernet NTB of stage s holds max_branches(s))."""
+    from search_spaces.nextvit import max_branches
+    out_dims = {"norm2.weight": 0, "norm2.bias": 0, "norm2.running_mean": 0, "norm2.running_var": 0,
+                "mlp.fc1.weight": 1, "mlp.fc2.weight": 0, "mlp.fc2.bias": 0}
+    in_dims = {"nextvit.ncb": {"patch_embed.conv.weight": 1},
+               "nextvit.head": {"norm.weight": 0, "norm.bias": 0, "norm.running_mean": 0, "norm.running_var": 0,
+                                "fc.weight": 1}}
+    model_state = net.extract(arch).state_dict()
     layout = net.space.layout(arch, 10)
+    where, prev = {"stem.": ("stem.", None)}, None  # static prefix -> (supernet prefix, input branches)
     for s, st in enumerate(layout.stages):
         for j, placed in enumerate(st.blocks):
-            prefix, src = f"stages.{s}.blocks.{j}.", f"stages.{s}.blocks.{placed.pos}."
-            for k, v in model.state_dict().items():
-                if k.startswith(prefix) and "attention_biases" not in k and v.dim():
-                    big = shared[src + k[len(prefix):]]
-                    assert torch.equal(v, big[tuple(slice(0, n) for n in v.shape)]), k
+            where[f"stages.{s}.blocks.{j}."] = (f"stages.{s}.blocks.{placed.pos}.", prev)
+            prev = None
+            if placed.spec.kind == "nextvit.ntb":
+                prev = ((placed.spec["mhsa"], placed.spec["out"] - placed.spec["mhsa"]), max_branches(s))
+    where["head."] = ("head.", prev)
+    out = {}
+    for k, v in model_state.items():
+        prefix = next(p for p in where if k.startswith(p))
+        src_prefix, in_br = where[prefix]
+        name = k[len(prefix):]
+        index = [torch.arange(n) for n in v.shape]
+        spec = layout.head.spec if prefix == "head." else layout.stem.spec
+        if prefix.startswith("stages"):
+            s, j = int(prefix.split(".")[1]), int(prefix.split(".")[3])
+            spec = layout.stages[s].blocks[j].spec
+        if spec.kind == "nextvit.ntb" and name in out_dims:
+            (mhsa, mhca), (held_mhsa, _) = (spec["mhsa"], spec["out"] - spec["mhsa"]), max_branches(s)
+            index[out_dims[name]] = torch.cat([torch.arange(mhsa), held_mhsa + torch.arange(mhca)])
+        if in_br is not None and name in in_dims.get(spec.kind, {}):
+            (mhsa, mhca), (held_mhsa, _) = in_br
+            index[in_dims[spec.kind][name]] = torch.cat([torch.arange(mhsa), held_mhsa + torch.arange(mhca)])
+        out[k] = (src_prefix + name, index)
+    return model_state, out
+
+
+def _take(t, index):
+    for d, i in enumerate(index):
+        t = t.index_select(d, i)
+    return t
+
+
+def test_extracted_weights_follow_the_sharing_rule(net):
+    space = net.space
+    archs = [space.min_arch(), space.sample(random.Random(5))]
+    if space.name == "nextvit":  # NTBs narrower than the supernet's at r = 0.75 (both branches cut)
+        d = space.reference("nextvit_s").to_dict()
+        d["stages"][2].update(ntb_width=448, ncb_width=320)
+        d["stages"][3].update(ntb_width=896)
+        archs.append(search_spaces.Arch.from_dict(d))
+    shared = net.state_dict()
+    for arch in archs:
+        arch = arch.with_resolution(RES)
+        if space.name != "nextvit":
+            model_state = net.extract(arch).state_dict()
+            layout = net.space.layout(arch, 10)
+            index = {}
+            for k, v in model_state.items():
+                src = k
+                if k.startswith("stages."):
+                    parts = k.split(".")
+                    if parts[2] == "blocks":
+                        parts[3] = str(layout.stages[int(parts[1])].blocks[int(parts[3])].pos)
+                    src = ".".join(parts)
+                index[k] = (src, [torch.arange(n) for n in v.shape])
+        else:
+            model_state, index = _shared_index(net, arch)
+        for k, v in model_state.items():
+            if "attention_biases" in k or not v.dim():
+                continue
+            src, idx = index[k]
+            assert torch.equal(v, _take(shared[src], idx)), (arch.to_dict(), k)
+
+
+def test_an_ntb_channel_means_the_same_in_every_subnet(net):
+    """E-MHSA channel c and MHCA channel c of an NTB sit at the same supernet place whatever r and
+    the width: the concatenation-reading tensors of r = 0.5 and r = 0.75 subnets agree channel by
+    channel (a plain first-k rule would hand MHCA channel 0 of one the E-MHSA channel 256 of the other)."""
+    if net.space.name != "nextvit":
+        pytest.skip("no concatenated branches in this family")
+    space = net.space
+    a = _with_r(space.reference("nextvit_s"), 0.5).with_resolution(RES)
+    b = space.reference("nextvit_s").with_resolution(RES)
+    d = b.to_dict()
+    d["stages"][3]["ntb_width"] = 768
+    c = search_spaces.Arch.from_dict(d)  # stage-4 NTB 768 wide, r = 0.75: (576, 192)
+    sa, sb, sc = (net.extract(x).state_dict() for x in (a, b, c))
+    key = "stages.3.blocks.2.norm2.weight"  # stage 4's NTB: (512, 512) in a, (768, 256) in b
+    assert torch.equal(sa[key][:512], sb[key][:512])  # E-MHSA channels 0..511
+    assert torch.equal(sa[key][512:512 + 256], sb[key][768:])  # MHCA channels 0..255
+    assert torch.equal(sb[key][:576], sc[key][:576]) and torch.equal(sb[key][768:768 + 192], sc[key][576:])
+    fc_a, fc_b = sa["head.fc.weight"], sb["head.fc.weight"]
+    assert torch.equal(fc_a[:, 512:512 + 256], fc_b[:, 768:])
+    assert not torch.equal(fc_a[:, 512:768], fc_b[:, 512:768])  # the first-k reading would equate these
 
 
 def test_subnet_gradients_reach_only_its_slice_of_the_shared_tensors(net):
@@ -82,9 +177,16 @@ def test_subnet_gradients_reach_only_its_slice_of_the_shared_tensors(net):
     finally:
         net.eval()
     w = net.head.fc.weight
-    k = arch.layout(10).head.spec["in"]
-    assert w.grad is not None and w.grad[:, :k].abs().sum() > 0
-    assert w.grad[:, k:].abs().sum() == 0
+    spec = arch.layout(10).head.spec
+    if net.space.name == "nextvit":  # the head reads the last NTB's two branch ranges
+        ntb = arch.layout(10).stages[3].blocks[-1].spec
+        mhsa, mhca = ntb["mhsa"], ntb["out"] - ntb["mhsa"]
+        cols = torch.zeros(w.shape[1], dtype=torch.bool)
+        cols[:mhsa] = cols[1024:1024 + mhca] = True
+    else:
+        cols = torch.arange(w.shape[1]) < spec["in"]
+    assert w.grad is not None and (w.grad[:, cols].abs().sum(0) > 0).all()
+    assert w.grad[:, ~cols].abs().sum() == 0
     n_with_grad = sum(p.grad is not None for p in net.parameters())
     assert 0 < n_with_grad < len(list(net.parameters()))
     net.zero_grad(set_to_none=True)
@@ -174,13 +276,27 @@ def test_training_mode_updates_shared_bn_statistics(net):
     arch = net.space.min_arch().with_resolution(RES)
     bn = net.stem[0].norm if net.space.name == "nextvit" else net.stem.conv1.bn
     before = bn.running_mean.clone()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    if net.space.name == "nextvit":  # a BN over an NTB's two branch ranges: a copy, written back
+        ntb = arch.layout(10).stages[2].blocks[-1]
+        branch_bn = net.stages[2].blocks[ntb.pos].norm2
+        mhsa, mhca = ntb.spec["mhsa"], ntb.spec["out"] - ntb.spec["mhsa"]
+        used = torch.zeros(branch_bn.num_features, dtype=torch.bool)
+        used[:mhsa] = used[512:512 + mhca] = True
+        branch_before = branch_bn.running_var.clone()
     net.train()
     try:
         with torch.no_grad():
             net.set_active(arch)(torch.randn(4, 3, RES, RES))
     finally:
         net.eval()
-    assert not torch.equal(before, bn.running_mean)
+    try:
+        assert not torch.equal(before, bn.running_mean)
+        if net.space.name == "nextvit":
+            changed = branch_bn.running_var != branch_before
+            assert changed[used].all() and not changed[~used].any()
+    finally:
+        net.load_state_dict(state)
 
 
 def test_set_active_rejects_an_arch_of_another_space(net):

@@ -12,6 +12,12 @@ latencies (Next-ViT-S/B/L 3.48/4.48/5.35 ms on an iPhone 12 Pro Max, EfficientFo
 evidence of the estimate's quality. A table measured on a Mac (`coreml_bundle`) replaces it.
 
     python -m hwnas.latency.coreml_cost [--out latency_tables/coreml/iphone-12-estimated.csv]
+    python -m hwnas.latency.coreml_cost --add-missing     # rows for blocks the spaces gained since
+
+`--add-missing` keeps the table and its cost model and adds rows for the blocks `all_blocks()` has
+and the table lacks (e.g. the NTB variants of issue 17), after checking that the stored
+coefficients still give every reference arch's stored rows from the current code's graphs (else it
+refuses and says to rebuild); `provenance.rows_added` records what was added.
 """
 from __future__ import annotations
 
@@ -167,10 +173,69 @@ def build_estimated_table(out: Path, progress: bool = True) -> LatencyTable:
     return table
 
 
+class CostModelMismatch(RuntimeError):
+    """The stored cost model no longer reproduces the table's rows from the current code."""
+
+
+def add_missing_rows(path: Path, progress: bool = True) -> tuple[LatencyTable, list[str]]:
+    """Add rows to the estimated table at `path` for every block of the spaces it lacks, with its own
+    stored cost model (coefficients unchanged). First re-derives the rows of every reference arch's
+    blocks from the current code's graphs and requires them to equal the stored ones (to the CSV's
+    6 significant digits): the same model then gives the new rows. Returns the table and the added
+    keys."""
+    from .deploy import deploy_form
+    from .fingerprint import block_fingerprint
+    from .table import read_provenance, read_rows, provenance_path
+    path = Path(path)
+    prov = read_provenance(provenance_path(path))
+    if prov.get("source") != "estimated" or "cost_model" not in prov:
+        raise ValueError(f"{path} is not an estimated Core ML table (no cost_model in its provenance)")
+    rows = read_rows(path)
+    cm = prov["cost_model"]
+    c = np.array([cm["coefficients_ms_per_unit"][f] for f in FEATURES])
+    spaces = [search_spaces.get_space(n) for n in prov["spaces"]]
+    specs_by_key = {s.key: s for sp in spaces for s in sp.all_blocks()}
+    ref_keys = sorted({b.key for sp in spaces for a in sp.references().values() for b in a.blocks()})
+    missing = [k for k in specs_by_key if k not in rows]
+
+    def estimate(keys):
+        feats = block_features([specs_by_key[k] for k in keys], progress)
+        return {k: float(np.array([feats[k][f] for f in FEATURES]) @ c) for k in keys}
+
+    t = estimate(ref_keys)
+    bad = [k for k in ref_keys if f"{t[k]:.6g}" != f"{rows[k]['median_ms']:.6g}"]  # as the CSV stores them
+    if bad:
+        raise CostModelMismatch(
+            f"the stored cost model gives other values than {path}'s rows for {len(bad)} reference block(s) "
+            f"(e.g. {bad[0]}: {t[bad[0]]} vs {rows[bad[0]]['median_ms']}); the blocks changed since the table was "
+            f"built: rebuild it with `python -m hwnas.latency.coreml_cost`")
+    t.update(estimate(missing))
+    form = deploy_form("coreml", batch=1, precision="fp16")
+    for k in missing:
+        rows[k] = {"median_ms": t[k], "p10_ms": t[k], "spread": 0.0, "runs": 0,
+                   "fingerprint": block_fingerprint(specs_by_key[k], form)}
+    if missing:
+        prov.setdefault("rows_added", []).append({
+            "date": now_iso(), "n": len(missing), "kinds": sorted({specs_by_key[k].kind for k in missing}),
+            "how": "python -m hwnas.latency.coreml_cost --add-missing: the table's cost model (coefficients "
+                   "unchanged) applied to the new blocks' graph features, after the current code's graphs "
+                   f"reproduced the stored rows of all {len(ref_keys)} reference-arch blocks"})
+    prov["complete"] = {sp.name: all(s.key in rows for s in sp.all_blocks()) for sp in spaces}
+    table = LatencyTable(rows, prov, path, check=False)
+    table.save()
+    return table, missing
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=TABLES_DIR / "coreml" / "iphone-12-estimated.csv")
+    ap.add_argument("--add-missing", action="store_true",
+                    help="keep the table and its cost model; add rows for the blocks it lacks")
     args = ap.parse_args(argv)
+    if args.add_missing:
+        t, added = add_missing_rows(args.out)
+        print(f"{len(added)} rows added to {args.out}: {t.describe()}")
+        return
     t = build_estimated_table(args.out)
     cm = t.provenance["cost_model"]
     print(t.describe())

@@ -303,6 +303,11 @@ def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool
     corr = (table.provenance.get("correction") or {}).get(space.scope) or {}
     complete = bool(corr) and all(s.key in table.rows for s in space.all_blocks())
     table.provenance.setdefault("complete", {})[space.scope] = complete
+    missing = table.provenance.get("missing_rows") or {}
+    if complete and space.scope in missing:  # the note on rows the table lacked is answered
+        del missing[space.scope]
+        if not missing:
+            table.provenance.pop("missing_rows", None)
     return complete
 
 

@@ -121,6 +121,7 @@ def table_candidates(target: str, space_name: str, tables_dir: str | os.PathLike
             continue
         if isinstance(prov, dict) and space_name in prov.get("spaces", []) and js.with_suffix(".csv").exists():
             out.append({"path": js.with_suffix(".csv"), "complete": is_complete(prov, space_name),
+                        "corrected": bool((prov.get("correction") or {}).get(space_name)),
                         "measured": prov.get("source") == "measured", "device": prov.get("device", ""),
                         "date": str(prov.get("date", ""))})
     return out
@@ -129,16 +130,19 @@ def table_candidates(target: str, space_name: str, tables_dir: str | os.PathLike
 def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLike | None = None,
                        this_device: str | None = None) -> Path:
     """The table to use for (target, space): among the tables under `latency_tables/<target>/` whose
-    provenance lists the space, only complete ones (every block measured and the correction fitted;
-    a profile in progress or killed never wins); then measured over estimated, then the one measured
-    on `this_device` (a local target passes this machine's), then the newest."""
+    provenance lists the space, complete ones (every block measured and the correction fitted; a
+    profile in progress or killed never wins); then measured over estimated, then the one measured
+    on `this_device` (a local target passes this machine's), then the newest. Only when no table is
+    complete: one whose profile finished (its correction fitted) for fewer blocks than the space has
+    -- the space grew since, or it was made for some archs -- ranked the same way; predicting an
+    arch with a block it lacks raises `MissingRowsError` (the search skips such archs and says so)."""
     cands = table_candidates(target, space_name, tables_dir)
-    complete = [c for c in cands if c["complete"]]
+    complete = [c for c in cands if c["complete"]] or [c for c in cands if c["corrected"]]
     if not complete:
         folder = (Path(tables_dir) if tables_dir is not None else TABLES_DIR) / target
         extra = ""
         if cands:
-            extra = (f" Incomplete tables (a profile that did not finish, or made for some archs only): "
+            extra = (f" Incomplete tables (a profile that did not finish: no correction fitted yet): "
                      f"{', '.join(str(c['path']) for c in cands)}; finish one by re-running the profile "
                      f"command, or pass its path as target.table=PATH.")
         raise LatencyTableError(

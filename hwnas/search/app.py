@@ -179,6 +179,12 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
     note = device_note(table, space.scope, path)
     if note:
         out.append("DEVICE MISMATCH: " + note)
+    lacking = [s.key for s in space.all_blocks() if s.key not in table.rows]
+    if lacking:
+        out.append(f"INCOMPLETE TABLE: {path} has no row for {len(lacking)} of the {space.name} space's blocks "
+                   f"(e.g. {lacking[0]}); the search skips every arch that needs one (counted as infeasible). "
+                   f"Fill them with `python -m hwnas.profile +target={table.target} space={space.name}` on that "
+                   f"device{_fill_hint(table, space.name)}.")
     if table.allow_stale:
         table.predict(space.min_arch())  # checks the correction's fit networks: said below if stale
     for sp, keys in table.stale_used.items():
@@ -186,6 +192,13 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
                    f"{path} no longer describe what the code deploys, e.g. {', '.join(keys[:3])}; their latencies "
                    f"may be wrong. Refresh them with `python -m hwnas.profile +target={table.target} space={sp}`.")
     return out
+
+
+def _fill_hint(table, space: str) -> str:
+    """What the table's provenance says about its missing rows (why, and the command that fills them)."""
+    note = (table.provenance.get("missing_rows") or {}).get(space) or {}
+    parts = [note[k] for k in ("why", "fill") if note.get(k)]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _file_digest(path: Path) -> str:

@@ -17,6 +17,7 @@ import search_spaces
 from search_spaces import Arch, ArchError
 
 from hwnas.errors import ConfigError
+from hwnas.latency.table import MissingRowsError
 
 from . import codec
 from .actions import slimming_actions
@@ -107,7 +108,11 @@ def optuna_objective(study: optuna.Study, space: search_spaces.SearchSpace, scor
         if codec.encode(arch, space) != params:
             trial.set_user_attr("repaired", True)
         _seed_cache(scorer, study, arch)
-        m = scorer.metrics(arch)
+        try:
+            m = scorer.metrics(arch)  # latency first: a missing row costs no accuracy evaluation
+        except MissingRowsError as e:  # a table that lacks some blocks: search the archs it covers
+            raise Infeasible(f"no latency row for {len(e.keys)} block(s) of this arch on this target, "
+                             f"e.g. {e.keys[0]}") from None
         for k, v in (trial_attrs(arch, m) | latency_sources(scorer)).items():
             trial.set_user_attr(k, v)
         for k, v in budget.violations(m).items():
@@ -193,7 +198,10 @@ def mes_greedy(study: optuna.Study, space: search_spaces.SearchSpace, scorer: Sc
                 actions = rng.sample(actions, k)
             best = None
             for a in actions:
-                m = evaluate(a.arch, step, a.name)
+                try:
+                    m = evaluate(a.arch, step, a.name)
+                except MissingRowsError:  # the table lacks a block of this neighbour: not a step we can judge
+                    continue
                 gain = m.mes - cur.mes
                 if gain <= 0:
                     continue
