@@ -230,6 +230,10 @@ def check_storage(url: str) -> None:
     the supernet was trained)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    if url.startswith("grpc:"):  # Optuna's gRPC storage proxy (python -m hwnas.search.server)
+        from .study import parse_grpc_url
+        parse_grpc_url(url)
+        return
     try:
         dialect = make_url(url).get_dialect()
     except NoSuchModuleError:  # (a subclass of ArgumentError)

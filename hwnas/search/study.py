@@ -276,7 +276,10 @@ class OwnedTrialStorage(optuna.storages.BaseStorage):
         return _retrying(once, self.url, self.retry_s, self._new_backend)
 
     def _applied(self, trial_id: int, state: TrialState, values) -> bool:
-        t = self._call("get_trial", trial_id)
+        # read past Optuna's in-process cache (get_storage's _CachedStorage): the attempt that went
+        # through raised before the cache learnt of it, so the cache still says RUNNING
+        backend = getattr(self.backend, "_backend", self.backend)
+        t = _retrying(lambda: backend.get_trial(trial_id), self.url, self.retry_s)
         return t.state == state and (values is None or list(t.values or []) == [float(v) for v in values])
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
