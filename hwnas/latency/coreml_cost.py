@@ -32,6 +32,7 @@ import search_spaces
 
 from hwnas.progress import progress_bar
 
+from .errors import LatencyTableError
 from .profiler import now_iso
 from .table import TABLES_DIR, LatencyTable
 
@@ -173,7 +174,7 @@ def build_estimated_table(out: Path, progress: bool = True) -> LatencyTable:
     return table
 
 
-class CostModelMismatch(RuntimeError):
+class CostModelMismatch(LatencyTableError, RuntimeError):
     """The stored cost model no longer reproduces the table's rows from the current code."""
 
 
