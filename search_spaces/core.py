@@ -423,12 +423,15 @@ class SearchSpace(abc.ABC):
 
     def slimming_actions(self, arch: Arch) -> list[tuple[str, Arch]]:
         """Every valid arch one slimming step below `arch` (the greedy MES search's neighbours),
-        named by what the step changes, in a fixed order."""
+        named by what the step changes, in a fixed order. A step must make the arch smaller in MACs
+        or parameters: a lower Next-ViT r at some widths costs more (its MHCA branch grows)."""
         self.validate(arch)
         out, seen = [], set()
+        macs, params = arch.macs(), arch.params()
         for name, stages in self.slimming_steps(arch):
             cand = Arch(arch.space, stages, arch.resolution, arch.task)
-            if cand != arch and cand not in seen and self.is_valid(cand):
+            if cand != arch and cand not in seen and self.is_valid(cand) and \
+                    (cand.macs() < macs or cand.params() < params):
                 seen.add(cand)
                 out.append((name, cand))
         return out
