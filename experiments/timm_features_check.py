@@ -37,34 +37,16 @@ import torch
 import search_spaces
 import supernet
 from hwnas.export.timm import save_timm
+from hwnas.latency.backends import cpu_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from import_check import randomize  # noqa: E402  (the same weights recipe as the import check)
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = ["nextvit_s", "nextvit_b", "nextvit_l", "efficientformerv2_s0", "efficientformerv2_s1",
         "efficientformerv2_s2", "efficientformerv2_l"]
 TOL = 1e-5
 STEM = "timm_features_check"
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Weights with unit-ish activation scale; BN statistics, LayerScales, attention biases non-trivial."""
-    g = torch.Generator().manual_seed(seed)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if not t.is_floating_point():
-            continue
-        if name.endswith("running_var"):
-            v = torch.rand(t.shape, generator=g) * 1.5 + 0.5
-        elif name.endswith("running_mean") or name.endswith("attention_biases"):
-            v = torch.randn(t.shape, generator=g) * 0.1
-        elif name.endswith("gamma"):
-            v = torch.rand(t.shape, generator=g) * 0.5 + 0.25
-        elif t.ndim >= 2:
-            v = torch.randn(t.shape, generator=g) / t[0].numel() ** 0.5
-        elif name.endswith("weight"):
-            v = torch.rand(t.shape, generator=g) * 0.5 + 0.75
-        else:
-            v = torch.randn(t.shape, generator=g) * 0.05
-        t.copy_(v.to(t.dtype))
 
 
 def rel_err(y, ref) -> float:
@@ -130,16 +112,6 @@ def check_one(ref_name: str, seed: int, size: int, device, tmp: Path) -> dict:
                                        "reduction": backbone.feature_info.reduction()}
         row["timm"] = timm.__version__
     return row
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def timm_source() -> str | None:

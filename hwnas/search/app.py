@@ -99,23 +99,8 @@ def check_plus_target_list(overrides) -> None:
                           f"targets={names} (without +)")
 
 
-def _list_given_to_plus_target() -> str | None:
-    """The `+target=[a,b]` override of the running Hydra app, if any."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        if not HydraConfig.initialized():
-            return None
-        overrides = HydraConfig.get().overrides.task
-    except Exception:  # noqa: BLE001 -- no Hydra run (tests, experiments): nothing to check
-        return None
-    return next((o for o in overrides if o.lstrip("+~").startswith("target=[")), None)
-
-
 def resolve_targets(cfg: DictConfig) -> list[DictConfig]:
     """The targets of the search: `+target=T` (one) or `targets=[T1,T2,...]` (several)."""
-    plus_list = _list_given_to_plus_target()
-    if plus_list is not None:
-        check_plus_target_list([plus_list])
     if cfg.get("targets"):
         if cfg.get("target") is not None:
             raise SearchError("give either +target=T (one target) or targets=[T1,T2,...] (several), not both")

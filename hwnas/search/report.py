@@ -245,6 +245,21 @@ def _res_note(ctx: ReportContext) -> tuple[str, str]:
     return acc_res, dep_res
 
 
+def _draw_references(ax, key: str, scale: float, references: dict, picks: dict, picks_label: str) -> None:
+    """Each reference (a red star) and an arrow to its pick (a green diamond) on one panel."""
+    for name, ref in references.items():
+        ax.scatter([ref[key] * scale], [ref["accuracy"]], marker="*", s=160, c="tab:red", zorder=5)
+        ax.annotate(name.split("_")[-1].upper(), (ref[key] * scale, ref["accuracy"]),
+                    textcoords="offset points", xytext=(5, 5), color="tab:red")
+        p = picks[name]["pick"]
+        if p is not None:
+            ax.annotate("", (p[key] * scale, p["accuracy"]), (ref[key] * scale, ref["accuracy"]),
+                        arrowprops=dict(arrowstyle="->", color="tab:green", lw=1))
+            ax.scatter([p[key] * scale], [p["accuracy"]], marker="D", s=40, c="tab:green", zorder=6)
+    ax.scatter([], [], marker="*", s=160, c="tab:red", label="references")
+    ax.scatter([], [], marker="D", s=40, c="tab:green", label=picks_label)
+
+
 def plot_pareto(path: Path, records: Sequence[dict], front: Sequence[dict], references: dict[str, dict],
                 picks: dict[str, dict], ctx: ReportContext) -> None:
     import matplotlib
@@ -261,17 +276,7 @@ def plot_pareto(path: Path, records: Sequence[dict], front: Sequence[dict], refe
         fs = sorted(front, key=lambda r: r[key])
         ax.plot([r[key] * scale for r in fs], [r["accuracy"] for r in fs], "o-", ms=4, c="tab:blue",
                 label="Pareto front")
-        for name, ref in references.items():
-            ax.scatter([ref[key] * scale], [ref["accuracy"]], marker="*", s=160, c="tab:red", zorder=5)
-            ax.annotate(name.split("_")[-1].upper(), (ref[key] * scale, ref["accuracy"]),
-                        textcoords="offset points", xytext=(5, 5), color="tab:red")
-            p = picks[name]["pick"]
-            if p is not None:
-                ax.annotate("", (p[key] * scale, p["accuracy"]), (ref[key] * scale, ref["accuracy"]),
-                            arrowprops=dict(arrowstyle="->", color="tab:green", lw=1))
-                ax.scatter([p[key] * scale], [p["accuracy"]], marker="D", s=40, c="tab:green", zorder=6)
-        ax.scatter([], [], marker="*", s=160, c="tab:red", label="references")
-        ax.scatter([], [], marker="D", s=40, c="tab:green", label="picks")
+        _draw_references(ax, key, scale, references, picks, "picks")
         ax.set_xlabel(label)
         ax.set_ylabel(f"{ctx.accuracy_label} ({acc_res})")
         ax.grid(alpha=0.3)
@@ -427,17 +432,7 @@ def plot_pareto_multi(path: Path, records: Sequence[dict], front: Sequence[dict]
                    label="trials")
         ax.scatter([r[key] * scale for r in front], [r["accuracy"] for r in front], s=16, c="tab:blue",
                    label="Pareto front (all objectives)")
-        for name, ref in references.items():
-            ax.scatter([ref[key] * scale], [ref["accuracy"]], marker="*", s=160, c="tab:red", zorder=5)
-            ax.annotate(name.split("_")[-1].upper(), (ref[key] * scale, ref["accuracy"]),
-                        textcoords="offset points", xytext=(5, 5), color="tab:red")
-            p = picks[name]["pick"]
-            if p is not None:
-                ax.annotate("", (p[key] * scale, p["accuracy"]), (ref[key] * scale, ref["accuracy"]),
-                            arrowprops=dict(arrowstyle="->", color="tab:green", lw=1))
-                ax.scatter([p[key] * scale], [p["accuracy"]], marker="D", s=40, c="tab:green", zorder=6)
-        ax.scatter([], [], marker="*", s=160, c="tab:red", label="references")
-        ax.scatter([], [], marker="D", s=40, c="tab:green", label="picks (every target at once)")
+        _draw_references(ax, key, scale, references, picks, "picks (every target at once)")
         ax.set_xlabel(label)
         ax.set_ylabel(f"{ctx.accuracy_label} ({acc_res})")
         ax.grid(alpha=0.3)
