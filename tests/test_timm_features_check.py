@@ -20,21 +20,24 @@ def test_the_timm_features_check_runs_in_one_command_and_says_what_it_did_not_ru
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     data = json.loads((tmp_path / "timm_features_check.json").read_text())
-    rows = {row["ref"]: row for row in data["results"]}
-    assert set(rows) == {"efficientformerv2_s0", "nextvit_s"} and data["info"]["passed"]
-    for row in rows.values():  # the files read back into fresh models give our outputs
-        assert row["readback_classifier"] <= 1e-5 and row["readback_backbone"] <= 1e-5
-    assert rows["efficientformerv2_s0"]["create_kwargs"] == {"img_size": [64, 64]}
-    assert rows["nextvit_s"]["timm_model"] == "nextvit_small"
+    rows = {(row["ref"], row["dtype"]): row for row in data["results"]}
+    assert set(rows) == {(r, d) for r in ("efficientformerv2_s0", "nextvit_s") for d in ("float64", "float32")}
+    assert data["info"]["passed"]
+    for (_, dtype), row in rows.items():  # the files read back into fresh models give our outputs
+        tol = 1e-10 if dtype == "float64" else 1e-5
+        assert row["readback_classifier"] <= tol and row["readback_backbone"] <= tol
+    assert rows["efficientformerv2_s0", "float32"]["create_kwargs"] == {"img_size": [64, 64]}
+    assert rows["nextvit_s", "float64"]["timm_model"] == "nextvit_small"
     md = (tmp_path / "timm_features_check.md").read_text()
     lines = (tmp_path / "timm_features_check.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 4
     if importlib.util.find_spec("timm") is None:
         assert not data["info"]["timm_ran"] and "NOT RUN" in md
         assert all(row["timm"].startswith("skipped") for row in rows.values())
     else:
         assert data["info"]["timm_ran"] and "NOT RUN" not in md
-        assert all(row["timm_features_from_backbone_file"] <= 1e-5 for row in rows.values())
+        assert all(row["timm_features_from_backbone_file"] <= (1e-10 if d == "float64" else 1e-4)
+                   for (_, d), row in rows.items())
     # a rerun given the earlier lines skips the models done there only where timm ran
     r = subprocess.run(cmd[:-1] + [str(tmp_path / "again"), "--resume", str(tmp_path / "timm_features_check.jsonl"),
                                    "--refs", "efficientformerv2_s0"],
