@@ -28,6 +28,7 @@ stops between models and writes what it has.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -85,6 +86,8 @@ def check_one(ref_name: str, seed: int, size: int, device, tmp: Path, dtype: str
     x = x.to(device, dt)
     with torch.no_grad():
         logits, feats = ours(x), backbone(x)
+        # the exact value, as near as float64 gets: how far each side's float32 rounding lands from it
+        exact = copy.deepcopy(backbone).double()(x.double()) if dt != torch.float64 else None
         # our side: each file read back through the timm layout table into a fresh model
         row = {"ref": ref_name, "dtype": dtype, "timm_model": info["classifier"]["timm_model"], "size": size,
                "create_kwargs": info["classifier"]["create_kwargs"],
@@ -112,6 +115,8 @@ def check_one(ref_name: str, seed: int, size: int, device, tmp: Path, dtype: str
             tf = unfused(tf).to(device, dt).eval()
             got = tf(x)
             row[f"timm_features_from_{kind}_file"] = rel_err(got, feats)
+            if exact is not None:
+                row["rounding_vs_float64"] = {"ours": rel_err(feats, exact), "timm": rel_err(got, exact)}
             row["timm_feature_info"] = {"channels": tf.feature_info.channels(), "reduction": tf.feature_info.reduction()}
             row["our_feature_info"] = {"channels": backbone.feature_info.channels(),
                                        "reduction": backbone.feature_info.reduction()}
@@ -205,6 +210,11 @@ def main() -> None:
                      f"{f(r['readback_backbone'])} | {f(r.get('timm_classifier'))} | "
                      f"{f(r.get('timm_features_from_classifier_file'))} | "
                      f"{f(r.get('timm_features_from_backbone_file'))} | {'-' if same is None else same} |")
+    rounding = [f"{r['ref']} ours {r['rounding_vs_float64']['ours']:.1e} / timm {r['rounding_vs_float64']['timm']:.1e}"
+                for r in rows.values() if r.get("rounding_vs_float64")]
+    if rounding:
+        lines += ["", "float32 stage outputs against our float64 ones (each side's own rounding, max |diff| / max |ref|): "
+                  + "; ".join(rounding) + "."]
     verdict = "PASS" if passed else "FAIL"
     worst_s = ", ".join(f"{dt} {w:.2e} (<= {TOLS[dt]:g})" for dt, w in worst.items())
     lines += ["", f"Worst relative error: {worst_s}: {verdict}"
