@@ -267,6 +267,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             with torch.no_grad():
                 ref = copy.deepcopy(base).float().to(device)(x).float()
             if have_timm:
+                log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "timm torch.compile"})
                 t0 = time.perf_counter()
                 timm_c = torch.compile(copy.deepcopy(timm_models[name]).to(device=device, dtype=dtype).eval())
                 with torch.no_grad():
@@ -274,12 +275,16 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                 timm_compile_s = round(time.perf_counter() - t0, 1)
                 variants["timm_compiled"] = (timm_c, x.to(dtype))
             deploy = deploy_form("torch_cuda", batch=b, precision=precision).module(copy.deepcopy(ours[name])).to(device)
+            log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "waiting for our AOTInductor package"})
             job = jobs[(name, b)].result()
+            log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "loading our package",
+                 "compile_seconds": round(job["seconds"], 1)})
             package = load_aoti(job["path"])
             with torch.no_grad():
                 y = package(x)
             variants["ours_deploy_eager"] = (deploy, x.to(dtype).contiguous(memory_format=torch.channels_last))
             variants["ours_aoti"] = (package.runner, x)
+            log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "timing"})
             res = _bench(variants, rounds, per_round, cuda)
             t = res.get("timm_compiled", {}).get("median_ms")
             row = {"model": name, "batch": b, "resolution": resolution, "device": device, "precision": precision,
