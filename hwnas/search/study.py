@@ -380,6 +380,12 @@ def _alive_here(worker: str) -> bool | None:
     return ticks == "?" or _start_ticks(pid_i) == ticks
 
 
+# What `study.tell` raises for a trial another worker has finished: ValueError where tell's own check
+# sees it finished; UpdateFinishedTrialError where it is finished between that check and tell's write
+# (two workers failing one dead trial at once: each read it RUNNING)
+_FINISHED_ELSEWHERE = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
+
+
 def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Mark RUNNING trials whose worker is dead as FAIL; returns their numbers.
 
@@ -399,7 +405,7 @@ def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
                 failed.append(t.number)
-            except ValueError:  # finished meanwhile
+            except _FINISHED_ELSEWHERE:  # another worker failed it first
                 pass
     return failed
 
@@ -466,14 +472,21 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
                 values = objective(trial)
             except Infeasible as e:
                 trial.set_user_attr(INFEASIBLE_ATTR, str(e))
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
                 continue
             except BaseException:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
-            # skip_if_finished: another worker judged this one dead (see fail_dead_trials) and has
-            # refilled its slot; the result is dropped, the count stays exact
-            if study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE:
+            # skip_if_finished (and UpdateFinishedTrialError, where it happens during the tell):
+            # another worker judged this one dead (see fail_dead_trials) and has refilled its slot;
+            # the result is dropped, the count stays exact
+            try:
+                told = study.tell(trial, values, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            if told.state == TrialState.COMPLETE:
                 ran += 1
         bar_update(bar, len(completed(study)))
     finally:
