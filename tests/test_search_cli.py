@@ -174,6 +174,7 @@ def _racing_study(url: str):
 
     storage = Racing(study_mod.sqlite_storage(url), url)
     storage.armed = set()  # trial numbers to race on
+    storage.other = other
     return optuna.load_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)), storage
 
 
@@ -205,6 +206,27 @@ def test_a_result_told_after_another_worker_failed_the_trial_is_dropped(tmp_path
     assert study_mod.run_trials(study, 2, objective, progress=False) == 2
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE] and not storage.armed
+
+
+def test_a_trial_another_worker_finishes_while_this_one_runs_it_is_left_to_it(tmp_path):
+    """Two workers popped one enqueued trial (on SQLite, also behind the gRPC proxy, both can win its
+    WAITING->RUNNING race) and the other finished it first: this worker's next write to the trial
+    fails; it drops its run and goes on, and the study ends with exactly n_trials (issue 14)."""
+    from hwnas.search import study as study_mod
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_mod.open_study(url, "s", ["minimize"], optuna.samplers.RandomSampler(seed=0))
+    study, storage = _racing_study(url)
+
+    def objective(trial):
+        if trial.number == 0:
+            storage.other.tell(0, [0.25])  # the other worker's result for the same trial
+        trial.set_user_attr("evaluated", True)
+        return [trial.suggest_float("x", 0, 1)]
+
+    assert study_mod.run_trials(study, 2, objective, progress=False) == 1
+    first, second = study.get_trials(deepcopy=False)
+    assert first.state == second.state == TrialState.COMPLETE and first.values == [0.25]
+    assert "evaluated" not in first.user_attrs and second.user_attrs["evaluated"]
 
 
 def test_workers_of_one_machine_share_its_cores(tmp_path):

@@ -443,7 +443,6 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
     `on_local_workers(n)` is told, before each trial, how many live workers of this study run on
     this machine (this one included), so the caller can share the cores among them.
     """
-    me = worker_id()
     done = len(completed(study))
     bar = _progress(progress, n_trials, done)
     ran = 0
@@ -462,37 +461,51 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
             if on_local_workers is not None:
                 on_local_workers(local_workers(study, running))
             trial = study.ask()
-            if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
-                trial.set_user_attr(WORKER_ATTR, me)
-            if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
-                trial.set_user_attr(DROPPED_ATTR, "over n_trials")
-                study.tell(trial, state=TrialState.FAIL)
-                continue
             try:
-                values = objective(trial)
-            except Infeasible as e:
-                trial.set_user_attr(INFEASIBLE_ATTR, str(e))
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                continue
-            except BaseException:
-                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                raise
-            # skip_if_finished (and UpdateFinishedTrialError, where it happens during the tell):
-            # another worker judged this one dead (see fail_dead_trials) and has refilled its slot;
-            # the result is dropped, the count stays exact
-            try:
-                told = study.tell(trial, values, skip_if_finished=True)
+                ran += _run_trial(study, trial, n_trials, objective)
             except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            if told.state == TrialState.COMPLETE:
-                ran += 1
+                if not _finished(study, trial.number):
+                    raise
+                # another worker finished this trial while this one ran it: it popped the same
+                # enqueued trial (on SQLite, also behind the gRPC proxy, two workers can), or judged
+                # this worker dead (fail_dead_trials) and refilled its slot. Its outcome stands;
+                # this run is dropped, the count stays exact
         bar_update(bar, len(completed(study)))
     finally:
         if bar is not None:
             bar.close()
     return ran
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
+               objective: Callable[[optuna.Trial], list[float]]) -> int:
+    """Run one asked trial: 1 if this worker completed it, 0 if it was dropped or infeasible.
+    UpdateFinishedTrialError: another worker has finished it meanwhile (`run_trials` checks)."""
+    me = worker_id()
+    if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
+        trial.set_user_attr(WORKER_ATTR, me)
+    if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
+        trial.set_user_attr(DROPPED_ATTR, "over n_trials")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return 0
+    try:
+        values = objective(trial)
+    except Infeasible as e:
+        trial.set_user_attr(INFEASIBLE_ATTR, str(e))
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        return 0
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise
+    except BaseException:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    # skip_if_finished: another worker finished it before this tell read it (see run_trials)
+    return int(study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE)
+
+
+def _finished(study: optuna.Study, number: int) -> bool:
+    return any(t.number == number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
 def _progress(enabled: bool, total: int, initial: int):
