@@ -111,7 +111,8 @@ def serve(storage: str, host: str = "127.0.0.1", port: int = 13000, threads: int
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         from optuna.storages import run_grpc_proxy_server
         print(f"hwnas.search.server: serving {_safe(storage)} on grpc://{host}:{port}", flush=True)
-        run_grpc_proxy_server(ProxiedStorage(backend), host=host, port=port, thread_pool=ThreadPoolExecutor(threads))
+        run_grpc_proxy_server(ProxiedStorage(backend), host=host, port=port,
+                              thread_pool=ThreadPoolExecutor(threads))
 
 
 def _safe(url: str) -> str:

@@ -228,7 +228,8 @@ class OwnedTrialStorage(optuna.storages.BaseStorage):
     argument Optuna itself uses for `add_trial`), so it has its owner in the transaction that creates
     it, on the database or on the gRPC server. A WAITING trial (an enqueued seed arch) gets the attr
     just before the WAITING->RUNNING transition; if another worker wins that race it runs the trial
-    and re-stamps it with its own id (`run_trials` does, right after `ask`).
+    and re-stamps it with its own id (`run_trials` does, right after `ask`). On SQLite (also behind
+    the gRPC proxy) both can win it: the first to finish the trial stands, the other drops its run.
 
     A call retried after a lost connection may have been applied: a trial created twice leaves one
     RUNNING trial that this worker does not run, which `fail_dead_trials` fails (it names this very
@@ -495,7 +496,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
         study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
         return 0
     except optuna.exceptions.UpdateFinishedTrialError:
-        raise
+        raise  # finished by another worker: nothing to tell
     except BaseException:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
