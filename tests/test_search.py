@@ -242,6 +242,31 @@ def test_a_study_resumes_on_a_rebuilt_supernet_of_the_same_weights(tmp_path):
         search(other, 3)
 
 
+def test_a_worker_reading_a_new_study_between_anothers_writes_accepts_it(tmp_path):
+    """Workers starting together on one new study: one reads the study while the other is between
+    the writes that give it its meaning (objectives, accuracy source); both go on."""
+    import optuna
+
+    from hwnas.search import study as study_mod
+    from hwnas.search.app import AccuracySource, _check_study
+    url, objectives = f"sqlite:///{tmp_path / 'study.db'}", ["accuracy", "latency"]
+    acc = AccuracySource(None, "proxy", None, "proxy")
+    other = study_mod.open_study(url, "s", ["maximize", "minimize"], optuna.samplers.RandomSampler(seed=1))
+    raced = []
+
+    class Racing(study_mod.OwnedTrialStorage):
+        def set_study_user_attr(self, study_id, key, value):
+            super().set_study_user_attr(study_id, key, value)
+            if not raced:  # the other worker reads the study right after this one's first write
+                raced.append(key)
+                _check_study(other, objectives, acc, url, "s")
+
+    study = optuna.load_study(study_name="s", storage=Racing(study_mod.sqlite_storage(url), url))
+    _check_study(study, objectives, acc, url, "s")
+    assert raced and study.user_attrs == {"objectives": objectives, "accuracy_source": "proxy"}
+    _check_study(other, objectives, acc, url, "s")  # and later readers
+
+
 def test_a_search_on_a_table_lacking_rows_skips_the_archs_that_need_them(tmp_path):
     """A table without some blocks' rows (the shipped torch_cuda table lacks the NTB variants of
     issue 17 until the GPU measures them) still searches the archs it covers: the others are

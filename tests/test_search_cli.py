@@ -157,6 +157,78 @@ def test_a_trial_this_worker_no_longer_runs_is_failed_between_its_trials(tmp_pat
     assert study_mod.run_trials(study, 3, lambda t: [t.suggest_float("x", 0, 1)], progress=False) == 3
 
 
+def _racing_study(url: str):
+    """A worker's study on `url` where another worker (its own connection to the database) fails an
+    armed trial just after this worker's `study.tell` has read it RUNNING, before tell writes: the
+    interleaving two workers failing one dead trial at once meet (issue 14, seen through the gRPC proxy)."""
+    from hwnas.search import study as study_mod
+    other = study_mod.open_study(url, "s", ["minimize"], optuna.samplers.RandomSampler(seed=1))
+
+    class Racing(study_mod.OwnedTrialStorage):
+        def get_trial(self, trial_id):
+            trial = super().get_trial(trial_id)
+            if trial.number in self.armed and trial.state == TrialState.RUNNING:
+                self.armed.discard(trial.number)
+                other.tell(trial.number, state=TrialState.FAIL)
+            return trial  # what this worker read: RUNNING
+
+    storage = Racing(study_mod.sqlite_storage(url), url)
+    storage.armed = set()  # trial numbers to race on
+    storage.other = other
+    return optuna.load_study(study_name="s", storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)), storage
+
+
+def test_a_dead_trial_another_worker_fails_first_is_left_to_it(tmp_path):
+    from hwnas.search import study as study_mod
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_mod.open_study(url, "s", ["minimize"], optuna.samplers.RandomSampler(seed=0))
+    study, storage = _racing_study(url)
+    abandoned = study.ask()  # names this worker, which is between trials: a trial it lost, failed as dead
+    storage.armed.add(abandoned.number)
+    assert study_mod.fail_dead_trials(study, stale_after_s=3600) == []  # the other worker failed it
+    assert study.get_trials(deepcopy=False)[abandoned.number].state == TrialState.FAIL
+    assert not storage.armed  # the race did happen inside the tell
+
+
+def test_a_result_told_after_another_worker_failed_the_trial_is_dropped(tmp_path):
+    """Another worker judged this one dead and failed its trial while it was telling the result: the
+    result is dropped (the slot was refilled elsewhere) and the worker goes on."""
+    from hwnas.search import study as study_mod
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_mod.open_study(url, "s", ["minimize"], optuna.samplers.RandomSampler(seed=0))
+    study, storage = _racing_study(url)
+
+    def objective(trial):
+        if trial.number == 0:
+            storage.armed.add(trial.number)
+        return [trial.suggest_float("x", 0, 1)]
+
+    assert study_mod.run_trials(study, 2, objective, progress=False) == 2
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE] and not storage.armed
+
+
+def test_a_trial_another_worker_finishes_while_this_one_runs_it_is_left_to_it(tmp_path):
+    """Two workers popped one enqueued trial (on SQLite, also behind the gRPC proxy, both can win its
+    WAITING->RUNNING race) and the other finished it first: this worker's next write to the trial
+    fails; it drops its run and goes on, and the study ends with exactly n_trials (issue 14)."""
+    from hwnas.search import study as study_mod
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study_mod.open_study(url, "s", ["minimize"], optuna.samplers.RandomSampler(seed=0))
+    study, storage = _racing_study(url)
+
+    def objective(trial):
+        if trial.number == 0:
+            storage.other.tell(0, [0.25])  # the other worker's result for the same trial
+        trial.set_user_attr("evaluated", True)
+        return [trial.suggest_float("x", 0, 1)]
+
+    assert study_mod.run_trials(study, 2, objective, progress=False) == 1
+    first, second = study.get_trials(deepcopy=False)
+    assert first.state == second.state == TrialState.COMPLETE and first.values == [0.25]
+    assert "evaluated" not in first.user_attrs and second.user_attrs["evaluated"]
+
+
 def test_workers_of_one_machine_share_its_cores(tmp_path):
     """Without threads=, each worker's torch uses the cores divided among the study's live workers
     on this machine, re-counted before every trial."""

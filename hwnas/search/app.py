@@ -403,8 +403,11 @@ def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str
     attrs = study.user_attrs
     fingerprint = acc.fingerprint
     if "objectives" not in attrs:
-        study.set_user_attr("objectives", objectives)
+        # the accuracy source first: a worker that sees the objectives sees it too, also one that
+        # reads the study between these two writes (with the objectives first it read no source:
+        # "another checkpoint", seen with workers starting together on a server)
         study.set_user_attr("accuracy_source", fingerprint)
+        study.set_user_attr("objectives", objectives)
         return
     if attrs["objectives"] != objectives:
         raise SearchError(f"study {name!r} in {storage} has objectives {attrs['objectives']}, not "

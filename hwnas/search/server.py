@@ -6,7 +6,9 @@ proxy keeps one connection pool and Optuna's in-process cache for all of them. `
 Optuna's RDBStorage takes: `sqlite:///FILE` (the proxy is then the only process that opens the file,
 which is what makes SQLite safe for workers on several machines) or `postgresql://USER:PASSWORD@HOST/DB`.
 A restart of the proxy is survived by the workers (they retry for `storage_retry_s`); trials they
-were running stay theirs.
+were running stay theirs. The proxy serves the database through Optuna's in-process cache
+(`optuna.storages.get_storage`), wrapped by `ProxiedStorage` so that it also serves the trials that
+cache has not seen (those created before a restart of the proxy).
 
 The proxy speaks plain (insecure) gRPC: bind it to a private network or a loopback address behind
 an SSH tunnel, never to the open internet. See docs/search.md, "Workers on several machines".
@@ -17,15 +19,87 @@ import argparse
 import sys
 import warnings
 
+import optuna
+
 from hwnas.cli import report_user_error
 from hwnas.errors import HwnasError
+
+
+def _delegate(name: str):
+    def method(self, *args, **kwargs):
+        return getattr(self.backend, name)(*args, **kwargs)
+    method.__name__ = name
+    method.__doc__ = f"`{name}` of the wrapped storage."
+    return method
+
+
+class ProxiedStorage(optuna.storages.BaseStorage):
+    """The storage the proxy serves: `backend` (Optuna's cached RDB storage) through Optuna's public
+    storage interface, with one repair.
+
+    Optuna's cache (`_CachedStorage`, Optuna 5.0) finds a trial's study, for `set_trial_param`, in a
+    map that only holds the trials this process created or has read: a trial it has not seen raises
+    KeyError, which the proxy answers NOT_FOUND and the worker's client raises as KeyError. That is
+    every RUNNING trial after a restart of the proxy (its cache starts empty, the workers' trials go
+    on), so a worker stopped in the middle of its trial's `suggest`. Here such a KeyError (raised
+    before anything is written) makes the cache read the trial's study, from the database, and the
+    call is made once more; a trial the database does not hold stays a KeyError (NOT_FOUND), as before.
+    `tests/test_search_storage.py` restarts the proxy under a RUNNING trial and fails without this.
+    """
+
+    def __init__(self, backend: optuna.storages.BaseStorage):
+        self.backend = backend
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: optuna.distributions.BaseDistribution) -> None:
+        try:
+            return self.backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        except KeyError:
+            if not self._read_study_of(trial_id):
+                raise  # no such trial
+        self.backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def _read_study_of(self, trial_id: int) -> bool:
+        """Make the backend's cache read the study that holds trial `trial_id`; False if none does."""
+        try:
+            number = self.backend.get_trial(trial_id).number  # read past the cache for a trial it lacks
+        except KeyError:
+            return False
+        for study in self.backend.get_all_studies():
+            study_id = self.backend.get_study_id_from_name(study.study_name)
+            try:
+                if self.backend.get_trial_id_from_study_id_trial_number(study_id, number) != trial_id:
+                    continue
+            except KeyError:
+                continue
+            self.backend.get_all_trials(study_id, deepcopy=False)
+            return True
+        return False
+
+    create_new_study = _delegate("create_new_study")
+    delete_study = _delegate("delete_study")
+    set_study_user_attr = _delegate("set_study_user_attr")
+    set_study_system_attr = _delegate("set_study_system_attr")
+    get_study_id_from_name = _delegate("get_study_id_from_name")
+    get_study_name_from_id = _delegate("get_study_name_from_id")
+    get_study_directions = _delegate("get_study_directions")
+    get_study_user_attrs = _delegate("get_study_user_attrs")
+    get_study_system_attrs = _delegate("get_study_system_attrs")
+    get_all_studies = _delegate("get_all_studies")
+    create_new_trial = _delegate("create_new_trial")
+    get_trial_id_from_study_id_trial_number = _delegate("get_trial_id_from_study_id_trial_number")
+    set_trial_state_values = _delegate("set_trial_state_values")
+    set_trial_intermediate_value = _delegate("set_trial_intermediate_value")
+    set_trial_user_attr = _delegate("set_trial_user_attr")
+    set_trial_system_attr = _delegate("set_trial_system_attr")
+    get_trial = _delegate("get_trial")
+    get_all_trials = _delegate("get_all_trials")
+    remove_session = _delegate("remove_session")
 
 
 def serve(storage: str, host: str = "127.0.0.1", port: int = 13000, threads: int = 16) -> None:
     """Run the proxy for `storage` on host:port until the process is stopped."""
     from concurrent.futures import ThreadPoolExecutor
-
-    import optuna
 
     from .study import _require, rdb_storage, sqlite_storage
     _require("grpc", "grpcio", f"grpc://{host}:{port}")
@@ -37,7 +111,8 @@ def serve(storage: str, host: str = "127.0.0.1", port: int = 13000, threads: int
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         from optuna.storages import run_grpc_proxy_server
         print(f"hwnas.search.server: serving {_safe(storage)} on grpc://{host}:{port}", flush=True)
-        run_grpc_proxy_server(backend, host=host, port=port, thread_pool=ThreadPoolExecutor(threads))
+        run_grpc_proxy_server(ProxiedStorage(backend), host=host, port=port,
+                              thread_pool=ThreadPoolExecutor(threads))
 
 
 def _safe(url: str) -> str:

@@ -228,7 +228,8 @@ class OwnedTrialStorage(optuna.storages.BaseStorage):
     argument Optuna itself uses for `add_trial`), so it has its owner in the transaction that creates
     it, on the database or on the gRPC server. A WAITING trial (an enqueued seed arch) gets the attr
     just before the WAITING->RUNNING transition; if another worker wins that race it runs the trial
-    and re-stamps it with its own id (`run_trials` does, right after `ask`).
+    and re-stamps it with its own id (`run_trials` does, right after `ask`). On SQLite (also behind
+    the gRPC proxy) both can win it: the first to finish the trial stands, the other drops its run.
 
     A call retried after a lost connection may have been applied: a trial created twice leaves one
     RUNNING trial that this worker does not run, which `fail_dead_trials` fails (it names this very
@@ -380,6 +381,12 @@ def _alive_here(worker: str) -> bool | None:
     return ticks == "?" or _start_ticks(pid_i) == ticks
 
 
+# What `study.tell` raises for a trial another worker has finished: ValueError where tell's own check
+# sees it finished; UpdateFinishedTrialError where it is finished between that check and tell's write
+# (two workers failing one dead trial at once: each read it RUNNING)
+_FINISHED_ELSEWHERE = (ValueError, optuna.exceptions.UpdateFinishedTrialError)
+
+
 def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
     """Mark RUNNING trials whose worker is dead as FAIL; returns their numbers.
 
@@ -399,7 +406,7 @@ def fail_dead_trials(study: optuna.Study, stale_after_s: float) -> list[int]:
             try:
                 study.tell(t.number, state=TrialState.FAIL)
                 failed.append(t.number)
-            except ValueError:  # finished meanwhile
+            except _FINISHED_ELSEWHERE:  # another worker failed it first
                 pass
     return failed
 
@@ -437,7 +444,6 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
     `on_local_workers(n)` is told, before each trial, how many live workers of this study run on
     this machine (this one included), so the caller can share the cores among them.
     """
-    me = worker_id()
     done = len(completed(study))
     bar = _progress(progress, n_trials, done)
     ran = 0
@@ -456,30 +462,51 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
             if on_local_workers is not None:
                 on_local_workers(local_workers(study, running))
             trial = study.ask()
-            if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
-                trial.set_user_attr(WORKER_ATTR, me)
-            if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
-                trial.set_user_attr(DROPPED_ATTR, "over n_trials")
-                study.tell(trial, state=TrialState.FAIL)
-                continue
             try:
-                values = objective(trial)
-            except Infeasible as e:
-                trial.set_user_attr(INFEASIBLE_ATTR, str(e))
-                study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-                continue
-            except BaseException:
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                raise
-            # skip_if_finished: another worker judged this one dead (see fail_dead_trials) and has
-            # refilled its slot; the result is dropped, the count stays exact
-            if study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE:
-                ran += 1
+                ran += _run_trial(study, trial, n_trials, objective)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if not _finished(study, trial.number):
+                    raise
+                # another worker finished this trial while this one ran it: it popped the same
+                # enqueued trial (on SQLite, also behind the gRPC proxy, two workers can), or judged
+                # this worker dead (fail_dead_trials) and refilled its slot. Its outcome stands;
+                # this run is dropped, the count stays exact
         bar_update(bar, len(completed(study)))
     finally:
         if bar is not None:
             bar.close()
     return ran
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
+               objective: Callable[[optuna.Trial], list[float]]) -> int:
+    """Run one asked trial: 1 if this worker completed it, 0 if it was dropped or infeasible.
+    UpdateFinishedTrialError: another worker has finished it meanwhile (`run_trials` checks)."""
+    me = worker_id()
+    if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
+        trial.set_user_attr(WORKER_ATTR, me)
+    if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
+        trial.set_user_attr(DROPPED_ATTR, "over n_trials")
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        return 0
+    try:
+        values = objective(trial)
+    except Infeasible as e:
+        trial.set_user_attr(INFEASIBLE_ATTR, str(e))
+        study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
+        return 0
+    except optuna.exceptions.UpdateFinishedTrialError:
+        raise  # finished by another worker: nothing to tell
+    except BaseException:
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    # skip_if_finished: another worker finished it before this tell read it (see run_trials)
+    return int(study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE)
+
+
+def _finished(study: optuna.Study, number: int) -> bool:
+    return any(t.number == number and t.state.is_finished() for t in study.get_trials(deepcopy=False))
 
 
 def _progress(enabled: bool, total: int, initial: int):
