@@ -54,6 +54,10 @@ VARIANTS = {
     # a third of the peak learning rate: the first H200 runs' largest subnet lost accuracy when the
     # sandwich started (EfficientFormerV2 80 % -> 51 % val top-1 after the warm-up variant's switch)
     "lowlr": {"lr": 1.0e-3},
+    # lowlr plus NASViT's gradient projection: the students' gradient loses its component against the
+    # largest's when the two conflict (experiments/results/sandwich_diagnostic.md: the conflict is
+    # what stalls the largest subnet)
+    "proj": {"lr": 1.0e-3, "grad_projection": True},
 }
 GOAL_TAU = 0.7
 # the recipe kept after the remedies were compared (h200-run3: the supernet's largest subnet and the

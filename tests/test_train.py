@@ -240,7 +240,8 @@ def test_grad_projection_removes_only_the_students_part_that_opposes_the_largest
         got = grads(archs, project=True, student_weight=w, conflicts=conflicts)
         scale = max(float(t.abs().max()) for t in want)
         assert max(float((a - b).abs().max()) for a, b in zip(got, want)) < 1e-4 * scale
-        assert conflicts[0][1] == (d < 0) and abs(conflicts[0][0] - d / (dot(s, s) * dot(g_l, g_l)) ** 0.5) < 1e-3
+        cos, hit = conflicts[0]
+        assert bool(hit) == (d < 0) and abs(float(cos) - d / (dot(s, s) * dot(g_l, g_l)) ** 0.5) < 1e-3
         # what is left of the students' gradient never opposes the largest's
         assert dot([a - b for a, b in zip(got, g_l)], g_l) >= -1e-6 * dot(g_l, g_l)
         seen.add(d < 0)

@@ -138,7 +138,7 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
     is removed, g_s - (g_s . g_l / |g_l|^2) g_l, so that the students never undo the largest's
     descent. Each micro-batch is projected against its own largest's gradient, so the W x A
     equivalence above still holds; `conflicts` (a list) receives one (cosine before projection,
-    projected or not) pair per micro-batch.
+    projected or not) pair of 0-d tensors per micro-batch.
     """
     params = list(net.parameters()) if project else None
     buffers = list(net.buffers())
@@ -205,19 +205,15 @@ def _project(params, before, after_largest, conflicts) -> None:
     g_l = torch._foreach_sub(after_largest or zero, before or zero)
     now = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     g_s = torch._foreach_sub(now, after_largest or zero)
-    dot = sum((a * b).sum() for a, b in zip(g_s, g_l))
-    nl = sum((a * a).sum() for a in g_l)
-    ns = sum((b * b).sum() for b in g_s)
-    conflict = bool(dot < 0)  # one host sync per micro-batch: only with train.grad_projection
+    flat_l, flat_s = torch.cat([g.reshape(-1) for g in g_l]), torch.cat([g.reshape(-1) for g in g_s])
+    dot, nl, ns = flat_s @ flat_l, flat_l @ flat_l, flat_s @ flat_s  # a few kernels, not three per tensor
+    conflict = dot < 0  # a tensor: no host synchronisation (on a GPU the step stays asynchronous)
     if conflicts is not None:
-        conflicts.append((float(dot / (nl * ns).sqrt().clamp_min(1e-30)), conflict))
-    if conflict:
-        coef = dot / nl.clamp_min(1e-30)
-        for p, g in zip(params, g_l):
-            if p.grad is None:
-                p.grad = -coef * g
-            else:
-                p.grad.sub_(coef * g)
+        conflicts.append((dot / (nl * ns).sqrt().clamp_min(1e-30), conflict))
+    coef = torch.where(conflict, dot / nl.clamp_min(1e-30), torch.zeros_like(dot))
+    # a parameter without .grad had none after the largest either: its g_l is zero
+    used = [(p.grad, g) for p, g in zip(params, g_l) if p.grad is not None]
+    torch._foreach_sub_([a for a, _ in used], torch._foreach_mul([g for _, g in used], coef))
 
 
 @torch.no_grad()

@@ -345,8 +345,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         for (r, (total, n)) in zip(("largest", "smallest", "random"), loss_sums.tolist()):
             row[f"loss_{r}"] = total / n if n else float("nan")
         if conflicts:  # this process's micro-batches: how often and how badly the students opposed the largest
-            row["conflict_share"] = sum(c for _, c in conflicts) / len(conflicts)
-            row["conflict_cos"] = sum(c for c, _ in conflicts) / len(conflicts)
+            cos, hit = (torch.stack(t).float() for t in zip(*conflicts))
+            row["conflict_share"], row["conflict_cos"] = float(hit.mean()), float(cos.mean())
         row["subnet_images_per_s"] = images / max(seconds, 1e-9)
         row["seconds"] = seconds
         if evaluator is not None:
