@@ -169,7 +169,6 @@ def probe(args) -> None:
     torch.manual_seed(derive_seed(args.seed, 0xC0FFEE))
     net = supernet.build_supernet(space, num_classes=ncls, resolution=res)
     opt = make_optimizer(net, cfg)
-    names = [n for n, _ in net.named_parameters()]
     params = [p for _, p in net.named_parameters()]
     loader.set_epoch(0)
     batches = iter(loader)
@@ -197,7 +196,6 @@ def probe(args) -> None:
         g_l = grads[0]
         rec = {"kind": "probe", "id": ident, "space": args.space, "step": step, "cpu": cpu_name(),
                "losses": [round(v, 4) for v in losses]}
-        shared_l, own_l = [], []
         per = []
         for gs in grads[1:]:
             dot = nl = ns = 0.0
@@ -244,7 +242,6 @@ def probe(args) -> None:
               f"{[round(s['cos'], 3) for s in per]} |g_s|/|g_l| "
               f"{[round(s['norm_student'] / max(1e-30, s['norm_largest_on_same']), 2) for s in per]} "
               f"update descent cos {rec['cos_update_vs_largest_descent']:.3f}", flush=True)
-    del names
 
 
 # ---- report: the markdown table of every case -----------------------------------------------------
