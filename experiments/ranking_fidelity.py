@@ -54,6 +54,16 @@ VARIANTS = {
     # a third of the peak learning rate: the first H200 runs' largest subnet lost accuracy when the
     # sandwich started (EfficientFormerV2 80 % -> 51 % val top-1 after the warm-up variant's switch)
     "lowlr": {"lr": 1.0e-3},
+    # lowlr plus NASViT's gradient projection: the students' gradient loses its component against the
+    # largest's when the two conflict (experiments/results/sandwich_diagnostic.md: the conflict is
+    # what stalls the largest subnet)
+    "proj": {"lr": 1.0e-3, "grad_projection": True},
+    # lowlr with the students on the labels instead of the largest's soft labels (the sandwich rule
+    # without in-place distillation; the CPU diagnostic's largest subnet: 73.8 % instead of 60.0 %)
+    "labels": {"lr": 1.0e-3, "distill": False},
+    # lowlr with each student's distillation loss x 1/4: the largest's gradient dominates the shared
+    # weights again (CPU diagnostic: largest 75.0 % instead of 60.0 %, alone 76.3 %; smallest 74.6 %)
+    "studentw": {"lr": 1.0e-3, "student_weight": 0.25},
 }
 GOAL_TAU = 0.7
 # the recipe kept after the remedies were compared (h200-run3: the supernet's largest subnet and the

@@ -201,3 +201,48 @@ def test_attentive_sampling_trains_the_worst_candidate_and_leaves_bn_statistics(
     assert worst[:2] == archs[:2] and worst[2] == cands[losses.index(max(losses))]
     assert best[2] == cands[losses.index(min(losses))] and worst[2] != best[2]
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_grad_projection_removes_only_the_students_part_that_opposes_the_largest():
+    """NASViT's projection: g_l + g_s, where g_s loses its component along g_l when g_s . g_l < 0.
+
+    Reference gradients come from plain sandwich steps (the largest alone; all subnets), so the test
+    checks the projected step against the formula, not against its own code. A student weight of
+    -1 flips g_s: of the two signs exactly one conflicts, so both branches are taken."""
+    import supernet
+    from hwnas.training.sandwich import sample_archs, sandwich_step
+    space = search_spaces.get_space("efficientformerv2")
+    torch.manual_seed(0)
+    net = supernet.build_supernet(space, num_classes=10, resolution=32).train()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    archs = sample_archs(space, seed=0, step=0, num_random=1, resolution=32)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+
+    def grads(archs, **kw):
+        net.load_state_dict(start)
+        net.zero_grad(set_to_none=True)
+        sandwich_step(net, archs, [(x, y)], seeds=[0], divisor=1, device=torch.device("cpu"), **kw)
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in net.parameters()]
+
+    def dot(a, b):
+        return sum(float((u.double() * v.double()).sum()) for u, v in zip(a, b))
+
+    g_l = grads(archs[:1])
+    g_s = [a - b for a, b in zip(grads(archs), g_l)]
+    assert dot(g_s, g_l) != 0 and dot(g_s, g_s) > 1e-4 * dot(g_l, g_l)  # the students do contribute
+    seen = set()
+    for w in (1.0, -1.0):
+        s = [w * t for t in g_s]
+        d = dot(s, g_l)
+        coef = d / dot(g_l, g_l) if d < 0 else 0.0
+        want = [a + b - coef * a for a, b in zip(g_l, s)]
+        conflicts = []
+        got = grads(archs, project=True, student_weight=w, conflicts=conflicts)
+        scale = max(float(t.abs().max()) for t in want)
+        assert max(float((a - b).abs().max()) for a, b in zip(got, want)) < 1e-4 * scale
+        cos, hit = conflicts[0]
+        assert bool(hit) == (d < 0) and abs(float(cos) - d / (dot(s, s) * dot(g_l, g_l)) ** 0.5) < 1e-3
+        # what is left of the students' gradient never opposes the largest's
+        assert dot([a - b for a, b in zip(got, g_l)], g_l) >= -1e-6 * dot(g_l, g_l)
+        seen.add(d < 0)
+    assert seen == {True, False}

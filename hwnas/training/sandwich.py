@@ -114,7 +114,8 @@ def autocast(device: torch.device, amp: str):
 def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int, device: torch.device,
                   amp: str = "off", label_smoothing: float = 0.1, distill: bool = True,
                   temperature: float = 1.0, scaler=None, stats: StepStats | None = None,
-                  distill_fn=None, choose: str = "worst"):
+                  distill_fn=None, choose: str = "worst", project: bool = False,
+                  student_weight: float = 1.0, conflicts: list | None = None):
     """Forward and backward of every subnet in `archs` on every (x, y) in `batches`.
 
     Accumulates into `.grad` (each loss divided by `divisor`, the step's total number of
@@ -130,7 +131,16 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
     micro-batch, measured without gradients before the step (BatchNorm statistics restored). Each
     process chooses on its own first micro-batch, so under torchrun attentive sampling is not
     equivalent to one process with gradient accumulation.
+
+    `student_weight` scales every loss but the largest's. `project=True` is NASViT's gradient
+    projection (Gong et al., ICLR 2022): per micro-batch, when the students' summed gradient g_s
+    conflicts with the largest's g_l (g_s . g_l < 0, over all parameters), its component along g_l
+    is removed, g_s - (g_s . g_l / |g_l|^2) g_l, so that the students never undo the largest's
+    descent. Each micro-batch is projected against its own largest's gradient, so the W x A
+    equivalence above still holds; `conflicts` (a list) receives one (cosine before projection,
+    projected or not) pair of 0-d tensors per micro-batch.
     """
+    params = list(net.parameters()) if project else None
     buffers = list(net.buffers())
     single = len(batches) == 1 and divisor == 1  # one micro-batch, one process: the update is the step's
     start = None if single else [b.detach().clone() for b in buffers]
@@ -146,6 +156,10 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         teacher = None
+        # project: .grad before this micro-batch and after its largest subnet (the supernet's shared
+        # slices add their gradients straight into .grad, which torch.autograd.grad would not see)
+        before = _grads(params) if project else None
+        after_largest = None
         for i, arch in enumerate(archs):
             net.set_active(arch)
             with autocast(device, amp):
@@ -159,15 +173,47 @@ def sandwich_step(net, archs: list, batches: list, *, seeds: list, divisor: int,
                 loss = distill_loss(out, teacher, temperature)
             if teacher is None:
                 teacher = out.detach()
-            scaled = loss / divisor
+            scaled = loss / divisor if i == 0 else loss * (student_weight / divisor)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if project and i == 0:
+                after_largest = _grads(params)
             if stats is not None:
                 stats.add("largest" if i == 0 else "smallest" if i == 1 else "random", loss.detach())
+        if project and len(archs) > 1:
+            _project(params, before, after_largest, conflicts)
         if not single:
             with torch.no_grad():
                 for d, b, s in zip(delta, buffers, start):
                     d += b - s
     return buffers, start, delta
+
+
+@torch.no_grad()
+def _grads(params) -> list | None:
+    """Copies of the parameters' .grad (zeros where None); None while no parameter has one."""
+    if all(p.grad is None for p in params):
+        return None
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+
+
+@torch.no_grad()
+def _project(params, before, after_largest, conflicts) -> None:
+    """.grad = before + g_l + g_s, with g_s stripped of its component along g_l where the two conflict.
+
+    g_l = after_largest - before (the largest's gradient), g_s = .grad - after_largest (the students')."""
+    zero = [torch.zeros_like(p) for p in params] if before is None or after_largest is None else None
+    g_l = torch._foreach_sub(after_largest or zero, before or zero)
+    now = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    g_s = torch._foreach_sub(now, after_largest or zero)
+    flat_l, flat_s = torch.cat([g.reshape(-1) for g in g_l]), torch.cat([g.reshape(-1) for g in g_s])
+    dot, nl, ns = flat_s @ flat_l, flat_l @ flat_l, flat_s @ flat_s  # a few kernels, not three per tensor
+    conflict = dot < 0  # a tensor: no host synchronisation (on a GPU the step stays asynchronous)
+    if conflicts is not None:
+        conflicts.append((dot / (nl * ns).sqrt().clamp_min(1e-30), conflict))
+    coef = torch.where(conflict, dot / nl.clamp_min(1e-30), torch.zeros_like(dot))
+    # a parameter without .grad had none after the largest either: its g_l is zero
+    used = [(p.grad, g) for p, g in zip(params, g_l) if p.grad is not None]
+    torch._foreach_sub_([a for a, _ in used], torch._foreach_mul([g for _, g in used], coef))
 
 
 @torch.no_grad()

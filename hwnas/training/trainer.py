@@ -62,6 +62,10 @@ class TrainConfig:
     sampling: str = "uniform"  # uniform | attentive_worst | attentive_best (AttentiveNAS: of
     attentive_candidates: int = 3  # this many random archs per slot, train the worst / best on the batch)
     largest_warmup_epochs: float = 0.0  # train only the largest subnet for this many epochs first
+    # NASViT's gradient projection: a step's students' gradient that conflicts with the largest's
+    # loses its component along it (docs/training.md, "Remedies for the ranking")
+    grad_projection: bool = False
+    student_weight: float = 1.0  # every loss but the largest's is multiplied by this
     drop_path: float = 0.0  # stochastic depth of the deepest block (linear in depth, as both papers)
     clip_grad: float = 0.0  # max gradient norm (0: off)
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
@@ -99,6 +103,7 @@ class TrainConfig:
         check_min(t, "attentive_candidates", self.attentive_candidates, 2 if self.sampling != "uniform" else 1,
                   hint="attentive sampling chooses among at least 2 candidates")
         check_min(t, "largest_warmup_epochs", self.largest_warmup_epochs, 0)
+        check_min(t, "student_weight", self.student_weight, 0)
         check_range(t, "drop_path", self.drop_path, 0.0, 0.99)
         check_min(t, "clip_grad", self.clip_grad, 0, hint="0: off")
         check_choice(t, "amp", self.amp, ("auto", "bf16", "fp16", "off"))
@@ -291,6 +296,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         train_loader.set_epoch(epoch)
         batches = iter(train_loader)
         stats = StepStats()
+        conflicts = [] if cfg.grad_projection else None  # (cosine of students' and largest's gradients, projected)
         t0, images = time.perf_counter(), 0
         for s in range(steps_per_epoch):
             step = epoch * steps_per_epoch + s
@@ -307,7 +313,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 net, archs, micro, seeds=seeds, divisor=micro_total, device=device, amp=amp,
                 label_smoothing=cfg.label_smoothing, distill=cfg.distill,
                 temperature=cfg.distill_temperature, scaler=scaler, stats=stats, distill_fn=distill_fn,
-                choose="best" if cfg.sampling == "attentive_best" else "worst")
+                choose="best" if cfg.sampling == "attentive_best" else "worst",
+                project=cfg.grad_projection, student_weight=cfg.student_weight, conflicts=conflicts)
             D.all_reduce_(delta, info)
             finish_buffers(buffers, start, delta, micro_total)
             grads = [p.grad for p in params if p.grad is not None]
@@ -337,6 +344,9 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         D.all_reduce_([loss_sums], info)
         for (r, (total, n)) in zip(("largest", "smallest", "random"), loss_sums.tolist()):
             row[f"loss_{r}"] = total / n if n else float("nan")
+        if conflicts:  # this process's micro-batches: how often and how badly the students opposed the largest
+            cos, hit = (torch.stack(t).float() for t in zip(*conflicts))
+            row["conflict_share"], row["conflict_cos"] = float(hit.mean()), float(cos.mean())
         row["subnet_images_per_s"] = images / max(seconds, 1e-9)
         row["seconds"] = seconds
         if evaluator is not None:
