@@ -76,12 +76,8 @@ def build_timm(name: str):
 # ---- torch_cuda ------------------------------------------------------------------------------------
 def cuda_graph_runner(model: torch.nn.Module, x: torch.Tensor):
     """Capture one forward in a CUDA graph; returns replay()."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.no_grad():
-        for _ in range(3):
-            model(x)
-    torch.cuda.current_stream().wait_stream(s)
+    from hwnas.latency.backends import warm_on_side_stream
+    warm_on_side_stream(model, x)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g), torch.no_grad():
         model(x)
@@ -344,13 +340,8 @@ def _bench(variants: dict, rounds: int, per_round: int, cuda: bool) -> dict:
 def aoti_graph_runner(fn, x):
     """An AOTInductor package's run in one CUDA graph (`hwnas.latency.backends.capture_graph`: its
     runtime queries CUDA events, which may need the relaxed capture mode), as the table times it."""
-    from hwnas.latency.backends import capture_graph
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.no_grad():
-        for _ in range(3):
-            fn(x)
-    torch.cuda.current_stream().wait_stream(s)
+    from hwnas.latency.backends import capture_graph, warm_on_side_stream
+    warm_on_side_stream(fn, x)
     with torch.no_grad():
         return capture_graph(lambda: fn(x))
 

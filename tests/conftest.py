@@ -64,3 +64,36 @@ def make_image_folder(root, classes=("cat", "dog"), n_train=4, n_val=2, size=(40
             path.write_bytes(rng.integers(0, 256, 700, dtype=np.uint8).tobytes())
         bad.append(path)
     return bad
+
+
+def randomise(module, seed=0, attention_biases=False):
+    """BatchNorm statistics and affine, LayerScales (and, with `attention_biases`, EfficientFormerV2's
+    attention-bias tables) away from their init, so that every branch matters."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+        if hasattr(m, "gamma"):  # LayerScale
+            m.gamma.data.fill_(0.5)
+        if attention_biases and getattr(m, "attention_biases", None) is not None:
+            m.attention_biases.data.copy_(torch.randn(m.attention_biases.shape, generator=g))
+
+
+@pytest.fixture
+def counting_proxy(monkeypatch):
+    """The proxy evaluator, counting how often each arch is evaluated."""
+    from hwnas.search import objectives
+    calls: dict[str, int] = {}
+    original = objectives.ProxyEvaluator.evaluate
+
+    def evaluate(self, arch):
+        calls[arch.id] = calls.get(arch.id, 0) + 1
+        return original(self, arch)
+
+    monkeypatch.setattr(objectives.ProxyEvaluator, "evaluate", evaluate)
+    return calls

@@ -13,25 +13,10 @@ import yaml
 
 import search_spaces
 import supernet
+from conftest import randomise
 from search_spaces import Arch, ArchError
 
 NON_SQUARE = (256, 192)
-
-
-def _randomise(module, seed=0):
-    """BN statistics, LayerScales and attention biases away from their init, so every branch matters."""
-    g = torch.Generator().manual_seed(seed)
-    for name, m in module.named_modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-        if hasattr(m, "gamma"):
-            m.gamma.data.fill_(0.5)
-        if getattr(m, "attention_biases", None) is not None:
-            m.attention_biases.data.copy_(torch.randn(m.attention_biases.shape, generator=g))
 
 
 def _rel(a, b):
@@ -104,7 +89,7 @@ def test_features_only_returns_the_stages_timm_does(space_name):
     space = search_spaces.get_space(space_name)
     torch.manual_seed(0)
     model = supernet.build_model(space.reference(space.reference_names[0]), num_classes=10).eval()
-    _randomise(model)
+    randomise(model, attention_biases=True)
     backbone = supernet.build_model(model.arch, features_only=True, out_indices=(1, 2, 3)).eval()
     assert backbone.features_only and backbone.arch.task == "backbone" and not hasattr(backbone.head, "fc")
     missing, unexpected = backbone.load_state_dict(model.state_dict(), strict=False)
@@ -127,7 +112,7 @@ def test_forward_features_and_head_split_the_forward_as_timm_and_reset_classifie
     space = search_spaces.get_space(space_name)
     torch.manual_seed(1)
     model = supernet.build_model(space.reference(space.reference_names[0])).eval()
-    _randomise(model)
+    randomise(model, attention_biases=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         feats = model.forward_features(x)
@@ -159,7 +144,7 @@ def test_forward_features_and_head_split_the_forward_as_timm_and_reset_classifie
 def net(space_name):
     torch.manual_seed(0)
     n = supernet.build_supernet(search_spaces.get_space(space_name), num_classes=10, resolution=64).eval()
-    _randomise(n)
+    randomise(n, attention_biases=True)
     return n
 
 
@@ -255,7 +240,7 @@ def _official_attention4d(self, x):
 def s1():
     torch.manual_seed(0)
     m = supernet.build_model(search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s1"))
-    _randomise(m.eval())
+    randomise(m.eval(), attention_biases=True)
     return m
 
 
@@ -297,7 +282,7 @@ def test_a_model_rejects_sides_that_are_not_multiples_of_32(s1):
 def test_the_supernet_runs_a_subnet_at_a_non_square_size_with_resampled_biases():
     torch.manual_seed(0)
     net = supernet.build_supernet("efficientformerv2", num_classes=10, resolution=64).eval()
-    _randomise(net)
+    randomise(net, attention_biases=True)
     a = net.space.reference("efficientformerv2_s0").with_resolution((96, 64))
     x = torch.randn(1, 3, 96, 64)
     with torch.no_grad():

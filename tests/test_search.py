@@ -129,21 +129,6 @@ def _compose(*overrides):
                            *overrides])
 
 
-@pytest.fixture
-def counting_proxy(monkeypatch):
-    """The proxy evaluator, counting how often each arch is evaluated."""
-    from hwnas.search import objectives
-    calls: dict[str, int] = {}
-    original = objectives.ProxyEvaluator.evaluate
-
-    def evaluate(self, arch):
-        calls[arch.id] = calls.get(arch.id, 0) + 1
-        return original(self, arch)
-
-    monkeypatch.setattr(objectives.ProxyEvaluator, "evaluate", evaluate)
-    return calls
-
-
 def _pareto_rows(path):
     import csv
     with open(path) as f:

@@ -37,20 +37,6 @@ def _tables():
                                  target=t, space="efficientformerv2") for t in THREE}
 
 
-@pytest.fixture
-def counting_proxy(monkeypatch):
-    from hwnas.search import objectives
-    calls: dict[str, int] = {}
-    original = objectives.ProxyEvaluator.evaluate
-
-    def evaluate(self, arch):
-        calls[arch.id] = calls.get(arch.id, 0) + 1
-        return original(self, arch)
-
-    monkeypatch.setattr(objectives.ProxyEvaluator, "evaluate", evaluate)
-    return calls
-
-
 def test_three_target_front_is_non_dominated_and_picks_meet_every_target(tmp_path, counting_proxy):
     from hwnas.search.app import run
     out = run(_compose(f"targets=[{','.join(THREE)}]", "search.n_trials=40", "search.population_size=10"),

@@ -6,22 +6,10 @@ import torch
 
 import search_spaces
 import supernet
+from conftest import randomise
 from search_spaces import ArchError
 
 RES = 32
-
-
-def _randomise_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-        if hasattr(m, "gamma"):  # LayerScale: make its branch matter
-            m.gamma.data.fill_(0.5)
 
 
 def _rel(a, b):
@@ -34,7 +22,7 @@ def net(space_name):
     space = search_spaces.get_space(space_name)
     # Resolution 32 keeps CPU time small; the reference counts and MACs are checked at 224 elsewhere.
     n = supernet.build_supernet(space, num_classes=10, resolution=RES).eval()
-    _randomise_bn(n)
+    randomise(n)
     return n
 
 
@@ -340,7 +328,7 @@ def test_fuse_for_deploy_folds_a_lone_block(space_name):
     space = search_spaces.get_space(space_name)
     for spec in space.max_arch().blocks():
         block = supernet.build_block(spec)
-        _randomise_bn(block, seed=3)
+        randomise(block, seed=3)
         x = torch.randn(supernet.block_input_shape(spec, 2))
         with torch.no_grad():
             y = block.eval()(x)

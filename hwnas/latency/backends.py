@@ -355,12 +355,7 @@ class TorchCUDA(Backend):
         fp = fingerprint_deployed(model, x, self.form)  # traced on the GPU: the very module timed
         with torch.inference_mode():
             if self.cuda_graphs:
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):
-                        model(x)
-                torch.cuda.current_stream().wait_stream(s)
+                warm_on_side_stream(model, x)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph):
                     model(x)
@@ -370,6 +365,18 @@ class TorchCUDA(Backend):
                     model(x)
             stats = self._cuda_time_loop(run)
         return {**stats, "fingerprint": fp}
+
+
+def warm_on_side_stream(fn, x, n: int = 3) -> None:
+    """`n` runs of `fn(x)` on a side stream before a CUDA-graph capture (PyTorch's recipe: lazy
+    initialisation and allocations happen outside the graph)."""
+    import torch
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        for _ in range(n):
+            fn(x)
+    torch.cuda.current_stream().wait_stream(s)
 
 
 def capture_graph(fn):
@@ -466,12 +473,7 @@ class TorchInductor(TorchCUDA):
             x = torch.randn(*input_shape, device="cuda", dtype=INPUT_DTYPE)
         with torch.inference_mode():
             if self.cuda_graphs:
-                s = torch.cuda.Stream()
-                s.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(s):
-                    for _ in range(3):  # loads the kernels before the capture
-                        run(x)
-                torch.cuda.current_stream().wait_stream(s)
+                warm_on_side_stream(run, x)  # loads the kernels before the capture
                 try:
                     replay = capture_graph(lambda: run(x))
                 except RuntimeError as e:

@@ -115,17 +115,12 @@ class TorchCUDAConfig(TargetConfig):
 
 
 @dataclass
-class TorchInductorConfig(TargetConfig):
+class TorchInductorConfig(TorchCUDAConfig):
+    """torch_cuda's settings (precision, batch, CUDA graphs, channels_last inside the package), compiled."""
     name: str = "torch_inductor"
     runtime: str = "torch-aoti"
-    precision: str = "fp16"
-    batch: int = 8
-    cuda_graphs: bool = True  # each compiled block/model's run captured in one CUDA graph, replays timed
-    channels_last: bool = True  # the GPU deploy recipe's memory format (inside the package)
     compile_workers: int = 8  # worker processes compiling packages in parallel before they are timed (1: inline)
     compile_cache: Optional[str] = None  # folder of compiled packages; null: <hwnas cache>/aoti/
-
-    precisions = ("fp16", "bf16", "fp32")
 
     def __post_init__(self):
         super().__post_init__()

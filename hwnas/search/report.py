@@ -303,6 +303,17 @@ def _pick_name(p: dict | None, ref: dict) -> str:
     return f"{p['arch_id']} (the reference itself)" if p["arch_id"] == ref["arch_id"] else p["arch_id"]
 
 
+def _verification_row(v: dict, lead: str) -> str:
+    """One row of a verification table: `lead` (the pick, and its target where there are several),
+    predicted and measured ms, error, budget and whether it holds."""
+    if v.get("measured_ms") is None:
+        return f"| {lead} | {v['predicted_ms']:.3f} | not measured: {v['note']} | | | |"
+    err = v["measured_ms"] / v["predicted_ms"] - 1
+    ok = "yes" if v["measured_ms"] <= v["budget_ms"] else "**NO: budget violated**"
+    return (f"| {lead} | {v['predicted_ms']:.3f} | {v['measured_ms']:.3f} | {err:+.1%} | "
+            f"{v['budget_ms']:.3f} | {ok} |")
+
+
 def report_markdown(records, front, references, picks, ctx: ReportContext, greedy_path=None,
                     verification=None) -> str:
     acc_res, dep_res = _res_note(ctx)
@@ -348,14 +359,7 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
               f"Measured end to end on the backend, the same statistic ({stat} of many runs) the table sums.", "",
               f"| pick | predicted ms | measured ms ({stat}) | error | budget ms | within budget |",
               "|---|---|---|---|---|---|"]
-        for v in verification:
-            if v.get("measured_ms") is None:
-                L.append(f"| {v['name']} | {v['predicted_ms']:.3f} | not measured: {v['note']} | | | |")
-            else:
-                err = v["measured_ms"] / v["predicted_ms"] - 1
-                ok = "yes" if v["measured_ms"] <= v["budget_ms"] else "**NO: budget violated**"
-                L.append(f"| {v['name']} | {v['predicted_ms']:.3f} | {v['measured_ms']:.3f} | {err:+.1%} | "
-                         f"{v['budget_ms']:.3f} | {ok} |")
+        L += [_verification_row(v, v["name"]) for v in verification]
         L += [""] + [f"Note: {n}" for n in dict.fromkeys(v["note"] for v in verification
                                                           if v.get("note") and v.get("measured_ms") is not None)]
         L.append("")
@@ -551,14 +555,7 @@ def report_markdown_multi(records, front, references, picks, ctx: ReportContext,
               "Measured end to end on each target's backend, the statistic its table sums.", "",
               "| pick | target | predicted ms | measured ms | error | budget ms | within budget |",
               "|---|---|---|---|---|---|---|"]
-        for v in verification:
-            if v.get("measured_ms") is None:
-                L.append(f"| {v['name']} | {v['target']} | {v['predicted_ms']:.3f} | not measured: {v['note']} | | | |")
-            else:
-                err = v["measured_ms"] / v["predicted_ms"] - 1
-                ok = "yes" if v["measured_ms"] <= v["budget_ms"] else "**NO: budget violated**"
-                L.append(f"| {v['name']} | {v['target']} | {v['predicted_ms']:.3f} | {v['measured_ms']:.3f} | "
-                         f"{err:+.1%} | {v['budget_ms']:.3f} | {ok} |")
+        L += [_verification_row(v, f"{v['name']} | {v['target']}") for v in verification]
         L.append("")
     if greedy_path:
         L += ["## mes_greedy path (MES: the worst across targets)", "",

@@ -23,17 +23,10 @@ import optuna
 
 from hwnas.cli import report_user_error
 from hwnas.errors import HwnasError
+from hwnas.search.study import DelegatingStorage
 
 
-def _delegate(name: str):
-    def method(self, *args, **kwargs):
-        return getattr(self.backend, name)(*args, **kwargs)
-    method.__name__ = name
-    method.__doc__ = f"`{name}` of the wrapped storage."
-    return method
-
-
-class ProxiedStorage(optuna.storages.BaseStorage):
+class ProxiedStorage(DelegatingStorage):
     """The storage the proxy serves: `backend` (Optuna's cached RDB storage) through Optuna's public
     storage interface, with one repair.
 
@@ -46,9 +39,6 @@ class ProxiedStorage(optuna.storages.BaseStorage):
     call is made once more; a trial the database does not hold stays a KeyError (NOT_FOUND), as before.
     `tests/test_search_storage.py` restarts the proxy under a RUNNING trial and fails without this.
     """
-
-    def __init__(self, backend: optuna.storages.BaseStorage):
-        self.backend = backend
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: optuna.distributions.BaseDistribution) -> None:
@@ -75,26 +65,6 @@ class ProxiedStorage(optuna.storages.BaseStorage):
             self.backend.get_all_trials(study_id, deepcopy=False)
             return True
         return False
-
-    create_new_study = _delegate("create_new_study")
-    delete_study = _delegate("delete_study")
-    set_study_user_attr = _delegate("set_study_user_attr")
-    set_study_system_attr = _delegate("set_study_system_attr")
-    get_study_id_from_name = _delegate("get_study_id_from_name")
-    get_study_name_from_id = _delegate("get_study_name_from_id")
-    get_study_directions = _delegate("get_study_directions")
-    get_study_user_attrs = _delegate("get_study_user_attrs")
-    get_study_system_attrs = _delegate("get_study_system_attrs")
-    get_all_studies = _delegate("get_all_studies")
-    create_new_trial = _delegate("create_new_trial")
-    get_trial_id_from_study_id_trial_number = _delegate("get_trial_id_from_study_id_trial_number")
-    set_trial_state_values = _delegate("set_trial_state_values")
-    set_trial_intermediate_value = _delegate("set_trial_intermediate_value")
-    set_trial_user_attr = _delegate("set_trial_user_attr")
-    set_trial_system_attr = _delegate("set_trial_system_attr")
-    get_trial = _delegate("get_trial")
-    get_all_trials = _delegate("get_all_trials")
-    remove_session = _delegate("remove_session")
 
 
 def serve(storage: str, host: str = "127.0.0.1", port: int = 13000, threads: int = 16) -> None:

@@ -191,8 +191,50 @@ def _delegate(name: str):
     def method(self, *args, **kwargs):
         return self._call(name, *args, **kwargs)
     method.__name__ = name
-    method.__doc__ = f"`{name}` of the wrapped storage (retried while its server is unreachable)."
+    method.__doc__ = f"`{name}` of the wrapped storage (through `_call`)."
     return method
+
+
+class DelegatingStorage(optuna.storages.BaseStorage):
+    """A storage that passes every call of Optuna's public storage interface on to `backend`,
+    through `_call` (a plain call here; a subclass retries it, or repairs one method)."""
+
+    def __init__(self, backend: optuna.storages.BaseStorage):
+        self.backend = backend
+
+    def _call(self, name: str, *args, **kwargs):
+        return getattr(self.backend, name)(*args, **kwargs)
+
+    def remove_session(self) -> None:
+        self.backend.remove_session()
+
+    create_new_study = _delegate("create_new_study")
+    delete_study = _delegate("delete_study")
+    set_study_user_attr = _delegate("set_study_user_attr")
+    set_study_system_attr = _delegate("set_study_system_attr")
+    get_study_id_from_name = _delegate("get_study_id_from_name")
+    get_study_name_from_id = _delegate("get_study_name_from_id")
+    get_study_directions = _delegate("get_study_directions")
+    get_study_user_attrs = _delegate("get_study_user_attrs")
+    get_study_system_attrs = _delegate("get_study_system_attrs")
+    get_all_studies = _delegate("get_all_studies")
+    create_new_trial = _delegate("create_new_trial")
+    set_trial_param = _delegate("set_trial_param")
+    get_trial_id_from_study_id_trial_number = _delegate("get_trial_id_from_study_id_trial_number")
+    get_trial_number_from_id = _delegate("get_trial_number_from_id")
+    get_trial_param = _delegate("get_trial_param")
+    set_trial_state_values = _delegate("set_trial_state_values")
+    set_trial_intermediate_value = _delegate("set_trial_intermediate_value")
+    set_trial_user_attr = _delegate("set_trial_user_attr")
+    set_trial_system_attr = _delegate("set_trial_system_attr")
+    get_trial = _delegate("get_trial")
+    get_all_trials = _delegate("get_all_trials")
+    get_n_trials = _delegate("get_n_trials")
+    get_best_trial = _delegate("get_best_trial")
+    get_trial_params = _delegate("get_trial_params")
+    get_trial_user_attrs = _delegate("get_trial_user_attrs")
+    get_trial_system_attrs = _delegate("get_trial_system_attrs")
+    check_trial_is_updatable = _delegate("check_trial_is_updatable")
 
 
 def name_metrics(study: optuna.Study, objectives: list[str]) -> None:
@@ -219,7 +261,7 @@ def _init_lock(storage: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-class OwnedTrialStorage(optuna.storages.BaseStorage):
+class OwnedTrialStorage(DelegatingStorage):
     """Any Optuna storage (SQLite, PostgreSQL, the gRPC proxy), whose trials carry their worker's id
     (user attr `worker`) from the commit that makes them RUNNING, and whose calls are retried while
     the storage server is unreachable -- through Optuna's public storage interface only.
@@ -240,7 +282,7 @@ class OwnedTrialStorage(optuna.storages.BaseStorage):
 
     def __init__(self, backend: optuna.storages.BaseStorage, url: str, retry_s: float = DEFAULT_RETRY_S,
                  reconnect: Callable[[], optuna.storages.BaseStorage] | None = None):
-        self.backend = backend
+        super().__init__(backend)
         self.url = url
         self.retry_s = float(retry_s)
         self._reconnect = reconnect  # a fresh client for the same server (gRPC), used between retries
@@ -285,34 +327,6 @@ class OwnedTrialStorage(optuna.storages.BaseStorage):
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
         return self._call("get_all_trials", study_id, deepcopy=deepcopy, states=states)
-
-    def remove_session(self) -> None:
-        self.backend.remove_session()
-
-    create_new_study = _delegate("create_new_study")
-    delete_study = _delegate("delete_study")
-    set_study_user_attr = _delegate("set_study_user_attr")
-    set_study_system_attr = _delegate("set_study_system_attr")
-    get_study_id_from_name = _delegate("get_study_id_from_name")
-    get_study_name_from_id = _delegate("get_study_name_from_id")
-    get_study_directions = _delegate("get_study_directions")
-    get_study_user_attrs = _delegate("get_study_user_attrs")
-    get_study_system_attrs = _delegate("get_study_system_attrs")
-    get_all_studies = _delegate("get_all_studies")
-    set_trial_param = _delegate("set_trial_param")
-    get_trial_id_from_study_id_trial_number = _delegate("get_trial_id_from_study_id_trial_number")
-    get_trial_number_from_id = _delegate("get_trial_number_from_id")
-    get_trial_param = _delegate("get_trial_param")
-    set_trial_intermediate_value = _delegate("set_trial_intermediate_value")
-    set_trial_user_attr = _delegate("set_trial_user_attr")
-    set_trial_system_attr = _delegate("set_trial_system_attr")
-    get_trial = _delegate("get_trial")
-    get_n_trials = _delegate("get_n_trials")
-    get_best_trial = _delegate("get_best_trial")
-    get_trial_params = _delegate("get_trial_params")
-    get_trial_user_attrs = _delegate("get_trial_user_attrs")
-    get_trial_system_attrs = _delegate("get_trial_system_attrs")
-    check_trial_is_updatable = _delegate("check_trial_is_updatable")
 
 
 def sqlite_storage(url: str) -> optuna.storages.BaseStorage:
