@@ -408,8 +408,19 @@ def analyze(args) -> dict:
         for r in sa_recs:
             sa.setdefault(r["key"], {})[r["seed"]] = r
         inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
-        sn_summ = {(r["variant"], r["recipe_id"]): r for r in res["supernet"]
-                   if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")}
+        # one supernet recipe trained twice (a run cut by its deadline, then a full one): the records of
+        # the longest training count, whatever order the folders were given in
+        most = {}
+        for r in inh_all:
+            k = (r["variant"], r["recipe_id"])
+            most[k] = max(most.get(k, 0), r.get("epochs_done") or 0)
+        inh_all = [r for r in inh_all if (r.get("epochs_done") or 0) == most[(r["variant"], r["recipe_id"])]]
+        sn_summ = {}
+        for r in res["supernet"]:
+            if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke"):
+                k = (r["variant"], r["recipe_id"])
+                if (r.get("epochs_done") or 0) >= (sn_summ.get(k, {}).get("epochs_done") or 0):
+                    sn_summ[k] = r
         variants = {}
         for v in sorted({r["variant"] for r in inh_all}, key=lambda v: list(VARIANTS).index(v)):
             # every recipe of a variant (epochs, supernet seed) is its own row: the one trained longest

@@ -45,10 +45,11 @@ def strategy_overrides(name: str, n_trials: int, greedy_candidates: int) -> list
     return [f"search={name}", f"search.n_trials={n_trials}", "search.seed_archs=[min]"]
 
 
-def run_once(cfg, space, table, mes, accuracy, seed: int) -> list[dict]:
+def run_once(cfg, space, table, mes, accuracy, seed: int, budget=None) -> list[dict]:
     """One search, as `python -m hwnas.search` runs it (the same strategies, objective, seeding and
     budget: `hwnas.search.strategies`), on an in-memory Optuna study: SQLite's per-trial cost would be
-    most of the time here. Returns its completed trials in evaluation order."""
+    most of the time here. Returns its completed trials in evaluation order. `budget` (a
+    `hwnas.search.strategies.Budget`) constrains the Optuna strategies as `budget.*=` does the app's."""
     import optuna
     from hwnas.search.objectives import LatencyTarget, Scorer, expand_objectives
     from hwnas.search.report import records_from_trials
@@ -64,7 +65,7 @@ def run_once(cfg, space, table, mes, accuracy, seed: int) -> list[dict]:
         mes_greedy(study, space, scorer, strategy, Budget({name: min(c.latency[name] for c in refs)},
                                                           min(c.params for c in refs)), seed=seed, progress=False)
     else:
-        run_optuna(study, space, scorer, strategy, Budget(), stale_after_s=3600.0, progress=False,
+        run_optuna(study, space, scorer, strategy, budget or Budget(), stale_after_s=3600.0, progress=False,
                    seed_archs=[space.min_arch()] if "min" in strategy["seed_archs"] else [])
     return records_from_trials((t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"), [name])
 
