@@ -189,6 +189,14 @@ def supernet_train_cfg(args, variant: str) -> dict:
     return cfg
 
 
+def supernet_recipe_id(tcfg: dict, ident, seed: int) -> str:
+    """The id of a supernet recipe. `student_weight` 1.0 was every recipe's value before the key existed
+    (and TrainConfig's default then): it is left out, so that the committed runs keep their ids and
+    --resume-from still finds them."""
+    return recipe_id("supernet", {k: v for k, v in tcfg.items() if not (k == "student_weight" and v == 1.0)},
+                     ident, seed)
+
+
 def load_archs(path: Path, spaces, max_archs: int) -> dict:
     data = json.loads(Path(path).read_text())
     out = {}
@@ -257,7 +265,7 @@ def gpu(args) -> dict:
         keys = {c["key"] for c in archs[s]}
         for v in variants:
             tcfg = supernet_train_cfg(args, v)
-            sn_id = recipe_id("supernet", tcfg, ident, args.seed)
+            sn_id = supernet_recipe_id(tcfg, ident, args.seed)
             prev = [r for r in carried.get("inherited", []) if r["space"] == s and r["variant"] == v
                     and r["recipe_id"] == sn_id and not r.get("smoke")]
             have_rank = {r["key"] for r in prev if r["kind"] == "ranking"}

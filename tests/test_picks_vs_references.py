@@ -90,3 +90,35 @@ def test_in_memory_runs_evaluate_what_the_search_app_evaluates(tmp_path, strateg
     app = run(cfg, tmp_path, accuracy=acc)["records"]
     assert [r["arch_id"] for r in mine] == [r["arch_id"] for r in app] and len(mine) >= 10
     assert [r["accuracy"] for r in mine] == [r["accuracy"] for r in app]
+
+
+def test_budgeted_search_is_constrained_by_the_reference(tmp_path):
+    """`choose --budgeted`: the per-reference searches run under the reference's latency and params, as
+    `python -m hwnas.search budget.latency_ms=... budget.params=...` does (Optuna constraints)."""
+    from omegaconf import OmegaConf
+    from hwnas.mes import MES
+    from hwnas.search.app import build_evaluator, compose_config, load_table
+    from hwnas.search.strategies import Budget
+    base = ["+target=torch_cuda", f"space={SPACE}", "evaluator=predictor", "progress=false",
+            "search.n_trials=24", "search.seed_archs=[min]", "search=tpe"]
+    cfg = compose_config(base)
+    space = search_spaces.get_space(SPACE)
+    acc = build_evaluator(cfg, space)
+    table, _ = load_table(cfg.target, space)
+    mes = MES.for_target(OmegaConf.to_container(cfg.target.get("mes") or {}, resolve=True), table.provenance,
+                         cfg.target.name)
+    ref = space.reference("efficientformerv2_s0")
+    lat, params = table.predict(ref), ref.params(1000)
+    free = svr.run_once(cfg, space, table, mes, acc, 0)
+    tight = svr.run_once(cfg, space, table, mes, acc, 0, Budget({"torch_cuda": lat}, params))
+    assert all(r["feasible"] for r in free)  # no budget: nothing is infeasible
+    for r in tight:  # under the budget: feasible exactly when at or under the reference's latency and params
+        assert r["feasible"] == (r["latency_ms"] <= lat and r["params"] <= params)
+    assert any(not r["feasible"] for r in tight)  # the search did try archs over the budget, and knew it
+    chosen = pvr.main(["choose", "--spaces", SPACE, "--n-trials", "24", "--strategy", "tpe", "--budgeted",
+                       "--out", str(tmp_path / "archs.json")])
+    assert chosen["budgeted"] and "under that reference's latency and params" in chosen["method"]
+    by_key = {c["key"]: c for c in chosen["spaces"][SPACE]}
+    for pair in chosen["pairs"][SPACE].values():
+        p, r = by_key[pair["pick"]], by_key[pair["reference"]]
+        assert p["latency_ms"] <= r["latency_ms"] and p["params_deploy"] <= r["params_deploy"]

@@ -86,4 +86,9 @@ def test_recipe_ids_stay_those_of_the_committed_h200_runs():
         sn_warmup_epochs=1.0, sn_num_random=2, sn_max_steps=0)
     ident = rf.data_identity(rf.data_cfg(args))
     assert rf.recipe_id("standalone", rf.standalone_recipe(args), ident) == "9b295e25b37a"
-    assert rf.recipe_id("supernet", rf.supernet_train_cfg(args, "base"), ident, 0) == "0514c967b124"
+    assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "base"), ident, 0) == "0514c967b124"
+    assert rf.supernet_train_cfg(args, "base")["student_weight"] == 1.0  # the papers' sandwich, stated
+    args.sn_epochs, args.sn_lr = 10, 1e-3  # the 10-epoch runs: h200-run6 (lowlr), h200-run7 and run10 (studentw)
+    assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "lowlr"), ident, 0) == "39e9dffa0983"
+    assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 0) == "cb4bfcbb9c60"
+    assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 2) == "83fb96fae8a8"
