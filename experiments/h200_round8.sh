@@ -6,6 +6,8 @@
 #  c) the EfficientFormerV2 picks chosen with the studentw predictor (picks_vs_references.py choose
 #     --budgeted), trained alone with seeds 0 and 1 (references are resumed from earlier runs).
 # Run: PYTHONPATH=. bash experiments/h200_round8.sh  (with $OUT set; .data/fashion-mnist carried)
+# Its outputs come back as one round8.tgz: the GPU machine returns at most 8 files, and the first run
+# (2026-12-02, before the tar step was added) lost b) and c) that way; they were rerun (docs/accuracy.md).
 set -u
 export PYTHONUNBUFFERED=1
 R=experiments/results/ranking_fidelity_raw
@@ -23,4 +25,5 @@ python experiments/ranking_fidelity.py gpu --out "$OUT/c" --work /tmp/rf_c --arc
     --spaces efficientformerv2 --variants none $SA --workers 3 $RES --resume-from $P/h200-run5 --resume-from $P/h200-run6 \
     $COMMON > "$OUT/c.log" 2>&1 &
 wait
-tail -5 "$OUT/a.log" "$OUT/b.log" "$OUT/c.log"
+for f in a b c; do tail -n 3 "$OUT/$f.log"; done
+cd "$OUT" && tar czf round8.tgz a b c && rm -rf a b c
