@@ -110,7 +110,8 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     A line is `{"space", "arch", "val_top1", ...}` as `ranking_fidelity.py gpu` and
     `python -m hwnas.predictor pairs` write them. Smoke-run lines are skipped. Of the supernet
     `variant` (None: any), the recipe with the most lines is used, never a mix (`recipe_id=` picks
-    another); an arch measured twice counts once (its last line: a later, longer run).
+    another); of a recipe trained twice, only the longest training's lines (`epochs_done`); an arch
+    measured twice counts once (its last line).
     """
     files = _jsonl_files(paths)
     recs = []
@@ -140,6 +141,10 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     if recipe_id is None and counts:
         recipe_id = max(counts, key=lambda k: (counts[k], k))
     recs = [r for r in recs if r.get("recipe_id", "") == recipe_id]
+    # one recipe trained twice (a run cut by its deadline, then the full rerun): only the lines of the
+    # longest training, whatever order the files come in
+    most = max((r.get("epochs_done") or 0 for r in recs), default=0)
+    recs = [r for r in recs if (r.get("epochs_done") or 0) == most]
     by_key: dict[str, dict] = {}
     for r in recs:
         arch = Arch.from_dict(r["arch"])

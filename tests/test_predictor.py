@@ -69,6 +69,22 @@ def test_pairs_are_read_as_the_gpu_runs_write_them(tmp_path):
         read_pairs([tmp_path / "run"], SPACE, variant="warmup")
 
 
+def test_pairs_of_a_recipe_trained_twice_are_the_longest_trainings(tmp_path):
+    """A deadline-cut run and its full rerun share a recipe id: the cut run's pairs (fewer epochs) never
+    count, whichever folder comes first (a glob puts run10 before run8)."""
+    space = search_spaces.get_space(SPACE)
+    archs = list({a.id: a for a in space.sample_many(12, seed=3)}.values())
+    for name, epochs, archs_here, top1 in (("full", 10, archs[:8], 80.0), ("cut", 5, archs[4:], 60.0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "inherited.jsonl").write_text("".join(json.dumps(dict(
+            space=SPACE, arch=a.to_dict(), key=a.id, kind="random", variant="studentw", recipe_id="r1",
+            epochs_done=epochs, val_top1=top1 + i)) + "\n" for i, a in enumerate(archs_here)))
+    for order in (["full", "cut"], ["cut", "full"]):
+        pairs = read_pairs([tmp_path / d for d in order], SPACE)
+        assert sorted(a.id for a in pairs.archs) == sorted(a.id for a in archs[:8])
+        assert pairs.top1.min() >= 80.0
+
+
 def test_fit_round_trips_through_its_file_and_is_deterministic(tmp_path):
     write_pairs(tmp_path / "run")
     pairs = read_pairs([tmp_path / "run"], SPACE)
