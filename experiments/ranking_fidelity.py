@@ -64,6 +64,10 @@ VARIANTS = {
     # lowlr with each student's distillation loss x 1/4: the largest's gradient dominates the shared
     # weights again (CPU diagnostic: largest 75.0 % instead of 60.0 %, alone 76.3 %; smallest 74.6 %)
     "studentw": {"lr": 1.0e-3, "student_weight": 0.25},
+    # studentw with one of the two random subnets at the max arch's widths and a random depth (OFA's
+    # elastic-depth phase): Next-ViT-S and -B, the max arch with stage 3 cut short, inherit 31-35 %
+    # under studentw while the max inherits 88 % (h200-run9); not yet measured
+    "depth": {"lr": 1.0e-3, "student_weight": 0.25, "depth_slots": 1},
 }
 GOAL_TAU = 0.7
 # the recipe kept after the remedies were compared (h200-run7 and run10: `studentw` ranks EfficientFormerV2

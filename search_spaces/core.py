@@ -368,6 +368,12 @@ class SearchSpace(abc.ABC):
     def sample(self, rng: random.Random) -> Arch:
         """A random valid arch drawn with `rng`."""
 
+    def sample_depth(self, rng: random.Random) -> Arch:
+        """A random arch with the max arch's widths and ratios and only its depth drawn with `rng`
+        (OFA's elastic-depth phase; `train.depth_slots` trains such archs in the sandwich). A family
+        without a notion of depth leaves it undefined."""
+        raise NotImplementedError(f"space {self.name!r} defines no sample_depth (the max arch with a random depth)")
+
     @abc.abstractmethod
     def validate(self, arch: Arch) -> None:
         """Raise `ArchError` naming the field and the allowed values unless the space can build `arch`."""

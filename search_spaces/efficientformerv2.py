@@ -146,6 +146,14 @@ class EfficientFormerV2Space(SearchSpace):
             stages.append(st)
         return self.arch(stages)
 
+    def sample_depth(self, rng: random.Random) -> Arch:
+        """EfficientFormerV2-L's widths, with the kept block positions and attention count of a random
+        arch (`sample`), each kept block at L's expansion there (its cap)."""
+        widest = self.max_arch().stages
+        return self.arch([dict(st, width=widest[s]["width"],
+                               expansion=[CAPS[s][p] if e else 0 for p, e in enumerate(st["expansion"])])
+                          for s, st in enumerate(self.sample(rng).stages)])
+
     # ---- validation ---------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
         self._check_space(arch)

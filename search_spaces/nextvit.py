@@ -117,6 +117,17 @@ class NextViTSpace(SearchSpace):
                   for s, c in enumerate(CHOICES)]
         return self.arch(stages)
 
+    def sample_depth(self, rng: random.Random) -> Arch:
+        """Next-ViT-L's widths, ratios and r, with every stage's NCB count `n` and repetition count `l`
+        drawn (`n` only in stage 0)."""
+        stages = []
+        for s, st in enumerate(self.max_arch().stages):
+            st = dict(st, n=rng.choice(CHOICES[s]["n"]))
+            if "l" in st:
+                st["l"] = rng.choice(CHOICES[s]["l"])
+            stages.append(st)
+        return self.arch(stages)
+
     # ---- validation ----------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
         self._check_space(arch)

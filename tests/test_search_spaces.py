@@ -213,3 +213,32 @@ def test_nhs_pattern_and_ntb_split_of_references():
     assert [(b["mhsa"], b["out"] - b["mhsa"]) for b in ntbs] == [(192, 64), (384, 128), (384, 128), (768, 256)]
     assert [b["sr"] for b in ntbs] == [4, 2, 2, 1]
     assert not any(b["proj"] for b in ntbs)  # Next-ViT's NTBs take their input width straight into E-MHSA
+
+
+DEPTH_KEYS = {"nextvit": ("n", "l"), "efficientformerv2": ("expansion", "attn")}
+
+
+def test_sample_depth_keeps_the_max_archs_widths_and_draws_only_depth(space_name):
+    """`train.depth_slots`' archs: the max arch with a random depth (Next-ViT: n, l; EfficientFormerV2: which
+    positions are kept and how many are attention, each kept block at L's expansion there)."""
+    import random
+    space = search_spaces.get_space(space_name)
+    mx = space.max_arch()
+    rng = random.Random(0)
+    archs = [space.sample_depth(rng) for _ in range(200)]
+    depths = set()
+    for a in archs:
+        space.validate(a)
+        for s, (st, m) in enumerate(zip(a.stages, mx.stages)):
+            for k, v in st.items():
+                if k == "expansion":  # kept positions at the max arch's ratio, dropped ones at 0
+                    assert all(e in (0, me) for e, me in zip(v, m[k])), (s, v, m[k])
+                elif k not in DEPTH_KEYS[space_name]:
+                    assert v == m[k], (s, k, v, m[k])
+        depths.add(tuple(tuple(st.get(k) if k != "expansion" else tuple(x > 0 for x in st[k])
+                               for k in DEPTH_KEYS[space_name] if k in st) for st in a.stages))
+    assert len(depths) > 50  # the depth is drawn, not fixed
+    if space_name == "nextvit":  # Next-ViT-S and -B are such archs: their stage-3 depths come up
+        assert {st["l"] for a in archs for st in a.stages[2:3]} == set(range(1, 7))
+        assert any(a.stages[2]["l"] == 2 and a.stages[2]["n"] == 4 for a in archs)
+    assert [space.sample_depth(random.Random(5)) for _ in range(2)] == [space.sample_depth(random.Random(5))] * 2

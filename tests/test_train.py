@@ -246,3 +246,33 @@ def test_grad_projection_removes_only_the_students_part_that_opposes_the_largest
         assert dot([a - b for a, b in zip(got, g_l)], g_l) >= -1e-6 * dot(g_l, g_l)
         seen.add(d < 0)
     assert seen == {True, False}
+
+
+def test_depth_slots_train_the_max_widths_at_a_random_depth(tmp_path, monkeypatch):
+    """train.depth_slots: the first random slots of the sandwich are the max arch's widths with a random depth
+    (`sample_depth`), the others stay uniform; bad settings are one clear error before anything runs."""
+    import hwnas.training.trainer as T
+    from hwnas.errors import ConfigError
+    from hwnas.training.sandwich import sample_archs
+    from search_spaces import SearchSpace
+    space = search_spaces.get_space("efficientformerv2")
+    widths = [st["width"] for st in space.max_arch().stages]
+    steps = [sample_archs(space, seed=0, step=k, num_random=2, resolution=32, depth_slots=1) for k in range(8)]
+    for archs in steps:
+        assert archs[:2] == sample_archs(space, seed=0, step=0, num_random=0, resolution=32)
+        assert [st["width"] for st in archs[2].stages] == widths
+    assert len({a[2] for a in steps}) > 1  # the depth is drawn anew each step
+    assert any([st["width"] for st in a[3].stages] != widths for a in steps)  # the other slot is uniform
+    assert any([st["width"] for st in a[2].stages] != widths
+               for a in (sample_archs(space, seed=0, step=k, num_random=1, resolution=32) for k in range(8)))
+    seen = []
+    real = T.sample_archs
+    monkeypatch.setattr(T, "sample_archs", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    train_supernet(compose(*TINY, "train.epochs=1", "train.max_steps_per_epoch=1", "train.depth_slots=1"),
+                   tmp_path / "run")
+    assert seen and all([st["width"] for st in archs[2].stages] == widths for archs in seen)
+    with pytest.raises(ConfigError, match=r"train.depth_slots=2 > train.num_random=1"):
+        train_supernet(compose(*TINY, "train.depth_slots=2"), tmp_path / "bad")
+    monkeypatch.setattr(type(space), "sample_depth", SearchSpace.sample_depth)  # a family without it
+    with pytest.raises(ConfigError, match="defines no sample_depth"):
+        train_supernet(compose(*TINY, "train.depth_slots=1"), tmp_path / "bad")

@@ -25,16 +25,20 @@ import torch.nn.functional as F
 from hwnas.data import derive_seed
 
 
-def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, candidates: int = 1) -> list:
+def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, candidates: int = 1,
+                 depth_slots: int = 0) -> list:
     """[largest, smallest, k random] for optimizer step `step`: a function of (seed, step) only.
 
     With `candidates` > 1 each random slot is a list of that many archs, among which
-    `sandwich_step` chooses by the loss on the step's first micro-batch (attentive sampling).
+    `sandwich_step` chooses by the loss on the step's first micro-batch (attentive sampling). The
+    first `depth_slots` random slots draw from `space.sample_depth` (the max arch's widths, a random
+    depth) instead of `space.sample`.
     """
     rng = random.Random(derive_seed(seed, step, 0x5A17))
     archs = [space.max_arch().with_resolution(resolution), space.min_arch().with_resolution(resolution)]
-    for _ in range(num_random):
-        drawn = [space.sample(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
+    for slot in range(num_random):
+        draw = space.sample_depth if slot < depth_slots else space.sample
+        drawn = [draw(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
         archs.append(drawn[0] if candidates <= 1 else drawn)
     return archs
 

@@ -17,6 +17,7 @@ import csv
 import io
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ class TrainConfig:
     sampling: str = "uniform"  # uniform | attentive_worst | attentive_best (AttentiveNAS: of
     attentive_candidates: int = 3  # this many random archs per slot, train the worst / best on the batch)
     largest_warmup_epochs: float = 0.0  # train only the largest subnet for this many epochs first
+    # of the num_random random subnets per step, this many have the max arch's widths and a random depth
+    # (the space's sample_depth; OFA's elastic-depth phase): full-width shallow subnets, which uniform
+    # sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
+    depth_slots: int = 0
     # NASViT's gradient projection: a step's students' gradient that conflicts with the largest's
     # loses its component along it (docs/training.md, "Remedies for the ranking")
     grad_projection: bool = False
@@ -107,6 +112,10 @@ class TrainConfig:
         check_min(t, "attentive_candidates", self.attentive_candidates, 2 if self.sampling != "uniform" else 1,
                   hint="attentive sampling chooses among at least 2 candidates")
         check_min(t, "largest_warmup_epochs", self.largest_warmup_epochs, 0)
+        check_min(t, "depth_slots", self.depth_slots, 0)
+        if self.depth_slots > self.num_random:
+            raise ConfigError(f"train.depth_slots={self.depth_slots} > train.num_random={self.num_random}: depth "
+                              "slots are some of the random subnets; lower depth_slots or raise num_random")
         check_min(t, "student_weight", self.student_weight, 0)
         check_range(t, "drop_path", self.drop_path, 0.0, 0.99)
         check_min(t, "clip_grad", self.clip_grad, 0, hint="0: off")
@@ -208,6 +217,12 @@ def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed:
     space = search_spaces.get_space(space) if isinstance(space, str) else space
     data = data_config(data_cfg)
     cfg = train_config(cfg)
+    if cfg.depth_slots:
+        try:
+            space.sample_depth(random.Random(0))
+        except NotImplementedError:
+            raise ConfigError(f"train.depth_slots={cfg.depth_slots}: space {space.name!r} defines no sample_depth "
+                              "(the max arch with a random depth); use train.depth_slots=0") from None
     out_dir = Path(out_dir)
     info = D.setup(cfg.device)
     try:
@@ -308,7 +323,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             for g in optimizer.param_groups:
                 g["lr"] = lr
             micro = [next(batches) for _ in range(cfg.accum_steps)]
-            archs = sample_archs(space, seed, step, cfg.num_random, res, candidates)
+            archs = sample_archs(space, seed, step, cfg.num_random, res, candidates, cfg.depth_slots)
             if step < largest_only:
                 archs = archs[:1]
             seeds = [derive_seed(seed, step, info.rank * cfg.accum_steps + a) for a in range(cfg.accum_steps)]
