@@ -46,6 +46,7 @@ def choose(args) -> dict:
     from hwnas.search.app import build_evaluator, compose_config, load_table
     from hwnas.search.objectives import LatencyTarget, Scorer
     from hwnas.search.report import pick_for
+    from hwnas.search.strategies import Budget
     from search_vs_random import run_once
     out = dict(target=args.target, strategy=args.strategy, n_trials=args.n_trials, seed=args.seed,
                method=f"per space one search of each of {args.strategy} (evaluator=predictor, seed_archs=[min], so no reference is a "
@@ -72,9 +73,13 @@ def choose(args) -> dict:
         refs = {n: dict(arch_id=space.reference(n).id, **scorer.metrics(space.reference(n)).as_dict())
                 for n in space.reference_names}
         ref_ids = {r["arch_id"] for r in refs.values()}
-        records = [r for strat in args.strategy.split(",")  # every strategy's archs: the best any found
-                   for r in run_once(compose_config(base + [f"search={strat}"]), space, table, mes, acc, args.seed)
-                   if r["arch_id"] not in ref_ids]
+        strategy_cfgs = [compose_config(base + [f"search={strat}"]) for strat in args.strategy.split(",")]
+
+        def searched(budget=None):  # every strategy's archs (the best any found), references left out
+            return [r for c in strategy_cfgs for r in run_once(c, space, table, mes, acc, args.seed, budget)
+                    if r["arch_id"] not in ref_ids]
+
+        records = searched()
         prov = acc.evaluator.provenance
         out["predictors"][name] = dict(path=_rel(acc.evaluator.path), digest=acc.evaluator.digest,
                                        n_pairs=prov.get("n_pairs"), heldout=prov.get("heldout"))
@@ -92,11 +97,7 @@ def choose(args) -> dict:
             arch = space.reference(ref_name)
             cands = records
             if args.budgeted:  # what a user runs for this reference: the search under its latency and size
-                from hwnas.search.strategies import Budget
-                budget = Budget({str(cfg.target.name): ref["latency_ms"]}, ref["params"])
-                cands = records + [r for strat in args.strategy.split(",")
-                                   for r in run_once(compose_config(base + [f"search={strat}"]), space, table, mes,
-                                                     acc, args.seed, budget) if r["arch_id"] not in ref_ids]
+                cands = records + searched(Budget({str(cfg.target.name): ref["latency_ms"]}, ref["params"]))
             p = pick_for(cands, ref["latency_ms"], ref["params"])
             if p is None:
                 print(f"{name}: no arch found at or under {ref_name} ({ref['latency_ms']:.3f} ms, "
@@ -225,10 +226,9 @@ def markdown(r: dict) -> str:
             True: "**held**: every pick is at least as accurate as its reference (mean over seeds)",
             False: "**did NOT hold** for every reference"}[r["goal_met"]]
     L = [f"# Picks vs references: {r['space']} on {r['data']} at {r['image_size']} px", "", r["claim"] + ".", "",
-         f"Goal {goal}." + ("" if r.get("no_reference_better_beyond_seed_spread") is None else
-                            " No reference is more accurate than its pick beyond the seed spread." if
-                            r["no_reference_better_beyond_seed_spread"] else
-                            " Some reference is more accurate than its pick beyond the seed spread."), "",
+         f"Goal {goal}." + {None: "", True: " No reference is more accurate than its pick beyond the seed spread.",
+                             False: " Some reference is more accurate than its pick beyond the seed spread."}[
+                                 r.get("no_reference_better_beyond_seed_spread")], "",
          f"How the picks were chosen: {r.get('method')}.", "",
          f"Latency: predicted by the `{r['target']}` table at the deployment resolution; params: the deployment arch "
          "with a 1000-class head (what the search compares) and with the 10-class head that was trained. "

@@ -405,6 +405,10 @@ def _one_recipe(records: list[dict], what: str) -> tuple[list[dict], str | None,
 
 def analyze(args) -> dict:
     import numpy as np
+    from hwnas.predictor import longest_trainings
+
+    def recipe_of(r):
+        return r["variant"], r["recipe_id"]
     res = read_results(args.results)
     runs = [json.loads((Path(d) / "run.json").read_text()) for d in args.results if (Path(d) / "run.json").is_file()]
     runs = [r for r in runs if not r.get("smoke")]
@@ -424,19 +428,11 @@ def analyze(args) -> dict:
         for r in sa_recs:
             sa.setdefault(r["key"], {})[r["seed"]] = r
         inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
-        # one supernet recipe trained twice (a run cut by its deadline, then a full one): the records of
-        # the longest training count, whatever order the folders were given in
-        most = {}
-        for r in inh_all:
-            k = (r["variant"], r["recipe_id"])
-            most[k] = max(most.get(k, 0), r.get("epochs_done") or 0)
-        inh_all = [r for r in inh_all if (r.get("epochs_done") or 0) == most[(r["variant"], r["recipe_id"])]]
-        sn_summ = {}
-        for r in res["supernet"]:
-            if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke"):
-                k = (r["variant"], r["recipe_id"])
-                if (r.get("epochs_done") or 0) >= (sn_summ.get(k, {}).get("epochs_done") or 0):
-                    sn_summ[k] = r
+        # a supernet recipe trained twice (a deadline-cut run, then the full one): its longest training counts
+        inh_all = longest_trainings(inh_all, recipe_of)
+        sn_summ = {recipe_of(r): r for r in longest_trainings(
+            (r for r in res["supernet"] if r.get("kind") == "summary" and r["space"] == space and not r.get("smoke")),
+            recipe_of)}
         variants = {}
         for v in sorted({r["variant"] for r in inh_all}, key=lambda v: list(VARIANTS).index(v)):
             # every recipe of a variant (epochs, supernet seed) is its own row: the one trained longest

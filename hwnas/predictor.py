@@ -103,6 +103,17 @@ def _jsonl_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def longest_trainings(records: Iterable[dict], group=lambda r: r.get("recipe_id", "")) -> list[dict]:
+    """Of each group of records (one supernet recipe: `group` gives its key), only those of its longest
+    training (`epochs_done`). A run cut by its deadline and its full rerun share a recipe id; the cut
+    run's records never count, whatever order the records were read in."""
+    records = list(records)
+    most: dict = {}
+    for r in records:
+        most[group(r)] = max(most.get(group(r), 0), r.get("epochs_done") or 0)
+    return [r for r in records if (r.get("epochs_done") or 0) == most[group(r)]]
+
+
 def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | None = None,
                recipe_id: str | None = None, kinds: Sequence[str] | None = None) -> Pairs:
     """The pairs of `space` in JSON-lines files (or folders holding `inherited.jsonl`).
@@ -141,10 +152,7 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     if recipe_id is None and counts:
         recipe_id = max(counts, key=lambda k: (counts[k], k))
     recs = [r for r in recs if r.get("recipe_id", "") == recipe_id]
-    # one recipe trained twice (a run cut by its deadline, then the full rerun): only the lines of the
-    # longest training, whatever order the files come in
-    most = max((r.get("epochs_done") or 0 for r in recs), default=0)
-    recs = [r for r in recs if (r.get("epochs_done") or 0) == most]
+    recs = longest_trainings(recs)
     by_key: dict[str, dict] = {}
     for r in recs:
         arch = Arch.from_dict(r["arch"])
@@ -507,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["AccuracyPredictor", "Pairs", "PredictorError", "encode", "feature_names", "fit", "kfold_scores",
+           "longest_trainings",
            "measure_pairs", "read_pairs", "SHIPPED_DIR"]
 
 if __name__ == "__main__":
