@@ -170,9 +170,12 @@ def data_identity(d: dict) -> dict:
     """What makes results comparable: the data config without where the files are."""
     from hwnas.data import data_config
     keep = ("name", "image_size", "val_size", "split_seed", "crop_padding", "hflip", "mean", "std")
+    cfg = asdict(data_config(d))
     if d.get("name", "fashion_mnist") != "fashion_mnist":  # (fashion_mnist's ids stay those of the first runs)
         keep += ("scale_min", "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
-    return {k: v for k, v in asdict(data_config(d)).items() if k in keep}
+    elif cfg["limit_train"]:  # a reduced training set is another benchmark (the full set keeps its old ids)
+        keep += ("limit_train",)
+    return {k: v for k, v in cfg.items() if k in keep}
 
 
 def standalone_recipe(args) -> dict:
