@@ -232,7 +232,8 @@ def supernet_proc(spec: dict, common: dict, msgs, stop, deadline: float) -> None
         n_random = 0
         while n_random < spec["random_archs"] and not stop.is_set() and \
                 time.time() < deadline - common["eval_margin_s"]:
-            arch = space.sample(rng)
+            # the archs the supernet was trained on (train.consistent_only: the consistent ones only)
+            arch = (space.sample_consistent if spec["train"].get("consistent_only") else space.sample)(rng)
             if arch.id in seen:
                 continue
             seen.add(arch.id)

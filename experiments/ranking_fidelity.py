@@ -68,6 +68,10 @@ VARIANTS = {
     # elastic-depth phase): Next-ViT-S and -B, the max arch with stage 3 cut short, inherit 31-35 %
     # under studentw while the max inherits 88 % (h200-run9); not yet measured
     "depth": {"lr": 1.0e-3, "student_weight": 0.25, "depth_slots": 1},
+    # studentw with every random subnet (and the smallest) drawn from the structurally consistent archs
+    # (Next-ViT: no NTB input projection that Next-ViT-L skips; under uniform sampling only 0.16 % of
+    # the random subnets are consistent, so Next-ViT-S/B are trained only through Next-ViT-L)
+    "consistent": {"lr": 1.0e-3, "student_weight": 0.25, "consistent_only": True},
 }
 GOAL_TAU = 0.7
 # the recipe kept after the remedies were compared (h200-run7 and run10: `studentw` ranks EfficientFormerV2
@@ -101,13 +105,15 @@ def choose(args) -> dict:
             return True
 
         by_id = {space.reference(r).id: r for r in space.reference_names}
-        for label, arch in [("min", space.min_arch()), ("max", space.max_arch())] + \
+        consistent = name in args.consistent.split(",")
+        smallest = space.min_consistent_arch() if consistent else space.min_arch()
+        for label, arch in [("min", smallest), ("max", space.max_arch())] + \
                 [(r, space.reference(r)) for r in space.reference_names]:
             add(by_id.get(arch.id, label), arch)
         k = args.n_archs - len(chosen)
-        pool = slimming_pool(space, args.pool, args.seed)
+        pool = slimming_pool(space, args.pool, args.seed, consistent)
         lat = {a.id: table.predict(a) for a in pool}
-        lo, hi = math.log(table.predict(space.min_arch())), math.log(table.predict(space.max_arch()))
+        lo, hi = math.log(table.predict(smallest)), math.log(table.predict(space.max_arch()))
         rng = random.Random(args.seed)
         for i in range(k):
             a, b = lo + i * (hi - lo) / k, lo + (i + 1) * (hi - lo) / k
@@ -128,21 +134,30 @@ def choose(args) -> dict:
     return out
 
 
-def slimming_pool(space, n: int, seed: int) -> list:
+def slimming_pool(space, n: int, seed: int, consistent: bool = False) -> list:
     """`n` distinct archs: half uniform random samples (which sit in the middle of the latency range:
     each block position is kept with probability 3/4), half from random walks of slimming steps
-    from the max arch down to the min (which cover the small end too)."""
+    from the max arch down to the min (which cover the small end too). `consistent`: only archs the
+    space calls consistent (`sample_consistent`; walks step only to consistent archs)."""
     from hwnas.search.actions import slimming_actions
     rng = random.Random(seed)
-    pool = {a.id: a for a in space.sample_many(n // 2, seed=seed)}
+    if consistent:
+        pool = {}
+        while len(pool) < n // 2:
+            a = space.sample_consistent(rng)
+            pool.setdefault(a.id, a)
+    else:
+        pool = {a.id: a for a in space.sample_many(n // 2, seed=seed)}
     while len(pool) < n:
-        arch = space.max_arch()
+        arch, grown = space.max_arch(), len(pool)
         while len(pool) < n:
-            actions = slimming_actions(space, arch)
+            actions = [a for a in slimming_actions(space, arch) if not consistent or space.is_consistent(a.arch)]
             if not actions:
                 break
             arch = rng.choice(actions).arch
             pool.setdefault(arch.id, arch)
+        if len(pool) == grown and consistent:  # walks of consistent archs found nothing new
+            break
     return list(pool.values())
 
 
@@ -635,6 +650,8 @@ def main(argv=None):
     c.add_argument("--pool", type=int, default=4000)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", default=str(ARCHS_FILE))
+    c.add_argument("--consistent", default="", help="spaces whose archs are drawn from the consistent ones "
+                   "only (sample_consistent; the min is min_consistent_arch)")
 
     g = sub.add_parser("gpu", help="train and measure (GPU; --device cpu for tests)")
     g.add_argument("--out", required=True, help="results folder ($OUT on the GPU machine)")

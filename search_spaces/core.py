@@ -374,6 +374,16 @@ class SearchSpace(abc.ABC):
         without a notion of depth leaves it undefined."""
         raise NotImplementedError(f"space {self.name!r} defines no sample_depth (the max arch with a random depth)")
 
+    def sample_consistent(self, rng: random.Random) -> Arch:
+        """A random arch whose blocks all compute what the max arch's blocks compute, with no
+        structural switch (`train.consistent_only` trains only such archs). A family without
+        such switches leaves it undefined."""
+        raise NotImplementedError(f"space {self.name!r} defines no sample_consistent")
+
+    def min_consistent_arch(self) -> Arch:
+        """The smallest arch `sample_consistent` can draw (undefined where it is)."""
+        raise NotImplementedError(f"space {self.name!r} defines no min_consistent_arch")
+
     @abc.abstractmethod
     def validate(self, arch: Arch) -> None:
         """Raise `ArchError` naming the field and the allowed values unless the space can build `arch`."""

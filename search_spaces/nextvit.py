@@ -128,6 +128,44 @@ class NextViTSpace(SearchSpace):
             stages.append(st)
         return self.arch(stages)
 
+    # ---- structural consistency (experimental) ---------------------------------------------
+    def consistent_triples(self, s: int, l: int = 1) -> list[tuple[int, int, float]]:
+        """The (ncb_width, ntb_width, r) of stage `s` (1-3) whose NTB needs no input projection (its
+        E-MHSA width equals its input width, as in every official Next-ViT) and, where the pattern
+        repeats (`l` > 1), whose NTB changes the width so the next NCB projects its input too."""
+        c = CHOICES[s]
+        return [(n, w, r) for n in c["ncb_width"] for w in c["ntb_width"] for r in c["r"]
+                if ntb_split(w, r)[0] == n and not (l > 1 and w == n)]
+
+    def is_consistent(self, arch: Arch) -> bool:
+        """True when every block of `arch` computes what the same block of the max arch computes, with
+        no projection skipped or added (docs/accuracy.md, "Next-ViT: the cause"): an NTB whose input
+        width differs from its E-MHSA width runs an input projection that Next-ViT-L's NTBs skip, and a
+        stride-1 NCB after an NTB of its own width skips the projection Next-ViT-L's NCBs run, so the
+        shared weights after them see differently scaled inputs in the two kinds of subnet."""
+        return all((st["ncb_width"], st["ntb_width"], st["r"]) in self.consistent_triples(s, st["l"])
+                   for s, st in enumerate(arch.stages) if s > 0)
+
+    def min_consistent_arch(self) -> Arch:
+        """The smallest arch for which `is_consistent` holds (the sandwich's smallest subnet under
+        `train.consistent_only`): `min_arch` with each stage's smallest consistent NTB."""
+        stages = [dict(st) for st in self.min_arch().stages]
+        for s in (1, 2, 3):
+            n, w, r = min(self.consistent_triples(s), key=lambda t: (t[1], t[0]))
+            stages[s].update(ncb_width=n, ntb_width=w, r=r)
+        return self.arch(stages)
+
+    def sample_consistent(self, rng: random.Random) -> Arch:
+        """A random arch for which `is_consistent` holds: every key drawn as `sample` draws it, except
+        each stage's (ncb_width, ntb_width, r), drawn uniformly from `consistent_triples`."""
+        stages = []
+        for s, c in enumerate(CHOICES):
+            st = {k: rng.choice(c[k]) for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS)}
+            if s > 0:
+                st["ncb_width"], st["ntb_width"], st["r"] = rng.choice(self.consistent_triples(s, st["l"]))
+            stages.append(st)
+        return self.arch(stages)
+
     # ---- validation ----------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
         self._check_space(arch)

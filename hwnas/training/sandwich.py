@@ -26,18 +26,21 @@ from hwnas.data import derive_seed
 
 
 def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, candidates: int = 1,
-                 depth_slots: int = 0) -> list:
+                 depth_slots: int = 0, consistent_only: bool = False) -> list:
     """[largest, smallest, k random] for optimizer step `step`: a function of (seed, step) only.
 
     With `candidates` > 1 each random slot is a list of that many archs, among which
     `sandwich_step` chooses by the loss on the step's first micro-batch (attentive sampling). The
     first `depth_slots` random slots draw from `space.sample_depth` (the max arch's widths, a random
-    depth) instead of `space.sample`.
+    depth) instead of `space.sample`; with `consistent_only` the others draw from
+    `space.sample_consistent` and the smallest is `space.min_consistent_arch`.
     """
     rng = random.Random(derive_seed(seed, step, 0x5A17))
-    archs = [space.max_arch().with_resolution(resolution), space.min_arch().with_resolution(resolution)]
+    smallest = space.min_consistent_arch() if consistent_only else space.min_arch()
+    archs = [space.max_arch().with_resolution(resolution), smallest.with_resolution(resolution)]
     for slot in range(num_random):
-        draw = space.sample_depth if slot < depth_slots else space.sample
+        draw = space.sample_depth if slot < depth_slots else \
+            space.sample_consistent if consistent_only else space.sample
         drawn = [draw(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
         archs.append(drawn[0] if candidates <= 1 else drawn)
     return archs

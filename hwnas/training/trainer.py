@@ -67,6 +67,9 @@ class TrainConfig:
     # (the space's sample_depth; OFA's elastic-depth phase): full-width shallow subnets, which uniform
     # sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
     depth_slots: int = 0
+    # experimental: random subnets only from the space's structurally consistent archs
+    # (space.sample_consistent; Next-ViT: no NTB input projection that Next-ViT-L skips, docs/accuracy.md)
+    consistent_only: bool = False
     # NASViT's gradient projection: a step's students' gradient that conflicts with the largest's
     # loses its component along it (docs/training.md, "Remedies for the ranking")
     grad_projection: bool = False
@@ -223,6 +226,12 @@ def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed:
         except NotImplementedError:
             raise ConfigError(f"train.depth_slots={cfg.depth_slots}: space {space.name!r} defines no sample_depth "
                               "(the max arch with a random depth); use train.depth_slots=0") from None
+    if cfg.consistent_only:
+        try:
+            space.sample_consistent(random.Random(0))
+        except NotImplementedError:
+            raise ConfigError(f"train.consistent_only=true: space {space.name!r} defines no sample_consistent; "
+                              "use train.consistent_only=false") from None
     out_dir = Path(out_dir)
     info = D.setup(cfg.device)
     try:
@@ -323,7 +332,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             for g in optimizer.param_groups:
                 g["lr"] = lr
             micro = [next(batches) for _ in range(cfg.accum_steps)]
-            archs = sample_archs(space, seed, step, cfg.num_random, res, candidates, cfg.depth_slots)
+            archs = sample_archs(space, seed, step, cfg.num_random, res, candidates, cfg.depth_slots,
+                                 cfg.consistent_only)
             if step < largest_only:
                 archs = archs[:1]
             seeds = [derive_seed(seed, step, info.rank * cfg.accum_steps + a) for a in range(cfg.accum_steps)]
