@@ -242,3 +242,35 @@ def test_sample_depth_keeps_the_max_archs_widths_and_draws_only_depth(space_name
         assert {st["l"] for a in archs for st in a.stages[2:3]} == set(range(1, 7))
         assert any(a.stages[2]["l"] == 2 and a.stages[2]["n"] == 4 for a in archs)
     assert [space.sample_depth(random.Random(5)) for _ in range(2)] == [space.sample_depth(random.Random(5))] * 2
+
+
+def test_sample_consistent_draws_only_archs_without_a_structural_switch():
+    """`train.consistent_only`'s archs (Next-ViT): every NTB takes its input width straight into E-MHSA (no
+    input projection, as in Next-ViT-L), and a stride-1 NCB after an NTB always projects its input; every
+    reference is consistent, uniform sampling almost never is, and the consistent archs still vary."""
+    import random
+    space = search_spaces.get_space("nextvit")
+    assert all(space.is_consistent(space.reference(r)) for r in space.reference_names)
+    assert not space.is_consistent(space.min_arch())
+    mn = space.min_consistent_arch()
+    assert space.is_consistent(mn) and mn.macs(10) <= min(space.sample_consistent(random.Random(i)).macs(10)
+                                                          for i in range(200))
+    rng = random.Random(0)
+    archs = [space.sample_consistent(rng) for _ in range(300)]
+    for a in archs:
+        space.validate(a)
+        assert space.is_consistent(a)
+        ntbs = [b for b in a.blocks(10) if b.kind == "nextvit.ntb"]
+        assert not any(b["proj"] for b in ntbs)  # no NTB runs the projection Next-ViT-L's NTBs skip
+        blocks = a.blocks(10)
+        for prev, b in zip(blocks, blocks[1:]):  # an NCB after an NTB projects its input, as in Next-ViT-L
+            if prev.kind == "nextvit.ntb" and b.kind == "nextvit.ncb":
+                assert b["in"] != b["out"] or b["stride"] == 2, (prev, b)
+    assert len({a.id for a in archs}) == 300
+    assert {a.stages[2]["l"] for a in archs} == set(range(1, 7))
+    assert {a.stages[2]["r"] for a in archs} == {0.5, 0.75, 1.0}
+    uniform = random.Random(1)
+    assert sum(space.is_consistent(space.sample(uniform)) for _ in range(2000)) < 40  # ~0.16 %
+    bad = space.reference("nextvit_s")
+    assert not space.is_consistent(bad.__class__(bad.space, [dict(st, ncb_width=256) if i == 2 else st
+                                                            for i, st in enumerate(bad.stages)], bad.resolution))

@@ -276,3 +276,31 @@ def test_depth_slots_train_the_max_widths_at_a_random_depth(tmp_path, monkeypatc
     monkeypatch.setattr(type(space), "sample_depth", SearchSpace.sample_depth)  # a family without it
     with pytest.raises(ConfigError, match="defines no sample_depth"):
         train_supernet(compose(*TINY, "train.depth_slots=1"), tmp_path / "bad")
+
+
+def test_consistent_only_trains_only_consistent_subnets(tmp_path, monkeypatch):
+    """train.consistent_only: every random subnet and the smallest are structurally consistent archs (the
+    trainer passes the option on: its sampled archs are checked), the largest stays the max arch; a family
+    without sample_consistent is one clear error before anything runs."""
+    import hwnas.training.trainer as T
+    from hwnas.errors import ConfigError
+    from hwnas.training.sandwich import sample_archs
+    from search_spaces import SearchSpace
+    space = search_spaces.get_space("nextvit")
+    for k in range(6):
+        archs = sample_archs(space, seed=0, step=k, num_random=2, resolution=32, consistent_only=True)
+        assert archs[0] == space.max_arch().with_resolution(32)
+        assert archs[1] == space.min_consistent_arch().with_resolution(32)
+        assert all(space.is_consistent(a) for a in archs)
+    assert not all(space.is_consistent(a) for k in range(6)
+                   for a in sample_archs(space, seed=0, step=k, num_random=2, resolution=32))
+    seen = []
+    real = T.sample_archs
+    monkeypatch.setattr(T, "sample_archs", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    train_supernet(compose(*TINY, "space=nextvit", "train.epochs=1", "train.max_steps_per_epoch=1",
+                           "train.batch_size=4", "train.consistent_only=true"), tmp_path / "run")
+    assert seen and all(space.is_consistent(a.with_resolution(224)) for archs in seen for a in archs)
+    ef = search_spaces.get_space("efficientformerv2")
+    monkeypatch.setattr(type(ef), "sample_consistent", SearchSpace.sample_consistent)
+    with pytest.raises(ConfigError, match="defines no sample_consistent"):
+        train_supernet(compose(*TINY, "train.consistent_only=true"), tmp_path / "bad")

@@ -379,7 +379,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         row["subnet_images_per_s"] = images / max(seconds, 1e-9)
         row["seconds"] = seconds
         if evaluator is not None:
-            for name, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
+            smallest = space.min_consistent_arch() if cfg.consistent_only else space.min_arch()
+            for name, arch in (("largest", space.max_arch()), ("smallest", smallest)):
                 row[f"val_top1_{name}"] = top1(evaluator.subnet(arch), evaluator.val_loader)  # uncached
         history.append(row)
         if main:
