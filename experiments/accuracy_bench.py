@@ -1,0 +1,111 @@
+"""Does a Fashion-MNIST regime separate archs trained alone? Spread of the archs against the seed noise.
+
+Reads the stand-alone records (`standalone.jsonl`) that `ranking_fidelity.py gpu` wrote for one or more
+regimes and, per regime and space, reports:
+- the spread of the archs: the standard deviation and the range of their mean test top-1;
+- the seed noise of one arch: the pooled standard deviation over seeds (archs with two or more seeds);
+- their ratio (issue 25's goal: the spread at least 3x the seed noise), seed-vs-seed Kendall tau, and the
+  tau of ranking by MACs (what a supernet has to beat).
+
+    python experiments/accuracy_bench.py \\
+        experiments/results/accuracy_bench_raw/h100-call1-explore/{full2ep,l10k10ep,l5k20ep,l10k10ep64} \\
+        experiments/results/accuracy_bench_raw/h100-call2-nextvit-consistent
+        # -> experiments/results/accuracy_bench/regimes.{json,md}
+
+A regime is a stand-alone recipe id (epochs, batch, lr, data: training-set size, resolution); runs of one
+recipe from several folders are pooled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+RESULTS = Path(__file__).resolve().parent / "results" / "accuracy_bench"
+GOAL_RATIO = 3.0
+
+
+def regime_name(rec: dict, data: dict) -> str:
+    r = rec["recipe"]
+    n = data.get("limit_train") or "all"
+    return f"{rec['image_size']} px, {n} training images, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']}"
+
+
+def summarise(folders: list[Path]) -> list[dict]:
+    runs = defaultdict(lambda: defaultdict(dict))  # (recipe id, space) -> key -> seed -> record
+    data = {}  # recipe id -> the data identity of the command that ran it
+    for folder in folders:
+        meta = json.loads((folder / "run.json").read_text())
+        data[meta["standalone_recipe_id"]] = meta["data"]
+        path = folder / "standalone.jsonl"
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.get("status") == "done" and not r.get("smoke"):
+                runs[(r["recipe_id"], r["space"])][r["key"]][r["seed"]] = r
+    out = []
+    for (rid, space), by_key in sorted(runs.items()):
+        any_rec = next(iter(next(iter(by_key.values())).values()))
+        means = {k: float(np.mean([r["test_top1"] for r in s.values()])) for k, s in by_key.items()}
+        multi = [[r["test_top1"] for r in s.values()] for s in by_key.values() if len(s) >= 2]
+        seed_sd = float(np.sqrt(np.mean([np.var(v, ddof=1) for v in multi]))) if multi else None
+        spread = float(np.std(list(means.values()), ddof=1)) if len(means) > 1 else None
+        pairs = [(s[0]["test_top1"], s[1]["test_top1"]) for s in by_key.values() if 0 in s and 1 in s]
+        macs = {k: next(iter(s.values()))["macs"] for k, s in by_key.items()}
+        keys = sorted(means)
+        row = dict(recipe_id=rid, space=space, regime=regime_name(any_rec, data.get(rid, {})), archs=len(means),
+                   runs=sum(len(s) for s in by_key.values()), archs_with_seeds=len(multi),
+                   spread_sd=spread, spread_range=float(np.ptp(list(means.values()))) if means else None,
+                   seed_sd=seed_sd, ratio=spread / seed_sd if spread and seed_sd else None,
+                   seed_vs_seed_tau=float(stats.kendalltau(*zip(*pairs))[0]) if len(pairs) >= 3 else None,
+                   macs_tau=float(stats.kendalltau([macs[k] for k in keys], [means[k] for k in keys])[0])
+                   if len(keys) >= 3 else None,
+                   top1_range=[min(means.values()), max(means.values())],
+                   per_arch={by_key[k][next(iter(by_key[k]))]["name"]: [round(r["test_top1"], 2)
+                                                                      for r in by_key[k].values()] for k in keys})
+        row["goal_met"] = row["ratio"] is not None and row["ratio"] >= GOAL_RATIO and row["archs_with_seeds"] >= 3
+        out.append(row)
+    return out
+
+
+def markdown(rows: list[dict], folders: list[Path]) -> str:
+    f = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["# Which Fashion-MNIST regime separates archs trained alone?", "",
+             f"Spread of the archs' mean stand-alone test top-1 against one arch's seed noise (goal: ratio >= "
+             f"{GOAL_RATIO:g} with at least 3 archs trained with several seeds). Every regime trains each arch "
+             "alone with `hwnas.training.standalone` (CUDA graphs, label smoothing 0.1, cosine lr); the GPU and "
+             "the command are in each folder's `run.json`.", "",
+             "| space | regime | archs | runs | archs with >= 2 seeds | top-1 range | spread (sd) | seed sd | "
+             "ratio | goal | seed-vs-seed tau | MACs tau |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['space']} | {r['regime']} | {r['archs']} | {r['runs']} | {r['archs_with_seeds']} | "
+                     f"{r['top1_range'][0]:.2f}-{r['top1_range'][1]:.2f} | {f(r['spread_sd'])} | {f(r['seed_sd'])} | "
+                     f"{f(r['ratio'])} | {'met' if r['goal_met'] else 'not met'} | {f(r['seed_vs_seed_tau'], 3)} | "
+                     f"{f(r['macs_tau'], 3)} |")
+    lines += ["", "Per arch (test top-1 of each seed):", ""]
+    for r in rows:
+        lines.append(f"- {r['space']}, {r['regime']}: " + "; ".join(f"{k} {', '.join(map(str, v))}"
+                                                                  for k, v in r["per_arch"].items()))
+    lines += ["", "Reproduce: `python experiments/accuracy_bench.py " + " ".join(str(p) for p in folders) + "`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", type=Path, help="folders written by ranking_fidelity.py gpu")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    rows = summarise(args.folders)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rel = [f.resolve().relative_to(Path.cwd().resolve()) if f.resolve().is_relative_to(Path.cwd().resolve()) else f
+           for f in args.folders]
+    (args.out / "regimes.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (args.out / "regimes.md").write_text(markdown(rows, rel))
+    print(markdown(rows, rel))
+
+
+if __name__ == "__main__":
+    main()
