@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke run of the plumbing")
     ap.add_argument("--tiny", action="store_true", help="smoke size: EfficientFormerV2-S0 at 64 px, batch 1, few runs")
     args = ap.parse_args(argv)
+    from hwnas.convert.cxx_runtime import ensure_preloaded
+    ensure_preloaded()  # AOTInductor packages load in this process: g++'s libstdc++ first (restarts once)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU here: run this on the GPU machine, or --device cpu --tiny for a smoke run", file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@ runtime, which is what lets a CUDA graph capture it -- warmed up on a side strea
 with a static input buffer, then replayed. That is how the `torch_inductor` target times it, and
 loaded plainly it runs 2-5x slower on a GPU (launch-bound).
 
-Loading is guarded (`hwnas.convert.cxx_runtime`): where a GPU is visible, the first load of a
-process is tried in a child process first, so a package whose `wrapper.so` would crash this process
+Loading is guarded (`hwnas.convert.cxx_runtime`): the first load of a process is tried in a child
+process first (a few seconds, once), so a package whose `wrapper.so` would crash this process
 (the libstdc++ mismatch of the GPU machine) is an `AOTIError` naming the cause and the work-around.
 
 What the package takes is fixed whatever the deploy form computes in: a float32 NCHW-contiguous
@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -160,12 +161,12 @@ _PROBED: set[int] = set()
 
 
 def should_probe(environ=None) -> bool:
-    """Probe before loading (`HWNAS_AOTI_PROBE`=1 always, 0 never; unset: where a GPU is visible,
-    the kind of machine where loads crashed, once a process)."""
+    """Probe before loading (`HWNAS_AOTI_PROBE`=1 always, 0 never; unset: the first load of a process
+    on Linux -- on the GPU machine CPU packages crashed as CUDA ones did, so the device says nothing)."""
     flag = (os.environ if environ is None else environ).get("HWNAS_AOTI_PROBE")
     if flag in ("0", "1"):
         return flag == "1"
-    return os.getpid() not in _PROBED and torch.cuda.is_available()
+    return os.getpid() not in _PROBED and sys.platform.startswith("linux")
 
 
 class CUDAGraphRun:
