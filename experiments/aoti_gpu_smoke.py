@@ -1,10 +1,13 @@
 """Loading AOTInductor packages on the GPU machine, before and after the libstdc++ fix (issue 27).
 
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/aoti_gpu_smoke.py --out "$OUT/aoti_gpu_smoke.jsonl" --deadline-s 540
+    cp experiments/results/aoti_gpu_smoke_fix.jsonl "$OUT/aoti_gpu_smoke.jsonl" 2>/dev/null; PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/aoti_gpu_smoke.py --out "$OUT/aoti_gpu_smoke.jsonl" --work /tmp/aoti_smoke --deadline-s 540
     PYTHONPATH=. python experiments/aoti_gpu_smoke.py --device cpu --out /tmp/smoke.jsonl        # any machine: the plumbing
 
 Copy "$OUT/aoti_gpu_smoke.jsonl" to experiments/results/aoti_gpu_smoke_fix.jsonl (the earlier record,
-experiments/results/aoti_gpu_smoke.jsonl, is issue 16's: every load died with SIGSEGV).
+experiments/results/aoti_gpu_smoke.jsonl, is issue 16's: every load died with SIGSEGV). Expect 5-8
+minutes (four compiles of 50-95 s each); a run cut by --deadline-s is resumed by the same command
+once the JSONL is committed (the `cp` brings it back; cases already there are skipped; a load case whose package
+is gone compiles it first).
 
 Every case runs in its own child process (a segfault ends only that case), started with a clean
 environment (no LD_PRELOAD, no hwnas restart marker), and writes one JSON line as it ends
@@ -214,13 +217,16 @@ def case(name: str, work: Path, device: str) -> dict:
         return env_case()
     if name == "plain_compile":
         return {"compiled_s": compile_plain(work / "plain.pt2", device)}
-    if name in ("plain_before", "plain_after"):
-        return load_plain(work / "plain.pt2", device)
+    if name in ("plain_before", "plain_after"):  # compiles first where a cut run left no package (compiling never crashed)
+        pre = {} if (work / "plain.pt2").exists() else {"compiled_s": compile_plain(work / "plain.pt2", device)}
+        return {**pre, **load_plain(work / "plain.pt2", device)}
     if name == "static_cxx":
         return static_cxx(work, device)
     if name == "hwnas_compile":
         return hwnas_compile(work, device)
     if name in ("hwnas_before", "hwnas_after"):
+        if not Path(hwnas_job(work, device)["path"]).exists():  # a cut run left none
+            print(json.dumps({"step": "compiling first", **hwnas_compile(work, device)}), flush=True)
         return hwnas_load(work, device, restart=name == "hwnas_after")
     raise SystemExit(f"unknown case {name}")
 

@@ -5,11 +5,14 @@ GPU machine, compiled (issue 27): our AOTInductor package as shipped vs timm und
 rows written as measured, a rerun of the same command resumes (copy $OUT's two files into
 experiments/results/ between runs), no compile starts after --deadline-s:
 
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/deploy_speed.py --compiled --deadline-s 420 --out "$OUT/deploy_speed_compiled_gpu"
+    cp experiments/results/deploy_speed_compiled_gpu.jsonl "$OUT/" 2>/dev/null; PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/deploy_speed.py --compiled --deadline-s 420 --out "$OUT/deploy_speed_compiled_gpu"
     PYTHONPATH=. python experiments/deploy_speed.py --compiled --device cpu --models efficientformerv2_s0 --batches 1 --modes default --out /tmp/ds   # CPU smoke
 
-(To resume on a fresh machine: `cp experiments/results/deploy_speed_compiled_gpu.jsonl "$OUT/"` first.
-max-autotune compiles for minutes a model: if a run ends with rows left, run it again.)
+(The `cp` resumes from the committed rows: copy $OUT's .jsonl and .md into experiments/results/ and
+commit after each run, then run the same line again until its last line says `"left": []`.
+max-autotune compiles for minutes a model; a mode that would not fit the 570 s limit (--limit-s) is
+left for the next run. Rows of one run are timed interleaved; rows of a `--modes max-autotune` run
+apart are rows of their own.)
 
     PYTHONPATH=. python experiments/deploy_speed.py   # GPU machine: torch_cuda + ONNX Runtime CPU, ~3 min
     python experiments/deploy_speed.py --quick        # any CPU box: a few ORT runs of ours (smoke check)
@@ -218,11 +221,14 @@ def run_ort(quick: bool, timm_models: dict, ours: dict, threads: int) -> dict:
 #: torch.compile modes timm runs under: "default" (replayed in our CUDA graph), and the two a GPU user
 #: picks for speed, which bring their own CUDA graphs (cudagraph trees), so they are called, not re-captured
 TIMM_MODES = ("default", "reduce-overhead", "max-autotune")
+#: seconds a mode's compile (and its share of the timing) is given before it is started: max-autotune
+#: benchmarks kernel choices for minutes; a mode that would not fit before `hard_end` is left for the next run
+MODE_BUDGET_S = {"default": 90.0, "reduce-overhead": 120.0, "max-autotune": 330.0}
 
 
 def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadline: float, workers: int = 6,
                  rounds: int = 5, per_round: int = 100, device: str = "cuda", log=print, profile_over: float = 0.8,
-                 resolution: int = 224, modes: tuple[str, ...] = TIMM_MODES) -> list:
+                 resolution: int = 224, modes: tuple[str, ...] = TIMM_MODES, hard_end: float | None = None) -> list:
     """Per model and batch: timm's model under `torch.compile` in each of `modes`, our deploy recipe
     eager (`torch_cuda`, in one CUDA graph) and our AOTInductor package as shipped (`format=aoti`,
     loaded by `hwnas.convert.aoti.load_aoti`: single-threaded runtime, float32 NCHW in, fp16
@@ -232,9 +238,11 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     timm `default` is replayed from our CUDA graph; `reduce-overhead` and `max-autotune` replay their
     own (each call after `torch.compiler.cudagraph_mark_step_begin()`), which copies the input too.
     Our packages compile in `workers` processes while timm compiles here. Rows (one per model and
-    batch) go to `rows_path` (JSON lines) as they are measured; a rerun skips complete rows there.
-    No compile starts after `deadline` (time.monotonic()); a row cut by it is written with
-    `"partial": true` and measured again by the next run. Where ours / timm's best > `profile_over`, the
+    batch) go to `rows_path` (JSON lines) as they are measured; a rerun skips the rows there that hold
+    every mode of `modes` (so `--modes max-autotune`, run apart, adds rows of its own).
+    No compile starts after `deadline` (time.monotonic()), nor one that `MODE_BUDGET_S` says would not
+    end before `hard_end` (the command's time limit); a row cut so is written with `"partial": true`,
+    the run stops there, and the next run measures that row again, whole. Where ours / timm's best > `profile_over`, the
     package's top CUDA kernels (torch.profiler, 20 runs without the graph) say where the time goes.
     `device="cpu"` (smoke runs): the same steps on the CPU, fp32, without graphs, at `resolution`,
     and without timm where it is not installed (the rows say so)."""
@@ -248,10 +256,11 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     precision = "fp16" if cuda else "fp32"
     dtype = torch.float16 if cuda else torch.float32
     rows_path = Path(rows_path)
-    done = {(r["model"], r["batch"]): r for r in _read_jsonl(rows_path) if not r.get("partial")}
+    earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial")]
+    done = {(r["model"], r["batch"]) for r in earlier if covers(r, modes)}
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
-        return list(done.values())
+        return earlier
     tmp = Path(tempfile.mkdtemp(prefix="deploy-speed-"))
     timm_models, ours, jobs = {}, {}, {}
     try:
@@ -274,7 +283,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             "kind": "network", "what": arch.to_dict(), "shape": [b, 3, resolution, resolution], "native": False,
             "form": form[b].settings(), "device": device, "path": str(tmp / f"{name}_b{b}.pt2"),
             "weights": str(tmp / f"{name}.pt"), "compile_threads": 1})
-    out = list(done.values())
+    out = list(earlier)
     try:
         for name, b in todo:
             if time.monotonic() > deadline:
@@ -285,6 +294,24 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             base = timm_models[name] if have_timm else ours[name]
             with torch.no_grad():
                 ref = copy.deepcopy(base).float().to(device)(x).float()
+            timm_variants = {}  # compiled here while our package compiles in a worker
+            for mode in (modes if have_timm else ()):
+                if time.monotonic() > deadline or (hard_end is not None and
+                                                   hard_end - time.monotonic() < MODE_BUDGET_S.get(mode, 120.0)):
+                    partial = True
+                    log({"phase": "deploy_speed_step", "model": name, "batch": b,
+                         "step": f"out of time: timm {mode} left for the next run"})
+                    break
+                log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": f"timm torch.compile mode={mode}"})
+                t0 = time.perf_counter()
+                fn = torch.compile(copy.deepcopy(timm_models[name]).to(device=device, dtype=dtype).eval(),
+                                   mode=None if mode == "default" else mode)
+                with torch.no_grad():
+                    for _ in range(3):  # compiles; cudagraph trees record on the later calls
+                        fn(x.to(dtype))
+                compile_s[mode] = round(time.perf_counter() - t0, 1)
+                compiled[mode] = fn
+                timm_variants[f"timm_{mode}"] = (fn, x.to(dtype))
             deploy = deploy_form("torch_cuda", batch=b, precision=precision).module(copy.deepcopy(ours[name])).to(device)
             log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "waiting for our AOTInductor package"})
             job = jobs[(name, b)].result()
@@ -297,21 +324,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             variants["ours_aoti_shipped"] = (package, x)
             if cuda:
                 variants["ours_aoti_graph"] = (package, x)
-            for mode in (modes if have_timm else ()):
-                if time.monotonic() > deadline:
-                    partial = True
-                    log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": f"deadline: timm {mode} skipped"})
-                    break
-                log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": f"timm torch.compile mode={mode}"})
-                t0 = time.perf_counter()
-                fn = torch.compile(copy.deepcopy(timm_models[name]).to(device=device, dtype=dtype).eval(),
-                                   mode=None if mode == "default" else mode)
-                with torch.no_grad():
-                    for _ in range(3):  # compiles; cudagraph trees record on the later calls
-                        fn(x.to(dtype))
-                compile_s[mode] = round(time.perf_counter() - t0, 1)
-                compiled[mode] = fn
-                variants[f"timm_{mode}"] = (fn, x.to(dtype))
+            variants.update(timm_variants)
             log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "timing"})
             res = _bench(variants, rounds, per_round, cuda)
             timm_ms = {m: res[f"timm_{m}"]["median_ms"] for m in compile_s}
@@ -338,9 +351,19 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             if cuda:
                 torch._dynamo.reset()
                 torch.cuda.empty_cache()
+            if partial:
+                log({"phase": "deadline", "left": [list(t) for t in todo if t not in
+                                                   {(r["model"], r["batch"]) for r in out if not r.get("partial")}]})
+                break
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return out
+
+
+def covers(row: dict, modes) -> bool:
+    """A complete row holding every timm mode of `modes` (or measured where timm was not installed)."""
+    return not row.get("partial") and (row.get("timm") == "NOT INSTALLED"
+                                       or set(modes) <= set(row.get("timm_compile_seconds") or {}))
 
 
 def _read_jsonl(path: Path) -> list:
@@ -488,6 +511,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--modes", nargs="+", default=list(TIMM_MODES), choices=TIMM_MODES, help="--compiled: timm's modes")
     ap.add_argument("--deadline-s", type=float, default=480.0,
                     help="--compiled: no compile starts after this many seconds (rows are written as measured)")
+    ap.add_argument("--limit-s", type=float, default=570.0,
+                    help="--compiled: the command's hard time limit; a timm mode whose compile would not fit is left "
+                         "for the next run")
     ap.add_argument("--workers", type=int, default=6, help="--compiled: processes compiling our packages")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="--compiled: cpu = a smoke run")
     args = ap.parse_args(argv)
@@ -538,6 +564,7 @@ def main_compiled(args) -> dict:
     from hwnas.convert.cxx_runtime import ensure_preloaded
     ensure_preloaded()  # as the apps do: g++'s libstdc++ first, else loading the packages crashes on the GPU machine
     deadline = time.monotonic() + args.deadline_s
+    hard_end = time.monotonic() + args.limit_s
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run this on the GPU machine, or --device cpu for a smoke run")
     cuda = args.device == "cuda"
@@ -547,7 +574,7 @@ def main_compiled(args) -> dict:
     stem.parent.mkdir(parents=True, exist_ok=True)
     small = {} if cuda else dict(rounds=2, per_round=3, resolution=64)
     rows = run_compiled(args.models, args.batches, stem.with_suffix(".jsonl"), deadline, workers=args.workers,
-                        device=args.device, modes=tuple(args.modes),
+                        device=args.device, modes=tuple(args.modes), hard_end=hard_end if args.device == "cuda" else None,
                         log=lambda rec: print(json.dumps(rec), flush=True), **small)
     try:
         import timm
@@ -558,7 +585,7 @@ def main_compiled(args) -> dict:
                "timm": timm_version}
     stem.with_suffix(".md").write_text(markdown_compiled(rows, machine))
     left = [(m, b) for m in args.models for b in args.batches
-            if not any(r["model"] == m and r["batch"] == b and not r.get("partial") for r in rows)]
+            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes) for r in rows)]
     print(json.dumps({"phase": "end", "rows": str(stem.with_suffix(".jsonl")), "left": left}), flush=True)
     return {"rows": rows, "left": left}
 
