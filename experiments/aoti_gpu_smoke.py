@@ -21,8 +21,11 @@ environment (no LD_PRELOAD, no hwnas restart marker), and writes one JSON line a
   `aoti_load_package(path, run_single_threaded=True)`, without, then with g++'s libstdc++ in
   `LD_PRELOAD` (before the fix: SIGSEGV; after: loaded, output equal);
 - `static_cxx` (experimental): the same net compiled with g++ linking libstdc++ statically into
-  wrapper.so (`-static-libstdc++ -Wl,--exclude-libs,ALL`, through inductor's `cpp.cxx`), loaded
-  without any preload -- would a package that needs no preload at all be possible;
+  wrapper.so and binding its own symbols to itself (`-static-libstdc++ -Wl,--exclude-libs,ALL
+  -Wl,-Bsymbolic`, through inductor's `cpp.cxx`: torch 2.11-2.13 have no inductor option for
+  it), loaded without any preload -- would a package that needs no preload at all be possible
+  (the crash is in `std::regex` template code, which another library's exported instantiation
+  -- see `env`'s `std_exporters` -- may interpose);
 - `hwnas_before`: our EfficientFormerV2-S0 package (batch 8, the torch_inductor form) loaded with
   `hwnas.convert.aoti.load_aoti` in a process without the preload: the load probe must turn the
   crash into one AOTIError line (`detected`), and the process must live on;
@@ -103,7 +106,7 @@ def env_case() -> dict:
         except (OSError, subprocess.SubprocessError):
             continue
         std = [ln.split()[-1] for ln in out.splitlines() if ln.split() and ln.split()[-1].startswith(("_ZNSt", "_ZSt", "_ZNKSt"))]
-        regexy = [s for s in std if "regex" in s or "locale" in s or "ctype" in s or "__detail" in s]
+        regexy = [s for s in std if any(k in s for k in ("regex", "_Compiler", "_Scanner", "_NFA", "locale", "ctype"))]
         if std:
             exporters.append({"lib": lib, "std_symbols": len(std), "regex_locale_ctype": len(regexy),
                               "examples": regexy[:3] or std[:3]})
@@ -192,7 +195,9 @@ def _median_ms(fn, n: int = 50) -> float:
 def static_cxx(work: Path, device: str) -> dict:
     """Compile with a g++ that links libstdc++ statically into the package (experimental)."""
     wrapper = work / "g++-static"  # the name must hold "g++": inductor picks gcc flags by the compiler's name
-    wrapper.write_text('#!/bin/sh\nexec g++ "$@" -static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL\n')
+    wrapper.write_text('#!/bin/sh\n# link flags only where it links the shared object (not for headers or objects)\n'
+                       'case " $* " in *" -shared "*) exec g++ "$@" -static-libstdc++ -static-libgcc '
+                       '-Wl,--exclude-libs,ALL -Wl,-Bsymbolic ;; esac\nexec g++ "$@"\n')
     wrapper.chmod(0o755)
     path = work / "static.pt2"
     out = {"compiled_s": compile_plain(path, device, {"cpp.cxx": (str(wrapper),)})}
