@@ -164,6 +164,7 @@ def hwnas_load(work: Path, device: str, restart: bool) -> dict:
     out.update(loaded=True, single_threaded=pkg.single_threaded, load_s=round(time.perf_counter() - t0, 1))
     model = supernet.build_model(Arch.from_dict(job["what"]))
     model.load_state_dict(torch.load(job["weights"], weights_only=True))
+    model.eval()
     x = torch.randn(*job["shape"], device=device)
     with torch.no_grad():
         ref = model.to(device).float()(x).float()
