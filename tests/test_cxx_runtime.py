@@ -154,3 +154,17 @@ def test_the_apps_that_load_packages_are_recognised():
     assert loads_aoti_packages(OmegaConf.create({"target": {"name": "torch_inductor", "batch": 8}}))
     assert loads_aoti_packages(OmegaConf.create({"targets": ["torch_cuda", "torch_inductor"]}))
     assert not loads_aoti_packages(OmegaConf.create({"target": {"name": "torch_cuda"}}))
+
+
+def test_the_manifest_says_how_to_run_a_cuda_package_at_the_measured_speed():
+    """The recipe a user without hwnas gets is code that runs (here: compiled, not run) and loads the
+    package as it was timed: single-threaded runtime, one CUDA graph; plus the libstdc++ work-around."""
+    from hwnas.export.bundle import aoti_how
+    how = aoti_how((8, 3, 224, 224), "cuda")
+    code = how.split("\n", 1)[1].split("If loading dies")[0]
+    compile(code, "manifest-how", "exec")  # valid Python
+    assert 'aoti_load_package("model.pt2", run_single_threaded=True)' in code
+    assert 'torch.empty((8, 3, 224, 224), device="cuda")' in code
+    assert "torch.cuda.graph(g)" in code and "g.replay()" in code
+    assert "LD_PRELOAD=$(readlink -f $(g++ -print-file-name=libstdc++.so.6))" in how
+    assert "run_single_threaded=True" in aoti_how((1, 3, 64, 64), "cpu") and "graph" not in aoti_how((1, 3, 64, 64), "cpu")

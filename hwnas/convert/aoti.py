@@ -249,7 +249,8 @@ class AOTIPackage:
 
 def load_aoti(path: str | os.PathLike, *, cuda_graph: bool = True) -> AOTIPackage:
     """Load the package at `path` (`torch._inductor.aoti_load_package`, single-threaded where this
-    torch can), checking its inputs; on CUDA its calls replay one CUDA graph (`cuda_graph`). Where a
+    torch can: one thread at a time, as it has no locking), checking its inputs; on CUDA its calls
+    replay one CUDA graph (`cuda_graph`). Where a
     crash is possible (`should_probe`) the load is tried in a child process first: a crash is an
     `AOTIError` naming the cause and the work-around, not a segfault of this process."""
     from hwnas.convert.cxx_runtime import CrashError, run_isolated

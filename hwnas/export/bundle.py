@@ -244,10 +244,10 @@ def aoti_how(shape, device: str) -> str:
     measured (single-threaded runtime, one CUDA graph), with the libstdc++ work-around."""
     from hwnas.convert.aoti import RUN_WITHOUT_HWNAS
     checks = ("the input must be exactly this shape, dtype and device: set AOTI_RUNTIME_CHECK_INPUTS=1 to have "
-              "the runtime check it, or load it with hwnas.convert.aoti.load_aoti, which does (and replays the graph)")
+              "the runtime check it, or load it with hwnas.convert.aoti.load_aoti, which does")
     if device != "cuda":
         return f"torch._inductor.aoti_load_package('model.pt2', run_single_threaded=True)(x) (no hwnas needed; {checks})"
-    return (f"no hwnas needed; at the measured speed (a CUDA graph; {checks}):\n"
+    return (f"no hwnas needed; at the measured speed (a CUDA graph, as load_aoti replays it; {checks}):\n"
             + RUN_WITHOUT_HWNAS.replace("SHAPE", str(tuple(shape)))
             + "If loading dies with SIGSEGV inside the package's wrapper.so (std::regex), the process resolves another "
               "libstdc++ than the one g++ built the package with: start Python with "
