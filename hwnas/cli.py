@@ -101,15 +101,13 @@ def loads_aoti_packages(cfg) -> bool:
 
     def walk(node) -> bool:
         if isinstance(node, dict):
-            if node.get("name") == "torch_inductor":
-                return True
             fmt = node.get("format")
             if fmt == "aoti" or (isinstance(fmt, list) and "aoti" in fmt):
                 return True
             return any(walk(v) for v in node.values())
         if isinstance(node, list):
             return any(walk(v) for v in node)
-        return node == "torch_inductor"
+        return node == "torch_inductor"  # a target's name, alone or in `targets`
     return walk(data)
 
 
