@@ -72,6 +72,9 @@ def main(argv=None) -> int:
                     help="override a target setting (smoke runs: --set repeats=5 --set canary=false)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    if args.target == "torch_inductor":
+        from hwnas.convert.cxx_runtime import ensure_preloaded
+        ensure_preloaded()  # AOTInductor packages load in this process: g++'s libstdc++ first (restarts once)
 
     t0 = time.perf_counter()
     deadline = time.monotonic() + args.deadline_s

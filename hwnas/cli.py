@@ -61,10 +61,14 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     if register is not None:
         register()
     try:
-        preflight(config_name, sys.argv[1:], schema)
+        cfg = preflight(config_name, sys.argv[1:], schema)
     except HwnasError as e:
         report_user_error(app, e)
         sys.exit(USER_ERROR_EXIT)
+    if cfg is not None and loads_aoti_packages(cfg):
+        import torch  # noqa: F401 -- maps the libstdc++ this process will run, which the plan compares
+        from hwnas.convert.cxx_runtime import ensure_preloaded
+        ensure_preloaded()  # restarts this process with g++'s libstdc++ preloaded where that is safe and not yet so
 
     def main(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -83,6 +87,28 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     main.__module__ = f"hwnas.{app}"
     main.__qualname__ = main.__name__ = app
     hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=config_name)(main)()
+
+
+def loads_aoti_packages(cfg) -> bool:
+    """Will this run load AOTInductor packages: a `torch_inductor` target (alone or among `targets`)
+    or `format` holding `aoti`? Such a run starts with g++'s libstdc++ preloaded
+    (`hwnas.convert.cxx_runtime`), which the packages' wrapper.so needs on the GPU machine."""
+    from omegaconf import OmegaConf
+    try:
+        data = OmegaConf.to_container(cfg, resolve=False)
+    except Exception:  # noqa: BLE001 -- not a config: nothing to load
+        return False
+
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            fmt = node.get("format")
+            if fmt == "aoti" or (isinstance(fmt, list) and "aoti" in fmt):
+                return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        return node == "torch_inductor"  # a target's name, alone or in `targets`
+    return walk(data)
 
 
 # ---- start-up checks ------------------------------------------------------------------------------

@@ -38,4 +38,35 @@ def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(pref)
 
 
-__all__ = ["DEVICES", "DeviceError", "check_device", "resolve_device"]
+def warm_on_side_stream(fn, x, n: int = 3) -> None:
+    """`n` runs of `fn(x)` on a side stream before a CUDA-graph capture (PyTorch's recipe: lazy
+    initialisation and allocations happen outside the graph)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad():
+        for _ in range(n):
+            fn(x)
+    torch.cuda.current_stream().wait_stream(s)
+
+
+def capture_graph(fn):
+    """`fn()` (work on the current stream, already warmed up) captured in one CUDA graph: (its
+    replay, what the captured call returned -- static buffers the replays overwrite). An
+    AOTInductor runtime loaded without `run_single_threaded` queries the CUDA event of its previous
+    run when it starts one, which the default ("global") capture mode may refuse; the "relaxed"
+    mode allows it and is tried second. Synchronising first makes that previous run finished, so
+    the runtime only queries, never waits, inside the capture."""
+    torch.cuda.synchronize()
+    for mode in ("global", "relaxed"):
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode=mode):
+                out = fn()
+            return graph.replay, out
+        except RuntimeError:
+            if mode == "relaxed":
+                raise
+            torch.cuda.synchronize()
+
+
+__all__ = ["DEVICES", "DeviceError", "capture_graph", "check_device", "resolve_device", "warm_on_side_stream"]

@@ -66,6 +66,8 @@ def test_the_package_computes_what_the_model_computes(export):
     assert check["input"] == {"shape": [2, 3, RES, RES], "dtype": "float32", "layout": "NCHW contiguous",
                               "device": "cpu"}
     assert check["compile_seconds"] > 0
+    assert check["how"].startswith("torch._inductor.aoti_load_package('model.pt2', run_single_threaded=True)(x)")
+    assert check["needs"] == {"torch": torch.__version__, "device": "cpu", "cuda": None}
     assert "aoti" in manifest["tolerances"] and manifest["checks_passed"]
 
 
@@ -112,6 +114,7 @@ def test_the_package_reloads_in_a_process_without_hwnas(export, tmp_path):
 def test_an_input_the_package_was_not_compiled_for_is_a_clear_error(export):
     folder, _ = export
     run = load_aoti(folder / "model.pt2")
+    assert run.single_threaded  # the runtime a CUDA graph can capture, loaded as the table times it
     x = reference_input((2, 3, RES, RES))
     assert run(x).shape == (2, 10)
     with pytest.raises(AOTIError, match=r"compiled for a float32 NCHW input of shape \[2, 3, 64, 64\] on cpu, "

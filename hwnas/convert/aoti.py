@@ -2,8 +2,18 @@
 compiled ahead of time for one device and one input shape, loadable without hwnas or the model code.
 
     compile_aoti(module, (1, 3, 224, 224), "model.pt2", device="cuda")   # module: BN folded, fp16, channels_last
-    run = torch._inductor.aoti_load_package("model.pt2")                 # anywhere torch runs (no hwnas)
+    run = load_aoti("model.pt2")   # checked inputs; on CUDA replayed from one CUDA graph, as the table times it
     y = run(x)          # x: float32, NCHW contiguous, on the package's device, exactly the compiled shape
+
+Without hwnas, `RUN_WITHOUT_HWNAS` is the recipe (the manifest carries it): the package loaded with
+`aoti_load_package(path, run_single_threaded=True)` -- no thread-synchronisation logic in its
+runtime, which is what lets a CUDA graph capture it -- warmed up on a side stream, captured once
+with a static input buffer, then replayed. That is how the `torch_inductor` target times it, and
+loaded plainly it runs 2-5x slower on a GPU (launch-bound).
+
+Loading is guarded (`hwnas.convert.cxx_runtime`): the first load of a process is tried in a child
+process first (a few seconds, once), so a package whose `wrapper.so` would crash this process
+(the libstdc++ mismatch of the GPU machine) is an `AOTIError` naming the cause and the work-around.
 
 What the package takes is fixed whatever the deploy form computes in: a float32 NCHW-contiguous
 input, cast to the form's precision and memory format inside the package (one fused kernel), and
@@ -18,8 +28,10 @@ which the `torch_inductor` target times, need a fixed shape anyway.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -112,16 +124,83 @@ def package_metadata(runner: Any) -> dict:
     return json.loads(raw) if raw else {}
 
 
+#: how a user without hwnas runs a CUDA package at the speed the `torch_inductor` table measured it
+RUN_WITHOUT_HWNAS = """\
+import torch
+run = torch._inductor.aoti_load_package("model.pt2", run_single_threaded=True)  # capturable runtime
+x = torch.empty(SHAPE, device="cuda")              # static input: copy each batch into it (float32, NCHW)
+s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(s):                         # warm-up outside the graph (lazy loads, allocations)
+    for _ in range(3): run(x)
+torch.cuda.current_stream().wait_stream(s); torch.cuda.synchronize()
+g = torch.cuda.CUDAGraph()
+with torch.cuda.graph(g): y = run(x)               # y: static output, overwritten by each replay
+# per batch: x.copy_(batch); g.replay(); logits = y.clone()
+"""
+
+
+def load_kwargs(load_fn) -> dict:
+    """`run_single_threaded=True` where this torch's `aoti_load_package` takes it (2.7+): the runtime
+    then skips the locking and CUDA-event bookkeeping between runs that a CUDA graph cannot capture."""
+    try:
+        params = inspect.signature(load_fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"run_single_threaded": True} if "run_single_threaded" in params else {}
+
+
+#: a package load in a child process: what `load_aoti` tries first where a crash is possible
+PROBE = """
+import inspect, sys, torch
+load = torch._inductor.aoti_load_package
+kw = {"run_single_threaded": True} if "run_single_threaded" in inspect.signature(load).parameters else {}
+load(sys.argv[1], **kw)
+"""
+#: processes whose load probe passed: one probe a process is enough (the same runtime loads every package)
+_PROBED: set[int] = set()
+
+
+def should_probe(environ=None) -> bool:
+    """Probe before loading (`HWNAS_AOTI_PROBE`=1 always, 0 never; unset: the first load of a process
+    on Linux -- on the GPU machine CPU packages crashed as CUDA ones did, so the device says nothing)."""
+    flag = (os.environ if environ is None else environ).get("HWNAS_AOTI_PROBE")
+    if flag in ("0", "1"):
+        return flag == "1"
+    return os.getpid() not in _PROBED and sys.platform.startswith("linux")
+
+
+class CUDAGraphRun:
+    """One run of `fn` captured in a CUDA graph: `input` and `output` are its static buffers; `replay()`
+    runs it again on whatever `input` holds now."""
+
+    def __init__(self, fn, x: torch.Tensor, warmup: int = 3):
+        from hwnas.device import capture_graph, warm_on_side_stream
+        with torch.inference_mode(False):  # a normal tensor: copy_ into it works in and out of inference mode
+            self.input = x.clone()  # the graph reads this buffer at every replay (memory format kept)
+        with torch.no_grad():
+            warm_on_side_stream(fn, self.input, warmup)
+            self.replay, self.output = capture_graph(lambda: fn(self.input))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.input.copy_(x)
+        self.replay()
+        return self.output.clone()
+
+
 class AOTIPackage:
     """A loaded package that checks each input against the shape, dtype and device it was compiled
-    for (AOTInductor itself does not) before running it."""
+    for (AOTInductor itself does not) before running it; on CUDA it runs from one CUDA graph,
+    captured at the first call (`cuda_graph=False`: plain runs)."""
 
-    def __init__(self, runner: Any, path: Path):
+    def __init__(self, runner: Any, path: Path, single_threaded: bool = False, cuda_graph: bool = True):
         self.runner = runner
         self.path = path
+        self.single_threaded = single_threaded
         self.metadata = package_metadata(runner)
         self.input_shape = tuple(self.metadata.get("input_shape") or ())
         self.device = self.metadata.get("device")
+        self.use_cuda_graph = cuda_graph
+        self._graph: CUDAGraphRun | None = None
 
     def check(self, x: torch.Tensor) -> None:
         if not self.input_shape:
@@ -147,27 +226,56 @@ class AOTIPackage:
             raise AOTIError(f"{want}, got a non-contiguous tensor: pass x.contiguous() (the package converts "
                             "to its own memory format inside)")
 
+    def cuda_graph(self, x: torch.Tensor) -> CUDAGraphRun:
+        """The package's run captured in one CUDA graph (once; `x` fills the static input): what the
+        `torch_inductor` table times and what `__call__` replays on CUDA."""
+        if self._graph is None:
+            self.check(x)
+            try:
+                self._graph = CUDAGraphRun(self.runner, x)
+            except RuntimeError as e:
+                raise AOTIError(f"{self.path} could not be captured in a CUDA graph with torch {torch.__version__} "
+                                f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}; loaded "
+                                f"single-threaded: {self.single_threaded}); run it without a graph: "
+                                "load_aoti(path, cuda_graph=False)") from e
+        return self._graph
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.check(x)
+        if self.use_cuda_graph and x.is_cuda:
+            return self.cuda_graph(x)(x)
         return self.runner(x)
 
 
-def load_aoti(path: str | os.PathLike) -> AOTIPackage:
-    """Load the package at `path` (`torch._inductor.aoti_load_package`), checking its inputs."""
+def load_aoti(path: str | os.PathLike, *, cuda_graph: bool = True) -> AOTIPackage:
+    """Load the package at `path` (`torch._inductor.aoti_load_package`, single-threaded where this
+    torch can: one thread at a time, as it has no locking), checking its inputs; on CUDA its calls
+    replay one CUDA graph (`cuda_graph`). Where a
+    crash is possible (`should_probe`) the load is tried in a child process first: a crash is an
+    `AOTIError` naming the cause and the work-around, not a segfault of this process."""
+    from hwnas.convert.cxx_runtime import CrashError, run_isolated
     _, load_fn = aoti_api()
     path = Path(path)
     if not path.is_file():
         raise AOTIError(f"{path}: no such AOTInductor package (a model.pt2 written by "
                         "`python -m hwnas.extract ... format=aoti`)")
+    if should_probe():
+        try:
+            probe = run_isolated(PROBE, [str(path)], what=str(path))
+        except CrashError as e:
+            raise AOTIError(str(e)) from None
+        if probe is not None and probe.returncode == 0:
+            _PROBED.add(os.getpid())
+    kw = load_kwargs(load_fn)
     try:
-        runner = load_fn(str(path))
+        runner = load_fn(str(path), **kw)
     except Exception as e:  # noqa: BLE001 -- a corrupt file or a package of another torch/device
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise AOTIError(f"{path} cannot be loaded as an AOTInductor package by torch {torch.__version__} "
                         f"({first}); packages run only with the torch version and device kind they were "
                         "compiled for: export it again here (format=aoti)") from None
-    return AOTIPackage(runner, path)
+    return AOTIPackage(runner, path, single_threaded=bool(kw), cuda_graph=cuda_graph)
 
 
-__all__ = ["AOTIError", "AOTIPackage", "PackagedModel", "aoti_api", "compile_aoti", "load_aoti",
-           "package_metadata"]
+__all__ = ["AOTIError", "AOTIPackage", "CUDAGraphRun", "PackagedModel", "RUN_WITHOUT_HWNAS", "aoti_api",
+           "compile_aoti", "load_aoti", "load_kwargs", "package_metadata", "should_probe"]

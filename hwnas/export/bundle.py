@@ -234,9 +234,24 @@ def _aoti(model: nn.Module, arch, shape, b: ExportBundle, x: torch.Tensor, ref: 
     return {**check, "compile_seconds": round(time.perf_counter() - t0 - check["seconds"], 3),
             "deploy_form": form.describe(),
             "input": {"shape": list(shape), "dtype": "float32", "layout": "NCHW contiguous", "device": device},
-            "how": "torch._inductor.aoti_load_package('model.pt2')(x) (no hwnas needed; the input must be exactly "
-                   "this shape, dtype and device: set AOTI_RUNTIME_CHECK_INPUTS=1 to have the runtime check it, "
-                   "or load it with hwnas.convert.aoti.load_aoti, which does)"}
+            "needs": {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else
+                      "cpu", "cuda": torch.version.cuda if device == "cuda" else None},
+            "how": aoti_how(shape, device)}
+
+
+def aoti_how(shape, device: str) -> str:
+    """How a user without hwnas runs the package: on CUDA at the speed the torch_inductor table
+    measured (single-threaded runtime, one CUDA graph), with the libstdc++ work-around."""
+    from hwnas.convert.aoti import RUN_WITHOUT_HWNAS
+    checks = ("the input must be exactly this shape, dtype and device: set AOTI_RUNTIME_CHECK_INPUTS=1 to have "
+              "the runtime check it, or load it with hwnas.convert.aoti.load_aoti, which does")
+    if device != "cuda":
+        return f"torch._inductor.aoti_load_package('model.pt2', run_single_threaded=True)(x) (no hwnas needed; {checks})"
+    return (f"no hwnas needed; at the measured speed (a CUDA graph, as load_aoti replays it; {checks}):\n"
+            + RUN_WITHOUT_HWNAS.replace("SHAPE", str(tuple(shape)))
+            + "If loading dies with SIGSEGV inside the package's wrapper.so (std::regex), the process resolves another "
+              "libstdc++ than the one g++ built the package with: start Python with "
+              "LD_PRELOAD=$(readlink -f $(g++ -print-file-name=libstdc++.so.6)) (hwnas's apps do this themselves)")
 
 
 def onnx_io(model: nn.Module, arch) -> dict:

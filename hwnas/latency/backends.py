@@ -350,6 +350,7 @@ class TorchCUDA(Backend):
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
+        from hwnas.device import warm_on_side_stream
         model = self.deploy(model.cuda())
         x = self.form.example_input(input_shape, "cuda")
         fp = fingerprint_deployed(model, x, self.form)  # traced on the GPU: the very module timed
@@ -365,38 +366,6 @@ class TorchCUDA(Backend):
                     model(x)
             stats = self._cuda_time_loop(run)
         return {**stats, "fingerprint": fp}
-
-
-def warm_on_side_stream(fn, x, n: int = 3) -> None:
-    """`n` runs of `fn(x)` on a side stream before a CUDA-graph capture (PyTorch's recipe: lazy
-    initialisation and allocations happen outside the graph)."""
-    import torch
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.no_grad():
-        for _ in range(n):
-            fn(x)
-    torch.cuda.current_stream().wait_stream(s)
-
-
-def capture_graph(fn):
-    """`fn` (work on the current stream, already warmed up) captured in one CUDA graph; its replay.
-    The AOTInductor runtime queries the CUDA event of its previous run when it starts one
-    (`AOTInductorModelContainer::get_available_model`), which the default ("global") capture mode
-    may refuse; the "relaxed" mode allows it and is tried second. Synchronising first makes that
-    previous run finished, so the runtime only queries, never waits, inside the capture."""
-    import torch
-    torch.cuda.synchronize()
-    for mode in ("global", "relaxed"):
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, capture_error_mode=mode):
-                fn()
-            return graph.replay
-        except RuntimeError:
-            if mode == "relaxed":
-                raise
-            torch.cuda.synchronize()
 
 
 class TorchInductor(TorchCUDA):
@@ -427,7 +396,8 @@ class TorchInductor(TorchCUDA):
         g = "its run captured in one CUDA graph, replays" if self.cuda_graphs else "package runs"
         return (f"deploy form ({self.form.describe()}) compiled by torch._inductor.aoti_compile_and_package "
                 f"(default inductor settings, no autotuning; blocks take the fp16 channels_last input they get inside a "
-                f"network, whole networks the shipped float32 NCHW interface), loaded with aoti_load_package, {g} "
+                f"network, whole networks the shipped float32 NCHW interface), loaded with aoti_load_package("
+                f"run_single_threaded=True) as hwnas.convert.aoti.load_aoti loads it, {g} "
                 f"timed one by one with CUDA events after {self.warmup} warm-up runs, up to {self.repeats} runs "
                 f"(>= {self.min_runs}, <= {self.max_seconds}s)")
 
@@ -455,7 +425,7 @@ class TorchInductor(TorchCUDA):
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
         import torch
-        from hwnas.convert.aoti import INPUT_DTYPE, aoti_api
+        from hwnas.convert.aoti import INPUT_DTYPE, AOTIError, load_aoti
         native = not (hasattr(model, "layout") and hasattr(model, "stem"))  # a lone block (or MobileNetV2)
         model = self.deploy(model.cuda())
         x = self.form.example_input(input_shape, "cuda")
@@ -468,22 +438,18 @@ class TorchInductor(TorchCUDA):
             self.compile_stats = {"packages": self.compile_stats["packages"] + 1,
                                   "seconds": round(self.compile_stats["seconds"] + dt, 2),
                                   "wall_seconds": round(self.compile_stats["wall_seconds"] + dt, 2)}
-        run = aoti_api()[1](str(path))
+        package = load_aoti(path, cuda_graph=self.cuda_graphs)  # single-threaded, crash-guarded: as shipped
         if not native:
             x = torch.randn(*input_shape, device="cuda", dtype=INPUT_DTYPE)
         with torch.inference_mode():
             if self.cuda_graphs:
-                warm_on_side_stream(run, x)  # loads the kernels before the capture
                 try:
-                    replay = capture_graph(lambda: run(x))
-                except RuntimeError as e:
-                    raise TimingUnavailable(
-                        f"the AOTInductor package of this {'block' if native else 'network'} could not be captured "
-                        f"in a CUDA graph with torch {torch.__version__} ({str(e).splitlines()[0]}); time its runs "
-                        "without graphs: target.cuda_graphs=false") from e
+                    replay = package.cuda_graph(x).replay  # warm-up on a side stream, then one capture
+                except AOTIError as e:
+                    raise TimingUnavailable(f"{e} (or time it so: target.cuda_graphs=false)") from e
             else:
                 def replay():
-                    run(x)
+                    package.runner(x)
             stats = self._cuda_time_loop(replay)
         return {**stats, "fingerprint": fp}
 
