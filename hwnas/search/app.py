@@ -372,7 +372,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     counts = dict(completed=len(records),
                   infeasible=sum(1 for t in trials if t.state.name == "PRUNED"),
                   repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
-    reports = [TargetReport(t.name, path, f"{tab.describe()} Table chosen: {reasons[t.name]}.",
+    reports = [TargetReport(t.name, path, f"{tab.describe().rstrip('.')}. Table chosen: {reasons[t.name]}.",
                             bool(tab.is_estimated), m.describe(), w)
                for t, tab, path, m, w in target_reports]
     lat_budget = dict(budget.latency_ms) or None
