@@ -3,13 +3,14 @@
 GPU machine (from the repository root; about 6 minutes; the ONNX Runtime part pinned to CPU core 3,
 the torch_cuda part in a second process on the other cores at the same time):
 
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/latency_adapt.py --out "$OUT" --cpu-core 3 --deadline-s 330
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/latency_adapt.py --out "$OUT" --work outputs/latency_adapt --cpu-core 3 --deadline-s 330
 
 CPU smoke run of the plumbing (any machine; ~2 min; only onnxruntime_cpu without a GPU):
 
     PYTHONPATH=. python experiments/latency_adapt.py --smoke --out /tmp/adapt_smoke
 
-Resume after a cut: the same command with the same --out (nothing measured is measured again).
+Resume after a cut: the same command again, with the same --work (nothing measured is measured again;
+on the GPU machine while it is warm: outputs/ is ignored by git, so it stays between calls).
 Full profile for comparison (time spent vs fidelity, on the same held-out measurements):
 
     PYTHONPATH=. python experiments/latency_adapt.py --targets onnxruntime_cpu --full-profile --out DIR
@@ -25,8 +26,9 @@ Writes under --out (at most 6 files, one folder deep, for the GPU machine's retu
     latency_adapt_<target>.jsonl           every network measured and every phase, one JSON line each,
                                            appended as it happens (a deadline cut loses nothing)
     latency_adapt_<target>_<space>.json    the result per space (rewritten atomically as it grows)
-and the working tables under --out/tables/<target>/ (what a rerun resumes from; not needed afterwards:
-the result JSON holds every measurement and the fitted correction).
+and the working tables under --work (default --out/tables): `<target>/<device>.adapted.{csv,json,networks.csv}`,
+what a rerun resumes from; not needed afterwards: the result JSON holds every measurement, the fitted
+correction and the adapted table's provenance.
 
 `--deadline-s` stops every phase in time: adapting both spaces first, then the held-out sets, each
 given an equal share of the time left (a cut held-out set is reported on what was measured, marked
@@ -48,8 +50,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TARGETS = ("onnxruntime_cpu", "torch_cuda")
-# shorter timing loops than a profile's: whole networks only, and the loop's median/p10 settle fast
-FAST = {"onnxruntime_cpu": {"warmup": 3, "repeats": 40, "min_runs": 10, "max_seconds": 0.6},
+# shorter timing loops than a profile's (whole networks only, on a pinned core or a GPU: their p10 and
+# median settle within a few runs); on the CPU the ONNX export (~2 s a network) costs more than the timing
+FAST = {"onnxruntime_cpu": {"warmup": 2, "repeats": 20, "min_runs": 6, "max_seconds": 0.4},
         "torch_cuda": {"warmup": 5, "repeats": 50, "min_runs": 20, "max_seconds": 0.25}}
 SMOKE = {"onnxruntime_cpu": {"warmup": 1, "repeats": 5, "min_runs": 3, "max_seconds": 0.05},
          "torch_cuda": {"warmup": 2, "repeats": 10, "min_runs": 5, "max_seconds": 0.05}}
@@ -73,6 +76,9 @@ def parse(argv=None):
     ap.add_argument("--smoke", action="store_true", help="tiny counts and timing loops: checks the plumbing")
     ap.add_argument("--serial", action="store_true", help="run the targets one after the other in this process")
     ap.add_argument("--tables", type=Path, default=None, help="source tables folder (default: the shipped ones)")
+    ap.add_argument("--work", type=Path, default=None, help="where the adapted tables are made and resumed from "
+                    "(default: <out>/tables; on the GPU machine an ignored folder of the checkout, outputs/..., "
+                    "survives between calls while the machine is warm)")
     ap.add_argument("--set", action="append", default=[], metavar="TARGET.KEY=VALUE",
                     help="override a timing setting, e.g. --set onnxruntime_cpu.repeats=100")
     args = ap.parse_args(argv)
@@ -135,8 +141,12 @@ def run_target(target: str, args, t0: float) -> int:
         os.sched_setaffinity(0, {args.cpu_core})
         import torch
         torch.set_num_threads(1)
+    elif args.cpu_core is not None:  # the GPU part keeps off the core the ONNX Runtime part is timed on
+        others = set(range(os.cpu_count() or 1)) - {args.cpu_core}
+        if others:
+            os.sched_setaffinity(0, others)
     backend, settings = make_backend(target, args)
-    tables = args.out / "tables"
+    tables = args.work or args.out / "tables"
     out_path = adapted_path(table_path_for(backend, tables))
     n_adapt = args.n_adapt_cpu if target == "onnxruntime_cpu" else args.n_adapt_gpu
     log(phase="start", target=target, device=backend.device(), runtime=backend.runtime_version(),
@@ -192,6 +202,7 @@ def run_target(target: str, args, t0: float) -> int:
                                    deadline=min(deadline, time.monotonic() + share), on_network=on_held,
                                    progress=False)
             results[scope]["held_out"] = res
+            results[scope]["adapted_table_provenance"] = LatencyTable.load(out_path).provenance
             write(scope)
             a, s = res["adapted"], res["source"]
             log(phase="held_out", target=target, space=scope, n=a["n"], cut=res["cut"], seconds=res["seconds"],
@@ -216,21 +227,31 @@ def run_target(target: str, args, t0: float) -> int:
 
 
 def full_profile(backend, space, args, result: dict, log, deadline) -> dict:
-    """Profile this space fully here (every block, the references + 30 fit networks: what
-    `python -m hwnas.profile` does) and predict the held-out networks measured above with it."""
+    """Profile this space fully here, as `python -m hwnas.profile` does (every block, the references +
+    30 fit networks, the target's own timing settings; resumable like it), and predict the held-out
+    networks measured above with it. --smoke: the blocks of the smallest arch and 3 fit networks."""
+    from hwnas.latency import get_backend
+    from hwnas.latency.config import target_settings
     from hwnas.latency.correction import fidelity_metrics
     from hwnas.latency.profiler import run_profile, table_path_for
     from search_spaces import Arch
-    path = table_path_for(backend, args.out / "tables_full")
+    settings = target_settings(backend.name)
+    if args.smoke:
+        settings.update(SMOKE[backend.name])
+    full = get_backend(settings.pop("name"), **settings)
+    path = table_path_for(full, (args.work or args.out / "tables").with_name((args.work or args.out / "tables").name + "_full"))
     t = time.perf_counter()
-    table = run_profile(backend, space, path, n_fit=30, progress=False, deadline=deadline)
+    table = run_profile(full, space, path, n_fit=3 if args.smoke else 30, progress=False, deadline=deadline,
+                        archs=[space.min_arch()] if args.smoke else None)
     seconds = round(time.perf_counter() - t, 1)
     fit = set(table.correction(space.scope)["fit_arch_ids"])
-    nets = [n for n in result["held_out"]["networks"] if n["arch_id"] not in fit]
+    nets = [n for n in (result.get("held_out") or {}).get("networks", []) if n["arch_id"] not in fit
+            and not table.missing(Arch.from_dict(n["arch"]))]  # (a --smoke table has some blocks only)
     pred = [table.predict(Arch.from_dict(n["arch"])) for n in nets]
-    m = fidelity_metrics(pred, [n["measured_ms"] for n in nets])
+    m = fidelity_metrics(pred, [n["measured_ms"] for n in nets]) if len(nets) >= 2 else None
     prof = table.provenance["profiling"][space.scope]
-    rec = {"seconds_wall": seconds, "block_seconds": prof.get("block_seconds"),
+    rec = {"seconds_wall_this_run": seconds, "block_seconds": prof.get("block_seconds"),
+           "timing_settings": table.provenance.get("method"),
            "network_seconds": prof.get("network_seconds_this_run"), "n_blocks": len(space.all_blocks()),
            "fit_networks": len(fit), "held_out": m,
            "note": "predicts the held-out networks measured for the adapted table (their canary reference is the "
@@ -254,8 +275,7 @@ def main(argv=None) -> int:
         argv_child = [a for a in (argv if argv is not None else sys.argv[1:])]
         cmd = [sys.executable, str(Path(__file__).resolve()), *argv_child, "--targets", "torch_cuda"]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        others = sorted(os.sched_getaffinity(0) - ({args.cpu_core} if args.cpu_core is not None else set()))
-        child = subprocess.Popen(cmd, env=env, preexec_fn=(lambda: os.sched_setaffinity(0, others)) if others else None)
+        child = subprocess.Popen(cmd, env=env)  # it keeps off --cpu-core itself (run_target)
         targets = ["onnxruntime_cpu"]
     rc = 0
     for target in targets:
