@@ -133,7 +133,7 @@ def run_target(target: str, args, t0: float) -> int:
     from hwnas.files import atomic_write
     from hwnas.latency.adapt import adapt, adapted_path, default_source, measure_held_out
     from hwnas.latency.profiler import DeadlineReached, table_path_for
-    from hwnas.latency.table import LatencyTable
+    from hwnas.latency.table import LatencyTable, networks_path, read_networks
 
     deadline = time.monotonic() - (time.perf_counter() - t0) + args.deadline_s
     log = Log(args.out / f"latency_adapt_{target}.jsonl", t0)
@@ -175,6 +175,9 @@ def run_target(target: str, args, t0: float) -> int:
                           progress=False, deadline=deadline, on_network=on_network)
             corr = table.correction(scope)
             rec = table.provenance["adapted"]["scopes"][scope]
+            fit_ids = corr["fit_arch_ids"]
+            measured = {r["arch_id"]: r for r in read_networks(networks_path(out_path))
+                        if r["space"] == scope and r["role"] == "fit"}
             results[scope] = {
                 "target": target, "space": space.name, "scope": scope, "smoke": args.smoke,
                 "machine": {"device": backend.device(), "host": platform.node(),
@@ -185,6 +188,9 @@ def run_target(target: str, args, t0: float) -> int:
                 "adapt": {"networks": rec["networks"], "seconds_measuring": rec["seconds"],
                           "wall_seconds_this_run": round(time.perf_counter() - ts, 1),
                           "stopped_early": rec.get("stopped_early"), "correction": corr,
+                          "networks": [{"arch_id": i, "arch": measured[i]["arch"].to_dict(),
+                                        **{k: measured[i][k] for k in ("median_ms", "p10_ms", "spread", "runs")}}
+                                       for i in fit_ids],
                           "canary_ref": table.provenance.get("canary_ref"),
                           "mes_unit_latency_ms": table.provenance.get("mes_unit_latency_ms")},
                 "held_out": None, "full_profile": None}

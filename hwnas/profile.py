@@ -113,8 +113,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     if cfg.get("adapt"):
         from hwnas.latency.adapt import adapted_path, run_adapt
-        _device_check(backend, space, path, cfg.tables_dir)
-        table = run_adapt(backend, space, Path(cfg.out) if cfg.out else adapted_path(path), int(cfg.adapt),
+        out = Path(cfg.out) if cfg.out else adapted_path(path)
+        _device_check(backend, space, out, cfg.tables_dir)
+        table = run_adapt(backend, space, out, int(cfg.adapt),
                           source_path=cfg.adapt_from, tables_dir=cfg.tables_dir, stop_loo=cfg.adapt_stop,
                           held_out=int(cfg.fidelity) or 30, held_out_seed=1000 + cfg.fidelity_seed,
                           results_dir=Path(run_dir or "."), progress=cfg.progress, log=log.info)

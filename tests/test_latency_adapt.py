@@ -230,3 +230,75 @@ def test_search_on_an_adapted_table_says_so(adapted, tmp_path, capsys):
         assert "8 whole networks" in text and "16 fresh held-out subnets" in text
     assert "adapted table" in report and "of this machine's device" in report  # why it was chosen
     assert np.isfinite(table.predict(search_spaces.get_space(SPACE).min_arch()))
+
+
+def test_the_mismatch_notice_quotes_a_measured_transfer_from_an_adapted_table_beside(adapted, tmp_path):
+    """A table of another device, with a table adapted from it to this machine's device beside it:
+    the notice says how the table did on this device, measured on the adapted table's held-out subnets."""
+    from hwnas.latency.backends import device_note
+    table, held, backend = adapted
+    folder = tmp_path / "onnxruntime_cpu"
+    folder.mkdir()
+    src = default_table_path("onnxruntime_cpu", SPACE)
+    shutil.copyfile(src, folder / "far.csv")
+    prov = json.loads(src.with_suffix(".json").read_text())
+    (folder / "far.json").write_text(json.dumps({**prov, "device": "Far CPU"}))
+    far = LatencyTable.load(folder / "far.csv")
+    assert "has not been measured" not in device_note(far, SPACE)
+    assert "0.57-0.73x" in device_note(far, SPACE)  # what is known of an AMD table on an Intel CPU, said as such
+    ad = json.loads(table.path.with_suffix(".json").read_text())
+    ad["adapted"]["from"]["device"] = "Far CPU"
+    (folder / "here.adapted.json").write_text(json.dumps(ad))
+    shutil.copyfile(table.path, folder / "here.adapted.csv")
+    note = device_note(far, SPACE)
+    assert "Far CPU" in note and cpu_name() in note
+    assert "0% of 16 subnets within ±10%" in note and "here.adapted.json" in note
+    assert f"+target=onnxruntime_cpu space={SPACE} adapt=" in note
+
+
+def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
+    """`python -m hwnas.profile ... adapt=N`: real ONNX Runtime timings of N networks, an adapted table
+    beside the source (never over it), its held-out result in the run directory."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    tables = tmp_path / "tables"
+    src = default_table_path("onnxruntime_cpu", SPACE)
+    (tables / "onnxruntime_cpu").mkdir(parents=True)
+    for f in (src, src.with_suffix(".json"), networks_path(src)):
+        shutil.copyfile(f, tables / "onnxruntime_cpu" / f.name)
+    cmd = [sys.executable, "-m", "hwnas.profile", "+target=onnxruntime_cpu", f"space={SPACE}", "adapt=4",
+           "fidelity=2", f"tables_dir={tables}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false",
+           "target.warmup=1", "target.repeats=5", "target.min_runs=3", "target.max_seconds=0.05"]
+    p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    from hwnas.latency.backends import slug
+    out = tables / "onnxruntime_cpu" / f"{slug(cpu_name())}.adapted.csv"
+    if out.stem.startswith(src.stem + "."):  # this machine is the source's device: still a separate file
+        assert (tables / "onnxruntime_cpu" / src.name).read_text() == src.read_text()
+    t = LatencyTable.load(out, target="onnxruntime_cpu", space=SPACE)
+    rec = t.provenance["adapted"]["scopes"][SPACE]
+    assert rec["networks"] == 4 and rec["seconds"] > 0 and t.provenance["device"] == cpu_name()
+    assert t.provenance["fidelity"][SPACE]["n"] == 2
+    res = json.loads((tmp_path / "run" / f"latency_adapt_onnxruntime_cpu_{SPACE}.json").read_text())
+    assert res["held_out"]["adapted"]["n"] == 2 and len(res["held_out"]["networks"]) == 2
+    assert "adapted from 4 networks" in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("result_file", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "experiments"
+                                                               / "results").glob("latency_adapt_*.json")))
+def test_committed_adapt_results_are_reproduced_from_their_measurements(result_file):
+    """The fit and the held-out figures of every committed adapt result, recomputed from the networks it
+    measured and the source table it names."""
+    from hwnas.latency.adapt import refit_result
+    root = Path(__file__).resolve().parents[1]
+    res = json.loads((root / "experiments" / "results" / result_file).read_text())
+    source = LatencyTable.load(root / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    assert source.provenance["date"] == res["source_table"]["date"]  # the very table it was adapted from
+    again = refit_result(res, source)
+    corr = res["adapt"]["correction"]
+    assert again["correction"]["form"] == corr["form"] and again["correction"]["b"] == pytest.approx(corr["b"], abs=1e-9)
+    assert again["correction"]["a"] == pytest.approx(corr["a"], rel=1e-9)
+    assert again["predicted_ms"] == pytest.approx([n["predicted_ms"] for n in res["held_out"]["networks"]], rel=1e-9)
+    for k in ("n", "within_5pct", "within_10pct", "kendall_tau"):
+        assert again["held_out"][k] == pytest.approx(res["held_out"]["adapted"][k]), k

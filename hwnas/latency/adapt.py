@@ -365,3 +365,16 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
                           json.dumps(result, indent=1) + "\n")
     log(table.describe())
     return table
+
+
+def refit_result(result: dict, source: LatencyTable) -> dict:
+    """An adapt run's fit and held-out figures, reproduced from its measurements alone (a result JSON of
+    `experiments/latency_adapt.py`: the adapt networks and the held-out networks with their times)."""
+    scope = result["scope"]
+    nets = result["adapt"]["networks"]
+    corr = fit_adapted(source, scope, [Arch.from_dict(n["arch"]) for n in nets], [n[source.statistic] for n in nets])
+    table = LatencyTable(source.rows, {**source.provenance, "correction": {scope: corr}}, check=False)
+    held = result["held_out"]["networks"]
+    pred = [table.predict(Arch.from_dict(n["arch"])) for n in held]
+    return {"correction": corr, "predicted_ms": pred,
+            "held_out": fidelity_metrics(pred, [n["measured_ms"] for n in held])}

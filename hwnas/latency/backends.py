@@ -622,6 +622,29 @@ def this_device(target_name: str) -> str | None:
     return cuda_device_name() if cls.gpu else None
 
 
+def measured_transfer(table, device: str, space: str) -> dict | None:
+    """How `table` predicted networks measured on `device` (fidelity metrics of the table as it is),
+    where known: its provenance's `transfers[device][space]`, else a table adapted from it to that
+    device beside it (`adapted.scopes[space].transfer`, measured by `hwnas.latency.adapt`)."""
+    import json
+    for d, v in (table.provenance.get("transfers") or {}).items():
+        if slug(d) == slug(device) and (v or {}).get(space):
+            return v[space]
+    if table.path is None:
+        return None
+    for js in sorted(Path(table.path).parent.glob("*.adapted.json")):
+        try:
+            prov = json.loads(js.read_text())
+        except (OSError, ValueError):
+            continue
+        frm = (prov.get("adapted") or {}).get("from") or {}
+        t = (((prov.get("adapted") or {}).get("scopes") or {}).get(space) or {}).get("transfer")
+        if t and slug(prov.get("device", "")) == slug(device) and frm.get("device") == table.device \
+                and frm.get("date") == table.provenance.get("date"):
+            return {**t, "result_file": str(js.name)}
+    return None
+
+
 def device_note(table, space: str, path=None) -> str | None:
     """For a target whose device this machine has (its CPU, its GPU), with a table measured on
     another device: one line naming both devices, how that table was measured to transfer to this
@@ -639,8 +662,7 @@ def device_note(table, space: str, path=None) -> str | None:
     took = (f" (the {describe_scope(space)} part of that table took {secs / 60:.0f} min to profile on {there}"
             f"{', ' + str(table.provenance.get('threads')) + ' thread' if table.provenance.get('threads') else ''})"
             if secs else "")
-    transfers = table.provenance.get("transfers") or {}
-    t = next((v.get(space) for d, v in transfers.items() if slug(d) == slug(here) and v.get(space)), None)
+    t = measured_transfer(table, here, space)
     if t:
         known = (f"measured on {here}: {100 * t['within_10pct']:.0f}% of {t['n']} subnets within ±10%"
                  + (f", predicted/measured {t['predicted_over_measured'][0]:.2f}-{t['predicted_over_measured'][1]:.2f}"
