@@ -9,7 +9,9 @@ longer matches the code are measured again; the rest is kept. `fidelity=N` then 
 held-out subnets (disjoint from the fit set) and writes how well the table predicts them into its
 provenance (and `latency_fidelity_<target>_<space>.{json,png}` into the run directory). For
 `coreml` on a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
-`coreml.import_csv=PATH` merges the Mac's results back.
+`coreml.import_csv=PATH` merges the Mac's results back. `adapt=N` instead adapts an existing table of
+the target to this device from N whole networks measured here (`hwnas.latency.adapt`): minutes, not
+a full profile.
 """
 from __future__ import annotations
 

@@ -285,7 +285,6 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     held = held_out_set(space, n, exclude=exclude, seed=seed)
     if backend.canary:
         backend.canary_ref_ms = table.provenance["canary_ref"]["p10_ms"]
-    t0 = time.perf_counter()
     fps = table.current_fingerprints()
     recs = []
     cut = False
@@ -295,9 +294,14 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
             break
         have = {r["arch_id"] for r in read_networks(networks_path(table.path))
                 if r["space"] == scope and r["role"] == "fidelity"}
+        t1 = time.perf_counter()
         rec = measure_networks(backend, [arch], "fidelity", networks_path(table.path), progress=False,
                                fingerprints=fps)[0]
         recs.append(rec)
+        if arch.id not in have:  # seconds spent measuring, summed over runs (a resumed run adds its own)
+            scope_rec = table.provenance["adapted"]["scopes"].setdefault(scope, {})
+            scope_rec["held_out_seconds"] = round(scope_rec.get("held_out_seconds", 0.0) + time.perf_counter() - t1, 2)
+            table.save()
         if on_network is not None and arch.id not in have:
             on_network({"role": "held_out", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
                         "arch": rec["arch"].to_dict(), "predicted_ms": table.predict(arch),
@@ -312,7 +316,7 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     src = source.predict_many(held)
     adapted_m, source_m = fidelity_metrics(pred, measured), fidelity_metrics(src, measured)
     ratio = np.asarray(src) / np.asarray(measured)
-    seconds = round(time.perf_counter() - t0, 1)
+    seconds = table.provenance["adapted"]["scopes"][scope].get("held_out_seconds", 0.0)
     summary = {**{k: adapted_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
                "seed": seed, "cut_by_deadline": cut, "date": now_iso(), "seconds": seconds, "held_out": "fresh subnets, disjoint from both "
                "tables' fit networks, measured on this device after the adaptation"}
