@@ -1,9 +1,10 @@
 """Adapt the shipped latency tables to this machine in minutes, and measure how well they then predict.
 
 GPU machine (from the repository root; about 6 minutes; the ONNX Runtime part pinned to CPU core 3,
-the torch_cuda part in a second process on the other cores at the same time):
+the torch_cuda part in a second process on the other cores at the same time, which then also profiles
+torch_cuda fully for the side-by-side comparison while the CPU part still runs):
 
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/latency_adapt.py --out "$OUT" --work outputs/latency_adapt --cpu-core 3 --deadline-s 330
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/latency_adapt.py --out "$OUT" --work outputs/latency_adapt --cpu-core 3 --deadline-s 330 --full-profile torch_cuda
 
 CPU smoke run of the plumbing (any machine; ~2 min; only onnxruntime_cpu without a GPU):
 
@@ -13,7 +14,7 @@ Resume after a cut: the same command again, with the same --work (nothing measur
 on the GPU machine while it is warm: outputs/ is ignored by git, so it stays between calls).
 Full profile for comparison (time spent vs fidelity, on the same held-out measurements):
 
-    PYTHONPATH=. python experiments/latency_adapt.py --targets onnxruntime_cpu --full-profile --out DIR
+    PYTHONPATH=. python experiments/latency_adapt.py --targets onnxruntime_cpu --full-profile --out DIR --deadline-s 3600
 
 Per target (`onnxruntime_cpu`: the shipped AMD EPYC table to this host's CPU, 1 thread, pinned with
 os.sched_setaffinity to `--cpu-core`; `torch_cuda`: the shipped H200 table to this GPU) and per
@@ -71,8 +72,9 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=28, help="held-out seed (a fresh set, not the tables' own)")
     ap.add_argument("--cpu-core", type=int, default=None, help="pin the onnxruntime_cpu part to this core")
     ap.add_argument("--deadline-s", type=float, default=330.0)
-    ap.add_argument("--full-profile", action="store_true",
-                    help="also profile fully (every block + 30 fit networks) and predict the same held-out set")
+    ap.add_argument("--full-profile", nargs="*", choices=TARGETS, default=None, metavar="TARGET",
+                    help="after adapting, also profile these targets fully (none named: every target; every "
+                         "block + 30 fit networks, the target's own timing settings) and predict the same held-out set")
     ap.add_argument("--smoke", action="store_true", help="tiny counts and timing loops: checks the plumbing")
     ap.add_argument("--serial", action="store_true", help="run the targets one after the other in this process")
     ap.add_argument("--tables", type=Path, default=None, help="source tables folder (default: the shipped ones)")
@@ -217,7 +219,7 @@ def run_target(target: str, args, t0: float) -> int:
                 source_predicted_over_measured=res["predicted_over_measured_source"],
                 goal_met=bool(a["n"] >= 50 and a["within_10pct"] >= 0.95 and a["within_5pct"] >= 0.8
                               and a["kendall_tau"] >= 0.95))
-        if args.full_profile:
+        if args.full_profile is not None and (not args.full_profile or target in args.full_profile):
             for space in spaces:
                 results[space.scope]["full_profile"] = full_profile(backend, space, args, results[space.scope], log,
                                                                     deadline)
