@@ -130,6 +130,7 @@ def test_networks_spread_over_size_and_block_mix(source, space):
     assert source.block_sum(picked[0]) == pytest.approx(min(sums))  # the smallest and the largest first
     assert source.block_sum(picked[1]) == pytest.approx(max(sums))
     assert len({a.id for a in picked}) == 8
+    assert pick_networks(space, source, 5) == picked[:5]  # a run stopped after k networks is `adapt=k`
     attn = [sum(k.startswith("efficientformerv2.attn") for k in block_keys(a)) for a in picked]
     assert max(attn) - min(attn) >= 4  # with attention and (almost) without
 
