@@ -28,20 +28,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 import search_spaces
 from search_spaces import Arch
 
-from .backends import Backend
 from .correction import _fit, _loo_mape, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
 from .profiler import (DeadlineReached, _check_deadline, held_out_set, mark_complete, measure_mes_unit,  # noqa: F401
                        measure_networks, now_iso, partial_path, promote)
-from .table import (TABLES_DIR, LatencyTable, LatencyTableError, networks_path, provenance_path, read_networks,
-                    read_provenance, read_rows)
+from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, networks_path,  # noqa: F401
+                    provenance_path, read_networks, read_provenance, read_rows)
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 ADAPTED = ".adapted"
 #: what must be equal between a source table and this run (the device may differ: that is the point)
@@ -56,11 +58,6 @@ def adapted_path(table_path: Path) -> Path:
 
 def is_adapted(prov: dict) -> bool:
     return bool(prov.get("adapted"))
-
-
-def adapt_command(target: str, space: str, n: int = 12) -> str:
-    from .table import profile_command
-    return f"{profile_command(target, space)} adapt={n}"
 
 
 def default_source(target: str, scope: str, tables_dir=None) -> Path:

@@ -651,8 +651,7 @@ def device_note(table, space: str, path=None) -> str | None:
     device where known (`provenance.transfers`), and the adapt command (minutes) and the full
     profile command (how long the table's own profile took). None when the devices agree or this
     machine does not have the target's kind of device."""
-    from .adapt import adapt_command
-    from .table import describe_scope, profile_command
+    from .table import adapt_command, describe_scope, profile_command
     here = this_device(table.target)
     there = table.provenance.get("device")
     if here is None or not there or there == here:

@@ -96,6 +96,11 @@ def profile_command(target: str, space: str) -> str:
     return f"python -m hwnas.profile +target={target} space={name}{extra}"
 
 
+def adapt_command(target: str, space: str, n: int = 12) -> str:
+    """The command that adapts a table of the target to this machine's device (`hwnas.latency.adapt`)."""
+    return f"{profile_command(target, space)} adapt={n}"
+
+
 def describe_scope(space: str) -> str:
     """`nextvit` -> 'nextvit'; `nextvit:backbone@512x512` -> 'nextvit backbone (512x512)'."""
     name, task, size = parse_scope(space)
