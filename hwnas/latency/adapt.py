@@ -257,6 +257,10 @@ def adapt(backend: Backend, space: search_spaces.SearchSpace, source: LatencyTab
                 break
     if not recs:
         raise LatencyTableError(f"adapt={n}: no network to measure for {scope}")
+    # fit on the values as stored (the networks file): a resumed run fits exactly what a fresh one does,
+    # and the fit can be reproduced from the file (or a result JSON of it) alone
+    stored = {r["arch_id"]: r for r in read_networks(networks_path(table.path)) if r["space"] == scope and r["role"] == "fit"}
+    recs = [stored[r["arch_id"]] for r in recs]
     corr = fit_adapted(source, scope, [r["arch"] for r in recs], [r[table.statistic] for r in recs])
     table.provenance.setdefault("correction", {})[scope] = corr
     if "mes_unit_latency_ms" not in table.provenance:
