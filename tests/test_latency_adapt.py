@@ -303,3 +303,17 @@ def test_committed_adapt_results_are_reproduced_from_their_measurements(result_f
     assert again["predicted_ms"] == pytest.approx([n["predicted_ms"] for n in res["held_out"]["networks"]], rel=1e-9)
     for k in ("n", "within_5pct", "within_10pct", "kendall_tau"):
         assert again["held_out"][k] == pytest.approx(res["held_out"]["adapted"][k]), k
+
+
+def test_a_search_on_a_gpu_table_of_another_gpu_names_both_in_the_report(monkeypatch, tmp_path, capsys):
+    from hwnas.search.app import compose_config, run
+    monkeypatch.setattr("hwnas.latency.backends.cuda_device_name", lambda: "NVIDIA RTX 4090")
+    cfg = compose_config(["+target=torch_cuda", "evaluator=proxy", "progress=false", "search=random",
+                          "search.n_trials=3", "references=[efficientformerv2_s0]"])
+    run(cfg, tmp_path / "search")
+    report = (tmp_path / "search" / "report.md").read_text()
+    err = capsys.readouterr().err
+    for text in (report, err):
+        assert "DEVICE MISMATCH" in text and "NVIDIA H200" in text and "NVIDIA RTX 4090" in text
+        assert "+target=torch_cuda space=efficientformerv2 adapt=" in text
+    assert "no table of this machine's device (NVIDIA RTX 4090) exists" in report  # why this table
