@@ -39,8 +39,8 @@ from .correction import _fit, _loo_mape, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
 from .profiler import (DeadlineReached, _check_deadline, held_out_set, mark_complete, measure_mes_unit,  # noqa: F401
                        measure_networks, now_iso, partial_path, promote)
-from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, networks_path,  # noqa: F401
-                    provenance_path, read_networks, read_provenance, read_rows)
+from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, atomic_write_text,  # noqa: F401
+                    networks_path, provenance_path, read_networks, read_provenance, read_rows)
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -191,7 +191,7 @@ def open_adapted(backend: Backend, source: LatencyTable, out: Path, scope: str) 
                                         f"(out=PATH) or delete it.")
             table = LatencyTable(read_rows(p), prov, work, check=False)
             if p == out and networks_path(out).exists():
-                networks_path(work).write_text(networks_path(out).read_text())
+                atomic_write_text(networks_path(work), networks_path(out).read_text())
             break
     else:
         prov = {**backend.info(), "source": "measured", "statistic": source.statistic, "spaces": [],
@@ -341,7 +341,6 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
     subnets and write `latency_adapt_<target>_<scope>.json` into `results_dir` (the run directory)."""
     import json
     from .fidelity import scope_slug
-    from .table import atomic_write_text
     scope = space.scope
     source_path = Path(source_path) if source_path else default_source(backend.name, scope, tables_dir)
     source = LatencyTable.load(source_path, target=backend.name, space=scope)
