@@ -9,7 +9,9 @@ longer matches the code are measured again; the rest is kept. `fidelity=N` then 
 held-out subnets (disjoint from the fit set) and writes how well the table predicts them into its
 provenance (and `latency_fidelity_<target>_<space>.{json,png}` into the run directory). For
 `coreml` on a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
-`coreml.import_csv=PATH` merges the Mac's results back.
+`coreml.import_csv=PATH` merges the Mac's results back. `adapt=N` instead adapts an existing table of
+the target to this device from N whole networks measured here (`hwnas.latency.adapt`): minutes, not
+a full profile.
 """
 from __future__ import annotations
 
@@ -53,6 +55,11 @@ class ProfileConfig:
     limit: Optional[int] = None
     fidelity: int = 0
     fidelity_seed: int = 0
+    # adapt=N: instead of profiling, adapt an existing table of the target to this device from N whole
+    # networks measured here (hwnas.latency.adapt), then measure `fidelity` (30 when 0) fresh held-out subnets
+    adapt: int = 0
+    adapt_from: Optional[str] = None  # the table to adapt; null: the best complete full profile under tables_dir
+    adapt_stop: Optional[float] = None  # stop measuring once the fit's leave-one-out error is <= this (e.g. 0.02)
     progress: bool = True
     coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
 
@@ -65,6 +72,8 @@ class ProfileConfig:
         check_min("", "fidelity", self.fidelity, 0, hint="0: no fidelity run")
         check_min("", "fit_seed", self.fit_seed, 0)
         check_min("", "fidelity_seed", self.fidelity_seed, 0)
+        check_min("", "adapt", self.adapt, 0, hint="0: a full profile; N: adapt a table from N whole networks")
+        check_min("", "adapt_stop", self.adapt_stop, 0, optional=True, hint="null: measure all N networks")
 
 
 def register() -> None:
@@ -103,6 +112,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     name = target_cfg.pop("name")
     backend = get_backend(name, **target_cfg)
     path = Path(cfg.out) if cfg.out else table_path_for(backend, cfg.tables_dir)
+
+    if cfg.get("adapt"):
+        from hwnas.latency.adapt import adapted_path, run_adapt
+        out = Path(cfg.out) if cfg.out else adapted_path(path)
+        _device_check(backend, space, out, cfg.tables_dir)
+        table = run_adapt(backend, space, out, int(cfg.adapt),
+                          source_path=cfg.adapt_from, tables_dir=cfg.tables_dir, stop_loo=cfg.adapt_stop,
+                          held_out=int(cfg.fidelity) or 30, held_out_seed=1000 + cfg.fidelity_seed,
+                          results_dir=Path(run_dir or "."), progress=cfg.progress, log=log.info)
+        return table.path
 
     if name == "coreml":
         from hwnas.latency import coreml_bundle

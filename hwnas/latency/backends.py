@@ -90,6 +90,7 @@ class Backend:
         self.min_runs = int(min_runs)
 
     local = False  # the target runs on the machine that runs hwnas (a table of another device is suspect)
+    gpu = False  # the target runs on this machine's NVIDIA GPU (its name: `cuda_device_name`)
 
     @property
     def form(self):
@@ -317,6 +318,7 @@ class TorchCUDA(Backend):
 
     name = "torch_cuda"
     runtime = "torch"
+    gpu = True
     statistic = "median_ms"  # graph replays are steady; the median is the usual GPU figure
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True,
@@ -501,6 +503,7 @@ class TensorRT(Backend):
 
     name = "tensorrt"
     runtime = "tensorrt"
+    gpu = True
     statistic = "median_ms"
 
     def __init__(self, precision: str = "fp16", batch: int = 8, opset: int = 17, workspace_gb: float = 4.0, **kw):
@@ -564,17 +567,57 @@ def list_targets() -> list[str]:
     return sorted(BACKENDS)
 
 
+def cuda_device_name() -> str | None:
+    """This machine's GPU (torch's name for device 0), or None without a CUDA GPU."""
+    try:
+        import torch
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    except (ImportError, RuntimeError):
+        return None
+
+
 def this_device(target_name: str) -> str | None:
-    """This machine's device name when `target_name` runs on it (ONNX Runtime CPU), else None."""
+    """This machine's device for `target_name`: its CPU for a target that runs on the CPU (ONNX
+    Runtime), its GPU for a GPU target when it has one; else None (a search on a laptop of a GPU
+    table: nothing to compare)."""
     cls = BACKENDS.get(target_name)
-    return cpu_name() if cls is not None and cls.local else None
+    if cls is None:
+        return None
+    if cls.local:
+        return cpu_name()
+    return cuda_device_name() if cls.gpu else None
+
+
+def measured_transfer(table, device: str, space: str) -> dict | None:
+    """How `table` predicted networks measured on `device` (fidelity metrics of the table as it is),
+    where known: its provenance's `transfers[device][space]`, else a table adapted from it to that
+    device beside it (`adapted.scopes[space].transfer`, measured by `hwnas.latency.adapt`)."""
+    import json
+    for d, v in (table.provenance.get("transfers") or {}).items():
+        if slug(d) == slug(device) and (v or {}).get(space):
+            return v[space]
+    if table.path is None:
+        return None
+    for js in sorted(Path(table.path).parent.glob("*.adapted.json")):
+        try:
+            prov = json.loads(js.read_text())
+        except (OSError, ValueError):
+            continue
+        frm = (prov.get("adapted") or {}).get("from") or {}
+        t = (((prov.get("adapted") or {}).get("scopes") or {}).get(space) or {}).get("transfer")
+        if t and slug(prov.get("device", "")) == slug(device) and frm.get("device") == table.device \
+                and frm.get("date") == table.provenance.get("date"):
+            return {**t, "result_file": str(js.name)}
+    return None
 
 
 def device_note(table, space: str, path=None) -> str | None:
-    """For a target that runs on this machine, with a table measured on another device: one line
-    naming both devices and the profile command that makes a table for this machine (and how long
-    the table's own profile took). None when the devices agree or the target is not local."""
-    from .table import describe_scope, profile_command
+    """For a target whose device this machine has (its CPU, its GPU), with a table measured on
+    another device: one line naming both devices, how that table was measured to transfer to this
+    device where known (`provenance.transfers`), and the adapt command (minutes) and the full
+    profile command (how long the table's own profile took). None when the devices agree or this
+    machine does not have the target's kind of device."""
+    from .table import adapt_command, describe_scope, profile_command
     here = this_device(table.target)
     there = table.provenance.get("device")
     if here is None or not there or there == here:
@@ -584,9 +627,20 @@ def device_note(table, space: str, path=None) -> str | None:
     took = (f" (the {describe_scope(space)} part of that table took {secs / 60:.0f} min to profile on {there}"
             f"{', ' + str(table.provenance.get('threads')) + ' thread' if table.provenance.get('threads') else ''})"
             if secs else "")
-    return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine is "
-            f"{here}: its latencies need not hold here (a table made on an AMD EPYC predicted 0.45-0.73x of what "
-            f"ONNX Runtime measures on Intel Xeons). Make a table for this machine with "
+    t = measured_transfer(table, here, space)
+    if t:
+        known = (f"measured on {here}: {100 * t['within_10pct']:.0f}% of {t['n']} subnets within ±10%"
+                 + (f", predicted/measured {t['predicted_over_measured'][0]:.2f}-{t['predicted_over_measured'][1]:.2f}"
+                    if t.get("predicted_over_measured") else "")
+                 + f", Kendall tau {t['kendall_tau']:.2f}" + (f" ({t['result_file']})" if t.get("result_file") else ""))
+    elif table.target == "onnxruntime_cpu":
+        known = "a table made on an AMD EPYC predicted 0.57-0.73x of what ONNX Runtime measures on an Intel Xeon"
+    else:
+        known = f"its transfer to {here} has not been measured"
+    return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine's "
+            f"device is {here}: its latencies need not hold here ({known}). Adapt it to this device in minutes "
+            f"(a few whole networks measured here refit its correction) with "
+            f"`{adapt_command(table.target, space)}`, or make a full table with "
             f"`{profile_command(table.target, space)}`{took}.")
 
 

@@ -96,6 +96,11 @@ def profile_command(target: str, space: str) -> str:
     return f"python -m hwnas.profile +target={target} space={name}{extra}"
 
 
+def adapt_command(target: str, space: str, n: int = 12) -> str:
+    """The command that adapts a table of the target to this machine's device (`hwnas.latency.adapt`)."""
+    return f"{profile_command(target, space)} adapt={n}"
+
+
 def describe_scope(space: str) -> str:
     """`nextvit` -> 'nextvit'; `nextvit:backbone@512x512` -> 'nextvit backbone (512x512)'."""
     name, task, size = parse_scope(space)
@@ -123,19 +128,28 @@ def table_candidates(target: str, space_name: str, tables_dir: str | os.PathLike
             out.append({"path": js.with_suffix(".csv"), "complete": is_complete(prov, space_name),
                         "corrected": bool((prov.get("correction") or {}).get(space_name)),
                         "measured": prov.get("source") == "measured", "device": prov.get("device", ""),
-                        "date": str(prov.get("date", ""))})
+                        "date": str(prov.get("date", "")), "adapted": bool(prov.get("adapted"))})
     return out
 
 
 def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLike | None = None,
                        this_device: str | None = None) -> Path:
-    """The table to use for (target, space): among the tables under `latency_tables/<target>/` whose
-    provenance lists the space, complete ones (every block measured and the correction fitted; a
-    profile in progress or killed never wins); then measured over estimated, then the one measured
-    on `this_device` (a local target passes this machine's), then the newest. Only when no table is
-    complete: one whose profile finished (its correction fitted) for fewer blocks than the space has
-    -- the space grew since, or it was made for some archs -- ranked the same way; predicting an
-    arch with a block it lacks raises `MissingRowsError` (the search skips such archs and says so)."""
+    """The table to use for (target, space): `choose_table(...)["path"]`."""
+    return choose_table(target, space_name, tables_dir, this_device)["path"]
+
+
+def choose_table(target: str, space_name: str, tables_dir: str | os.PathLike | None = None,
+                 this_device: str | None = None) -> dict:
+    """The table to use for (target, space), and why (`{"path", "reason"}`): among the tables under
+    `latency_tables/<target>/` whose provenance lists the space, complete ones (every block measured
+    and the correction fitted; a profile in progress or killed never wins); then measured over
+    estimated, then one of `this_device` (the device this machine has for the target: its CPU or
+    GPU), then a full profile over an adapted table (`hwnas.latency.adapt`: so an adapted table
+    never replaces a complete profile of the same device, yet wins over another device's), then
+    the newest. Only when no table is complete: one whose profile finished (its correction fitted)
+    for fewer blocks than the space has -- the space grew since, or it was made for some archs --
+    ranked the same way; predicting an arch with a block it lacks raises `MissingRowsError` (the
+    search skips such archs and says so)."""
     cands = table_candidates(target, space_name, tables_dir)
     complete = [c for c in cands if c["complete"]] or [c for c in cands if c["corrected"]]
     if not complete:
@@ -149,9 +163,23 @@ def default_table_path(target: str, space_name: str, tables_dir: str | os.PathLi
             f"no {'complete ' if cands else ''}latency table for target {target!r} and {describe_scope(space_name)} "
             f"under {folder}.{extra} "
             f"Make one with `{profile_command(target, space_name)}`, or pass its path.")
-    best = max(complete, key=lambda c: (c["measured"], this_device is not None and c["device"] == this_device,
-                                        c["date"]))
-    return best["path"]
+    def here(c):
+        return this_device is not None and c["device"] == this_device
+
+    best = max(complete, key=lambda c: (c["measured"], here(c), not c["adapted"], c["date"]))
+    kind = ("an adapted table (the source table's rows, this device's correction)" if best["adapted"]
+            else "an estimated table" if not best["measured"] else "a full profile")
+    if here(best):
+        why = f"{kind} of this machine's device ({this_device})"
+        if best["adapted"]:
+            why += "; no complete full profile of this device exists (one would be preferred)"
+    elif this_device is not None:
+        why = f"{kind} of {best['device']}: no table of this machine's device ({this_device}) exists"
+    else:
+        why = f"{kind} of {best['device']}" + (" (the newest of several)" if len(complete) > 1 else "")
+    if not best["complete"]:
+        why += "; it does not cover every block of the space (no complete table exists)"
+    return {"path": best["path"], "reason": why, "adapted": best["adapted"], "device": best["device"]}
 
 
 def provenance_path(csv_path: str | os.PathLike) -> Path:
@@ -368,6 +396,14 @@ class LatencyTable:
                    f"error {100 * cm['loo_mape']:.1f}%" if "loo_mape" in cm else p.get("method", "see provenance"))
             return (f"ESTIMATED latency table (not measured on a device) for {p['target']} on "
                     f"{p.get('device', '?')}, {p.get('precision', '?')}, batch {p.get('batch', '?')}: {how}")
+        adapted = p.get("adapted") or {}
+        if adapted:
+            frm = adapted.get("from") or {}
+            nets = ", ".join(f"{describe_scope(sc)}: {r.get('networks', '?')}"
+                             for sc, r in sorted((adapted.get("scopes") or {}).items()))
+            return (f"ADAPTED latency table for {what}: block rows of {frm.get('table')} (measured on "
+                    f"{frm.get('device')}), correction fitted on whole networks measured on {p.get('device', '?')} "
+                    f"({nets}); {quality}")
         return f"measured latency table for {what}, {self.statistic} of many runs; {quality}"
 
     def invalidate(self) -> None:

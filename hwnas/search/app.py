@@ -156,14 +156,38 @@ def load_table(target: DictConfig, space: search_spaces.SearchSpace):
                               allow_stale=bool(target.get("allow_stale", False))), str(path))
 
 
+def table_reason(target: DictConfig, space: search_spaces.SearchSpace) -> str:
+    """Why the search uses the table it uses (`hwnas.latency.choose_table`; `target.table=` overrides)."""
+    from hwnas.latency.backends import this_device
+    from hwnas.latency.table import choose_table
+    if target.get("table"):
+        return "given as target.table="
+    return choose_table(target.name, space.scope, target.get("tables_dir"), this_device=this_device(target.name))["reason"]
+
+
 def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[str]:
     """What the report and the console must say about the table before anything else: another
-    device than this machine for a local target, rows used although stale (allow_stale)."""
+    device than this machine's for the target (its CPU or GPU), an adapted table, rows used although
+    stale (allow_stale)."""
     from hwnas.latency.backends import device_note
     out = []
     note = device_note(table, space.scope, path)
     if note:
         out.append("DEVICE MISMATCH: " + note)
+    adapted = (table.provenance.get("adapted") or {})
+    if adapted:
+        frm = adapted.get("from") or {}
+        rec = (adapted.get("scopes") or {}).get(space.scope) or {}
+        fid = (table.provenance.get("fidelity") or {}).get(space.scope)
+        out.append(f"ADAPTED TABLE: {path} was adapted to {table.device} from {frm.get('table')} (measured on "
+                   f"{frm.get('device')}): its block rows are that table's, its correction was fitted on "
+                   f"{rec.get('networks', '?')} whole networks measured on {table.device} in "
+                   f"{rec.get('seconds', 0):.0f} s; "
+                   + (f"{100 * fid['within_10pct']:.0f}% of {fid['n']} fresh held-out subnets within ±10% "
+                      f"({100 * fid['within_5pct']:.0f}% within ±5%), Kendall tau {fid['kendall_tau']:.2f}. "
+                      if fid else "its held-out fidelity was not measured. ")
+                   + f"For a device you deploy to for months, profile it fully: "
+                     f"`python -m hwnas.profile +target={table.target} space={space.name}`.")
     lacking = [s.key for s in space.all_blocks() if s.key not in table.rows]
     if lacking:
         out.append(f"INCOMPLETE TABLE: {path} has no row for {len(lacking)} of the {space.name} space's blocks "
@@ -283,7 +307,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     dirs = directions(objectives)
     share_cores = thread_policy(cfg.get("threads"))
 
-    latency_targets, target_reports = [], []
+    latency_targets, target_reports, reasons = [], [], {}
     for target in targets:
         table, table_path = load_table(target, space)
         if table.is_estimated:
@@ -292,6 +316,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         warnings = table_warnings(table, space, table_path)
         for w in warnings:
             print(f"WARNING: {w}", file=sys.stderr)
+        reasons[target.name] = table_reason(target, space)
+        print(f"{target.name} latency table: {table_path} ({reasons[target.name]})", file=sys.stderr)
         mes = MES.for_target(_cfg_dict(target.get("mes")), table.provenance, target.name)
         latency_targets.append(LatencyTarget(target.name, table.predict, mes, bool(table.is_estimated)))
         target_reports.append((target, table, table_path, mes, warnings))
@@ -346,7 +372,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     counts = dict(completed=len(records),
                   infeasible=sum(1 for t in trials if t.state.name == "PRUNED"),
                   repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
-    reports = [TargetReport(t.name, path, tab.describe(), bool(tab.is_estimated), m.describe(), w)
+    reports = [TargetReport(t.name, path, f"{tab.describe().rstrip('.')}. Table chosen: {reasons[t.name]}.",
+                            bool(tab.is_estimated), m.describe(), w)
                for t, tab, path, m, w in target_reports]
     lat_budget = dict(budget.latency_ms) or None
     if lat_budget is not None and len(names) == 1:
