@@ -200,6 +200,15 @@ def test_bad_predictor_files(tmp_path):
                             for a in search_spaces.get_space(SPACE).sample_many(12, seed=0)))
     with pytest.raises(PredictorError, match="all have the same accuracy"):
         fit(read_pairs([flat], SPACE, variant=None))
+    # non-finite numbers are refused where they enter, naming the file (and line): Python's json reads NaN
+    good = write_pairs(tmp_path / "pairs")[0]
+    (tmp_path / "nan.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(dict(good, val_top1=float("nan"))) + "\n")
+    with pytest.raises(PredictorError, match=r"nan.jsonl, line 2: val_top1=nan is no top-1 %"):
+        read_pairs([tmp_path / "nan.jsonl"], SPACE)
+    doc = fit(read_pairs([tmp_path / "pairs"], SPACE)).doc
+    (tmp_path / "nan.json").write_text(json.dumps(doc).replace(str(doc["model"]["y_mean"]), "NaN", 1))
+    with pytest.raises(PredictorError, match=r"nan.json: holds NaN where a number belongs"):
+        AccuracyPredictor.load(tmp_path / "nan.json")
 
 
 def test_pairs_measured_on_a_supernet_resume(tmp_path):
