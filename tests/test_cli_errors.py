@@ -263,3 +263,28 @@ def test_nan_weights_are_refused_as_pretrained_and_as_checkpoint(tmp_path, monke
     code, err = run_cli("search", [*SEARCH0, "evaluator=supernet", "search.n_trials=2",
                                    f"checkpoint={tmp_path / 'nan_supernet.pt'}"], tmp_path / "s", monkeypatch, capsys)
     assert_one_line("search", code, err, "nan_supernet.pt: tensor 'head.fc.weight' holds NaN or inf")
+
+
+BAD_BUDGETS = {
+    "nan": (["budget.latency_ms=nan"], "budget.latency_ms=nan: must be > 0, a finite number of ms"),
+    "inf": (["budget.params_m=inf"], "budget.params_m=inf: must be > 0, a finite number of millions of parameters"),
+    "negative": (["budget.latency_ms=-3"], "budget.latency_ms=-3.0: must be > 0, a finite number of ms"),
+    "a word": (["budget.latency_ms=fast"], "budget.latency_ms='fast': must be > 0, a finite number of ms"),
+    "a list": (["budget.latency_ms=[1,2]"], "budget.latency_ms=[1, 2]: must be > 0, a finite number of ms"),
+    "mapping of a word": (["budget.latency_ms={onnxruntime_cpu:fast}"],
+                          "budget.latency_ms.onnxruntime_cpu='fast': must be > 0, a finite number of ms"),
+    "nested mapping": (["budget.latency_ms={onnxruntime_cpu:{p10:3}}"],
+                       "budget.latency_ms.onnxruntime_cpu={'p10': 3}: must be > 0, a finite number of ms"),
+    "mapping of inf": (["budget.latency_ms={onnxruntime_cpu:inf}"],
+                       "budget.latency_ms.onnxruntime_cpu=inf: must be > 0, a finite number of ms"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BUDGETS))
+def test_a_malformed_or_non_finite_budget_is_one_config_line_at_start_up(case, tmp_path, monkeypatch, capsys):
+    """Issue 24: a malformed budget mapping ended in a Python comparison error ('>' not supported
+    between 'str' and 'int'), and inf or a mapping of inf was accepted."""
+    args, message = BAD_BUDGETS[case]
+    code, err = run_cli("search", [*SEARCH, *args], tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, message)
+    assert not (tmp_path / "run").exists()
