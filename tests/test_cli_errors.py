@@ -288,3 +288,14 @@ def test_a_malformed_or_non_finite_budget_is_one_config_line_at_start_up(case, t
     code, err = run_cli("search", [*SEARCH, *args], tmp_path / "run", monkeypatch, capsys)
     assert_one_line("search", code, err, message)
     assert not (tmp_path / "run").exists()
+
+
+def test_synthetic_data_is_refused_as_a_search_accuracy_source(tmp_path, monkeypatch, capsys):
+    """Issue 24: data=synthetic (random labels) was accepted as the data a search scores subnets on,
+    and with no checkpoint= it trained the built-in supernet on it at 224 px (up to 9 GB)."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # where the built-in supernet would be trained and cached
+    code, err = run_cli("search", ["+target=onnxruntime_cpu", "progress=false", "search.n_trials=2",
+                                   "evaluator=supernet", "data=synthetic", "data.image_size=224"],
+                        tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "data=synthetic with evaluator=supernet: synthetic data has random labels")
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()

@@ -237,6 +237,18 @@ class SearchAppConfig:
                               "the space's")
         if self.storage is not None:
             check_storage(self.storage)
+        if _name(self.evaluator) == "supernet" and _name(self.data) == "synthetic":
+            # random labels: every subnet scores at chance, and the built-in supernet would train on them
+            raise ConfigError("data=synthetic with evaluator=supernet: synthetic data has random labels, so its "
+                              "accuracies rank nothing; use data=digits, data=fashion_mnist or data=imagefolder "
+                              "data.root=DIR (or evaluator=predictor)")
+
+
+def _name(group: Any) -> str | None:
+    """The `name` of a config group's value (a dataclass or a mapping), if any."""
+    if isinstance(group, Mapping):
+        return group.get("name")
+    return getattr(group, "name", None)
 
 
 def check_storage(url: str) -> None:
