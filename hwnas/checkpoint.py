@@ -121,6 +121,14 @@ def weights_digest(state_dict: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def nonfinite_tensor(tensors: dict) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (None: all finite)."""
+    for k, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return k
+    return None
+
+
 def supernet_record(net, extra: dict | None = None) -> dict:
     """The checkpoint dict of a supernet (tensors moved to the CPU)."""
     return {"format": FORMAT, "version": VERSION, "space": net.space.name,
@@ -153,6 +161,10 @@ def check_record(ckpt: Any, path: str | os.PathLike, space: Any = None) -> dict:
         if name != ckpt["space"]:
             raise CheckpointError(f"{path}: a supernet of space {ckpt['space']!r}, but space {name!r} was asked "
                                   f"for; pass space={ckpt['space']} or a checkpoint trained with space={name}")
+    bad = nonfinite_tensor(ckpt["state_dict"]) if isinstance(ckpt["state_dict"], dict) else None
+    if bad is not None:  # a diverged training: every subnet would score at chance
+        raise CheckpointError(f"{path}: tensor {bad!r} holds NaN or inf (a training that diverged); use a "
+                              "checkpoint of an intact run, or train again with a lower train.lr")
     return ckpt
 
 
@@ -176,5 +188,5 @@ def load_supernet(path: str | os.PathLike, space: Any = None, map_location: Any 
     return net, dict(ckpt.get("meta") or {})
 
 
-__all__ = ["CheckpointError", "atomic_save", "check_file", "check_record", "weights_digest", "load_supernet", "safe_load",
-           "save_supernet", "supernet_record"]
+__all__ = ["CheckpointError", "atomic_save", "check_file", "check_record", "weights_digest", "load_supernet",
+           "nonfinite_tensor", "safe_load", "save_supernet", "supernet_record"]

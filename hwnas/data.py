@@ -547,6 +547,9 @@ def _imagefolder(cfg: DataConfig, image_size: int, augment: bool = True) -> tupl
     classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
     if not classes:
         raise DataError(f"{root / cfg.train_dir}: no class sub-folders")
+    if len(classes) == 1:  # every image has the one label: any model scores 100 %
+        raise DataError(f"{root / cfg.train_dir}: one class sub-folder ({classes[0]}); a classifier needs at "
+                        f"least 2 classes, one sub-folder each, in {cfg.train_dir}/ and {cfg.val_dir}/")
     return (ImageFolder(root / cfg.train_dir, classes, image_size, augment, cfg),
             ImageFolder(root / cfg.val_dir, classes, image_size, False, cfg))
 

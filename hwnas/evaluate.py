@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from hwnas.checkpoint import CheckpointError, load_supernet
-from hwnas.data import DataError
+from hwnas.data import DataError, data_config
 from hwnas.errors import ConfigError
 from hwnas.files import atomic_write
 
@@ -135,6 +135,13 @@ class SubnetEvaluator:
             raise CheckpointError(f"{path}: a supernet with {net.num_classes} classes, but the data has "
                                   f"{num_classes}; evaluate it on the data it was trained on "
                                   f"(meta says data={meta.get('data', '?')})")
+        if data_cfg is not None:
+            asked, trained = data_config(data_cfg).name, meta.get("data")
+            if trained and trained != asked:
+                raise CheckpointError(f"{path}: a supernet trained on data={trained} "
+                                      f"({meta.get('image_size', net.resolution)} px), scored on data={asked}: its "
+                                      f"accuracies would not be accuracies; give data={trained} (with the settings "
+                                      f"it was trained with), or a checkpoint trained on data={asked}")
         n = calib_batches if calib_batches is not None else recalib_batches if recalib_batches is not None else 8
         st = Path(path).stat()
         source = {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime": int(st.st_mtime),

@@ -139,6 +139,10 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
                 raise PredictorError(f"{f}, line {i + 1}: not JSON; a pairs file has one JSON object per line")
             if not isinstance(r, dict) or "arch" not in r or "val_top1" not in r:
                 raise PredictorError(f"{f}, line {i + 1}: a pair needs 'arch' and 'val_top1' keys")
+            top1 = r["val_top1"]
+            if isinstance(top1, bool) or not isinstance(top1, (int, float)) or not 0 <= top1 <= 100:
+                raise PredictorError(f"{f}, line {i + 1}: val_top1={top1!r} is no top-1 % (a number in [0, 100]); "
+                                     "remove that line or measure the arch again")
             if r.get("smoke") or r.get("space", r["arch"].get("space")) != space:
                 continue
             if variant is not None and r.get("variant", variant) != variant:
@@ -277,6 +281,15 @@ def kfold_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[st
 
 
 # ---- the predictor -------------------------------------------------------------------------------
+class _NonFinite(Exception):
+    pass
+
+
+def _refuse_constant(name: str):
+    """JSON's non-standard NaN / Infinity / -Infinity, which Python's json reads as floats."""
+    raise _NonFinite(name)
+
+
 class AccuracyPredictor:
     """`evaluate(arch)` -> predicted inherited top-1 % (numpy only; no torch, supernet or data)."""
 
@@ -342,7 +355,10 @@ class AccuracyPredictor:
                                  "hwnas.predictor fit --space SPACE PAIRS --out FILE`, or leave evaluator.path "
                                  "null for the shipped one")
         try:
-            doc = json.loads(p.read_text())
+            doc = json.loads(p.read_text(), parse_constant=_refuse_constant)
+        except _NonFinite as e:
+            raise PredictorError(f"{p}: holds {e} where a number belongs (a fit on broken pairs?); refit it with "
+                                 "`python -m hwnas.predictor fit`") from None
         except (ValueError, UnicodeDecodeError):
             doc = None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -218,3 +218,84 @@ def test_a_failed_extract_leaves_an_earlier_export_and_its_hydra_files(tmp_path,
     assert_one_line("extract", code, err, "not a PyTorch checkpoint file")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
     assert after == before
+
+
+# ---- issue 24: numbers that are not numbers --------------------------------------------------------
+def _files_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.suffix != ".log"
+            and ".hydra" not in p.parts}
+
+
+def test_a_diverged_training_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """A huge learning rate drove the loss to NaN: training exited 0 and wrote a NaN supernet, and
+    resuming a good run with that setting overwrote its good checkpoint. Now the step is named, the
+    exit status is 2, and the good run's files are byte for byte what they were."""
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["hwnas.train", *TRAIN, f"hydra.run.dir={run_dir}"])
+    importlib.import_module(ENTRY["train"]).main()
+    good = _files_of(run_dir)
+    assert {Path("supernet.pt"), Path("train_state.pt")} <= set(good)
+    code, err = run_cli("train", [*TRAIN, "train.max_steps_per_epoch=2", "train.epochs=3", "train.lr=1e30",
+                                  "train.min_lr=0", "train.warmup_epochs=0"], run_dir, monkeypatch, capsys)
+    assert_one_line("train", code, err, "the training diverged: the loss became NaN or inf at step ")
+    assert "(epoch 2)" in err and "supernet.pt still holds the last good epoch" in err and "train.lr" in err
+    assert _files_of(run_dir) == good
+    # a fresh run with that setting leaves no checkpoint at all
+    code, err = run_cli("train", [*TRAIN, "train.max_steps_per_epoch=2", "train.lr=1e30", "train.min_lr=0",
+                                  "train.warmup_epochs=0"], tmp_path / "fresh", monkeypatch, capsys)
+    assert_one_line("train", code, err, "at step 2 (epoch 1)")
+    assert not (tmp_path / "fresh" / "supernet.pt").exists()
+
+
+def test_nan_weights_are_refused_as_pretrained_and_as_checkpoint(tmp_path, monkeypatch, capsys):
+    import supernet
+    from hwnas.checkpoint import save_supernet
+    space = search_spaces.get_space("efficientformerv2")
+    net = supernet.build_supernet(space, num_classes=10, resolution=32)
+    with torch.no_grad():
+        net.head.fc.weight[0, 0] = float("nan")
+    torch.save(net.state_dict(), tmp_path / "nan_weights.pth")  # the hwnas layout, as pretrained= reads it
+    code, err = run_cli("train", [*TRAIN, f"train.pretrained={tmp_path / 'nan_weights.pth'}"], tmp_path / "run",
+                        monkeypatch, capsys)
+    assert_one_line("train", code, err, "nan_weights.pth: its weights hold NaN or inf (supernet tensor 'head.fc.weight')")
+    assert not (tmp_path / "run" / "supernet.pt").exists()
+    save_supernet(net, tmp_path / "nan_supernet.pt", {"data": "digits", "image_size": 32})
+    code, err = run_cli("search", [*SEARCH0, "evaluator=supernet", "search.n_trials=2",
+                                   f"checkpoint={tmp_path / 'nan_supernet.pt'}"], tmp_path / "s", monkeypatch, capsys)
+    assert_one_line("search", code, err, "nan_supernet.pt: tensor 'head.fc.weight' holds NaN or inf")
+
+
+BAD_BUDGETS = {
+    "nan": (["budget.latency_ms=nan"], "budget.latency_ms=nan: must be > 0, a finite number of ms"),
+    "inf": (["budget.params_m=inf"], "budget.params_m=inf: must be > 0, a finite number of millions of parameters"),
+    "negative": (["budget.latency_ms=-3"], "budget.latency_ms=-3.0: must be > 0, a finite number of ms"),
+    "a word": (["budget.latency_ms=fast"], "budget.latency_ms='fast': must be > 0, a finite number of ms"),
+    "a list": (["budget.latency_ms=[1,2]"], "budget.latency_ms=[1, 2]: must be > 0, a finite number of ms"),
+    "mapping of a word": (["budget.latency_ms={onnxruntime_cpu:fast}"],
+                          "budget.latency_ms.onnxruntime_cpu='fast': must be > 0, a finite number of ms"),
+    "nested mapping": (["budget.latency_ms={onnxruntime_cpu:{p10:3}}"],
+                       "budget.latency_ms.onnxruntime_cpu={'p10': 3}: must be > 0, a finite number of ms"),
+    "mapping of inf": (["budget.latency_ms={onnxruntime_cpu:inf}"],
+                       "budget.latency_ms.onnxruntime_cpu=inf: must be > 0, a finite number of ms"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BUDGETS))
+def test_a_malformed_or_non_finite_budget_is_one_config_line_at_start_up(case, tmp_path, monkeypatch, capsys):
+    """Issue 24: a malformed budget mapping ended in a Python comparison error ('>' not supported
+    between 'str' and 'int'), and inf or a mapping of inf was accepted."""
+    args, message = BAD_BUDGETS[case]
+    code, err = run_cli("search", [*SEARCH, *args], tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_synthetic_data_is_refused_as_a_search_accuracy_source(tmp_path, monkeypatch, capsys):
+    """Issue 24: data=synthetic (random labels) was accepted as the data a search scores subnets on,
+    and with no checkpoint= it trained the built-in supernet on it at 224 px (up to 9 GB)."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # where the built-in supernet would be trained and cached
+    code, err = run_cli("search", ["+target=onnxruntime_cpu", "progress=false", "search.n_trials=2",
+                                   "evaluator=supernet", "data=synthetic", "data.image_size=224"],
+                        tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "data=synthetic with evaluator=supernet: synthetic data has random labels")
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()

@@ -68,6 +68,14 @@ def test_config_errors_name_the_key_and_the_fix(tmp_path):
         build_datasets({"name": "imagefolder", "root": str(tmp_path)})
 
 
+def test_an_image_folder_of_one_class_is_refused(tmp_path):
+    """Issue 24: a one-class folder trained to 100 % (every label is the one class)."""
+    from conftest import make_image_folder
+    make_image_folder(tmp_path, classes=("cat",))
+    with pytest.raises(DataError, match=r"train: one class sub-folder \(cat\); a classifier needs at least 2"):
+        build_loaders({"name": "imagefolder", "root": str(tmp_path)}, batch_size=2)
+
+
 def test_imagefolder_reads_classes_and_augments_reproducibly(tmp_path):
     from PIL import Image
     g = torch.Generator().manual_seed(0)

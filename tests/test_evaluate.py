@@ -59,6 +59,15 @@ def test_checkpoint_and_data_must_agree(ckpt):
                                                "num_train": 64, "num_val": 8})
 
 
+def test_a_supernet_scored_on_other_data_than_it_was_trained_on_is_refused(ckpt, fashion_root):
+    """Issue 24: a supernet trained on digits scored on Fashion-MNIST (both 10 classes at 32 px) gave
+    numbers that looked like accuracies."""
+    with pytest.raises(CheckpointError, match=r"a supernet trained on data=digits \(32 px\), scored on "
+                                              r"data=fashion_mnist: .* give data=digits"):
+        SubnetEvaluator.from_checkpoint(ckpt, {"name": "fashion_mnist", "root": str(fashion_root), "val_size": 40},
+                                        calib_batches=1, batch_size=32)
+
+
 def test_top1_counts_correct_predictions():
     model = nn.Linear(2, 2, bias=False)
     with torch.no_grad():

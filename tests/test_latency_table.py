@@ -1,8 +1,10 @@
 """LatencyTable behaviour a search relies on: exact sums, clear errors, keys equal to arch.blocks()."""
 from __future__ import annotations
 
+import csv
 import json
 import random
+import re
 import time
 
 import pytest
@@ -98,6 +100,32 @@ def test_corrupt_csv_missing_file_and_wrong_target(tmp_path):
     (tmp_path / "dev.json").write_text("{not json")
     with pytest.raises(LatencyTableError, match="corrupt"):
         LatencyTable.load(tmp_path / "dev.csv")
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "1e300", "inf", "nan"])
+def test_absurd_latencies_are_refused_at_load_naming_file_and_row(tmp_path, value):
+    """Issue 24: rows and corrections of 0, negative, 1e300, inf or NaN ms were accepted (or failed
+    later, naming neither the file nor the row)."""
+    synthetic_table("nextvit", tmp_path / "dev.csv", correction={"form": "scale", "a": {"nextvit.ncb": 0.9}, "b": 1.0})
+    good = (tmp_path / "dev.csv").read_text().splitlines()
+    key = next(csv.reader([good[3]]))[0]
+    for col in (1, 2):  # median_ms, p10_ms
+        cells = good[3].rsplit(",", 5)
+        cells[col] = value
+        (tmp_path / "dev.csv").write_text("\n".join(good[:3] + [",".join(cells)] + good[4:]) + "\n")
+        name = ("median_ms", "p10_ms")[col - 1]
+        with pytest.raises(LatencyTableError, match=rf"dev.csv is corrupt \(line 4 \(key {re.escape(key)}\): "
+                                                     rf"{name}={re.escape(repr(float(value)))} is no latency"):
+            LatencyTable.load(tmp_path / "dev.csv")
+    (tmp_path / "dev.csv").write_text("\n".join(good) + "\n")
+    prov = json.loads((tmp_path / "dev.json").read_text())
+    for corr, shown in (({"a": {"nextvit.ncb": float(value)}}, "a[nextvit.ncb]"), ({"b": float(value) * 1e7}, "b")):
+        if shown == "b" and value == "0":
+            continue  # an offset of 0 ms is fine
+        bad = dict(prov, correction={"nextvit": {**prov["correction"]["nextvit"], **corr}})
+        (tmp_path / "dev.json").write_text(json.dumps(bad))
+        with pytest.raises(LatencyTableError, match=rf"dev.json: the nextvit correction has {re.escape(shown)}="):
+            LatencyTable.load(tmp_path / "dev.csv")
 
 
 def test_unknown_target_lists_targets():

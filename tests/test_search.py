@@ -281,3 +281,50 @@ def test_a_search_on_a_table_lacking_rows_skips_the_archs_that_need_them(tmp_pat
     assert skipped and all("no latency row" in t.user_attrs[INFEASIBLE_ATTR] for t in skipped)
     report = (tmp_path / "search" / "report.md").read_text()
     assert "INCOMPLETE TABLE" in report and "dropped by this test" in report
+
+
+class _NaNAfter:
+    """An evaluator (a broken predictor or supernet) that gives NaN from its `good`-th arch on."""
+    label, resolution, path = "nan test evaluator", None, "nan-test-evaluator.json"
+
+    def __init__(self, good: int):
+        self.good, self.calls = good, 0
+
+    def evaluate(self, arch) -> float:
+        self.calls += 1
+        if self.calls > 50:  # without the check the search would ask for archs forever
+            raise AssertionError("the search kept asking after NaN accuracies")
+        return float("nan") if self.calls > self.good else 50.0
+
+
+@pytest.mark.parametrize("strategy", ["random", "mes_greedy"])
+def test_a_nan_accuracy_stops_the_search_naming_the_source(tmp_path, strategy):
+    """Issue 24: a NaN accuracy was a failed trial, which does not count toward n_trials, so the search
+    asked for another forever. Now it stops at the first one, naming the source and the arch."""
+    from hwnas.search.app import AccuracySource, run
+    from hwnas.search.objectives import EvaluatorError
+    ev = _NaNAfter(good=2)
+    size = "search.n_trials=6" if strategy == "random" else "search.candidates_per_step=6"
+    cfg = _compose(f"search={strategy}", size, "references=[efficientformerv2_s1]")
+    with pytest.raises(EvaluatorError, match=r"nan-test-evaluator.json\) returned nan for arch .*the search stops"):
+        run(cfg, tmp_path, accuracy=AccuracySource(ev, ev.label, None, "nan-test"))
+    assert ev.calls == 3
+
+
+def test_run_trials_refuses_non_finite_objective_values(tmp_path):
+    """Whatever produced it (an evaluator, a latency table), a trial with a NaN or inf objective ends
+    the run with an error instead of a failed trial that never counts."""
+    import optuna
+    from hwnas.search.study import NonFiniteObjective, run_trials
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}")
+    calls = []
+
+    def objective(trial):
+        calls.append(trial.number)
+        if len(calls) > 20:
+            raise AssertionError("run_trials kept asking after a non-finite objective")
+        return [1.0, float("inf") if len(calls) == 3 else 2.0]
+
+    with pytest.raises(NonFiniteObjective, match=r"trial 2 .* \[1\.0, inf\] are not all numbers"):
+        run_trials(study, 5, objective, progress=False)
+    assert len(calls) == 3 and [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]

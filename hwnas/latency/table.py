@@ -28,6 +28,7 @@ import csv
 import importlib.resources
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -45,6 +46,14 @@ LEGACY_COLUMNS = COLUMNS[:5]  # tables written before fingerprints: readable, ev
 NET_COLUMNS = ("space", "role", "arch_id", "median_ms", "p10_ms", "spread", "runs", "arch", "fingerprint")
 PARTIAL = ".partial"  # <device>.partial.csv: a profile in progress (never chosen by default_table_path)
 STATISTICS = ("p10_ms", "median_ms")
+#: no block or network takes longer than this on any target: a larger number is a unit slip or garbage
+MAX_MS = 1e6
+
+
+def check_ms(value: float, what: str) -> None:
+    """A measured latency: a finite number of ms in (0, MAX_MS] (ValueError naming `what` otherwise)."""
+    if not (0 < value <= MAX_MS):  # also False for NaN
+        raise ValueError(f"{what}={value!r} is no latency (a number of ms in (0, {MAX_MS:g}])")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The shipped tables: the `latency_tables` data package (the repository's latency_tables/ in a
 # checkout or an editable install, site-packages/latency_tables in a wheel).
@@ -228,8 +237,11 @@ def read_rows(path: str | os.PathLike) -> dict[str, dict]:
                     raise ValueError(f"line {lineno}: duplicate key {key}")
                 r = dict(median_ms=float(rec[1]), p10_ms=float(rec[2]), spread=float(rec[3]), runs=int(rec[4]),
                          fingerprint=(rec[5] or None) if width > 5 else None)
-                if not (r["median_ms"] >= 0 and r["p10_ms"] >= 0):
-                    raise ValueError(f"line {lineno}: negative or NaN latency")
+                for col in ("median_ms", "p10_ms"):
+                    check_ms(r[col], f"line {lineno} (key {key}): {col}")
+                if not (0 <= r["spread"] < math.inf and r["runs"] >= 0):
+                    raise ValueError(f"line {lineno} (key {key}): spread={r['spread']!r}, runs={r['runs']!r}: "
+                                     "spread must be a finite number >= 0, runs >= 0")
                 rows[key] = r
     except (ValueError, UnicodeDecodeError, csv.Error) as e:
         raise LatencyTableError(f"latency table {path} is corrupt ({e}). Delete it and re-run the "
@@ -252,6 +264,17 @@ def read_provenance(path: str | os.PathLike) -> dict:
     for k in ("target", "source"):
         if k not in prov:
             raise LatencyTableError(f"provenance file {path} has no {k!r} field; it was not written by hwnas.profile.")
+    for space, corr in (prov.get("correction") or {}).items():
+        # predict = Σ a_kind · Σ(blocks of kind) + b: a factor near 1 and an offset in ms
+        bad = [f"a[{k}]={a!r}" for k, a in (corr.get("a") or {}).items()
+               if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 100]
+        b = corr.get("b", 0.0)
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not abs(b) <= MAX_MS:
+            bad.append(f"b={b!r}")
+        if bad:
+            raise LatencyTableError(f"provenance file {path}: the {space} correction has {', '.join(bad)} (a factor "
+                                    f"in (0, 100], an offset of at most {MAX_MS:g} ms); re-fit it with "
+                                    f"`{profile_command(prov['target'], space)}` or restore the file from git.")
     return prov
 
 
@@ -272,6 +295,8 @@ def read_networks(path: Path) -> list[dict]:
             if tuple(reader.fieldnames or ()) not in (NET_COLUMNS, NET_COLUMNS[:-1]):
                 raise ValueError(f"header {reader.fieldnames}")
             for rec in reader:
+                for col in ("median_ms", "p10_ms"):
+                    check_ms(float(rec[col]), f"line {reader.line_num} (arch {rec['arch_id']}): {col}")
                 out.append({"space": rec["space"], "role": rec["role"], "arch_id": rec["arch_id"],
                             "median_ms": float(rec["median_ms"]), "p10_ms": float(rec["p10_ms"]),
                             "spread": float(rec["spread"]), "runs": int(rec["runs"]),

@@ -155,12 +155,26 @@ class BudgetConfig:
     def __post_init__(self):
         if isinstance(self.latency_ms, Mapping):  # several targets: one budget per target
             for name, ms in self.latency_ms.items():
-                check_positive("budget", f"latency_ms.{name}", ms, optional=True, hint="null: no latency budget")
+                _check_budget(f"latency_ms.{name}", ms, "ms", "null: no latency budget")
         else:  # one target: a number of ms (typed Any for the per-target mapping, so made a float here)
-            if isinstance(self.latency_ms, (int, float)) and not isinstance(self.latency_ms, bool):
+            _check_budget("latency_ms", self.latency_ms, "ms", "null: no latency budget; several targets: "
+                          "{target: ms, ...}")
+            if self.latency_ms is not None:
                 self.latency_ms = float(self.latency_ms)
-            check_positive("budget", "latency_ms", self.latency_ms, optional=True, hint="null: no latency budget")
-        check_positive("budget", "params_m", self.params_m, optional=True, hint="null: no size budget")
+        _check_budget("params_m", self.params_m, "millions of parameters", "null: no size budget")
+
+
+def _check_budget(key: str, value: Any, unit: str, hint: str) -> None:
+    """A budget: null, or a finite positive number (a string, list or mapping, NaN or inf is refused
+    here, not by a comparison deep in the search)."""
+    if value is None:
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        shown = dict(value) if isinstance(value, Mapping) else list(value) if isinstance(value, (list, tuple)) \
+            else value
+        raise ConfigError(f"budget.{key}={shown!r}: must be > 0, a finite number of {unit} ({hint})")
 
 
 @dataclass
@@ -223,6 +237,18 @@ class SearchAppConfig:
                               "the space's")
         if self.storage is not None:
             check_storage(self.storage)
+        if _name(self.evaluator) == "supernet" and _name(self.data) == "synthetic":
+            # random labels: every subnet scores at chance, and the built-in supernet would train on them
+            raise ConfigError("data=synthetic with evaluator=supernet: synthetic data has random labels, so its "
+                              "accuracies rank nothing; use data=digits, data=fashion_mnist or data=imagefolder "
+                              "data.root=DIR (or evaluator=predictor)")
+
+
+def _name(group: Any) -> str | None:
+    """The `name` of a config group's value (a dataclass or a mapping), if any."""
+    if isinstance(group, Mapping):
+        return group.get("name")
+    return getattr(group, "name", None)
 
 
 def check_storage(url: str) -> None:

@@ -21,7 +21,12 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 from search_spaces import Arch
 
+from hwnas.errors import HwnasError
 from hwnas.mes import MES
+
+
+class EvaluatorError(HwnasError, ValueError):
+    """An accuracy source returned something that is no accuracy (NaN, inf)."""
 
 
 class Evaluator(Protocol):
@@ -152,7 +157,13 @@ class Scorer:
         if arch.id not in self.accuracies:
             eval_arch = arch if self.eval_resolution is None else arch.with_resolution(self.eval_resolution)
             eval_arch = eval_arch.with_task("classify")  # a backbone is judged by its classifier's accuracy
-            self.accuracies[arch.id] = float(self.evaluator.evaluate(eval_arch))
+            acc = float(self.evaluator.evaluate(eval_arch))
+            if not math.isfinite(acc):  # Optuna would fail the trial and the search ask for another, forever
+                source = getattr(self.evaluator, "path", None) or type(self.evaluator).__name__
+                raise EvaluatorError(f"the accuracy source ({source}) returned {acc} for arch {arch.id}: no "
+                                     "accuracy, so the search stops here; check that predictor or checkpoint "
+                                     "(refit or retrain it), or use another evaluator=")
+            self.accuracies[arch.id] = acc
             self.evaluations += 1
         return self.accuracies[arch.id]
 

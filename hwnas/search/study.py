@@ -21,6 +21,7 @@ survived), then stops with `StorageUnavailable`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import sys
@@ -444,6 +445,10 @@ def _live_before(study: optuna.Study, number: int) -> int:
                if t.number < number)
 
 
+class NonFiniteObjective(HwnasError, ValueError):
+    """A trial whose objective values are not all finite numbers."""
+
+
 class Infeasible(Exception):
     """Parameters that describe no arch of the space (recorded as a PRUNED trial)."""
 
@@ -515,6 +520,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         raise
+    if not all(math.isfinite(float(v)) for v in values):
+        # Optuna fails such a trial, which does not count: the search would ask for another forever
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        raise NonFiniteObjective(f"trial {trial.number} of study {study.study_name!r}: objective values "
+                                 f"{[float(v) for v in values]} are not all numbers; the search stops (an "
+                                 "accuracy source or latency table gave NaN or inf: fix or replace it)")
     # skip_if_finished: another worker finished it before this tell read it (see run_trials)
     return int(study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE)
 

@@ -27,10 +27,11 @@ import torch
 
 import search_spaces
 import supernet
-from hwnas.checkpoint import CheckpointError, atomic_save, check_record, safe_load, save_supernet, supernet_record
+from hwnas.checkpoint import (CheckpointError, atomic_save, check_record, nonfinite_tensor, safe_load, save_supernet,
+                              supernet_record)
 from hwnas.data import build_loaders, config_from, data_config, derive_seed, skipped_images
 from hwnas.device import check_device
-from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
+from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_positive, check_range
 from hwnas.files import atomic_write, remove_stale_temps
 from hwnas.evaluate import SubnetEvaluator, top1
 
@@ -198,6 +199,16 @@ class MetricsLog:
             self.tb.close()
 
 
+class TrainingDiverged(HwnasError, ArithmeticError):
+    """The loss or the weights became NaN or inf: the run stops before it saves anything of them."""
+
+
+def _diverged(what: str, step_text: str, lr: float, cfg: TrainConfig, ckpt: Path) -> TrainingDiverged:
+    kept = (f"{ckpt} still holds the last good epoch" if ckpt.is_file() else "no checkpoint was written")
+    return TrainingDiverged(f"the training diverged: {what} at {step_text} (lr {lr:.3g}); nothing of it was saved "
+                            f"({kept}). Lower train.lr (now {cfg.lr:g}) or set train.clip_grad, and run again")
+
+
 def _run_config(space, data, cfg: TrainConfig, seed: int, info: D.DistInfo) -> dict:
     return {"space": space.name, "data": asdict(data), "train": asdict(cfg), "seed": seed,
             "world_size": info.world_size, "global_batch": cfg.batch_size * cfg.accum_steps * info.world_size}
@@ -295,6 +306,10 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         pretrained_report = {"path": str(cfg.pretrained), "layout": report["layout"],
                              "source_arch": report["source_arch"], "loaded": len(report["loaded"]),
                              "kept_init": report["missing"]}
+        bad = nonfinite_tensor(net.state_dict())
+        if bad is not None:
+            raise CheckpointError(f"train.pretrained={cfg.pretrained}: its weights hold NaN or inf (supernet tensor "
+                                  f"{bad!r}); training from them diverges at the first step. Use an intact checkpoint")
         if main:
             log(format_report(report))
     # Same starting weights everywhere (they are already: same seed; this guards against drift).
@@ -326,6 +341,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         stats = StepStats()
         conflicts = [] if cfg.grad_projection else None  # (cosine of students' and largest's gradients, projected)
         t0, images = time.perf_counter(), 0
+        bad_step = None  # on the device: the first step of this epoch whose loss was not finite, else -1
         for s in range(steps_per_epoch):
             step = epoch * steps_per_epoch + s
             lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.min_lr)
@@ -344,6 +360,13 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 temperature=cfg.distill_temperature, scaler=scaler, stats=stats, distill_fn=distill_fn,
                 choose="best" if cfg.sampling == "attentive_best" else "worst",
                 project=cfg.grad_projection, student_weight=cfg.student_weight, conflicts=conflicts)
+            # the epoch's running loss sums stay non-finite from the first bad step on (no host sync here)
+            flag = torch.where(torch.isfinite(sum(v for v, _ in stats.sums.values())), -1, step)
+            bad_step = flag if bad_step is None else torch.where(bad_step >= 0, bad_step, flag)
+            if info.world_size == 1 and (device.type != "cuda" or s % 20 == 0):  # a GPU waits only now and then
+                if int(bad_step) >= 0:
+                    raise _diverged("the loss became NaN or inf", f"step {int(bad_step) + 1} (epoch {epoch + 1})",
+                                    lr, cfg, out_dir / "supernet.pt")
             D.all_reduce_(delta, info)
             finish_buffers(buffers, start, delta, micro_total)
             grads = [p.grad for p in params if p.grad is not None]
@@ -373,6 +396,16 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         D.all_reduce_([loss_sums], info)
         for (r, (total, n)) in zip(("largest", "smallest", "random"), loss_sums.tolist()):
             row[f"loss_{r}"] = total / n if n else float("nan")
+        # every process sees the same reduced sums and the same weights: all stop together
+        if not all(math.isfinite(total) for total, _ in loss_sums.tolist()):
+            where = (f"step {int(bad_step) + 1}" if bad_step is not None and int(bad_step) >= 0 else
+                     f"a step of steps {epoch * steps_per_epoch + 1}-{(epoch + 1) * steps_per_epoch}")
+            raise _diverged("the loss became NaN or inf", f"{where} (epoch {epoch + 1})", lr, cfg,
+                            out_dir / "supernet.pt")
+        bad = nonfinite_tensor(dict(net.named_parameters()))
+        if bad is not None:
+            raise _diverged(f"weight {bad!r} became NaN or inf", f"step {(epoch + 1) * steps_per_epoch} "
+                            f"(epoch {epoch + 1})", lr, cfg, out_dir / "supernet.pt")
         if conflicts:  # this process's micro-batches: how often and how badly the students opposed the largest
             cos, hit = (torch.stack(t).float() for t in zip(*conflicts))
             row["conflict_share"], row["conflict_cos"] = float(hit.mean()), float(cos.mean())
@@ -411,4 +444,4 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     return ckpt
 
 
-__all__ = ["TrainConfig", "lr_at", "make_optimizer", "train", "train_config"]
+__all__ = ["TrainConfig", "TrainingDiverged", "lr_at", "make_optimizer", "train", "train_config"]
