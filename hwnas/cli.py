@@ -152,6 +152,9 @@ def hydra_message(e: BaseException, schema: type | None = None) -> str:
     what = str(cause).split("\n    full_key:")[0].strip().splitlines()[0]
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         parent = key.rpartition(".")[0]
+        unknown_key = getattr(getattr(cause, "object_type", None), "unknown_key", None)
+        if callable(unknown_key) and parent and "." not in parent:  # a schema that names itself (a dataset)
+            return unknown_key(key.rpartition(".")[2])
         keys = _field_names(getattr(cause, "object_type", None)) or (_keys_at(schema, parent) if schema else [])
         parent = parent or "the config"
         return f"{key}: no such key" + (f" (the keys of {parent}: {', '.join(keys)})" if keys else f" ({what})")

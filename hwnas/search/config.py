@@ -269,9 +269,9 @@ def register() -> None:
     register_target()
     cs = ConfigStore.instance()
     cs.store(name="schema_app_search", node=SearchAppConfig)
-    for name, node in (("nsga2", NSGA2Config), ("tpe", TPEConfig), ("random", RandomConfig),
-                       ("mes_greedy", MESGreedyConfig)):
-        cs.store(name=f"schema_search_{name}", node=node)
+    from .strategies import STRATEGIES, _store_schema  # (registering the built-in strategies)
+    for strategy in STRATEGIES.values():  # also those registered before Hydra's store was reset
+        _store_schema(strategy)
     cs.store(name="schema_evaluator_supernet", node=SupernetEvaluatorConfig)
     cs.store(name="schema_evaluator_predictor", node=PredictorEvaluatorConfig)
     cs.store(name="schema_evaluator_proxy", node=ProxyEvaluatorConfig)
