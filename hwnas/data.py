@@ -231,10 +231,10 @@ _STORED = False
 
 def _store_schema(source: DataSource) -> None:
     from hydra.core.config_store import ConfigStore
-    from hwnas.config import CONF_DIR
     cs = ConfigStore.instance()
     cs.store(name=f"schema_data_{source.name}", node=source.config)
-    if not (CONF_DIR / "data" / f"{source.name}.yaml").is_file():
+    # hwnas.config.CONF_DIR, spelt out: hwnas.config stores these schemas (imports this module)
+    if not (Path(__file__).resolve().parent / "conf" / "data" / f"{source.name}.yaml").is_file():
         cs.store(group="data", name=source.name, node=source.config)
 
 

@@ -269,9 +269,8 @@ def register() -> None:
     register_target()
     cs = ConfigStore.instance()
     cs.store(name="schema_app_search", node=SearchAppConfig)
-    from .strategies import STRATEGIES, _store_schema  # (registering the built-in strategies)
-    for strategy in STRATEGIES.values():  # also those registered before Hydra's store was reset
-        _store_schema(strategy)
+    # the strategies' schemas (schema_search_<name>) are stored as each registers
+    # (hwnas.search.strategies.register_strategy; the app imports the built-in ones)
     cs.store(name="schema_evaluator_supernet", node=SupernetEvaluatorConfig)
     cs.store(name="schema_evaluator_predictor", node=PredictorEvaluatorConfig)
     cs.store(name="schema_evaluator_proxy", node=ProxyEvaluatorConfig)
