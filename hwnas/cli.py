@@ -191,8 +191,11 @@ def _no_extra_keys(node, path: str) -> None:
     from omegaconf import DictConfig, ListConfig, OmegaConf
     if isinstance(node, DictConfig):
         keys = _field_names(OmegaConf.get_type(node))
+        unknown_key = getattr(OmegaConf.get_type(node), "unknown_key", None)  # a schema that names itself (a dataset)
         for k in node.keys():
             name = f"{path}.{k}" if path else str(k)
+            if keys and k not in keys and callable(unknown_key) and path and "." not in path:
+                raise ConfigError(unknown_key(str(k)))
             if keys and k not in keys:
                 raise ConfigError(f"{name}: no such key (the keys of {path or 'the config'}: {', '.join(keys)})")
             if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):

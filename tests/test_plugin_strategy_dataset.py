@@ -141,12 +141,13 @@ def test_a_key_of_another_dataset_is_one_line_naming_the_dataset_and_its_keys(tm
     from hwnas.errors import HwnasError
     from hwnas.train import TrainAppConfig
     register_common()
-    with pytest.raises(HwnasError) as e:  # the command line: refused at start-up, before any training
-        preflight("train", ["data=digits", "data.root=X", f"hydra.run.dir={tmp_path / 'run'}"], TrainAppConfig)
-    msg = str(e.value)
-    assert "\n" not in msg and not (tmp_path / "run").exists()
-    assert msg.startswith("data.root: unknown key of data=digits (allowed: name, image_size,")
-    assert "val_fraction, split_seed)" in msg and "root is a key of data=fashion_mnist, data=imagefolder" in msg
+    for override in ("data.root=X", "+data.root=X"):  # the command line: refused at start-up, before any training
+        with pytest.raises(HwnasError) as e:
+            preflight("train", ["data=digits", override, f"hydra.run.dir={tmp_path / 'run'}"], TrainAppConfig)
+        msg = str(e.value)
+        assert "\n" not in msg and not (tmp_path / "run").exists()
+        assert msg.startswith("data.root: unknown key of data=digits (allowed: name, image_size,")
+        assert "val_fraction, split_seed)" in msg and "root is a key of data=fashion_mnist, data=imagefolder" in msg
     with pytest.raises(DataError, match=r"^data\.root: unknown key of data=digits \(allowed: .*split_seed\)"):
         data_config({"name": "digits", "root": "X"})  # the same from Python (checkpoints, experiments)
     with pytest.raises(DataError, match=r"data\.val_fraction: unknown key of data=toy_shapes \(allowed: .*contrast\)"
