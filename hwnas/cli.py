@@ -178,6 +178,9 @@ def hydra_message(e: BaseException, schema: type | None = None) -> str:
     what = str(cause).split("\n    full_key:")[0].strip().splitlines()[0]
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
         parent = key.rpartition(".")[0]
+        unknown_key = getattr(getattr(cause, "object_type", None), "unknown_key", None)
+        if callable(unknown_key) and parent and "." not in parent:  # a schema that names itself (a dataset)
+            return unknown_key(key.rpartition(".")[2])
         keys = _field_names(getattr(cause, "object_type", None)) or (_keys_at(schema, parent) if schema else [])
         parent = parent or "the config"
         return f"{key}: no such key" + (f" (the keys of {parent}: {', '.join(keys)})" if keys else f" ({what})")
@@ -214,8 +217,11 @@ def _no_extra_keys(node, path: str) -> None:
     from omegaconf import DictConfig, ListConfig, OmegaConf
     if isinstance(node, DictConfig):
         keys = _field_names(OmegaConf.get_type(node))
+        unknown_key = getattr(OmegaConf.get_type(node), "unknown_key", None)  # a schema that names itself (a dataset)
         for k in node.keys():
             name = f"{path}.{k}" if path else str(k)
+            if keys and k not in keys and callable(unknown_key) and path and "." not in path:
+                raise ConfigError(unknown_key(str(k)))
             if keys and k not in keys:
                 raise ConfigError(f"{name}: no such key (the keys of {path or 'the config'}: {', '.join(keys)})")
             if not OmegaConf.is_missing(node, k) and not OmegaConf.is_interpolation(node, k):

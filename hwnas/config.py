@@ -46,8 +46,8 @@ def register_common() -> None:
     from hydra.core.config_store import ConfigStore
     cs = ConfigStore.instance()
     cs.store(name="schema_space", node=SpaceConfig)
-    from hwnas.data import DataConfig
-    cs.store(name="schema_data", node=DataConfig)
+    from hwnas.data import store_schemas
+    store_schemas()  # every registered dataset's schema_data_<name> (and those registered later)
     _REGISTERED = True
 
 

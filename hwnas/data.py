@@ -1,6 +1,9 @@
 """Image classification data for supernet training and subnet evaluation (the `data=` group).
 
-Four sources, one interface (`build_loaders`):
+Datasets are a registry (`@register_dataset`, as timm registers a model): each is a `DataSource`
+with its own schema (a `DataConfig` subclass), so a key of another dataset is one error naming the
+dataset, the key and the keys it accepts; one can be registered from outside hwnas. Four built in,
+one interface (`build_loaders`):
 
 - `digits`: scikit-learn's bundled 8x8 digits (1797 images, 10 classes), upscaled to `image_size`,
   three channels, a fixed stratified train/val split. No download: the default for demos and tests.
@@ -38,7 +41,7 @@ import hashlib
 import logging
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional
 
@@ -55,21 +58,11 @@ log = logging.getLogger("hwnas.data")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-DATA_NAMES = ("digits", "fashion_mnist", "imagefolder", "synthetic")
 BAD_IMAGE_POLICIES = ("skip", "error")
-IN_MEMORY = ("digits", "fashion_mnist")  # held as StoredImages, batched on the training device
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530  # of the 60,000 training images
-# Per-source defaults of the keys a config may leave null: (crop_padding, hflip, mean, std).
-SOURCE_DEFAULTS = {
-    "digits": (0, 0.0, (0.5,) * 3, (0.5,) * 3),  # no augmentation (a flipped 2 is no digit)
-    "fashion_mnist": (4, 0.5, (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3),
-    "imagefolder": (0, 0.5, IMAGENET_MEAN, IMAGENET_STD),
-    "synthetic": (0, 0.0, IMAGENET_MEAN, IMAGENET_STD),
-}
-
 
 class DataError(HwnasError, ValueError):
     """A data configuration or folder that cannot be used; the message names the fix."""
@@ -77,60 +70,210 @@ class DataError(HwnasError, ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | fashion_mnist | imagefolder | synthetic
+    """The keys every dataset has; a dataset's schema subclasses it with its own (`DigitsConfig`, ...)."""
+    name: str = "digits"  # a registered dataset: digits | fashion_mnist | imagefolder | synthetic | ...
     image_size: int = 32  # training/evaluation input size (multiple of 32: the supernet is built at it)
-    # digits
-    val_fraction: float = 0.2  # share of the 1797 digits held out for validation (stratified, fixed)
-    split_seed: int = 0  # digits, fashion_mnist: the split is fixed by this seed, not by the training seed
-    # fashion_mnist
-    val_size: int = 10000  # training images held out as the validation split (the rest is `train`)
-    # fashion_mnist (default /usr/share/datasets/fashion-mnist), imagefolder: where the files are
-    root: Optional[str] = None  # imagefolder: the folder holding train/ and val/ (one sub-folder per class)
-    train_dir: str = "train"
-    val_dir: str = "val"
-    test_dir: Optional[str] = None  # imagefolder: a held-out split for final stand-alone numbers (null: none)
-    scale_min: float = 0.08  # random resized crop: smallest area share
-    crop_pct: float = 0.875  # validation: resize to image_size / crop_pct, centre crop image_size
-    # augmentation and normalisation; null: the source's default (SOURCE_DEFAULTS)
-    crop_padding: Optional[int] = None  # digits, fashion_mnist: random crop of the image zero-padded by this
+    # augmentation and normalisation; null: the dataset's default (its DataSource's class attributes)
+    crop_padding: Optional[int] = None  # random crop of the image zero-padded by this (stored images)
     hflip: Optional[float] = None  # horizontal flip probability
     mean: Optional[List[float]] = None
     std: Optional[List[float]] = None
-    # synthetic
-    num_classes: int = 10
-    num_train: int = 1024
-    num_val: int = 256
-    # all
     limit_train: int = 0  # use only the first N training samples (0: all); quick runs and tests
-    num_workers: int = 0  # DataLoader worker processes (imagefolder, synthetic)
-    # imagefolder: an image file that cannot be decoded is skipped (counted in the log and the
-    # search report) or stops the run naming the file
-    on_bad_image: str = "skip"  # skip | error
+    num_workers: int = 0  # DataLoader worker processes (datasets read through a DataLoader)
 
     def __post_init__(self):
-        check_choice("data", "name", self.name, DATA_NAMES, error=DataError)
+        check_choice("data", "name", self.name, list_datasets(), error=DataError)
         if not isinstance(self.image_size, int) or self.image_size % 32 or self.image_size < 32:
             raise DataError(f"data.image_size: {self.image_size} is not a multiple of 32 (>= 32); the supernet "
                             "is built at this resolution")
-        check_range("data", "val_fraction", self.val_fraction, 0.01, 0.99, error=DataError)
-        check_min("data", "val_size", self.val_size, 1, error=DataError)
-        check_range("data", "scale_min", self.scale_min, 0.01, 1.0, error=DataError)
-        check_range("data", "crop_pct", self.crop_pct, 0.1, 1.0, error=DataError)
         check_min("data", "crop_padding", self.crop_padding, 0, optional=True, error=DataError)
         check_range("data", "hflip", self.hflip, 0.0, 1.0, optional=True, error=DataError)
         for key in ("mean", "std"):
             v = getattr(self, key)
             if v is not None and (len(v) != 3 or (key == "std" and min(v) <= 0)):
                 raise DataError(f"data.{key}={list(v)}: three values (R, G, B)" + (", each > 0" if key == "std" else ""))
+        check_min("data", "limit_train", self.limit_train, 0, hint="0: every training image", error=DataError)
+        check_min("data", "num_workers", self.num_workers, 0, error=DataError)
+
+    @classmethod
+    def unknown_key(cls, key: str) -> str:
+        """The one line that refuses `data.<key>` for this dataset: the key, the dataset, the keys it
+        accepts and the datasets that have such a key."""
+        name = cls.name if isinstance(cls.name, str) else "?"
+        allowed = [f.name for f in fields(cls)]
+        others = sorted(n for n, s in DATASETS.items() if n != name and key in {f.name for f in fields(s.config)})
+        where = f"; {key} is a key of data={', data='.join(others)}" if others else ""
+        return f"data.{key}: unknown key of data={name} (allowed: {', '.join(allowed)}){where}"
+
+
+@dataclass
+class DigitsConfig(DataConfig):
+    name: str = "digits"
+    val_fraction: float = 0.2  # share of the 1797 digits held out for validation (stratified, fixed)
+    split_seed: int = 0  # the split is fixed by this seed, not by the training seed
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("data", "val_fraction", self.val_fraction, 0.01, 0.99, error=DataError)
+
+
+@dataclass
+class FashionMNISTConfig(DataConfig):
+    name: str = "fashion_mnist"
+    root: Optional[str] = None  # the folder holding the four IDX files (null: /usr/share/datasets/fashion-mnist)
+    val_size: int = 10000  # training images held out as the validation split (the rest is `train`)
+    split_seed: int = 0  # the split is fixed by this seed, not by the training seed
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_min("data", "val_size", self.val_size, 1, error=DataError)
+
+
+@dataclass
+class ImageFolderConfig(DataConfig):
+    name: str = "imagefolder"
+    root: Optional[str] = None  # the folder holding train/ and val/ (one sub-folder per class)
+    train_dir: str = "train"
+    val_dir: str = "val"
+    test_dir: Optional[str] = None  # a held-out split for final stand-alone numbers (null: none)
+    scale_min: float = 0.08  # random resized crop: smallest area share
+    crop_pct: float = 0.875  # validation: resize to image_size / crop_pct, centre crop image_size
+    # an image file that cannot be decoded is skipped (counted in the log and the search report) or
+    # stops the run naming the file
+    on_bad_image: str = "skip"  # skip | error
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_range("data", "scale_min", self.scale_min, 0.01, 1.0, error=DataError)
+        check_range("data", "crop_pct", self.crop_pct, 0.1, 1.0, error=DataError)
+        check_choice("data", "on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES, error=DataError)
+        if not self.root:
+            raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
+                            f"{self.train_dir}/ and {self.val_dir}/ with one sub-folder per class")
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    name: str = "synthetic"
+    num_classes: int = 10
+    num_train: int = 1024
+    num_val: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
         check_min("data", "num_classes", self.num_classes, 2, error=DataError)
         check_min("data", "num_train", self.num_train, 1, error=DataError)
         check_min("data", "num_val", self.num_val, 1, error=DataError)
-        check_min("data", "limit_train", self.limit_train, 0, hint="0: every training image", error=DataError)
-        check_min("data", "num_workers", self.num_workers, 0, error=DataError)
-        check_choice("data", "on_bad_image", self.on_bad_image, BAD_IMAGE_POLICIES, error=DataError)
-        if self.name == "imagefolder" and not self.root:
-            raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
-                            f"{self.train_dir}/ and {self.val_dir}/ with one sub-folder per class")
+
+
+# ---- the registry ------------------------------------------------------------------------------------
+class DataSource:
+    """A dataset (`data=NAME`). Override what differs; the rest has defaults.
+
+    - `name`, `config`: what `data=` names and its schema (a `DataConfig` subclass; Hydra checks
+      `data.*` against it at start-up, `data_config` everywhere else);
+    - `crop_padding`, `hflip`, `mean`, `std`: what the config's null keys of the same name become;
+    - `splits`: the splits it has (`train` and `val`; `test` where it holds one back);
+    - `stored(cfg, image_size, splits)`: for a dataset small enough to hold in memory as uint8
+      (`StoredImages`, batched on the training device; set `in_memory = True`), its splits;
+    - `datasets(cfg, image_size, seed, augment)`: otherwise, (train, val) torch Datasets of
+      (image tensor, label) with a `classes` list, read through a DataLoader;
+    - `test_loader(cfg, image_size, batch_size, device)`: batches of its test split, or None.
+    """
+    name: str = ""
+    config: type = DataConfig
+    in_memory: bool = False
+    splits: tuple = ("train", "val")
+    crop_padding: int = 0
+    hflip: float = 0.0
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    #: the keys (and their values) a search's accuracy fingerprint adds to this dataset's config
+    #: (the built-in ones: the flat config of hwnas < 0.3, so studies made then still resume)
+    fingerprint_base: dict = {}
+
+    def stored(self, cfg: Any, image_size: int, splits: tuple) -> dict[str, "StoredImages"]:
+        raise NotImplementedError(f"data={self.name} is not held in memory")
+
+    def datasets(self, cfg: Any, image_size: int, seed: int, augment: bool) -> tuple[Dataset, Dataset]:
+        if self.in_memory:
+            out = self.stored(cfg, image_size, ("train", "val"))
+            return out["train"], out["val"]
+        raise NotImplementedError(f"DataSource {self.name!r} defines neither datasets() nor stored()")
+
+    def test_loader(self, cfg: Any, image_size: int, batch_size: int, device: Any) -> Any:
+        if self.in_memory and "test" in self.splits:
+            return EvalBatches(stored_splits(cfg, image_size, ("test",), device=device)["test"], batch_size)
+        return None
+
+
+#: every registered dataset, by name
+DATASETS: dict[str, DataSource] = {}
+
+
+def register_dataset(cls: type) -> type:
+    """Class decorator: register `cls` (a `DataSource` subclass with a `name` and a `config`) as
+    `data=<name>`. Its schema becomes Hydra's `schema_data_<name>`, and, where hwnas/conf has no
+    `data/<name>.yaml`, the `data=<name>` option itself (the schema's defaults)."""
+    if not (isinstance(cls, type) and issubclass(cls, DataSource)) or not cls.name:
+        raise DataError(f"register_dataset: {cls!r} is not a DataSource subclass with a name")
+    if not (isinstance(cls.config, type) and issubclass(cls.config, DataConfig)) or cls.config.name != cls.name:
+        raise DataError(f"register_dataset: {cls.__name__}.config must be a DataConfig dataclass whose name "
+                        f"defaults to {cls.name!r}")
+    DATASETS[cls.name] = cls()
+    if _STORED:  # Hydra's store was filled already: add this one (else store_schemas will)
+        _store_schema(DATASETS[cls.name])
+    return cls
+
+
+_STORED = False
+
+
+def _store_schema(source: DataSource) -> None:
+    from hydra.core.config_store import ConfigStore
+    cs = ConfigStore.instance()
+    cs.store(name=f"schema_data_{source.name}", node=source.config)
+    # hwnas.config.CONF_DIR, spelt out: hwnas.config stores these schemas (imports this module)
+    if not (Path(__file__).resolve().parent / "conf" / "data" / f"{source.name}.yaml").is_file():
+        cs.store(group="data", name=source.name, node=source.config)
+
+
+def store_schemas() -> None:
+    """Store every dataset's schema in Hydra's ConfigStore (`schema_data`: the keys they share)."""
+    global _STORED
+    from hydra.core.config_store import ConfigStore
+    ConfigStore.instance().store(name="schema_data", node=DataConfig)
+    for source in DATASETS.values():
+        _store_schema(source)
+    _STORED = True
+
+
+def list_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> DataSource:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(f"data.name: {name!r} is not one of the datasets (allowed: {', '.join(list_datasets())}); "
+                        "a new one is a DataSource registered with hwnas.data.register_dataset") from None
+
+
+class _InMemory:
+    """`name in IN_MEMORY`: whether the registered dataset `name` is held as StoredImages."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in DATASETS and DATASETS[name].in_memory
+
+    def __iter__(self):
+        return iter(n for n in list_datasets() if n in self)
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+IN_MEMORY = _InMemory()
 
 
 def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
@@ -153,19 +296,53 @@ def config_from(cls, cfg: Any, section: str, error: type = ConfigError):
 
 
 def data_config(cfg: Any = None) -> DataConfig:
-    """A `DataConfig` from a dataclass, a mapping or an OmegaConf node; unknown keys are an error."""
-    out = config_from(DataConfig, cfg, "data", DataError)  # DataConfig.__post_init__ checks the values
-    pad, flip, mean, std = SOURCE_DEFAULTS[out.name]
-    out.crop_padding = pad if out.crop_padding is None else int(out.crop_padding)
-    out.hflip = flip if out.hflip is None else float(out.hflip)
-    out.mean = list(mean if out.mean is None else out.mean)
-    out.std = list(std if out.std is None else out.std)
+    """The dataset's own config (a `DataConfig` subclass) from a dataclass, a mapping or an OmegaConf
+    node, null keys filled with the dataset's defaults; a key the dataset does not have is an error
+    naming the dataset, the key and the keys it accepts."""
+    if cfg is None:
+        cfg = {}
+    if isinstance(cfg, DataConfig):
+        source = get_dataset(cfg.name)
+        if not isinstance(cfg, source.config):  # the base class or another dataset's: checked as a mapping
+            cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    if not isinstance(cfg, DataConfig):
+        if type(cfg).__module__.startswith("omegaconf"):
+            from omegaconf import OmegaConf
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        if not isinstance(cfg, Mapping):
+            raise DataError(f"data config: expected a mapping, got {type(cfg).__name__}")
+        source = get_dataset(str(cfg.get("name", DataConfig.name)))
+        allowed = {f.name for f in fields(source.config)}
+        unknown = sorted(set(map(str, cfg)) - allowed)
+        if unknown:
+            raise DataError(source.config.unknown_key(unknown[0]))
+        cfg = source.config(**{str(k): (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()})
+    out = cfg
+    out.crop_padding = source.crop_padding if out.crop_padding is None else int(out.crop_padding)
+    out.hflip = source.hflip if out.hflip is None else float(out.hflip)
+    out.mean = list(source.mean if out.mean is None else out.mean)
+    out.std = list(source.std if out.std is None else out.std)
     if out.crop_padding < 0 or not 0.0 <= out.hflip <= 1.0:
         raise DataError(f"data.crop_padding={out.crop_padding}, data.hflip={out.hflip}: the padding must be "
                         ">= 0 pixels and the flip probability in [0, 1]")
     if len(out.mean) != 3 or len(out.std) != 3 or min(out.std) <= 0:
         raise DataError(f"data.mean={out.mean}, data.std={out.std}: three values each (R, G, B), std > 0")
     return out
+
+
+def fingerprint_view(data_cfg: Any) -> dict:
+    """The data config as a search's accuracy fingerprint records it: its keys over the dataset's
+    `fingerprint_base` (plain values; an unregistered name: the keys as given)."""
+    if data_cfg is None:
+        return {}
+    if type(data_cfg).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+        data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+    elif isinstance(data_cfg, DataConfig):
+        data_cfg = asdict(data_cfg)
+    d = dict(data_cfg)
+    source = DATASETS.get(str(d.get("name")))
+    return {**(source.fingerprint_base if source is not None else {}), **d}
 
 
 def derive_seed(*parts: int) -> int:
@@ -309,7 +486,7 @@ class StoredImages(Dataset):
         return (x - self.mean) / self.std
 
 
-def _digits(cfg: DataConfig, image_size: int) -> dict[str, StoredImages]:
+def _digits(cfg: DigitsConfig, image_size: int) -> dict[str, StoredImages]:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.uint8).unsqueeze(1)  # (N, 1, 8, 8), values 0..16
@@ -375,7 +552,7 @@ def _read_pair(images: Path, labels: Path, stamp: tuple) -> tuple[torch.Tensor, 
     return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
-def _fashion_mnist(cfg: DataConfig, image_size: int, splits=("train", "val")) -> dict[str, StoredImages]:
+def _fashion_mnist(cfg: FashionMNISTConfig, image_size: int, splits=("train", "val")) -> dict[str, StoredImages]:
     files = fashion_mnist_files(cfg.root)
     out = {}
     kw = _stored_kw(cfg, image_size, scale=1.0 / 255)
@@ -404,17 +581,17 @@ def _stamp(pair) -> tuple:
 
 def stored_splits(data_cfg: Any, image_size: int | None = None, splits=("train", "val"),
                   device: Any = "cpu") -> dict[str, StoredImages]:
-    """The splits (`train`, `val`, and for fashion_mnist `test`) of an in-memory source, on `device`."""
+    """The splits (`train`, `val`, and where the dataset has one `test`) of an in-memory dataset, on `device`."""
     cfg = data_config(data_cfg)
-    if cfg.name not in IN_MEMORY:
+    source = get_dataset(cfg.name)
+    if not source.in_memory:
         raise DataError(f"data={cfg.name} is not held in memory (only {', '.join(IN_MEMORY)}); "
                         "use build_loaders")
     size = int(image_size or cfg.image_size)
-    bad = [s for s in splits if s not in ("train", "val", "test") or (s == "test" and cfg.name != "fashion_mnist")]
+    bad = [s for s in splits if s not in source.splits]
     if bad:
-        raise DataError(f"data={cfg.name} has no split {bad[0]!r} (it has train, val"
-                        f"{', test' if cfg.name == 'fashion_mnist' else ''})")
-    out = _digits(cfg, size) if cfg.name == "digits" else _fashion_mnist(cfg, size, splits)
+        raise DataError(f"data={cfg.name} has no split {bad[0]!r} (it has {', '.join(source.splits)})")
+    out = source.stored(cfg, size, tuple(splits))
     out = {k: v for k, v in out.items() if k in splits}
     if "train" in out and cfg.limit_train and cfg.limit_train < len(out["train"]):
         out["train"] = out["train"].subset(cfg.limit_train)
@@ -535,7 +712,7 @@ class ImageFolder(Dataset):
 
 
 
-def _imagefolder(cfg: DataConfig, image_size: int, augment: bool = True) -> tuple[Dataset, Dataset]:
+def _imagefolder(cfg: ImageFolderConfig, image_size: int, augment: bool = True) -> tuple[Dataset, Dataset]:
     if not cfg.root:
         raise DataError("data.root is not set: data=imagefolder needs data.root=DIR holding "
                         f"{cfg.train_dir}/ and {cfg.val_dir}/ with one sub-folder per class")
@@ -562,14 +739,11 @@ def build_datasets(data_cfg: Any, image_size: int | None = None, seed: int = 0,
     crop); stored images are augmented per batch, not here (`StoredImages.batch`)."""
     cfg = data_config(data_cfg)
     size = int(image_size or cfg.image_size)
-    if cfg.name in IN_MEMORY:
+    source = get_dataset(cfg.name)
+    if source.in_memory:
         splits = stored_splits(cfg, size)
         return splits["train"], splits["val"], len(splits["val"].classes)
-    if cfg.name == "imagefolder":
-        train, val = _imagefolder(cfg, size, augment)
-    else:
-        train = SyntheticImages(cfg.num_train, size, cfg.num_classes, derive_seed(seed, 1))
-        val = SyntheticImages(cfg.num_val, size, cfg.num_classes, derive_seed(seed, 2))
+    train, val = source.datasets(cfg, size, seed, augment)
     if cfg.limit_train and cfg.limit_train < len(train):
         train = _Subset(train, cfg.limit_train)
     return train, val, len(val.classes)
@@ -578,21 +752,9 @@ def build_datasets(data_cfg: Any, image_size: int | None = None, seed: int = 0,
 def build_test_loader(data_cfg: Any, image_size: int | None = None, batch_size: int = 256,
                       device: Any = "cpu") -> Any:
     """Batches of the data's test split (fashion_mnist: the official 10,000; imagefolder: `root/test_dir`,
-    when set), unshuffled and un-augmented; None when the source has no test split."""
+    when set), unshuffled and un-augmented; None when the dataset has no test split."""
     cfg = data_config(data_cfg)
-    size = int(image_size or cfg.image_size)
-    if cfg.name == "fashion_mnist":
-        return EvalBatches(stored_splits(cfg, size, ("test",), device=device)["test"], batch_size)
-    if cfg.name != "imagefolder" or not cfg.test_dir:
-        return None
-    root = Path(cfg.root).expanduser()
-    if not (root / cfg.test_dir).is_dir():
-        raise DataError(f"{root / cfg.test_dir}: no such folder (data.test_dir={cfg.test_dir}); it needs the "
-                        f"class sub-folders of {root / cfg.train_dir}")
-    classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
-    test = ImageFolder(root / cfg.test_dir, classes, size, False, cfg)
-    return ImageLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
-                       pin_memory=torch.cuda.is_available(), on_bad_image=cfg.on_bad_image)
+    return get_dataset(cfg.name).test_loader(cfg, int(image_size or cfg.image_size), batch_size, device)
 
 
 class _Subset(Dataset):
@@ -820,7 +982,7 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
     moves them).
     """
     cfg = data_config(data_cfg)
-    if cfg.name in IN_MEMORY:
+    if get_dataset(cfg.name).in_memory:
         splits = stored_splits(cfg, image_size, device=device)
         train = TrainBatches(splits["train"], batch_size, seed, rank, world_size, accum_steps,
                              max_steps=max_steps_per_epoch, drop_last=drop_last, augment=augment)
@@ -830,14 +992,79 @@ def build_loaders(data_cfg: Any = None, image_size: int | None = None, batch_siz
     sampler = SandwichBatchSampler(len(train), batch_size, seed, rank, world_size, accum_steps,
                                    max_steps=max_steps_per_epoch, drop_last=drop_last)
     kw = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-              on_bad_image=cfg.on_bad_image)
+              on_bad_image=getattr(cfg, "on_bad_image", "skip"))
     # a training step needs images; calibration (drop_last=False) and validation can drop a batch
     train_loader = _TrainLoader(train, batch_sampler=sampler, drop_empty=not drop_last, **kw)
     val_loader = ImageLoader(val, batch_sampler=_Batches(len(val), val_batch_size or batch_size), **kw)
     return train_loader, val_loader, num_classes
 
 
-__all__ = ["DataConfig", "DataError", "EvalBatches", "IN_MEMORY", "ImageLoader", "Unreadable", "SandwichBatchSampler", "StoredImages",
-           "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from", "data_config", "derive_seed",
-           "epoch_order", "fashion_mnist_files", "read_idx", "skipped_images", "step_count", "stored_splits",
+# ---- the built-in datasets ----------------------------------------------------------------------------
+#: the flat config every dataset shared before each had its own schema (hwnas < 0.3): what a search's
+#: accuracy fingerprint records besides a built-in dataset's own keys, so studies made then resume
+_FLAT_V1 = dict(name="digits", image_size=32, val_fraction=0.2, split_seed=0, val_size=10000, root=None,
+                train_dir="train", val_dir="val", test_dir=None, scale_min=0.08, crop_pct=0.875, crop_padding=None,
+                hflip=None, mean=None, std=None, num_classes=10, num_train=1024, num_val=256, limit_train=0,
+                num_workers=0, on_bad_image="skip")
+
+
+@register_dataset
+class Digits(DataSource):
+    """scikit-learn's bundled 8x8 digits; no augmentation (a flipped 2 is no digit)."""
+    name, config, in_memory, fingerprint_base = "digits", DigitsConfig, True, _FLAT_V1
+    mean, std = (0.5,) * 3, (0.5,) * 3
+
+    def stored(self, cfg, image_size, splits):
+        return _digits(cfg, image_size)
+
+
+@register_dataset
+class FashionMNIST(DataSource):
+    """Fashion-MNIST from its four IDX files; a `test` split (the official 10,000)."""
+    name, config, in_memory, fingerprint_base = "fashion_mnist", FashionMNISTConfig, True, _FLAT_V1
+    splits = ("train", "val", "test")
+    crop_padding, hflip = 4, 0.5
+    mean, std = (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3
+
+    def stored(self, cfg, image_size, splits):
+        return _fashion_mnist(cfg, image_size, splits)
+
+
+@register_dataset
+class ImageFolderSource(DataSource):
+    """`root/train/<class>/*.jpg`, `root/val/<class>/*.jpg` (and `root/<test_dir>`), decoded with PIL."""
+    name, config, fingerprint_base = "imagefolder", ImageFolderConfig, _FLAT_V1
+    hflip = 0.5
+
+    def datasets(self, cfg, image_size, seed, augment):
+        return _imagefolder(cfg, image_size, augment)
+
+    def test_loader(self, cfg, image_size, batch_size, device):
+        if not cfg.test_dir:
+            return None
+        root = Path(cfg.root).expanduser()
+        if not (root / cfg.test_dir).is_dir():
+            raise DataError(f"{root / cfg.test_dir}: no such folder (data.test_dir={cfg.test_dir}); it needs the "
+                            f"class sub-folders of {root / cfg.train_dir}")
+        classes = sorted(p.name for p in (root / cfg.train_dir).iterdir() if p.is_dir())
+        test = ImageFolder(root / cfg.test_dir, classes, image_size, False, cfg)
+        return ImageLoader(test, batch_sampler=_Batches(len(test), batch_size), num_workers=cfg.num_workers,
+                           pin_memory=torch.cuda.is_available(), on_bad_image=cfg.on_bad_image)
+
+
+@register_dataset
+class Synthetic(DataSource):
+    """Random N(0, 1) images with random labels: throughput benchmarks only."""
+    name, config, fingerprint_base = "synthetic", SyntheticConfig, _FLAT_V1
+
+    def datasets(self, cfg, image_size, seed, augment):
+        return (SyntheticImages(cfg.num_train, image_size, cfg.num_classes, derive_seed(seed, 1)),
+                SyntheticImages(cfg.num_val, image_size, cfg.num_classes, derive_seed(seed, 2)))
+
+
+__all__ = ["DATASETS", "DataConfig", "DataError", "DataSource", "DigitsConfig", "EvalBatches", "FashionMNISTConfig",
+           "IN_MEMORY", "ImageFolderConfig", "ImageLoader", "SyntheticConfig", "Unreadable", "SandwichBatchSampler",
+           "StoredImages", "TrainBatches", "build_datasets", "build_loaders", "build_test_loader", "config_from",
+           "data_config", "derive_seed", "epoch_order", "fashion_mnist_files", "fingerprint_view", "get_dataset",
+           "list_datasets", "read_idx", "register_dataset", "skipped_images", "step_count", "stored_splits",
            "write_idx"]

@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sub.add_parser("pairs", help="measure (arch, inherited val top-1) of random archs of a supernet")
     m.add_argument("--checkpoint", required=True, help="supernet checkpoint (python -m hwnas.train)")
     m.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="the data the supernet was trained on "
-                   "(hwnas.data.DataConfig keys), e.g. name=imagefolder root=/data/mine image_size=64")
+                   "(the keys of that dataset's hwnas.data schema), e.g. name=imagefolder root=/data/mine image_size=64")
     m.add_argument("--n", type=int, default=300, help="archs (the max and min arch, then seeded random ones)")
     m.add_argument("--out", required=True, help="JSON-lines file; appended to, archs already there skipped")
     m.add_argument("--seed", type=int, default=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
-from hwnas.data import DataConfig, data_config
+from hwnas.data import DataConfig, data_config, get_dataset
 from hwnas.errors import check_min
 from hwnas.training import TrainConfig, train, train_config
 
@@ -24,7 +24,7 @@ log = logging.getLogger("hwnas.train")
 @dataclass
 class TrainAppConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the chosen dataset's schema (a DataConfig subclass)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
 
@@ -35,10 +35,16 @@ class TrainAppConfig:
 def _validated(cfg: Any):
     """The app config merged onto its schema: a misspelt key, a wrong type or a value out of range
     fails here, by name."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf, open_dict
     from hwnas.cli import check_config
     if not type(cfg).__module__.startswith("omegaconf"):
         cfg = OmegaConf.create(cfg)
+    data = cfg.get("data") if isinstance(cfg, DictConfig) else None
+    if isinstance(data, DictConfig) and OmegaConf.get_type(data) is dict:  # plain keys: onto their dataset's schema
+        schema = get_dataset(str(data.get("name", DataConfig.name))).config
+        data_config(data)  # a key of another dataset fails here, naming the dataset and its keys
+        with open_dict(cfg):
+            cfg.data = OmegaConf.merge(OmegaConf.structured(schema), data)
     return check_config(cfg, TrainAppConfig)
 
 

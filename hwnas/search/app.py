@@ -24,7 +24,7 @@ from hwnas.mes import MES
 from . import study as study_mod
 from .objectives import LatencyTarget, ProxyEvaluator, Scorer, expand_objectives
 from .report import ReportContext, TargetReport, records_from_trials, summary_text, write_outputs
-from .strategies import Budget, directions, make_sampler, mes_greedy, path_rows, run_optuna
+from .strategies import Budget, SearchRun, directions, get_strategy
 
 
 class SearchError(HwnasError):
@@ -244,6 +244,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
         return AccuracySource(pred, pred.label, None,
                               json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True))
     from .supernet_cache import ensure_checkpoint
+    from hwnas.data import fingerprint_view
     from hwnas.evaluate import SubnetEvaluator
     ckpt = ensure_checkpoint(cfg, space)
     data_cfg = cfg.data
@@ -254,7 +255,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
     return AccuracySource(evaluator, f"top-1 % on {data_name} val", res,
                           accuracy_fingerprint(evaluator.net, ev_cfg, data_cfg),
                           lambda: json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
-                                                  data={k: v for k, v in _cfg_dict(data_cfg).items()
+                                                  data={k: v for k, v in fingerprint_view(data_cfg).items()
                                                         if k != "on_bad_image"}), sort_keys=True))
 
 
@@ -263,7 +264,8 @@ def accuracy_fingerprint(net, evaluator_cfg: dict, data_cfg) -> str:
     the training's timings: a retrained supernet with the same weights is the same), its space and
     resolution, the evaluator's settings and the data."""
     from hwnas.checkpoint import weights_digest
-    data = {k: v for k, v in _cfg_dict(data_cfg).items() if k not in _NOT_RESULTS}
+    from hwnas.data import fingerprint_view
+    data = {k: v for k, v in fingerprint_view(data_cfg).items() if k not in _NOT_RESULTS}
     return json.dumps(dict(weights=weights_digest(net.state_dict()), space=net.space.name,
                            resolution=int(net.resolution), num_classes=int(net.num_classes),
                            evaluator=evaluator_cfg, data=data), sort_keys=True)
@@ -329,7 +331,8 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     ref_archs = {n: space.reference(n) for n in references}
     ref_cost = {n: scorer.cost(a) for n, a in ref_archs.items()}
     budget = resolve_budget(cfg, names)
-    if strategy["name"] == "mes_greedy" and budget.empty:  # slim until every reference's budget holds
+    strategy_impl = get_strategy(strategy["name"])
+    if strategy_impl.needs_budget and budget.empty:  # e.g. mes_greedy: slim until every reference's budget holds
         budget = Budget({t: min(c.latency[t] for c in ref_cost.values()) for t in names},
                         min(c.params for c in ref_cost.values()))
 
@@ -337,23 +340,20 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     setting = "" if space.scope == space.name else "-" + space.scope.split(":", 1)[1].replace("@", "-")
     study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}{setting}-{strategy['name']}"
     sampler_seed = cfg.seed
-    study = study_mod.open_study(storage, study_name, dirs, make_sampler(strategy, sampler_seed),
+    study = study_mod.open_study(storage, study_name, dirs, strategy_impl.sampler(strategy, sampler_seed),
                                  retry_s=cfg.storage_retry_s)
     _check_study(study, objectives, acc, storage, study_name)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
     if n_before:
-        study.sampler = make_sampler(strategy, cfg.seed + 7919 * n_before + (0 if cfg.storage is None else _pid()))
+        study.sampler = strategy_impl.sampler(strategy, cfg.seed + 7919 * n_before
+                                              + (0 if cfg.storage is None else _pid()))
 
-    greedy = None
-    if strategy["name"] == "mes_greedy":
-        greedy = path_rows(mes_greedy(study, space, scorer, strategy, budget, seed=cfg.seed,
-                                      progress=cfg.progress))
-    else:
-        seeds = seed_archs(space, strategy["seed_archs"], list(ref_archs.values()))
-        run_optuna(study, space, scorer, strategy, budget, stale_after_s=cfg.stale_after_s,
-                   progress=cfg.progress, seed_archs=seeds, on_local_workers=share_cores)
+    greedy = strategy_impl.run(SearchRun(
+        study, space, scorer, strategy, budget, seed=cfg.seed, progress=cfg.progress,
+        stale_after_s=cfg.stale_after_s, on_local_workers=share_cores,
+        seed_archs=seed_archs(space, strategy.get("seed_archs") or [], list(ref_archs.values()))))
 
     # references: accuracy cached in the study, so reruns and other workers do not re-evaluate
     ref_metrics = {}

@@ -295,9 +295,8 @@ def register() -> None:
     register_target()
     cs = ConfigStore.instance()
     cs.store(name="schema_app_search", node=SearchAppConfig)
-    for name, node in (("nsga2", NSGA2Config), ("tpe", TPEConfig), ("random", RandomConfig),
-                       ("mes_greedy", MESGreedyConfig)):
-        cs.store(name=f"schema_search_{name}", node=node)
+    # the strategies' schemas (schema_search_<name>) are stored as each registers
+    # (hwnas.search.strategies.register_strategy; the app imports the built-in ones)
     cs.store(name="schema_evaluator_supernet", node=SupernetEvaluatorConfig)
     cs.store(name="schema_evaluator_predictor", node=PredictorEvaluatorConfig)
     cs.store(name="schema_evaluator_proxy", node=ProxyEvaluatorConfig)

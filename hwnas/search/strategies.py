@@ -1,4 +1,16 @@
-"""The `search=` strategies: nsga2, tpe and random through Optuna samplers, and mes_greedy.
+"""The `search=` strategies, a registry: nsga2, tpe and random through Optuna samplers, and mes_greedy.
+
+A strategy is a `Strategy` registered by name (`@register_strategy`), as timm registers a model;
+one can be registered from outside hwnas. Its interface is thin, as Optuna's `BaseSampler` is:
+a name and a schema (a `StrategyConfig` dataclass: the `search.*` keys), then override only what
+differs -- `sampler()` for a strategy that is an Optuna sampler (Optuna's loop runs it), or `run()`
+for one with a loop of its own (mes_greedy).
+
+    @register_strategy
+    class QMC(Strategy):
+        name, config = "qmc", QMCConfig          # search=qmc search.n_trials=64
+        def sampler(self, cfg, seed):
+            return optuna.samplers.QMCSampler(seed=seed)
 
 Every strategy writes what it evaluates into the one Optuna study, as trials with the same user
 attributes (arch, arch_id, accuracy, latency_ms, params, macs, mes), so outputs, resuming and the
@@ -21,7 +33,8 @@ from hwnas.latency.table import MissingRowsError
 
 from . import codec
 from .actions import slimming_actions
-from .config import DIRECTIONS, check_objectives
+from .config import (DIRECTIONS, MESGreedyConfig, NSGA2Config, OptunaStrategyConfig, RandomConfig,
+                     StrategyConfig, TPEConfig, check_objectives)
 from .objectives import Metrics, Scorer
 from .study import Infeasible, completed, run_trials
 
@@ -60,18 +73,90 @@ def directions(objectives: list[str]) -> list[str]:
     return [DIRECTIONS[o.split(".", 1)[0]] for o in check_objectives(objectives)]
 
 
-def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
-    name = cfg["name"]
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            population_size=cfg["population_size"], mutation_prob=cfg["mutation_prob"],
-            crossover_prob=cfg["crossover_prob"], swapping_prob=cfg["swapping_prob"], seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=cfg["n_startup_trials"],
-                                          multivariate=cfg["multivariate"], seed=seed)
-    if name in ("random", "mes_greedy"):  # mes_greedy never asks the sampler
+# ---- the registry ------------------------------------------------------------------------------------
+@dataclass
+class SearchRun:
+    """What a strategy runs on: the study (it adds its trials there), the space, the scorer of archs,
+    its settings (`search.*`, objectives expanded per target), the budget, and the app's settings."""
+    study: optuna.Study
+    space: search_spaces.SearchSpace
+    scorer: Scorer
+    cfg: dict
+    budget: Budget
+    seed: int = 0
+    progress: bool = True
+    stale_after_s: float = 3600.0
+    seed_archs: list = field(default_factory=list)  # first trials of a fresh study (search.seed_archs)
+    on_local_workers: Any = None  # run_trials' callback (CPU threads shared among the study's workers)
+
+
+class Strategy:
+    """A search strategy (`search=NAME`). Override what differs; the rest has defaults.
+
+    - `name`: what `search=` names (and the study's default name ends with);
+    - `config`: its schema, a `StrategyConfig` dataclass (an `OptunaStrategyConfig` for `run_optuna`:
+      `n_trials`, `seed_archs`, `objectives`); Hydra checks `search.*` against it at start-up;
+    - `needs_budget`: with no budget given, the search's budget is the references' (the smallest
+      latency per target and the smallest size among them);
+    - `sampler(cfg, seed)`: the Optuna sampler of the study (default: random);
+    - `run(r)`: fills the study (default: Optuna's loop with `sampler`, until `n_trials` completed
+      trials); returns the rows of the strategy's path (written to greedy_path.csv) or None.
+    """
+    name: str = ""
+    config: type = OptunaStrategyConfig
+    needs_budget: bool = False
+
+    def sampler(self, cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown search strategy {name!r} (nsga2, tpe, random, mes_greedy)")
+
+    def run(self, r: SearchRun) -> list[dict] | None:
+        run_optuna(r.study, r.space, r.scorer, r.cfg, r.budget, stale_after_s=r.stale_after_s,
+                   progress=r.progress, seed_archs=r.seed_archs, on_local_workers=r.on_local_workers)
+        return None
+
+
+#: every registered strategy, by name
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: register `cls` (a `Strategy` subclass with a `name` and a `config`) as
+    `search=<name>`. Its schema becomes Hydra's `schema_search_<name>`, and, where hwnas/conf has no
+    `search/<name>.yaml`, the `search=<name>` option itself (the schema's defaults)."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or not cls.name:
+        raise ConfigError(f"register_strategy: {cls!r} is not a Strategy subclass with a name")
+    if not (isinstance(cls.config, type) and issubclass(cls.config, StrategyConfig)):
+        raise ConfigError(f"register_strategy: {cls.__name__}.config must be a StrategyConfig dataclass "
+                          "(an OptunaStrategyConfig for Optuna's loop)")
+    STRATEGIES[cls.name] = cls()
+    _store_schema(STRATEGIES[cls.name])
+    return cls
+
+
+def _store_schema(strategy: Strategy) -> None:
+    from hydra.core.config_store import ConfigStore
+    from hwnas.config import CONF_DIR
+    cs = ConfigStore.instance()
+    cs.store(name=f"schema_search_{strategy.name}", node=strategy.config)
+    if not (CONF_DIR / "search" / f"{strategy.name}.yaml").is_file():
+        cs.store(group="search", name=strategy.name, node=strategy.config)
+
+
+def list_strategies() -> list[str]:
+    return sorted(STRATEGIES)
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ConfigError(f"unknown search strategy {name!r} ({', '.join(list_strategies())}); a new one is a "
+                          "Strategy subclass registered with hwnas.search.register_strategy") from None
+
+
+def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler of the strategy `cfg` names."""
+    return get_strategy(cfg["name"]).sampler(cfg, seed)
 
 
 def trial_attrs(arch: Arch, m: Metrics) -> dict[str, Any]:
@@ -228,3 +313,41 @@ def path_rows(path: list[GreedyStep]) -> list[dict]:
                  **s.metrics.as_dict(), arch=json.dumps(s.arch.to_dict(), sort_keys=True))
             for s in path]
 
+
+
+# ---- the built-in strategies ------------------------------------------------------------------------
+@register_strategy
+class NSGA2(Strategy):
+    """NSGA-II (Optuna's NSGAIISampler); budgets become Optuna constraints (constrained domination)."""
+    name, config = "nsga2", NSGA2Config
+
+    def sampler(self, cfg, seed):
+        return optuna.samplers.NSGAIISampler(
+            population_size=cfg["population_size"], mutation_prob=cfg["mutation_prob"],
+            crossover_prob=cfg["crossover_prob"], swapping_prob=cfg["swapping_prob"], seed=seed)
+
+
+@register_strategy
+class TPE(Strategy):
+    """Multi-objective TPE (Optuna's TPESampler)."""
+    name, config = "tpe", TPEConfig
+
+    def sampler(self, cfg, seed):
+        return optuna.samplers.TPESampler(n_startup_trials=cfg["n_startup_trials"],
+                                          multivariate=cfg["multivariate"], seed=seed)
+
+
+@register_strategy
+class Random(Strategy):
+    """Uniform random search (the baseline for hypervolume comparisons)."""
+    name, config = "random", RandomConfig
+
+
+@register_strategy
+class MESGreedy(Strategy):
+    """EfficientFormerV2's search (`mes_greedy`): its own loop, never the sampler."""
+    name, config, needs_budget = "mes_greedy", MESGreedyConfig, True
+
+    def run(self, r: SearchRun) -> list[dict]:
+        return path_rows(mes_greedy(r.study, r.space, r.scorer, r.cfg, r.budget, seed=r.seed,
+                                    progress=r.progress))

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 import supernet
 from hwnas.data import (IN_MEMORY, EvalBatches, StoredImages, TrainBatches, build_loaders, build_test_loader,
-                        config_from, data_config, derive_seed, stored_splits)
+                        config_from, data_config, derive_seed, get_dataset, stored_splits)
 from hwnas.errors import ConfigError
 from hwnas.evaluate import top1
 
@@ -141,8 +141,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     if data.name not in IN_MEMORY:
         return _train_from_loader(arch, data, recipe, seed, dev, amp, deadline, log or (lambda msg: None), t_begin)
     if splits is None:
-        want = ("train", "val", "test") if data.name == "fashion_mnist" else ("train", "val")
-        splits = stored_splits(data, res, want, device=dev)
+        splits = stored_splits(data, res, get_dataset(data.name).splits, device=dev)
     train = splits["train"].to(dev)
     eval_sets = {k: splits[k].to(dev) for k in ("val", "test") if k in splits}
     num_classes = len(train.classes)

@@ -56,23 +56,26 @@ class TrainConfig:
     label_smoothing: float = 0.1  # the largest subnet's cross-entropy
     distill: bool = True  # in-place distillation: the others learn the largest's soft labels (else: labels)
     distill_temperature: float = 1.0
-    # remedies for the supernet's ranking of subnets (docs/accuracy.md measures each one)
-    distill_loss: str = "kl"  # kl | alpha (AlphaNet's adaptive alpha-divergence, alpha_min/alpha_max/alpha_clip)
-    alpha_min: float = -1.0
-    alpha_max: float = 1.0
-    alpha_clip: float = 5.0
-    sampling: str = "uniform"  # uniform | attentive_worst | attentive_best (AttentiveNAS: of
+    # remedies for the supernet's ranking of subnets (docs/accuracy.md measures each one).
+    # EXPERIMENTAL, off by default, kept until measured (then kept or removed, as Optuna marks its own):
+    # distill_loss=alpha and alpha_*, sampling=attentive_* and attentive_candidates,
+    # largest_warmup_epochs, depth_slots, consistent_only, grad_projection (docs/training.md)
+    distill_loss: str = "kl"  # experimental: kl | alpha (AlphaNet's adaptive alpha-divergence, alpha_min/alpha_max/alpha_clip)
+    alpha_min: float = -1.0  # experimental (distill_loss=alpha)
+    alpha_max: float = 1.0  # experimental (distill_loss=alpha)
+    alpha_clip: float = 5.0  # experimental (distill_loss=alpha)
+    sampling: str = "uniform"  # experimental: uniform | attentive_worst | attentive_best (AttentiveNAS: of
     attentive_candidates: int = 3  # this many random archs per slot, train the worst / best on the batch)
-    largest_warmup_epochs: float = 0.0  # train only the largest subnet for this many epochs first
-    # of the num_random random subnets per step, this many have the max arch's widths and a random depth
-    # (the space's sample_depth; OFA's elastic-depth phase): full-width shallow subnets, which uniform
-    # sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
+    largest_warmup_epochs: float = 0.0  # experimental: train only the largest subnet for this many epochs first
+    # experimental: of the num_random random subnets per step, this many have the max arch's widths and a
+    # random depth (the space's sample_depth; OFA's elastic-depth phase): full-width shallow subnets, which
+    # uniform sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
     depth_slots: int = 0
     # experimental: random subnets only from the space's structurally consistent archs
     # (space.sample_consistent; Next-ViT: no NTB input projection that Next-ViT-L skips, docs/accuracy.md)
     consistent_only: bool = False
-    # NASViT's gradient projection: a step's students' gradient that conflicts with the largest's
-    # loses its component along it (docs/training.md, "Remedies for the ranking")
+    # experimental: NASViT's gradient projection: a step's students' gradient that conflicts with the
+    # largest's loses its component along it (docs/training.md, "Remedies for the ranking")
     grad_projection: bool = False
     # every loss but the largest's is multiplied by this; 1/4 keeps the students' distillation gradient
     # from stalling the largest subnet (docs/accuracy.md: on the H200 it lifted the largest from 79 % to

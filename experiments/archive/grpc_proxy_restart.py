@@ -12,9 +12,9 @@ trials this process created or read; the restarted proxy has read none, so the f
 NOT_FOUND, which Optuna's client raises as KeyError. Both runs use a plain `GrpcStorageProxy` client
 (a fresh one after the restart), no hwnas code on the client side.
 
-    python experiments/grpc_proxy_restart.py
+    python experiments/archive/grpc_proxy_restart.py
 
-Writes experiments/results/grpc_proxy_restart.{json,md} (atomically).
+Writes experiments/archive/results/grpc_proxy_restart.{json,md} (atomically).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import optuna
 from hwnas.files import atomic_write
 from hwnas.latency.backends import cpu_name
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # experiments/archive/ -> the repository
 OPTUNA_SERVER = ("import sys, optuna; optuna.storages.run_grpc_proxy_server("
                  "optuna.storages.get_storage(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]))")
 
@@ -87,11 +87,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['server']:7s} {r['suggest_after_restart']}", flush=True)
     meta = {"optuna": optuna.__version__, "python": platform.python_version(), "cpu": cpu_name(), "cores": os.cpu_count()}
-    out = ROOT / "experiments" / "results"
+    out = ROOT / "experiments" / "archive" / "results"
     atomic_write(out / "grpc_proxy_restart.json", json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = ["# A RUNNING trial's suggest after a restart of the gRPC storage proxy",
           "", f"Optuna {meta['optuna']}, Python {meta['python']}, {meta['cpu']} ({meta['cores']} cores); "
-          "`python experiments/grpc_proxy_restart.py`. A worker suggests a parameter of its RUNNING trial "
+          "`python experiments/archive/grpc_proxy_restart.py`. A worker suggests a parameter of its RUNNING trial "
           "through a proxy restarted since the trial began:", "",
           "| proxy | suggest after the restart |", "|---|---|",
           *[f"| {'run_grpc_proxy_server(get_storage(URL))' if r['server'] == 'optuna' else 'python -m hwnas.search.server'}"

@@ -5,7 +5,7 @@
 #  b) Next-ViT `studentw` supernet, 7 epochs (does the remedy help Next-ViT?);
 #  c) the EfficientFormerV2 picks chosen with the studentw predictor (picks_vs_references.py choose
 #     --budgeted), trained alone with seeds 0 and 1 (references are resumed from earlier runs).
-# Run: PYTHONPATH=. bash experiments/h200_round8.sh  (with $OUT set; .data/fashion-mnist carried)
+# Run: PYTHONPATH=. bash experiments/archive/h200_round8.sh  (with $OUT set; .data/fashion-mnist carried)
 # Its outputs come back as one round8.tgz: the GPU machine returns at most 8 files, and the first run
 # (2026-12-02, before the tar step was added) lost b) and c) that way; they were rerun (docs/accuracy.md).
 set -u

@@ -1,6 +1,6 @@
 """Backfill fingerprints into a table made before hwnas recorded them -- only where provably right.
 
-    python experiments/fingerprint_backfill.py latency_tables/onnxruntime_cpu/amd-epyc.csv --commit 72f69ea [--commit db20378] [--write]
+    python experiments/archive/fingerprint_backfill.py latency_tables/onnxruntime_cpu/amd-epyc.csv --commit 72f69ea [--commit db20378] [--write]
 
 A fingerprint says which graph was timed. For a table measured before fingerprints existed, the
 graph it timed is the one the code of the commit that wrote it deployed. This script checks that
@@ -15,7 +15,7 @@ Only rows (and networks) whose old and new fingerprints are equal get a fingerpr
 (`--write`); the others are listed, stay without one (stale) and must be re-measured
 (`python -m hwnas.profile +target=T space=S` measures exactly those). The provenance records how
 the fingerprints were obtained (`fingerprint.backfilled`). Writes
-`experiments/results/fingerprint_backfill_<target>.json`.
+`experiments/archive/results/fingerprint_backfill_<target>.json`.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # experiments/archive/ -> the repository
 
 # Runs inside the old checkout (PYTHONPATH = that worktree): the old code, today's tracer.
 DRIVER = r'''
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                     help="the commit(s) whose code timed the rows (the one that last wrote the table; repeat "
                          "to require agreement with several)")
     ap.add_argument("--write", action="store_true", help="write the proven fingerprints into the table")
-    ap.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "archive" / "results")
     args = ap.parse_args(argv)
 
     rows = read_rows(args.table)
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
     commit_ids = [subprocess.run(["git", "-C", str(ROOT), "rev-parse", c], capture_output=True, text=True,
                                  check=True).stdout.strip() for c in args.commit]
     record = {"commits": commit_ids, "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-              "how": ("experiments/fingerprint_backfill.py: the fingerprints of the code of these commits (the code "
+              "how": ("experiments/archive/fingerprint_backfill.py: the fingerprints of the code of these commits (the code "
                       "that timed the table), computed with the current tracer, equal the current code's for these "
                       "rows/networks; only those were written"),
               "rows_proven": len(proven_rows), "rows": len(rows), "networks_proven": len(proven_nets),
