@@ -138,10 +138,11 @@ class SubnetEvaluator:
         if data_cfg is not None:
             asked, trained = data_config(data_cfg).name, meta.get("data")
             if trained and trained != asked:
-                raise CheckpointError(f"{path}: a supernet trained on data={trained} "
-                                      f"({meta.get('image_size', net.resolution)} px), scored on data={asked}: its "
-                                      f"accuracies would not be accuracies; give data={trained} (with the settings "
-                                      f"it was trained with), or a checkpoint trained on data={asked}")
+                size = meta.get("image_size", net.resolution)
+                raise CheckpointError(f"{path}: a supernet trained on data={trained} ({size} px), scored on "
+                                      f"data={asked}: its top-1 there says nothing about the subnets; give "
+                                      f"data={trained} (with the settings it was trained with), or a checkpoint "
+                                      f"trained on data={asked}")
         n = calib_batches if calib_batches is not None else recalib_batches if recalib_batches is not None else 8
         st = Path(path).stat()
         source = {"checkpoint": str(Path(path).resolve()), "size": st.st_size, "mtime": int(st.st_mtime),

@@ -407,8 +407,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                             out_dir / "supernet.pt")
         bad = nonfinite_tensor(dict(net.named_parameters()))
         if bad is not None:
-            raise _diverged(f"weight {bad!r} became NaN or inf", f"step {(epoch + 1) * steps_per_epoch} "
-                            f"(epoch {epoch + 1})", lr, cfg, out_dir / "supernet.pt")
+            raise _diverged(f"weight {bad!r} became NaN or inf", f"the update of step {(epoch + 1) * steps_per_epoch}"
+                            f" (epoch {epoch + 1})", lr, cfg, out_dir / "supernet.pt")
         if conflicts:  # this process's micro-batches: how often and how badly the students opposed the largest
             cos, hit = (torch.stack(t).float() for t in zip(*conflicts))
             row["conflict_share"], row["conflict_cos"] = float(hit.mean()), float(cos.mean())
