@@ -400,7 +400,9 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("extract", "extract", _task, register=_register)
+    run_app("extract", "extract", _task, register=_register,
+            interrupted="an export is written whole or not at all, so {run_dir} holds no half-made file; "
+                        "rerun the same command to export again")
 
 
 if __name__ == "__main__":

@@ -218,3 +218,64 @@ def test_a_failed_extract_leaves_an_earlier_export_and_its_hydra_files(tmp_path,
     assert_one_line("extract", code, err, "not a PyTorch checkpoint file")
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".log"}
     assert after == before
+
+
+# ---- issue 24: writes, Ctrl-C, misleading fixes ------------------------------------------------------
+def test_profile_out_without_csv_is_refused_and_leaves_the_table_of_that_name(tmp_path, monkeypatch, capsys):
+    """`out=DIR/NAME` (no `.csv`) wrote its provenance to `DIR/NAME.json`: the `.json` of the complete
+    table `DIR/NAME.csv`, which then no longer loaded. Refused at once, the table untouched."""
+    (tmp_path / "cpu.csv").write_text("key,median_ms\n")
+    (tmp_path / "cpu.json").write_text('{"complete": {"efficientformerv2": true}}\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for out in ("cpu", "cpu.json", "cpu.partial.csv"):
+        code, err = run_cli("profile", [*PROFILE, f"out={tmp_path / out}", "limit=1"], tmp_path / "run",
+                            monkeypatch, capsys)
+        assert_one_line("profile", code, err, f"give out={tmp_path / 'cpu.csv'}")
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "run"} == before
+
+
+def test_profile_never_writes_into_the_shipped_tables(tmp_path, monkeypatch, capsys):
+    from hwnas.latency.table import TABLES_DIR
+    before = sorted(p.name for p in TABLES_DIR.rglob("*"))
+    for arg in (f"tables_dir={TABLES_DIR}", f"out={TABLES_DIR / 'onnxruntime_cpu' / 'mine.csv'}"):
+        code, err = run_cli("profile", [*PROFILE, arg, "limit=1"], tmp_path / "run", monkeypatch, capsys)
+        assert_one_line("profile", code, err, "inside the tables shipped with hwnas")
+    assert sorted(p.name for p in TABLES_DIR.rglob("*")) == before
+
+
+def test_profile_writes_to_a_user_folder_by_default(tmp_path):
+    """No `tables_dir=`/`out=`: the table goes to `outputs/latency_tables/` under the working folder,
+    never into the package (here the source tree of an editable install)."""
+    r = subprocess.run([sys.executable, "-m", "hwnas.profile", *PROFILE, "limit=1", "target.canary=false",
+                        f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((tmp_path / "outputs" / "latency_tables" / "onnxruntime_cpu").glob("*.partial.csv")), r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("app,task,kept", [
+    ("search", "hwnas.search.app.run", "resume it with the same command and hydra.run.dir="),
+    ("train", "hwnas.train._task", "train_state.pt"),
+    ("profile", "hwnas.profile.run", "rerun the same command to resume"),
+    ("extract", "hwnas.extract._task", "no half-made file"),
+])
+def test_ctrl_c_is_one_line_saying_what_was_kept_and_how_to_resume(app, task, kept, tmp_path, monkeypatch, capsys):
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(task, interrupted)
+    args = {"search": SEARCH, "train": TRAIN, "profile": PROFILE, "extract": ["arch=efficientformerv2_s0"]}[app]
+    code, err = run_cli(app, args, tmp_path / "run", monkeypatch, capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"hwnas.{app}: interrupted (Ctrl-C); ")]
+    assert code == 130 and len(lines) == 1 and kept in lines[0], err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_write_failure_outside_the_run_folder_does_not_suggest_moving_the_run_folder(tmp_path):
+    import errno
+    from hwnas.cli import environment_message
+    run = tmp_path / "run"
+    cache = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "supernet.pt"))
+    msg = environment_message(cache, run)
+    assert "disk is full" in msg and str(tmp_path / "cache") in msg and "hydra.run.dir" not in msg
+    inside = OSError(errno.ENOSPC, "No space left on device", str(run / "model.pt"))
+    assert "hydra.run.dir=DIR" in environment_message(inside, run)
