@@ -4,6 +4,8 @@
   training from its last epoch (not from step 0) and leaves no temporary folder in the cache.
 - An extract into the folder of an earlier export: the kill leaves that export and its `.hydra/`
   as they were, and the next extract there removes the killed one's `.export-*.tmp`.
+- A killed profile (its ONNX scratch folder in the temp folder) and a killed extract (its
+  `.export-*.tmp`): the next run of another app, elsewhere, removes both (issue 24).
 """
 from __future__ import annotations
 
@@ -92,3 +94,33 @@ def test_killed_extract_leaves_the_earlier_export_and_the_next_extract_cleans_up
     # ... and still removes what the killed one left; the earlier export and its .hydra/ are unchanged
     assert not list(out.glob(".export-*")) and not list(out.glob(".*.tmp*"))
     assert _files(out) == earlier
+
+
+def test_whatever_killed_runs_left_is_removed_by_the_next_run_of_any_app(tmp_path):
+    """Issue 24: a killed profile left its ONNX files in the temp folder forever, a killed extract its
+    100-300 MB until the next extract into that very folder. Any later app run removes both."""
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # a temp folder of this test's own
+    (tmp_path / "tmp").mkdir()
+
+    def start(args):
+        return subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    profile = start(["-m", "hwnas.profile", "+target=onnxruntime_cpu", "space=efficientformerv2", "progress=false",
+                     "target.canary=false", f"out={tmp_path / 'tables' / 'cpu.csv'}", f"hydra.run.dir={tmp_path / 'p'}"])
+    _kill_when(profile, lambda: any((tmp_path / "tmp").glob("hwnas-ort-*/m.onnx")))
+    assert list((tmp_path / "tmp").glob("hwnas-ort-*")), "the killed profile's ONNX scratch folder"
+    # an extract elsewhere removes it at start-up; killed itself mid-export, it leaves its own
+    out = tmp_path / "export"
+    extract = start(["-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64", "num_classes=10",
+                     "format=[pt,onnx]", f"hydra.run.dir={out}"])
+    _kill_when(extract, lambda: any(out.glob(".export-*.tmp/model.pt")))
+    assert not list((tmp_path / "tmp").glob("hwnas-ort-*")) and list(out.glob(".export-*.tmp"))
+
+    r = subprocess.run([sys.executable, "-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64",
+                        "num_classes=10", "format=pt", f"hydra.run.dir={tmp_path / 'other'}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((tmp_path / "tmp").glob("hwnas-*-*-*")) and not list(out.glob(".export-*"))
+    assert not list((tmp_path / "tmp" / "hwnas-temps").glob("*")), "the registry of the dead is emptied"
+    assert not list(tmp_path.rglob("*.lock"))

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from hwnas.errors import HwnasError
-from hwnas.files import owner_tag, remove_stale_temps
+from hwnas.files import owner_tag, register_temp, remove_stale_temps
 
 MANIFEST = "manifest.json"
 
@@ -42,6 +42,7 @@ class ExportBundle:
         # Inside the target directory: the same filesystem, so the final renames are atomic. The
         # name carries this process's id, so the next run can tell a killed run's folder from a live one.
         self.tmp = Path(tempfile.mkdtemp(prefix=f".export-{owner_tag()}-", suffix=".tmp", dir=self.out_dir))
+        register_temp(self.tmp)  # killed, it is removed by the next run of any app, not only one here
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

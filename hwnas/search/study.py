@@ -251,14 +251,20 @@ def _init_lock(storage: str):
         yield
         return
     import fcntl
-    lock = Path(storage[len("sqlite:///"):] + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    folder = Path(storage[len("sqlite:///"):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = Path(storage[len("sqlite:///"):] + ".lock")  # the lock file of an hwnas before: no longer used
+    # the lock is the study's folder itself (flock on a directory): no lock file is left beside the study
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            stale.unlink(missing_ok=True)
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class OwnedTrialStorage(DelegatingStorage):

@@ -125,20 +125,34 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (a file kept beside the cache entries) for this block; waits."""
-    with open(path, "a") as f:
+    """An exclusive lock on `path` (a file beside the cache entries that exists only while held) for
+    this block; waits. The holder removes the file before unlocking, so no `.lock` outlives its run;
+    a waiter that got the lock of a file removed meanwhile tries again on the new one."""
+    while True:
+        f = open(path, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _unused(lock: Path) -> bool:
     """Nobody holds the lock of a cache entry (or it has none)."""
-    if not lock.exists():
+    try:
+        f = open(lock, "r")
+    except FileNotFoundError:
         return True
-    with open(lock, "a") as f:
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
