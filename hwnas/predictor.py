@@ -302,14 +302,33 @@ class AccuracyPredictor:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     @property
-    def label(self) -> str:
+    def source(self) -> dict[str, str]:
+        """Where its numbers come from, read from the file's provenance: the data and resolution the
+        supernet was scored on, the supernet recipe (and variant), the pairs and the held-out Kendall
+        tau. A field the file does not hold is 'unknown' (never guessed)."""
         p = self.provenance
-        tau = (p.get("heldout") or {}).get("kendall_tau")
         d = p.get("data") if isinstance(p.get("data"), dict) else {}
-        data = d.get("name", "its data") + (f" at {d['image_size']} px" if d.get("image_size") else "")
-        return (f"predicted inherited top-1 % on {data} val (accuracy predictor, {p.get('n_pairs', '?')} pairs, "
-                f"held-out Kendall tau {tau:.2f})" if tau is not None else
-                f"predicted inherited top-1 % (accuracy predictor, {p.get('n_pairs', '?')} pairs)")
+        tau = (p.get("heldout") or {}).get("kendall_tau") if isinstance(p.get("heldout"), dict) else None
+        recipes = p.get("recipe_ids") if isinstance(p.get("recipe_ids"), list) else []
+        recipe = ", ".join(str(r) for r in recipes) or "unknown"
+        if p.get("variant"):
+            recipe += f" ({p['variant']})"
+        return {"data": str(d.get("name") or "unknown"),
+                "resolution": f"{d['image_size']} px" if d.get("image_size") else "unknown resolution",
+                "recipe": recipe, "pairs": str(p.get("n_pairs", "unknown")),
+                "heldout_tau": f"{tau:.2f}" if isinstance(tau, (int, float)) and math.isfinite(tau) else "unknown"}
+
+    @property
+    def shipped_file(self) -> bool:
+        return self.path is not None and Path(self.path).resolve().parent == SHIPPED_DIR.resolve()
+
+    @property
+    def label(self) -> str:
+        """One line: what the accuracy is and where it comes from (console summary, report.md, plots)."""
+        s = self.source
+        return (f"predicted inherited top-1 % on {s['data']} at {s['resolution']} val "
+                f"({'shipped ' if self.shipped_file else ''}accuracy predictor of supernet recipe {s['recipe']}, "
+                f"{s['pairs']} pairs, held-out Kendall tau {s['heldout_tau']})")
 
     def check_space(self, space_name: str) -> None:
         if space_name != self.space_name:

@@ -114,6 +114,12 @@ CASES = {
     "unwritable run folder": ("search", [*SEARCH], "cannot write there", True),
     "unparsable override": ("search", [*SEARCH, "pretrain.overrides=[train.epochs=2]"],
                             "cannot read the command line", True),
+    # issue 25, 4: the default evaluator (the shipped predictor) reads no data
+    "own data with the predictor": ("search", ["+target=onnxruntime_cpu", "progress=false", "data=imagefolder",
+                                               "data.root={files}"],
+                                    "data=imagefolder: the accuracy predictor (the default evaluator) predicts top-1 "
+                                    "on fashion_mnist from the arch alone and reads no data; to score archs on "
+                                    "imagefolder, give evaluator=supernet checkpoint=SUPERNET", False),
     # 8, 9, 10: train
     "zero batch size": ("train", [*TRAIN, "train.batch_size=0"], "train.batch_size=0: must be >= 1", True),
     "zero epochs": ("train", [*TRAIN, "train.epochs=0"], "train.epochs=0: must be >= 1", True),

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 SEARCH = ["+target=onnxruntime_cpu", "progress=false", "search=random", "search.n_trials=1", "search.seed_archs=[]",
-          "references=[efficientformerv2_s0]", "evaluator.recalib_batches=1", "evaluator.max_val_batches=1",
+          "references=[efficientformerv2_s0]", "evaluator=supernet", "evaluator.recalib_batches=1",
+          "evaluator.max_val_batches=1",
           "evaluator.batch_size=8",
           'pretrain.overrides=["train.epochs=2","train.max_steps_per_epoch=1","train.batch_size=4",'
           '"train.num_random=0","train.eval_calib_batches=0","train.progress=false"]']

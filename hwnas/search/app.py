@@ -5,6 +5,7 @@ function of its config, so tests and experiments call it directly.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -202,23 +203,49 @@ class AccuracySource:
     resolution: int | None  # the evaluator's input size (None: the arch's own)
     fingerprint: str  # what determines the accuracies (weights, space, evaluator, data): a study keeps one
     legacy_fingerprint: Any = None  # () -> the fingerprint hwnas < 0.2 stored (checkpoint file bytes)
+    record: dict | None = None  # what the run folder records (accuracy_source.json): evaluator, weights
 
 
 #: data keys that do not change an evaluation's result
 _NOT_RESULTS = ("num_workers",)
 
 
+#: the data group's default (hwnas/conf/search.yaml): what the built-in smoke-test supernet trains on
+DEFAULT_DATA = "digits"
+#: what the accuracy of a search scored with the built-in short supernet is: a smoke test
+SMOKE_TEST = "SMOKE TEST (built-in short supernet, not an accuracy)"
+
+
 def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> AccuracySource:
+    """The search's accuracy: the shipped accuracy predictor (the default), a supernet (`checkpoint=`,
+    or the built-in short one, a smoke test), or the proxy score (not accuracy). Its `record` says
+    which, for the run folder (`accuracy_source.json`, what `hwnas.extract run=` reads)."""
     ev_cfg = _cfg_dict(cfg.evaluator)
     if ev_cfg["name"] == "proxy":
-        return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy")
+        return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy",
+                              record=dict(evaluator="proxy", label=ProxyEvaluator.label, weights=None))
+    data_name = cfg.data.get("name") if cfg.get("data") is not None else None
+    if ev_cfg["name"] == "predictor" and cfg.get("checkpoint"):
+        # a supernet given is a supernet to score with (the predictor reads no checkpoint)
+        from .config import SupernetEvaluatorConfig
+        print(f"checkpoint={cfg.checkpoint} given: the accuracy is that supernet's top-1 (evaluator=supernet; "
+              "the default accuracy predictor reads no checkpoint)", file=sys.stderr)
+        ev_cfg = dataclasses.asdict(SupernetEvaluatorConfig())
     if ev_cfg["name"] == "predictor":
         from hwnas.predictor import AccuracyPredictor
         pred = AccuracyPredictor.load(ev_cfg["path"]) if ev_cfg.get("path") else AccuracyPredictor.shipped(space.name)
         pred.check_space(space.name)
+        if data_name not in (None, DEFAULT_DATA, pred.source["data"]):
+            raise SearchError(f"data={data_name}: the accuracy predictor (the default evaluator) predicts top-1 on "
+                              f"{pred.source['data']} from the arch alone and reads no data; to score archs on "
+                              f"{data_name}, give evaluator=supernet checkpoint=SUPERNET (python -m hwnas.train "
+                              f"data={data_name}), or evaluator=supernet alone for the built-in short supernet "
+                              "(a smoke test)")
         # the arch's own resolution: the predictor encodes the deployment arch, whatever the data's size
         return AccuracySource(pred, pred.label, None,
-                              json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True))
+                              json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True),
+                              record=dict(evaluator="predictor", label=pred.label, weights=None,
+                                          predictor=dict(path=pred.path, digest=pred.digest, **pred.source)))
     from .supernet_cache import ensure_checkpoint
     from hwnas.evaluate import SubnetEvaluator
     ckpt = ensure_checkpoint(cfg, space)
@@ -226,12 +253,31 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
     kwargs = {k: v for k, v in ev_cfg.items() if k != "name"}
     evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, space=space, **kwargs)
     res = getattr(evaluator, "resolution", None) or _data_resolution(data_cfg)
-    data_name = data_cfg.get("name", "data") if data_cfg is not None else "data"
-    return AccuracySource(evaluator, f"top-1 % on {data_name} val", res,
+    label = f"top-1 % on {data_name or 'data'} val"
+    builtin = not cfg.get("checkpoint")
+    if builtin:
+        label = f"{SMOKE_TEST}: {label}"
+    digest = _file_digest(Path(ckpt))
+    return AccuracySource(evaluator, label, res,
                           accuracy_fingerprint(evaluator.net, ev_cfg, data_cfg),
-                          lambda: json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
+                          lambda: json.dumps(dict(ckpt=digest, evaluator=ev_cfg,
                                                   data={k: v for k, v in _cfg_dict(data_cfg).items()
-                                                        if k != "on_bad_image"}), sort_keys=True))
+                                                        if k != "on_bad_image"}), sort_keys=True),
+                          record=dict(evaluator="supernet", label=label, builtin=builtin,
+                                      weights=dict(checkpoint=str(Path(ckpt).resolve()), sha1_16=digest,
+                                                   num_classes=int(evaluator.net.num_classes)),
+                                      data=_cfg_dict(data_cfg)))
+
+
+ACCURACY_SOURCE = "accuracy_source.json"
+
+
+def write_accuracy_source(run_dir: Path, acc: "AccuracySource") -> None:
+    """Record in the run folder where the search's accuracies come from: the evaluator, and for a
+    supernet its checkpoint's path and content hash (what `hwnas.extract run=DIR` carries)."""
+    from hwnas.files import atomic_write
+    if acc.record is not None:
+        atomic_write(run_dir / ACCURACY_SOURCE, json.dumps(acc.record, indent=1, sort_keys=True) + "\n")
 
 
 def accuracy_fingerprint(net, evaluator_cfg: dict, data_cfg) -> str:
@@ -297,6 +343,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         target_reports.append((target, table, table_path, mes, warnings))
     acc = accuracy or build_evaluator(cfg, space)
     acc_label, eval_res = acc.label, acc.resolution
+    write_accuracy_source(run_dir, acc)
     scorer = Scorer(latency_targets, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
     references = resolve_references(cfg, space)

@@ -90,7 +90,7 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
     cache, work = root / name, root / f".{name}{PARTIAL}"
     ckpt = cache / "supernet.pt"
     if ckpt.is_file():
-        print(f"using the cached built-in supernet {ckpt} (no checkpoint= given)", file=sys.stderr)
+        print(f"SMOKE TEST: using the cached built-in short supernet {ckpt} (no checkpoint= given)", file=sys.stderr)
         return ckpt
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f".{name}.lock"):
@@ -99,9 +99,10 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
             print(f"using the built-in supernet {ckpt} another search just trained", file=sys.stderr)
             return ckpt
         resuming = (work / "train_state.pt").is_file()
-        print(f"no checkpoint= given: {'resuming the training of' if resuming else 'training'} a short "
-              f"{space.name} supernet ({' '.join(cfg.pretrain.overrides)}) in {work}; cached at {ckpt} for "
-              "the next run", file=sys.stderr)
+        print(f"SMOKE TEST: no checkpoint= given: {'resuming the training of' if resuming else 'training'} the "
+              f"built-in short {space.name} supernet ({' '.join(cfg.pretrain.overrides)}) in {work}; cached at "
+              f"{ckpt} for the next run. Its top-1s are no accuracy: give checkpoint= a trained supernet, or "
+              "leave evaluator= at its default (the shipped accuracy predictor)", file=sys.stderr)
         from hwnas.train import train_supernet
         try:
             out = Path(train_supernet(tcfg, work))
