@@ -109,6 +109,49 @@ def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | No
 
 
 # ---- where the weights come from ----------------------------------------------------------
+def search_weights(run: str | os.PathLike, pick: str | None, arch) -> str | None:
+    """The supernet a search scored its picks with (its run folder's `accuracy_source.json`), for
+    `run=DIR pick=NAME` without `checkpoint=`/`pretrained=`: that file, checked by content hash. A
+    search scored by the accuracy predictor holds no weights: refused, naming the `checkpoint=` to
+    give. None (a fresh init, said loudly) for a proxy-scored search (no accuracy: tests, dry runs)
+    and a run folder of an hwnas that did not record its source."""
+    import hashlib
+    import json
+    path = Path(run) / "accuracy_source.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ExtractError(f"{path}: unreadable ({e}); pass checkpoint= the supernet that search scored with") from None
+    evaluator = rec.get("evaluator")
+    space = arch.space
+    if evaluator == "supernet":
+        w = rec.get("weights") or {}
+        ckpt = Path(str(w.get("checkpoint", "")))
+        digest = None
+        if ckpt.is_file():
+            h = hashlib.sha1()
+            with open(ckpt, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()[:16]
+        if digest is None or digest != w.get("sha1_16"):
+            what = "is no longer there" if digest is None else "has changed since (another content)"
+            raise ExtractError(f"run={run} scored its archs with the supernet {ckpt} (sha1 {w.get('sha1_16')}), which "
+                               f"{what}: pass checkpoint= that supernet (python -m hwnas.extract run={run} "
+                               f"pick={pick} checkpoint=SUPERNET.pt)")
+        log.info("weights: the supernet run=%s scored with, %s (sha1 %s%s)", run, ckpt, digest,
+                 "; the built-in short supernet: a SMOKE TEST, not trained weights" if rec.get("builtin") else "")
+        return str(ckpt)
+    if evaluator == "predictor":
+        raise ExtractError(f"run={run} scored its archs with the accuracy predictor, which holds no weights: pass "
+                           f"checkpoint= a {space} supernet (python -m hwnas.train space={space} "
+                           f"data=fashion_mnist), e.g. python -m hwnas.extract run={run} pick={pick} "
+                           "checkpoint=SUPERNET.pt, or pretrained= an official checkpoint")
+    return None
+
+
 def model_from_checkpoint(arch, checkpoint: str | os.PathLike, out_indices=None):
     """The plain model of `arch` with weights extracted from a supernet checkpoint."""
     from search_spaces import ArchError
@@ -275,6 +318,8 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
     a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
+    if run and not checkpoint and not pretrained:
+        checkpoint = search_weights(run, pick, a)
     if out_indices is not None:
         if a.task != "backbone":
             raise ExtractError("out_indices= picks the stages a backbone returns: add features_only=true")
