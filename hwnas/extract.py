@@ -200,7 +200,8 @@ def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int 
         try:
             report = load_pretrained(model, pretrained)
         except PretrainedError as e:
-            raise ExtractError(f"cannot import {pretrained}: {into_supernet}; {e}") from None
+            why = str(into_supernet) if str(e) == str(into_supernet) else f"{into_supernet}; {e}"
+            raise ExtractError(f"cannot import {pretrained}: {why}") from None
         if report["skipped"] or report["unexpected"] or report["missing"]:
             raise ExtractError(f"{pretrained} holds neither a reference model of {arch.space} nor this arch "
                                f"({into_supernet}); as this arch: {format_report(report)}")

@@ -127,7 +127,14 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     files = _jsonl_files(paths)
     recs = []
     for f in files:
-        lines = f.read_text().splitlines()
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise PredictorError(f"{f}: not a text file (a pairs file is JSON lines: one {{\"arch\": ..., "
+                                 "\"val_top1\": ...} object per line, as `python -m hwnas.predictor pairs` "
+                                 "writes); check the path") from None
+        except OSError as e:
+            raise PredictorError(f"{f}: cannot be read ({e.strerror or e}); check the path") from None
         for i, line in enumerate(lines):
             if not line.strip():
                 continue

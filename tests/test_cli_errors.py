@@ -10,6 +10,7 @@ size limit), and tests/test_apps.py runs each app as a real process too.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import resource
@@ -65,6 +66,7 @@ def files(tmp_path_factory):
     (d / "tables").mkdir()
     (d / "truncated_run").mkdir()
     torch.save({"format": "hwnas.train_state", "blob": torch.zeros(50_000)}, d / "whole.pt")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1)}, d / "objects.pt")
     raw = (d / "whole.pt").read_bytes()
     (d / "truncated_run" / "train_state.pt").write_bytes(raw[: len(raw) // 2])
     return d
@@ -141,6 +143,13 @@ CASES = {
     "corrupt picks.yaml": ("extract", ["run={files}/bad_picks", "pick=efficientformerv2_s0"],
                            "picks.yaml is not valid YAML", False),
     "binary arch file": ("extract", ["arch={files}/binary.yaml"], "is not a YAML/JSON arch file", False),
+    # issue 24: random bytes as pretrained= read as an unsafe-file refusal quoting torch's weights_only advice
+    "pretrained of random bytes": ("extract", ["arch=efficientformerv2_s0", "format=pt",
+                                               "pretrained={files}/random.bin"],
+                                   "random.bin: not a PyTorch checkpoint file (it begins with bytes", False),
+    "pretrained holding objects": ("extract", ["arch=efficientformerv2_s0", "format=pt",
+                                               "pretrained={files}/objects.pt"],
+                                   "objects.pt: holds Python objects besides tensors, which are not loaded", False),
     "arch file of the other space": ("extract", ["arch={files}/other_space.yaml"],
                                      "says space 'nextvit', but its stages are an arch of space 'efficientformerv2'", False),
 }
@@ -161,6 +170,7 @@ def test_a_user_error_is_one_line_exit_2_and_nonsense_fails_at_start_up(case, fi
         run_dir = _readonly_dir(tmp_path)
     code, err = run_cli(app, args, run_dir, monkeypatch, capsys)
     assert_one_line(app, code, err, message)
+    assert "weights_only=False" not in err and "weights_only` set to `False" not in err  # never that advice
     if at_start_up and case not in ("run folder is a file", "unwritable run folder"):
         assert not run_dir.exists(), "a start-up error must come before Hydra makes the run folder"
 
@@ -285,3 +295,22 @@ def test_a_write_failure_outside_the_run_folder_does_not_suggest_moving_the_run_
     assert "disk is full" in msg and str(tmp_path / "cache") in msg and "hydra.run.dir" not in msg
     inside = OSError(errno.ENOSPC, "No space left on device", str(run / "model.pt"))
     assert "hydra.run.dir=DIR" in environment_message(inside, run)
+
+
+def test_the_storage_proxy_and_predictor_fit_on_bad_input_are_one_line(files, capsys):
+    """`python -m hwnas.search.server --storage bogus://x` (a SQLAlchemy traceback) and
+    `python -m hwnas.predictor fit` on a binary file (a UnicodeDecodeError traceback)."""
+    from hwnas.predictor import main as predictor_main
+    from hwnas.search.server import main as server_main
+    for url, says in (("bogus://x", "unknown database kind 'bogus'"), ("not-a-url", "not a database URL")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            server_main(["--storage", url, "--port", "0"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"hwnas.search.server: error: --storage {url}: {says}"), err
+        assert len(err.strip().splitlines()) == 1 and "null for sqlite" not in err
+    code = predictor_main(["fit", "--space", "efficientformerv2", str(files / "random.bin"), "--out",
+                           str(files / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hwnas.predictor: error: ") and "random.bin: not a text file" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (files / "p.json").exists()
