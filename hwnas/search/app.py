@@ -47,13 +47,30 @@ def _cfg_dict(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
-def thread_policy(threads: int | None):
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def busy_cores(cores: int, load: float | None = None) -> int:
+    """Cores other jobs keep busy: the 1-minute load average beyond this process, rounded down, at
+    most all cores but one (`load`: the load average; None: the machine's)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return 0
+    return max(0, min(cores - 1, int(load - 1.0)))
+
+
+def thread_policy(threads: int | None, busy: int = 0):
     """Set torch's CPU threads for the trials: `threads`, or the cores shared among this study's
-    live workers on this machine (returned as the `on_local_workers` callback of `run_trials`).
+    live workers on this machine, less the `busy` cores other jobs use (returned as the
+    `on_local_workers` callback of `run_trials`).
 
     PyTorch's CPU thread pool spins while it waits: two processes that each use every core stall
     each other at every parallel region. `experiments/search_workers_threads.py` (2-core VM): two
-    workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s.
+    workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s;
+    a cached search on a VM where another job ran took 2-8 min on all cores and 47 s on one (issue 24).
     """
     import torch
     if threads is not None:
@@ -62,13 +79,26 @@ def thread_policy(threads: int | None):
                               "this machine's cores among the study's workers")
         torch.set_num_threads(threads)
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, usable_cores() - busy)
 
     def share(n_workers: int) -> None:
         want = max(1, cores // max(1, n_workers))
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
     return share
+
+
+def default_busy_cores(threads: int | None) -> int:
+    """With threads=null: the cores other jobs keep busy, said on stderr when there are any."""
+    if threads is not None:
+        return 0
+    cores = usable_cores()
+    busy = busy_cores(cores)
+    if busy:
+        print(f"threads: other jobs keep {busy} of this machine's {cores} cores busy (load average "
+              f"{os.getloadavg()[0]:.1f}): torch uses at most {cores - busy} thread(s) so as not to oversubscribe; "
+              "threads=N sets it", file=sys.stderr)
+    return busy
 
 
 # ---- targets -----------------------------------------------------------------------------------------
@@ -327,7 +357,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     objectives = expand_objectives(list(strategy["objectives"]), names)
     strategy["objectives"] = objectives  # what the strategies tell Optuna
     dirs = directions(objectives)
-    share_cores = thread_policy(cfg.get("threads"))
+    share_cores = thread_policy(cfg.get("threads"), default_busy_cores(cfg.get("threads")))
 
     latency_targets, target_reports = [], []
     for target in targets:
