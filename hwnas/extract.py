@@ -338,6 +338,9 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     else:
         model, n_cls, weights = fresh_model(a, num_classes, out_indices)
     weights["arch_source"] = arch_source
+    if a.task == "classify" and n_cls != 1000:
+        log.info("this export has a %d-class head: %.2f M params (the search and the latency tables count the "
+                 "1000-class head, deploy_num_classes: %.2f M)", n_cls, a.params(n_cls) / 1e6, a.params() / 1e6)
     if data_cfg is not None:
         weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, bn_batch_size, seed)
         log.info("BatchNorm statistics re-estimated on %d batches of %d images", bn_batches, bn_batch_size)
@@ -349,6 +352,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     latency = deployed_latencies(model, a, latency_tables)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
                             opset=opset, log=log.info, latency=latency, extra_files=extra_files)
+    head_only = []  # tables whose only untimed block is the classifier head (another class count)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:
             log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
@@ -356,9 +360,18 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             log.warning("no latency from %s: %s", key, p.get("error", "?"))
         d = p.get("deploy") or {}
         if d and not d.get("timed_what_ships", False):
+            differ = d.get("differing_blocks") or []
+            if not d.get("error") and d["blocks"] - d["blocks_timed_as_shipped"] == len(differ) \
+                    and differ and all(".head(" in k for k in differ):
+                head_only.append(key)
+                continue
             log.warning("%s did not time this export's deploy form: %s", key,
                         d.get("error") or f"{d['blocks'] - d['blocks_timed_as_shipped']} of {d['blocks']} blocks "
-                                          f"differ, e.g. {d['differing_blocks'][:2]}")
+                                          f"differ, e.g. {differ[:2]}")
+    if head_only:  # one line, not one warning per table
+        log.info("the predicted latencies are the arch's with the 1000-class head the tables timed (the search's "
+                 "deploy_num_classes); this export's %d-class head is its only block they did not time (%s)",
+                 n_cls, ", ".join(head_only))
     log.info("export written to %s (manifest.json)", Path(out_dir).resolve())
     if not manifest["checks_passed"]:
         msg = "export checks FAILED: " + "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())

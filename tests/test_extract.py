@@ -291,3 +291,20 @@ def test_a_pick_carries_the_weights_its_search_scored_with_or_is_refused(checkpo
                                            "efficientformerv2 supernet"):
         extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e3")
     assert not (tmp_path / "e2" / "model.pt").exists() and not (tmp_path / "e3" / "model.pt").exists()
+
+
+def test_another_class_count_is_said_once_with_both_param_counts(tmp_path, caplog):
+    """Issue 24: the search reports params with the 1000-class head, the extract exported 10 classes and
+    warned once per shipped table that the tables did not time it. Now: one line with both counts, one
+    line saying the head is the only block the tables did not time, and no warning about it."""
+    import logging
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0")
+    with caplog.at_level(logging.INFO, logger="hwnas.extract"):
+        m = extract(arch="efficientformerv2_s0", num_classes=10, formats=["pt"], out_dir=tmp_path / "e")
+    assert m["params"] == arch.params(10)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "hwnas.extract"]
+    assert [x for x in msgs if x.startswith("this export has a 10-class head")] == [
+        f"this export has a 10-class head: {arch.params(10) / 1e6:.2f} M params (the search and the latency tables "
+        f"count the 1000-class head, deploy_num_classes: {arch.params() / 1e6:.2f} M)"]
+    assert len([x for x in msgs if "10-class head is its only block they did not time" in x]) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "did not time" in r.getMessage()]
