@@ -319,6 +319,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
     a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
+    preflight(formats, a.task)  # formats that cannot be made for this arch (a backbone as aoti)
     if run and not checkpoint and not pretrained:
         checkpoint = search_weights(run, pick, a)
     if out_indices is not None:

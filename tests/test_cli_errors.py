@@ -143,6 +143,9 @@ CASES = {
     "corrupt picks.yaml": ("extract", ["run={files}/bad_picks", "pick=efficientformerv2_s0"],
                            "picks.yaml is not valid YAML", False),
     "binary arch file": ("extract", ["arch={files}/binary.yaml"], "is not a YAML/JSON arch file", False),
+    # issue 24: a backbone as an AOTInductor package (was a traceback deep in torch.export)
+    "aoti of a backbone": ("extract", ["arch=efficientformerv2_s0", "resolution=64", "format=[aoti]",
+                                       "features_only=true"], "format=aoti packages a classifier", False),
     # issue 24: random bytes as pretrained= read as an unsafe-file refusal quoting torch's weights_only advice
     "pretrained of random bytes": ("extract", ["arch=efficientformerv2_s0", "format=pt",
                                                "pretrained={files}/random.bin"],
@@ -314,3 +317,13 @@ def test_the_storage_proxy_and_predictor_fit_on_bad_input_are_one_line(files, ca
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("hwnas.predictor: error: ") and "random.bin: not a text file" in err, err
     assert len(err.strip().splitlines()) == 1 and not (files / "p.json").exists()
+
+
+def test_aoti_without_a_cxx_compiler_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no g++ (nor anything else) on PATH
+    code, err = run_cli("extract", ["arch=efficientformerv2_s0", "resolution=64", "format=[aoti]"], tmp_path / "run",
+                        monkeypatch, capsys)
+    assert_one_line("extract", code, err, "format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
+                                          "(g++ is not on PATH)")
+    assert not list((tmp_path / "run").glob("model.*"))

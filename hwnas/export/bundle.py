@@ -121,8 +121,17 @@ def check_formats(formats) -> list[str]:
     return [f for f in FORMATS if f in formats]
 
 
-def preflight(formats: list[str]) -> None:
-    """Fail before any work when a requested format cannot be made on this machine."""
+def preflight(formats: list[str], task: str = "classify") -> None:
+    """Fail before any work when a requested format cannot be made on this machine (or for `task`)."""
+    if "aoti" in formats:
+        if task == "backbone":
+            raise ExportError("format=aoti packages a classifier (one tensor out), not a backbone's stage outputs: "
+                              "export the backbone as format=[pt,onnx] (or timm), or drop features_only=true")
+        from hwnas.convert.aoti import cxx_compiler
+        if cxx_compiler() is None:
+            raise ExportError(f"format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
+                              f"({os.environ.get('CXX') or 'g++'} is not on PATH): install one (e.g. apt-get install "
+                              "g++) or set CXX=, or export format=[pt,onnx] here and format=aoti where a compiler is")
     if "tensorrt" in formats:
         from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
         if not tensorrt_available():
@@ -148,7 +157,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     from .manifest import build_manifest
 
     formats = check_formats(formats)
-    preflight(formats)
+    preflight(formats, getattr(arch, "task", "classify"))
     say = log or (lambda msg: None)
     model = model.cpu().eval()
     shape = (batch, 3, *arch.input_size)
