@@ -327,3 +327,22 @@ def test_aoti_without_a_cxx_compiler_is_one_line(tmp_path, monkeypatch, capsys):
     assert_one_line("extract", code, err, "format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
                                           "(g++ is not on PATH)")
     assert not list((tmp_path / "run").glob("model.*"))
+
+
+def test_a_tiny_image_folder_names_the_searchs_own_batch_size_key(tmp_path, monkeypatch, capsys):
+    """Issue 24: a search on a tiny image folder was told to lower train.batch_size, a key the search
+    refuses; the line now gives the pretrain.overrides that the search takes (quoted as Hydra reads it)."""
+    import numpy as np
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "img" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "img" / split / c / f"{i}.png")
+    code, err = run_cli("search", ["+target=onnxruntime_cpu", "progress=false", "evaluator=supernet", "data=imagefolder",
+                                   f"data.root={tmp_path / 'img'}", "data.image_size=32",
+                                   f"pretrain.cache_dir={tmp_path / 'cache'}"], tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "the training set has 4 samples")
+    line = next(ln for ln in err.splitlines() if ln.startswith("hwnas.search: error: "))
+    assert "'pretrain.overrides=[" in line and '"train.batch_size=N"]' in line and "N <= 4" in line
+    assert "lower train.batch_size" not in line

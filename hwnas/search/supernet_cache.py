@@ -103,9 +103,16 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
               f"built-in short {space.name} supernet ({' '.join(cfg.pretrain.overrides)}) in {work}; cached at "
               f"{ckpt} for the next run. Its top-1s are no accuracy: give checkpoint= a trained supernet, or "
               "leave evaluator= at its default (the shipped accuracy predictor)", file=sys.stderr)
+        from hwnas.data import DataError, TooFewSamples
         from hwnas.train import train_supernet
         try:
             out = Path(train_supernet(tcfg, work))
+        except TooFewSamples as e:  # the search has no train.batch_size: its key is pretrain.overrides
+            if not (work / "train_state.pt").is_file():
+                shutil.rmtree(work, ignore_errors=True)
+            kept = [o for o in cfg.pretrain.overrides if not o.lstrip("+~").startswith("train.batch_size=")]
+            fix = "'pretrain.overrides=[" + ",".join(f'"{o}"' for o in [*kept, "train.batch_size=N"]) + "]'"
+            raise DataError(f"the built-in supernet's training: {e.message(fix)}") from None
         except BaseException:
             if not (work / "train_state.pt").is_file():  # nothing to resume from: leave nothing behind
                 shutil.rmtree(work, ignore_errors=True)
