@@ -537,6 +537,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hwnas.cli import USER_ERROR_EXIT, report_user_error
         report_user_error("predictor", e)
         return USER_ERROR_EXIT
+    except KeyboardInterrupt:
+        from hwnas.cli import INTERRUPT_EXIT
+        kept = (f"nothing was written ({args.out} is written whole at the end); rerun the same command"
+                if args.cmd == "fit" else
+                f"every pair measured so far is in {args.out}; rerun the same command to measure the rest")
+        print(f"hwnas.predictor: interrupted (Ctrl-C); {kept}", file=sys.stderr)
+        return INTERRUPT_EXIT
     return 0
 
 

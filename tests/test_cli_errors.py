@@ -346,3 +346,15 @@ def test_a_tiny_image_folder_names_the_searchs_own_batch_size_key(tmp_path, monk
     line = next(ln for ln in err.splitlines() if ln.startswith("hwnas.search: error: "))
     assert "'pretrain.overrides=[" in line and '"train.batch_size=N"]' in line and "N <= 4" in line
     assert "lower train.batch_size" not in line
+
+
+def test_ctrl_c_in_predictor_pairs_says_the_pairs_are_kept(tmp_path, monkeypatch, capsys):
+    import hwnas.predictor as predictor
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(predictor, "measure_pairs", interrupted)
+    code = predictor.main(["pairs", "--checkpoint", str(tmp_path / "s.pt"), "--out", str(tmp_path / "p.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == (f"hwnas.predictor: interrupted (Ctrl-C); every pair measured so far is in "
+                                           f"{tmp_path / 'p.jsonl'}; rerun the same command to measure the rest")

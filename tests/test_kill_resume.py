@@ -125,3 +125,33 @@ def test_whatever_killed_runs_left_is_removed_by_the_next_run_of_any_app(tmp_pat
     assert not list((tmp_path / "tmp").glob("hwnas-*-*-*")) and not list(out.glob(".export-*"))
     assert not list((tmp_path / "tmp" / "hwnas-temps").glob("*")), "the registry of the dead is emptied"
     assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
+    """Issue 24: Ctrl-C (SIGINT to the process) printed a traceback; now one line saying what was kept
+    and how to resume, exit status 130."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
+                             "progress=false", "search.n_trials=100000", f"hydra.run.dir={run}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import sqlite3
+    try:
+        end = time.monotonic() + 300
+        while True:  # interrupted once two trials are in the study
+            if (run / "study.db").exists():
+                with sqlite3.connect(run / "study.db") as con:
+                    try:
+                        if con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0] >= 2:
+                            break
+                    except sqlite3.OperationalError:
+                        pass
+            assert proc.poll() is None and time.monotonic() < end, "the search ended or never ran two trials"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [ln for ln in err.splitlines() if ln.startswith("hwnas.search: interrupted (Ctrl-C); ")]
+    assert proc.returncode == 130 and len(lines) == 1, err[-3000:]
+    assert f"resume it with the same command and hydra.run.dir={run}" in lines[0]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
