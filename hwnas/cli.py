@@ -273,6 +273,9 @@ def check_run_dir(run_dir: Path) -> None:
             os.close(fd)
             os.unlink(name)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConfigError(f"hydra.run.dir={run_dir}: the disk is full ({e.strerror or e}); free some space on it, "
+                              "or choose a run folder on another disk with hydra.run.dir=DIR") from None
         raise ConfigError(f"hydra.run.dir={run_dir}: cannot write there ({e.strerror or e}); choose a folder you "
                           "can write with hydra.run.dir=DIR") from None
 

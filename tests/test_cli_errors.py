@@ -358,3 +358,15 @@ def test_ctrl_c_in_predictor_pairs_says_the_pairs_are_kept(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert code == 130 and err.strip() == (f"hwnas.predictor: interrupted (Ctrl-C); every pair measured so far is in "
                                            f"{tmp_path / 'p.jsonl'}; rerun the same command to measure the rest")
+
+
+def test_a_full_disk_at_start_is_named_a_full_disk(tmp_path, monkeypatch, capsys):
+    """Issue 24: a full disk at start is said as a full disk, in one line, before anything runs."""
+    import errno
+    import tempfile
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    code, err = run_cli("search", SEARCH, tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "the disk is full (No space left on device); free some space on it")
