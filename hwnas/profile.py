@@ -198,6 +198,7 @@ def _outside_package(path: Path, what: str) -> None:
 
 def search_hint(target: str, table: Path, out: Path | None) -> str:
     """How a search uses the table this profile wrote (the default search reads the shipped tables)."""
+    table = Path(table).resolve()
     how = f"target.table={table}" if out else f"target.tables_dir={table.parent.parent}"
     return f"to search with this table: python -m hwnas.search +target={target} {how}"
 
