@@ -62,7 +62,7 @@ def busy_cores(cores: int, load: float | None = None) -> int:
     return max(0, min(cores - 1, int(load - 1.0)))
 
 
-def thread_policy(threads: int | None, busy: int = 0):
+def thread_policy(threads: int | None, busy: int = 0, note: str | None = None):
     """Set torch's CPU threads for the trials: `threads`, or the cores shared among this study's
     live workers on this machine, less the `busy` cores other jobs use (returned as the
     `on_local_workers` callback of `run_trials`).
@@ -80,25 +80,30 @@ def thread_policy(threads: int | None, busy: int = 0):
         torch.set_num_threads(threads)
         return None
     cores = max(1, usable_cores() - busy)
+    said = []
 
     def share(n_workers: int) -> None:
+        if note and not said:  # at the first trial: the note goes with the work it concerns
+            print(note, file=sys.stderr, flush=True)
+            said.append(True)
         want = max(1, cores // max(1, n_workers))
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
     return share
 
 
-def default_busy_cores(threads: int | None) -> int:
-    """With threads=null: the cores other jobs keep busy, said on stderr when there are any."""
+def default_busy_cores(threads: int | None) -> tuple[int, str | None]:
+    """With threads=null: the cores other jobs keep busy, and the line that says so (printed at the
+    first trial, by `thread_policy`), or (0, None)."""
     if threads is not None:
-        return 0
+        return 0, None
     cores = usable_cores()
     busy = busy_cores(cores)
-    if busy:
-        print(f"threads: other jobs keep {busy} of this machine's {cores} cores busy (load average "
-              f"{os.getloadavg()[0]:.1f}): torch uses at most {cores - busy} thread(s) so as not to oversubscribe; "
-              "threads=N sets it", file=sys.stderr)
-    return busy
+    if not busy:
+        return 0, None
+    return busy, (f"threads: other jobs keep {busy} of this machine's {cores} cores busy (load average "
+                  f"{os.getloadavg()[0]:.1f}): torch uses at most {cores - busy} thread(s) so as not to "
+                  "oversubscribe; threads=N sets it")
 
 
 # ---- targets -----------------------------------------------------------------------------------------
@@ -357,7 +362,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     objectives = expand_objectives(list(strategy["objectives"]), names)
     strategy["objectives"] = objectives  # what the strategies tell Optuna
     dirs = directions(objectives)
-    share_cores = thread_policy(cfg.get("threads"), default_busy_cores(cfg.get("threads")))
+    share_cores = thread_policy(cfg.get("threads"), *default_busy_cores(cfg.get("threads")))
 
     latency_targets, target_reports = [], []
     for target in targets:
