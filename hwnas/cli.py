@@ -36,23 +36,44 @@ def report_user_error(app: str, error: BaseException) -> None:
     print(f"hwnas.{app}: error: {' '.join(str(error).split())}", file=sys.stderr)
 
 
-def environment_message(e: OSError) -> str:
-    """One line for an OSError the environment caused (`ENVIRONMENT_ERRNOS`), with the fix."""
+def environment_message(e: OSError, run_dir: Path | None = None) -> str:
+    """One line for an OSError the environment caused (`ENVIRONMENT_ERRNOS`), with the fix.
+
+    Moving the run folder (`hydra.run.dir=`) is suggested only for a file inside it: a file elsewhere
+    (a cache, a table folder, an `out=` path) was named by another option, which the line points at."""
     where = f"{e.filename}: " if e.filename else ""
-    fix = {errno.ENOSPC: "free some space on that disk, or write elsewhere (hydra.run.dir=DIR)",
-           errno.EDQUOT: "free some of your disk quota, or write elsewhere (hydra.run.dir=DIR)",
-           errno.EFBIG: "the file grew beyond the size allowed here (ulimit -f); write elsewhere or raise the limit",
-           errno.EROFS: "that file system is read-only; write elsewhere (hydra.run.dir=DIR)"}.get(
-        e.errno, "check the permissions of that path, or write elsewhere (hydra.run.dir=DIR)")
+    elsewhere = _elsewhere(e.filename, run_dir)
+    fix = {errno.ENOSPC: f"the disk is full: free some space on it, or {elsewhere}",
+           errno.EDQUOT: f"your disk quota is used up: free some of it, or {elsewhere}",
+           errno.EFBIG: f"the file grew beyond the size allowed here (ulimit -f): raise the limit, or {elsewhere}",
+           errno.EROFS: f"that file system is read-only; {elsewhere}"}.get(
+        e.errno, f"check the permissions of that path, or {elsewhere}")
     return f"{where}{e.strerror or os.strerror(e.errno)}; {fix}"
 
 
+def _elsewhere(filename, run_dir: Path | None) -> str:
+    if filename is None or run_dir is None:
+        return "write elsewhere (the option that names that folder, or hydra.run.dir=DIR for the run folder)"
+    path, run = Path(os.fsdecode(filename)).resolve(), Path(run_dir).resolve()
+    if path == run or run in path.parents:
+        return "choose another run folder (hydra.run.dir=DIR)"
+    return f"give the option that names {path.parent} another folder (that path is not in the run folder {run})"
+
+
+#: what an interrupted app kept and how to resume it (`run_app`'s `interrupted`): the default
+INTERRUPTED = "what it finished is kept in {run_dir}; rerun the same command to do it again"
+INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+
 def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
-            register: Callable[[], None] | None = None, schema: type | None = None) -> None:
+            register: Callable[[], None] | None = None, schema: type | None = None,
+            interrupted: str | Callable[[Any, Path], str] = INTERRUPTED) -> None:
     """Run `task(cfg, run_dir)` as the Hydra app `hwnas.<app>` on `conf/<config_name>.yaml`.
 
     `register` stores the app's typed schemas in Hydra's ConfigStore first (so a misspelt key fails
-    at start-up, by name); `schema`, a dataclass, checks an app whose YAML names none.
+    at start-up, by name); `schema`, a dataclass, checks an app whose YAML names none. Ctrl-C ends
+    the app with one line, `interrupted` (a format string of `run_dir`, or a function of the config
+    and the run folder): what was kept and how to resume.
     """
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -65,6 +86,9 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     except HwnasError as e:
         report_user_error(app, e)
         sys.exit(USER_ERROR_EXIT)
+    except KeyboardInterrupt:
+        print(f"hwnas.{app}: interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr)
+        sys.exit(INTERRUPT_EXIT)
     if cfg is not None and loads_aoti_packages(cfg):
         import torch  # noqa: F401 -- maps the libstdc++ this process will run, which the plan compares
         from hwnas.convert.cxx_runtime import ensure_preloaded
@@ -72,6 +96,7 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
 
     def main(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        sweep_leftovers(run_dir)
         try:
             task(cfg, run_dir)
         except HwnasError as e:
@@ -80,8 +105,15 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
         except OSError as e:
             if e.errno not in ENVIRONMENT_ERRNOS:
                 raise
-            report_user_error(app, environment_message(e))
+            report_user_error(app, environment_message(e, run_dir))
             sys.exit(USER_ERROR_EXIT)
+        except KeyboardInterrupt:
+            try:
+                said = interrupted(cfg, run_dir) if callable(interrupted) else interrupted.format(run_dir=run_dir)
+            except Exception:  # noqa: BLE001 -- the line must come out whatever the config holds
+                said = INTERRUPTED.format(run_dir=run_dir)
+            print(f"hwnas.{app}: interrupted (Ctrl-C); {said}", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPT_EXIT)
 
     # Hydra names the job (and its log file) after the module that defines the task function.
     main.__module__ = f"hwnas.{app}"
@@ -109,6 +141,20 @@ def loads_aoti_packages(cfg) -> bool:
             return any(walk(v) for v in node)
         return node == "torch_inductor"  # a target's name, alone or in `targets`
     return walk(data)
+
+
+def sweep_leftovers(run_dir: Path) -> None:
+    """What killed hwnas processes left (SIGKILL runs no cleanup): scratch folders in the system temp
+    folder, registered temporary exports anywhere, temporary files in this run folder. Every app
+    removes them at start-up, whichever app was killed; a live process's are never touched."""
+    import logging
+
+    from hwnas.files import remove_stale_temps, sweep_dead_temps
+    removed = sweep_dead_temps() + remove_stale_temps(run_dir)
+    if removed:
+        logging.getLogger("hwnas").info("removed %d temporary file(s)/folder(s) that killed hwnas runs left: %s",
+                                        len(removed), ", ".join(str(p) for p in removed[:5])
+                                        + (" ..." if len(removed) > 5 else ""))
 
 
 # ---- start-up checks ------------------------------------------------------------------------------
@@ -259,9 +305,12 @@ def check_run_dir(run_dir: Path) -> None:
             os.close(fd)
             os.unlink(name)
     except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConfigError(f"hydra.run.dir={run_dir}: the disk is full ({e.strerror or e}); free some space on it, "
+                              "or choose a run folder on another disk with hydra.run.dir=DIR") from None
         raise ConfigError(f"hydra.run.dir={run_dir}: cannot write there ({e.strerror or e}); choose a folder you "
                           "can write with hydra.run.dir=DIR") from None
 
 
-__all__ = ["ENVIRONMENT_ERRNOS", "USER_ERROR_EXIT", "check_config", "check_run_dir", "environment_message",
+__all__ = ["ENVIRONMENT_ERRNOS", "INTERRUPTED", "INTERRUPT_EXIT", "USER_ERROR_EXIT", "check_config", "check_run_dir", "environment_message",
            "hydra_message", "preflight", "report_user_error", "run_app"]

@@ -777,10 +777,24 @@ def step_count(n: int, batch_size: int, world_size: int = 1, accum_steps: int = 
     if max_steps:
         steps = min(steps, max_steps)
     if steps == 0:
-        raise DataError(f"the training set has {n} samples, fewer than one optimizer step needs "
-                        f"(batch_size {batch_size} x processes {world_size} x accum_steps {accum_steps}); "
-                        "lower train.batch_size")
+        raise TooFewSamples(n, batch_size, world_size, accum_steps)
     return steps
+
+
+class TooFewSamples(DataError):
+    """The training set is smaller than one optimizer step. The message names the train app's key
+    (`train.batch_size`); an app that sets the batch size otherwise (the search's built-in supernet:
+    `pretrain.overrides`) says its own key with `fix`."""
+
+    def __init__(self, n: int, batch_size: int, world_size: int = 1, accum_steps: int = 1):
+        self.n, self.batch_size, self.world_size, self.accum_steps = n, batch_size, world_size, accum_steps
+        super().__init__(self.message("train.batch_size=N"))
+
+    def message(self, fix: str) -> str:
+        most = max(1, self.n // (self.world_size * self.accum_steps))
+        return (f"the training set has {self.n} samples, fewer than one optimizer step needs (batch_size "
+                f"{self.batch_size} x processes {self.world_size} x accum_steps {self.accum_steps}); give {fix} "
+                f"with N <= {most}, or more images")
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:

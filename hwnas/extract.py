@@ -109,6 +109,49 @@ def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | No
 
 
 # ---- where the weights come from ----------------------------------------------------------
+def search_weights(run: str | os.PathLike, pick: str | None, arch) -> str | None:
+    """The supernet a search scored its picks with (its run folder's `accuracy_source.json`), for
+    `run=DIR pick=NAME` without `checkpoint=`/`pretrained=`: that file, checked by content hash. A
+    search scored by the accuracy predictor holds no weights: refused, naming the `checkpoint=` to
+    give. None (a fresh init, said loudly) for a proxy-scored search (no accuracy: tests, dry runs)
+    and a run folder of an hwnas that did not record its source."""
+    import hashlib
+    import json
+    path = Path(run) / "accuracy_source.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ExtractError(f"{path}: unreadable ({e}); pass checkpoint= the supernet that search scored with") from None
+    evaluator = rec.get("evaluator")
+    space = arch.space
+    if evaluator == "supernet":
+        w = rec.get("weights") or {}
+        ckpt = Path(str(w.get("checkpoint", "")))
+        digest = None
+        if ckpt.is_file():
+            h = hashlib.sha1()
+            with open(ckpt, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            digest = h.hexdigest()[:16]
+        if digest is None or digest != w.get("sha1_16"):
+            what = "is no longer there" if digest is None else "has changed since (another content)"
+            raise ExtractError(f"run={run} scored its archs with the supernet {ckpt} (sha1 {w.get('sha1_16')}), which "
+                               f"{what}: pass checkpoint= that supernet (python -m hwnas.extract run={run} "
+                               f"pick={pick} checkpoint=SUPERNET.pt)")
+        log.info("weights: the supernet run=%s scored with, %s (sha1 %s%s)", run, ckpt, digest,
+                 "; the built-in short supernet: a SMOKE TEST, not trained weights" if rec.get("builtin") else "")
+        return str(ckpt)
+    if evaluator == "predictor":
+        raise ExtractError(f"run={run} scored its archs with the accuracy predictor, which holds no weights: pass "
+                           f"checkpoint= a {space} supernet (python -m hwnas.train space={space} "
+                           f"data=fashion_mnist), e.g. python -m hwnas.extract run={run} pick={pick} "
+                           "checkpoint=SUPERNET.pt, or pretrained= an official checkpoint")
+    return None
+
+
 def model_from_checkpoint(arch, checkpoint: str | os.PathLike, out_indices=None):
     """The plain model of `arch` with weights extracted from a supernet checkpoint."""
     from search_spaces import ArchError
@@ -157,7 +200,8 @@ def model_from_pretrained(arch, pretrained: str | os.PathLike, num_classes: int 
         try:
             report = load_pretrained(model, pretrained)
         except PretrainedError as e:
-            raise ExtractError(f"cannot import {pretrained}: {into_supernet}; {e}") from None
+            why = str(into_supernet) if str(e) == str(into_supernet) else f"{into_supernet}; {e}"
+            raise ExtractError(f"cannot import {pretrained}: {why}") from None
         if report["skipped"] or report["unexpected"] or report["missing"]:
             raise ExtractError(f"{pretrained} holds neither a reference model of {arch.space} nor this arch "
                                f"({into_supernet}); as this arch: {format_report(report)}")
@@ -275,6 +319,9 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
     a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
+    preflight(formats, a.task)  # formats that cannot be made for this arch (a backbone as aoti)
+    if run and not checkpoint and not pretrained:
+        checkpoint = search_weights(run, pick, a)
     if out_indices is not None:
         if a.task != "backbone":
             raise ExtractError("out_indices= picks the stages a backbone returns: add features_only=true")
@@ -292,6 +339,9 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     else:
         model, n_cls, weights = fresh_model(a, num_classes, out_indices)
     weights["arch_source"] = arch_source
+    if a.task == "classify" and n_cls != 1000:
+        log.info("this export has a %d-class head: %.2f M params (the search and the latency tables count the "
+                 "1000-class head, deploy_num_classes: %.2f M)", n_cls, a.params(n_cls) / 1e6, a.params() / 1e6)
     if data_cfg is not None:
         weights["bn_recalibration"] = recalibrate(model, data_cfg, bn_batches, bn_batch_size, seed)
         log.info("BatchNorm statistics re-estimated on %d batches of %d images", bn_batches, bn_batch_size)
@@ -303,6 +353,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     latency = deployed_latencies(model, a, latency_tables)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
                             opset=opset, log=log.info, latency=latency, extra_files=extra_files)
+    head_only = []  # tables whose only untimed block is the classifier head (another class count)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:
             log.info("predicted latency %-40s %8.3f ms%s", key, p["ms"], "  (ESTIMATED table)" if p.get("estimated") else "")
@@ -310,9 +361,18 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             log.warning("no latency from %s: %s", key, p.get("error", "?"))
         d = p.get("deploy") or {}
         if d and not d.get("timed_what_ships", False):
+            differ = d.get("differing_blocks") or []
+            if not d.get("error") and d["blocks"] - d["blocks_timed_as_shipped"] == len(differ) \
+                    and differ and all(".head(" in k for k in differ):
+                head_only.append(key)
+                continue
             log.warning("%s did not time this export's deploy form: %s", key,
                         d.get("error") or f"{d['blocks'] - d['blocks_timed_as_shipped']} of {d['blocks']} blocks "
-                                          f"differ, e.g. {d['differing_blocks'][:2]}")
+                                          f"differ, e.g. {differ[:2]}")
+    if head_only:  # one line, not one warning per table
+        log.info("the predicted latencies are the arch's with the 1000-class head the tables timed (the search's "
+                 "deploy_num_classes); this export's %d-class head is its only block they did not time (%s)",
+                 n_cls, ", ".join(head_only))
     log.info("export written to %s (manifest.json)", Path(out_dir).resolve())
     if not manifest["checks_passed"]:
         msg = "export checks FAILED: " + "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())
@@ -400,7 +460,9 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("extract", "extract", _task, register=_register)
+    run_app("extract", "extract", _task, register=_register,
+            interrupted="an export is written whole or not at all, so {run_dir} holds no half-made file; "
+                        "rerun the same command to export again")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,13 @@ sees the previous file or the new one, never half of one.
 A temporary name carries its writer's process id (`owner_tag`), so what a killed writer left
 (SIGKILL runs no cleanup) is recognised and removed by the next run in that folder
 (`remove_stale_temps`), and never what a live writer is still writing.
+
+Scratch space outside a run folder (the ONNX files a profile times, in the system temp folder) and
+an export's temporary folder inside the user's output folder are also findable by any later run of
+any app (`sweep_dead_temps`, called by `hwnas.cli.run_app` at start-up):
+
+    with owned_temp_dir("ort") as d:            # <tmp>/hwnas-ort-<pid>-<ticks>-XXXX, removed at the end
+    register_temp(path)                         # a temp path elsewhere: listed in <tmp>/hwnas-temps/<pid>-<ticks>
 """
 from __future__ import annotations
 
@@ -73,6 +80,84 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+#: <tmp>/hwnas-<what>-<pid>-<ticks>-<random>: scratch folders of `owned_temp_dir`
+_SCRATCH = re.compile(r"^hwnas-[a-z]+-(?P<pid>\d+)-(?P<ticks>\d+|x)-")
+_REGISTERED: set[str] = set()
+
+
+def temp_root() -> Path:
+    import tempfile
+    return Path(tempfile.gettempdir())
+
+
+def _registry() -> Path:
+    return temp_root() / "hwnas-temps"
+
+
+@contextlib.contextmanager
+def owned_temp_dir(what: str) -> Iterator[Path]:
+    """A fresh scratch folder in the system temp folder, named with this process's owner tag (so a
+    later run removes it if this process is killed), removed when the block ends."""
+    import tempfile
+    d = Path(tempfile.mkdtemp(prefix=f"hwnas-{what}-{owner_tag()}-", dir=temp_root()))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def register_temp(path: str | os.PathLike) -> None:
+    """Record a temporary path (named by `_TEMP`, anywhere) for this process: if it is killed before
+    removing it, the next `sweep_dead_temps` of any app removes it."""
+    path = os.path.abspath(path)
+    if path in _REGISTERED:
+        return
+    reg = _registry()
+    reg.mkdir(exist_ok=True)
+    with open(reg / owner_tag(), "a") as f:
+        f.write(path + "\n")
+    if not _REGISTERED:
+        import atexit
+        atexit.register(_forget_registry, reg / owner_tag())
+    _REGISTERED.add(path)
+
+
+def _forget_registry(listing: Path) -> None:
+    with contextlib.suppress(OSError):
+        listing.unlink()
+
+
+def sweep_dead_temps() -> list[Path]:
+    """Remove what killed hwnas processes left: their scratch folders in the system temp folder
+    (`owned_temp_dir`) and the temporary paths they registered (`register_temp`, e.g. a killed
+    extract's `.export-*.tmp` in its output folder). Only paths whose owner is dead; returns them."""
+    removed: list[Path] = []
+    root = temp_root()
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _SCRATCH.match(p.name)
+        if m and p.is_dir() and not p.is_symlink() and not owner_alive(int(m["pid"]), m["ticks"]):
+            _remove(p)
+            removed.append(p)
+    reg = _registry()
+    for listing in (reg.iterdir() if reg.is_dir() else []):
+        pid, _, ticks = listing.name.partition("-")
+        if not pid.isdigit() or owner_alive(int(pid), ticks or "x"):
+            continue
+        with contextlib.suppress(OSError):
+            for line in listing.read_text().splitlines():
+                p = Path(line)
+                m = _TEMP.match(p.name)
+                if m and (m["pid"] or m["xpid"]) == pid and (p.exists() or p.is_symlink()):
+                    _remove(p)  # only a temporary name of that very process
+                    removed.append(p)
+            listing.unlink()
+    return removed
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -110,4 +195,5 @@ def atomic_write(path: str | os.PathLike, data: str | bytes, fsync: bool = True)
     return path
 
 
-__all__ = ["atomic_path", "atomic_write", "owner_alive", "owner_tag", "remove_stale_temps"]
+__all__ = ["atomic_path", "atomic_write", "owned_temp_dir", "owner_alive", "owner_tag", "register_temp",
+           "remove_stale_temps", "sweep_dead_temps"]

@@ -127,7 +127,14 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
     files = _jsonl_files(paths)
     recs = []
     for f in files:
-        lines = f.read_text().splitlines()
+        try:
+            lines = f.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise PredictorError(f"{f}: not a text file (a pairs file is JSON lines: one {{\"arch\": ..., "
+                                 "\"val_top1\": ...} object per line, as `python -m hwnas.predictor pairs` "
+                                 "writes); check the path") from None
+        except OSError as e:
+            raise PredictorError(f"{f}: cannot be read ({e.strerror or e}); check the path") from None
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
@@ -315,14 +322,33 @@ class AccuracyPredictor:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
     @property
-    def label(self) -> str:
+    def source(self) -> dict[str, str]:
+        """Where its numbers come from, read from the file's provenance: the data and resolution the
+        supernet was scored on, the supernet recipe (and variant), the pairs and the held-out Kendall
+        tau. A field the file does not hold is 'unknown' (never guessed)."""
         p = self.provenance
-        tau = (p.get("heldout") or {}).get("kendall_tau")
         d = p.get("data") if isinstance(p.get("data"), dict) else {}
-        data = d.get("name", "its data") + (f" at {d['image_size']} px" if d.get("image_size") else "")
-        return (f"predicted inherited top-1 % on {data} val (accuracy predictor, {p.get('n_pairs', '?')} pairs, "
-                f"held-out Kendall tau {tau:.2f})" if tau is not None else
-                f"predicted inherited top-1 % (accuracy predictor, {p.get('n_pairs', '?')} pairs)")
+        tau = (p.get("heldout") or {}).get("kendall_tau") if isinstance(p.get("heldout"), dict) else None
+        recipes = p.get("recipe_ids") if isinstance(p.get("recipe_ids"), list) else []
+        recipe = ", ".join(str(r) for r in recipes) or "unknown"
+        if p.get("variant"):
+            recipe += f" ({p['variant']})"
+        return {"data": str(d.get("name") or "unknown"),
+                "resolution": f"{d['image_size']} px" if d.get("image_size") else "unknown resolution",
+                "recipe": recipe, "pairs": str(p.get("n_pairs", "unknown")),
+                "heldout_tau": f"{tau:.2f}" if isinstance(tau, (int, float)) and math.isfinite(tau) else "unknown"}
+
+    @property
+    def shipped_file(self) -> bool:
+        return self.path is not None and Path(self.path).resolve().parent == SHIPPED_DIR.resolve()
+
+    @property
+    def label(self) -> str:
+        """One line: what the accuracy is and where it comes from (console summary, report.md, plots)."""
+        s = self.source
+        return (f"predicted inherited top-1 % on {s['data']} at {s['resolution']} val "
+                f"({'shipped ' if self.shipped_file else ''}accuracy predictor of supernet recipe {s['recipe']}, "
+                f"{s['pairs']} pairs, held-out Kendall tau {s['heldout_tau']})")
 
     def check_space(self, space_name: str) -> None:
         if space_name != self.space_name:
@@ -527,6 +553,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hwnas.cli import USER_ERROR_EXIT, report_user_error
         report_user_error("predictor", e)
         return USER_ERROR_EXIT
+    except KeyboardInterrupt:
+        from hwnas.cli import INTERRUPT_EXIT
+        kept = (f"nothing was written ({args.out} is written whole at the end); rerun the same command"
+                if args.cmd == "fit" else
+                f"every pair measured so far is in {args.out}; rerun the same command to measure the rest")
+        print(f"hwnas.predictor: interrupted (Ctrl-C); {kept}", file=sys.stderr)
+        return INTERRUPT_EXIT
     return 0
 
 

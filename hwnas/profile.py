@@ -1,7 +1,8 @@
 """`python -m hwnas.profile +target=T space=S`: build the latency table of a space on a target.
 
 Measures every block of `space.all_blocks()` (or only those of `archs=[...]`) into
-`latency_tables/T/<device>.csv` + `.json`, resuming where a killed run stopped, then measures the
+`<tables_dir>/T/<device>.csv` + `.json` (a folder of the user's, `outputs/latency_tables` by default,
+or the table `out=PATH.csv`; never the tables shipped in the package), resuming where a killed run stopped, then measures the
 references and `n_fit` random subnets end to end and fits the Σ-blocks correction. The run works in
 `<device>.partial.csv` and replaces the table only when done, so a killed run never leaves a
 half-made table for a search to pick (a rerun resumes). Rows and networks whose fingerprint no
@@ -27,6 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.errors import ConfigError, check_min
 from hwnas.latency.config import register_target
+from hwnas.latency.table import PARTIAL, TABLES_DIR
 
 log = logging.getLogger("hwnas.profile")
 
@@ -111,7 +113,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     target_cfg: dict[str, Any] = OmegaConf.to_container(cfg.target, resolve=True)
     name = target_cfg.pop("name")
     backend = get_backend(name, **target_cfg)
-    path = Path(cfg.out) if cfg.out else table_path_for(backend, cfg.tables_dir)
+    out = table_out(cfg.get("out"))
+    tables_dir = user_tables_dir(cfg.get("tables_dir"))
+    path = out or table_path_for(backend, tables_dir)
 
     if cfg.get("adapt"):
         from hwnas.latency.adapt import adapted_path, run_adapt
@@ -126,9 +130,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     if name == "coreml":
         from hwnas.latency import coreml_bundle
         if cfg.coreml.import_csv:
-            table = coreml_bundle.import_results(cfg.coreml.import_csv, space, backend,
-                                                 Path(cfg.out) if cfg.out else None, cfg.tables_dir)
+            table = coreml_bundle.import_results(cfg.coreml.import_csv, space, backend, out, tables_dir)
             log.info("imported %s into %s: %s", cfg.coreml.import_csv, table.path, table.describe())
+            log.info("%s", search_hint(name, table.path, out))
             return table.path
         if sys.platform != "darwin":  # Core ML times only on macOS: build the bundle for a Mac
             bundle = Path(cfg.coreml.bundle_dir or Path(run_dir or ".") / "coreml_bundle")
@@ -140,7 +144,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
                      bundle, space.name)
             return bundle
 
-    _device_check(backend, space, path, cfg.tables_dir)
+    _device_check(backend, space, path)
     table = run_profile(backend, space, path, archs=archs or None, n_fit=cfg.n_fit, progress=cfg.progress,
                         limit=cfg.limit, fit_seed=cfg.fit_seed)
     if table.path != path:
@@ -168,15 +172,62 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     log.info("%s", table.describe())
     log.info("table: %s (%d rows); correction for %s: %s", table.path, len(table.rows), space.scope,
              json.dumps({k: v for k, v in table.correction(space.scope).items() if k in ("form", "a", "b", "loo_mape")}))
+    log.info("%s", search_hint(name, table.path, out))
     return table.path
 
 
-def _device_check(backend, space, path: Path, tables_dir) -> None:
+#: where a profile writes when neither `out=` nor `tables_dir=` is given: a folder of the user's,
+#: beside Hydra's run folders (relative to the working directory), so that a rerun resumes
+DEFAULT_TABLES_DIR = "outputs/latency_tables"
+
+
+def table_out(out: str | None) -> Path | None:
+    """The table path of `out=` (a `.csv`: its `.json`, `.networks.csv` and `.partial.*` go beside it,
+    named after it), checked to lie outside the shipped tables."""
+    if not out:
+        return None
+    path = Path(out)
+    if path.suffix != ".csv" or path.stem.endswith(PARTIAL):
+        # without `.csv`, `<out>.json` (the provenance) would be the `.json` of another table, and the
+        # working file's `.json` that of `<out>.csv`: a complete table's provenance overwritten
+        stem = path.name.removesuffix(".csv").removesuffix(".json").removesuffix(PARTIAL)
+        raise ConfigError(f"out={out}: a table is a .csv file (its .json provenance goes beside it, named after "
+                          f"it), and not a {PARTIAL} one; give out={path.with_name(stem + '.csv')}")
+    _outside_package(path, f"out={out}")
+    return path
+
+
+def user_tables_dir(tables_dir: str | None) -> Path:
+    """The folder of `<target>/<device>.csv` tables this profile writes to (a user folder)."""
+    folder = Path(tables_dir or DEFAULT_TABLES_DIR)
+    _outside_package(folder, f"tables_dir={folder}")
+    return folder
+
+
+def _outside_package(path: Path, what: str) -> None:
+    """A profile never writes into the installed `latency_tables` package (site-packages, or the source
+    tree of an editable install): those tables ship with hwnas and are replaced only by a release."""
+    shipped = TABLES_DIR.resolve()
+    target = path.resolve()
+    if target == shipped or shipped in target.parents:
+        raise ConfigError(f"{what}: that is inside the tables shipped with hwnas ({shipped}), which a profile "
+                          f"never writes; profile into a folder of yours (tables_dir=DIR, default "
+                          f"{DEFAULT_TABLES_DIR}) and search with target.tables_dir=DIR")
+
+
+def search_hint(target: str, table: Path, out: Path | None) -> str:
+    """How a search uses the table this profile wrote (the default search reads the shipped tables)."""
+    table = Path(table).resolve()
+    how = f"target.table={table}" if out else f"target.tables_dir={table.parent.parent}"
+    return f"to search with this table: python -m hwnas.search +target={target} {how}"
+
+
+def _device_check(backend, space, path: Path) -> None:
     """Say which table a search on this machine uses now, and that this run makes one for it."""
     from hwnas.latency import LatencyTable, LatencyTableError, default_table_path
     from hwnas.latency.backends import device_note, this_device
     try:
-        current = default_table_path(backend.name, space.scope, tables_dir, this_device=this_device(backend.name))
+        current = default_table_path(backend.name, space.scope, None, this_device=this_device(backend.name))
         note = device_note(LatencyTable.load(current), space.scope, current)
     except LatencyTableError:
         return
@@ -186,7 +237,15 @@ def _device_check(backend, space, path: Path, tables_dir) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("profile", "profile", run, register=register)
+    run_app("profile", "profile", run, register=register, interrupted=interrupted)
+
+
+def interrupted(cfg, run_dir) -> str:
+    """Ctrl-C: the blocks measured so far are in the table's `.partial.csv`; the same command resumes."""
+    where = (Path(cfg.out).with_suffix("").as_posix() + PARTIAL + ".csv" if cfg.get("out")
+             else f"{user_tables_dir(cfg.get('tables_dir'))}/{cfg.target.name}/<device>{PARTIAL}.csv")
+    return (f"the blocks measured so far are kept in {where} (never used by a search until complete); "
+            "rerun the same command to resume")
 
 
 if __name__ == "__main__":

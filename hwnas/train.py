@@ -65,7 +65,9 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("train", "train", _task, register=register_common, schema=TrainAppConfig)
+    run_app("train", "train", _task, register=register_common, schema=TrainAppConfig,
+            interrupted="the last finished epoch is kept in {run_dir}/train_state.pt (and supernet.pt); resume "
+                        "with the same command and hydra.run.dir={run_dir}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ initialisation and is listed in the report (`missing`).
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -47,6 +48,12 @@ _WRAPPERS = ("state_dict", "model", "model_ema", "state_dict_ema", "module")
 
 
 # ---- reading the file ---------------------------------------------------------------------------------
+def _first_line(e: BaseException) -> str:
+    """The first line of an error, without torch's advice to load with weights_only=False."""
+    line = (str(e).splitlines() or [type(e).__name__])[0]
+    return line.split(" In PyTorch 2.6")[0].split("Re-running `torch.load`")[0].strip()[:200] or type(e).__name__
+
+
 def read_state_dict(path_or_state_dict: Any) -> dict:
     """The tensor dict of a checkpoint file or dict: unwraps `model` / `state_dict` / ... and `module.`."""
     sd = path_or_state_dict
@@ -55,11 +62,23 @@ def read_state_dict(path_or_state_dict: Any) -> dict:
         p = Path(sd).expanduser()
         if not p.is_file():
             raise PretrainedError(f"{p}: no such file (download the official or timm checkpoint first)")
+        with open(p, "rb") as f:
+            head = f.read(8)
+        # torch.save writes a zip archive (or, before torch 1.6, a pickle beginning with its magic number)
+        if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02\x8a\x0a")):
+            begins = f"it begins with bytes {head.hex()}" if head else "it is empty"
+            raise PretrainedError(f"{p}: not a PyTorch checkpoint file ({begins}; a file written by torch.save "
+                                  "begins with a zip header); check the path, or download it again")
         try:
             sd = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise PretrainedError(f"{p}: cannot be read as a PyTorch checkpoint with weights_only=True "
-                                  f"({str(e).splitlines()[0][:200]})") from None
+        except pickle.UnpicklingError:
+            # torch's own message advises weights_only=False, which runs any code the file holds: never that
+            raise PretrainedError(f"{p}: holds Python objects besides tensors, which are not loaded (a file's "
+                                  "code is never run); load it where you trust it and re-save its state dict "
+                                  "(torch.save(model.state_dict(), PATH))") from None
+        except Exception as e:  # noqa: BLE001 -- a damaged archive: RuntimeError, EOFError, BadZipFile ...
+            raise PretrainedError(f"{p}: truncated or corrupt checkpoint ({_first_line(e)}); download it "
+                                  "again") from None
     for _ in range(3):
         if isinstance(sd, Mapping) and not any(torch.is_tensor(v) for v in sd.values()):
             inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), Mapping)), None)

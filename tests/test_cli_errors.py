@@ -10,6 +10,7 @@ size limit), and tests/test_apps.py runs each app as a real process too.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import resource
@@ -65,6 +66,7 @@ def files(tmp_path_factory):
     (d / "tables").mkdir()
     (d / "truncated_run").mkdir()
     torch.save({"format": "hwnas.train_state", "blob": torch.zeros(50_000)}, d / "whole.pt")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=0.1)}, d / "objects.pt")
     raw = (d / "whole.pt").read_bytes()
     (d / "truncated_run" / "train_state.pt").write_bytes(raw[: len(raw) // 2])
     return d
@@ -114,6 +116,12 @@ CASES = {
     "unwritable run folder": ("search", [*SEARCH], "cannot write there", True),
     "unparsable override": ("search", [*SEARCH, "pretrain.overrides=[train.epochs=2]"],
                             "cannot read the command line", True),
+    # issue 25, 4: the default evaluator (the shipped predictor) reads no data
+    "own data with the predictor": ("search", ["+target=onnxruntime_cpu", "progress=false", "data=imagefolder",
+                                               "data.root={files}"],
+                                    "data=imagefolder: the accuracy predictor (the default evaluator) predicts top-1 "
+                                    "on fashion_mnist from the arch alone and reads no data; to score archs on "
+                                    "imagefolder, give evaluator=supernet checkpoint=SUPERNET", False),
     # 8, 9, 10: train
     "zero batch size": ("train", [*TRAIN, "train.batch_size=0"], "train.batch_size=0: must be >= 1", True),
     "zero epochs": ("train", [*TRAIN, "train.epochs=0"], "train.epochs=0: must be >= 1", True),
@@ -135,6 +143,16 @@ CASES = {
     "corrupt picks.yaml": ("extract", ["run={files}/bad_picks", "pick=efficientformerv2_s0"],
                            "picks.yaml is not valid YAML", False),
     "binary arch file": ("extract", ["arch={files}/binary.yaml"], "is not a YAML/JSON arch file", False),
+    # issue 24: a backbone as an AOTInductor package (was a traceback deep in torch.export)
+    "aoti of a backbone": ("extract", ["arch=efficientformerv2_s0", "resolution=64", "format=[aoti]",
+                                       "features_only=true"], "format=aoti packages a classifier", False),
+    # issue 24: random bytes as pretrained= read as an unsafe-file refusal quoting torch's weights_only advice
+    "pretrained of random bytes": ("extract", ["arch=efficientformerv2_s0", "format=pt",
+                                               "pretrained={files}/random.bin"],
+                                   "random.bin: not a PyTorch checkpoint file (it begins with bytes", False),
+    "pretrained holding objects": ("extract", ["arch=efficientformerv2_s0", "format=pt",
+                                               "pretrained={files}/objects.pt"],
+                                   "objects.pt: holds Python objects besides tensors, which are not loaded", False),
     "arch file of the other space": ("extract", ["arch={files}/other_space.yaml"],
                                      "says space 'nextvit', but its stages are an arch of space 'efficientformerv2'", False),
 }
@@ -155,6 +173,7 @@ def test_a_user_error_is_one_line_exit_2_and_nonsense_fails_at_start_up(case, fi
         run_dir = _readonly_dir(tmp_path)
     code, err = run_cli(app, args, run_dir, monkeypatch, capsys)
     assert_one_line(app, code, err, message)
+    assert "weights_only=False" not in err and "weights_only` set to `False" not in err  # never that advice
     if at_start_up and case not in ("run folder is a file", "unwritable run folder"):
         assert not run_dir.exists(), "a start-up error must come before Hydra makes the run folder"
 
@@ -299,3 +318,136 @@ def test_synthetic_data_is_refused_as_a_search_accuracy_source(tmp_path, monkeyp
                         tmp_path / "run", monkeypatch, capsys)
     assert_one_line("search", code, err, "data=synthetic with evaluator=supernet: synthetic data has random labels")
     assert not (tmp_path / "run").exists() and not (tmp_path / ".cache").exists()
+
+
+# ---- issue 24: writes, Ctrl-C, misleading fixes ------------------------------------------------------
+def test_profile_out_without_csv_is_refused_and_leaves_the_table_of_that_name(tmp_path, monkeypatch, capsys):
+    """`out=DIR/NAME` (no `.csv`) wrote its provenance to `DIR/NAME.json`: the `.json` of the complete
+    table `DIR/NAME.csv`, which then no longer loaded. Refused at once, the table untouched."""
+    (tmp_path / "cpu.csv").write_text("key,median_ms\n")
+    (tmp_path / "cpu.json").write_text('{"complete": {"efficientformerv2": true}}\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for out in ("cpu", "cpu.json", "cpu.partial.csv"):
+        code, err = run_cli("profile", [*PROFILE, f"out={tmp_path / out}", "limit=1"], tmp_path / "run",
+                            monkeypatch, capsys)
+        assert_one_line("profile", code, err, f"give out={tmp_path / 'cpu.csv'}")
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name != "run"} == before
+
+
+def test_profile_never_writes_into_the_shipped_tables(tmp_path, monkeypatch, capsys):
+    from hwnas.latency.table import TABLES_DIR
+    before = sorted(p.name for p in TABLES_DIR.rglob("*"))
+    for arg in (f"tables_dir={TABLES_DIR}", f"out={TABLES_DIR / 'onnxruntime_cpu' / 'mine.csv'}"):
+        code, err = run_cli("profile", [*PROFILE, arg, "limit=1"], tmp_path / "run", monkeypatch, capsys)
+        assert_one_line("profile", code, err, "inside the tables shipped with hwnas")
+    assert sorted(p.name for p in TABLES_DIR.rglob("*")) == before
+
+
+def test_profile_writes_to_a_user_folder_by_default(tmp_path):
+    """No `tables_dir=`/`out=`: the table goes to `outputs/latency_tables/` under the working folder,
+    never into the package (here the source tree of an editable install)."""
+    r = subprocess.run([sys.executable, "-m", "hwnas.profile", *PROFILE, "limit=1", "target.canary=false",
+                        f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert list((tmp_path / "outputs" / "latency_tables" / "onnxruntime_cpu").glob("*.partial.csv")), r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("app,task,kept", [
+    ("search", "hwnas.search.app.run", "resume it with the same command and hydra.run.dir="),
+    ("train", "hwnas.train._task", "train_state.pt"),
+    ("profile", "hwnas.profile.run", "rerun the same command to resume"),
+    ("extract", "hwnas.extract._task", "no half-made file"),
+])
+def test_ctrl_c_is_one_line_saying_what_was_kept_and_how_to_resume(app, task, kept, tmp_path, monkeypatch, capsys):
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(task, interrupted)
+    args = {"search": SEARCH, "train": TRAIN, "profile": PROFILE, "extract": ["arch=efficientformerv2_s0"]}[app]
+    code, err = run_cli(app, args, tmp_path / "run", monkeypatch, capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"hwnas.{app}: interrupted (Ctrl-C); ")]
+    assert code == 130 and len(lines) == 1 and kept in lines[0], err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_write_failure_outside_the_run_folder_does_not_suggest_moving_the_run_folder(tmp_path):
+    import errno
+    from hwnas.cli import environment_message
+    run = tmp_path / "run"
+    cache = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache" / "supernet.pt"))
+    msg = environment_message(cache, run)
+    assert "disk is full" in msg and str(tmp_path / "cache") in msg and "hydra.run.dir" not in msg
+    inside = OSError(errno.ENOSPC, "No space left on device", str(run / "model.pt"))
+    assert "hydra.run.dir=DIR" in environment_message(inside, run)
+
+
+def test_the_storage_proxy_and_predictor_fit_on_bad_input_are_one_line(files, capsys):
+    """`python -m hwnas.search.server --storage bogus://x` (a SQLAlchemy traceback) and
+    `python -m hwnas.predictor fit` on a binary file (a UnicodeDecodeError traceback)."""
+    from hwnas.predictor import main as predictor_main
+    from hwnas.search.server import main as server_main
+    for url, says in (("bogus://x", "unknown database kind 'bogus'"), ("not-a-url", "not a database URL")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            server_main(["--storage", url, "--port", "0"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"hwnas.search.server: error: --storage {url}: {says}"), err
+        assert len(err.strip().splitlines()) == 1 and "null for sqlite" not in err
+    code = predictor_main(["fit", "--space", "efficientformerv2", str(files / "random.bin"), "--out",
+                           str(files / "p.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("hwnas.predictor: error: ") and "random.bin: not a text file" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (files / "p.json").exists()
+
+
+def test_aoti_without_a_cxx_compiler_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no g++ (nor anything else) on PATH
+    code, err = run_cli("extract", ["arch=efficientformerv2_s0", "resolution=64", "format=[aoti]"], tmp_path / "run",
+                        monkeypatch, capsys)
+    assert_one_line("extract", code, err, "format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
+                                          "(g++ is not on PATH)")
+    assert not list((tmp_path / "run").glob("model.*"))
+
+
+def test_a_tiny_image_folder_names_the_searchs_own_batch_size_key(tmp_path, monkeypatch, capsys):
+    """Issue 24: a search on a tiny image folder was told to lower train.batch_size, a key the search
+    refuses; the line now gives the pretrain.overrides that the search takes (quoted as Hydra reads it)."""
+    import numpy as np
+    from PIL import Image
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "img" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((8, 8, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "img" / split / c / f"{i}.png")
+    code, err = run_cli("search", ["+target=onnxruntime_cpu", "progress=false", "evaluator=supernet", "data=imagefolder",
+                                   f"data.root={tmp_path / 'img'}", "data.image_size=32",
+                                   f"pretrain.cache_dir={tmp_path / 'cache'}"], tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "the training set has 4 samples")
+    line = next(ln for ln in err.splitlines() if ln.startswith("hwnas.search: error: "))
+    assert "'pretrain.overrides=[" in line and '"train.batch_size=N"]' in line and "N <= 4" in line
+    assert "lower train.batch_size" not in line
+
+
+def test_ctrl_c_in_predictor_pairs_says_the_pairs_are_kept(tmp_path, monkeypatch, capsys):
+    import hwnas.predictor as predictor
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(predictor, "measure_pairs", interrupted)
+    code = predictor.main(["pairs", "--checkpoint", str(tmp_path / "s.pt"), "--out", str(tmp_path / "p.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 130 and err.strip() == (f"hwnas.predictor: interrupted (Ctrl-C); every pair measured so far is in "
+                                           f"{tmp_path / 'p.jsonl'}; rerun the same command to measure the rest")
+
+
+def test_a_full_disk_at_start_is_named_a_full_disk(tmp_path, monkeypatch, capsys):
+    """Issue 24: a full disk at start is said as a full disk, in one line, before anything runs."""
+    import errno
+    import tempfile
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    code, err = run_cli("search", SEARCH, tmp_path / "run", monkeypatch, capsys)
+    assert_one_line("search", code, err, "the disk is full (No space left on device); free some space on it")

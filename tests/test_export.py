@@ -146,6 +146,20 @@ def test_manifest_predicts_latency_on_every_shipped_table_of_the_space():
         assert entry["estimated"] == table.is_estimated
 
 
+def test_a_killed_profiles_partial_table_is_no_table_of_the_manifest(tmp_path):
+    """Issue 24: a killed profile leaves `<device>.partial.csv` + `.json`; the manifest's tables (and
+    so `predicted_latency_ms`) never include it."""
+    import shutil
+    from hwnas.latency.predict import shipped_tables
+    from hwnas.latency.table import TABLES_DIR
+    src = TABLES_DIR / "onnxruntime_cpu" / "amd-epyc"
+    (tmp_path / "onnxruntime_cpu").mkdir()
+    for suffix in (".csv", ".json"):
+        shutil.copyfile(src.with_suffix(suffix), tmp_path / "onnxruntime_cpu" / f"amd-epyc{suffix}")
+        shutil.copyfile(src.with_suffix(suffix), tmp_path / "onnxruntime_cpu" / f"amd-epyc.partial{suffix}")
+    assert [p.name for p in shipped_tables(tmp_path)] == ["amd-epyc.csv"]
+
+
 # ---- never half-written -------------------------------------------------------------------------------
 def _snapshot(d: Path) -> dict:
     return {str(p.relative_to(d)): hashlib.sha1(p.read_bytes()).hexdigest()

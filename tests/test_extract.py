@@ -259,3 +259,52 @@ def test_the_app_reports_a_missing_pick_and_an_unknown_format_clearly(tmp_path):
     r = run_app("arch=nextvit_s", "format=[onnx,tflite]", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path)
     assert r.returncode != 0 and "unknown export format 'tflite'" in r.stderr and "Traceback" not in r.stderr
     assert not list((tmp_path / "b").glob("model.*"))
+
+
+# ---- issue 24: a pick carries the weights its search scored with ------------------------------------
+def _record(run: Path, **rec) -> None:
+    from hwnas.search.app import AccuracySource, write_accuracy_source
+    write_accuracy_source(run, AccuracySource(None, rec.get("label", ""), None, "", record=rec))
+
+
+def test_a_pick_carries_the_weights_its_search_scored_with_or_is_refused(checkpoint, tmp_path):
+    """`extract run=DIR pick=NAME` without checkpoint= exported random weights after a search on the
+    built-in supernet. Now it takes the supernet the run folder records (checked by content hash), and
+    refuses in one line naming checkpoint= when that file changed or the search had no weights."""
+    import shutil
+    from hwnas.extract import ExtractError, extract
+    from hwnas.search.app import _file_digest
+    path, _ = checkpoint
+    ckpt = tmp_path / "supernet.pt"
+    shutil.copyfile(path, ckpt)
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    run = write_picks(tmp_path / "search", search_picks(arch))
+    _record(run, evaluator="supernet", builtin=True,
+            weights=dict(checkpoint=str(ckpt), sha1_16=_file_digest(ckpt), num_classes=10))
+    m = extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e")
+    assert m["weights"]["path"] == str(ckpt) and m["weights"]["source"] != "fresh_init"
+    ckpt.write_bytes(ckpt.read_bytes() + b"\0")  # another supernet under that name
+    with pytest.raises(ExtractError, match="has changed since.*pass checkpoint= that supernet"):
+        extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e2")
+    _record(run, evaluator="predictor", weights=None)
+    with pytest.raises(ExtractError, match="accuracy predictor, which holds no weights: pass checkpoint= a "
+                                           "efficientformerv2 supernet"):
+        extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e3")
+    assert not (tmp_path / "e2" / "model.pt").exists() and not (tmp_path / "e3" / "model.pt").exists()
+
+
+def test_another_class_count_is_said_once_with_both_param_counts(tmp_path, caplog):
+    """Issue 24: the search reports params with the 1000-class head, the extract exported 10 classes and
+    warned once per shipped table that the tables did not time it. Now: one line with both counts, one
+    line saying the head is the only block the tables did not time, and no warning about it."""
+    import logging
+    arch = search_spaces.get_space("efficientformerv2").reference("efficientformerv2_s0")
+    with caplog.at_level(logging.INFO, logger="hwnas.extract"):
+        m = extract(arch="efficientformerv2_s0", num_classes=10, formats=["pt"], out_dir=tmp_path / "e")
+    assert m["params"] == arch.params(10)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "hwnas.extract"]
+    assert [x for x in msgs if x.startswith("this export has a 10-class head")] == [
+        f"this export has a 10-class head: {arch.params(10) / 1e6:.2f} M params (the search and the latency tables "
+        f"count the 1000-class head, deploy_num_classes: {arch.params() / 1e6:.2f} M)"]
+    assert len([x for x in msgs if "10-class head is its only block they did not time" in x]) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "did not time" in r.getMessage()]

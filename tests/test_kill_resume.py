@@ -4,6 +4,8 @@
   training from its last epoch (not from step 0) and leaves no temporary folder in the cache.
 - An extract into the folder of an earlier export: the kill leaves that export and its `.hydra/`
   as they were, and the next extract there removes the killed one's `.export-*.tmp`.
+- A killed profile (its ONNX scratch folder in the temp folder) and a killed extract (its
+  `.export-*.tmp`): the next run of another app, elsewhere, removes both (issue 24).
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 import torch
 
 SEARCH = ["+target=onnxruntime_cpu", "progress=false", "search=random", "search.n_trials=1", "search.seed_archs=[]",
-          "references=[efficientformerv2_s0]", "evaluator.recalib_batches=1", "evaluator.max_val_batches=1",
+          "references=[efficientformerv2_s0]", "evaluator=supernet", "evaluator.recalib_batches=1",
+          "evaluator.max_val_batches=1",
           "evaluator.batch_size=8",
           'pretrain.overrides=["train.epochs=2","train.max_steps_per_epoch=1","train.batch_size=4",'
           '"train.num_random=0","train.eval_calib_batches=0","train.progress=false"]']
@@ -92,3 +95,63 @@ def test_killed_extract_leaves_the_earlier_export_and_the_next_extract_cleans_up
     # ... and still removes what the killed one left; the earlier export and its .hydra/ are unchanged
     assert not list(out.glob(".export-*")) and not list(out.glob(".*.tmp*"))
     assert _files(out) == earlier
+
+
+def test_whatever_killed_runs_left_is_removed_by_the_next_run_of_any_app(tmp_path):
+    """Issue 24: a killed profile left its ONNX files in the temp folder forever, a killed extract its
+    100-300 MB until the next extract into that very folder. Any later app run removes both."""
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # a temp folder of this test's own
+    (tmp_path / "tmp").mkdir()
+
+    def start(args):
+        return subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    profile = start(["-m", "hwnas.profile", "+target=onnxruntime_cpu", "space=efficientformerv2", "progress=false",
+                     "target.canary=false", f"out={tmp_path / 'tables' / 'cpu.csv'}", f"hydra.run.dir={tmp_path / 'p'}"])
+    _kill_when(profile, lambda: any((tmp_path / "tmp").glob("hwnas-ort-*/m.onnx")))
+    assert list((tmp_path / "tmp").glob("hwnas-ort-*")), "the killed profile's ONNX scratch folder"
+    # an extract elsewhere removes it at start-up; killed itself mid-export, it leaves its own
+    out = tmp_path / "export"
+    extract = start(["-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64", "num_classes=10",
+                     "format=[pt,onnx]", f"hydra.run.dir={out}"])
+    _kill_when(extract, lambda: any(out.glob(".export-*.tmp/model.pt")))
+    assert not list((tmp_path / "tmp").glob("hwnas-ort-*")) and list(out.glob(".export-*.tmp"))
+
+    r = subprocess.run([sys.executable, "-m", "hwnas.extract", "arch=efficientformerv2_s0", "resolution=64",
+                        "num_classes=10", "format=pt", f"hydra.run.dir={tmp_path / 'other'}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((tmp_path / "tmp").glob("hwnas-*-*-*")) and not list(out.glob(".export-*"))
+    assert not list((tmp_path / "tmp" / "hwnas-temps").glob("*")), "the registry of the dead is emptied"
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
+    """Issue 24: Ctrl-C (SIGINT to the process) printed a traceback; now one line saying what was kept
+    and how to resume, exit status 130."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
+                             "progress=false", "search.n_trials=100000", f"hydra.run.dir={run}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import sqlite3
+    try:
+        end = time.monotonic() + 300
+        while True:  # interrupted once two trials are in the study
+            if (run / "study.db").exists():
+                with sqlite3.connect(run / "study.db") as con:
+                    try:
+                        if con.execute("select count(*) from trials where state='COMPLETE'").fetchone()[0] >= 2:
+                            break
+                    except sqlite3.OperationalError:
+                        pass
+            assert proc.poll() is None and time.monotonic() < end, "the search ended or never ran two trials"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [ln for ln in err.splitlines() if ln.startswith("hwnas.search: interrupted (Ctrl-C); ")]
+    assert proc.returncode == 130 and len(lines) == 1, err[-3000:]
+    assert f"resume it with the same command and hydra.run.dir={run}" in lines[0]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

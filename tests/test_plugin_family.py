@@ -256,7 +256,8 @@ def test_profile_search_and_extract(family, tmp_path):
     # 3. a 4-trial search on that table, with the supernet evaluator
     cfg = compose_config(["+target=onnxruntime_cpu", f"target.table={table_path}", f"space.name={NAME}",
                           f"space.resolution={RES}", f"checkpoint={ckpt}", "search.n_trials=4",
-                          "search.population_size=4", "evaluator.recalib_batches=2", "evaluator.batch_size=64",
+                          "search.population_size=4", "evaluator=supernet", "evaluator.recalib_batches=2",
+                          "evaluator.batch_size=64",
                           "progress=false"])
     out = run(cfg, tmp_path / "search")
     assert len(out["records"]) == 4

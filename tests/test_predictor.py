@@ -231,3 +231,37 @@ def test_pairs_measured_on_a_supernet_resume(tmp_path):
     assert len(out.read_text().splitlines()) == 3
     pairs = read_pairs([out], SPACE, variant="checkpoint")
     assert len(pairs) == 3 and pairs.data["name"] == "synthetic"
+
+
+# ---- issue 25, 4: the main job's default evaluator --------------------------------------------------
+def test_the_main_job_scores_with_the_shipped_predictor_and_says_where_its_accuracy_comes_from(tmp_path, capsys):
+    """`python -m hwnas.search +target=coreml` (no evaluator=, no checkpoint=) scores with the shipped
+    predictor, not the 40-step digits supernet; the console summary, report.md and the run folder's
+    accuracy_source.json say in one line: data, resolution, supernet recipe, held-out tau (from the JSON)."""
+    cfg = compose_config(["+target=coreml", "search.n_trials=3", "search=random", "search.seed_archs=[]",
+                          "progress=false"])
+    assert cfg.evaluator.name == "predictor"
+    out = run(cfg, tmp_path / "s")
+    pred = AccuracyPredictor.shipped(SPACE)
+    p = pred.provenance
+    assert all(r["accuracy"] == pytest.approx(pred.evaluate(Arch.from_dict(json.loads(r["arch"]))), abs=1e-9)
+               for r in out["records"])
+    line = (f"predicted inherited top-1 % on {p['data']['name']} at {p['data']['image_size']} px val (shipped "
+            f"accuracy predictor of supernet recipe {p['recipe_ids'][0]} ({p['variant']}), {p['n_pairs']} pairs, "
+            f"held-out Kendall tau {p['heldout']['kendall_tau']:.2f})")
+    assert f"- **accuracy**: {line}" in (tmp_path / "s" / "report.md").read_text()
+    assert f"  accuracy: {line};" in capsys.readouterr().out
+    record = json.loads((tmp_path / "s" / "accuracy_source.json").read_text())
+    assert record["evaluator"] == "predictor" and record["weights"] is None
+    assert record["predictor"]["digest"] == pred.digest
+
+
+def test_a_predictor_file_missing_a_field_says_unknown(predictor_file):
+    doc = json.loads(Path(predictor_file).read_text())
+    for key in ("data", "recipe_ids", "heldout", "variant", "n_pairs"):
+        doc["provenance"].pop(key, None)
+    pred = AccuracyPredictor(doc)
+    assert pred.source == {"data": "unknown", "resolution": "unknown resolution", "recipe": "unknown",
+                           "pairs": "unknown", "heldout_tau": "unknown"}
+    assert pred.label == ("predicted inherited top-1 % on unknown at unknown resolution val (accuracy predictor of "
+                          "supernet recipe unknown, unknown pairs, held-out Kendall tau unknown)")

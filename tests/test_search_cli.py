@@ -271,6 +271,32 @@ def test_workers_of_one_machine_share_its_cores(tmp_path):
         torch.set_num_threads(original)
 
 
+def test_default_threads_leave_the_cores_other_jobs_use_and_say_so(tmp_path, monkeypatch, capsys):
+    """Issue 24: with another job on the machine, torch's default threads thrashed (a cached search
+    took 2-8 min, 47 s with threads=1). threads=null now leaves the cores the load average says are
+    busy, and the search says so on stderr."""
+    import torch
+
+    from hwnas.search.app import busy_cores, compose_config, run, thread_policy
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 cores: one core is never left to other jobs")
+    assert busy_cores(2, load=6.4) == 1 and busy_cores(2, load=0.8) == 0 and busy_cores(8, load=3.5) == 2
+    assert busy_cores(4, load=40.0) == 3  # never all of them
+    original = torch.get_num_threads()
+    try:
+        share = thread_policy(None, busy=1)
+        share(1)
+        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+        monkeypatch.setattr(os, "getloadavg", lambda: (len(os.sched_getaffinity(0)) + 5.0, 0.0, 0.0))
+        run(compose_config(["+target=onnxruntime_cpu", *FAST, "search=random", "search.n_trials=1",
+                            "search.seed_archs=[]", "references=[efficientformerv2_s0]"]), tmp_path / "s")
+        err = capsys.readouterr().err
+        assert "torch uses at most 1 thread(s) so as not to oversubscribe; threads=N sets it" in err, err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(original)
+
+
 # ---- two workers on one storage ---------------------------------------------------------------
 def test_two_workers_share_one_study(tmp_path):
     n = 40

@@ -33,7 +33,7 @@ def search(root, tmp_path, *extra):
     return subprocess.run(
         [sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "data=imagefolder", f"data.root={root}",
          "data.image_size=32", "data.num_workers=0", "progress=false", "search=random", "search.n_trials=2",
-         "search.seed_archs=[]", "references=[efficientformerv2_s0]", "evaluator.recalib_batches=1",
+         "search.seed_archs=[]", "references=[efficientformerv2_s0]", "evaluator=supernet", "evaluator.recalib_batches=1",
          "evaluator.batch_size=4", PRETRAIN, f"pretrain.cache_dir={tmp_path / 'cache'}",
          f"hydra.run.dir={tmp_path / 'run'}", *extra],
         cwd=tmp_path, capture_output=True, text=True, timeout=900)
@@ -56,6 +56,7 @@ def test_search_on_own_images_without_a_checkpoint_skips_and_counts_unreadable_o
         assert len(list(csv.DictReader(f))) == 2
     report = (tmp_path / "run" / "report.md").read_text()
     assert "top-1 % on imagefolder val, at **32×32**" in report
+    assert "SMOKE TEST (built-in short supernet, not an accuracy): top-1 % on imagefolder val" in report  # issue 25
     assert ("**unreadable images skipped** (data.on_bad_image=skip): 2 file(s) (1 in the supernet's training; "
             f"2 in this search's evaluation): `{bad_train}`, `{bad_val}`") in report, report
     assert "data: 2 unreadable image(s) skipped (data.on_bad_image=skip)" in r.stdout

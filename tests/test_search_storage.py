@@ -290,3 +290,45 @@ def test_an_unreachable_server_stops_the_worker_clearly(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"storage=grpc://127.0.0.1:{port}: the server has not answered for 2 s" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# ---- issue 24: a full disk is a full disk; a server that never answered fails fast --------------------
+def test_a_full_database_is_named_a_full_disk_at_once(tmp_path):
+    """SQLite's own "database or disk is full" (here: its page limit, as a full disk gives it) under a
+    running study was taken for an unreachable server and retried for storage_retry_s."""
+    from sqlalchemy import event
+    study = study_mod.open_study(study_mod.default_storage(tmp_path), "s", ["maximize"],
+                                 optuna.samplers.RandomSampler(seed=0), retry_s=60)
+    rdb = study._storage.backend._backend
+    pages = rdb.engine.connect().exec_driver_sql("PRAGMA page_count").scalar()
+    event.listen(rdb.engine, "connect", lambda con, _r: con.execute(f"PRAGMA max_page_count={pages}"))
+    rdb.engine.dispose()
+    with pytest.raises(study_mod.StorageFull, match="the disk holding the study is full .*database or disk is "
+                                                    "full.*free some space"):
+        for i in range(200):
+            study.set_user_attr(f"k{i}", "x" * 4000)
+
+
+def test_a_study_on_a_folder_or_a_full_disk_at_start_is_one_line(tmp_path):
+    with pytest.raises(study_mod.ConfigError, match="is a folder; name the study's database file in it"):
+        study_mod.open_study(f"sqlite:///{tmp_path}", "s", ["maximize"], optuna.samplers.RandomSampler(seed=0))
+    e = OSError(28, "No space left on device", str(tmp_path / "study.db"))
+    assert study_mod.full_disk(e) == "No space left on device"
+    err = study_mod.storage_full_error(f"sqlite:///{tmp_path / 'study.db'}", "No space left on device")
+    assert "free some space on the disk of" in str(err) and "unreachable" not in str(err)
+
+
+def test_a_database_server_that_never_answered_fails_fast_naming_its_address(tmp_path):
+    """Not the whole storage_retry_s (600 s by default): a server that never answered this worker is a
+    wrong address or one not started; the line names HOST:PORT (never the password)."""
+    pytest.importorskip("psycopg")
+    port = free_port()
+    r = subprocess.run([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
+                        "progress=false", f"hydra.run.dir={tmp_path}",
+                        f"storage=postgresql://hwnas:secret@127.0.0.1:{port}/db"],
+                       capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("hwnas.search: error: ")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert f"it never answered at 127.0.0.1:{port}" in lines[0] and "Traceback" not in r.stderr
+    assert "secret" not in r.stderr and "postgresql://hwnas:***@" in lines[0]
+    assert f"has not answered for {study_mod.NEVER_ANSWERED_S:g} s" in lines[0]

@@ -122,3 +122,30 @@ def test_a_training_that_fails_leaves_nothing_unless_it_can_resume(tmp_path, mon
     [work] = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert work.name.endswith(".partial") and (work / "train_state.pt").is_file()  # kept: the rerun resumes it
     assert "the same search resumes it" in capsys.readouterr().err
+
+
+def test_the_cache_lock_excludes_and_leaves_no_lock_file(tmp_path):
+    """Issue 24: `.lock` files stayed in the cache folder after every run. The lock still excludes a
+    second holder (it enters only after the first left its block) and its file goes with the last holder."""
+    from pathlib import Path
+    from hwnas.search.supernet_cache import _locked
+    lock, left = tmp_path / ".nextvit-aaaaaaaaaaaa.lock", tmp_path / "first-left"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from hwnas.search.supernet_cache import _locked\n"
+                               "with _locked(Path(sys.argv[1])):\n"
+                               "    print('locked', flush=True); time.sleep(1.0); Path(sys.argv[2]).touch()\n",
+                               str(lock), str(left)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with _locked(Path(lock)):
+            assert left.exists(), "entered while the first holder was inside its block"
+    finally:
+        holder.wait(timeout=60)
+    assert not lock.exists() and not list(tmp_path.glob("*.lock")) and not list(tmp_path.glob(".*.lock"))
+
+
+def test_opening_a_study_leaves_no_lock_file(tmp_path):
+    import optuna
+    from hwnas.search.study import default_storage, open_study
+    open_study(default_storage(tmp_path), "s", ["maximize"], optuna.samplers.RandomSampler(seed=0))
+    assert (tmp_path / "study.db").exists() and not list(tmp_path.glob("*.lock"))

@@ -52,6 +52,17 @@ class AOTIError(HwnasError, ValueError):
     says what it was compiled for and how to get a package for the input at hand."""
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler AOTInductor would use here (torch's `cpp.cxx` search: $CXX, else g++), or None."""
+    import shutil
+    from torch._inductor import config
+    cands = config.cpp.cxx if isinstance(config.cpp.cxx, (list, tuple)) else (config.cpp.cxx,)
+    for c in cands:
+        if c and shutil.which(c):
+            return c
+    return None
+
+
 def aoti_api():
     """(aoti_compile_and_package, aoti_load_package) of the installed torch (2.6+)."""
     import torch._inductor as inductor

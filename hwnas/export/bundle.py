@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from hwnas.errors import HwnasError
-from hwnas.files import owner_tag, remove_stale_temps
+from hwnas.files import owner_tag, register_temp, remove_stale_temps
 
 MANIFEST = "manifest.json"
 
@@ -42,6 +42,7 @@ class ExportBundle:
         # Inside the target directory: the same filesystem, so the final renames are atomic. The
         # name carries this process's id, so the next run can tell a killed run's folder from a live one.
         self.tmp = Path(tempfile.mkdtemp(prefix=f".export-{owner_tag()}-", suffix=".tmp", dir=self.out_dir))
+        register_temp(self.tmp)  # killed, it is removed by the next run of any app, not only one here
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -120,8 +121,17 @@ def check_formats(formats) -> list[str]:
     return [f for f in FORMATS if f in formats]
 
 
-def preflight(formats: list[str]) -> None:
-    """Fail before any work when a requested format cannot be made on this machine."""
+def preflight(formats: list[str], task: str = "classify") -> None:
+    """Fail before any work when a requested format cannot be made on this machine (or for `task`)."""
+    if "aoti" in formats:
+        if task == "backbone":
+            raise ExportError("format=aoti packages a classifier (one tensor out), not a backbone's stage outputs: "
+                              "export the backbone as format=[pt,onnx] (or timm), or drop features_only=true")
+        from hwnas.convert.aoti import cxx_compiler
+        if cxx_compiler() is None:
+            raise ExportError(f"format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
+                              f"({os.environ.get('CXX') or 'g++'} is not on PATH): install one (e.g. apt-get install "
+                              "g++) or set CXX=, or export format=[pt,onnx] here and format=aoti where a compiler is")
     if "tensorrt" in formats:
         from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
         if not tensorrt_available():
@@ -147,7 +157,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     from .manifest import build_manifest
 
     formats = check_formats(formats)
-    preflight(formats)
+    preflight(formats, getattr(arch, "task", "classify"))
     say = log or (lambda msg: None)
     model = model.cpu().eval()
     shape = (batch, 3, *arch.input_size)

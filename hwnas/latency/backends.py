@@ -14,7 +14,6 @@ import os
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import ConfigError
+from hwnas.files import owned_temp_dir
 
 from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
 
@@ -274,7 +274,7 @@ class OnnxRuntimeCPU(Backend):
     def _mobilenet_run(self, shape: tuple[int, ...]):
         from hwnas.convert.onnx import export_onnx
         from .reference_models import mobilenet_v2
-        with tempfile.TemporaryDirectory(prefix="hwnas-canary-") as d:
+        with owned_temp_dir("canary") as d:
             path = export_onnx(self.deploy(mobilenet_v2()), shape, Path(d) / "m.onnx", opset=self.opset)
             sess = self.session(path)  # ORT holds the model in memory; the file may go
         x = {sess.get_inputs()[0].name: np.random.default_rng(1).standard_normal(shape, dtype=np.float32)}
@@ -308,7 +308,7 @@ class OnnxRuntimeCPU(Backend):
         from hwnas.convert.onnx import export_onnx
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
-        with tempfile.TemporaryDirectory(prefix="hwnas-ort-") as d:
+        with owned_temp_dir("ort") as d:
             path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
             return {**self.measure_onnx(path, input_shape), "fingerprint": fp}
 
@@ -491,7 +491,7 @@ class CoreML(Backend):
         ct = import_coremltools()
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
-        with tempfile.TemporaryDirectory(prefix="hwnas-coreml-") as d:
+        with owned_temp_dir("coreml") as d:
             path = convert_coreml(model, input_shape, Path(d) / "m.mlpackage", precision=self.precision)
             m = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, self.compute_units))
             feed = {"input": np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)}
@@ -536,7 +536,7 @@ class TensorRT(Backend):
         trt = import_tensorrt()
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
-        with tempfile.TemporaryDirectory(prefix="hwnas-trt-") as d:
+        with owned_temp_dir("trt") as d:
             onnx_path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
             engine_path = build_engine(onnx_path, Path(d) / "m.engine", self.precision, self.workspace_gb)
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 import search_spaces
 
+from hwnas.files import owned_temp_dir
 from hwnas.progress import progress_bar
 
 from .errors import LatencyTableError
@@ -54,7 +54,7 @@ def graph_features(model, input_shape) -> dict:
     from .deploy import deploy_form
 
     model = deploy_form("coreml").module(model)
-    with tempfile.TemporaryDirectory() as d:
+    with owned_temp_dir("cost") as d:
         path = export_onnx(model, input_shape, Path(d) / "m.onnx")
         g = shape_inference.infer_shapes(onnx.load(str(path))).graph
     sizes = {}

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .table import TABLES_DIR, LatencyTable
+from .table import PARTIAL, TABLES_DIR, LatencyTable
 
 
 def shipped_tables(root: str | os.PathLike | None = None) -> list[Path]:
     """Every latency table under `<root>/<target>/` (the shipped ones by default)."""
     root = TABLES_DIR if root is None else root
     # A table is a `<device>.csv` with its `<device>.json` provenance beside it (the whole-network
-    # measurements `<device>.networks.csv` that fit the correction are not tables).
+    # measurements `<device>.networks.csv` that fit the correction are not tables, nor is the working
+    # file `<device>.partial.csv` of a profile in progress or killed).
     return sorted(js.with_suffix(".csv") for js in Path(root).glob("*/*.json")
-                  if not js.name.endswith(".networks.json") and js.with_suffix(".csv").exists())
+                  if not js.name.endswith(".networks.json") and not js.stem.endswith(PARTIAL)
+                  and js.with_suffix(".csv").exists())
 
 
 def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:

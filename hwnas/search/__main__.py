@@ -17,7 +17,14 @@ def main() -> None:
     except HwnasError as e:
         report_user_error("search", e)
         sys.exit(USER_ERROR_EXIT)
-    run_app("search", "search", run, register=register)
+    run_app("search", "search", run, register=register, interrupted=interrupted)
+
+
+def interrupted(cfg, run_dir) -> str:
+    """Ctrl-C: every finished trial is in the study; the same command on the same folder resumes it."""
+    storage = cfg.get("storage") or f"{run_dir}/study.db"
+    return (f"every finished trial is kept in the study ({storage}); resume it with the same command and "
+            f"hydra.run.dir={run_dir}")
 
 
 if __name__ == "__main__":

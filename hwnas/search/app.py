@@ -5,6 +5,7 @@ function of its config, so tests and experiments call it directly.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -46,13 +47,30 @@ def _cfg_dict(node: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node or {})
 
 
-def thread_policy(threads: int | None):
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def busy_cores(cores: int, load: float | None = None) -> int:
+    """Cores other jobs keep busy: the 1-minute load average beyond this process, rounded down, at
+    most all cores but one (`load`: the load average; None: the machine's)."""
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return 0
+    return max(0, min(cores - 1, int(load - 1.0)))
+
+
+def thread_policy(threads: int | None, busy: int = 0, note: str | None = None):
     """Set torch's CPU threads for the trials: `threads`, or the cores shared among this study's
-    live workers on this machine (returned as the `on_local_workers` callback of `run_trials`).
+    live workers on this machine, less the `busy` cores other jobs use (returned as the
+    `on_local_workers` callback of `run_trials`).
 
     PyTorch's CPU thread pool spins while it waits: two processes that each use every core stall
     each other at every parallel region. `experiments/search_workers_threads.py` (2-core VM): two
-    workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s.
+    workers of the main search on all cores each took 96-157 s, sharing them 17-18 s, one alone 19 s;
+    a cached search on a VM where another job ran took 2-8 min on all cores and 47 s on one (issue 24).
     """
     import torch
     if threads is not None:
@@ -61,13 +79,31 @@ def thread_policy(threads: int | None):
                               "this machine's cores among the study's workers")
         torch.set_num_threads(threads)
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = max(1, usable_cores() - busy)
+    said = []
 
     def share(n_workers: int) -> None:
+        if note and not said:  # at the first trial: the note goes with the work it concerns
+            print(note, file=sys.stderr, flush=True)
+            said.append(True)
         want = max(1, cores // max(1, n_workers))
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
     return share
+
+
+def default_busy_cores(threads: int | None) -> tuple[int, str | None]:
+    """With threads=null: the cores other jobs keep busy, and the line that says so (printed at the
+    first trial, by `thread_policy`), or (0, None)."""
+    if threads is not None:
+        return 0, None
+    cores = usable_cores()
+    busy = busy_cores(cores)
+    if not busy:
+        return 0, None
+    return busy, (f"threads: other jobs keep {busy} of this machine's {cores} cores busy (load average "
+                  f"{os.getloadavg()[0]:.1f}): torch uses at most {cores - busy} thread(s) so as not to "
+                  "oversubscribe; threads=N sets it")
 
 
 # ---- targets -----------------------------------------------------------------------------------------
@@ -226,23 +262,49 @@ class AccuracySource:
     resolution: int | None  # the evaluator's input size (None: the arch's own)
     fingerprint: str  # what determines the accuracies (weights, space, evaluator, data): a study keeps one
     legacy_fingerprint: Any = None  # () -> the fingerprint hwnas < 0.2 stored (checkpoint file bytes)
+    record: dict | None = None  # what the run folder records (accuracy_source.json): evaluator, weights
 
 
 #: data keys that do not change an evaluation's result
 _NOT_RESULTS = ("num_workers",)
 
 
+#: the data group's default (hwnas/conf/search.yaml): what the built-in smoke-test supernet trains on
+DEFAULT_DATA = "digits"
+#: what the accuracy of a search scored with the built-in short supernet is: a smoke test
+SMOKE_TEST = "SMOKE TEST (built-in short supernet, not an accuracy)"
+
+
 def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> AccuracySource:
+    """The search's accuracy: the shipped accuracy predictor (the default), a supernet (`checkpoint=`,
+    or the built-in short one, a smoke test), or the proxy score (not accuracy). Its `record` says
+    which, for the run folder (`accuracy_source.json`, what `hwnas.extract run=` reads)."""
     ev_cfg = _cfg_dict(cfg.evaluator)
     if ev_cfg["name"] == "proxy":
-        return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy")
+        return AccuracySource(ProxyEvaluator(cfg.deploy_num_classes), ProxyEvaluator.label, None, "proxy",
+                              record=dict(evaluator="proxy", label=ProxyEvaluator.label, weights=None))
+    data_name = cfg.data.get("name") if cfg.get("data") is not None else None
+    if ev_cfg["name"] == "predictor" and cfg.get("checkpoint"):
+        # a supernet given is a supernet to score with (the predictor reads no checkpoint)
+        from .config import SupernetEvaluatorConfig
+        print(f"checkpoint={cfg.checkpoint} given: the accuracy is that supernet's top-1 (evaluator=supernet; "
+              "the default accuracy predictor reads no checkpoint)", file=sys.stderr)
+        ev_cfg = dataclasses.asdict(SupernetEvaluatorConfig())
     if ev_cfg["name"] == "predictor":
         from hwnas.predictor import AccuracyPredictor
         pred = AccuracyPredictor.load(ev_cfg["path"]) if ev_cfg.get("path") else AccuracyPredictor.shipped(space.name)
         pred.check_space(space.name)
+        if data_name not in (None, DEFAULT_DATA, pred.source["data"]):
+            raise SearchError(f"data={data_name}: the accuracy predictor (the default evaluator) predicts top-1 on "
+                              f"{pred.source['data']} from the arch alone and reads no data; to score archs on "
+                              f"{data_name}, give evaluator=supernet checkpoint=SUPERNET (python -m hwnas.train "
+                              f"data={data_name}), or evaluator=supernet alone for the built-in short supernet "
+                              "(a smoke test)")
         # the arch's own resolution: the predictor encodes the deployment arch, whatever the data's size
         return AccuracySource(pred, pred.label, None,
-                              json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True))
+                              json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True),
+                              record=dict(evaluator="predictor", label=pred.label, weights=None,
+                                          predictor=dict(path=pred.path, digest=pred.digest, **pred.source)))
     from .supernet_cache import ensure_checkpoint
     from hwnas.data import fingerprint_view
     from hwnas.evaluate import SubnetEvaluator
@@ -251,12 +313,31 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
     kwargs = {k: v for k, v in ev_cfg.items() if k != "name"}
     evaluator = SubnetEvaluator.from_checkpoint(ckpt, data_cfg, space=space, **kwargs)
     res = getattr(evaluator, "resolution", None) or _data_resolution(data_cfg)
-    data_name = data_cfg.get("name", "data") if data_cfg is not None else "data"
-    return AccuracySource(evaluator, f"top-1 % on {data_name} val", res,
+    label = f"top-1 % on {data_name or 'data'} val"
+    builtin = not cfg.get("checkpoint")
+    if builtin:
+        label = f"{SMOKE_TEST}: {label}"
+    digest = _file_digest(Path(ckpt))
+    return AccuracySource(evaluator, label, res,
                           accuracy_fingerprint(evaluator.net, ev_cfg, data_cfg),
-                          lambda: json.dumps(dict(ckpt=_file_digest(Path(ckpt)), evaluator=ev_cfg,
+                          lambda: json.dumps(dict(ckpt=digest, evaluator=ev_cfg,
                                                   data={k: v for k, v in fingerprint_view(data_cfg).items()
-                                                        if k != "on_bad_image"}), sort_keys=True))
+                                                        if k != "on_bad_image"}), sort_keys=True),
+                          record=dict(evaluator="supernet", label=label, builtin=builtin,
+                                      weights=dict(checkpoint=str(Path(ckpt).resolve()), sha1_16=digest,
+                                                   num_classes=int(evaluator.net.num_classes)),
+                                      data=_cfg_dict(data_cfg)))
+
+
+ACCURACY_SOURCE = "accuracy_source.json"
+
+
+def write_accuracy_source(run_dir: Path, acc: "AccuracySource") -> None:
+    """Record in the run folder where the search's accuracies come from: the evaluator, and for a
+    supernet its checkpoint's path and content hash (what `hwnas.extract run=DIR` carries)."""
+    from hwnas.files import atomic_write
+    if acc.record is not None:
+        atomic_write(run_dir / ACCURACY_SOURCE, json.dumps(acc.record, indent=1, sort_keys=True) + "\n")
 
 
 def accuracy_fingerprint(net, evaluator_cfg: dict, data_cfg) -> str:
@@ -307,7 +388,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     objectives = expand_objectives(list(strategy["objectives"]), names)
     strategy["objectives"] = objectives  # what the strategies tell Optuna
     dirs = directions(objectives)
-    share_cores = thread_policy(cfg.get("threads"))
+    share_cores = thread_policy(cfg.get("threads"), *default_busy_cores(cfg.get("threads")))
 
     latency_targets, target_reports, reasons = [], [], {}
     for target in targets:
@@ -325,6 +406,7 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
         target_reports.append((target, table, table_path, mes, warnings))
     acc = accuracy or build_evaluator(cfg, space)
     acc_label, eval_res = acc.label, acc.resolution
+    write_accuracy_source(run_dir, acc)
     scorer = Scorer(latency_targets, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
     references = resolve_references(cfg, space)

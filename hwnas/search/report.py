@@ -239,6 +239,11 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _predicted(ctx: ReportContext) -> bool:
+    """The accuracy is an accuracy predictor's (its label names the data and resolution it stands for)."""
+    return ctx.accuracy_label.startswith("predicted")
+
+
 def _res_note(ctx: ReportContext) -> tuple[str, str]:
     acc_res = f"{ctx.eval_resolution}×{ctx.eval_resolution}" if ctx.eval_resolution else "its own resolution"
     dep_res = "{}×{}".format(*ctx.input_size)
@@ -326,7 +331,9 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
     L += ["## Where the figures come from", "",
           f"- **task**: `{ctx.task}` -- latency and params are those of the {ctx.deployed}, "
           f"at input **{dep_res}**.",
-          f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution)"
+          (f"- **accuracy**: {ctx.accuracy_label}, predicted from the arch alone (no image is evaluated)"
+           if _predicted(ctx) else
+           f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution)")
           + (", of the arch as a classifier (the supernet's proxy for the quality of its features)."
              if ctx.task == "backbone" else "."),
           f"- **latency**: predicted by `{ctx.table_path}` for `{ctx.target}`, the same arch as a "
@@ -395,7 +402,8 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
         lines.append("  latency table: ESTIMATED (not measured on the device) — see report.md")
     for w in ctx.warnings:
         lines.append(f"  WARNING: {w}")
-    lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params of the {ctx.task} at {dep_res}")
+    lines.append(f"  accuracy: {ctx.accuracy_label}{'' if _predicted(ctx) else f' at {acc_res}'}; latency/params "
+                 f"of the {ctx.task} at {dep_res}")
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")

@@ -76,6 +76,13 @@ def serve(storage: str, host: str = "127.0.0.1", port: int = 13000, threads: int
     if storage.startswith("grpc:"):
         raise HwnasError(f"--storage {storage}: the proxy serves a database (sqlite:///FILE or "
                          "postgresql://...), not another proxy")
+    from .config import check_storage
+    try:  # an unknown database kind or no URL at all: one line, as the search says it
+        check_storage(storage)
+    except HwnasError as e:
+        msg = str(e).replace(f"storage={storage}:", f"--storage {_safe(storage)}:", 1)
+        raise HwnasError(msg.replace(" (or null for sqlite in the run folder)", "")
+                         .replace(", or null for sqlite in the run folder", "")) from None
     backend = sqlite_storage(storage) if storage.startswith("sqlite:///") else rdb_storage(storage)
     with warnings.catch_warnings():  # experimental since Optuna 4.2; the tested range is pinned
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -109,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     except HwnasError as e:
         report_user_error("search.server", e)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"hwnas.search.server: stopped (Ctrl-C); every trial is kept in {_safe(args.storage)}; restart "
+              "it with the same command and the workers carry on", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

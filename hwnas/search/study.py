@@ -49,6 +49,60 @@ class StorageUnavailable(HwnasError, ConnectionError):
     """The study's storage server did not answer within the retry window."""
 
 
+class StorageFull(HwnasError):
+    """The disk under the study is full (SQLite's "database or disk is full", ENOSPC, PostgreSQL's
+    disk-full state): no retry helps, so it is said at once, as a full disk."""
+
+
+#: a storage server that has never answered this process is given this long (not `storage_retry_s`,
+#: which is for a server that answered and is restarting): a wrong address fails fast
+NEVER_ANSWERED_S = 10.0
+
+
+def address(url: str) -> str:
+    """HOST:PORT of a storage URL (no user or password), or the file of an SQLite one."""
+    from urllib.parse import urlsplit
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url.split("@")[-1]
+    return f"{parts.hostname or 'localhost'}{f':{port}' if port else ''}"
+
+
+def shown(url: str) -> str:
+    """`url` as messages show it: a password replaced by ***."""
+    import re
+    return re.sub(r"^([a-z0-9+]+://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def full_disk(e: BaseException) -> str | None:
+    """The full-disk message hidden in `e` (or its causes), else None."""
+    import errno
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e.strerror or str(e)
+        text = str(e).lower()
+        orig = getattr(e, "orig", None)
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        if "database or disk is full" in text or "no space left on device" in text or code == "53100" \
+                or "disk quota exceeded" in text:
+            return str(orig or e).splitlines()[0]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def storage_full_error(url: str, why: str) -> StorageFull:
+    where = address(url)
+    return StorageFull(f"storage={shown(url)}: the disk holding the study is full ({why}); free some space on the disk "
+                       f"of {where}{'' if url.startswith('sqlite:///') else ' (the database server)'}, then rerun "
+                       "the same command: the study resumes with every finished trial")
+
+
 def open_study(storage: str, study_name: str, directions: list[str],
                sampler: optuna.samplers.BaseSampler, retry_s: float = DEFAULT_RETRY_S) -> optuna.Study:
     """Create the study, or load it (same storage and name): that is what resuming is.
@@ -65,11 +119,19 @@ def open_study(storage: str, study_name: str, directions: list[str],
                 study = optuna.create_study(storage=make_storage(storage, retry_s), study_name=study_name,
                                             directions=directions, sampler=sampler, load_if_exists=True)
             break
-        except (IntegrityError, OperationalError, ProgrammingError):
+        except (IntegrityError, OperationalError, ProgrammingError) as e:
+            why = full_disk(e)
+            if why:
+                raise storage_full_error(storage, why) from None
             if attempt == 5:
                 raise
             time.sleep(0.5 * (attempt + 1))
+        except HwnasError:
+            raise
         except Exception as e:
+            why = full_disk(e)
+            if why:
+                raise storage_full_error(storage, why) from None
             if not _damaged_database(e):
                 raise
             where = storage[len("sqlite:///"):] if storage.startswith("sqlite:///") else storage
@@ -126,7 +188,7 @@ def make_storage(url: str, retry_s: float = DEFAULT_RETRY_S) -> "OwnedTrialStora
     if "://" not in url:
         raise ConfigError(f"storage={url}: give a storage URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB "
                           "or grpc://HOST:PORT")
-    return OwnedTrialStorage(_retrying(lambda: rdb_storage(url), url, retry_s), url, retry_s)
+    return OwnedTrialStorage(_retrying(lambda: rdb_storage(url), url, retry_s, answered=False), url, retry_s)
 
 
 def rdb_storage(url: str) -> optuna.storages.BaseStorage:
@@ -162,25 +224,33 @@ def _transient(e: BaseException) -> bool:
     return False
 
 
-def _retrying(fn: Callable, url: str, retry_s: float, on_retry: Callable[[], None] | None = None):
-    """fn(), retried while the storage server is unreachable, for at most `retry_s` seconds."""
+def _retrying(fn: Callable, url: str, retry_s: float, on_retry: Callable[[], None] | None = None,
+              answered: bool = True):
+    """fn(), retried while the storage server is unreachable, for at most `retry_s` seconds (at most
+    `NEVER_ANSWERED_S` for a server that has never answered: `answered` False). A full disk is no
+    outage: said at once (`StorageFull`)."""
     first = None
     delay = 0.2
+    limit = retry_s if answered else min(retry_s, NEVER_ANSWERED_S)
     while True:
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 -- only transient errors are retried; the rest re-raised
+            why = full_disk(e)
+            if why:
+                raise storage_full_error(url, why) from None
             if not _transient(e):
                 raise
             now = time.monotonic()
             first = first if first is not None else now
-            if now - first >= retry_s:
+            if now - first >= limit:
+                never = "" if answered else f" (it never answered at {address(url)}: is it started, at that address?)"
                 raise StorageUnavailable(
-                    f"storage={url}: the server has not answered for {retry_s:g} s ({type(e).__name__}: "
+                    f"storage={shown(url)}: the server has not answered for {limit:g} s{never} ({type(e).__name__}: "
                     f"{str(e).splitlines()[0][:200] if str(e) else ''}); start it (or check the address), then "
                     "rerun the same command: the study resumes. storage_retry_s= sets how long workers wait") from e
             if first == now:
-                print(f"storage {url} unreachable ({type(e).__name__}); retrying for up to {retry_s:g} s",
+                print(f"storage {shown(url)} unreachable ({type(e).__name__}); retrying for up to {retry_s:g} s",
                       file=sys.stderr, flush=True)
             if on_retry is not None:
                 on_retry()
@@ -252,14 +322,20 @@ def _init_lock(storage: str):
         yield
         return
     import fcntl
-    lock = Path(storage[len("sqlite:///"):] + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    folder = Path(storage[len("sqlite:///"):]).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = Path(storage[len("sqlite:///"):] + ".lock")  # the lock file of an hwnas before: no longer used
+    # the lock is the study's folder itself (flock on a directory): no lock file is left beside the study
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
+            stale.unlink(missing_ok=True)
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class OwnedTrialStorage(DelegatingStorage):
@@ -287,6 +363,7 @@ class OwnedTrialStorage(DelegatingStorage):
         self.url = url
         self.retry_s = float(retry_s)
         self._reconnect = reconnect  # a fresh client for the same server (gRPC), used between retries
+        self.answered = not url.startswith("grpc:")  # a database URL answered when its storage was made
 
     def _new_backend(self) -> None:
         if self._reconnect is not None:
@@ -295,8 +372,10 @@ class OwnedTrialStorage(DelegatingStorage):
                 old.close()
 
     def _call(self, name: str, *args, **kwargs):
-        return _retrying(lambda: getattr(self.backend, name)(*args, **kwargs), self.url, self.retry_s,
-                         self._new_backend)
+        out = _retrying(lambda: getattr(self.backend, name)(*args, **kwargs), self.url, self.retry_s,
+                        self._new_backend, answered=self.answered)
+        self.answered = True
+        return out
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None:
@@ -317,7 +396,9 @@ class OwnedTrialStorage(DelegatingStorage):
                 if len(attempts) > 1 and state.is_finished() and self._applied(trial_id, state, values):
                     return True  # the earlier attempt went through before its connection broke
                 raise
-        return _retrying(once, self.url, self.retry_s, self._new_backend)
+        out = _retrying(once, self.url, self.retry_s, self._new_backend, answered=self.answered)
+        self.answered = True
+        return out
 
     def _applied(self, trial_id: int, state: TrialState, values) -> bool:
         # read past Optuna's in-process cache (get_storage's _CachedStorage): the attempt that went
@@ -344,10 +425,22 @@ def sqlite_storage(url: str) -> optuna.storages.BaseStorage:
     from sqlalchemy import event
 
     path = Path(url[len("sqlite:///"):])
+    if path.is_dir():
+        raise ConfigError(f"storage={url}: {path} is a folder; name the study's database file in it, "
+                          f"e.g. storage=sqlite:///{path / 'study.db'}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
-        con.execute("PRAGMA journal_mode=WAL")
-    con.close()
+    try:
+        with sqlite3.connect(path, timeout=60) as con:  # WAL is a property of the file: set once
+            con.execute("PRAGMA journal_mode=WAL")
+        con.close()
+    except sqlite3.Error as e:
+        why = full_disk(e)
+        if why:
+            raise storage_full_error(url, why) from None
+        if isinstance(e, sqlite3.OperationalError) and "unable to open" in str(e):
+            raise ConfigError(f"storage={url}: cannot open {path} as a database ({e}); name a file in a folder "
+                              "you can write") from None
+        raise
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
     def _pragmas(dbapi_con, _record) -> None:

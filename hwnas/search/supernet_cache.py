@@ -90,7 +90,7 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
     cache, work = root / name, root / f".{name}{PARTIAL}"
     ckpt = cache / "supernet.pt"
     if ckpt.is_file():
-        print(f"using the cached built-in supernet {ckpt} (no checkpoint= given)", file=sys.stderr)
+        print(f"SMOKE TEST: using the cached built-in short supernet {ckpt} (no checkpoint= given)", file=sys.stderr)
         return ckpt
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f".{name}.lock"):
@@ -99,12 +99,20 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
             print(f"using the built-in supernet {ckpt} another search just trained", file=sys.stderr)
             return ckpt
         resuming = (work / "train_state.pt").is_file()
-        print(f"no checkpoint= given: {'resuming the training of' if resuming else 'training'} a short "
-              f"{space.name} supernet ({' '.join(cfg.pretrain.overrides)}) in {work}; cached at {ckpt} for "
-              "the next run", file=sys.stderr)
+        print(f"SMOKE TEST: no checkpoint= given: {'resuming the training of' if resuming else 'training'} the "
+              f"built-in short {space.name} supernet ({' '.join(cfg.pretrain.overrides)}) in {work}; cached at "
+              f"{ckpt} for the next run. Its top-1s are no accuracy: give checkpoint= a trained supernet, or "
+              "leave evaluator= at its default (the shipped accuracy predictor)", file=sys.stderr)
+        from hwnas.data import DataError, TooFewSamples
         from hwnas.train import train_supernet
         try:
             out = Path(train_supernet(tcfg, work))
+        except TooFewSamples as e:  # the search has no train.batch_size: its key is pretrain.overrides
+            if not (work / "train_state.pt").is_file():
+                shutil.rmtree(work, ignore_errors=True)
+            kept = [o for o in cfg.pretrain.overrides if not o.lstrip("+~").startswith("train.batch_size=")]
+            fix = "'pretrain.overrides=[" + ",".join(f'"{o}"' for o in [*kept, "train.batch_size=N"]) + "]'"
+            raise DataError(f"the built-in supernet's training: {e.message(fix)}") from None
         except BaseException:
             if not (work / "train_state.pt").is_file():  # nothing to resume from: leave nothing behind
                 shutil.rmtree(work, ignore_errors=True)
@@ -125,20 +133,34 @@ def ensure_checkpoint(cfg: DictConfig, space: search_spaces.SearchSpace) -> Path
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (a file kept beside the cache entries) for this block; waits."""
-    with open(path, "a") as f:
+    """An exclusive lock on `path` (a file beside the cache entries that exists only while held) for
+    this block; waits. The holder removes the file before unlocking, so no `.lock` outlives its run;
+    a waiter that got the lock of a file removed meanwhile tries again on the new one."""
+    while True:
+        f = open(path, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            same = os.stat(path).st_ino == os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        f.close()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 def _unused(lock: Path) -> bool:
     """Nobody holds the lock of a cache entry (or it has none)."""
-    if not lock.exists():
+    try:
+        f = open(lock, "r")
+    except FileNotFoundError:
         return True
-    with open(lock, "a") as f:
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
