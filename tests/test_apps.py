@@ -20,7 +20,8 @@ from hwnas.errors import HwnasError
 ROOT = Path(__file__).resolve().parents[1]
 # Exceptions that never reach a user: control flow inside one package (a trial outside the budget; a
 # time-boxed profile stopping between two measurements, caught by experiments/profile_gpu.py).
-INTERNAL = {"hwnas.search.study.Infeasible", "hwnas.latency.profiler.DeadlineReached"}
+INTERNAL = {"hwnas.search.study.Infeasible", "hwnas.latency.profiler.DeadlineReached",
+            "hwnas.predictor._NonFinite"}  # caught inside the module, never reaches a user
 
 
 def _modules():
