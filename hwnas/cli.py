@@ -89,7 +89,7 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     except KeyboardInterrupt:
         print(f"hwnas.{app}: interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr)
         sys.exit(INTERRUPT_EXIT)
-    if cfg is not None and loads_aoti_packages(cfg):
+    if cfg is not None and loads_aoti_packages(cfg) and started_as(app):
         import torch  # noqa: F401 -- maps the libstdc++ this process will run, which the plan compares
         from hwnas.convert.cxx_runtime import ensure_preloaded
         ensure_preloaded()  # restarts this process with g++'s libstdc++ preloaded where that is safe and not yet so
@@ -119,6 +119,14 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     main.__module__ = f"hwnas.{app}"
     main.__qualname__ = main.__name__ = app
     hydra.main(version_base=None, config_path=str(CONF_DIR), config_name=config_name)(main)()
+
+
+def started_as(app: str) -> bool:
+    """Was this process started as the app itself (`python -m hwnas.<app>`)? Only then may it restart
+    itself (`ensure_preloaded` re-executes the process's own command line): an app run from inside
+    another program (a test runner, a notebook) is left alone, and `load_aoti`'s probe guards its loads."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name in (f"hwnas.{app}", f"hwnas.{app}.__main__")
 
 
 def loads_aoti_packages(cfg) -> bool:

@@ -156,6 +156,30 @@ def test_the_apps_that_load_packages_are_recognised():
     assert not loads_aoti_packages(OmegaConf.create({"target": {"name": "torch_cuda"}}))
 
 
+def test_an_app_run_inside_another_program_never_restarts_it(tmp_path, monkeypatch):
+    """`ensure_preloaded` re-executes the process's own command line: inside a test runner that would be
+    pytest, restarted halfway with its output captured (the whole suite ran twice, its report lost). An
+    app restarts only when it is the process (`python -m hwnas.<app>`)."""
+    import types
+
+    import hwnas.cli as cli
+    from hwnas.extract import main
+    calls = []
+    monkeypatch.setattr("hwnas.convert.cxx_runtime.ensure_preloaded", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(sys, "argv", ["hwnas.extract", "arch=efficientformerv2_s0", "format=[aoti]",
+                                      "features_only=true", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit):
+        main()
+    assert calls == []  # in-process (here: under pytest), no restart
+    assert not cli.started_as("extract")
+    fake_main = types.ModuleType("__main__")
+    fake_main.__spec__ = types.SimpleNamespace(name="hwnas.extract")
+    monkeypatch.setitem(sys.modules, "__main__", fake_main)
+    assert cli.started_as("extract") and not cli.started_as("search")
+    fake_main.__spec__ = types.SimpleNamespace(name="hwnas.search.__main__")
+    assert cli.started_as("search")
+
+
 def test_the_manifest_says_how_to_run_a_cuda_package_at_the_measured_speed():
     """The recipe a user without hwnas gets is code that runs (here: compiled, not run) and loads the
     package as it was timed: single-threaded runtime, one CUDA graph; plus the libstdc++ work-around."""
