@@ -119,7 +119,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     if cfg.get("adapt"):
         from hwnas.latency.adapt import adapted_path, run_adapt
-        out = Path(cfg.out) if cfg.out else adapted_path(path)
+        out = out or adapted_path(path)  # a user folder (never the package), as a full profile's
         _device_check(backend, space, out, cfg.tables_dir)
         table = run_adapt(backend, space, out, int(cfg.adapt),
                           source_path=cfg.adapt_from, tables_dir=cfg.tables_dir, stop_loo=cfg.adapt_stop,
@@ -222,12 +222,13 @@ def search_hint(target: str, table: Path, out: Path | None) -> str:
     return f"to search with this table: python -m hwnas.search +target={target} {how}"
 
 
-def _device_check(backend, space, path: Path) -> None:
-    """Say which table a search on this machine uses now, and that this run makes one for it."""
+def _device_check(backend, space, path: Path, tables_dir=None) -> None:
+    """Say which table a search on this machine uses now (the shipped ones, or those of `tables_dir`),
+    and that this run makes one for it."""
     from hwnas.latency import LatencyTable, LatencyTableError, default_table_path
     from hwnas.latency.backends import device_note, this_device
     try:
-        current = default_table_path(backend.name, space.scope, None, this_device=this_device(backend.name))
+        current = default_table_path(backend.name, space.scope, tables_dir, this_device=this_device(backend.name))
         note = device_note(LatencyTable.load(current), space.scope, current)
     except LatencyTableError:
         return
