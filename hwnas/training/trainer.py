@@ -234,18 +234,15 @@ def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed:
     space = search_spaces.get_space(space) if isinstance(space, str) else space
     data = data_config(data_cfg)
     cfg = train_config(cfg)
-    if cfg.depth_slots:
+    for on, option, method, what, off in (
+            (cfg.depth_slots, f"depth_slots={cfg.depth_slots}", "sample_depth", " (the max arch with a random depth)",
+             "depth_slots=0"),
+            (cfg.consistent_only, "consistent_only=true", "sample_consistent", "", "consistent_only=false")):
         try:
-            space.sample_depth(random.Random(0))
+            if on:
+                getattr(space, method)(random.Random(0))
         except NotImplementedError:
-            raise ConfigError(f"train.depth_slots={cfg.depth_slots}: space {space.name!r} defines no sample_depth "
-                              "(the max arch with a random depth); use train.depth_slots=0") from None
-    if cfg.consistent_only:
-        try:
-            space.sample_consistent(random.Random(0))
-        except NotImplementedError:
-            raise ConfigError(f"train.consistent_only=true: space {space.name!r} defines no sample_consistent; "
-                              "use train.consistent_only=false") from None
+            raise ConfigError(f"train.{option}: space {space.name!r} defines no {method}{what}; use train.{off}") from None
     out_dir = Path(out_dir)
     info = D.setup(cfg.device)
     try:
