@@ -102,6 +102,7 @@ class SubnetEvaluator:
                             "resolution": self.resolution, "source": fingerprint}
         self.cache: dict[str, float] = {}
         self.training_skipped: dict[str, str] = {}  # unreadable images the supernet's training left out
+        self.train_config: dict = {}  # the supernet's train config (train.consistent_only: which archs it trained)
         self._load_cache()
 
     def skipped_images(self) -> dict[str, str]:
@@ -150,6 +151,7 @@ class SubnetEvaluator:
         ev = cls(net, train, val, calib_batches=n, cache_path=cache_path, max_val_batches=max_val_batches,
                  fingerprint=source)
         ev.training_skipped = dict(meta.get("skipped_images") or {})
+        ev.train_config = dict((meta.get("config") or {}).get("train") or {})
         return ev
 
     # ---- evaluation ------------------------------------------------------------------------------

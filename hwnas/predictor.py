@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -462,7 +463,14 @@ def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathL
                 continue
             if r.get("recipe_id") == rid:
                 done.add(Arch.from_dict(r["arch"]).id)
-    archs = [space.max_arch(), space.min_arch()] + space.sample_many(n, seed=seed)
+    # the archs the supernet was trained on: under train.consistent_only only the consistent ones (the
+    # others' inherited accuracy measures a structure the supernet never trained)
+    consistent = bool(ev.train_config.get("consistent_only"))
+    if consistent:
+        rng = random.Random(seed)
+        archs = [space.max_arch(), space.min_consistent_arch()] + [space.sample_consistent(rng) for _ in range(n)]
+    else:
+        archs = [space.max_arch(), space.min_arch()] + space.sample_many(n, seed=seed)
     archs = list({a.id: a for a in archs}.values())[:n]
     out.parent.mkdir(parents=True, exist_ok=True)
     import time
@@ -474,6 +482,7 @@ def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathL
             top1 = ev.evaluate(arch)
             f.write(json.dumps(dict(space=space.name, arch=arch.to_dict(), key=arch.id, kind="random",
                                     val_top1=top1, variant="checkpoint", recipe_id=rid, data=data,
+                                    consistent_only=consistent,
                                     calib_batches=calib_batches, seconds=round(time.time() - t, 3)),
                                sort_keys=True) + "\n")
             f.flush()

@@ -233,6 +233,27 @@ def test_pairs_measured_on_a_supernet_resume(tmp_path):
     assert len(pairs) == 3 and pairs.data["name"] == "synthetic"
 
 
+def test_pairs_of_a_consistent_only_supernet_are_consistent_archs(tmp_path):
+    """A supernet trained with train.consistent_only never trained the other archs: its pairs (the
+    predictor's training data) are drawn from the consistent ones, and say so."""
+    torch.manual_seed(0)
+    space = search_spaces.get_space("nextvit")
+    net = supernet.build_supernet("nextvit", num_classes=4, resolution=32)
+    data = {"name": "synthetic", "image_size": 32, "num_classes": 4, "num_train": 8, "num_val": 4}
+    for flag in (True, False):
+        ckpt = tmp_path / f"supernet_{flag}.pt"
+        save_supernet(net, ckpt, {"data": "synthetic", "config": {"train": {"consistent_only": flag}}})
+        out = tmp_path / f"pairs_{flag}.jsonl"
+        measure_pairs(ckpt, data, out, n=6, device="cpu", calib_batches=1, batch_size=4, log=lambda s: None)
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        archs = [Arch.from_dict(r["arch"]) for r in lines]
+        assert len(lines) == 6 and all(r["consistent_only"] is flag for r in lines)
+        if flag:
+            assert all(space.is_consistent(a) for a in archs) and archs[1] == space.min_consistent_arch()
+        else:  # uniform draws: inconsistent ones among them (0.16 % of the space is consistent)
+            assert not all(space.is_consistent(a) for a in archs) and archs[1] == space.min_arch()
+
+
 # ---- issue 25, 4: the main job's default evaluator --------------------------------------------------
 def test_the_main_job_scores_with_the_shipped_predictor_and_says_where_its_accuracy_comes_from(tmp_path, capsys):
     """`python -m hwnas.search +target=coreml` (no evaluator=, no checkpoint=) scores with the shipped
