@@ -62,18 +62,17 @@ GOAL = {"within_10pct": 0.95, "within_5pct": 0.80, "kendall_tau": 0.95}  # issue
 
 
 def design(source: LatencyTable, scope: str, archs: list[Arch], by: str, groups: list[str], overhead: bool) -> np.ndarray:
-    """Per-group sums of the source rows, each times the source's own per-kind correction (its `a_kind`);
-    `total`: their sum in one column; `overhead`: the number of blocks as a last column."""
+    """Per-group sums (`groups`: kinds, or kind@resolution) of the source rows, each times the source's own
+    correction of its kind (`a_kind`, as `fit_adapted` uses it); `total`: their sum in one column (`groups`
+    unused); `overhead`: the number of blocks as a last column."""
     corr = source.correction(scope)
     a_src, a_def = corr.get("a", {}), corr.get("a_default", 1.0)
-    kinds = sorted({C.kind_of(k) for a in archs for k in block_keys(a)} | set(a_src))
-    prior = np.array([a_src.get(k, a_def) for k in kinds])
-    if by in ("kind", "total"):
-        X = C.kind_sums(source, archs, kinds) * prior
-        X = X.sum(1, keepdims=True) if by == "total" else X[:, [kinds.index(g) for g in groups]]
-    else:
-        X = C.kind_sums(source, archs, groups, group=lambda k: group(k, by))
-        X = X * np.array([a_src.get(g.split("@", 1)[0], a_def) for g in groups])
+    if by == "total":
+        groups = sorted({C.kind_of(k) for a in archs for k in block_keys(a)})
+    X = C.kind_sums(source, archs, groups, group=lambda k: group(k, "kind" if by == "total" else by))
+    X = X * np.array([a_src.get(g.split("@", 1)[0], a_def) for g in groups])
+    if by == "total":
+        X = X.sum(1, keepdims=True)
     if overhead:
         X = np.column_stack([X, [len(block_keys(a)) for a in archs]])
     return X
@@ -145,8 +144,6 @@ def compare(result_file: Path) -> dict:
            "source_as_is": C.fidelity_metrics([n["source_predicted_ms"] for n in held], yh), "forms": {}}
     for name, (by, form, ridges, overhead) in FORMS.items():
         groups = sorted({group(k, by) for a in fit_archs + held_archs for k in block_keys(a)}) if by != "total" else []
-        if by == "kind":
-            groups = sorted({C.kind_of(k) for a in fit_archs + held_archs for k in block_keys(a)})
         Xf = design(source, scope, fit_archs, by, groups, overhead)
         Xh = design(source, scope, held_archs, by, groups, overhead)
         r = fit_form(Xf, yf, Xh, form, ridges)
