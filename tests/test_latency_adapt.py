@@ -286,15 +286,18 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
     assert "adapted from 4 networks" in p.stdout + p.stderr
 
 
-@pytest.mark.parametrize("result_file", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "experiments"
-                                                               / "results").glob("latency_adapt_*.json")))
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+ADAPT_RESULTS = sorted(p.name for p in RESULTS.glob("latency_adapt_*_*_*.json"))  # <target>_<space>_<device>
+
+
+@pytest.mark.parametrize("result_file", ADAPT_RESULTS)
 def test_committed_adapt_results_are_reproduced_from_their_measurements(result_file):
     """The fit and the held-out figures of every committed adapt result, recomputed from the networks it
     measured and the source table it names."""
     from hwnas.latency.adapt import refit_result
-    root = Path(__file__).resolve().parents[1]
-    res = json.loads((root / "experiments" / "results" / result_file).read_text())
-    source = LatencyTable.load(root / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    res = json.loads((RESULTS / result_file).read_text())
+    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
     assert source.provenance["date"] == res["source_table"]["date"]  # the very table it was adapted from
     again = refit_result(res, source)
     corr = res["adapt"]["correction"]
@@ -303,6 +306,31 @@ def test_committed_adapt_results_are_reproduced_from_their_measurements(result_f
     assert again["predicted_ms"] == pytest.approx([n["predicted_ms"] for n in res["held_out"]["networks"]], rel=1e-9)
     for k in ("n", "within_5pct", "within_10pct", "kendall_tau"):
         assert again["held_out"][k] == pytest.approx(res["held_out"]["adapted"][k]), k
+
+
+@pytest.mark.parametrize("result_file", ADAPT_RESULTS)
+def test_the_committed_comparison_of_adapt_forms_is_reproduced(result_file):
+    """experiments/latency_adapt_forms.py refits every form from one committed adapt result's measurements
+    and gets the committed comparison (latency_adapt_forms.json); its "library's choice" row is the
+    committed adapt result's own fit and held-out figures."""
+    import sys
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import latency_adapt_forms as forms
+    committed = {r["result_file"]: r for r in json.loads((RESULTS / "latency_adapt_forms.json").read_text())}
+    assert set(committed) == set(ADAPT_RESULTS)
+    again, was = forms.compare(RESULTS / result_file), committed[result_file]
+    assert list(again["forms"]) == list(was["forms"])
+    for name, f in again["forms"].items():
+        assert f["loo_mape"] == pytest.approx(was["forms"][name]["loo_mape"], rel=1e-9) and f["ridge"] == was["forms"][name]["ridge"]
+        assert f["held_out"] == pytest.approx(was["forms"][name]["held_out"], rel=1e-9, abs=1e-12), name
+    for k, v in again["ceilings"].items():
+        assert v == (pytest.approx(was["ceilings"][k], rel=1e-9) if v is not None else None), k
+    res = json.loads((RESULTS / result_file).read_text())
+    lib = again["forms"][forms.LIBRARY]
+    assert lib["is"] == {"scale": "one scale + b (default)", "per_kind": "per kind, ridge 0.05 (library)"}[res["adapt"]["correction"]["form"]]
+    assert lib["loo_mape"] == pytest.approx(res["adapt"]["correction"]["loo_mape"][res["adapt"]["correction"]["form"]], rel=1e-9)
+    for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau"):
+        assert lib["held_out"][k] == pytest.approx(res["held_out"]["adapted"][k], rel=1e-9), k
 
 
 def test_a_search_on_a_gpu_table_of_another_gpu_names_both_in_the_report(monkeypatch, tmp_path, capsys):

@@ -19,18 +19,18 @@ def kind_of(key: str) -> str:
     return key.split("(", 1)[0]
 
 
-def kind_sums(table, archs, kinds: list[str]) -> np.ndarray:
-    """(n_archs, n_kinds) Σ of the table statistic per block kind."""
+def kind_sums(table, archs, kinds: list[str], group=kind_of) -> np.ndarray:
+    """(n_archs, n_kinds) Σ of the table statistic per block kind (or per `group(key)`, one of `kinds`)."""
     stat = table.statistic
     X = np.zeros((len(archs), len(kinds)))
     idx = {k: i for i, k in enumerate(kinds)}
     for n, a in enumerate(archs):
         for key in block_keys(a):
-            X[n, idx[kind_of(key)]] += table.rows[key][stat]
+            X[n, idx[group(key)]] += table.rows[key][stat]
     return X
 
 
-def _fit(X: np.ndarray, y: np.ndarray, form: str) -> tuple[np.ndarray, float]:
+def _fit(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> tuple[np.ndarray, float]:
     w = 1.0 / y
     s = X.sum(1)
     A = np.stack([s * w, w], 1)
@@ -40,17 +40,17 @@ def _fit(X: np.ndarray, y: np.ndarray, form: str) -> tuple[np.ndarray, float]:
     # per-kind: [X/y, 1/y] @ [a, b] ≈ 1, with a ridge pulling each a_k to a0
     k = X.shape[1]
     A = np.concatenate([X * w[:, None], w[:, None]], 1)
-    lam = RIDGE * np.sqrt(len(y))
+    lam = ridge * np.sqrt(len(y))
     R = np.concatenate([lam * np.eye(k), np.zeros((k, 1))], 1)
     sol, *_ = np.linalg.lstsq(np.concatenate([A, R]), np.concatenate([np.ones_like(y), lam * np.full(k, a0)]), rcond=None)
     return sol[:k], float(sol[k])
 
 
-def _loo_mape(X: np.ndarray, y: np.ndarray, form: str) -> float:
+def _loo_mape(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> float:
     errs = []
     for i in range(len(y)):
         m = np.arange(len(y)) != i
-        a, b = _fit(X[m], y[m], form)
+        a, b = _fit(X[m], y[m], form, ridge)
         errs.append(abs(X[i] @ a + b - y[i]) / y[i])
     return float(np.mean(errs))
 
