@@ -8,11 +8,16 @@ regimes and, per regime and space, reports:
   means over the pooled seed sd (the strict reading), and the range of the archs' means over one arch's
   range of seeds (the mean over the archs with the most seeds: like for like, "the archs spread over 3x
   what one arch's seeds spread over"); seed-vs-seed Kendall tau, and the
-  tau of ranking by MACs (what a supernet has to beat).
+  tau of ranking by MACs (what a supernet has to beat);
+- with `--predictor SPACE=FILE` (repeatable): the Kendall tau of each accuracy predictor's scores against
+  the archs' mean stand-alone top-1 (what the search optimises against what training gives).
 
-    python experiments/accuracy_bench.py \\
-        experiments/results/accuracy_bench_raw/h100-call1-explore/{full2ep,l10k10ep,l5k20ep,l10k10ep64} \\
-        experiments/results/accuracy_bench_raw/h100-call2-nextvit-consistent
+    R=experiments/results/accuracy_bench_raw
+    python experiments/accuracy_bench.py $R/h100-call1-explore/{full2ep,l10k10ep,l5k20ep,l10k10ep64} \\
+        $R/h100-call3-seeds $R/h100-call4-efsupernet-probe/probe \\
+        --predictor efficientformerv2=hwnas/accuracy_predictors/efficientformerv2.json \\
+        --predictor efficientformerv2=experiments/results/accuracy_bench/predictor_efficientformerv2_10k.json \\
+        --predictor nextvit=hwnas/accuracy_predictors/nextvit.json
         # -> experiments/results/accuracy_bench/regimes.{json,md}
 
 A regime is a stand-alone recipe id (epochs, batch, lr, data: training-set size, resolution); runs of one
@@ -38,7 +43,22 @@ def regime_name(rec: dict, data: dict) -> str:
     return f"{rec['image_size']} px, {n} training images, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']}"
 
 
-def summarise(folders: list[Path]) -> list[dict]:
+def predictor_taus(predictors: list[tuple[str, Path]], space: str, by_key: dict, means: dict) -> dict:
+    """File -> Kendall tau of the predictor's scores of the archs against their mean stand-alone top-1."""
+    from hwnas.predictor import AccuracyPredictor
+    from search_spaces import Arch
+    keys = sorted(means)
+    out = {}
+    for sp, path in predictors:
+        if sp != space or len(keys) < 3:
+            continue
+        pred = AccuracyPredictor.load(path)
+        scores = pred.predict([Arch.from_dict(next(iter(by_key[k].values()))["arch"]) for k in keys])
+        out[str(path)] = float(stats.kendalltau(list(scores), [means[k] for k in keys])[0])
+    return out
+
+
+def summarise(folders: list[Path], predictors: list[tuple[str, Path]] = ()) -> list[dict]:
     runs = defaultdict(lambda: defaultdict(dict))  # (recipe id, space) -> key -> seed -> record
     data = {}  # recipe id -> the data identity of the command that ran it
     for folder in folders:
@@ -74,6 +94,7 @@ def summarise(folders: list[Path]) -> list[dict]:
                    top1_range=[min(means.values()), max(means.values())],
                    per_arch={by_key[k][next(iter(by_key[k]))]["name"]: [round(r["test_top1"], 2)
                                                                       for r in by_key[k].values()] for k in keys})
+        row["predictor_tau"] = predictor_taus(list(predictors), space, by_key, means)
         row["goal_met"] = row["ratio"] is not None and row["ratio"] >= GOAL_RATIO and row["archs_with_seeds"] >= 3
         row["goal_met_range"] = (row["range_ratio"] is not None and row["range_ratio"] >= GOAL_RATIO
                                  and row["archs_with_seeds"] >= 3)
@@ -81,7 +102,7 @@ def summarise(folders: list[Path]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], folders: list[Path]) -> str:
+def markdown(rows: list[dict], folders: list[Path], predictors: list[tuple[str, Path]] = ()) -> str:
     f = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = ["# Which Fashion-MNIST regime separates archs trained alone?", "",
              f"Spread of the archs' mean stand-alone test top-1 against one arch's seed noise (goal: ratio >= "
@@ -101,11 +122,18 @@ def markdown(rows: list[dict], folders: list[Path]) -> str:
                      f"{f(r['spread_sd'])} | {f(r['seed_sd'])} | {f(r['ratio'])} | {met(r['goal_met'])} | "
                      f"{f(r['seed_range'])} | {f(r['range_ratio'])} | {met(r['goal_met_range'])} | "
                      f"{f(r['seed_vs_seed_tau'], 3)} | {f(r['macs_tau'], 3)} |")
+    taus = [(r, path, t) for r in rows for path, t in r.get("predictor_tau", {}).items()]
+    if taus:
+        lines += ["", "Accuracy predictors against the archs trained alone (Kendall tau of the predictor's score vs "
+                      "the archs' mean stand-alone test top-1):", "", "| space | regime | archs | predictor | tau |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['space']} | {r['regime']} | {r['archs']} | `{path}` | {t:.3f} |" for r, path, t in taus]
     lines += ["", "Per arch (test top-1 of each seed):", ""]
     for r in rows:
         lines.append(f"- {r['space']}, {r['regime']}: " + "; ".join(f"{k} {', '.join(map(str, v))}"
                                                                   for k, v in r["per_arch"].items()))
-    lines += ["", "Reproduce: `python experiments/accuracy_bench.py " + " ".join(str(p) for p in folders) + "`"]
+    lines += ["", "Reproduce: `python experiments/accuracy_bench.py " + " ".join(str(p) for p in folders)
+              + "".join(f" --predictor {sp}={path}" for sp, path in predictors) + "`"]
     return "\n".join(lines) + "\n"
 
 
@@ -113,14 +141,23 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+", type=Path, help="folders written by ranking_fidelity.py gpu")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--predictor", action="append", default=[], metavar="SPACE=FILE",
+                   help="an accuracy predictor to rank the archs of SPACE with (repeatable)")
     args = p.parse_args(argv)
-    rows = summarise(args.folders)
+    predictors = []
+    for item in args.predictor:
+        space, eq, path = item.partition("=")
+        if not eq or not Path(path).is_file():
+            p.error(f"--predictor {item}: give SPACE=FILE with an existing predictor file")
+        predictors.append((space, Path(path)))
+    rows = summarise(args.folders, predictors)
     args.out.mkdir(parents=True, exist_ok=True)
     rel = [f.resolve().relative_to(Path.cwd().resolve()) if f.resolve().is_relative_to(Path.cwd().resolve()) else f
            for f in args.folders]
     (args.out / "regimes.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / "regimes.md").write_text(markdown(rows, rel))
-    print(markdown(rows, rel))
+    text = markdown(rows, rel, predictors)
+    (args.out / "regimes.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ VARIANTS = {
     "consistent": {"lr": 1.0e-3, "student_weight": 0.25, "consistent_only": True},
 }
 GOAL_TAU = 0.7
+REF_GAP, RANDOM_GAP, RANDOM_SHARE = 1.5, 3.0, 0.9  # issue 25 point 3: every reference within 1.5 points, 90 % of the others within 3
 # the recipe kept after the remedies were compared (h200-run7 and run10: `studentw` ranks EfficientFormerV2
 # subnets as `lowlr` does, tau 0.745-0.767 over three supernet seeds, and its inherited accuracies sit
 # within a point of stand-alone training instead of 11 points below); the goal is judged on it, and
@@ -483,7 +484,9 @@ def analyze(args) -> dict:
                 random_pairs=sum(1 for r in recs if r["kind"] == "random"),
                 vs_test=rank_stats([inh[k] for k in keys], [sa_test[k] for k in keys]),
                 vs_val=rank_stats([inh[k] for k in keys], [sa_val[k] for k in keys]),
-                mean_gap_test=float(np.mean([inh[k] - sa_test[k] for k in keys])) if keys else None)
+                mean_gap_test=float(np.mean([inh[k] - sa_test[k] for k in keys])) if keys else None,
+                gap_goals=gap_goals(space, {k: names.get(k, {}).get("name", k) for k in keys},
+                                    {k: inh[k] - sa_val[k] for k in keys}))
             for k in keys:
                 rows.setdefault(k, {})[v] = inh[k]
         keys = sorted(sa_test, key=lambda k: names.get(k, {}).get("latency_ms", 0))
@@ -533,6 +536,18 @@ def analyze(args) -> dict:
     return out_all
 
 
+def gap_goals(space: str, names: dict, gaps: dict) -> dict:
+    """Issue 25's gap goals, on one split (inherited val top-1 - the archs' mean stand-alone val top-1):
+    every reference within REF_GAP points, and at least RANDOM_SHARE of the other archs within RANDOM_GAP."""
+    import numpy as np
+    refs = set(search_spaces.get_space(space).reference_names)
+    ref = {names[k]: round(g, 2) for k, g in gaps.items() if names[k] in refs}
+    other = [g for k, g in gaps.items() if names[k] not in refs]
+    share = float(np.mean([abs(g) <= RANDOM_GAP for g in other])) if other else None
+    return dict(references=ref, references_met=bool(ref) and all(abs(g) <= REF_GAP for g in ref.values()),
+                others=len(other), others_within=share, others_met=share is not None and share >= RANDOM_SHARE)
+
+
 def gpu_minutes(runs: list[dict], res: dict, space: str) -> dict:
     """What the GPU time went to: each command's wall time (the whole H200 was held), and per part the
     wall seconds of its process(es); parts ran concurrently, so they add up to more than the total."""
@@ -574,6 +589,16 @@ def markdown(r: dict) -> str:
         gap = "n/a" if s["mean_gap_test"] is None else f"{s['mean_gap_test']:+.2f}"
         L.append(f"| {v} | {ep} | {_fmt_stat(t, 'kendall_tau')} | {_fmt_stat(t, 'spearman_rho')} | {t['n']} | "
                  f"{_fmt_stat(s['vs_val'], 'kendall_tau')} | {gap} | {s['random_pairs']} |")
+    L += ["", f"Gap goals (inherited val - mean stand-alone val, one split): every reference within {REF_GAP} "
+          f"points; at least {RANDOM_SHARE:.0%} of the other archs within {RANDOM_GAP}.", "",
+          "| supernet | references (gap) | met | other archs within 3 points | met |", "|---|---|---|---|---|"]
+    for v, s in r["variants"].items():
+        g = s.get("gap_goals")
+        if g:
+            refs = ", ".join(f"{n} {x:+.2f}" for n, x in g["references"].items()) or "n/a"
+            share = "n/a" if g["others_within"] is None else f"{g['others_within']:.0%} of {g['others']}"
+            L.append(f"| {v} | {refs} | {'met' if g['references_met'] else 'not met'} | {share} | "
+                     f"{'met' if g['others_met'] else 'not met'} |")
     L += ["", "Naive baselines (rank of a size measure vs stand-alone test top-1): " + ", ".join(
         f"{k} tau {_fmt_stat(v, 'kendall_tau')}" for k, v in r["baselines"].items()) + "."]
     n = r["seed_noise"]
