@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
 . experiments/mps.sh
-python experiments/ranking_fidelity.py gpu --data-root .data/fashion-mnist --deadline-s ${DEADLINE:-165} \
+python experiments/ranking_fidelity.py gpu --data-root .data/fashion-mnist --deadline-s ${DEADLINE:-200} \
     --archs experiments/results/accuracy_bench_archs.json --spaces efficientformerv2 --variants none \
     --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3 --sa-batch 256 --sa-seeds 0 \
     --repeat-archs 0 --workers 12 --min-job-s 10 \
