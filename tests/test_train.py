@@ -88,8 +88,19 @@ def _kill_after_first_checkpoint(cmd, out: Path, env) -> None:
 def test_killed_run_resumes_to_the_identical_result(tmp_path):
     overrides = TINY + ["train.epochs=2"]
     killed = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # one CPU thread in the killed process and in this one: bit-equality holds only at equal thread counts
+    # (kernels split their sums by thread), and this process's count is whatever earlier tests left
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "hwnas.train", *overrides, f"hydra.run.dir={killed}"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_and_compare(cmd, killed, env, overrides, tmp_path)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _resume_and_compare(cmd, killed: Path, env, overrides, tmp_path) -> None:
     _kill_after_first_checkpoint(cmd, killed, env)
     state = torch.load(killed / "train_state.pt", weights_only=True)
     assert state["epoch"] < 2, "the run finished before it could be killed"
