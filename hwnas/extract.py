@@ -244,16 +244,6 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
 
 
 # ---- latency: what each table timed vs what ships --------------------------------------------------
-DEPLOY_HOW = {
-    "torch_cuda": "model = hwnas.latency.deploy_form('torch_cuda', **SETTINGS).module(hwnas.load(DIR)).cuda(); "
-                  "feed it form.example_input(...)-like inputs (dtype, memory format), in a CUDA graph as timed",
-    "onnxruntime_cpu": "model.onnx (format=onnx) in an ONNX Runtime CPU session",
-    "tensorrt": "an engine built from model.onnx (format=onnx/tensorrt) with the fp16 flag",
-    "coreml": "model.mlpackage (format=coreml)",
-    "torch_inductor": "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed",
-}
-
-
 def deployed_latencies(model, arch, tables=None) -> dict:
     """The manifest's `predicted_latency_ms`: for every table covering the arch's space, the
     prediction (or why there is none: missing or stale rows) and the proof that the table timed
@@ -264,6 +254,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency import LatencyTable
     from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
+    from hwnas.latency.target import get_target
 
     tables = shipped_tables() if tables is None else [Path(t) for t in tables]
     out = predicted_latencies(arch, tables)
@@ -283,8 +274,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
             "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
             "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
             "timed_what_ships": not differ, "differing_blocks": differ[:5],
-            "how": DEPLOY_HOW.get(table.target, "").replace("**SETTINGS", repr(form.settings())[1:-1]
-                                                            .replace("'", "").replace(": ", "=")),
+            "how": get_target(table.target).how_to_run(form),
             "settings": form.settings()}
     return out
 

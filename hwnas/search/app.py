@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
 
-from hwnas.config import CONF_DIR, compose, get_space_from_cfg
+from hwnas.config import compose, get_space_from_cfg
 from hwnas.errors import HwnasError
 from hwnas.mes import MES
 
@@ -40,7 +40,8 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
 
 
 def list_targets() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
+    from hwnas.latency.target import list_targets as registered
+    return registered()
 
 
 def _cfg_dict(node: Any) -> dict:
@@ -108,18 +109,18 @@ def default_busy_cores(threads: int | None) -> tuple[int, str | None]:
 
 # ---- targets -----------------------------------------------------------------------------------------
 def target_config(name: str, settings: Any = None) -> DictConfig:
-    """`hwnas/conf/target/<name>.yaml` checked against the target schema, with `settings` (a mapping of
-    its keys) on top: one target of a search over several."""
+    """The target's defaults (`hwnas/conf/target/<name>.yaml`, or a registered target's schema) checked
+    against its schema, with `settings` (a mapping of its keys) on top: one target of a search over several."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from hwnas.latency.config import schema_of, target_settings
+    from hwnas.latency.config import schema_of, target_keys, target_settings
     if name not in list_targets():
         raise SearchError(f"targets: unknown target {name!r} (targets: {', '.join(list_targets())})")
     try:
         node = OmegaConf.merge(OmegaConf.structured(schema_of(name)), target_settings(name), _cfg_dict(settings))
     except OmegaConfBaseException as e:
-        raise SearchError(f"target_settings.{name}: {e.msg if hasattr(e, 'msg') else e} (the keys of "
-                          f"hwnas/conf/target/{name}.yaml)") from None
+        raise SearchError(f"target_settings.{name}: {e.msg if hasattr(e, 'msg') else e} (the keys of target "
+                          f"{name}: {', '.join(target_keys(name))})") from None
     if node.name != name:
         raise SearchError(f"target_settings.{name}.name: a target's name cannot be changed")
     return node

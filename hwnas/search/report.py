@@ -420,8 +420,9 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
 
 # ---- several targets ---------------------------------------------------------------------------------
 def _short(target: str) -> str:
-    return {"onnxruntime_cpu": "ORT CPU", "torch_cuda": "torch CUDA", "coreml": "Core ML",
-            "tensorrt": "TensorRT"}.get(target, target)
+    """The target's short name in a table header (`Target.label`)."""
+    from hwnas.latency.target import find_target
+    return getattr(find_target(target), "label", "") or target
 
 
 def plot_pareto_multi(path: Path, records: Sequence[dict], front: Sequence[dict], references: dict[str, dict],

@@ -4,8 +4,8 @@ Latency does not depend on the weights, so the pick is built freshly initialised
 (`supernet.build_model`) and timed by the same backend that measured the latency table, in the
 same deploy form (`backend.deploy`: what the table timed and what `hwnas.extract` ships). A
 backend that cannot time here (Core ML off macOS, TensorRT where it is not installed) gives a row
-that says so instead of a number. For a local target, a table measured on another device is named
-beside this machine in every row.
+that says so instead of a number. For a target whose device this machine has (`Target.device`), a table measured on another device
+is named beside this machine in every row.
 """
 from __future__ import annotations
 
@@ -38,10 +38,12 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
     """
     rows = []
     try:
+        from hwnas.latency.backends import this_device
         backend = backend_for(target)
         note = None
-        if backend.local and table_device and table_device != backend.device():
-            note = (f"measured on this machine ({backend.device()}); the table was measured on {table_device}: "
+        here = this_device(backend.name)
+        if here and table_device and table_device != here:
+            note = (f"measured on this machine ({here}); the table was measured on {table_device}: "
                     f"the error includes the difference between the two devices")
     except Exception as e:  # noqa: BLE001 -- any reason the backend cannot run here is reported
         backend, note = None, f"{type(e).__name__}: {e}"
