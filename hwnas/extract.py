@@ -294,7 +294,8 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     the export. `features_only=True` exports the backbone (the stage outputs `out_indices`, default
     all; no head); None follows the arch (a backbone pick of a `task=backbone` search stays one)."""
     import torch
-    from hwnas.export.bundle import check_formats, preflight, write_export
+    from hwnas.export.bundle import write_export
+    from hwnas.export.format import check_formats, preflight
 
     from hwnas.files import remove_stale_temps
     remove_stale_temps(out_dir)  # what a killed extract left in this folder, even if this one fails
@@ -396,7 +397,7 @@ class ExtractConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from hwnas.export.bundle import check_formats
+        from hwnas.export.format import check_formats
         from hwnas.latency.config import OPSETS
         check_formats(self.format if isinstance(self.format, str) else list(self.format))
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 32):
