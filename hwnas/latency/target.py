@@ -124,8 +124,12 @@ def register_target(target):
 
 
 def unregister_target(name: str) -> None:
-    """Forget target `name` (a plug-in test cleaning up after itself)."""
-    _TARGETS.pop(name, None)
+    """Forget target `name` (a plug-in test cleaning up after itself), its Hydra options too."""
+    if _TARGETS.pop(name, None) is not None and _STORED:
+        from hydra.core.config_store import ConfigStore
+        repo = ConfigStore.instance().repo
+        repo.pop(f"schema_target_{name}.yaml", None)
+        repo.get("target", {}).pop(f"{name}.yaml", None)
 
 
 def list_targets() -> list[str]:
