@@ -274,7 +274,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
             "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
             "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
             "timed_what_ships": not differ, "differing_blocks": differ[:5],
-            "how": get_target(table.target).how_to_run(form),
+            "format": get_target(table.target).ships, "how": get_target(table.target).how_to_run(form),
             "settings": form.settings()}
     return out
 

@@ -150,7 +150,7 @@ def test_profile_search_and_extract_through_a_registered_target_and_format(plugi
     assert manifest["formats"][FORMAT]["files"] == ["model_eager.pt"] and (tmp_path / "export" / "model_eager.pt").is_file()
     assert manifest["tolerances"][FORMAT]["rel"] == 1e-5
     deploy = manifest["predicted_latency_ms"][f"tables/{table_path.name}"]["deploy"]
-    assert deploy["timed_what_ships"], deploy
+    assert deploy["timed_what_ships"] and deploy["format"] == FORMAT, deploy
     assert deploy["how"] == "model_eager.pt (format=eager_pt): torch.load(path, weights_only=False)(x) on the CPU, " \
                             "batch=1, precision=fp32"
 
