@@ -461,26 +461,19 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     lat_budget = dict(budget.latency_ms) or None
     if lat_budget is not None and len(names) == 1:
         lat_budget = lat_budget[names[0]]
-    first = reports[0]
     ctx = ReportContext(
-        target="+".join(names), space=space.name, strategy=strategy["name"], objectives=objectives,
+        targets=reports, space=space.name, strategy=strategy["name"], objectives=objectives,
         resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
-        num_classes=cfg.deploy_num_classes, table_path=first.table_path, table_description=first.table_description,
-        table_estimated=first.table_estimated, mes_formula=first.mes_formula, study_name=study_name,
+        num_classes=cfg.deploy_num_classes, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),
-        counts=counts, warnings=first.warnings, targets=reports if len(reports) > 1 else [],
+        counts=counts,
         skipped_images=_skipped(acc.evaluator))
     verification = None
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
-        from .verify import verify_picks, verify_picks_multi
-        if len(targets) == 1:
-            table = target_reports[0][1]
-            verification = verify_picks(picks, space, targets[0], run_dir, statistic=table.statistic,
-                                        table_device=table.provenance.get("device"))
-        else:
-            verification = verify_picks_multi(picks, space, [(t, tab) for t, tab, *_ in target_reports], run_dir)
+        from .verify import verify_picks
+        verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports])
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
