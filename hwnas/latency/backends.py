@@ -619,8 +619,8 @@ def device_note(table, space: str, path=None) -> str | None:
                  + (f", predicted/measured {t['predicted_over_measured'][0]:.2f}-{t['predicted_over_measured'][1]:.2f}"
                     if t.get("predicted_over_measured") else "")
                  + f", Kendall tau {t['kendall_tau']:.2f}" + (f" ({t['result_file']})" if t.get("result_file") else ""))
-    elif getattr(find_target(table.target), "transfer_note", None):
-        known = find_target(table.target).transfer_note
+    elif note := getattr(find_target(table.target), "transfer_note", None):
+        known = note
     else:
         known = f"its transfer to {here} has not been measured"
     return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine's "
