@@ -310,16 +310,13 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
     a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
-    preflight(formats, a.task)  # formats that cannot be made for this arch (a backbone as aoti)
+    preflight(formats, a)  # formats that cannot be made for this arch (a backbone as aoti, not timm's as timm)
     if run and not checkpoint and not pretrained:
         checkpoint = search_weights(run, pick, a)
     if out_indices is not None:
         if a.task != "backbone":
             raise ExtractError("out_indices= picks the stages a backbone returns: add features_only=true")
         out_indices = [int(i) for i in out_indices]
-    if "timm" in formats:  # before anything slow: only timm's own models can be written for timm
-        from supernet.pretrained import timm_model_name
-        timm_model_name(a)
     log.info("arch %s (%s): %s %s, %.2f M params, %.3f GMACs at %dx%d", a.id, arch_source, a.space, a.task,
              a.params() / 1e6, a.macs() / 1e9, *a.input_size)
     torch.manual_seed(seed)

@@ -114,7 +114,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     from .manifest import build_manifest
 
     formats = check_formats(formats)
-    preflight(formats, getattr(arch, "task", "classify"))
+    preflight(formats, arch)
     say = log or (lambda msg: None)
     model = model.cpu().eval()
     shape = (batch, 3, *arch.input_size)

@@ -13,8 +13,8 @@
 A format owns its files (what `manifest.json` lists and the bundle moves in), its check (the
 record `export` returns, from `hwnas.export.verify`) and its tolerance (`tolerances`, the first
 its own; a format with one bound per precision names more, as `aoti` does). `preflight` fails
-before any work when the format cannot be made here (a missing compiler or runtime) or for a
-task. The built-in formats are registered by `hwnas.export.formats` when `hwnas.export` is
+before any work when the format cannot be made here (a missing compiler or runtime) or for an
+arch (a backbone as `aoti`, another arch than timm's as `timm`). The built-in formats are registered by `hwnas.export.formats` when `hwnas.export` is
 imported; `check_formats` orders what a user asks for by registration.
 """
 from __future__ import annotations
@@ -89,8 +89,9 @@ class Format:
     def tolerance(self) -> Tolerance:
         return self.tolerances[self.name]
 
-    def preflight(self, task: str = "classify") -> None:
-        """Raise (an `ExportError` naming the fix) when this format cannot be made here or for `task`."""
+    def preflight(self, arch=None) -> None:
+        """Raise (an `ExportError` naming the fix) when this format cannot be made here, or for `arch`
+        (None: before the arch is known)."""
 
     def export(self, ctx: ExportContext) -> dict:
         """Write `files` with `ctx.path(name)` and return the record of their check
@@ -157,10 +158,10 @@ def check_formats(formats) -> list[str]:
     return [f for f in _FORMATS if f in formats]
 
 
-def preflight(formats: list[str], task: str = "classify") -> None:
-    """Fail before any work when a requested format cannot be made on this machine (or for `task`)."""
+def preflight(formats: list[str], arch=None) -> None:
+    """Fail before any work when a requested format cannot be made on this machine (or for `arch`)."""
     for name in formats:
-        get_format(name).preflight(task)
+        get_format(name).preflight(arch)
 
 
 __all__ = ["ExportContext", "ExportError", "Format", "Tolerance", "check_formats", "get_format", "list_formats",

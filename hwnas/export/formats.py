@@ -59,7 +59,7 @@ class TensorRTFormat(Format):
     files = ("model.engine",)
     tolerances = {"tensorrt": Tolerance(5e-2, "fp16 engine")}
 
-    def preflight(self, task: str = "classify") -> None:
+    def preflight(self, arch=None) -> None:
         from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
         if not tensorrt_available():
             raise TensorRTUnavailable(
@@ -96,8 +96,8 @@ class AotiFormat(Format):
         "aoti_fp16": Tolerance(5e-2, "fp16 AOTInductor package for CUDA: half-precision rounding, Inductor's fused kernels"),
     }
 
-    def preflight(self, task: str = "classify") -> None:
-        if task == "backbone":
+    def preflight(self, arch=None) -> None:
+        if arch is not None and arch.task == "backbone":
             raise ExportError("format=aoti packages a classifier (one tensor out), not a backbone's stage outputs: "
                               "export the backbone as format=[pt,onnx] (or timm), or drop features_only=true")
         from hwnas.convert.aoti import cxx_compiler
@@ -144,6 +144,11 @@ class TimmFormat(Format):
     files = ("model_timm.pth",)
     tolerances = {"timm": Tolerance(1e-5, "the same weights in timm's layout: read back into our model here; timm's "
                                           "own model (where timm is installed) computes the same function with its own code")}
+
+    def preflight(self, arch=None) -> None:
+        if arch is not None:  # only timm's own models can be written for timm: a PretrainedError saying where it differs
+            from supernet.pretrained import timm_model_name
+            timm_model_name(arch)
 
     def export(self, ctx: ExportContext) -> dict:
         from .timm import save_timm
