@@ -244,16 +244,6 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
 
 
 # ---- latency: what each table timed vs what ships --------------------------------------------------
-DEPLOY_HOW = {
-    "torch_cuda": "model = hwnas.latency.deploy_form('torch_cuda', **SETTINGS).module(hwnas.load(DIR)).cuda(); "
-                  "feed it form.example_input(...)-like inputs (dtype, memory format), in a CUDA graph as timed",
-    "onnxruntime_cpu": "model.onnx (format=onnx) in an ONNX Runtime CPU session",
-    "tensorrt": "an engine built from model.onnx (format=onnx/tensorrt) with the fp16 flag",
-    "coreml": "model.mlpackage (format=coreml)",
-    "torch_inductor": "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed",
-}
-
-
 def deployed_latencies(model, arch, tables=None) -> dict:
     """The manifest's `predicted_latency_ms`: for every table covering the arch's space, the
     prediction (or why there is none: missing or stale rows) and the proof that the table timed
@@ -264,6 +254,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     from hwnas.latency.predict import predicted_latencies, shipped_tables
     from hwnas.latency import LatencyTable
     from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
+    from hwnas.latency.target import get_target
 
     tables = shipped_tables() if tables is None else [Path(t) for t in tables]
     out = predicted_latencies(arch, tables)
@@ -283,8 +274,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
             "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
             "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
             "timed_what_ships": not differ, "differing_blocks": differ[:5],
-            "how": DEPLOY_HOW.get(table.target, "").replace("**SETTINGS", repr(form.settings())[1:-1]
-                                                            .replace("'", "").replace(": ", "=")),
+            "format": get_target(table.target).ships, "how": get_target(table.target).how_to_run(form),
             "settings": form.settings()}
     return out
 
@@ -304,7 +294,8 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     the export. `features_only=True` exports the backbone (the stage outputs `out_indices`, default
     all; no head); None follows the arch (a backbone pick of a `task=backbone` search stays one)."""
     import torch
-    from hwnas.export.bundle import check_formats, preflight, write_export
+    from hwnas.export.bundle import write_export
+    from hwnas.export.format import check_formats, preflight
 
     from hwnas.files import remove_stale_temps
     remove_stale_temps(out_dir)  # what a killed extract left in this folder, even if this one fails
@@ -319,16 +310,13 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if p and not Path(p).exists():
             raise ExtractError(f"{name}={p}: no such file")
     a, arch_source = resolve_arch(arch, run, pick, resolution, features_only)
-    preflight(formats, a.task)  # formats that cannot be made for this arch (a backbone as aoti)
+    preflight(formats, a)  # formats that cannot be made for this arch (a backbone as aoti, not timm's as timm)
     if run and not checkpoint and not pretrained:
         checkpoint = search_weights(run, pick, a)
     if out_indices is not None:
         if a.task != "backbone":
             raise ExtractError("out_indices= picks the stages a backbone returns: add features_only=true")
         out_indices = [int(i) for i in out_indices]
-    if "timm" in formats:  # before anything slow: only timm's own models can be written for timm
-        from supernet.pretrained import timm_model_name
-        timm_model_name(a)
     log.info("arch %s (%s): %s %s, %.2f M params, %.3f GMACs at %dx%d", a.id, arch_source, a.space, a.task,
              a.params() / 1e6, a.macs() / 1e9, *a.input_size)
     torch.manual_seed(seed)
@@ -406,7 +394,7 @@ class ExtractConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from hwnas.export.bundle import check_formats
+        from hwnas.export.format import check_formats
         from hwnas.latency.config import OPSETS
         check_formats(self.format if isinstance(self.format, str) else list(self.format))
         if self.resolution is not None and (self.resolution < 32 or self.resolution % 32):

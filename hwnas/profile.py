@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -27,8 +26,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.errors import ConfigError, check_min
-from hwnas.latency.config import register_target
-from hwnas.latency.table import PARTIAL, TABLES_DIR
+from hwnas.latency.table import PARTIAL, TABLES_DIR, search_hint
+from hwnas.latency.target import store_schemas as store_target_schemas
 
 log = logging.getLogger("hwnas.profile")
 
@@ -67,8 +66,7 @@ class ProfileConfig:
 
     def __post_init__(self):
         if self.target is None:
-            from hwnas.latency.config import TARGETS
-            raise ConfigError(f"choose a target: python -m hwnas.profile +target=<{'|'.join(sorted(TARGETS))}> space=S")
+            raise ConfigError(choose_target())
         check_min("", "n_fit", self.n_fit, 0)
         check_min("", "limit", self.limit, 1, optional=True, hint="null: every block")
         check_min("", "fidelity", self.fidelity, 0, hint="0: no fidelity run")
@@ -78,11 +76,16 @@ class ProfileConfig:
         check_min("", "adapt_stop", self.adapt_stop, 0, optional=True, hint="null: measure all N networks")
 
 
+def choose_target() -> str:
+    from hwnas.latency.target import list_targets
+    return f"choose a target: python -m hwnas.profile +target=<{'|'.join(list_targets())}> space=S"
+
+
 def register() -> None:
     """Register the schemas the profile app composes against (idempotent)."""
     from hydra.core.config_store import ConfigStore
     register_common()
-    register_target()
+    store_target_schemas()
     ConfigStore.instance().store(name="schema_app_profile", node=ProfileConfig)
 
 
@@ -103,10 +106,11 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     """The profile app as a function of its config; `run_dir` holds a Core ML bundle built here."""
     from hwnas.latency import get_backend
     from hwnas.latency.profiler import run_profile, table_path_for
+    from hwnas.latency.target import get_target
 
     from hwnas.cli import check_config
     if "target" not in cfg or cfg.target is None:
-        raise ConfigError("choose a target: python -m hwnas.profile +target=<onnxruntime_cpu|torch_cuda|torch_inductor|tensorrt|coreml> space=S")
+        raise ConfigError(choose_target())
     check_config(cfg)  # every schema's ranges (the app did this at start-up already)
     space = get_space_from_cfg(cfg.space, cfg.get("task"), cfg.get("input"))
     archs = load_archs(space, list(cfg.archs))
@@ -127,22 +131,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
                           results_dir=Path(run_dir or "."), progress=cfg.progress, log=log.info)
         return table.path
 
-    if name == "coreml":
-        from hwnas.latency import coreml_bundle
-        if cfg.coreml.import_csv:
-            table = coreml_bundle.import_results(cfg.coreml.import_csv, space, backend, out, tables_dir)
-            log.info("imported %s into %s: %s", cfg.coreml.import_csv, table.path, table.describe())
-            log.info("%s", search_hint(name, table.path, out))
-            return table.path
-        if sys.platform != "darwin":  # Core ML times only on macOS: build the bundle for a Mac
-            bundle = Path(cfg.coreml.bundle_dir or Path(run_dir or ".") / "coreml_bundle")
-            coreml_bundle.build_bundle(bundle, space, backend, archs=archs or None, n_fit=cfg.coreml.n_fit,
-                                       fit_seed=cfg.fit_seed, progress=cfg.progress, limit=cfg.limit)
-            log.info("Core ML cannot be timed on this OS. Bundle written to %s: copy it to a Mac, run "
-                     "`python run_bundle.py` there (needs only coremltools), then "
-                     "`python -m hwnas.profile +target=coreml space=%s coreml.import_csv=<bundle>/results.csv`.",
-                     bundle, space.name)
-            return bundle
+    done = get_target(name).profile_elsewhere(cfg, backend, space, archs, out, tables_dir, run_dir)
+    if done is not None:  # a target this machine cannot time (Core ML off macOS) did what it can here
+        return done
 
     _device_check(backend, space, path)
     table = run_profile(backend, space, path, archs=archs or None, n_fit=cfg.n_fit, progress=cfg.progress,
@@ -213,13 +204,6 @@ def _outside_package(path: Path, what: str) -> None:
         raise ConfigError(f"{what}: that is inside the tables shipped with hwnas ({shipped}), which a profile "
                           f"never writes; profile into a folder of yours (tables_dir=DIR, default "
                           f"{DEFAULT_TABLES_DIR}) and search with target.tables_dir=DIR")
-
-
-def search_hint(target: str, table: Path, out: Path | None) -> str:
-    """How a search uses the table this profile wrote (the default search reads the shipped tables)."""
-    table = Path(table).resolve()
-    how = f"target.table={table}" if out else f"target.tables_dir={table.parent.parent}"
-    return f"to search with this table: python -m hwnas.search +target={target} {how}"
 
 
 def _device_check(backend, space, path: Path, tables_dir=None) -> None:

@@ -17,7 +17,8 @@ import torch
 
 import search_spaces
 from hwnas.convert.aoti import AOTIError, compile_aoti, load_aoti
-from hwnas.export.verify import TOLERANCES, reference_input
+from hwnas.export.format import tolerance
+from hwnas.export.verify import reference_input
 from hwnas.extract import extract
 
 RES = 64
@@ -61,7 +62,7 @@ def test_the_package_computes_what_the_model_computes(export):
     assert manifest["formats"]["aoti"]["files"] == ["model.pt2"] and (folder / "model.pt2").is_file()
     assert check["passed"], check
     assert check["device"] == "cpu" and check["precision"] == "fp32"
-    assert check["tolerance_rel"] == TOLERANCES["aoti"].rel == 1e-4
+    assert check["tolerance_rel"] == tolerance("aoti").rel == 1e-4
     assert check["rel_err"] <= 1e-4
     assert check["input"] == {"shape": [2, 3, RES, RES], "dtype": "float32", "layout": "NCHW contiguous",
                               "device": "cpu"}
@@ -108,7 +109,7 @@ def test_the_package_reloads_in_a_process_without_hwnas(export, tmp_path):
     with torch.no_grad():
         ref = model(reference_input((2, 3, RES, RES)))
     assert y.dtype == torch.float32 and y.shape == ref.shape
-    assert float((y - ref).abs().max() / ref.abs().max()) <= TOLERANCES["aoti"].rel
+    assert float((y - ref).abs().max() / ref.abs().max()) <= tolerance("aoti").rel
 
 
 def test_an_input_the_package_was_not_compiled_for_is_a_clear_error(export):

@@ -15,7 +15,7 @@ import hwnas
 import search_spaces
 import supernet
 from hwnas.export.bundle import write_export
-from hwnas.export.verify import TOLERANCES
+from hwnas.export.format import tolerance
 
 
 def _backbone(space_name: str, ref: str, out_indices=None, size=(128, 160)):
@@ -41,7 +41,7 @@ def test_features_only_onnx_round_trips_in_onnx_runtime_at_two_input_sizes(space
     manifest = write_export(model, model.arch, tmp_path / "a", ["pt", "onnx"], num_classes=0,
                             weights={"source": "fresh_init"}, latency={})
     check = manifest["formats"]["onnx"]["check"]
-    assert manifest["checks_passed"] and check["rel_err"] <= TOLERANCES["onnx"].rel
+    assert manifest["checks_passed"] and check["rel_err"] <= tolerance("onnx").rel
     assert [o["name"] for o in manifest["outputs"]] == ["stage0", "stage1", "stage2", "stage3"]
     assert [o["reduction"] for o in manifest["outputs"]] == [4, 8, 16, 32]
     sess = _ort(tmp_path / "a" / "model.onnx")
@@ -66,7 +66,7 @@ def test_features_only_onnx_round_trips_in_onnx_runtime_at_two_input_sizes(space
         want = ref_model(x)
     for o, w in zip(outs, want):
         assert o.shape == tuple(w.shape)
-        assert np.abs(o - w.numpy()).max() / w.abs().max().item() <= TOLERANCES["onnx"].rel
+        assert np.abs(o - w.numpy()).max() / w.abs().max().item() <= tolerance("onnx").rel
 
 
 def test_features_only_torchscript_and_core_ml_exports(tmp_path):
@@ -75,7 +75,7 @@ def test_features_only_torchscript_and_core_ml_exports(tmp_path):
                             weights={"source": "fresh_init"}, latency={})
     assert manifest["checks_passed"], manifest["errors"]
     ts = manifest["formats"]["torchscript"]["check"]
-    assert len(ts["rel_errs"]) == 3 and ts["rel_err"] <= TOLERANCES["torchscript"].rel
+    assert len(ts["rel_errs"]) == 3 and ts["rel_err"] <= tolerance("torchscript").rel
     cm = manifest["formats"]["coreml"]["check"]
     assert cm["program"] == "mlProgram"
     assert cm["output_shapes"] == [[1, 48, 8, 12], [1, 96, 4, 6], [1, 176, 2, 3]]

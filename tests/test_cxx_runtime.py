@@ -183,7 +183,7 @@ def test_an_app_run_inside_another_program_never_restarts_it(tmp_path, monkeypat
 def test_the_manifest_says_how_to_run_a_cuda_package_at_the_measured_speed():
     """The recipe a user without hwnas gets is code that runs (here: compiled, not run) and loads the
     package as it was timed: single-threaded runtime, one CUDA graph; plus the libstdc++ work-around."""
-    from hwnas.export.bundle import aoti_how
+    from hwnas.export.formats import aoti_how
     how = aoti_how((8, 3, 224, 224), "cuda")
     code = how.split("\n", 1)[1].split("If loading dies")[0]
     compile(code, "manifest-how", "exec")  # valid Python

@@ -167,10 +167,21 @@ def test_target_values_out_of_range_fail_before_any_work(settings, message):
 
 
 def test_every_shipped_target_config_fits_its_schema():
-    from hwnas.latency.config import TARGETS, target_config, target_settings
-    for name in TARGETS:
+    from hwnas.latency.config import target_config, target_settings
+    from hwnas.latency.target import get_target, list_targets
+    for name in list_targets():
         cfg = target_config(name, target_settings(name))
-        assert cfg.name == name and type(cfg) is TARGETS[name]
+        assert cfg.name == name and type(cfg) is get_target(name).schema
+
+
+def test_a_deploy_form_defaults_to_its_targets_precision():
+    """The form a table's rows are fingerprinted with, made without settings, is in the precision the
+    target times by default (tensorrt's form once defaulted to fp32 against its fp16 schema)."""
+    from hwnas.latency.deploy import deploy_form
+    from hwnas.latency.target import get_target, list_targets
+    for name in list_targets():
+        assert deploy_form(name).precision == get_target(name).schema.precision, name
+    assert deploy_form("tensorrt").precision == "fp16"
 
 
 def test_the_timing_loop_stops_by_min_runs_and_max_seconds():

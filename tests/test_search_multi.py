@@ -161,3 +161,34 @@ def test_bad_target_settings_fail_clearly(tmp_path, overrides, message):
     with pytest.raises(HwnasError, match=message):
         run(_compose("search.n_trials=2", *overrides), tmp_path)
     assert not (tmp_path / "study.db").exists()
+
+
+def test_the_several_target_report_states_task_input_and_skipped_images(tmp_path):
+    """One report for one target and several (issue 26): a backbone search over two targets on an image
+    folder with unreadable images says, like a one-target one, the task, the input size and the files
+    left out, in report.md and in the printed summary; pareto.png has a panel per target."""
+    from hwnas.search.report import ReportContext, TargetReport, summary_text, write_outputs
+    lat = {"latency_ms.x": 1.0, "latency_ms.y": 2.0}
+    records = [dict(number=0, arch_id="a0", accuracy=50.0, **lat, params=1e6, macs=10, mes=1.0, **{"mes.x": 1.0, "mes.y": 2.0},
+                    feasible=True, repaired=False, greedy_step="", greedy_action="", arch="{}")]
+    references = {"ref_s": dict(arch_id="r0", accuracy=40.0, **{"latency_ms.x": 2.0, "latency_ms.y": 3.0}, params=2e6,
+                                mes=0.5, **{"mes.x": 0.5, "mes.y": 0.6})}
+    skipped = {"training": {"/img/train/cat/noise.jpg": "cannot identify image"},
+               "evaluation": {"/img/val/dog/cut.png": "truncated"}}
+    ctx = ReportContext(targets=[TargetReport(t, f"{t}.csv", f"table {t}.", False, f"MES of {t}") for t in "xy"],
+                        space="efficientformerv2", strategy="random",
+                        objectives=["accuracy", "latency.x", "latency.y", "params"], resolution=(512, 384),
+                        eval_resolution=32, accuracy_label="top-1 % on imagefolder val", num_classes=1000,
+                        study_name="s", storage="sqlite:///s.db", task="backbone", skipped_images=skipped)
+    picks = write_outputs(tmp_path, records, ctx.objectives, references, ctx)
+    assert picks["ref_s"]["pick"]["arch_id"] == "a0" and set(picks["ref_s"]["per_target"]) == {"x", "y"}
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# Search report: efficientformerv2 backbone at 512×384 on x, y (random)")
+    assert "- **task**: `backbone` -- latency and params are those of the backbone" in report
+    assert ("**unreadable images skipped** (data.on_bad_image=skip): 2 file(s) (1 in the supernet's training; "
+            "1 in this search's evaluation): `/img/train/cat/noise.jpg`, `/img/val/dog/cut.png`") in report
+    assert "What the cross-target constraint costs in accuracy" in report
+    summary = summary_text(picks, references, ctx, tmp_path, 1)
+    assert "latency/params of the backbone at 512×384" in summary
+    assert "data: 2 unreadable image(s) skipped (data.on_bad_image=skip)" in summary
+    assert (tmp_path / "pareto.png").stat().st_size > 0

@@ -9,7 +9,6 @@ holding a `manifest.json` always holds the complete export the manifest lists.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -20,8 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.errors import HwnasError
 from hwnas.files import owner_tag, register_temp, remove_stale_temps
+
+from .format import ExportContext, ExportError, check_formats, get_format, preflight  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
 
@@ -97,49 +97,6 @@ def _listed_artifacts(manifest_path: Path) -> list[str]:
 
 
 # ---- the whole export ----------------------------------------------------------------------------
-FORMATS = ("pt", "onnx", "coreml", "tensorrt", "torchscript", "aoti", "timm")
-FILES = {"pt": ["model.pt", "arch.yaml"], "onnx": ["model.onnx"], "coreml": ["model.mlpackage"],
-         "tensorrt": ["model.engine"], "torchscript": ["model.ts"], "aoti": ["model.pt2"],
-         "timm": ["model_timm.pth"]}
-
-
-class ExportError(HwnasError, RuntimeError):
-    """An export that cannot be made or did not pass its checks; the message says why and what to do."""
-
-
-def check_formats(formats) -> list[str]:
-    """The requested formats as a list, in a fixed order; an unknown one raises, listing the known."""
-    if isinstance(formats, str):
-        formats = [f.strip() for f in formats.strip("[]").split(",") if f.strip()]
-    formats = [str(f) for f in formats]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ExportError(f"unknown export format {unknown[0]!r}; known formats: {list(FORMATS)} "
-                          f"(e.g. format=[pt,onnx])")
-    if not formats:
-        raise ExportError(f"no export format given; choose one or more of {list(FORMATS)}")
-    return [f for f in FORMATS if f in formats]
-
-
-def preflight(formats: list[str], task: str = "classify") -> None:
-    """Fail before any work when a requested format cannot be made on this machine (or for `task`)."""
-    if "aoti" in formats:
-        if task == "backbone":
-            raise ExportError("format=aoti packages a classifier (one tensor out), not a backbone's stage outputs: "
-                              "export the backbone as format=[pt,onnx] (or timm), or drop features_only=true")
-        from hwnas.convert.aoti import cxx_compiler
-        if cxx_compiler() is None:
-            raise ExportError(f"format=aoti compiles C++ (AOTInductor) and finds no C++ compiler here "
-                              f"({os.environ.get('CXX') or 'g++'} is not on PATH): install one (e.g. apt-get install "
-                              "g++) or set CXX=, or export format=[pt,onnx] here and format=aoti where a compiler is")
-    if "tensorrt" in formats:
-        from hwnas.convert.tensorrt import TensorRTUnavailable, tensorrt_available
-        if not tensorrt_available():
-            raise TensorRTUnavailable(
-                "needed by format=tensorrt; or export format=onnx here and build the engine where "
-                "TensorRT runs: `trtexec --onnx=model.onnx --fp16 --saveEngine=model.engine`")
-
-
 def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *, num_classes: int,
                  weights: dict, batch: int = 1, opset: int = 17, coreml_precision: str = "fp16",
                  latency: dict | None = None, log=None, extra_files: dict | None = None) -> dict:
@@ -157,7 +114,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     from .manifest import build_manifest
 
     formats = check_formats(formats)
-    preflight(formats, getattr(arch, "task", "classify"))
+    preflight(formats, arch)
     say = log or (lambda msg: None)
     model = model.cpu().eval()
     shape = (batch, 3, *arch.input_size)
@@ -171,45 +128,15 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
         others = [(batch + 1, 3, h, w)] + ([(batch, 3, h + 64, w + 32)] if 2 in io["dynamic"] else [])
         with torch.no_grad():
             more = [(xi, model(xi)) for xi in (verify.reference_input(s, seed=1) for s in others)]
-    deploy = None
-    if set(formats) - {"pt"}:
-        # the exported-graph deploy form (hwnas.latency.deploy): what the ONNX Runtime, TensorRT and
-        # Core ML tables timed -- BN folded, fp32, x2 upsample as PyTorch's op
-        from hwnas.latency.deploy import deploy_form
-        deploy = deploy_form("onnxruntime_cpu", batch=batch, opset=opset).module(copy.deepcopy(model))
-
     results: dict[str, dict] = {}
     with ExportBundle(out_dir) as b:
+        ctx = ExportContext(model=model, arch=arch, shape=shape, x=x, ref=ref, io=io, bundle=b, opset=opset,
+                            coreml_precision=coreml_precision, more=more)
         for fmt in formats:
             t0 = time.perf_counter()
             say(f"exporting {fmt} ...")
-            if fmt == "pt":
-                from .pt import save_pt
-                save_pt(model, arch, b.tmp)
-                check = verify.check_pt(b.tmp, x, ref)
-            elif fmt == "torchscript":
-                from hwnas.convert.torchscript import export_torchscript
-                export_torchscript(deploy, shape, b.path("model.ts"))
-                check = verify.check_torchscript(b.path("model.ts"), x, ref)
-            elif fmt == "onnx":
-                _onnx(deploy, shape, b, opset, io)
-                check = verify.check_onnx(b.path("model.onnx"), x, ref, io["dynamic"], more)
-            elif fmt == "coreml":
-                from hwnas.convert.coreml import convert_coreml
-                convert_coreml(deploy, shape, b.path("model.mlpackage"), precision=coreml_precision)
-                check = verify.check_coreml(b.path("model.mlpackage"), x, ref, arch.space, arch.task)
-            elif fmt == "tensorrt":
-                from hwnas.convert.tensorrt import build_engine
-                build_engine(_onnx(deploy, shape, b, opset, io), b.path("model.engine"), precision="fp16",
-                             input_shape=shape)
-                check = verify.check_tensorrt(b.path("model.engine"), x, ref)
-            elif fmt == "aoti":
-                check = _aoti(model, arch, shape, b, x, ref)
-            elif fmt == "timm":
-                from .timm import save_timm
-                timm_info = save_timm(model, b.path("model_timm.pth"))
-                check = verify.check_timm(b.path("model_timm.pth"), model, x, ref, timm_info)
-            files = FILES[fmt]
+            check = get_format(fmt).export(ctx)
+            files = list(get_format(fmt).files)
             results[fmt] = {"files": files, "bytes": sum(_size(b.path(f)) for f in files),
                             "export_seconds": round(time.perf_counter() - t0, 3), "check": check}
             say(f"  {fmt}: {'ok' if check.get('passed') else 'FAILED'}"
@@ -217,7 +144,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                    and check.get("passed") else "") + (f" -- {check['error']}" if check.get("error") else ""))
         manifest = build_manifest(arch, model, num_classes, shape, weights, results, latency,
                                   outputs=_outputs(model, ref), onnx_io=io if "onnx" in formats else None)
-        artifacts = [f for fmt in formats for f in FILES[fmt]]
+        artifacts = [f for fmt in formats for f in get_format(fmt).files]
         for name, text in (extra_files or {}).items():
             path = b.path(name)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,41 +154,6 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
                 artifacts.append(top)
         b.commit(manifest, artifacts)
     return manifest
-
-
-def _aoti(model: nn.Module, arch, shape, b: ExportBundle, x: torch.Tensor, ref: torch.Tensor) -> dict:
-    """The `torch_inductor` deploy form compiled by AOTInductor into model.pt2: fp16 for CUDA where
-    a GPU is visible (what the torch_inductor table times), else fp32 for this CPU; then its check."""
-    from hwnas.latency.deploy import deploy_form
-    from . import verify
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = "fp16" if device == "cuda" else "fp32"
-    form = deploy_form("torch_inductor", batch=shape[0], precision=precision)
-    t0 = time.perf_counter()
-    form.compile(form.module(copy.deepcopy(model)), shape, b.path("model.pt2"), device=device,
-                 metadata={"arch_id": arch.id, "space": arch.space})
-    check = verify.check_aoti(b.path("model.pt2"), x, ref, precision)
-    return {**check, "compile_seconds": round(time.perf_counter() - t0 - check["seconds"], 3),
-            "deploy_form": form.describe(),
-            "input": {"shape": list(shape), "dtype": "float32", "layout": "NCHW contiguous", "device": device},
-            "needs": {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else
-                      "cpu", "cuda": torch.version.cuda if device == "cuda" else None},
-            "how": aoti_how(shape, device)}
-
-
-def aoti_how(shape, device: str) -> str:
-    """How a user without hwnas runs the package: on CUDA at the speed the torch_inductor table
-    measured (single-threaded runtime, one CUDA graph), with the libstdc++ work-around."""
-    from hwnas.convert.aoti import RUN_WITHOUT_HWNAS
-    checks = ("the input must be exactly this shape, dtype and device: set AOTI_RUNTIME_CHECK_INPUTS=1 to have "
-              "the runtime check it, or load it with hwnas.convert.aoti.load_aoti, which does")
-    if device != "cuda":
-        return f"torch._inductor.aoti_load_package('model.pt2', run_single_threaded=True)(x) (no hwnas needed; {checks})"
-    return (f"no hwnas needed; at the measured speed (a CUDA graph, as load_aoti replays it; {checks}):\n"
-            + RUN_WITHOUT_HWNAS.replace("SHAPE", str(tuple(shape)))
-            + "If loading dies with SIGSEGV inside the package's wrapper.so (std::regex), the process resolves another "
-              "libstdc++ than the one g++ built the package with: start Python with "
-              "LD_PRELOAD=$(readlink -f $(g++ -print-file-name=libstdc++.so.6)) (hwnas's apps do this themselves)")
 
 
 def onnx_io(model: nn.Module, arch) -> dict:
@@ -287,14 +179,6 @@ def _outputs(model: nn.Module, ref) -> list[dict]:
     return [{"name": f"stage{i}", "shape": list(r.shape), "num_chs": info[i]["num_chs"],
              "reduction": info[i]["reduction"], "module": info[i]["module"]}
             for i, r in zip(model.out_indices, ref)]
-
-
-def _onnx(deploy: nn.Module, shape, b: ExportBundle, opset: int, io: dict) -> Path:
-    path = b.path("model.onnx")
-    if not path.exists():
-        from hwnas.convert.onnx import export_onnx
-        export_onnx(deploy, shape, path, opset=opset, output_name=io["outputs"], dynamic_axes=io["axes"])
-    return path
 
 
 def _size(path: Path) -> int:

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from hwnas.latency.predict import predicted_latencies
 
-from .verify import TOLERANCES
+from .format import get_format
 
 MANIFEST_VERSION = 1
 
@@ -50,8 +50,7 @@ def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[
         "weights": weights,
         "predicted_latency_ms": predicted_latencies(arch) if latency is None else latency,
         "formats": formats,
-        "tolerances": {k: {"rel": t.rel, "why": t.why} for k, t in TOLERANCES.items()
-                       if k in formats or k.split("_")[0] in formats},
+        "tolerances": {k: {"rel": t.rel, "why": t.why} for f in formats for k, t in get_format(f).tolerances.items()},
         "checks_passed": all(c.get("passed") for c in checks),
         "errors": {c["format"]: c["error"] for c in checks if c.get("error")},
         "versions": _versions(),

@@ -8,8 +8,9 @@ output per stage it returns: each is compared on its own scale, and the largest 
 Linux; there the check inspects the ML Program instead (program type, ops, input and output
 shapes, fp16 weights) and, on macOS, also runs it.
 
-Every check returns a plain dict (it goes into `manifest.json` as is) and never raises for a
-mismatch: `passed` says whether the export is within its tolerance, `error` says why not.
+The bounds are the formats' own (`Format.tolerances`, `hwnas.export.formats`). Every check returns
+a plain dict (it goes into `manifest.json` as is) and never raises for a mismatch: `passed` says
+whether the export is within its tolerance, `error` says why not.
 """
 from __future__ import annotations
 
@@ -18,32 +19,12 @@ import platform
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    rel: float  # bound on max|export - reference| / max|reference|
-    why: str
-
-
-# The bounds, stated once (docs/export.md quotes them). fp32 formats differ from the reference
-# only by BatchNorm folding and the runtime's own op fusion; fp16 formats by half-precision rounding.
-TOLERANCES: dict[str, Tolerance] = {
-    "pt": Tolerance(1e-6, "same weights, same PyTorch code: equal up to float nondeterminism"),
-    "torchscript": Tolerance(1e-4, "fp32, BatchNorms folded, traced"),
-    "onnx": Tolerance(1e-4, "fp32, BatchNorms folded, ONNX Runtime CPU with full graph optimisation"),
-    "coreml": Tolerance(5e-2, "fp16 ML Program (numeric check on macOS only; spec inspection elsewhere)"),
-    "tensorrt": Tolerance(5e-2, "fp16 engine"),
-    "aoti": Tolerance(1e-4, "fp32 AOTInductor package for the CPU: BatchNorms folded, Inductor's fused kernels"),
-    "aoti_fp16": Tolerance(5e-2, "fp16 AOTInductor package for CUDA: half-precision rounding, Inductor's fused kernels"),
-    "timm": Tolerance(1e-5, "the same weights in timm's layout: read back into our model here; timm's own "
-                            "model (where timm is installed) computes the same function with its own code"),
-}
+from .format import Tolerance, tolerance  # noqa: F401 (Tolerance re-exported)
 
 
 def reference_input(input_shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -72,7 +53,7 @@ def compare(out, ref, fmt: str) -> dict:
     out_t = torch.as_tensor(np.asarray(out, dtype=np.float32)) if not isinstance(out, torch.Tensor) \
         else out.detach().float().cpu()
     ref = ref.detach().float().cpu()
-    tol = TOLERANCES[fmt]
+    tol = tolerance(fmt)
     if tuple(out_t.shape) != tuple(ref.shape):
         return dict(passed=False, error=f"output shape {tuple(out_t.shape)} != reference {tuple(ref.shape)}")
     if not torch.isfinite(out_t).all():
@@ -86,10 +67,11 @@ def compare(out, ref, fmt: str) -> dict:
     return out
 
 
-def _run(fmt: str, runtime: str, check: str, fn, tolerance: str | None = None) -> dict:
-    """Run one check, timing it; an exception becomes a failed check with its message. `tolerance`:
-    the key of `TOLERANCES` when not the format's own (a format with one bound per precision)."""
-    record = dict(format=fmt, runtime=runtime, check=check, tolerance_rel=TOLERANCES[tolerance or fmt].rel)
+def run_check(fmt: str, runtime: str, check: str, fn, bound: str | None = None) -> dict:
+    """Run one check (`fn` returns its record, e.g. `compare`'s), timing it; an exception becomes a
+    failed check with its message. `bound`: the tolerance's key when not the format's own (a format
+    with one bound per precision, `Format.tolerances`)."""
+    record = dict(format=fmt, runtime=runtime, check=check, tolerance_rel=tolerance(bound or fmt).rel)
     t0 = time.perf_counter()
     try:
         record.update(fn())
@@ -107,7 +89,7 @@ def check_pt(export_dir: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) 
         model = load(export_dir)
         with torch.no_grad():
             return compare(model(x), ref, "pt")
-    return _run("pt", f"torch {torch.__version__}", "hwnas.load + PyTorch forward", fn)
+    return run_check("pt", f"torch {torch.__version__}", "hwnas.load + PyTorch forward", fn)
 
 
 def check_torchscript(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor) -> dict:
@@ -116,7 +98,7 @@ def check_torchscript(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tenso
         module = load_torchscript(path)
         with torch.no_grad():
             return compare(module(x), ref, "torchscript")
-    return _run("torchscript", f"torch {torch.__version__}", "torch.jit.load + forward", fn)
+    return run_check("torchscript", f"torch {torch.__version__}", "torch.jit.load + forward", fn)
 
 
 def check_onnx(path: str | os.PathLike, x: torch.Tensor, ref, dynamic: tuple[int, ...] = (),
@@ -149,7 +131,7 @@ def check_onnx(path: str | os.PathLike, x: torch.Tensor, ref, dynamic: tuple[int
                 res["passed"] = False
                 res["error"] = f"input {list(xi.shape)}: {r.get('error')}"
         return res
-    return _run("onnx", f"onnxruntime {ort.__version__} CPUExecutionProvider",
+    return run_check("onnx", f"onnxruntime {ort.__version__} CPUExecutionProvider",
                 "ONNX Runtime session (ORT_ENABLE_ALL) vs PyTorch", fn)
 
 
@@ -164,8 +146,8 @@ def check_aoti(path: str | os.PathLike, x: torch.Tensor, ref: torch.Tensor, prec
         with torch.no_grad():
             out = run(x.to(run.device).contiguous())
         return {"device": run.device, "precision": precision, "tolerance": tol, **compare(out, ref, tol)}
-    return _run("aoti", f"torch {torch.__version__} AOTInductor (torch._inductor.aoti_load_package)",
-                "AOTInductor package vs PyTorch", fn, tolerance=tol)
+    return run_check("aoti", f"torch {torch.__version__} AOTInductor (torch._inductor.aoti_load_package)",
+                "AOTInductor package vs PyTorch", fn, bound=tol)
 
 
 def core_ml_required_ops(space: str, task: str = "classify") -> frozenset:
@@ -237,7 +219,7 @@ def check_coreml(path: str | os.PathLike, x: torch.Tensor, ref, space: str, task
         else:
             out["note"] = "numeric check needs macOS (Core ML runtime); spec inspected instead"
         return out
-    return _run("coreml", "coremltools " + _coremltools_version(),
+    return run_check("coreml", "coremltools " + _coremltools_version(),
                 "ML Program prediction vs PyTorch" if on_mac else "spec inspection: program type, ops, shapes, fp16",
                 fn)
 
@@ -266,7 +248,7 @@ def check_tensorrt(path: str | os.PathLike, x: torch.Tensor, ref) -> dict:
         stream.synchronize()
         ys = [y.float().cpu() for y in ys]
         return compare(ys if isinstance(ref, (list, tuple)) else ys[0], ref, "tensorrt")
-    return _run("tensorrt", "TensorRT", "TensorRT engine (fp16) vs PyTorch", fn)
+    return run_check("tensorrt", "TensorRT", "TensorRT engine (fp16) vs PyTorch", fn)
 
 
 def check_timm(path: str | os.PathLike, model, x: torch.Tensor, ref, info: dict) -> dict:
@@ -307,7 +289,7 @@ def check_timm(path: str | os.PathLike, model, x: torch.Tensor, ref, info: dict)
         if not theirs["passed"]:
             out.update(passed=False, error=f"timm's model: {theirs.get('error')}")
         return out
-    return _run("timm", f"torch {torch.__version__}", "read back into our model (and into timm's, where installed)", fn)
+    return run_check("timm", f"torch {torch.__version__}", "read back into our model (and into timm's, where installed)", fn)
 
 
 def _coremltools_version() -> str:

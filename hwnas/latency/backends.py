@@ -24,6 +24,7 @@ from hwnas.errors import ConfigError
 from hwnas.files import owned_temp_dir
 
 from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
+from .target import find_target, get_target, list_targets  # noqa: F401 (list_targets re-exported)
 
 
 def summarize(times_ms: list[float] | np.ndarray) -> dict:
@@ -88,9 +89,6 @@ class Backend:
         self.repeats = int(repeats)
         self.max_seconds = float(max_seconds)
         self.min_runs = int(min_runs)
-
-    local = False  # the target runs on the machine that runs hwnas (a table of another device is suspect)
-    gpu = False  # the target runs on this machine's NVIDIA GPU (its name: `cuda_device_name`)
 
     @property
     def form(self):
@@ -240,7 +238,6 @@ class OnnxRuntimeCPU(Backend):
 
     name = "onnxruntime_cpu"
     runtime = "onnxruntime"
-    local = True
 
     def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, opset: int = 17,
                  clock: str = "thread", **kw):
@@ -318,7 +315,6 @@ class TorchCUDA(Backend):
 
     name = "torch_cuda"
     runtime = "torch"
-    gpu = True
     statistic = "median_ms"  # graph replays are steady; the median is the usual GPU figure
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True,
@@ -503,7 +499,6 @@ class TensorRT(Backend):
 
     name = "tensorrt"
     runtime = "tensorrt"
-    gpu = True
     statistic = "median_ms"
 
     def __init__(self, precision: str = "fp16", batch: int = 8, opset: int = 17, workspace_gb: float = 4.0, **kw):
@@ -560,13 +555,6 @@ class TensorRT(Backend):
         return {**stats, "fingerprint": fp}
 
 
-BACKENDS: dict[str, type[Backend]] = {b.name: b for b in (OnnxRuntimeCPU, TorchCUDA, CoreML, TensorRT, TorchInductor)}
-
-
-def list_targets() -> list[str]:
-    return sorted(BACKENDS)
-
-
 def cuda_device_name() -> str | None:
     """This machine's GPU (torch's name for device 0), or None without a CUDA GPU."""
     try:
@@ -577,15 +565,13 @@ def cuda_device_name() -> str | None:
 
 
 def this_device(target_name: str) -> str | None:
-    """This machine's device for `target_name`: its CPU for a target that runs on the CPU (ONNX
-    Runtime), its GPU for a GPU target when it has one; else None (a search on a laptop of a GPU
-    table: nothing to compare)."""
-    cls = BACKENDS.get(target_name)
-    if cls is None:
+    """This machine's device for `target_name` (its `Target.device`): its CPU for a target that runs
+    on the CPU, its GPU for a GPU target when it has one; else None (a phone's target, a search on a
+    laptop of a GPU table, a target no longer registered: nothing to compare)."""
+    target = find_target(target_name)
+    if target is None or target.device is None:
         return None
-    if cls.local:
-        return cpu_name()
-    return cuda_device_name() if cls.gpu else None
+    return cpu_name() if target.device == "cpu" else cuda_device_name()
 
 
 def measured_transfer(table, device: str, space: str) -> dict | None:
@@ -633,8 +619,8 @@ def device_note(table, space: str, path=None) -> str | None:
                  + (f", predicted/measured {t['predicted_over_measured'][0]:.2f}-{t['predicted_over_measured'][1]:.2f}"
                     if t.get("predicted_over_measured") else "")
                  + f", Kendall tau {t['kendall_tau']:.2f}" + (f" ({t['result_file']})" if t.get("result_file") else ""))
-    elif table.target == "onnxruntime_cpu":
-        known = "a table made on an AMD EPYC predicted 0.57-0.73x of what ONNX Runtime measures on an Intel Xeon"
+    elif note := getattr(find_target(table.target), "transfer_note", None):
+        known = note
     else:
         known = f"its transfer to {here} has not been measured"
     return (f"the {table.target} latency table {path or table.path} was measured on {there}, but this machine's "
@@ -645,13 +631,11 @@ def device_note(table, space: str, path=None) -> str | None:
 
 
 def get_backend(target_name: str, **target_cfg: Any) -> Backend:
-    """The backend of `target_name`, configured by the target's keys (`hwnas.latency.config`: its
-    schema; keys of the app such as `name`, `table` or `mes` are accepted and not passed on, keys
-    the target does not take are a `ConfigError` naming the allowed ones). Unknown names raise an
-    error listing the targets. Keys not given take the backend's defaults."""
+    """The backend of target `target_name` (`hwnas.latency.target`), configured by the target's keys
+    (`hwnas.latency.config`: its schema; keys of the app such as `name`, `table` or `mes` are accepted
+    and not passed on, keys the target does not take are a `ConfigError` naming the allowed ones).
+    Unknown names raise an error listing the targets. Keys not given take the backend's defaults."""
     from .config import APP_KEYS, target_config
-    cls = BACKENDS.get(target_name)
-    if cls is None:
-        raise UnknownTargetError(f"unknown target {target_name!r}; known targets: {list_targets()}")
+    target = get_target(target_name)
     target_config(target_name, target_cfg)  # the keys and their ranges
-    return cls(**{k: v for k, v in target_cfg.items() if k not in APP_KEYS})
+    return target.backend(**{k: v for k, v in target_cfg.items() if k not in APP_KEYS})

@@ -7,9 +7,9 @@ read -- in Hydra at the app's start-up, in `target_config()` (what `get_backend`
 allowed keys -- and so does a value out of range (`__post_init__`).
 
 Plain dataclasses (no Hydra import at module level, so the GPU machine can import this package);
-`register_target()` stores each schema in Hydra's ConfigStore, outside the `target` group (as
-`schema_target_<name>`, which the target's YAML names in its defaults), so that the option list
-of `+target=` holds only real targets.
+`hwnas.latency.target.store_schemas()` stores each registered target's schema in Hydra's ConfigStore,
+outside the `target` group (as `schema_target_<name>`, which the target's YAML names in its
+defaults), so that the option list of `+target=` holds only real targets.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from typing import Any, Mapping, Optional
 from hwnas.config import CONF_DIR as APP_CONF_DIR
 from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
 from hwnas.mes import ALPHA_LATENCY, ALPHA_SIZE, SCORE, U_SIZE
+
+from .target import get_target
 
 CLOCKS = ("wall", "thread")
 #: ONNX opsets the export path is tested with (the TorchScript exporter of torch 2.x; Resize, LayerNorm)
@@ -158,10 +160,6 @@ class TensorRTConfig(TargetConfig):
         check_positive("target", "workspace_gb", self.workspace_gb)
 
 
-#: target name -> its schema
-TARGETS: dict[str, type[TargetConfig]] = {c.name: c for c in (OnnxRuntimeCPUConfig, TorchCUDAConfig, CoreMLConfig,
-                                                                TensorRTConfig, TorchInductorConfig)}
-
 CONF_DIR = APP_CONF_DIR / "target"
 
 
@@ -171,10 +169,8 @@ def target_keys(name: str) -> list[str]:
 
 
 def schema_of(name: str) -> type[TargetConfig]:
-    if name not in TARGETS:
-        from .errors import UnknownTargetError
-        raise UnknownTargetError(f"unknown target {name!r}; known targets: {sorted(TARGETS)}")
-    return TARGETS[name]
+    """The schema of the target registered as `name` (`hwnas.latency.target`)."""
+    return get_target(name).schema
 
 
 def target_config(name: str, settings: Mapping[str, Any] | None = None) -> TargetConfig:
@@ -196,33 +192,11 @@ def target_config(name: str, settings: Mapping[str, Any] | None = None) -> Targe
 
 
 def target_settings(name: str) -> dict:
-    """The keys of `hwnas/conf/target/<name>.yaml` as a dict, without Hydra (for scripts that run
-    where Hydra is not installed, like the GPU machine; PyYAML is a dependency of hwnas and timm)."""
-    import yaml
-    path = CONF_DIR / f"{name}.yaml"
-    if not path.exists():
-        from .errors import UnknownTargetError
-        known = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
-        raise UnknownTargetError(f"unknown target {name!r}; known targets: {known}")
-    d = yaml.safe_load(path.read_text())
-    d.pop("defaults", None)
-    return d
+    """The default keys of target `name` as a dict, without Hydra (for scripts that run where Hydra is
+    not installed, like the GPU machine): `hwnas/conf/target/<name>.yaml`, or a registered target's
+    schema defaults (`Target.defaults`)."""
+    return get_target(name).defaults()
 
 
-_REGISTERED = False
-
-
-def register_target() -> None:
-    """Store each target's schema as `schema_target_<name>` (outside the `target` group; idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from hydra.core.config_store import ConfigStore
-    for name, cls in TARGETS.items():
-        ConfigStore.instance().store(name=f"schema_target_{name}", node=cls)
-    _REGISTERED = True
-
-
-__all__ = ["APP_KEYS", "CoreMLConfig", "MesConfig", "OnnxRuntimeCPUConfig", "TARGETS", "TargetConfig",
-           "TensorRTConfig", "TorchCUDAConfig", "TorchInductorConfig", "register_target", "schema_of", "target_config", "target_keys",
-           "target_settings"]
+__all__ = ["APP_KEYS", "CoreMLConfig", "MesConfig", "OnnxRuntimeCPUConfig", "TargetConfig", "TensorRTConfig",
+           "TorchCUDAConfig", "TorchInductorConfig", "schema_of", "target_config", "target_keys", "target_settings"]

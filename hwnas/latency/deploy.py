@@ -27,12 +27,15 @@ import torch.nn as nn
 
 from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
+from .target import get_target
+
 __all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "TorchInductorPackage",
            "deploy_form", "fold"]
 
 
 class DeployForm:
-    """What one target runs. Subclasses set `target` and implement `module`."""
+    """What one target runs. Subclasses implement `module` and `describe`; the target that makes
+    the form (`Target.deploy_form`) sets `target`, its name."""
 
     target = ""
 
@@ -74,10 +77,9 @@ class DeployForm:
 class ExportedGraph(DeployForm):
     """ONNX Runtime and TensorRT run the ONNX graph exported from the BN-folded fp32 module."""
 
-    def __init__(self, batch: int = 1, precision: str = "fp32", opset: int = 17, target: str = "onnxruntime_cpu"):
+    def __init__(self, batch: int = 1, precision: str = "fp32", opset: int = 17):
         super().__init__(batch, precision)
         self.opset = int(opset)
-        self.target = target
 
     def module(self, model: nn.Module) -> nn.Module:
         model = fold(model.float())
@@ -98,7 +100,6 @@ class ExportedGraph(DeployForm):
 class CoreMLProgram(DeployForm):
     """Core ML runs the ML Program converted (torch.export frontend) from the BN-folded fp32 module."""
 
-    target = "coreml"
 
     def __init__(self, batch: int = 1, precision: str = "fp16"):
         super().__init__(batch, precision)
@@ -119,7 +120,6 @@ class CoreMLProgram(DeployForm):
 class TorchCUDAModule(DeployForm):
     """PyTorch on an NVIDIA GPU runs the module: the GPU recipe (`hwnas.convert.optimize.optimize_for_gpu`)."""
 
-    target = "torch_cuda"
 
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True):
         super().__init__(batch, precision)
@@ -156,7 +156,6 @@ class TorchInductorPackage(TorchCUDAModule):
     Compiling changes what runs (fusion, kernel choice) but not what is computed, so a fingerprint
     is the module's trace salted with this target."""
 
-    target = "torch_inductor"
 
     def salt(self) -> str:
         return "torch-inductor-aoti"
@@ -178,33 +177,8 @@ class TorchInductorPackage(TorchCUDAModule):
                 f"(torch.export, fixed shape, float32 NCHW in and out); batch {self.batch}")
 
 
-FORMS: dict[str, Any] = {
-    "onnxruntime_cpu": lambda **kw: ExportedGraph(target="onnxruntime_cpu", **kw),
-    "tensorrt": lambda **kw: ExportedGraph(target="tensorrt", **kw),
-    "coreml": CoreMLProgram,
-    "torch_cuda": TorchCUDAModule,
-    "torch_inductor": TorchInductorPackage,
-}
-#: the settings each target's form takes (what its `settings()` records in a table's provenance)
-FORM_KEYS = {"onnxruntime_cpu": ("batch", "precision", "opset"), "tensorrt": ("batch", "precision", "opset"),
-             "coreml": ("batch", "precision"), "torch_cuda": ("batch", "precision", "channels_last"),
-             "torch_inductor": ("batch", "precision", "channels_last")}
-_DEFAULT_PRECISION = {"onnxruntime_cpu": "fp32", "tensorrt": "fp32", "coreml": "fp16", "torch_cuda": "fp16",
-                      "torch_inductor": "fp16"}
-
-
 def deploy_form(target: str, **settings: Any) -> DeployForm:
-    """The deploy form of `target`, configured by its settings (`FORM_KEYS`; None takes the
-    default, another key is a `ConfigError` naming the allowed ones). Works on any machine: no
-    runtime is needed."""
-    if target not in FORMS:
-        from .errors import UnknownTargetError
-        raise UnknownTargetError(f"unknown target {target!r}; known targets: {sorted(FORMS)}")
-    unknown = sorted(set(settings) - set(FORM_KEYS[target]))
-    if unknown:
-        from hwnas.errors import ConfigError
-        raise ConfigError(f"the {target} deploy form takes no setting {unknown[0]!r} "
-                          f"(its settings: {', '.join(FORM_KEYS[target])})")
-    kw = {k: v for k, v in settings.items() if v is not None}
-    kw.setdefault("precision", _DEFAULT_PRECISION[target])
-    return FORMS[target](**kw)
+    """The deploy form of target `target` (`hwnas.latency.target`), configured by its settings (the
+    target's `form_keys`; None takes the default, another key is a `ConfigError` naming the allowed
+    ones). Works on any machine: no runtime is needed."""
+    return get_target(target).deploy_form(**settings)

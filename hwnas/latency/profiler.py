@@ -55,7 +55,9 @@ def _build(spec_or_arch, device: str):
 
 
 def build_device(backend: Backend) -> str:
-    return "cuda" if backend.name in ("torch_cuda", "torch_inductor") else "cpu"
+    """Where a block or network is built before `backend` deploys and times it (`Target.build_device`)."""
+    from .target import get_target
+    return get_target(backend.name).build_device
 
 
 SETUP_KEYS = ("target", "precision", "batch", "threads", "device", "clock", "canary")

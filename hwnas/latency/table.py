@@ -110,6 +110,13 @@ def adapt_command(target: str, space: str, n: int = 12) -> str:
     return f"{profile_command(target, space)} adapt={n}"
 
 
+def search_hint(target: str, table: Path, out: Path | None) -> str:
+    """How a search uses the table this profile wrote (the default search reads the shipped tables)."""
+    table = Path(table).resolve()
+    how = f"target.table={table}" if out else f"target.tables_dir={table.parent.parent}"
+    return f"to search with this table: python -m hwnas.search +target={target} {how}"
+
+
 def describe_scope(space: str) -> str:
     """`nextvit` -> 'nextvit'; `nextvit:backbone@512x512` -> 'nextvit backbone (512x512)'."""
     name, task, size = parse_scope(space)

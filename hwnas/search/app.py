@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import search_spaces
 
-from hwnas.config import CONF_DIR, compose, get_space_from_cfg
+from hwnas.config import compose, get_space_from_cfg
 from hwnas.errors import HwnasError
 from hwnas.mes import MES
 
@@ -40,7 +40,8 @@ def compose_config(overrides: list[str] = ()) -> DictConfig:
 
 
 def list_targets() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "target").glob("*.yaml"))
+    from hwnas.latency.target import list_targets as registered
+    return registered()
 
 
 def _cfg_dict(node: Any) -> dict:
@@ -108,18 +109,18 @@ def default_busy_cores(threads: int | None) -> tuple[int, str | None]:
 
 # ---- targets -----------------------------------------------------------------------------------------
 def target_config(name: str, settings: Any = None) -> DictConfig:
-    """`hwnas/conf/target/<name>.yaml` checked against the target schema, with `settings` (a mapping of
-    its keys) on top: one target of a search over several."""
+    """The target's defaults (`hwnas/conf/target/<name>.yaml`, or a registered target's schema) checked
+    against its schema, with `settings` (a mapping of its keys) on top: one target of a search over several."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from hwnas.latency.config import schema_of, target_settings
+    from hwnas.latency.config import schema_of, target_keys, target_settings
     if name not in list_targets():
         raise SearchError(f"targets: unknown target {name!r} (targets: {', '.join(list_targets())})")
     try:
         node = OmegaConf.merge(OmegaConf.structured(schema_of(name)), target_settings(name), _cfg_dict(settings))
     except OmegaConfBaseException as e:
-        raise SearchError(f"target_settings.{name}: {e.msg if hasattr(e, 'msg') else e} (the keys of "
-                          f"hwnas/conf/target/{name}.yaml)") from None
+        raise SearchError(f"target_settings.{name}: {e.msg if hasattr(e, 'msg') else e} (the keys of target "
+                          f"{name}: {', '.join(target_keys(name))})") from None
     if node.name != name:
         raise SearchError(f"target_settings.{name}.name: a target's name cannot be changed")
     return node
@@ -460,26 +461,19 @@ def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) 
     lat_budget = dict(budget.latency_ms) or None
     if lat_budget is not None and len(names) == 1:
         lat_budget = lat_budget[names[0]]
-    first = reports[0]
     ctx = ReportContext(
-        target="+".join(names), space=space.name, strategy=strategy["name"], objectives=objectives,
+        targets=reports, space=space.name, strategy=strategy["name"], objectives=objectives,
         resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
-        num_classes=cfg.deploy_num_classes, table_path=first.table_path, table_description=first.table_description,
-        table_estimated=first.table_estimated, mes_formula=first.mes_formula, study_name=study_name,
+        num_classes=cfg.deploy_num_classes, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),
-        counts=counts, warnings=first.warnings, targets=reports if len(reports) > 1 else [],
+        counts=counts,
         skipped_images=_skipped(acc.evaluator))
     verification = None
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
-        from .verify import verify_picks, verify_picks_multi
-        if len(targets) == 1:
-            table = target_reports[0][1]
-            verification = verify_picks(picks, space, targets[0], run_dir, statistic=table.statistic,
-                                        table_device=table.provenance.get("device"))
-        else:
-            verification = verify_picks_multi(picks, space, [(t, tab) for t, tab, *_ in target_reports], run_dir)
+        from .verify import verify_picks
+        verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports])
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,

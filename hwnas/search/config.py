@@ -223,9 +223,9 @@ class SearchAppConfig:
 
     def __post_init__(self):
         if self.target is None and not self.targets:
-            from hwnas.latency.config import TARGETS
+            from hwnas.latency.target import list_targets
             raise ConfigError("no target given: choose one with +target=NAME, or several with "
-                              f"targets=[NAME,NAME,...] (targets: {', '.join(sorted(TARGETS))})")
+                              f"targets=[NAME,NAME,...] (targets: {', '.join(list_targets())})")
         check_positive("", "storage_retry_s", self.storage_retry_s)
         check_min("", "seed", self.seed, 0)
         check_min("", "deploy_num_classes", self.deploy_num_classes, 1)
@@ -289,10 +289,10 @@ def register() -> None:
     """Register every schema the search app composes against (idempotent)."""
     from omegaconf import OmegaConf
 
-    from hwnas.latency.config import register_target
+    from hwnas.latency.target import store_schemas as store_target_schemas
     OmegaConf.register_new_resolver("hwnas.targets", run_name, replace=True)
     register_common()
-    register_target()
+    store_target_schemas()  # every registered target's schema_target_<name> (and those registered later)
     cs = ConfigStore.instance()
     cs.store(name="schema_app_search", node=SearchAppConfig)
     # the strategies' schemas (schema_search_<name>) are stored as each registers

@@ -99,9 +99,21 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 
 @dataclass
+class TargetReport:
+    """What the report says about one target's latency figures."""
+    name: str
+    table_path: str
+    table_description: str
+    table_estimated: bool
+    mes_formula: str
+    warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
+
+
+@dataclass
 class ReportContext:
-    """Everything the report says about where its figures come from."""
-    target: str
+    """Everything the report says about where its figures come from; one `TargetReport` per target
+    (a search over one target is a search over a list of one)."""
+    targets: list  # TargetReport per target
     space: str
     strategy: str
     objectives: list[str]
@@ -109,23 +121,17 @@ class ReportContext:
     eval_resolution: int | None  # evaluator resolution (accuracy)
     accuracy_label: str  # e.g. "top-1 % on digits val"
     num_classes: int
-    table_path: str
-    table_description: str
-    table_estimated: bool
-    mes_formula: str
     study_name: str
     storage: str
     budget: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
-    warnings: list = field(default_factory=list)  # about the latency table: another device, stale rows used
     task: str = "classify"  # what is deployed and timed: classify | backbone (no head)
     # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
     skipped_images: dict = field(default_factory=dict)
-    targets: list = field(default_factory=list)  # TargetReport per target (a search of several targets)
 
     @property
     def target_names(self) -> list[str]:
-        return [t.name for t in self.targets] or [self.target]
+        return [t.name for t in self.targets]
 
     @property
     def multi(self) -> bool:
@@ -143,19 +149,10 @@ class ReportContext:
             return "backbone (stem and stages, no head: the features a detector or segmenter consumes)"
         return f"classifier with a {self.num_classes}-class head"
 
-
-@dataclass
-class TargetReport:
-    """What the report says about one target's latency figures."""
-    name: str
-    table_path: str
-    table_description: str
-    table_estimated: bool
-    mes_formula: str
-    warnings: list = field(default_factory=list)
-
-
-_PICK_KEYS = ("arch_id", "accuracy", "latency_ms", "params", "mes")
+    def who(self, target: TargetReport, template: str) -> str:
+        """`template` with `{}` filled by the target's name where there are several targets (one
+        target's report names it once, in its title)."""
+        return template.format(target.name) if self.multi else ""
 
 
 def _pick_entry(p: dict, keys: Sequence[str]) -> dict:
@@ -169,40 +166,19 @@ def build_picks(records: Sequence[dict], references: dict[str, dict],
                 targets: Sequence[str] | None = None) -> dict[str, dict]:
     """For each reference (its metrics in `references`): the reference and the best subnet under it.
 
-    With several targets, `pick` is the best subnet at or under the reference's latency on every
-    target at once (and its size), and `per_target[t]` the best at or under its latency on t alone.
+    `pick` is the best subnet at or under the reference's latency on every target at once (and its
+    size); with several targets, `per_target[t]` is the best at or under its latency on t alone.
     """
-    if targets is not None and len(targets) > 1:
-        return _build_picks_multi(records, references, list(targets))
+    names = list(targets or ["_"])
+    keys = ["arch_id", *(k for k in metric_columns(names) if k != "macs")]
     out = {}
     for name, ref in references.items():
-        p = pick_for(records, ref["latency_ms"], ref["params"])
-        entry: dict[str, Any] = {"reference": {k: ref[k] for k in ("arch_id", "accuracy", "latency_ms",
-                                                                   "params", "mes")}}
-        if p is None:
-            entry["pick"] = None
-        else:
-            entry["pick"] = {k: p[k] for k in ("arch_id", "accuracy", "latency_ms", "params", "mes")}
-            entry["pick"]["trial"] = p["number"]
-            entry["pick"]["arch"] = json.loads(p["arch"])
-        out[name] = entry
-    return out
-
-
-def _build_picks_multi(records, references, targets: list[str]) -> dict[str, dict]:
-    keys = ["arch_id", *metric_columns(targets)]
-    keys.remove("macs")
-    out = {}
-    for name, ref in references.items():
-        lat = {latency_key(t, targets): ref[latency_key(t, targets)] for t in targets}
+        lat = {latency_key(t, names): ref[latency_key(t, names)] for t in names}
         p = pick_for(records, lat, ref["params"])
-        per = {}
-        for t in targets:
-            k = latency_key(t, targets)
-            q = pick_for(records, {k: lat[k]}, ref["params"])
-            per[t] = None if q is None else _pick_entry(q, keys)
-        out[name] = {"reference": {k: ref[k] for k in keys},
-                     "pick": None if p is None else _pick_entry(p, keys), "per_target": per}
+        out[name] = {"reference": {k: ref[k] for k in keys}, "pick": None if p is None else _pick_entry(p, keys)}
+        if len(names) > 1:  # the best on each target alone
+            per = {t: pick_for(records, {k: v}, ref["params"]) for t, (k, v) in zip(names, lat.items())}
+            out[name]["per_target"] = {t: None if q is None else _pick_entry(q, keys) for t, q in per.items()}
     return out
 
 
@@ -219,13 +195,9 @@ def write_outputs(run_dir: Path, records: list[dict], objectives: list[str],
     atomic_write(run_dir / "picks.yaml", yaml.safe_dump(_plain(picks), sort_keys=False))
     if greedy_path is not None:
         atomic_write(run_dir / "greedy_path.csv", csv_text(greedy_path, list(greedy_path[0]) if greedy_path else ["step"]))
-    if ctx.multi:
-        plot_pareto_multi(run_dir / "pareto.png", records, front, references, picks, ctx)
-        text = report_markdown_multi(records, front, references, picks, ctx, greedy_path, verification)
-    else:
-        plot_pareto(run_dir / "pareto.png", records, front, references, picks, ctx)
-        text = report_markdown(records, front, references, picks, ctx, greedy_path, verification)
-    atomic_write(run_dir / "report.md", text)
+    plot_pareto(run_dir / "pareto.png", records, front, references, picks, ctx)
+    atomic_write(run_dir / "report.md", report_markdown(records, front, references, picks, ctx, greedy_path,
+                                                        verification))
     return picks
 
 
@@ -267,27 +239,34 @@ def _draw_references(ax, key: str, scale: float, references: dict, picks: dict, 
 
 def plot_pareto(path: Path, records: Sequence[dict], front: Sequence[dict], references: dict[str, dict],
                 picks: dict[str, dict], ctx: ReportContext) -> None:
+    """One panel per target (accuracy vs that target's latency), then accuracy vs params: all trials,
+    the front (non-dominated across every objective), the references (stars) and arrows from each
+    reference to its pick (at or under it on every target)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     acc_res, dep_res = _res_note(ctx)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    names = ctx.target_names
     what = "backbone" if ctx.task == "backbone" else f"{ctx.num_classes}-class head"
-    for ax, key, scale, label in ((axes[0], "latency_ms", 1.0, f"latency (ms, {ctx.target}, {ctx.task} {dep_res})"),
-                                  (axes[1], "params", 1e-6, f"parameters (M, {what})")):
+    panels = [(latency_key(t.name, names), 1.0, f"latency (ms, {t.name}, {ctx.task} {dep_res})"
+               + ctx.who(t, " — ESTIMATED" if t.table_estimated else "")) for t in ctx.targets]
+    panels.append(("params", 1e-6, f"parameters (M, {what})"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), constrained_layout=True)
+    for ax, (key, scale, label) in zip(axes, panels):
         ax.scatter([r[key] * scale for r in records], [r["accuracy"] for r in records], s=10,
                    c="0.75", label="trials")
         fs = sorted(front, key=lambda r: r[key])
         ax.plot([r[key] * scale for r in fs], [r["accuracy"] for r in fs], "o-", ms=4, c="tab:blue",
-                label="Pareto front")
-        _draw_references(ax, key, scale, references, picks, "picks")
+                label="Pareto front" + (" (all objectives)" if ctx.multi else ""))
+        _draw_references(ax, key, scale, references, picks, "picks" + (" (every target at once)" if ctx.multi else ""))
         ax.set_xlabel(label)
         ax.set_ylabel(f"{ctx.accuracy_label} ({acc_res})")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
-    est = " — latency table ESTIMATED" if ctx.table_estimated else ""
-    fig.suptitle(f"{ctx.space} {ctx.task} at {dep_res} on {ctx.target}: {ctx.strategy}{est}")
+    estimated = [t.name for t in ctx.targets if t.table_estimated]
+    est = (" — latency table ESTIMATED" + (f" ({', '.join(estimated)})" if ctx.multi else "")) if estimated else ""
+    fig.suptitle(f"{ctx.space} {ctx.task} at {dep_res} on {', '.join(names)}: {ctx.strategy}{est}")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -319,15 +298,43 @@ def _verification_row(v: dict, lead: str) -> str:
             f"{v['budget_ms']:.3f} | {ok} |")
 
 
+def _lat_cells(r: dict | None, names: Sequence[str]) -> list[str]:
+    return [("—" if r is None else f"{r[latency_key(t, names)]:.3f}") for t in names]
+
+
+def _lat_head(names: Sequence[str]) -> str:
+    """The latency columns' header: `latency ms`, or one `<target> ms` per target."""
+    return "latency ms" if len(names) == 1 else " | ".join(f"{_short(t)} ms" for t in names)
+
+
+def _budget_line(budget: dict) -> list[str]:
+    parts = []
+    for k, v in budget.items():
+        if isinstance(v, dict):  # several targets: {target: ms}
+            parts += [f"latency on {t} ≤ {ms} ms" for t, ms in v.items()]
+        elif v is not None:
+            parts.append(f"{k} ≤ {v}")
+    return [f"- budget (constraints): {', '.join(parts)}"] if parts else []
+
+
 def report_markdown(records, front, references, picks, ctx: ReportContext, greedy_path=None,
                     verification=None) -> str:
+    """report.md: where the figures come from (task, input, accuracy, each target's latency table
+    and MES, skipped images), the picks against the references, and with several targets the best
+    pick per target and what meeting every target at once costs in accuracy."""
     acc_res, dep_res = _res_note(ctx)
-    L = [f"# Search report: {ctx.space} {ctx.task} at {dep_res} on {ctx.target} ({ctx.strategy})", ""]
-    for w in ctx.warnings:
-        L += [f"> **WARNING — {w.split(':', 1)[0]}**:{w.split(':', 1)[1]}", ""]
-    if ctx.table_estimated:
-        L += [f"> **The latency table is ESTIMATED, not measured on the device**: {ctx.table_description}",
-              "> Latency and MES below are predictions of that estimate; a measured table replaces it.", ""]
+    names = ctx.target_names
+    lat_head = _lat_head(names)
+    L = [f"# Search report: {ctx.space} {ctx.task} at {dep_res} on {', '.join(names)} ({ctx.strategy})", ""]
+    for t in ctx.targets:
+        for w in t.warnings:
+            L += [f"> **WARNING — {w.split(':', 1)[0]}{ctx.who(t, ' ({})')}**:{w.split(':', 1)[1]}", ""]
+    for t in ctx.targets:
+        if t.table_estimated:
+            L += [f"> **The {ctx.who(t, '{} ')}latency table is ESTIMATED, not measured on the device**: "
+                  f"{t.table_description}",
+                  f"> Latency and MES {ctx.who(t, 'on {} ')}below are predictions of that estimate; a measured table "
+                  "replaces it.", ""]
     L += ["## Where the figures come from", "",
           f"- **task**: `{ctx.task}` -- latency and params are those of the {ctx.deployed}, "
           f"at input **{dep_res}**.",
@@ -335,49 +342,103 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
            if _predicted(ctx) else
            f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution)")
           + (", of the arch as a classifier (the supernet's proxy for the quality of its features)."
-             if ctx.task == "backbone" else "."),
-          f"- **latency**: predicted by `{ctx.table_path}` for `{ctx.target}`, the same arch as a "
-          f"{ctx.task} at input **{dep_res}**. {ctx.table_description}",
-          f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.",
-          f"- **MES**: {ctx.mes_formula} (latency and params as above).",
-          f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}"]
+             if ctx.task == "backbone" else ".")]
+    L += [f"- **latency**: predicted by `{t.table_path}` for `{t.name}`, the same arch as a "
+          f"{ctx.task} at input **{dep_res}**. {t.table_description}" for t in ctx.targets]
+    L.append(f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.")
+    L += [f"- **MES**{ctx.who(t, ' on `{}`')}: {t.mes_formula} (latency and params as above)." for t in ctx.targets]
+    if ctx.multi:
+        L.append("- `mes` is the worst (lowest) of the targets' MES (`mes.<target>`).")
+    L.append(f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}")
     L += _skipped_lines(ctx)
-    if any(v is not None for v in ctx.budget.values()):
-        L.append(f"- budget (constraints): {', '.join(f'{k} ≤ {v}' for k, v in ctx.budget.items() if v is not None)}")
+    L += _budget_line(ctx.budget)
     c = ctx.counts
     L += [f"- trials: {c.get('completed', len(records))} completed, {len(unique_archs(records))} distinct archs, "
           f"{c.get('infeasible', 0)} infeasible (pruned), {c.get('repaired', 0)} repaired; "
           f"Pareto front: {len(front)} archs", "",
           "## Picks vs references", "",
-          "For each reference, the most accurate arch found at or under its latency and its size.", "",
-          "| reference | accuracy | latency ms | params | MES | pick | accuracy | latency ms | params | MES | Δ accuracy |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]
+          ("For each reference, the most accurate arch found at or under its latency on **every** target at once "
+           "and under its size (`pick` in `picks.yaml`; `python -m hwnas.extract run=DIR pick=NAME` exports it)."
+           if ctx.multi else
+           "For each reference, the most accurate arch found at or under its latency and its size."), "",
+          f"| reference | accuracy | {lat_head} | params | MES | pick | accuracy | {lat_head} | params | MES | Δ accuracy |",
+          "|---|---|" + "---|" * len(names) + "---|---|---|---|" + "---|" * len(names) + "---|---|---|"]
     for name, ref in references.items():
         p = picks[name]["pick"]
         delta = f"{p['accuracy'] - ref['accuracy']:+.2f}" if p else "—"
-        L.append(f"| {name} | {_fmt(ref, 'accuracy')} | {_fmt(ref, 'latency_ms')} | {_fmt(ref, 'params')} | "
+        L.append(f"| {name} | {_fmt(ref, 'accuracy')} | {' | '.join(_lat_cells(ref, names))} | {_fmt(ref, 'params')} | "
                  f"{_fmt(ref, 'mes')} | {_pick_name(p, ref)} | {_fmt(p, 'accuracy')} | "
-                 f"{_fmt(p, 'latency_ms')} | {_fmt(p, 'params')} | {_fmt(p, 'mes')} | {delta} |")
+                 f"{' | '.join(_lat_cells(p, names))} | {_fmt(p, 'params')} | {_fmt(p, 'mes')} | {delta} |")
+    if ctx.multi:
+        L += _per_target_lines(references, picks, names)
     L += ["", "Archs of the picks: `picks.yaml`. All trials: `trials.csv`; the front: `pareto.csv`; "
-          "plot: `pareto.png`.", "", "![Pareto front](pareto.png)", ""]
+          "plot" + (" (one panel per target)" if ctx.multi else "") + ": `pareto.png`.", "",
+          "![Pareto front](pareto.png)", ""]
     if verification:
-        stat = verification[0].get("statistic", "median_ms").removesuffix("_ms")
-        L += ["## Verification on the target's backend", "",
-              f"Measured end to end on the backend, the same statistic ({stat} of many runs) the table sums.", "",
-              f"| pick | predicted ms | measured ms ({stat}) | error | budget ms | within budget |",
-              "|---|---|---|---|---|---|"]
-        L += [_verification_row(v, v["name"]) for v in verification]
+        stat = "/".join(dict.fromkeys(v.get("statistic", "median_ms").removesuffix("_ms") for v in verification))
+        L += [f"## Verification on {'each' if ctx.multi else 'the'} target's backend", "",
+              (f"Measured end to end on each target's backend, the statistic its table sums ({stat} of many runs)."
+               if ctx.multi else
+               f"Measured end to end on the backend, the same statistic ({stat} of many runs) the table sums."), "",
+              f"| pick |{' target |' if ctx.multi else ''} predicted ms | measured ms ({stat}) | error | budget ms | "
+              "within budget |", "|---" * (6 + ctx.multi) + "|"]
+        L += [_verification_row(v, v["name"] + (f" | {v['target']}" if ctx.multi else "")) for v in verification]
         L += [""] + [f"Note: {n}" for n in dict.fromkeys(v["note"] for v in verification
                                                           if v.get("note") and v.get("measured_ms") is not None)]
         L.append("")
     if greedy_path:
-        L += ["## mes_greedy path", "", "| step | action | accuracy | latency ms | params | MES | candidates |",
-              "|---|---|---|---|---|---|---|"]
+        L += ["## mes_greedy path" + (" (MES: the worst across targets)" if ctx.multi else ""), "",
+              f"| step | action | accuracy | {lat_head} | params | MES | candidates |",
+              "|---|---|---" + "|---" * len(names) + "|---|---|---|"]
         for s in greedy_path:
-            L.append(f"| {s['step']} | {s['action']} | {s['accuracy']:.2f} | {s['latency_ms']:.3f} | "
-                     f"{s['params'] / 1e6:.3f} M | {s['mes']:.1f} | {s['candidates']} |")
+            L.append(f"| {s['step']} | {s['action']} | {s['accuracy']:.2f} | " + " | ".join(_lat_cells(s, names))
+                     + f" | {s['params'] / 1e6:.3f} M | {s['mes']:.1f} | {s['candidates']} |")
         L.append("")
     return "\n".join(L)
+
+
+def _per_target_lines(references: dict, picks: dict, names: list[str]) -> list[str]:
+    """Several targets: the best pick for each target alone, and what meeting every target at once costs."""
+    lat_head = _lat_head(names)
+    L = ["", "## Best per target, and what the cross-target constraint costs", "",
+         "For each reference and target, the most accurate arch at or under the reference's latency on "
+         "that target alone (and its size): `per_target` in `picks.yaml`. *cost* is how much accuracy the "
+         "pick that meets every target at once gives up against it; a per-target pick that is slower than "
+         "the reference on another target is marked there with ✗.", "",
+         f"| reference | best for | arch | accuracy | cost of every-target pick | {lat_head} |",
+         "|---|---|---|---|---" + "|---" * len(names) + "|"]
+    costs: dict[str, dict[str, float]] = {}
+    for name, ref in references.items():
+        p = picks[name]["pick"]
+        for t in names:
+            q = picks[name]["per_target"][t]
+            if q is None:
+                L.append(f"| {name} | {t} | none found | — | — |" + " — |" * len(names))
+                continue
+            cost = q["accuracy"] - p["accuracy"] if p is not None else None
+            if cost is not None:
+                costs.setdefault(name, {})[t] = cost
+            cells = []
+            for u in names:
+                k = latency_key(u, names)
+                cells.append(f"{q[k]:.3f}{'' if q[k] <= ref[k] else ' ✗'}")
+            L.append(f"| {name} | {t} | {_pick_name(q, ref)} | {q['accuracy']:.2f} | "
+                     f"{'—' if cost is None else f'{cost:+.2f}'} | " + " | ".join(cells) + " |")
+    summary = []
+    for name in references:
+        if picks[name]["pick"] is None:
+            summary.append(f"- **{name}**: no arch found meets it on every target at once.")
+        elif costs.get(name):
+            c = costs[name]
+            worst = max(c, key=c.get)
+            if c[worst] <= 0:
+                summary.append(f"- **{name}**: nothing: the pick that meets every target at once is as "
+                               "accurate as the best pick for each target alone.")
+            else:
+                others = ", ".join(f"{t} {v:.2f}" for t, v in c.items() if t != worst)
+                summary.append(f"- **{name}**: {c[worst]:.2f} accuracy points against the best pick for "
+                               f"{worst} alone ({others}{' for the others' if others else ''}).")
+    return L + ["", "What the cross-target constraint costs in accuracy:", "", *summary]
 
 
 def _skipped_lines(ctx: ReportContext) -> list[str]:
@@ -393,207 +454,39 @@ def _skipped_lines(ctx: ReportContext) -> list[str]:
 
 
 def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
+    """What the app prints at the end: the setting, the warnings and each reference's pick."""
     acc_res, dep_res = _res_note(ctx)
-    if ctx.multi:
-        return _summary_multi(picks, references, ctx, run_dir, n_completed)
-    lines = ["", f"hwnas search: {ctx.space} {ctx.task} at {dep_res} on {ctx.target} ({ctx.strategy}), "
+    names = ctx.target_names
+    lines = ["", f"hwnas search: {ctx.space} {ctx.task} at {dep_res} on {', '.join(names)} ({ctx.strategy}), "
                  f"{n_completed} trials"]
-    if ctx.table_estimated:
-        lines.append("  latency table: ESTIMATED (not measured on the device) — see report.md")
-    for w in ctx.warnings:
-        lines.append(f"  WARNING: {w}")
+    for t in ctx.targets:
+        if t.table_estimated:
+            lines.append(f"  {ctx.who(t, '{} ')}latency table: ESTIMATED (not measured on the device) — see report.md")
+        for w in t.warnings:
+            lines.append(f"  WARNING{ctx.who(t, ' ({})')}: {w}")
     lines.append(f"  accuracy: {ctx.accuracy_label}{'' if _predicted(ctx) else f' at {acc_res}'}; latency/params "
                  f"of the {ctx.task} at {dep_res}")
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
-    lines.append(f"  {'reference':<22}{'acc':>7}{'ms':>8}{'M':>7}   {'pick':<13}{'acc':>7}{'ms':>8}{'M':>7}")
+    if ctx.multi:
+        lines.append(f"  picks at or under each reference on every target at once (ms: {', '.join(names)}):")
+    ms = "".join(f"{'ms':>8}" for _ in names)
+    lines.append(f"  {'reference':<22}{'acc':>7}{ms}{'M':>7}   {'pick':<13}{'acc':>7}{ms}{'M':>7}")
     for name, ref in references.items():
         p = picks[name]["pick"]
-        right = (f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']:<13}{p['accuracy']:>7.2f}{p['latency_ms']:>8.3f}{p['params'] / 1e6:>7.2f}"
-                 if p else "none found")
-        lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{ref['latency_ms']:>8.3f}"
-                     f"{ref['params'] / 1e6:>7.2f}   {right}")
+        right = (f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']:<13}{p['accuracy']:>7.2f}"
+                 f"{_ms_cells(p, names)}{p['params'] / 1e6:>7.2f}" if p else "none found")
+        lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{_ms_cells(ref, names)}{ref['params'] / 1e6:>7.2f}   {right}")
     lines.append(f"  report: {Path(run_dir) / 'report.md'}")
     return "\n".join(lines)
 
 
-# ---- several targets ---------------------------------------------------------------------------------
+def _ms_cells(r: dict, names: Sequence[str]) -> str:
+    return "".join(f"{r[latency_key(t, names)]:>8.3f}" for t in names)
+
+
 def _short(target: str) -> str:
-    return {"onnxruntime_cpu": "ORT CPU", "torch_cuda": "torch CUDA", "coreml": "Core ML",
-            "tensorrt": "TensorRT"}.get(target, target)
-
-
-def plot_pareto_multi(path: Path, records: Sequence[dict], front: Sequence[dict], references: dict[str, dict],
-                      picks: dict[str, dict], ctx: ReportContext) -> None:
-    """One panel per target (accuracy vs that target's latency), then accuracy vs params: all trials,
-    the front of the whole search (non-dominated across every objective), the references (stars) and
-    arrows from each reference to its cross-target pick (at or under it on every target)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    acc_res, dep_res = _res_note(ctx)
-    names = ctx.target_names
-    panels = [(latency_key(t, names), 1.0, f"latency (ms, {t}, {dep_res})"
-               + (" — ESTIMATED" if tr.table_estimated else "")) for t, tr in zip(names, ctx.targets)]
-    panels.append(("params", 1e-6, f"parameters (M, {ctx.num_classes}-class head)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5), constrained_layout=True)
-    for ax, (key, scale, label) in zip(axes, panels):
-        ax.scatter([r[key] * scale for r in records], [r["accuracy"] for r in records], s=10, c="0.75",
-                   label="trials")
-        ax.scatter([r[key] * scale for r in front], [r["accuracy"] for r in front], s=16, c="tab:blue",
-                   label="Pareto front (all objectives)")
-        _draw_references(ax, key, scale, references, picks, "picks (every target at once)")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"{ctx.accuracy_label} ({acc_res})")
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{ctx.space} on {', '.join(names)}: {ctx.strategy}")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue())
-
-
-def _lat_cells(r: dict | None, names: Sequence[str]) -> list[str]:
-    return [("—" if r is None else f"{r[latency_key(t, names)]:.3f}") for t in names]
-
-
-def report_markdown_multi(records, front, references, picks, ctx: ReportContext, greedy_path=None,
-                          verification=None) -> str:
-    """report.md of a search over several targets: where each target's figures come from, the
-    picks that meet a reference on every target at once, the best pick per target, and what meeting
-    every target at once costs in accuracy."""
-    acc_res, dep_res = _res_note(ctx)
-    names = ctx.target_names
-    L = [f"# Search report: {ctx.space} on {', '.join(names)} ({ctx.strategy})", ""]
-    for tr in ctx.targets:
-        for w in tr.warnings:
-            L += [f"> **WARNING — {w.split(':', 1)[0]} ({tr.name})**:{w.split(':', 1)[1]}", ""]
-    for tr in ctx.targets:
-        if tr.table_estimated:
-            L += [f"> **The {tr.name} latency table is ESTIMATED, not measured on the device**: "
-                  f"{tr.table_description}",
-                  f"> Latency and MES on {tr.name} below are predictions of that estimate; a measured table "
-                  "replaces it.", ""]
-    L += ["## Where the figures come from", "",
-          f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution); "
-          "one figure per arch, whatever the target.",
-          f"- **params**: the deployment model at {dep_res} with a {ctx.num_classes}-class head.",
-          f"- **latency**, one figure per target, for the same arch at the deployment resolution **{dep_res}**:"]
-    for tr in ctx.targets:
-        src = "**ESTIMATED**" if tr.table_estimated else "measured"
-        L.append(f"  - `{tr.name}` ({src}): predicted by `{tr.table_path}`. {tr.table_description}")
-    L.append("- **MES**, per target (`mes.<target>`); `mes` is the worst (lowest) of them:")
-    for tr in ctx.targets:
-        L.append(f"  - `{tr.name}`: {tr.mes_formula}")
-    L.append(f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}")
-    if any(v is not None for v in ctx.budget.values()):
-        parts = []
-        for k, v in ctx.budget.items():
-            if isinstance(v, dict):
-                parts += [f"latency on {t} ≤ {ms} ms" for t, ms in v.items()]
-            elif v is not None:
-                parts.append(f"{k} ≤ {v}")
-        L.append(f"- budget (constraints): {', '.join(parts)}")
-    c = ctx.counts
-    L += [f"- trials: {c.get('completed', len(records))} completed, {len(unique_archs(records))} distinct archs, "
-          f"{c.get('infeasible', 0)} infeasible (pruned), {c.get('repaired', 0)} repaired; "
-          f"Pareto front: {len(front)} archs", ""]
-
-    lat_head = " | ".join(f"{_short(t)} ms" for t in names)
-    sep = "|---" * (4 + len(names))
-    L += ["## Picks on every target at once vs references", "",
-          "For each reference, the most accurate arch found at or under its latency on **every** target "
-          "at once and under its size (`pick` in `picks.yaml`; `python -m hwnas.extract run=DIR pick=NAME` "
-          "exports it).", "",
-          f"| | arch | accuracy | params | {lat_head} |", sep + "|"]
-    for name, ref in references.items():
-        p = picks[name]["pick"]
-        L.append(f"| **{name}** | {ref['arch_id']} | {_fmt(ref, 'accuracy')} | {_fmt(ref, 'params')} | "
-                 + " | ".join(_lat_cells(ref, names)) + " |")
-        L.append(f"| pick | {_pick_name(p, ref)} | {_fmt(p, 'accuracy')} | {_fmt(p, 'params')} | "
-                 + " | ".join(_lat_cells(p, names)) + " |")
-    L += ["", "## Best per target, and what the cross-target constraint costs", "",
-          "For each reference and target, the most accurate arch at or under the reference's latency on "
-          "that target alone (and its size): `per_target` in `picks.yaml`. *cost* is how much accuracy the "
-          "pick that meets every target at once gives up against it; a per-target pick that is slower than "
-          "the reference on another target is marked there with ✗.", "",
-          f"| reference | best for | arch | accuracy | cost of every-target pick | {lat_head} |",
-          "|---|---|---|---|---" + "|---" * len(names) + "|"]
-    costs: dict[str, dict[str, float]] = {}
-    for name, ref in references.items():
-        p = picks[name]["pick"]
-        for t in names:
-            q = picks[name]["per_target"][t]
-            if q is None:
-                L.append(f"| {name} | {t} | none found | — | — |" + " — |" * len(names))
-                continue
-            cost = q["accuracy"] - p["accuracy"] if p is not None else None
-            if cost is not None:
-                costs.setdefault(name, {})[t] = cost
-            cells = []
-            for u in names:
-                k = latency_key(u, names)
-                mark = "" if q[k] <= ref[k] else " ✗"
-                cells.append(f"{q[k]:.3f}{mark}")
-            L.append(f"| {name} | {t} | {_pick_name(q, ref)} | {q['accuracy']:.2f} | "
-                     f"{'—' if cost is None else f'{cost:+.2f}'} | " + " | ".join(cells) + " |")
-    L += [""]
-    summary = []
-    for name in references:
-        if picks[name]["pick"] is None:
-            summary.append(f"- **{name}**: no arch found meets it on every target at once.")
-        elif costs.get(name):
-            c = costs[name]
-            worst = max(c, key=c.get)
-            if c[worst] <= 0:
-                summary.append(f"- **{name}**: nothing: the pick that meets every target at once is as "
-                               "accurate as the best pick for each target alone.")
-            else:
-                others = ", ".join(f"{t} {v:.2f}" for t, v in c.items() if t != worst)
-                summary.append(f"- **{name}**: {c[worst]:.2f} accuracy points against the best pick for "
-                               f"{worst} alone ({others}{' for the others' if others else ''}).")
-    L += ["What the cross-target constraint costs in accuracy:", "", *summary, "",
-          "Archs of the picks: `picks.yaml`. All trials: `trials.csv`; the front: `pareto.csv`; "
-          "plot (one panel per target): `pareto.png`.", "", "![Pareto front](pareto.png)", ""]
-    if verification:
-        L += ["## Verification on each target's backend", "",
-              "Measured end to end on each target's backend, the statistic its table sums.", "",
-              "| pick | target | predicted ms | measured ms | error | budget ms | within budget |",
-              "|---|---|---|---|---|---|---|"]
-        L += [_verification_row(v, f"{v['name']} | {v['target']}") for v in verification]
-        L.append("")
-    if greedy_path:
-        L += ["## mes_greedy path (MES: the worst across targets)", "",
-              f"| step | action | accuracy | {lat_head} | params | MES | candidates |",
-              "|---|---|---" + "|---" * len(names) + "|---|---|---|"]
-        for s in greedy_path:
-            L.append(f"| {s['step']} | {s['action']} | {s['accuracy']:.2f} | " + " | ".join(_lat_cells(s, names))
-                     + f" | {s['params'] / 1e6:.3f} M | {s['mes']:.1f} | {s['candidates']} |")
-        L.append("")
-    return "\n".join(L)
-
-
-def _summary_multi(picks, references, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
-    acc_res, dep_res = _res_note(ctx)
-    names = ctx.target_names
-    lines = ["", f"hwnas search: {ctx.space} on {', '.join(names)} ({ctx.strategy}), {n_completed} trials"]
-    for tr in ctx.targets:
-        if tr.table_estimated:
-            lines.append(f"  {tr.name} latency table: ESTIMATED (not measured on the device) — see report.md")
-        for w in tr.warnings:
-            lines.append(f"  WARNING ({tr.name}): {w}")
-    lines.append(f"  accuracy: {ctx.accuracy_label} at {acc_res}; latency/params at {dep_res}")
-    lines.append(f"  picks at or under each reference on every target at once (ms: {', '.join(names)}):")
-    for name, ref in references.items():
-        p = picks[name]["pick"]
-        ms = "/".join(f"{ref[latency_key(t, names)]:.3g}" for t in names)
-        right = "none found"
-        if p is not None:
-            pms = "/".join(f"{p[latency_key(t, names)]:.3g}" for t in names)
-            right = f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']} {p['accuracy']:.2f} {pms} ms"
-        lines.append(f"  {name:<22}{ref['accuracy']:>7.2f} {ms} ms   -> {right}")
-    lines.append(f"  report: {Path(run_dir) / 'report.md'}")
-    return "\n".join(lines)
+    """The target's short name in a table header (`Target.label`)."""
+    from hwnas.latency.target import find_target
+    return getattr(find_target(target), "label", "") or target

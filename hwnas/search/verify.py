@@ -4,18 +4,19 @@ Latency does not depend on the weights, so the pick is built freshly initialised
 (`supernet.build_model`) and timed by the same backend that measured the latency table, in the
 same deploy form (`backend.deploy`: what the table timed and what `hwnas.extract` ships). A
 backend that cannot time here (Core ML off macOS, TensorRT where it is not installed) gives a row
-that says so instead of a number. For a local target, a table measured on another device is named
-beside this machine in every row.
+that says so instead of a number. For a target whose device this machine has (`Target.device`), a
+table measured on another device is named beside this machine in every row. One search or several
+targets: one row per pick and target.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-import search_spaces
 from search_spaces import Arch
+
+from .objectives import latency_key
 
 
 def backend_for(target: DictConfig):
@@ -29,19 +30,31 @@ def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
     return backend.measure(supernet.build_model(arch).eval(), (batch, 3, *arch.input_size))
 
 
-def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConfig,
-                 run_dir: Path, statistic: str = "median_ms", table_device: str | None = None) -> list[dict]:
-    """One row per pick: predicted and measured latency, and the reference's latency (its budget).
+def verify_picks(picks: dict, targets: list) -> list[dict]:
+    """One row per pick and target: predicted and measured latency, and the reference's latency on
+    that target (its budget). `targets`: (target config, its latency table) pairs; each table's
+    statistic (p10_ms on ONNX Runtime, median_ms on GPUs) is the one measured, like with like."""
+    names = [str(t.name) for t, _ in targets]
+    rows = []
+    for target, table in targets:
+        key = latency_key(str(target.name), names)
+        rows += [dict(row, target=str(target.name))
+                 for row in _verify_target(picks, key, target, table.statistic, table.provenance.get("device"))]
+    order = list(picks)
+    rows.sort(key=lambda r: (order.index(r["name"]), names.index(r["target"])))
+    return rows
 
-    `statistic` is the one the table sums (p10_ms on ONNX Runtime, median_ms on GPUs), so the
-    measurement is compared like with like.
-    """
+
+def _verify_target(picks: dict, key: str, target: DictConfig, statistic: str, table_device: str | None) -> list[dict]:
+    """The rows of one target: each pick's latency column `key` against its measurement."""
+    from hwnas.latency.backends import this_device
     rows = []
     try:
         backend = backend_for(target)
         note = None
-        if backend.local and table_device and table_device != backend.device():
-            note = (f"measured on this machine ({backend.device()}); the table was measured on {table_device}: "
+        here = this_device(backend.name)
+        if here and table_device and table_device != here:
+            note = (f"measured on this machine ({here}); the table was measured on {table_device}: "
                     f"the error includes the difference between the two devices")
     except Exception as e:  # noqa: BLE001 -- any reason the backend cannot run here is reported
         backend, note = None, f"{type(e).__name__}: {e}"
@@ -49,9 +62,8 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
         p = entry["pick"]
         if p is None:
             continue
-        row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p["latency_ms"],
-                   budget_ms=entry["reference"]["latency_ms"], measured_ms=None, statistic=statistic,
-                   note=note)
+        row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p[key], budget_ms=entry["reference"][key],
+                   measured_ms=None, statistic=statistic, note=note)
         if backend is not None:
             try:
                 m = measure_arch(backend, Arch.from_dict(p["arch"]), int(target.get("batch", 1) or 1))
@@ -61,23 +73,4 @@ def verify_picks(picks: dict, space: search_spaces.SearchSpace, target: DictConf
             except Exception as e:  # noqa: BLE001
                 row["note"] = f"{type(e).__name__}: {e}"
         rows.append(row)
-    return rows
-
-
-def verify_picks_multi(picks: dict, space: search_spaces.SearchSpace, targets: list, run_dir: Path) -> list[dict]:
-    """A search over several targets: each cross-target pick measured on every target's backend
-    (`targets`: (target config, its latency table) pairs); one row per pick and target, its budget
-    the reference's latency on that target."""
-    rows = []
-    names = [str(t.name) for t, _ in targets]
-    for target, table in targets:
-        key = f"latency_ms.{target.name}"
-        flat = {n: {"pick": None if e["pick"] is None else {**e["pick"], "latency_ms": e["pick"][key]},
-                    "reference": {**e["reference"], "latency_ms": e["reference"][key]}}
-                for n, e in picks.items()}
-        for row in verify_picks(flat, space, target, run_dir, statistic=table.statistic,
-                                table_device=table.provenance.get("device")):
-            rows.append(dict(row, target=str(target.name)))
-    order = list(picks)
-    rows.sort(key=lambda r: (order.index(r["name"]), names.index(r["target"])))
     return rows

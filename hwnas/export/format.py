@@ -1,0 +1,168 @@
+"""An export format is one registered converter: `Format`, registered with `@register_format`.
+
+    @register_format
+    class OpenVINOFormat(Format):
+        name = "openvino"
+        files = ("model.xml", "model.bin")
+        tolerances = {"openvino": Tolerance(1e-4, "fp32 IR, BatchNorms folded")}
+
+        def export(self, ctx):                       # write the files, then check them on their runtime
+            write_ir(ctx.deploy, ctx.shape, ctx.path("model.xml"))
+            return verify.run_check(self.name, "openvino", "IR vs PyTorch", lambda: verify.compare(run_ir(...), ctx.ref, self.name))
+
+A format owns its files (what `manifest.json` lists and the bundle moves in), its check (the
+record `export` returns, from `hwnas.export.verify`) and its tolerance (`tolerances`, the first
+its own; a format with one bound per precision names more, as `aoti` does). `preflight` fails
+before any work when the format cannot be made here (a missing compiler or runtime) or for an
+arch (a backbone as `aoti`, another arch than timm's as `timm`). The built-in formats are registered by `hwnas.export.formats` when `hwnas.export` is
+imported; `check_formats` orders what a user asks for by registration.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from hwnas.errors import HwnasError
+
+
+class ExportError(HwnasError, RuntimeError):
+    """An export that cannot be made or did not pass its checks; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rel: float  # bound on max|export - reference| / max|reference|
+    why: str
+
+
+@dataclass
+class ExportContext:
+    """What every format's `export` gets: the model and its arch, the fixed input `x` and the
+    model's output on it (`ref`), the ONNX graph's outputs and dynamic axes (`io`) with the other
+    inputs a dynamic graph claims to take (`more`: (input, reference) pairs), and where to write."""
+    model: Any
+    arch: Any
+    shape: tuple[int, ...]
+    x: Any
+    ref: Any
+    io: dict
+    bundle: Any  # an `ExportBundle`, inside its `with` block
+    opset: int = 17
+    coreml_precision: str = "fp16"
+    more: list = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        """Where to write file `name` (inside the bundle's temporary folder)."""
+        return self.bundle.path(name)
+
+    @cached_property
+    def deploy(self):
+        """The exported-graph deploy form of the model (`hwnas.latency.deploy.ExportedGraph`): what the
+        ONNX Runtime, TensorRT and Core ML tables timed -- BN folded, fp32, x2 upsample as PyTorch's op."""
+        from hwnas.latency.deploy import ExportedGraph
+        return ExportedGraph(batch=self.shape[0], opset=self.opset).module(copy.deepcopy(self.model))
+
+    def onnx(self) -> Path:
+        """The ONNX graph of `deploy` (exported once: the formats built from it share it)."""
+        path = self.path("model.onnx")
+        if not path.exists():
+            from hwnas.convert.onnx import export_onnx
+            export_onnx(self.deploy, self.shape, path, opset=self.opset, output_name=self.io["outputs"],
+                        dynamic_axes=self.io["axes"])
+        return path
+
+
+class Format:
+    """One export format: its files, its check and its tolerance. Subclasses set `name`, `files`,
+    `tolerances` and implement `export`."""
+
+    name: str = ""
+    #: the files (or folders) it writes, by name
+    files: tuple[str, ...] = ()
+    #: its error bounds: `{name: Tolerance}` (more keys for a bound per precision)
+    tolerances: dict[str, Tolerance] = {}
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return self.tolerances[self.name]
+
+    def preflight(self, arch=None) -> None:
+        """Raise (an `ExportError` naming the fix) when this format cannot be made here, or for `arch`
+        (None: before the arch is known)."""
+
+    def export(self, ctx: ExportContext) -> dict:
+        """Write `files` with `ctx.path(name)` and return the record of their check
+        (`hwnas.export.verify`: `passed`, the error and the tolerance)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+_FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt):
+    """Register `fmt` (a `Format` subclass, as a class decorator, or an instance) under its `name`,
+    replacing an earlier one of that name; returns what it was given."""
+    obj = fmt() if isinstance(fmt, type) else fmt
+    if not isinstance(obj, Format):
+        raise TypeError(f"register_format expects a hwnas.export.format.Format subclass, got {fmt!r}")
+    if not obj.name or not obj.files or obj.name not in obj.tolerances:
+        raise ExportError(f"register_format: {type(obj).__name__} must set `name`, `files` and its own tolerance "
+                          f"(tolerances[{obj.name!r}])")
+    _FORMATS[obj.name] = obj
+    return fmt
+
+
+def unregister_format(name: str) -> None:
+    """Forget format `name` (a plug-in test cleaning up after itself)."""
+    _FORMATS.pop(name, None)
+
+
+def list_formats() -> list[str]:
+    """The registered formats, in the order an export writes them."""
+    return list(_FORMATS)
+
+
+def get_format(name: str) -> Format:
+    try:
+        return _FORMATS[name]
+    except KeyError:
+        raise ExportError(f"unknown export format {name!r}; known formats: {list_formats()} (e.g. format=[pt,onnx])") \
+            from None
+
+
+def tolerance(key: str) -> Tolerance:
+    """The bound named `key`: a format's own (`onnx`) or one of its others (`aoti_fp16`)."""
+    for fmt in _FORMATS.values():
+        if key in fmt.tolerances:
+            return fmt.tolerances[key]
+    raise ExportError(f"no export format states a tolerance {key!r}; known formats: {list_formats()}")
+
+
+def check_formats(formats) -> list[str]:
+    """The requested formats as a list, in registration order; an unknown one raises, listing the known."""
+    if isinstance(formats, str):
+        formats = [f.strip() for f in formats.strip("[]").split(",") if f.strip()]
+    formats = [str(f) for f in formats]
+    unknown = [f for f in formats if f not in _FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format {unknown[0]!r}; known formats: {list_formats()} "
+                          f"(e.g. format=[pt,onnx])")
+    if not formats:
+        raise ExportError(f"no export format given; choose one or more of {list_formats()}")
+    return [f for f in _FORMATS if f in formats]
+
+
+def preflight(formats: list[str], arch=None) -> None:
+    """Fail before any work when a requested format cannot be made on this machine (or for `arch`)."""
+    for name in formats:
+        get_format(name).preflight(arch)
+
+
+__all__ = ["ExportContext", "ExportError", "Format", "Tolerance", "check_formats", "get_format", "list_formats",
+           "preflight", "register_format", "tolerance", "unregister_format"]
