@@ -375,8 +375,19 @@ def resolve_references(cfg: DictConfig, space: search_spaces.SearchSpace) -> lis
 def run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None = None) -> dict:
     """Run the search the config describes; returns {"report": path, "picks": ..., ...}.
 
-    `accuracy` replaces the evaluator the config names (experiments share one across runs).
+    `accuracy` replaces the evaluator the config names (experiments share one across runs). The
+    trials' CPU thread count (`thread_policy`) is the search's own: the caller's is restored on return.
     """
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, run_dir, accuracy)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dict:
     from hwnas.cli import check_config
     targets = resolve_targets(cfg)
     names = [str(t.name) for t in targets]
