@@ -35,7 +35,7 @@ import numpy as np
 import search_spaces
 from search_spaces import Arch
 
-from .correction import _fit, _loo_mape, fidelity_metrics, kind_of, kind_sums
+from .correction import _fit, choose_form, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
 from .profiler import (DeadlineReached, _check_deadline, held_out_set, mark_complete, measure_mes_unit,  # noqa: F401
                        measure_networks, now_iso, partial_path, promote)
@@ -114,8 +114,7 @@ def fit_adapted(source: LatencyTable, scope: str, archs: Sequence[Arch], measure
     raw = kind_sums(source, archs, kinds)
     X = raw * prior  # the source's corrected per-kind contributions
     used = X.any(0)
-    loo = {f: _loo_mape(X[:, used], y, f) for f in ("scale", "per_kind")} if len(y) >= 4 else {"scale": None}
-    form = min(loo, key=lambda f: loo[f]) if len(y) >= 4 else "scale"
+    form, loo = choose_form(X[:, used], y)
     s_common, _ = _fit(X[:, used], y, "scale")
     s = np.full(len(kinds), float(s_common[0]))
     if len(y) >= 2:

@@ -59,6 +59,18 @@ def _loo_mape(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> 
     return float(np.mean(errs))
 
 
+def choose_form(X: np.ndarray, y: np.ndarray) -> tuple[str, dict]:
+    """The form with the lower leave-one-out error, and the errors (LOO needs >= 4 networks; with fewer
+    it is not measured: null, never NaN, so the JSON stays strict, and the form is `scale`). `per_kind`
+    is a candidate only where every kind's fitted scale is positive: a rare kind among a few noisy
+    networks can come out negative, and a table refuses such a correction when it loads."""
+    if len(y) < 4:
+        return "scale", {"scale": None}
+    loo = {form: _loo_mape(X, y, form) for form in ("scale", "per_kind")}
+    candidates = [f for f in loo if f == "scale" or bool(np.all(_fit(X, y, f)[0] > 0))]
+    return min(candidates, key=lambda f: loo[f]), loo
+
+
 def fit_correction(table, records: list[dict]) -> dict:
     """Fit on whole-network `records` (from `profiler.measure_networks`) and return the provenance entry."""
     archs = [r["arch"] for r in records]
@@ -69,9 +81,7 @@ def fit_correction(table, records: list[dict]) -> dict:
     result = {"fit_networks": len(records), "fit_arch_ids": [r["arch_id"] for r in records],
               "raw_sum_over_measured_mean": float(np.mean(raw / y)),
               "statistic": table.statistic}
-    # leave-one-out needs >= 4 networks; with fewer it is not measured (null, never NaN: the JSON stays strict)
-    loo = {form: _loo_mape(X, y, form) for form in ("scale", "per_kind")} if len(y) >= 4 else {"scale": None}
-    form = min(loo, key=lambda f: loo[f]) if len(y) >= 4 else "scale"
+    form, loo = choose_form(X, y)
     a, b = _fit(X, y, form)
     pred = X @ a + b
     result.update({"form": form, "a": {k: float(v) for k, v in zip(kinds, a)}, "b": b,
