@@ -422,6 +422,17 @@ def _one_recipe(records: list[dict], what: str) -> tuple[list[dict], str | None,
     return [r for r in records if r["recipe_id"] == best], best, others
 
 
+def _analyze_options(args, space: str) -> list[str]:
+    """The options of an `analyze` command that change what it reports for SPACE (for its Reproduce line)."""
+    opts = [f"--standalone-recipe {x}" for x in args.standalone_recipe if x.split("=", 1)[0] == space]
+    if Path(args.archs).resolve() != Path(ARCHS_FILE).resolve():
+        opts.append(f"--archs {args.archs}")
+    opts.append(f"--spaces {space}")
+    if Path(args.out).resolve() != RESULTS.resolve():
+        opts.append(f"--out {args.out}")
+    return opts
+
+
 def analyze(args) -> dict:
     import numpy as np
     from hwnas.predictor import longest_trainings
@@ -523,6 +534,7 @@ def analyze(args) -> dict:
             gpu=sorted({r.get("device") for r in sa_recs} | {run.get("device") for run in runs} - {None}),
             data_config=next((run["data"] for run in runs if run.get("data")), None),
             gpu_minutes=gpu_minutes(runs, res, space), notes=notes, results_dirs=[str(d) for d in args.results],
+            analyze_options=_analyze_options(args, space),
             archs_file=str(args.archs))
         out["default_variant"] = DEFAULT_VARIANT if DEFAULT_VARIANT in per_variant else "base"
         base = per_variant.get(out["default_variant"], {}).get("vs_test", {})
@@ -636,7 +648,8 @@ def markdown(r: dict) -> str:
           "(each concurrently with the stand-alone workers)."]
     if r["notes"]:
         L += ["", "Notes: " + "; ".join(r["notes"])]
-    L += ["", "Reproduce: `python experiments/ranking_fidelity.py analyze " + " ".join(r["results_dirs"]) + "`"]
+    L += ["", "Reproduce: `python experiments/ranking_fidelity.py analyze " + " ".join(
+        r["results_dirs"] + r.get("analyze_options", [])) + "`"]
     return "\n".join(L) + "\n"
 
 
