@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Issue 25, GPU call 6 (one H100/H200, ~9 min), EfficientFormerV2 in the probe regime (first 10,000 Fashion-MNIST
+# training images, 32 px; stand-alone: 20 epochs, batch 256, AdamW lr 1e-3, recipe 04c46a20c706), side by side
+# under CUDA MPS:
+#   1. the stand-alone seeds call 5 left (24 ranking archs x seeds 0-2; calls 4 and 5 carried);
+#   2. EfficientFormerV2's `studentw` supernet (seed 0) trained as long as the stand-alone runs: 20 epochs at
+#      batch 512 and lr 2e-3 (linear scaling from the stand-alone batch 256 / lr 1e-3; call 4's 14 epochs at
+#      lr 1e-3 left every arch ~3 points under its stand-alone accuracy), then it scores the 24 archs;
+#   3. the search's picks of picks_vs_references_archs.json (chosen on the CPU with the shipped predictor),
+#      2 seeds each, in the same regime (the references are carried from calls 4 and 5);
+#   4. then 8 `hwnas.predictor pairs` processes on that supernet until the time is up.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
+. experiments/mps.sh
+W=/tmp/w6
+R=experiments/results/accuracy_bench_raw
+probe=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
+       --sa-batch 256 --repeat-archs 0 --min-job-s 40 --spaces efficientformerv2
+       --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5)
+python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/results/picks_vs_references_archs.json \
+    --variants none --sa-seeds 0,1 --workers 3 --deadline-s ${PICKS_DEADLINE:-420} --out "$OUT/picks" \
+    > "$OUT/picks.log" 2>&1 &
+python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/results/accuracy_bench_archs.json \
+    --sa-seeds 0,1,2 --workers 10 --variants studentw --seed 0 --sn-epochs 20 --sn-batch 512 --sn-lr 2e-3 \
+    --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-420} --out "$OUT/ef" --work $W/ef \
+    > "$OUT/ef.log" 2>&1
+mkdir -p "$OUT/pairs"
+ck=$(ls $W/ef/*/supernet.pt | head -1)
+echo "efficientformerv2: $ck" > "$OUT/pairs/checkpoints.txt"
+left=$(( ${END_S:-545} - ($(date +%s) - T0) ))
+echo "pairs: $left s" >> "$OUT/pairs/checkpoints.txt"
+if [ -n "$ck" ] && [ "$left" -gt 40 ]; then
+    for k in 1 2 3 4 5 6 7 8; do
+        timeout $left python -m hwnas.predictor pairs --checkpoint "$ck" --n 400 --seed $((k + 100)) --batch-size 500 \
+            --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
+            --out "$OUT/pairs/ef_$k.jsonl" > "$OUT/pairs/ef_$k.log" 2>&1 &
+    done
+fi
+wait
+mps_stop
+cd "$OUT" && tar czf call6.tgz ef picks pairs ef.log picks.log gpu.txt mps.txt && rm -rf ef picks pairs && ls -la
