@@ -8,7 +8,7 @@
 #      lr 1e-3 left every arch ~3 points under its stand-alone accuracy), then it scores the 24 archs;
 #   3. the search's picks of picks_vs_references_archs.json (chosen on the CPU with the shipped predictor),
 #      2 seeds each, in the same regime (the references are carried from calls 4 and 5);
-#   4. then 8 `hwnas.predictor pairs` processes on that supernet until the time is up.
+#   4. then 12 `hwnas.predictor pairs` processes on that supernet until the time is up.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -27,15 +27,15 @@ python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/res
     > "$OUT/picks.log" 2>&1 &
 python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/results/accuracy_bench_archs.json \
     --sa-seeds 0,1,2 --workers 10 --variants studentw --seed 0 --sn-epochs 20 --sn-batch 512 --sn-lr 2e-3 \
-    --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-420} --out "$OUT/ef" --work $W/ef \
+    --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-450} --out "$OUT/ef" --work $W/ef \
     > "$OUT/ef.log" 2>&1
 mkdir -p "$OUT/pairs"
 ck=$(ls $W/ef/*/supernet.pt | head -1)
 echo "efficientformerv2: $ck" > "$OUT/pairs/checkpoints.txt"
-left=$(( ${END_S:-545} - ($(date +%s) - T0) ))
+left=$(( ${END_S:-572} - ($(date +%s) - T0) ))
 echo "pairs: $left s" >> "$OUT/pairs/checkpoints.txt"
 if [ -n "$ck" ] && [ "$left" -gt 40 ]; then
-    for k in 1 2 3 4 5 6 7 8; do
+    for k in $(seq 1 12); do
         timeout $left python -m hwnas.predictor pairs --checkpoint "$ck" --n 400 --seed $((k + 100)) --batch-size 500 \
             --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
             --out "$OUT/pairs/ef_$k.jsonl" > "$OUT/pairs/ef_$k.log" 2>&1 &
