@@ -4,7 +4,7 @@
 # 04c46a20c706 per space) on all 24 ranking archs of BOTH spaces, seeds 0, 1, 2, under CUDA MPS. Jobs run
 # seed-major (every arch's seed 0, then seed 1, ...; the longest first within a seed), so a call cut by its
 # deadline leaves whole seeds. The 6 archs x 2 seeds of call 4's probe are carried (--resume-from); call 6
-# is this script again with RESUME=<call 5's unpacked p5 folder>, which carries call 5's runs too.
+# and 7 run this script again with RESUME="<earlier calls' unpacked folders>" (space-separated), carrying their runs.
 # Does the probe regime rank EfficientFormerV2's archs by capacity across the whole set, and does it
 # separate Next-ViT's archs at all (call 4: 6 archs within 88.2-89.2 %)?
 set -u
@@ -15,7 +15,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
 . experiments/mps.sh
 resume=(--resume-from experiments/results/accuracy_bench_raw/h100-call4-efsupernet-probe/probe)
-[ -n "${RESUME:-}" ] && resume+=(--resume-from "$RESUME")
+for r in ${RESUME:-}; do resume+=(--resume-from "$r"); done
 python experiments/ranking_fidelity.py gpu --data-root .data/fashion-mnist --deadline-s ${DEADLINE:-490} \
     --archs experiments/results/accuracy_bench_archs.json --variants none \
     --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3 --sa-batch 256 --sa-seeds 0,1,2 \
