@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import search_spaces
 import supernet
 from hwnas.data import EvalBatches, TrainBatches, derive_seed, stored_splits
-from hwnas.training.standalone import recipe_config, train_standalone
+from hwnas.training.standalone import gives_up, recipe_config, train_standalone
 from hwnas.training.trainer import lr_at
 
 
@@ -102,3 +102,13 @@ def test_own_data_through_imagefolder_with_a_test_split(tmp_path):
     assert build_test_loader(dict(cfg, test_dir=None)) is None
     with pytest.raises(DataError, match="no such folder"):
         build_test_loader(dict(cfg, test_dir="holdout"))
+
+
+def test_a_run_slowed_by_the_start_of_its_neighbours_is_not_given_up():
+    """The rule behind the deadline: give up only where the run could not finish even at twice its rate so
+    far (runs sharing a GPU slow each other most at the start). Measured case: one epoch of 20 done in 8 s
+    beside 8 starting neighbours, 127 s to the deadline; the run finished in 48 s in all."""
+    kw = dict(seconds=8.0, steps_done=39, steps_left=19 * 39, epochs_left=19)
+    assert not gives_up(0.0, 127.0, **kw)  # 152 s at the first epoch's rate; 76 s (+ evaluation) at twice it
+    assert gives_up(0.0, 60.0, **kw)  # not even at twice the rate
+    assert gives_up(0.0, 80.0, **kw)  # at twice the rate the training fits, the evaluation does not

@@ -115,6 +115,23 @@ class _Step:
         self.loss_sum.add_(loss.detach())
 
 
+#: how much faster than its rate so far a run may still get. Runs that share one GPU (worker processes,
+#: CUDA MPS) start together and slow each other most at the start: on an H100 under MPS beside 8 others,
+#: Next-ViT-B's first epoch ran at a third of its whole-run rate, and runs given up on after one epoch
+#: would have finished.
+SPEEDUP_ALLOWED = 2.0
+
+
+def gives_up(now: float, deadline: float, *, seconds: float, steps_done: int, steps_left: int,
+             epochs_left: int) -> bool:
+    """Whether a run stops at an epoch boundary: its remaining steps and its evaluation would not end by
+    `deadline` even at SPEEDUP_ALLOWED times its rate so far (`seconds` over `steps_done` steps). A run
+    that truly cannot finish is asked again every epoch, and stops once that is plain."""
+    left = steps_left * seconds / max(1, steps_done)
+    evaluation = max(5.0, 0.5 * left / max(1, epochs_left))
+    return now + left / SPEEDUP_ALLOWED + evaluation > deadline
+
+
 def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, device: Any = "auto", *,
                      splits: Optional[dict] = None, deadline: Optional[float] = None,
                      log: Optional[Callable[[str], None]] = None) -> dict:
@@ -176,12 +193,10 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     t_train, epochs_done, epoch_s, train_loss, epoch_times = time.perf_counter(), 0, 0.0, None, []
     steady = None  # (first step, its start time) after the warm-up and the capture: the rate to expect
     for epoch in range(recipe.epochs):
-        if deadline is not None and steady is not None and epoch > 0:
-            per_step = (time.perf_counter() - steady[1]) / max(1, epoch * steps_per_epoch - steady[0])
-            left = (total - epoch * steps_per_epoch) * per_step
-            late = time.time() + left + max(5.0, 0.5 * left / (recipe.epochs - epoch)) > deadline  # + evaluation
-        else:
-            late = False
+        late = deadline is not None and steady is not None and epoch > 0 and gives_up(
+            time.time(), deadline, seconds=time.perf_counter() - steady[1],
+            steps_done=epoch * steps_per_epoch - steady[0], steps_left=total - epoch * steps_per_epoch,
+            epochs_left=recipe.epochs - epoch)
         if late:
             return dict(info, status="timeout", epochs_done=epochs_done, steps=epochs_done * steps_per_epoch,
                         val_top1=None, test_top1=None, train_loss=train_loss, seconds=time.time() - t_begin,
@@ -263,7 +278,9 @@ def _train_from_loader(arch, data, recipe: Recipe, seed: int, dev: torch.device,
                 graph_error=None, capture_s=0.0)
     t_train, epoch_s, epoch_times, train_loss = time.perf_counter(), 0.0, [], None
     for epoch in range(recipe.epochs):
-        if deadline is not None and epoch > 0 and time.time() + (recipe.epochs - epoch + 0.5) * epoch_s > deadline:
+        if deadline is not None and epoch > 0 and gives_up(
+                time.time(), deadline, seconds=time.perf_counter() - t_train, steps_done=epoch * steps,
+                steps_left=total - epoch * steps, epochs_left=recipe.epochs - epoch):
             return dict(info, status="timeout", epochs_done=epoch, steps=epoch * steps, val_top1=None,
                         test_top1=None, train_loss=train_loss, seconds=time.time() - t_begin,
                         train_seconds=time.perf_counter() - t_train)
