@@ -201,14 +201,20 @@ def standalone_recipe(args) -> dict:
                          cuda_graph=not args.no_graph))
 
 
+#: the supernet lr of a variant that names none, unless --sn-lr says otherwise
+SN_LR = 2e-3
+
+
 def supernet_train_cfg(args, variant: str) -> dict:
-    cfg = dict(epochs=args.sn_epochs, batch_size=args.sn_batch, lr=args.sn_lr, warmup_epochs=args.sn_warmup_epochs,
+    cfg = dict(epochs=args.sn_epochs, batch_size=args.sn_batch, lr=SN_LR, warmup_epochs=args.sn_warmup_epochs,
                num_random=args.sn_num_random, max_steps_per_epoch=args.sn_max_steps, eval_calib_batches=2,
                progress=False, resume=True)
     if "student_weight" not in VARIANTS[variant]:  # the papers' sandwich, as every variant but studentw ran
         cfg["student_weight"] = 1.0
     for k, v in VARIANTS[variant].items():
         cfg[k] = round(args.sn_epochs * float(v[:-1]) / 100, 3) if isinstance(v, str) and v.endswith("%") else v
+    if args.sn_lr is not None:  # an lr passed on the command line beats the variant's (it was dropped before)
+        cfg["lr"] = args.sn_lr
     return cfg
 
 
@@ -713,7 +719,8 @@ def main(argv=None):
     g.add_argument("--seed", type=int, default=0, help="supernet seed")
     g.add_argument("--sn-epochs", type=int, default=12)
     g.add_argument("--sn-batch", type=int, default=512)
-    g.add_argument("--sn-lr", type=float, default=2e-3)
+    g.add_argument("--sn-lr", type=float, default=None,
+                   help=f"supernet lr (default: the variant's, else {SN_LR:g})")
     g.add_argument("--sn-warmup-epochs", type=float, default=1.0)
     g.add_argument("--sn-num-random", type=int, default=2)
     g.add_argument("--sn-max-steps", type=int, default=0, help="cap on supernet steps per epoch (0: all)")

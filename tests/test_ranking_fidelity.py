@@ -92,3 +92,15 @@ def test_recipe_ids_stay_those_of_the_committed_h200_runs():
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "lowlr"), ident, 0) == "39e9dffa0983"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 0) == "cb4bfcbb9c60"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 2) == "83fb96fae8a8"
+
+
+def test_an_explicit_supernet_lr_is_not_replaced_by_the_variants():
+    """--sn-lr was dropped silently wherever a variant names its own lr (call 6 asked for 2e-3, `studentw`
+    trained at 1e-3). Now: the command line's lr wins; without one, the variant's; else SN_LR."""
+    args = rf.main.__globals__["argparse"].Namespace(
+        sn_epochs=20, sn_batch=512, sn_lr=2e-3, sn_warmup_epochs=1.0, sn_num_random=2, sn_max_steps=0)
+    assert rf.VARIANTS["studentw"]["lr"] == 1e-3 and "lr" not in rf.VARIANTS["base"]
+    assert rf.supernet_train_cfg(args, "studentw")["lr"] == 2e-3
+    args.sn_lr = None
+    assert rf.supernet_train_cfg(args, "studentw")["lr"] == 1e-3
+    assert rf.supernet_train_cfg(args, "base")["lr"] == rf.SN_LR
