@@ -315,3 +315,38 @@ def test_consistent_only_trains_only_consistent_subnets(tmp_path, monkeypatch):
     monkeypatch.setattr(type(ef), "sample_consistent", SearchSpace.sample_consistent)
     with pytest.raises(ConfigError, match="defines no sample_consistent"):
         train_supernet(compose(*TINY, "train.consistent_only=true"), tmp_path / "bad")
+
+
+def test_macs_strata_train_every_band_of_sizes(tmp_path, monkeypatch):
+    """train.macs_strata: of m random slots, slot i comes from the i-th of m equal bands of log MACs between
+    the smallest and the largest arch (uniform sampling leaves the small band nearly empty); with depth slots
+    only the other slots are banded; the trainer passes the option on (its sampled archs are checked)."""
+    import math
+
+    import hwnas.training.trainer as T
+    from hwnas.training.sandwich import sample_archs
+    space = search_spaces.get_space("efficientformerv2")
+    lo, hi = (math.log(a.with_resolution(32).macs()) for a in (space.min_arch(), space.max_arch()))
+    mid = (lo + hi) / 2
+
+    def low(arch) -> bool:
+        return math.log(arch.macs()) <= mid
+
+    def steps(**kw) -> list:
+        return [sample_archs(space, seed=0, step=k, num_random=2, resolution=32, **kw) for k in range(40)]
+    banded, uniform = steps(macs_strata=True), steps()
+    assert all(a[:2] == u[:2] for a, u in zip(banded, uniform))  # the largest and the smallest stay
+    assert sum(low(a[2]) for a in banded) >= 36 and not any(low(a[3]) for a in banded)
+    assert sum(low(a[2]) for a in uniform) <= 12  # uniform: the small band is rare
+    with_depth = steps(macs_strata=True, depth_slots=1)  # one depth slot; the other slot is the one band
+    assert [a[2] for a in with_depth] == [a[2] for a in steps(depth_slots=1)]
+    assert any(low(a[3]) for a in with_depth) and any(not low(a[3]) for a in with_depth)
+    seen = []
+    real = T.sample_archs
+    monkeypatch.setattr(T, "sample_archs", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    train_supernet(compose(*TINY, "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_random=2",
+                           "train.macs_strata=true"), tmp_path / "run")
+    res = seen[0][0].resolution
+    lo, hi = (math.log(a.with_resolution(res).macs()) for a in (space.min_arch(), space.max_arch()))
+    mid = (lo + hi) / 2
+    assert len(seen) == 2 and all(low(archs[2]) and not low(archs[3]) for archs in seen)

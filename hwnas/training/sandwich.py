@@ -26,24 +26,54 @@ from hwnas.data import derive_seed
 
 
 def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, candidates: int = 1,
-                 depth_slots: int = 0, consistent_only: bool = False) -> list:
+                 depth_slots: int = 0, consistent_only: bool = False, macs_strata: bool = False) -> list:
     """[largest, smallest, k random] for optimizer step `step`: a function of (seed, step) only.
 
     With `candidates` > 1 each random slot is a list of that many archs, among which
     `sandwich_step` chooses by the loss on the step's first micro-batch (attentive sampling). The
     first `depth_slots` random slots draw from `space.sample_depth` (the max arch's widths, a random
     depth) instead of `space.sample`; with `consistent_only` the others draw from
-    `space.sample_consistent` and the smallest is `space.min_consistent_arch`.
+    `space.sample_consistent` and the smallest is `space.min_consistent_arch`. With `macs_strata` the
+    other slots cover the space's size range: slot i of those m draws from the i-th of m equal bands of
+    log MACs between the smallest and the largest arch (`draw_in_band`).
     """
     rng = random.Random(derive_seed(seed, step, 0x5A17))
     smallest = space.min_consistent_arch() if consistent_only else space.min_arch()
     archs = [space.max_arch().with_resolution(resolution), smallest.with_resolution(resolution)]
+    if macs_strata:
+        lo, hi = math.log(archs[1].macs()), math.log(archs[0].macs())
+        bands = num_random - depth_slots
     for slot in range(num_random):
         draw = space.sample_depth if slot < depth_slots else \
             space.sample_consistent if consistent_only else space.sample
-        drawn = [draw(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
+        if macs_strata and slot >= depth_slots:
+            i = slot - depth_slots
+            band = (lo + (hi - lo) * i / bands, lo + (hi - lo) * (i + 1) / bands)
+            drawn = [draw_in_band(draw, rng, resolution, band) for _ in range(max(1, candidates))]
+        else:
+            drawn = [draw(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
         archs.append(drawn[0] if candidates <= 1 else drawn)
     return archs
+
+
+#: draws `draw_in_band` makes before it settles for the nearest arch it drew (~0.6 ms each)
+BAND_TRIES = 64
+
+
+def draw_in_band(draw, rng: random.Random, resolution: int, band: tuple[float, float]):
+    """An arch of `draw` (a space's sampler) whose log MACs at `resolution` lie in `band`: the first of
+    up to BAND_TRIES draws that does, else the nearest drawn. Uniform sampling trains the small end of a
+    space rarely (EfficientFormerV2: 3.1 % of its archs at or under 410 MMACs, docs/accuracy.md)."""
+    best, best_d = None, math.inf
+    for _ in range(BAND_TRIES):
+        a = draw(rng).with_resolution(resolution)
+        m = math.log(a.macs())
+        d = max(band[0] - m, m - band[1], 0.0)
+        if d == 0.0:
+            return a
+        if d < best_d:
+            best, best_d = a, d
+    return best
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

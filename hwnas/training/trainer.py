@@ -59,7 +59,7 @@ class TrainConfig:
     # remedies for the supernet's ranking of subnets (docs/accuracy.md measures each one).
     # EXPERIMENTAL, off by default, kept until measured (then kept or removed, as Optuna marks its own):
     # distill_loss=alpha and alpha_*, sampling=attentive_* and attentive_candidates,
-    # largest_warmup_epochs, depth_slots, consistent_only, grad_projection (docs/training.md)
+    # largest_warmup_epochs, depth_slots, consistent_only, macs_strata, grad_projection (docs/training.md)
     distill_loss: str = "kl"  # experimental: kl | alpha (AlphaNet's adaptive alpha-divergence, alpha_min/alpha_max/alpha_clip)
     alpha_min: float = -1.0  # experimental (distill_loss=alpha)
     alpha_max: float = 1.0  # experimental (distill_loss=alpha)
@@ -74,6 +74,10 @@ class TrainConfig:
     # experimental: random subnets only from the space's structurally consistent archs
     # (space.sample_consistent; Next-ViT: no NTB input projection that Next-ViT-L skips, docs/accuracy.md)
     consistent_only: bool = False
+    # experimental: the random subnets of a step (other than depth slots) cover the size range: slot i of m
+    # from the i-th of m equal bands of log MACs between the smallest and the largest arch (uniform sampling
+    # trains the small end rarely: EfficientFormerV2's small archs inherit ~3 points under, docs/accuracy.md)
+    macs_strata: bool = False
     # experimental: NASViT's gradient projection: a step's students' gradient that conflicts with the
     # largest's loses its component along it (docs/training.md, "Remedies for the ranking")
     grad_projection: bool = False
@@ -349,7 +353,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                 g["lr"] = lr
             micro = [next(batches) for _ in range(cfg.accum_steps)]
             archs = sample_archs(space, seed, step, cfg.num_random, res, candidates, cfg.depth_slots,
-                                 cfg.consistent_only)
+                                 cfg.consistent_only, cfg.macs_strata)
             if step < largest_only:
                 archs = archs[:1]
             seeds = [derive_seed(seed, step, info.rank * cfg.accum_steps + a) for a in range(cfg.accum_steps)]

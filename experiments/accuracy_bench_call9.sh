@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 25, GPU call 9 (one H100/H200, ~8 min; WRITTEN, NOT RUN yet): does `train.macs_strata` close
+# EfficientFormerV2's small-end gap on the probe benchmark? Round 11's `studentw` supernet (20 epochs, batch 512,
+# lr 1e-3) left the archs up to ~410 MMACs 2.6-3.8 points under their stand-alone top-1 (references S1 -1.82,
+# S2 -1.68; 65 % of the other archs within 3 points). Side by side under CUDA MPS, both seed 0, same recipe:
+#   1. the `strata` variant (studentw + macs_strata: the two random subnets of a step from the lower and the
+#      upper half of log MACs), then it scores the 24 ranking archs (stand-alone seeds carried from calls 4-6);
+#   2. Next-ViT's `consistent_strata` (the consistent supernet, banded), 20 epochs, scoring its 24 archs;
+#   3. then 8 `hwnas.predictor pairs` processes on the EfficientFormerV2 supernet until the time is up.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
+. experiments/mps.sh
+W=/tmp/w9
+R=experiments/results/accuracy_bench_raw
+common=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
+        --sa-batch 256 --sa-seeds 0,1,2 --repeat-archs 0 --workers 0 --seed 0 --sn-epochs 20 --sn-batch 512
+        --sn-lr 1e-3 --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-420}
+        --archs experiments/results/accuracy_bench_archs.json
+        --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5
+        --resume-from $R/h100-call6-efsupernet20/ef --resume-from $R/h100-call7-nextvit-seed2/p5
+        --resume-from $R/h100-call8-nextvit-seed2b/p5)
+python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces nextvit --variants consistent_strata \
+    --out "$OUT/nv" --work $W/nv > "$OUT/nv.log" 2>&1 &
+python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces efficientformerv2 --variants strata \
+    --out "$OUT/ef" --work $W/ef > "$OUT/ef.log" 2>&1
+mkdir -p "$OUT/pairs"
+ck=$(ls $W/ef/*/supernet.pt | head -1)
+left=$(( ${END_S:-572} - ($(date +%s) - T0) ))
+echo "efficientformerv2: $ck; pairs: $left s" > "$OUT/pairs/checkpoints.txt"
+if [ -n "$ck" ] && [ "$left" -gt 40 ]; then
+    for k in $(seq 1 8); do
+        timeout $left python -m hwnas.predictor pairs --checkpoint "$ck" --n 400 --seed $((k + 200)) --batch-size 500 \
+            --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
+            --out "$OUT/pairs/ef_$k.jsonl" > "$OUT/pairs/ef_$k.log" 2>&1 &
+    done
+fi
+wait
+mps_stop
+cd "$OUT" && tar czf call9.tgz ef nv pairs ef.log nv.log gpu.txt mps.txt && rm -rf ef nv pairs && ls -la
