@@ -9,11 +9,7 @@
 # separate Next-ViT's archs at all (call 4: 6 archs within 88.2-89.2 %)?
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
-. experiments/mps.sh
+. experiments/gpu_call.sh
 resume=(--resume-from experiments/results/accuracy_bench_raw/h100-call4-efsupernet-probe/probe)
 for r in ${RESUME:-}; do resume+=(--resume-from "$r"); done
 python experiments/ranking_fidelity.py gpu --data-root .data/fashion-mnist --deadline-s ${DEADLINE:-490} \

@@ -12,12 +12,8 @@
 #   4. then 12 `hwnas.predictor pairs` processes on that supernet until the time is up.
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
 T0=$(date +%s)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
-. experiments/mps.sh
+. experiments/gpu_call.sh
 W=/tmp/w6
 R=experiments/results/accuracy_bench_raw
 probe=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
@@ -30,18 +26,8 @@ python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/res
     --sa-seeds 0,1,2 --workers 10 --variants studentw --seed 0 --sn-epochs 20 --sn-batch 512 --sn-lr 1e-3 \
     --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-450} --out "$OUT/ef" --work $W/ef \
     > "$OUT/ef.log" 2>&1
-mkdir -p "$OUT/pairs"
 ck=$(ls $W/ef/*/supernet.pt | head -1)
-echo "efficientformerv2: $ck" > "$OUT/pairs/checkpoints.txt"
-left=$(( ${END_S:-572} - ($(date +%s) - T0) ))
-echo "pairs: $left s" >> "$OUT/pairs/checkpoints.txt"
-if [ -n "$ck" ] && [ "$left" -gt 40 ]; then
-    for k in $(seq 1 12); do
-        timeout $left python -m hwnas.predictor pairs --checkpoint "$ck" --n 400 --seed $((k + 100)) --batch-size 500 \
-            --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
-            --out "$OUT/pairs/ef_$k.jsonl" > "$OUT/pairs/ef_$k.log" 2>&1 &
-    done
-fi
+run_pairs "$ck" $(( ${END_S:-572} - ($(date +%s) - T0) )) 100 12 "$OUT/pairs"
 wait
 mps_stop
 cd "$OUT" && tar czf call6.tgz ef picks pairs ef.log picks.log gpu.txt mps.txt && rm -rf ef picks pairs && ls -la

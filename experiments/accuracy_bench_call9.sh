@@ -9,12 +9,8 @@
 #   3. then 8 `hwnas.predictor pairs` processes on the EfficientFormerV2 supernet until the time is up.
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
 T0=$(date +%s)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
-. experiments/mps.sh
+. experiments/gpu_call.sh
 W=/tmp/w9
 R=experiments/results/accuracy_bench_raw
 common=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
@@ -28,17 +24,8 @@ python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces nextvit --var
     --out "$OUT/nv" --work $W/nv > "$OUT/nv.log" 2>&1 &
 python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces efficientformerv2 --variants strata \
     --out "$OUT/ef" --work $W/ef > "$OUT/ef.log" 2>&1
-mkdir -p "$OUT/pairs"
 ck=$(ls $W/ef/*/supernet.pt | head -1)
-left=$(( ${END_S:-572} - ($(date +%s) - T0) ))
-echo "efficientformerv2: $ck; pairs: $left s" > "$OUT/pairs/checkpoints.txt"
-if [ -n "$ck" ] && [ "$left" -gt 40 ]; then
-    for k in $(seq 1 8); do
-        timeout $left python -m hwnas.predictor pairs --checkpoint "$ck" --n 400 --seed $((k + 200)) --batch-size 500 \
-            --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
-            --out "$OUT/pairs/ef_$k.jsonl" > "$OUT/pairs/ef_$k.log" 2>&1 &
-    done
-fi
+run_pairs "$ck" $(( ${END_S:-572} - ($(date +%s) - T0) )) 200 8 "$OUT/pairs"
 wait
 mps_stop
 cd "$OUT" && tar czf call9.tgz ef nv pairs ef.log nv.log gpu.txt mps.txt && rm -rf ef nv pairs && ls -la
