@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hwnas._registry import Registry
 from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
 from hwnas.files import atomic_write
 
@@ -208,7 +209,8 @@ class DataSource:
 
 
 #: every registered dataset, by name
-DATASETS: dict[str, DataSource] = {}
+DATASETS: Registry[DataSource] = Registry(
+    "dataset", DataError, "choose one with data=NAME; a new one is a DataSource registered with hwnas.data.register_dataset")
 
 
 def register_dataset(cls: type) -> type:
@@ -220,9 +222,9 @@ def register_dataset(cls: type) -> type:
     if not (isinstance(cls.config, type) and issubclass(cls.config, DataConfig)) or cls.config.name != cls.name:
         raise DataError(f"register_dataset: {cls.__name__}.config must be a DataConfig dataclass whose name "
                         f"defaults to {cls.name!r}")
-    DATASETS[cls.name] = cls()
+    source = DATASETS.add(cls.name, cls())
     if _STORED:  # Hydra's store was filled already: add this one (else store_schemas will)
-        _store_schema(DATASETS[cls.name])
+        _store_schema(source)
     return cls
 
 
@@ -249,15 +251,11 @@ def store_schemas() -> None:
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DataSource:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(f"data.name: {name!r} is not one of the datasets (allowed: {', '.join(list_datasets())}); "
-                        "a new one is a DataSource registered with hwnas.data.register_dataset") from None
+    return DATASETS.lookup(name)
 
 
 class _InMemory:

@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from hwnas._registry import Registry
 from hwnas.errors import HwnasError
 
 
@@ -102,7 +103,8 @@ class Format:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_FORMATS: dict[str, Format] = {}
+#: in registration order: the order an export writes its formats in
+_FORMATS: Registry[Format] = Registry("export format", ExportError, "e.g. format=[pt,onnx]", sort=False)
 
 
 def register_format(fmt):
@@ -114,26 +116,22 @@ def register_format(fmt):
     if not obj.name or not obj.files or obj.name not in obj.tolerances:
         raise ExportError(f"register_format: {type(obj).__name__} must set `name`, `files` and its own tolerance "
                           f"(tolerances[{obj.name!r}])")
-    _FORMATS[obj.name] = obj
+    _FORMATS.add(obj.name, obj)
     return fmt
 
 
 def unregister_format(name: str) -> None:
     """Forget format `name` (a plug-in test cleaning up after itself)."""
-    _FORMATS.pop(name, None)
+    _FORMATS.remove(name)
 
 
 def list_formats() -> list[str]:
     """The registered formats, in the order an export writes them."""
-    return list(_FORMATS)
+    return _FORMATS.names()
 
 
 def get_format(name: str) -> Format:
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        raise ExportError(f"unknown export format {name!r}; known formats: {list_formats()} (e.g. format=[pt,onnx])") \
-            from None
+    return _FORMATS.lookup(name)
 
 
 def tolerance(key: str) -> Tolerance:
@@ -151,8 +149,7 @@ def check_formats(formats) -> list[str]:
     formats = [str(f) for f in formats]
     unknown = [f for f in formats if f not in _FORMATS]
     if unknown:
-        raise ExportError(f"unknown export format {unknown[0]!r}; known formats: {list_formats()} "
-                          f"(e.g. format=[pt,onnx])")
+        raise _FORMATS.unknown(unknown[0])
     if not formats:
         raise ExportError(f"no export format given; choose one or more of {list_formats()}")
     return [f for f in _FORMATS if f in formats]
