@@ -184,6 +184,8 @@ class DataSource:
     name: str = ""
     config: type = DataConfig
     in_memory: bool = False
+    #: random labels (benchmarks only): a search refuses to score subnets on it
+    random_labels: bool = False
     splits: tuple = ("train", "val")
     crop_padding: int = 0
     hflip: float = 0.0
@@ -1068,6 +1070,7 @@ class ImageFolderSource(DataSource):
 class Synthetic(DataSource):
     """Random N(0, 1) images with random labels: throughput benchmarks only."""
     name, config, fingerprint_base = "synthetic", SyntheticConfig, _FLAT_V1
+    random_labels = True
 
     def datasets(self, cfg, image_size, seed, augment):
         return (SyntheticImages(cfg.num_train, image_size, cfg.num_classes, derive_seed(seed, 1)),

@@ -448,7 +448,8 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("extract", "extract", _task, register=_register,
+    from hwnas.export import loads_cxx_packages
+    run_app("extract", "extract", _task, register=_register, preload=loads_cxx_packages,
             interrupted="an export is written whole or not at all, so {run_dir} holds no half-made file; "
                         "rerun the same command to export again")
 

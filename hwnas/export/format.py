@@ -85,6 +85,9 @@ class Format:
     files: tuple[str, ...] = ()
     #: its error bounds: `{name: Tolerance}` (more keys for a bound per precision)
     tolerances: dict[str, Tolerance] = {}
+    #: whether exporting or checking it loads compiled packages that need g++'s libstdc++ preloaded
+    #: (`hwnas.convert.cxx_runtime`; the apps restart themselves with it: `loads_cxx_packages`)
+    cxx_runtime: bool = False
 
     @property
     def tolerance(self) -> Tolerance:
@@ -98,6 +101,11 @@ class Format:
         """Write `files` with `ctx.path(name)` and return the record of their check
         (`hwnas.export.verify`: `passed`, the error and the tolerance)."""
         raise NotImplementedError
+
+    def manifest_entry(self, ctx: ExportContext) -> dict | None:
+        """What `manifest.json` states about this format beyond its files and check, under the format's
+        name (null where an export leaves the format out); None, the default: no entry."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -163,3 +171,30 @@ def preflight(formats: list[str], arch=None) -> None:
 
 __all__ = ["ExportContext", "ExportError", "Format", "Tolerance", "check_formats", "get_format", "list_formats",
            "preflight", "register_format", "tolerance", "unregister_format"]
+
+
+def loads_cxx_packages(cfg) -> bool:
+    """Will this app run load compiled packages that need g++'s libstdc++ preloaded: a target whose
+    `cxx_runtime` is set (alone or among `targets`), or a `format` list holding such a format? The
+    app runner then restarts the app with it preloaded (`hwnas.cli.run_app`'s `preload`), which the
+    packages' wrapper.so needs on the GPU machine."""
+    from omegaconf import OmegaConf
+
+    from hwnas.latency.target import find_target
+    try:
+        data = OmegaConf.to_container(cfg, resolve=False)
+    except Exception:  # noqa: BLE001 -- not a config: nothing to load
+        return False
+
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            fmt = node.get("format")
+            for name in (fmt if isinstance(fmt, list) else [fmt]):
+                if isinstance(name, str) and name in _FORMATS and _FORMATS[name].cxx_runtime:
+                    return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        target = find_target(node) if isinstance(node, str) else None  # a target's name, alone or in `targets`
+        return target is not None and target.cxx_runtime
+    return walk(data)

@@ -62,6 +62,9 @@ class Target:
     label: str = ""
     #: what is known of how its tables transfer to another device of the same kind (None: nothing)
     transfer_note: Optional[str] = None
+    #: whether a run naming it loads compiled packages that need g++'s libstdc++ preloaded
+    #: (`hwnas.convert.cxx_runtime`; the apps restart themselves with it: `hwnas.export.loads_cxx_packages`)
+    cxx_runtime: bool = False
 
     def deploy_form(self, **settings: Any):
         """The deploy form configured by `settings` (`form_keys`; None takes the default, another
