@@ -47,8 +47,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TARGETS = ("onnxruntime_cpu", "torch_cuda")
 # shorter timing loops than a profile's (whole networks only, on a pinned core or a GPU: their p10 and
