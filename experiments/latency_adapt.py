@@ -130,7 +130,7 @@ def make_backend(target: str, args):
 
 def run_target(target: str, args, t0: float) -> int:
     import search_spaces
-    from hwnas.files import atomic_write
+    from hwnas._files import atomic_write
     from hwnas.latency.adapt import adapt, adapted_path, default_source, measure_held_out
     from hwnas.latency.profiler import DeadlineReached, table_path_for
     from hwnas.latency.table import LatencyTable, networks_path, read_networks

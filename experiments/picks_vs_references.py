@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 from hwnas.training._accuracy_jobs import read_results, write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -138,7 +138,7 @@ def sweep_leftovers(run_dir: Path) -> None:
     removes them at start-up, whichever app was killed; a live process's are never touched."""
     import logging
 
-    from hwnas.files import remove_stale_temps, sweep_dead_temps
+    from hwnas._files import remove_stale_temps, sweep_dead_temps
     removed = sweep_dead_temps() + remove_stale_temps(run_dir)
     if removed:
         logging.getLogger("hwnas").info("removed %d temporary file(s)/folder(s) that killed hwnas runs left: %s",

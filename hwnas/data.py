@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hwnas._registry import Registry
 from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 log = logging.getLogger("hwnas.data")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.files import owner_tag, register_temp, remove_stale_temps
+from hwnas._files import owner_tag, register_temp, remove_stale_temps
 
 from .format import ExportContext, ExportError, check_formats, get_format, list_formats, preflight  # noqa: F401 (re-exported)
 

@@ -26,7 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 KINDS = ("standalone", "inherited", "supernet")  # one JSON-lines file each; plus log.txt and run.json
 
