@@ -14,7 +14,7 @@ T = TypeVar("T")
 class Registry(Mapping[str, T], Generic[T]):
     """Named entries of one kind. Reads like a read-only dict (`reg[name]` raises `KeyError`, `.get`,
     `in`, iteration in registration order); `lookup(name)` is the user-facing get: an unknown name
-    raises `error` with "unknown <kind> 'name' (known: a, b, c)" and `hint` (how to add one).
+    raises `error` with "unknown <kind> 'name' (allowed: a, b, c)" and `hint` (how to add one).
 
     `sort`: whether `names()` lists alphabetically (True) or in registration order (False, where the
     order means something, as the order an export writes its formats in)."""
@@ -40,7 +40,7 @@ class Registry(Mapping[str, T], Generic[T]):
     def unknown(self, name: object) -> Exception:
         """The error for a name that is not registered (for callers that check several names at once)."""
         hint = f"; {self.hint}" if self.hint else ""
-        return self.error(f"unknown {self.kind} {name!r} (known: {', '.join(self.names())}){hint}")
+        return self.error(f"unknown {self.kind} {name!r} (allowed: {', '.join(self.names())}){hint}")
 
     def lookup(self, name: str) -> T:
         """The entry registered as `name`; an unknown name raises `error`, listing the known ones."""

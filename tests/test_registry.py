@@ -16,8 +16,8 @@ def test_unknown_name_is_one_error_of_the_axis_listing_the_known_and_how_to_add_
     assert reg.lookup("a") == 1
     with pytest.raises(ConfigError) as e:
         reg.lookup("zz")
-    assert str(e.value) == "unknown widget 'zz' (known: a, b); register one with register_widget"
-    with pytest.raises(ConfigError, match=r"unknown widget \['x'\] \(known: a, b\)"):
+    assert str(e.value) == "unknown widget 'zz' (allowed: a, b); register one with register_widget"
+    with pytest.raises(ConfigError, match=r"unknown widget \['x'\] \(allowed: a, b\)"):
         reg.lookup(["x"])  # not a name at all: the same error, not a TypeError
     with pytest.raises(ConfigError, match="a widget needs a non-empty name"):
         reg.add("", 3)
@@ -59,6 +59,6 @@ def test_every_axis_reports_an_unknown_name_the_same_way():
         with pytest.raises(error) as e:
             get("no_such_thing")
         assert isinstance(e.value, HwnasError)
-        assert str(e.value).startswith(f"unknown {kind} 'no_such_thing' (known: {', '.join(names())});"), str(e.value)
+        assert str(e.value).startswith(f"unknown {kind} 'no_such_thing' (allowed: {', '.join(names())});"), str(e.value)
     assert list_targets() == sorted(list_targets()) and list_strategies() == sorted(list_strategies())
     assert list_formats()[:2] == ["pt", "onnx"]  # formats: the order an export writes them in
