@@ -26,6 +26,7 @@ import torch
 
 import search_spaces
 import supernet
+from shared import randomize  # experiments/shared.py (timm_features_check.py uses it too)
 from supernet.pretrained import from_hwnas_keys, load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,29 +38,6 @@ MODELS = [("nextvit_small", "nextvit", "nextvit_s"), ("nextvit_base", "nextvit",
           ("efficientformerv2_s2", "efficientformerv2", "efficientformerv2_s2"),
           ("efficientformerv2_l", "efficientformerv2", "efficientformerv2_l")]
 TOL = 1e-5
-
-
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int) -> None:
-    """Weights with unit-ish activation scale; BN stats, layer scales, biases all non-trivial."""
-    g = torch.Generator().manual_seed(seed)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if not t.is_floating_point():
-            continue
-        if name.endswith("running_var"):
-            v = torch.rand(t.shape, generator=g) * 1.5 + 0.5
-        elif name.endswith("running_mean") or name.endswith("attention_biases"):
-            v = torch.randn(t.shape, generator=g) * 0.1
-        elif name.endswith("gamma") or "layer_scale" in name:
-            v = torch.rand(t.shape, generator=g) * 0.5 + 0.25
-        elif t.ndim >= 2:
-            fan_in = t[0].numel()
-            v = torch.randn(t.shape, generator=g) / fan_in ** 0.5
-        elif name.endswith("weight"):  # norm scales
-            v = torch.rand(t.shape, generator=g) * 0.5 + 0.75
-        else:
-            v = torch.randn(t.shape, generator=g) * 0.05
-        t.copy_(v.reshape(t.shape).to(t.dtype))
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:

@@ -37,14 +37,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+import deploy_speed  # the two scripts this one drives, beside it (python experiments/x.py puts experiments/ first)
+import profile_gpu
+from hwnas.latency.backends import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import torch  # noqa: E402
-
-import deploy_speed  # noqa: E402
-import profile_gpu  # noqa: E402
-from hwnas.latency.backends import cpu_name  # noqa: E402
 
 SPEED = "experiments/results/deploy_speed_compiled_gpu"
 

@@ -47,8 +47,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TARGETS = ("onnxruntime_cpu", "torch_cuda")
 # shorter timing loops than a profile's (whole networks only, on a pinned core or a GPU: their p10 and
@@ -132,7 +130,7 @@ def make_backend(target: str, args):
 
 def run_target(target: str, args, t0: float) -> int:
     import search_spaces
-    from hwnas.files import atomic_write
+    from hwnas._files import atomic_write
     from hwnas.latency.adapt import adapt, adapted_path, default_source, measure_held_out
     from hwnas.latency.profiler import DeadlineReached, table_path_for
     from hwnas.latency.table import LatencyTable, networks_path, read_networks

@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "experiments"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 import hwnas.latency.correction as C  # noqa: E402
 from hwnas.latency import LatencyTable  # noqa: E402
 from hwnas.latency.keys import block_keys  # noqa: E402
-from latency_correction_forms import group  # noqa: E402
+from shared import group  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +32,7 @@ from hwnas.latency import LatencyTable, get_backend
 import hwnas.latency.correction as C
 from hwnas.latency.keys import block_keys
 from hwnas.latency.table import networks_path, read_networks
-
-
-HW = re.compile(r"hw=(\d+)")
-
-
-def group(key: str, by: str) -> str:
-    kind = key.split("(", 1)[0]
-    return kind if by == "kind" else kind + "@" + HW.search(key).group(1)
+from shared import group
 
 
 def design(table, archs, by, groups):

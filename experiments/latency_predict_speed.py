@@ -26,7 +26,9 @@ from hwnas.latency.profiler import now_iso
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    import argparse
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     out = {"machine": {"cpu": cpu_name(), "python": platform.python_version(), "cores": os.cpu_count(),
                        "load_average_1_5_15_min_at_start": [round(x, 2) for x in os.getloadavg()]},
            "date": now_iso(), "spaces": {}}

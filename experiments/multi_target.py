@@ -40,7 +40,7 @@ import statistics
 import time
 from pathlib import Path
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 from hwnas.latency.backends import cpu_name
 from hwnas.search import hypervolume
 from hwnas.search.app import build_evaluator, compose_config, load_table, run, target_config

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import search_spaces
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hwnas._files import atomic_write
+from hwnas.training._accuracy_jobs import read_results, write_json
 
-from accuracy_jobs import read_results, write_json  # noqa: E402
-from hwnas.files import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "experiments" / "results"
 ARCHS_FILE = RESULTS / "picks_vs_references_archs.json"

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 import search_spaces
-from accuracy_jobs import read_results, recipe_id, run_tree, write_json
+from hwnas.training._accuracy_jobs import read_results, recipe_id, run_tree, write_json
 
 RESULTS = ROOT / "experiments" / "results"
 ARCHS_FILE = RESULTS / "ranking_fidelity_archs.json"

@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hwnas.latency.backends import cpu_name
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 

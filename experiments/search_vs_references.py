@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 from hwnas.latency.backends import cpu_name
 from hwnas.search import hypervolume
 from hwnas.search.app import build_evaluator, compose_config, run

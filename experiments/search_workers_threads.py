@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from hwnas.latency.backends import cpu_name
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 

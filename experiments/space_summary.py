@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import search_spaces
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 
 def space_size(space) -> float:

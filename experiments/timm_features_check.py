@@ -43,8 +43,7 @@ import supernet
 from hwnas.export.timm import save_timm
 from hwnas.latency.backends import cpu_name
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from import_check import randomize  # noqa: E402  (the same weights recipe as the import check)
+from shared import randomize  # the same weights recipe as the import check
 
 ROOT = Path(__file__).resolve().parents[1]
 REFS = ["nextvit_s", "nextvit_b", "nextvit_l", "efficientformerv2_s0", "efficientformerv2_s1",

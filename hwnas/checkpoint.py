@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from hwnas.errors import HwnasError
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 FORMAT = "hwnas.supernet"
 VERSION = 1

@@ -67,13 +67,16 @@ INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
             register: Callable[[], None] | None = None, schema: type | None = None,
-            interrupted: str | Callable[[Any, Path], str] = INTERRUPTED) -> None:
+            interrupted: str | Callable[[Any, Path], str] = INTERRUPTED,
+            preload: Callable[[Any], bool] | None = None) -> None:
     """Run `task(cfg, run_dir)` as the Hydra app `hwnas.<app>` on `conf/<config_name>.yaml`.
 
     `register` stores the app's typed schemas in Hydra's ConfigStore first (so a misspelt key fails
     at start-up, by name); `schema`, a dataclass, checks an app whose YAML names none. Ctrl-C ends
     the app with one line, `interrupted` (a format string of `run_dir`, or a function of the config
-    and the run folder): what was kept and how to resume.
+    and the run folder): what was kept and how to resume. `preload(cfg)`: whether the run loads
+    compiled packages that need g++'s libstdc++ preloaded (`hwnas.export.loads_cxx_packages`, which
+    asks the registered targets and formats); the app, started as itself, then restarts with it.
     """
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -89,7 +92,7 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     except KeyboardInterrupt:
         print(f"hwnas.{app}: interrupted (Ctrl-C) before it started; nothing was written", file=sys.stderr)
         sys.exit(INTERRUPT_EXIT)
-    if cfg is not None and loads_aoti_packages(cfg) and started_as(app):
+    if cfg is not None and preload is not None and preload(cfg) and started_as(app):
         import torch  # noqa: F401 -- maps the libstdc++ this process will run, which the plan compares
         from hwnas.convert.cxx_runtime import ensure_preloaded
         ensure_preloaded()  # restarts this process with g++'s libstdc++ preloaded where that is safe and not yet so
@@ -129,35 +132,13 @@ def started_as(app: str) -> bool:
     return spec is not None and spec.name in (f"hwnas.{app}", f"hwnas.{app}.__main__")
 
 
-def loads_aoti_packages(cfg) -> bool:
-    """Will this run load AOTInductor packages: a `torch_inductor` target (alone or among `targets`)
-    or `format` holding `aoti`? Such a run starts with g++'s libstdc++ preloaded
-    (`hwnas.convert.cxx_runtime`), which the packages' wrapper.so needs on the GPU machine."""
-    from omegaconf import OmegaConf
-    try:
-        data = OmegaConf.to_container(cfg, resolve=False)
-    except Exception:  # noqa: BLE001 -- not a config: nothing to load
-        return False
-
-    def walk(node) -> bool:
-        if isinstance(node, dict):
-            fmt = node.get("format")
-            if fmt == "aoti" or (isinstance(fmt, list) and "aoti" in fmt):
-                return True
-            return any(walk(v) for v in node.values())
-        if isinstance(node, list):
-            return any(walk(v) for v in node)
-        return node == "torch_inductor"  # a target's name, alone or in `targets`
-    return walk(data)
-
-
 def sweep_leftovers(run_dir: Path) -> None:
     """What killed hwnas processes left (SIGKILL runs no cleanup): scratch folders in the system temp
     folder, registered temporary exports anywhere, temporary files in this run folder. Every app
     removes them at start-up, whichever app was killed; a live process's are never touched."""
     import logging
 
-    from hwnas.files import remove_stale_temps, sweep_dead_temps
+    from hwnas._files import remove_stale_temps, sweep_dead_temps
     removed = sweep_dead_temps() + remove_stale_temps(run_dir)
     if removed:
         logging.getLogger("hwnas").info("removed %d temporary file(s)/folder(s) that killed hwnas runs left: %s",

@@ -50,8 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hwnas._registry import Registry
 from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_range
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 log = logging.getLogger("hwnas.data")
 
@@ -183,6 +184,8 @@ class DataSource:
     name: str = ""
     config: type = DataConfig
     in_memory: bool = False
+    #: random labels (benchmarks only): a search refuses to score subnets on it
+    random_labels: bool = False
     splits: tuple = ("train", "val")
     crop_padding: int = 0
     hflip: float = 0.0
@@ -208,7 +211,8 @@ class DataSource:
 
 
 #: every registered dataset, by name
-DATASETS: dict[str, DataSource] = {}
+DATASETS: Registry[DataSource] = Registry(
+    "dataset", DataError, "choose one with data=NAME; a new one is a DataSource registered with hwnas.data.register_dataset")
 
 
 def register_dataset(cls: type) -> type:
@@ -220,9 +224,9 @@ def register_dataset(cls: type) -> type:
     if not (isinstance(cls.config, type) and issubclass(cls.config, DataConfig)) or cls.config.name != cls.name:
         raise DataError(f"register_dataset: {cls.__name__}.config must be a DataConfig dataclass whose name "
                         f"defaults to {cls.name!r}")
-    DATASETS[cls.name] = cls()
+    source = DATASETS.add(cls.name, cls())
     if _STORED:  # Hydra's store was filled already: add this one (else store_schemas will)
-        _store_schema(DATASETS[cls.name])
+        _store_schema(source)
     return cls
 
 
@@ -249,15 +253,11 @@ def store_schemas() -> None:
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DataSource:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DataError(f"data.name: {name!r} is not one of the datasets (allowed: {', '.join(list_datasets())}); "
-                        "a new one is a DataSource registered with hwnas.data.register_dataset") from None
+    return DATASETS.lookup(name)
 
 
 class _InMemory:
@@ -1070,6 +1070,7 @@ class ImageFolderSource(DataSource):
 class Synthetic(DataSource):
     """Random N(0, 1) images with random labels: throughput benchmarks only."""
     name, config, fingerprint_base = "synthetic", SyntheticConfig, _FLAT_V1
+    random_labels = True
 
     def datasets(self, cfg, image_size, seed, augment):
         return (SyntheticImages(cfg.num_train, image_size, cfg.num_classes, derive_seed(seed, 1)),

@@ -24,7 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from hwnas.checkpoint import CheckpointError, load_supernet
 from hwnas.data import DataError, data_config
 from hwnas.errors import ConfigError
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 
 @torch.no_grad()

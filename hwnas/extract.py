@@ -297,7 +297,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     from hwnas.export.bundle import write_export
     from hwnas.export.format import check_formats, preflight
 
-    from hwnas.files import remove_stale_temps
+    from hwnas._files import remove_stale_temps
     remove_stale_temps(out_dir)  # what a killed extract left in this folder, even if this one fails
     # bad formats fail before anything slow; `pt` (model.pt + arch.yaml) is always written, so every
     # export can be reloaded with hwnas.load(DIR) and re-exported later
@@ -448,7 +448,8 @@ def _task(cfg: Any, run_dir: Path) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("extract", "extract", _task, register=_register,
+    from hwnas.export import loads_cxx_packages
+    run_app("extract", "extract", _task, register=_register, preload=loads_cxx_packages,
             interrupted="an export is written whole or not at all, so {run_dir} holds no half-made file; "
                         "rerun the same command to export again")
 

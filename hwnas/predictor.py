@@ -39,7 +39,7 @@ import search_spaces
 from search_spaces import Arch
 
 from hwnas.errors import ConfigError, HwnasError
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 FORMAT = "hwnas-accuracy-predictor/1"
 #: the predictors shipped with hwnas, one per space (package data), used by `evaluator=predictor`

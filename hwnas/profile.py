@@ -222,7 +222,8 @@ def _device_check(backend, space, path: Path, tables_dir=None) -> None:
 
 def main() -> None:
     from hwnas.cli import run_app
-    run_app("profile", "profile", run, register=register, interrupted=interrupted)
+    from hwnas.export import loads_cxx_packages
+    run_app("profile", "profile", run, register=register, interrupted=interrupted, preload=loads_cxx_packages)
 
 
 def interrupted(cfg, run_dir) -> str:

@@ -44,6 +44,9 @@ def test_features_only_onnx_round_trips_in_onnx_runtime_at_two_input_sizes(space
     assert manifest["checks_passed"] and check["rel_err"] <= tolerance("onnx").rel
     assert [o["name"] for o in manifest["outputs"]] == ["stage0", "stage1", "stage2", "stage3"]
     assert [o["reduction"] for o in manifest["outputs"]] == [4, 8, 16, 32]
+    # the manifest's onnx entry (the format's own, issue 26) names the graph's outputs and axes
+    assert manifest["onnx"]["outputs"] == ["stage0", "stage1", "stage2", "stage3"]
+    assert manifest["onnx"]["dynamic_axes"]["input"]["0"] == "batch"
     sess = _ort(tmp_path / "a" / "model.onnx")
     shape = sess.get_inputs()[0].shape
     assert [o.name for o in sess.get_outputs()] == ["stage0", "stage1", "stage2", "stage3"]

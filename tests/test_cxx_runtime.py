@@ -147,7 +147,7 @@ def test_a_real_process_restarts_once_with_the_preload(tmp_path):
 
 
 def test_the_apps_that_load_packages_are_recognised():
-    from hwnas.cli import loads_aoti_packages
+    from hwnas.export import loads_cxx_packages as loads_aoti_packages  # asks the targets' and formats' cxx_runtime
     from omegaconf import OmegaConf
     assert loads_aoti_packages(OmegaConf.create({"arch": "nextvit_s", "format": ["pt", "aoti"]}))
     assert not loads_aoti_packages(OmegaConf.create({"arch": "nextvit_s", "format": ["pt", "onnx"]}))
@@ -192,3 +192,23 @@ def test_the_manifest_says_how_to_run_a_cuda_package_at_the_measured_speed():
     assert "torch.cuda.graph(g)" in code and "g.replay()" in code
     assert "LD_PRELOAD=$(readlink -f $(g++ -print-file-name=libstdc++.so.6))" in how
     assert "run_single_threaded=True" in aoti_how((1, 3, 64, 64), "cpu") and "graph" not in aoti_how((1, 3, 64, 64), "cpu")
+
+
+def test_a_format_registered_outside_hwnas_says_itself_that_it_loads_packages():
+    """No name list: the runner asks each registered format (and target) for its `cxx_runtime`."""
+    from omegaconf import OmegaConf
+
+    from hwnas.export import loads_cxx_packages
+    from hwnas.export.format import Format, Tolerance, register_format, unregister_format
+
+    class CompiledFormat(Format):
+        name, files, cxx_runtime = "compiled_pkg", ("model.so",), True
+        tolerances = {"compiled_pkg": Tolerance(1e-4, "test only")}
+
+    cfg = OmegaConf.create({"arch": "nextvit_s", "format": ["pt", "compiled_pkg"]})
+    assert not loads_cxx_packages(cfg)  # not registered: nothing to load
+    register_format(CompiledFormat)
+    try:
+        assert loads_cxx_packages(cfg)
+    finally:
+        unregister_format("compiled_pkg")

@@ -1,7 +1,7 @@
-"""`hwnas.files`: a file (or a directory) appears whole or not at all; a failure leaves the old one."""
+"""`hwnas._files`: a file (or a directory) appears whole or not at all; a failure leaves the old one."""
 import pytest
 
-from hwnas.files import atomic_path, atomic_write
+from hwnas._files import atomic_path, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -47,8 +47,8 @@ def test_what_a_dead_writer_left_is_removed_and_a_live_writers_temporaries_are_k
     import os
     import subprocess
     import sys
-    from hwnas.files import owner_tag, remove_stale_temps
-    code = ("import os, sys; from hwnas.files import atomic_path, owner_tag\n"
+    from hwnas._files import owner_tag, remove_stale_temps
+    code = ("import os, sys; from hwnas._files import atomic_path, owner_tag\n"
             "os.mkdir(f'{sys.argv[1]}/.export-{owner_tag()}-1.tmp')\n"
             "with atomic_path(sys.argv[1] + '/model.onnx') as tmp:\n"
             "    tmp.write_text('half of a model'); os._exit(0)  # no cleanup runs, as after a SIGKILL\n")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import optuna
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 from hwnas.latency.backends import cpu_name
 
 ROOT = Path(__file__).resolve().parents[2]  # experiments/archive/ -> the repository

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from hwnas.errors import HwnasError
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 #: what a package takes and returns (the deploy form's precision and layout live inside it)
 INPUT_DTYPE = torch.float32

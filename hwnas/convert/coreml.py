@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 PRECISIONS = ("fp16", "fp32")
 

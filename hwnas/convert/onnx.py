@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 
 def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | os.PathLike,

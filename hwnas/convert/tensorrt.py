@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from hwnas.errors import HwnasError
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 INSTALL_HINT = ("TensorRT is not installed. On a machine with an NVIDIA GPU and CUDA 12, install "
                 "TensorRT 10: `pip install tensorrt-cu12` (from NVIDIA's index, "

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.files import owner_tag, register_temp, remove_stale_temps
+from hwnas._files import owner_tag, register_temp, remove_stale_temps
 
-from .format import ExportContext, ExportError, check_formats, get_format, preflight  # noqa: F401 (re-exported)
+from .format import ExportContext, ExportError, check_formats, get_format, list_formats, preflight  # noqa: F401 (re-exported)
 
 MANIFEST = "manifest.json"
 
@@ -142,8 +142,11 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
             say(f"  {fmt}: {'ok' if check.get('passed') else 'FAILED'}"
                 + (f" (rel. error {check['rel_err']:.2e} <= {check['tolerance_rel']:g})" if "rel_err" in check
                    and check.get("passed") else "") + (f" -- {check['error']}" if check.get("error") else ""))
+        # every format that states an entry has its key, null where this export leaves it out
+        entries = {name: entry if name in formats else None for name in list_formats()
+                   if (entry := get_format(name).manifest_entry(ctx)) is not None}
         manifest = build_manifest(arch, model, num_classes, shape, weights, results, latency,
-                                  outputs=_outputs(model, ref), onnx_io=io if "onnx" in formats else None)
+                                  outputs=_outputs(model, ref), entries=entries)
         artifacts = [f for fmt in formats for f in get_format(fmt).files]
         for name, text in (extra_files or {}).items():
             path = b.path(name)

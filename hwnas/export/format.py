@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from hwnas._registry import Registry
 from hwnas.errors import HwnasError
 
 
@@ -84,6 +85,9 @@ class Format:
     files: tuple[str, ...] = ()
     #: its error bounds: `{name: Tolerance}` (more keys for a bound per precision)
     tolerances: dict[str, Tolerance] = {}
+    #: whether exporting or checking it loads compiled packages that need g++'s libstdc++ preloaded
+    #: (`hwnas.convert.cxx_runtime`; the apps restart themselves with it: `loads_cxx_packages`)
+    cxx_runtime: bool = False
 
     @property
     def tolerance(self) -> Tolerance:
@@ -98,11 +102,17 @@ class Format:
         (`hwnas.export.verify`: `passed`, the error and the tolerance)."""
         raise NotImplementedError
 
+    def manifest_entry(self, ctx: ExportContext) -> dict | None:
+        """What `manifest.json` states about this format beyond its files and check, under the format's
+        name (null where an export leaves the format out); None, the default: no entry."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_FORMATS: dict[str, Format] = {}
+#: in registration order: the order an export writes its formats in
+_FORMATS: Registry[Format] = Registry("export format", ExportError, "e.g. format=[pt,onnx]", sort=False)
 
 
 def register_format(fmt):
@@ -114,26 +124,22 @@ def register_format(fmt):
     if not obj.name or not obj.files or obj.name not in obj.tolerances:
         raise ExportError(f"register_format: {type(obj).__name__} must set `name`, `files` and its own tolerance "
                           f"(tolerances[{obj.name!r}])")
-    _FORMATS[obj.name] = obj
+    _FORMATS.add(obj.name, obj)
     return fmt
 
 
 def unregister_format(name: str) -> None:
     """Forget format `name` (a plug-in test cleaning up after itself)."""
-    _FORMATS.pop(name, None)
+    _FORMATS.remove(name)
 
 
 def list_formats() -> list[str]:
     """The registered formats, in the order an export writes them."""
-    return list(_FORMATS)
+    return _FORMATS.names()
 
 
 def get_format(name: str) -> Format:
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        raise ExportError(f"unknown export format {name!r}; known formats: {list_formats()} (e.g. format=[pt,onnx])") \
-            from None
+    return _FORMATS.lookup(name)
 
 
 def tolerance(key: str) -> Tolerance:
@@ -151,8 +157,7 @@ def check_formats(formats) -> list[str]:
     formats = [str(f) for f in formats]
     unknown = [f for f in formats if f not in _FORMATS]
     if unknown:
-        raise ExportError(f"unknown export format {unknown[0]!r}; known formats: {list_formats()} "
-                          f"(e.g. format=[pt,onnx])")
+        raise _FORMATS.unknown(unknown[0])
     if not formats:
         raise ExportError(f"no export format given; choose one or more of {list_formats()}")
     return [f for f in _FORMATS if f in formats]
@@ -166,3 +171,30 @@ def preflight(formats: list[str], arch=None) -> None:
 
 __all__ = ["ExportContext", "ExportError", "Format", "Tolerance", "check_formats", "get_format", "list_formats",
            "preflight", "register_format", "tolerance", "unregister_format"]
+
+
+def loads_cxx_packages(cfg) -> bool:
+    """Will this app run load compiled packages that need g++'s libstdc++ preloaded: a target whose
+    `cxx_runtime` is set (alone or among `targets`), or a `format` list holding such a format? The
+    app runner then restarts the app with it preloaded (`hwnas.cli.run_app`'s `preload`), which the
+    packages' wrapper.so needs on the GPU machine."""
+    from omegaconf import OmegaConf
+
+    from hwnas.latency.target import find_target
+    try:
+        data = OmegaConf.to_container(cfg, resolve=False)
+    except Exception:  # noqa: BLE001 -- not a config: nothing to load
+        return False
+
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            fmt = node.get("format")
+            for name in (fmt if isinstance(fmt, list) else [fmt]):
+                if isinstance(name, str) and name in _FORMATS and _FORMATS[name].cxx_runtime:
+                    return True
+            return any(walk(v) for v in node.values())
+        if isinstance(node, list):
+            return any(walk(v) for v in node)
+        target = find_target(node) if isinstance(node, str) else None  # a target's name, alone or in `targets`
+        return target is not None and target.cxx_runtime
+    return walk(data)

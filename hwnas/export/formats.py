@@ -40,6 +40,11 @@ class OnnxFormat(Format):
     def export(self, ctx: ExportContext) -> dict:
         return verify.check_onnx(ctx.onnx(), ctx.x, ctx.ref, ctx.io["dynamic"], ctx.more)
 
+    def manifest_entry(self, ctx: ExportContext) -> dict:
+        """The graph's output names and dynamic axes (a backbone's `stage<i>` outputs)."""
+        return {"outputs": ctx.io["outputs"],
+                "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in (ctx.io["axes"] or {}).items()}}
+
 
 @register_format
 class CoreMLFormat(Format):
@@ -91,6 +96,7 @@ class AotiFormat(Format):
 
     name = "aoti"
     files = ("model.pt2",)
+    cxx_runtime = True
     tolerances = {
         "aoti": Tolerance(1e-4, "fp32 AOTInductor package for the CPU: BatchNorms folded, Inductor's fused kernels"),
         "aoti_fp16": Tolerance(5e-2, "fp16 AOTInductor package for CUDA: half-precision rounding, Inductor's fused kernels"),

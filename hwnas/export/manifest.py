@@ -21,10 +21,11 @@ MANIFEST_VERSION = 1
 
 def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[int, ...],
                    weights: dict, formats: dict, latency: dict | None = None, outputs: list | None = None,
-                   onnx_io: dict | None = None) -> dict:
+                   entries: dict | None = None) -> dict:
     """The manifest of one export. `weights` says where the weights came from; `formats` maps each
     format to `{"files": [...], "check": {...}}`; `outputs` what the model returns (a backbone: one
-    entry per stage, with channels and stride); `onnx_io` the ONNX graph's outputs and dynamic axes."""
+    entry per stage, with channels and stride); `entries` what formats state beyond their files and
+    check, by format name (`Format.manifest_entry`: the ONNX graph's outputs and dynamic axes)."""
     features = bool(getattr(model, "features_only", False))
     torch_params = sum(p.numel() for p in model.parameters())
     checks = [f["check"] for f in formats.values() if f.get("check")]
@@ -41,9 +42,7 @@ def build_manifest(arch, model: nn.Module, num_classes: int, input_shape: tuple[
         "num_classes": 0 if features else num_classes,
         "input_shape": list(input_shape),
         "outputs": outputs,
-        "onnx": None if onnx_io is None else {"outputs": onnx_io["outputs"],
-                                              "dynamic_axes": {k: {str(a): n for a, n in v.items()}
-                                                               for k, v in (onnx_io["axes"] or {}).items()}},
+        **(entries or {}),
         "params": arch.params(num_classes),
         "macs": arch.macs(num_classes),
         "torch_params": torch_params,

@@ -18,7 +18,7 @@ import yaml
 
 from hwnas.checkpoint import atomic_save
 from hwnas.errors import HwnasError
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 WEIGHTS = "model.pt"
 ARCH = "arch.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 WEIGHTS = "model_timm.pth"
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import ConfigError
-from hwnas.files import owned_temp_dir
+from hwnas._files import owned_temp_dir
 
 from .errors import LatencyTableError, TimingUnavailable, UnknownTargetError  # noqa: F401 (re-exported)
 from .target import find_target, get_target, list_targets  # noqa: F401 (list_targets re-exported)

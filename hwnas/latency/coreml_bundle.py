@@ -18,7 +18,7 @@ from typing import Sequence
 
 from search_spaces import Arch
 
-from hwnas.progress import progress_bar
+from hwnas._progress import progress_bar
 
 from .backends import Backend, fingerprint_deployed, slug
 from .correction import fit_correction

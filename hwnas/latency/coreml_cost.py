@@ -29,8 +29,8 @@ import numpy as np
 
 import search_spaces
 
-from hwnas.files import owned_temp_dir
-from hwnas.progress import progress_bar
+from hwnas._files import owned_temp_dir
+from hwnas._progress import progress_bar
 
 from .errors import LatencyTableError
 from .profiler import now_iso

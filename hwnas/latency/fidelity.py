@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnas.files import atomic_path
+from hwnas._files import atomic_path
 
 from .backends import Backend
 from .correction import fidelity_metrics

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 SCHEME = "torch-function-trace"
 VERSION = 1

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
-from hwnas.progress import progress_bar
+from hwnas._progress import progress_bar
 
 
 def cache_dir(root: str | os.PathLike | None = None) -> Path:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 import search_spaces
 from search_spaces import Arch, BlockSpec
 
-from hwnas.progress import progress_bar
+from hwnas._progress import progress_bar
 
 from .backends import Backend
 from .correction import fit_correction

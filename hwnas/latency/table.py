@@ -35,7 +35,7 @@ from typing import Any, Iterable, Mapping
 
 from search_spaces import Arch, parse_scope
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 
 from .errors import LatencyTableError
@@ -203,7 +203,7 @@ def provenance_path(csv_path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """`text` to `path`, whole or not at all, flushed to the disk (`hwnas.files.atomic_write`)."""
+    """`text` to `path`, whole or not at all, flushed to the disk (`hwnas._files.atomic_write`)."""
     atomic_write(path, text)
 
 

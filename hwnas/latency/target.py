@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Optional
 
+from hwnas._registry import Registry
 from hwnas.config import CONF_DIR
 from hwnas.errors import ConfigError
 
@@ -61,6 +62,9 @@ class Target:
     label: str = ""
     #: what is known of how its tables transfer to another device of the same kind (None: nothing)
     transfer_note: Optional[str] = None
+    #: whether a run naming it loads compiled packages that need g++'s libstdc++ preloaded
+    #: (`hwnas.convert.cxx_runtime`; the apps restart themselves with it: `hwnas.export.loads_cxx_packages`)
+    cxx_runtime: bool = False
 
     def deploy_form(self, **settings: Any):
         """The deploy form configured by `settings` (`form_keys`; None takes the default, another
@@ -101,7 +105,8 @@ class Target:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-_TARGETS: dict[str, Target] = {}
+_TARGETS: Registry[Target] = Registry(
+    "target", UnknownTargetError, "a new one is a Target registered with hwnas.latency.target.register_target")
 _STORED = False
 
 
@@ -117,7 +122,7 @@ def register_target(target):
     if obj.schema.name != obj.name or obj.backend.name != obj.name:
         raise ConfigError(f"register_target: {type(obj).__name__}: its schema's name ({obj.schema.name!r}) and its "
                           f"backend's ({obj.backend.name!r}) must both be {obj.name!r}")
-    _TARGETS[obj.name] = obj
+    _TARGETS.add(obj.name, obj)
     if _STORED:  # Hydra's store was filled already: add this one (else store_schemas will)
         _store(obj)
     return target
@@ -125,7 +130,7 @@ def register_target(target):
 
 def unregister_target(name: str) -> None:
     """Forget target `name` (a plug-in test cleaning up after itself), its Hydra options too."""
-    if _TARGETS.pop(name, None) is not None and _STORED:
+    if _TARGETS.remove(name) is not None and _STORED:
         from hydra.core.config_store import ConfigStore
         repo = ConfigStore.instance().repo
         repo.pop(f"schema_target_{name}.yaml", None)
@@ -133,16 +138,12 @@ def unregister_target(name: str) -> None:
 
 
 def list_targets() -> list[str]:
-    return sorted(_TARGETS)
+    return _TARGETS.names()
 
 
 def get_target(name: str) -> Target:
     """The target registered as `name`; an unknown one is an `UnknownTargetError` listing them."""
-    try:
-        return _TARGETS[name]
-    except KeyError:
-        raise UnknownTargetError(f"unknown target {name!r}; known targets: {list_targets()} (a new one is a "
-                                 "Target registered with hwnas.latency.target.register_target)") from None
+    return _TARGETS.lookup(name)
 
 
 def find_target(name: str) -> Target | None:

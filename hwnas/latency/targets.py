@@ -52,6 +52,7 @@ class TorchInductorTarget(TorchCUDATarget):
     ships = "aoti"
     how = "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed"
     label = ""
+    cxx_runtime = True  # its table's timing loads AOTInductor packages
 
 
 @register_target

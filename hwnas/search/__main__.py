@@ -10,6 +10,7 @@ def main() -> None:
 
     from hwnas.cli import USER_ERROR_EXIT, report_user_error, run_app
     from hwnas.errors import HwnasError
+    from hwnas.export import loads_cxx_packages
     from hwnas.search.app import check_plus_target_list, run
     from hwnas.search.config import register
     try:  # before Hydra composes: it cannot merge two targets' schemas into one
@@ -17,7 +18,7 @@ def main() -> None:
     except HwnasError as e:
         report_user_error("search", e)
         sys.exit(USER_ERROR_EXIT)
-    run_app("search", "search", run, register=register, interrupted=interrupted)
+    run_app("search", "search", run, register=register, interrupted=interrupted, preload=loads_cxx_packages)
 
 
 def interrupted(cfg, run_dir) -> str:

@@ -336,7 +336,7 @@ ACCURACY_SOURCE = "accuracy_source.json"
 def write_accuracy_source(run_dir: Path, acc: "AccuracySource") -> None:
     """Record in the run folder where the search's accuracies come from: the evaluator, and for a
     supernet its checkpoint's path and content hash (what `hwnas.extract run=DIR` carries)."""
-    from hwnas.files import atomic_write
+    from hwnas._files import atomic_write
     if acc.record is not None:
         atomic_write(run_dir / ACCURACY_SOURCE, json.dumps(acc.record, indent=1, sort_keys=True) + "\n")
 

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from hwnas.config import register_common
+from hwnas.data import DATASETS
 from hwnas.device import check_device
 from hwnas.errors import ConfigError, check_choice, check_min, check_positive, check_range
 
@@ -237,11 +238,13 @@ class SearchAppConfig:
                               "the space's")
         if self.storage is not None:
             check_storage(self.storage)
-        if _name(self.evaluator) == "supernet" and _name(self.data) == "synthetic":
+        data = _name(self.data)
+        if _name(self.evaluator) == "supernet" and data in DATASETS and DATASETS[data].random_labels:
             # random labels: every subnet scores at chance, and the built-in supernet would train on them
-            raise ConfigError("data=synthetic with evaluator=supernet: synthetic data has random labels, so its "
-                              "accuracies rank nothing; use data=digits, data=fashion_mnist or data=imagefolder "
-                              "data.root=DIR (or evaluator=predictor)")
+            real = [n for n in DATASETS.names() if not DATASETS[n].random_labels]
+            raise ConfigError(f"data={data} with evaluator=supernet: {data} data has random labels, so its "
+                              f"accuracies rank nothing; use one of data={', data='.join(real)} "
+                              "(data=imagefolder data.root=DIR for your own images), or evaluator=predictor")
 
 
 def _name(group: Any) -> str | None:

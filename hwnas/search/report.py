@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 from .objectives import latency_key, mes_key, objective_key
 from .pareto import non_dominated

@@ -28,6 +28,7 @@ import optuna
 import search_spaces
 from search_spaces import Arch, ArchError
 
+from hwnas._registry import Registry
 from hwnas.errors import ConfigError
 from hwnas.latency.table import MissingRowsError
 
@@ -116,7 +117,8 @@ class Strategy:
 
 
 #: every registered strategy, by name
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry(
+    "search strategy", ConfigError, "a new one is a Strategy subclass registered with hwnas.search.register_strategy")
 
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
@@ -128,8 +130,7 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     if not (isinstance(cls.config, type) and issubclass(cls.config, StrategyConfig)):
         raise ConfigError(f"register_strategy: {cls.__name__}.config must be a StrategyConfig dataclass "
                           "(an OptunaStrategyConfig for Optuna's loop)")
-    STRATEGIES[cls.name] = cls()
-    _store_schema(STRATEGIES[cls.name])
+    _store_schema(STRATEGIES.add(cls.name, cls()))
     return cls
 
 
@@ -143,15 +144,11 @@ def _store_schema(strategy: Strategy) -> None:
 
 
 def list_strategies() -> list[str]:
-    return sorted(STRATEGIES)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ConfigError(f"unknown search strategy {name!r} ({', '.join(list_strategies())}); a new one is a "
-                          "Strategy subclass registered with hwnas.search.register_strategy") from None
+    return STRATEGIES.lookup(name)
 
 
 def make_sampler(cfg: Mapping[str, Any], seed: int) -> optuna.samplers.BaseSampler:

@@ -33,7 +33,7 @@ import search_spaces
 
 from hwnas.checkpoint import CheckpointError, check_file
 from hwnas.config import compose
-from hwnas.files import atomic_write
+from hwnas._files import atomic_write
 
 TRAIN_CONFIG = "train"  # the train app's primary config (hwnas/conf/train.yaml)
 PARTIAL = ".partial"  # suffix of the folder a built-in supernet trains in

@@ -32,7 +32,7 @@ from hwnas.checkpoint import (CheckpointError, atomic_save, check_record, nonfin
 from hwnas.data import build_loaders, config_from, data_config, derive_seed, skipped_images
 from hwnas.device import check_device
 from hwnas.errors import ConfigError, HwnasError, check_choice, check_min, check_positive, check_range
-from hwnas.files import atomic_write, remove_stale_temps
+from hwnas._files import atomic_write, remove_stale_temps
 from hwnas.evaluate import SubnetEvaluator, top1
 
 from . import distributed as D

@@ -1,10 +1,10 @@
 """Supernet training on 1 and 2 GPUs through `torchrun` and NCCL: equality, scaling, kill-and-resume.
 
     # on a machine with 2 GPUs (nvidia-h200-x2), hydra-core/omegaconf/antlr4 carried as wheels:
-    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/multi_gpu.py --out "$OUT" \
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/archive/multi_gpu.py --out "$OUT" \
         [--data-root .data/fashion-mnist]
     # the same protocol on this CPU with gloo (2 processes), at a tiny size: what the tests run
-    python experiments/multi_gpu.py --device cpu --tiny --out /tmp/mg
+    python experiments/archive/multi_gpu.py --device cpu --tiny --out /tmp/mg
 
 For each space it runs `python -m torch.distributed.run --nproc_per_node=N -m hwnas.train ...`
 (the documented command, nothing private), with the same global batch on 1 and 2 processes
@@ -47,7 +47,7 @@ NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"
 
 def env() -> dict:
     e = dict(os.environ, **NO_MULTICAST, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the repository (this script is in experiments/archive/)
     e["PYTHONPATH"] = root + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     return e
 

@@ -1,5 +1,7 @@
-"""Shared machinery of the accuracy experiments (ranking_fidelity.py, picks_vs_references.py): one
-process tree on one GPU, under one deadline, writing JSON lines as results arrive.
+"""The GPU job runner of the accuracy experiments (`experiments/ranking_fidelity.py`,
+`picks_vs_references.py`): one process tree on one GPU, under one deadline, writing JSON lines as
+results arrive. Private to those experiments (tested in `tests/test_accuracy_jobs.py`), not part of
+the public API.
 
 - `run_tree(...)`: spawns a pool of stand-alone workers (each holds the data on the GPU once and
   trains archs from a job queue with `hwnas.training.standalone.train_standalone`) plus any number
@@ -24,9 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-from hwnas.files import atomic_write
-
-ROOT = Path(__file__).resolve().parents[1]
+from hwnas._files import atomic_write
 
 KINDS = ("standalone", "inherited", "supernet")  # one JSON-lines file each; plus log.txt and run.json
 
@@ -143,14 +143,13 @@ def standalone_worker(wid: int, common: dict, jobs, msgs, stop, deadline: float)
         # every convolution in the first eager steps cost 20-60 s per run (a 6-epoch run is 60-150 s).
         torch = _setup_child(common["threads"], benchmark=common.get("cudnn_benchmark", False))
         import search_spaces
-        from hwnas.data import IN_MEMORY, stored_splits
+        from hwnas.data import IN_MEMORY, get_dataset, stored_splits
         from hwnas.training.standalone import train_standalone
         dev = _device(common["device"])
         data = common["data"]
         splits = None  # a DataLoader source (imagefolder) is read per run
         if data["name"] in IN_MEMORY:  # held on the device once for all runs
-            want = ("train", "val", "test") if data["name"] == "fashion_mnist" else ("train", "val")
-            splits = stored_splits(data, None, want, device=dev)
+            splits = stored_splits(data, None, tuple(get_dataset(data["name"]).splits), device=dev)
             msgs.put({"type": "log", "msg": f"{who}: data on {dev} ("
                                             f"{', '.join(f'{k} {len(v)}' for k, v in splits.items())})"})
         while not stop.is_set() and time.time() < deadline - common["min_job_s"]:
@@ -310,8 +309,10 @@ def run_tree(out: Path, common: dict, jobs: list[dict], supernets: list[dict], w
                 results[m["type"]] += 1
                 if m["type"] == "standalone":
                     r = m["record"]
-                    w.log(f"{r['worker']} {r['space']} {r['name']} seed {r['seed']}: {r['status']} "
-                          + (f"test {r['test_top1']:.2f} val {r['val_top1']:.2f} " if r["status"] == "done" else "")
+                    # test_top1 is None for data without a test split (synthetic, imagefolder without test_dir)
+                    accs = "".join(f"{split} {r[f'{split}_top1']:.2f} " for split in ("test", "val")
+                                   if r["status"] == "done" and r.get(f"{split}_top1") is not None)
+                    w.log(f"{r['worker']} {r['space']} {r['name']} seed {r['seed']}: {r['status']} " + accs
                           + f"{r['train_seconds']:.0f} s, {r.get('images_per_s') or 0:.0f} img/s, "
                           f"graph {r['cuda_graph']}, busy {r.get('stream_busy_share')}")
                 elif m["type"] == "inherited" and (results["inherited"] % 25 == 0 or m["record"]["kind"] == "ranking"):
