@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hwnas import _interrupt
 from hwnas.config import CONF_DIR, register_common
 from hwnas.errors import ConfigError, HwnasError
 
@@ -101,7 +100,6 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
     def main(cfg) -> None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         sweep_leftovers(run_dir)
-        before = _interrupt.install()  # a Ctrl-C swallowed somewhere is raised again by the loops' check()
         try:
             task(cfg, run_dir)
         except HwnasError as e:
@@ -119,8 +117,6 @@ def run_app(app: str, config_name: str, task: Callable[[Any, Path], Any],
                 said = INTERRUPTED.format(run_dir=run_dir)
             print(f"hwnas.{app}: interrupted (Ctrl-C); {said}", file=sys.stderr, flush=True)
             sys.exit(INTERRUPT_EXIT)
-        finally:
-            _interrupt.restore(before)
 
     # Hydra names the job (and its log file) after the module that defines the task function.
     main.__module__ = f"hwnas.{app}"

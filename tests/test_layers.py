@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"search_spaces"},  # what can be built (pure Python)
     {"supernet"},  # the weights
-    {"hwnas._registry", "hwnas.errors", "hwnas.device", "hwnas._progress", "hwnas._files", "hwnas._interrupt", "hwnas.config", "hwnas.cli",
+    {"hwnas._registry", "hwnas.errors", "hwnas.device", "hwnas._progress", "hwnas._files", "hwnas.config", "hwnas.cli",
      "hwnas.mes", "hwnas.data", "hwnas.checkpoint", "hwnas.convert"},  # low-level pieces of the apps
     {"hwnas.latency", "hwnas.evaluate", "hwnas.training", "hwnas.predictor"},
     {"hwnas.export"},  # bundles, manifests, proofs

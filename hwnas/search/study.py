@@ -33,7 +33,6 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hwnas import _interrupt
 from hwnas.errors import ConfigError, HwnasError
 
 DEFAULT_RETRY_S = 600.0  # how long a worker waits for an unreachable storage server
@@ -562,7 +561,6 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
     ran = 0
     try:
         while True:
-            _interrupt.check()  # a Ctrl-C whose KeyboardInterrupt something swallowed ends the search here
             fail_dead_trials(study, stale_after_s)
             done = len(completed(study))
             bar_update(bar, done)

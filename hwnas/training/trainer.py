@@ -27,7 +27,6 @@ import torch
 
 import search_spaces
 import supernet
-from hwnas import _interrupt
 from hwnas.checkpoint import (CheckpointError, atomic_save, check_record, nonfinite_tensor, safe_load, save_supernet,
                               supernet_record)
 from hwnas.data import build_loaders, config_from, data_config, derive_seed, skipped_images
@@ -348,7 +347,6 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         t0, images = time.perf_counter(), 0
         bad_step = None  # on the device: the first step of this epoch whose loss was not finite, else -1
         for s in range(steps_per_epoch):
-            _interrupt.check()  # a Ctrl-C whose KeyboardInterrupt something swallowed ends the training here
             step = epoch * steps_per_epoch + s
             lr = lr_at(step, total_steps, warmup, cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
