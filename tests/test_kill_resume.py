@@ -133,7 +133,10 @@ def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
                              "progress=false", "search.n_trials=100000", f"hydra.run.dir={run}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a Ctrl-C as a terminal sends it: a test run started in the background without job
+                            # control (`.ci/run &`) passes SIGINT on ignored, and the search rightly keeps that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     import sqlite3
     try:
         end = time.monotonic() + 300
