@@ -12,10 +12,9 @@ cd "$(dirname "$0")/.."
 . experiments/gpu_call.sh
 resume=(--resume-from experiments/results/accuracy_bench_raw/h100-call4-efsupernet-probe/probe)
 for r in ${RESUME:-}; do resume+=(--resume-from "$r"); done
-python experiments/ranking_fidelity.py gpu --data-root .data/fashion-mnist --deadline-s ${DEADLINE:-490} \
-    --archs experiments/results/accuracy_bench_archs.json --variants none \
-    --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3 --sa-batch 256 --sa-seeds 0,1,2 \
-    --repeat-archs 0 --workers ${WORKERS:-14} --min-job-s 10 "${resume[@]}" \
+python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --deadline-s ${DEADLINE:-490} \
+    --archs experiments/results/accuracy_bench_archs.json --variants none --sa-seeds 0,1,2 \
+    --workers ${WORKERS:-14} --min-job-s 10 "${resume[@]}" \
     --out "$OUT/p5" > "$OUT/p5.log" 2>&1
 mps_stop
 cd "$OUT" && tar czf call5.tgz p5 p5.log gpu.txt mps.txt && rm -rf p5 && ls -la

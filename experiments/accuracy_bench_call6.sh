@@ -12,12 +12,9 @@
 #   4. then 12 `hwnas.predictor pairs` processes on that supernet until the time is up.
 set -u
 cd "$(dirname "$0")/.."
-T0=$(date +%s)
 . experiments/gpu_call.sh
 W=/tmp/w6
-R=experiments/results/accuracy_bench_raw
-probe=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
-       --sa-batch 256 --repeat-archs 0 --min-job-s 40 --spaces efficientformerv2
+probe=("${PROBE[@]}" --min-job-s 40 --spaces efficientformerv2
        --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5)
 python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/results/picks_vs_references_archs.json \
     --variants none --sa-seeds 0,1 --workers 3 --deadline-s ${PICKS_DEADLINE:-420} --out "$OUT/picks" \
@@ -27,7 +24,7 @@ python experiments/ranking_fidelity.py gpu "${probe[@]}" --archs experiments/res
     --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-450} --out "$OUT/ef" --work $W/ef \
     > "$OUT/ef.log" 2>&1
 ck=$(ls $W/ef/*/supernet.pt | head -1)
-run_pairs "$ck" $(( ${END_S:-572} - ($(date +%s) - T0) )) 100 12 "$OUT/pairs"
+run_pairs "$ck" ${END_S:-572} 100 12 "$OUT/pairs"
 wait
 mps_stop
 cd "$OUT" && tar czf call6.tgz ef picks pairs ef.log picks.log gpu.txt mps.txt && rm -rf ef picks pairs && ls -la

@@ -9,12 +9,9 @@
 #   3. then 8 `hwnas.predictor pairs` processes on the EfficientFormerV2 supernet until the time is up.
 set -u
 cd "$(dirname "$0")/.."
-T0=$(date +%s)
 . experiments/gpu_call.sh
 W=/tmp/w9
-R=experiments/results/accuracy_bench_raw
-common=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
-        --sa-batch 256 --sa-seeds 0,1,2 --repeat-archs 0 --workers 0 --seed 0 --sn-epochs 20 --sn-batch 512
+common=("${PROBE[@]}" --sa-seeds 0,1,2 --workers 0 --seed 0 --sn-epochs 20 --sn-batch 512
         --sn-lr 1e-3 --random-archs 0 --eval-s-per-arch 2 --deadline-s ${SN_DEADLINE:-420}
         --archs experiments/results/accuracy_bench_archs.json
         --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5
@@ -25,7 +22,7 @@ python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces nextvit --var
 python experiments/ranking_fidelity.py gpu "${common[@]}" --spaces efficientformerv2 --variants strata \
     --out "$OUT/ef" --work $W/ef > "$OUT/ef.log" 2>&1
 ck=$(ls $W/ef/*/supernet.pt | head -1)
-run_pairs "$ck" $(( ${END_S:-572} - ($(date +%s) - T0) )) 200 8 "$OUT/pairs"
+run_pairs "$ck" ${END_S:-572} 200 8 "$OUT/pairs"
 wait
 mps_stop
 cd "$OUT" && tar czf call9.tgz ef nv pairs ef.log nv.log gpu.txt mps.txt && rm -rf ef nv pairs && ls -la

@@ -1,16 +1,23 @@
 # Sourced by the GPU call scripts (issue 25): the GPU machine's setup and the predictor-pairs step they share.
-#   . experiments/gpu_call.sh    -> wheels of .whl/ installed (PYTHONPATH), $OUT/gpu.txt, CUDA MPS (experiments/mps.sh)
-#   run_pairs CKPT SECONDS SEED0 N DIR   -> N `hwnas.predictor pairs` processes on the supernet CKPT (seeds SEED0+1..N)
-#                                  on the probe data, each line written when measured, all stopped after SECONDS
+#   . experiments/gpu_call.sh    -> $T0, $R (earlier calls' raw records), wheels of .whl/ installed (PYTHONPATH), $OUT/gpu.txt, CUDA MPS (experiments/mps.sh)
+#   "${PROBE[@]}"                -> the probe benchmark's data and stand-alone recipe (ranking_fidelity.py gpu options)
+#   run_pairs CKPT END_S SEED0 N DIR   -> N `hwnas.predictor pairs` processes on the supernet CKPT (seeds SEED0+1..N)
+#                                  on the probe data, each line written when measured, all stopped END_S after $T0
 export PYTHONUNBUFFERED=1
-T0=${T0:-$(date +%s)}
+T0=${T0:-$(date +%s)}  # the call's start: run_pairs counts the time left from it
+R=experiments/results/accuracy_bench_raw  # the raw records of earlier calls (--resume-from)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
 . experiments/mps.sh
 
+# the probe benchmark (docs/accuracy.md, round 11): the first 10,000 Fashion-MNIST training images at 32 px, every
+# arch trained alone 20 epochs at batch 256, lr 1e-3 (stand-alone recipe 04c46a20c706: --resume-from matches it)
+PROBE=(--data-root .data/fashion-mnist --image-size 32 --data limit_train=10000 --sa-epochs 20 --sa-lr 1e-3
+       --sa-batch 256 --repeat-archs 0)
+
 run_pairs() {
-    local ck=$1 left=$2 seed0=$3 n=$4 dir=$5
+    local ck=$1 left=$(( $2 - ($(date +%s) - T0) )) seed0=$3 n=$4 dir=$5
     mkdir -p "$dir"
     echo "checkpoint: $ck; pairs: $left s" >> "$dir/checkpoints.txt"
     { [ -n "$ck" ] && [ "$left" -gt 40 ]; } || return 0
