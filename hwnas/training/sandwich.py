@@ -15,6 +15,7 @@ So W processes with A micro-batches each compute what one process with W*A compu
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, 
     smallest = space.min_consistent_arch() if consistent_only else space.min_arch()
     archs = [space.max_arch().with_resolution(resolution), smallest.with_resolution(resolution)]
     if macs_strata:
-        lo, hi = math.log(archs[1].macs()), math.log(archs[0].macs())
+        lo, hi = _log_macs(archs[1]), _log_macs(archs[0])  # the same two archs every step: cached
         bands = num_random - depth_slots
     for slot in range(num_random):
         draw = space.sample_depth if slot < depth_slots else \
@@ -54,6 +55,11 @@ def sample_archs(space, seed: int, step: int, num_random: int, resolution: int, 
             drawn = [draw(rng).with_resolution(resolution) for _ in range(max(1, candidates))]
         archs.append(drawn[0] if candidates <= 1 else drawn)
     return archs
+
+
+@functools.lru_cache(maxsize=16)
+def _log_macs(arch) -> float:
+    return math.log(arch.macs())
 
 
 #: draws `draw_in_band` makes before it settles for the nearest arch it drew (~0.6 ms each)
