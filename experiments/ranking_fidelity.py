@@ -389,7 +389,7 @@ def smoke_report(out: Path, args, archs: dict) -> None:
     if total:
         n_jobs = sum(len(v) for v in archs.values())
         print(f"stand-alone: the {n_jobs} chosen archs at --sa-epochs {args.real_sa_epochs} need ~{total:.0f} "
-              f"worker-seconds at the rates above (interpolated in MACs), ~{total / args.workers:.0f} s with "
+              f"worker-seconds at the rates above (interpolated in MACs), ~{total / max(1, args.workers):.0f} s with "
               f"--workers {args.workers}, plus --repeat-archs (seed noise) extra")
 
 
