@@ -17,7 +17,7 @@ python experiments/aoti_gpu_smoke.py --out "$OUT/aoti_gpu_smoke.jsonl" --work /t
     --deadline-s ${SMOKE_DEADLINE:-500} > "$OUT/aoti_smoke.log" 2>&1 &
 python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --spaces efficientformerv2 --sa-seeds 0,1,2 --workers 0 \
     --seed 0 --sn-epochs 28 --sn-batch 512 --sn-lr 1e-3 --random-archs 0 --eval-s-per-arch 2 \
-    --deadline-s ${SN_DEADLINE:-330} --archs experiments/results/accuracy_bench_archs.json \
+    --deadline-s ${SN_DEADLINE:-360} --archs experiments/results/accuracy_bench_archs.json \
     --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5 \
     --resume-from $R/h100-call6-efsupernet20/ef --variants studentw --out "$OUT/ef" --work $W/ef > "$OUT/ef.log" 2>&1
 ck=$(ls $W/ef/*/supernet.pt | head -1)
