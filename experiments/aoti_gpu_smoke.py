@@ -302,7 +302,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aoti-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(ln)["case"] for ln in out.read_text().splitlines() if ln.strip()} if out.exists() else set()
+    # a case is done once it ended by itself; one cut by the deadline (rc "timeout") runs again
+    done = {r["case"] for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
+            if r.get("rc") != "timeout"} if out.exists() else set()
     for name in args.cases.split(","):
         if name in done:
             continue
