@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 . experiments/gpu_call.sh
 cp experiments/results/aoti_gpu_smoke_fix.jsonl "$OUT/aoti_gpu_smoke.jsonl"
 python experiments/aoti_gpu_smoke.py --out "$OUT/aoti_gpu_smoke.jsonl" --work /tmp/aoti_smoke --cases hwnas_before \
-    --deadline-s ${SMOKE_DEADLINE:-175} > "$OUT/aoti_smoke.log" 2>&1 &
+    --deadline-s ${SMOKE_DEADLINE:-185} > "$OUT/aoti_smoke.log" 2>&1 &
 python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --spaces efficientformerv2 --variants none --sa-seeds 0,1 \
-    --workers 6 --min-job-s 40 --deadline-s ${PICKS_DEADLINE:-175} --archs experiments/results/picks_vs_references_archs_probe28.json \
+    --workers 6 --min-job-s 40 --deadline-s ${PICKS_DEADLINE:-165} --archs experiments/results/picks_vs_references_archs_probe28.json \
     --resume-from $R/h100-call4-efsupernet-probe/probe --resume-from $R/h100-call5-probe-all/p5 \
     --out "$OUT/picks" > "$OUT/picks.log" 2>&1
 wait
