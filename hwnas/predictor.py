@@ -44,6 +44,8 @@ from hwnas._files import atomic_write
 FORMAT = "hwnas-accuracy-predictor/1"
 #: the predictors shipped with hwnas, one per space (package data), used by `evaluator=predictor`
 SHIPPED_DIR = Path(__file__).resolve().parent / "accuracy_predictors"
+#: a held-out Kendall tau under this: the predictor hardly ranks archs (`AccuracyPredictor.caution`)
+RANKS_TAU = 0.5
 
 
 class PredictorError(ConfigError):
@@ -350,6 +352,22 @@ class AccuracyPredictor:
         return (f"predicted inherited top-1 % on {s['data']} at {s['resolution']} val "
                 f"({'shipped ' if self.shipped_file else ''}accuracy predictor of supernet recipe {s['recipe']}, "
                 f"{s['pairs']} pairs, held-out Kendall tau {s['heldout_tau']})")
+
+    @property
+    def caution(self) -> str | None:
+        """One line where this predictor's own held-out Kendall tau says it hardly ranks archs (below
+        `RANKS_TAU`, or not recorded), so that a search on it says its accuracy objective is near noise;
+        None where it ranks."""
+        tau = (self.provenance.get("heldout") or {}).get("kendall_tau") if isinstance(
+            self.provenance.get("heldout"), dict) else None
+        if isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= RANKS_TAU:
+            return None
+        measured = (f"its held-out Kendall tau is {tau:.2f} (< {RANKS_TAU})"
+                    if isinstance(tau, (int, float)) and math.isfinite(tau) else "its held-out Kendall tau was never measured")
+        return (f"the accuracy predictor {self.path or ''} hardly ranks {self.space_name} archs: {measured}, so the "
+                "search's accuracy objective is close to noise and its picks are chosen by latency and size; score "
+                "with a supernet trained on your data (evaluator=supernet checkpoint=...) or refit the predictor on its "
+                "pairs (docs/accuracy.md)")
 
     def check_space(self, space_name: str) -> None:
         if space_name != self.space_name:

@@ -275,6 +275,28 @@ def test_the_main_job_scores_with_the_shipped_predictor_and_says_where_its_accur
     record = json.loads((tmp_path / "s" / "accuracy_source.json").read_text())
     assert record["evaluator"] == "predictor" and record["weights"] is None
     assert record["predictor"]["digest"] == pred.digest
+    assert record["caution"] is None and "hardly ranks" not in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_a_search_on_a_predictor_that_hardly_ranks_says_so(tmp_path, capsys):
+    """Next-ViT's shipped predictor ranks held-out pairs at tau 0.11: a search on it warns, in the console
+    and in report.md, that its accuracy objective is close to noise (and how to fix that); the same file
+    with a held-out tau of 0.7 raises no warning."""
+    pred = AccuracyPredictor.shipped("nextvit")
+    tau = pred.provenance["heldout"]["kendall_tau"]
+    assert tau < 0.5 and pred.caution is not None and f"{tau:.2f}" in pred.caution
+    cfg = compose_config(["+target=coreml", "space=nextvit", "search.n_trials=2", "search=random",
+                          "search.seed_archs=[]", "progress=false"])
+    run(cfg, tmp_path / "nv")
+    err = capsys.readouterr().err
+    assert f"WARNING: {pred.caution}" in err
+    assert f"- **WARNING**: {pred.caution}." in (tmp_path / "nv" / "report.md").read_text()
+    assert json.loads((tmp_path / "nv" / "accuracy_source.json").read_text())["caution"] == pred.caution
+    doc = json.loads(json.dumps(pred.doc))
+    doc["provenance"]["heldout"]["kendall_tau"] = 0.7
+    assert AccuracyPredictor(doc).caution is None
+    del doc["provenance"]["heldout"]
+    assert "never measured" in AccuracyPredictor(doc).caution
 
 
 def test_a_predictor_file_missing_a_field_says_unknown(predictor_file):

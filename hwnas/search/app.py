@@ -304,7 +304,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
         # the arch's own resolution: the predictor encodes the deployment arch, whatever the data's size
         return AccuracySource(pred, pred.label, None,
                               json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True),
-                              record=dict(evaluator="predictor", label=pred.label, weights=None,
+                              record=dict(evaluator="predictor", label=pred.label, weights=None, caution=pred.caution,
                                           predictor=dict(path=pred.path, digest=pred.digest, **pred.source)))
     from .supernet_cache import ensure_checkpoint
     from hwnas.data import fingerprint_view
@@ -418,6 +418,9 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
         target_reports.append((target, table, table_path, mes, warnings))
     acc = accuracy or build_evaluator(cfg, space)
     acc_label, eval_res = acc.label, acc.resolution
+    acc_caution = (acc.record or {}).get("caution")
+    if acc_caution:
+        print(f"WARNING: {acc_caution}", file=sys.stderr)
     write_accuracy_source(run_dir, acc)
     scorer = Scorer(latency_targets, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
@@ -475,6 +478,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     ctx = ReportContext(
         targets=reports, space=space.name, strategy=strategy["name"], objectives=objectives,
         resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
+        accuracy_caution=acc_caution,
         num_classes=cfg.deploy_num_classes, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),

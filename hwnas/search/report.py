@@ -128,6 +128,8 @@ class ReportContext:
     task: str = "classify"  # what is deployed and timed: classify | backbone (no head)
     # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
     skipped_images: dict = field(default_factory=dict)
+    # one line where the accuracy source hardly ranks archs (a predictor with a low held-out tau); None: it ranks
+    accuracy_caution: str | None = None
 
     @property
     def target_names(self) -> list[str]:
@@ -343,6 +345,8 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
            f"- **accuracy**: {ctx.accuracy_label}, at **{acc_res}** input (the evaluator's resolution)")
           + (", of the arch as a classifier (the supernet's proxy for the quality of its features)."
              if ctx.task == "backbone" else ".")]
+    if ctx.accuracy_caution:
+        L += [f"- **WARNING**: {ctx.accuracy_caution}."]
     L += [f"- **latency**: predicted by `{t.table_path}` for `{t.name}`, the same arch as a "
           f"{ctx.task} at input **{dep_res}**. {t.table_description}" for t in ctx.targets]
     L.append(f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.")
@@ -466,6 +470,8 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
             lines.append(f"  WARNING{ctx.who(t, ' ({})')}: {w}")
     lines.append(f"  accuracy: {ctx.accuracy_label}{'' if _predicted(ctx) else f' at {acc_res}'}; latency/params "
                  f"of the {ctx.task} at {dep_res}")
+    if ctx.accuracy_caution:
+        lines.append(f"  WARNING: {ctx.accuracy_caution}")
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
