@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 25, GPU call 9 (one H100/H200, ~8 min; WRITTEN, NOT RUN yet): does `train.macs_strata` close
+# Issue 25, GPU call 9 (one H100/H200, ~8 min; NOT RUN: superseded by call 10, which measured `strata` at 28 epochs): does `train.macs_strata` close
 # EfficientFormerV2's small-end gap on the probe benchmark? Round 11's `studentw` supernet (20 epochs, batch 512,
 # lr 1e-3) left the archs up to ~410 MMACs 2.6-3.8 points under their stand-alone top-1 (references S1 -1.82,
 # S2 -1.68; 65 % of the other archs within 3 points). Side by side under CUDA MPS, both seed 0, same recipe:

@@ -365,7 +365,7 @@ class AccuracyPredictor:
         measured = (f"its held-out Kendall tau is {tau:.2f} (< {RANKS_TAU})"
                     if isinstance(tau, (int, float)) and math.isfinite(tau) else "its held-out Kendall tau was never measured")
         return (f"the accuracy predictor {self.path or ''} hardly ranks {self.space_name} archs: {measured}, so the "
-                "search's accuracy objective is close to noise and its picks are chosen by latency and size; score "
+                "search's accuracy objective is close to noise (its accuracy column hardly tells archs apart); score "
                 "with a supernet trained on your data (evaluator=supernet checkpoint=...) or refit the predictor on its "
                 "pairs (docs/accuracy.md)")
 
