@@ -284,6 +284,15 @@ def run_case(name: str, work: Path, device: str, timeout: float) -> dict:
     return rec
 
 
+def cases_done(out: Path) -> set[str]:
+    """The cases an earlier run recorded in `out` that a rerun skips: those that ended by themselves
+    (loaded, crashed, failed). One cut by the deadline (rc "timeout") runs again."""
+    if not out.exists():
+        return set()
+    return {r["case"] for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
+            if r.get("rc") != "timeout"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "aoti_gpu_smoke_fix.jsonl"))
@@ -302,9 +311,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aoti-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
-    # a case is done once it ended by itself; one cut by the deadline (rc "timeout") runs again
-    done = {r["case"] for r in map(json.loads, filter(str.strip, out.read_text().splitlines()))
-            if r.get("rc") != "timeout"} if out.exists() else set()
+    done = cases_done(out)
     for name in args.cases.split(","):
         if name in done:
             continue

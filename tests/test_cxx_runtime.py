@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from hwnas.convert import aoti
 from hwnas.convert.cxx_runtime import (REEXEC_ENV, SWITCH_ENV, CrashError, compiler_libstdcxx, ensure_preloaded,
                                        glibcxx_version, mapped_libstdcxx, plan_preload, run_isolated)
 
+ROOT = Path(__file__).resolve().parents[1]
 CRASH = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
 #: crashes unless g++'s libstdc++ is preloaded: the GPU machine's behaviour
 CRASH_UNLESS_PRELOADED = textwrap.dedent("""
@@ -212,3 +214,24 @@ def test_a_format_registered_outside_hwnas_says_itself_that_it_loads_packages():
         assert loads_cxx_packages(cfg)
     finally:
         unregister_format("compiled_pkg")
+
+
+def test_the_gpu_smoke_reruns_only_the_cases_its_deadline_cut(tmp_path):
+    """experiments/aoti_gpu_smoke.py resumes from its JSONL: a case that ended by itself (loaded, or killed
+    by SIGSEGV: a result) is skipped, one cut by the deadline runs again. On the committed H100 record,
+    `hwnas_before` was cut (call 3) and must run again; `plain_before`'s SIGSEGV is a result."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import aoti_gpu_smoke
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    record = ROOT / "experiments" / "results" / "aoti_gpu_smoke_fix.jsonl"
+    done = aoti_gpu_smoke.cases_done(record)
+    assert "hwnas_before" not in done
+    assert {"plain_before", "plain_after", "hwnas_after", "extract_app"} <= done
+    out = tmp_path / "smoke.jsonl"
+    assert aoti_gpu_smoke.cases_done(out) == set()
+    out.write_text("\n".join(json.dumps(r) for r in (
+        {"case": "env", "rc": 0}, {"case": "plain_before", "rc": -11, "signal": "SIGSEGV"},
+        {"case": "hwnas_compile", "rc": "timeout"})) + "\n\n")
+    assert aoti_gpu_smoke.cases_done(out) == {"env", "plain_before"}
