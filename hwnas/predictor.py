@@ -331,7 +331,7 @@ class AccuracyPredictor:
         tau. A field the file does not hold is 'unknown' (never guessed)."""
         p = self.provenance
         d = p.get("data") if isinstance(p.get("data"), dict) else {}
-        tau = (p.get("heldout") or {}).get("kendall_tau") if isinstance(p.get("heldout"), dict) else None
+        tau = self.heldout_tau
         recipes = p.get("recipe_ids") if isinstance(p.get("recipe_ids"), list) else []
         recipe = ", ".join(str(r) for r in recipes) or "unknown"
         if p.get("variant"):
@@ -339,7 +339,15 @@ class AccuracyPredictor:
         return {"data": str(d.get("name") or "unknown"),
                 "resolution": f"{d['image_size']} px" if d.get("image_size") else "unknown resolution",
                 "recipe": recipe, "pairs": str(p.get("n_pairs", "unknown")),
-                "heldout_tau": f"{tau:.2f}" if isinstance(tau, (int, float)) and math.isfinite(tau) else "unknown"}
+                "heldout_tau": f"{tau:.2f}" if tau is not None else "unknown"}
+
+    @property
+    def heldout_tau(self) -> float | None:
+        """The held-out Kendall tau the file records (`provenance.heldout.kendall_tau`); None where it
+        records none, or no finite number."""
+        heldout = self.provenance.get("heldout")
+        tau = heldout.get("kendall_tau") if isinstance(heldout, dict) else None
+        return float(tau) if isinstance(tau, (int, float)) and math.isfinite(tau) else None
 
     @property
     def shipped_file(self) -> bool:
@@ -358,12 +366,11 @@ class AccuracyPredictor:
         """One line where this predictor's own held-out Kendall tau says it hardly ranks archs (below
         `RANKS_TAU`, or not recorded), so that a search on it says its accuracy objective is near noise;
         None where it ranks."""
-        tau = (self.provenance.get("heldout") or {}).get("kendall_tau") if isinstance(
-            self.provenance.get("heldout"), dict) else None
-        if isinstance(tau, (int, float)) and math.isfinite(tau) and tau >= RANKS_TAU:
+        tau = self.heldout_tau
+        if tau is not None and tau >= RANKS_TAU:
             return None
-        measured = (f"its held-out Kendall tau is {tau:.2f} (< {RANKS_TAU})"
-                    if isinstance(tau, (int, float)) and math.isfinite(tau) else "its held-out Kendall tau was never measured")
+        measured = (f"its held-out Kendall tau is {tau:.2f} (< {RANKS_TAU})" if tau is not None
+                    else "its held-out Kendall tau was never measured")
         return (f"the accuracy predictor {self.path or ''} hardly ranks {self.space_name} archs: {measured}, so the "
                 "search's accuracy objective is close to noise (its accuracy column hardly tells archs apart); score "
                 "with a supernet trained on your data (evaluator=supernet checkpoint=...) or refit the predictor on its "

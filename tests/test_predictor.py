@@ -288,8 +288,9 @@ def test_a_search_on_a_predictor_that_hardly_ranks_says_so(tmp_path, capsys):
     cfg = compose_config(["+target=coreml", "space=nextvit", "search.n_trials=2", "search=random",
                           "search.seed_archs=[]", "progress=false"])
     run(cfg, tmp_path / "nv")
-    err = capsys.readouterr().err
-    assert f"WARNING: {pred.caution}" in err
+    captured = capsys.readouterr()
+    assert f"WARNING: {pred.caution}" in captured.err
+    assert f"  WARNING: {pred.caution}" in captured.out  # the summary at the end
     assert f"- **WARNING**: {pred.caution}." in (tmp_path / "nv" / "report.md").read_text()
     assert json.loads((tmp_path / "nv" / "accuracy_source.json").read_text())["caution"] == pred.caution
     doc = json.loads(json.dumps(pred.doc))
