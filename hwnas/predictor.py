@@ -85,6 +85,7 @@ class Pairs:
     recipe_ids: list[str] = field(default_factory=list)
     variant: str | None = None
     data: Any = None
+    consistent_only: bool = False  # every pair from a supernet of train.consistent_only (consistent archs only)
 
     def __len__(self) -> int:
         return len(self.archs)
@@ -188,7 +189,7 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
                 pass
     return Pairs(space=space, archs=[r["_arch"] for r in rows], top1=np.array([float(r["val_top1"]) for r in rows]),
                  sources=[str(f) for f in files], recipe_ids=[recipe_id] if recipe_id else [], variant=variant,
-                 data=data)
+                 data=data, consistent_only=all(r.get("consistent_only") is True for r in rows))
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -342,6 +343,12 @@ class AccuracyPredictor:
                 "heldout_tau": f"{tau:.2f}" if tau is not None else "unknown"}
 
     @property
+    def consistent_only(self) -> bool:
+        """Fitted on pairs of a supernet trained on the space's consistent archs only (train.consistent_only):
+        it knows nothing of the others, so a search on it covers those only."""
+        return self.provenance.get("consistent_only") is True
+
+    @property
     def heldout_tau(self) -> float | None:
         """The held-out Kendall tau the file records (`provenance.heldout.kendall_tau`); None where it
         records none, or no finite number."""
@@ -457,6 +464,7 @@ def fit(pairs: Pairs, folds: int = 5, seed: int = 0, command: str | None = None)
     best = _best(scores)
     doc = dict(format=FORMAT, space=pairs.space, features=feature_names(space), model=model, provenance=dict(
         sources=pairs.sources, recipe_ids=pairs.recipe_ids, variant=pairs.variant, data=pairs.data, n_pairs=n,
+        consistent_only=pairs.consistent_only,
         target="inherited val top-1 % (supernet weights, BatchNorm recalibrated)",
         top1_range=[float(y.min()), float(y.max())], top1_mean=float(y.mean()), top1_std=float(y.std()),
         chosen=best, folds=folds, seed=seed, heldout=scores[best], candidates=scores,

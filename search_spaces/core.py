@@ -384,6 +384,17 @@ class SearchSpace(abc.ABC):
         """The smallest arch `sample_consistent` can draw (undefined where it is)."""
         raise NotImplementedError(f"space {self.name!r} defines no min_consistent_arch")
 
+    #: True for the view `consistent_view` returns
+    consistent: bool = False
+
+    def consistent_view(self) -> "SearchSpace":
+        """This space restricted to its structurally consistent archs (those `sample_consistent` draws):
+        what a search covers when its accuracy comes from a supernet trained on those only
+        (`train.consistent_only`). Its `parameters` / `decode` / `encode`, `sample`, `min_arch` and
+        `slimming_actions` stay inside them; its archs (name, scope, tables, predictors) are the space's
+        own. A family without such archs leaves it undefined."""
+        raise NotImplementedError(f"space {self.name!r} defines no consistent archs (sample_consistent)")
+
     @abc.abstractmethod
     def validate(self, arch: Arch) -> None:
         """Raise `ArchError` naming the field and the allowed values unless the space can build `arch`."""

@@ -149,7 +149,7 @@ class NextViTSpace(SearchSpace):
     def min_consistent_arch(self) -> Arch:
         """The smallest arch for which `is_consistent` holds (the sandwich's smallest subnet under
         `train.consistent_only`): `min_arch` with each stage's smallest consistent NTB."""
-        stages = [dict(st) for st in self.min_arch().stages]
+        stages = [dict(st) for st in NextViTSpace.min_arch(self).stages]
         for s in (1, 2, 3):
             n, w, r = min(self.consistent_triples(s), key=lambda t: (t[1], t[0]))
             stages[s].update(ncb_width=n, ntb_width=w, r=r)
@@ -165,6 +165,12 @@ class NextViTSpace(SearchSpace):
                 st["ncb_width"], st["ntb_width"], st["r"] = rng.choice(self.consistent_triples(s, st["l"]))
             stages.append(st)
         return self.arch(stages)
+
+    def consistent_view(self) -> "ConsistentNextViTSpace":
+        view = self.__dict__.get("_consistent_view")
+        if view is None:
+            view = self.__dict__["_consistent_view"] = ConsistentNextViTSpace(self.resolution, self.task)
+        return view
 
     # ---- validation ----------------------------------------------------------------------
     def validate(self, arch: Arch) -> None:
@@ -318,6 +324,101 @@ class NextViTSpace(SearchSpace):
 
     def block_macs(self, spec: BlockSpec) -> int:
         return _MACS[spec.kind](spec)
+
+
+TRIPLE_KEYS = ("ncb_width", "ntb_width", "r")
+
+
+def triple_name(t: tuple) -> str:
+    """A consistent (ncb_width, ntb_width, r) as one search choice: '192/256/0.75'."""
+    return f"{int(t[0])}/{int(t[1])}/{float(t[2])}"
+
+
+class ConsistentNextViTSpace(NextViTSpace):
+    """Next-ViT restricted to its structurally consistent archs (`is_consistent`; `NextViTSpace.consistent_view`),
+    0.175 % of the archs the full space's parameters reach: what a search covers when its supernet trained only
+    those (`train.consistent_only`). Per stage 1-3, `ncb_width`, `ntb_width` and `r` are one parameter,
+    `s<i>.nwr`, whose choices are the stage's consistent triples; in stage 2 with `l` > 1 (where the NTB
+    must change the width), a triple that keeps it is repaired to the nearest one that does. The references
+    are consistent archs, so they stay in the view."""
+
+    consistent = True
+
+    def consistent_view(self) -> "ConsistentNextViTSpace":
+        return self
+
+    def min_arch(self) -> Arch:
+        return self.min_consistent_arch()
+
+    def sample(self, rng: random.Random) -> Arch:
+        return self.sample_consistent(rng)
+
+    def parameters(self) -> dict[str, tuple]:
+        out = {}
+        for s, choices in enumerate(CHOICES):
+            for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS):
+                if s and k == "ncb_width":
+                    out[f"s{s}.nwr"] = tuple(triple_name(t) for t in self.consistent_triples(s))
+                elif not (s and k in TRIPLE_KEYS) and len(choices[k]) > 1:
+                    out[f"s{s}.{k}"] = tuple(choices[k])
+        return out
+
+    def decode(self, params: Mapping[str, Any]) -> Arch:
+        stages = []
+        for s, choices in enumerate(CHOICES):
+            keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
+            st = {k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys}
+            if s:
+                name = params.get(f"s{s}.nwr", triple_name(self.consistent_triples(s)[0]))
+                by_name = {triple_name(t): t for t in self.consistent_triples(s)}
+                if name not in by_name:
+                    raise ArchError(f"s{s}.nwr", f"{name!r} is no consistent (ncb_width, ntb_width, r) of stage {s}",
+                                    list(by_name))
+                n, w, r = by_name[name]
+                valid = self.consistent_triples(s, st["l"])
+                if (n, w, r) not in valid:  # repeated pattern: the NTB must change the width, the nearest that does
+                    n, w, r = min(valid, key=lambda t: (abs(t[1] - w), abs(t[0] - n), abs(t[2] - r)))
+                st.update(ncb_width=n, ntb_width=w, r=r)
+            stages.append(st)
+        arch = self.arch(stages)
+        self.validate(arch)
+        return arch
+
+    def encode(self, arch: Arch) -> dict[str, Any]:
+        self.validate(arch)
+        if not self.is_consistent(arch):
+            raise ArchError("arch", f"{arch.id} is not structurally consistent (an NTB input projection or an NCB "
+                                    "projection Next-ViT-L does not have), and this search covers the consistent "
+                                    "archs only: its supernet trained only those (train.consistent_only)")
+        out: dict[str, Any] = {}
+        for s, st in enumerate(arch.stages):
+            for k, v in st.items():
+                if s and k in TRIPLE_KEYS:
+                    continue
+                if len(CHOICES[s][k]) > 1:
+                    out[f"s{s}.{k}"] = v
+            if s:
+                out[f"s{s}.nwr"] = triple_name((st["ncb_width"], st["ntb_width"], st["r"]))
+        return {k: out[k] for k in self.parameters() if k in out}
+
+    def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
+        """The full space's steps that keep the arch consistent (N, L, an MLP ratio), and per stage 1-3
+        a move to each other consistent triple (`slimming_actions` keeps the ones that make it smaller)."""
+        for name, stages in super().slimming_steps(arch):
+            if self.is_consistent(Arch(arch.space, stages, arch.resolution, arch.task)):
+                yield name, stages
+        base = [dict(st) for st in arch.stages]
+        for s, st in enumerate(base):
+            if not s:
+                continue
+            here = (st["ncb_width"], st["ntb_width"], st["r"])
+            for t in self.consistent_triples(s, st["l"]):
+                if t != here:
+                    yield (f"s{s}.nwr {triple_name(here)}->{triple_name(t)}",
+                           with_change(base, s, ncb_width=t[0], ntb_width=t[1], r=t[2]))
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + ", consistent archs only)"
 
 
 def _pattern_len(s: int) -> int:

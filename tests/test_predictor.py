@@ -100,6 +100,9 @@ def test_fit_round_trips_through_its_file_and_is_deterministic(tmp_path):
     assert list(loaded.predict(others)) == list(pred.predict(others))  # exactly: the same numbers, read back
     assert loaded.digest == pred.digest
     assert loaded.evaluate(space.max_arch()) > loaded.evaluate(space.min_arch())
+    assert not pairs.consistent_only and prov["consistent_only"] is False and loaded.consistent_only is False
+    pairs.consistent_only = True  # pairs of a train.consistent_only supernet: the file says so, read back
+    assert AccuracyPredictor.load(fit(pairs, folds=3, seed=0).save(tmp_path / "c.json")).consistent_only is True
     again = fit(read_pairs([tmp_path / "run"], SPACE), folds=3, seed=0)
     assert json.dumps(again.doc, sort_keys=True) == json.dumps(pred.doc, sort_keys=True)
     # the resolution of an arch does not change its features (the deployment arch is encoded)
@@ -248,6 +251,7 @@ def test_pairs_of_a_consistent_only_supernet_are_consistent_archs(tmp_path):
         lines = [json.loads(x) for x in out.read_text().splitlines()]
         archs = [Arch.from_dict(r["arch"]) for r in lines]
         assert len(lines) == 6 and all(r["consistent_only"] is flag for r in lines)
+        assert read_pairs([out], "nextvit").consistent_only is flag  # fit() records it: the search then stays inside
         if flag:
             assert all(space.is_consistent(a) for a in archs) and archs[1] == space.min_consistent_arch()
         else:  # uniform draws: inconsistent ones among them (0.16 % of the space is consistent)

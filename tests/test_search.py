@@ -227,6 +227,54 @@ def test_a_study_resumes_on_a_rebuilt_supernet_of_the_same_weights(tmp_path):
         search(other, 3)
 
 
+def test_a_search_on_a_consistent_only_supernet_covers_the_consistent_archs_only(tmp_path, capsys):
+    """Issue 25: a Next-ViT supernet trained with train.consistent_only trained 0.175 % of the space's archs
+    and knows nothing of the rest: a search scoring with it (or with a predictor fitted on its pairs) walks
+    the consistent archs only, says so in the console, the summary and report.md, and keeps a study of its
+    own; the same supernet without the flag searches the whole space."""
+    import torch
+    import search_spaces
+    import supernet
+    from hwnas.checkpoint import save_supernet
+    from hwnas.predictor import AccuracyPredictor
+    from hwnas.search.app import CONSISTENT_NOTE, compose_config, run
+    from search_spaces import Arch
+    torch.manual_seed(0)
+    space = search_spaces.get_space("nextvit")
+    net = supernet.build_supernet("nextvit", num_classes=10, resolution=32)
+    note = CONSISTENT_NOTE.format(space="nextvit")
+    for flag in (True, False):
+        ckpt = tmp_path / f"nv_{flag}.pt"
+        save_supernet(net, ckpt, {"config": {"train": {"consistent_only": flag}}})
+        out = run(compose_config([
+            "+target=coreml", "space=nextvit", "progress=false", "evaluator=supernet", "evaluator.recalib_batches=1",
+            "evaluator.max_val_batches=1", "evaluator.batch_size=8", "data.limit_train=16", "search=random",
+            "search.n_trials=4", "search.seed_archs=[min]", "references=[nextvit_s]", f"checkpoint={ckpt}", *EXTRA]),
+            tmp_path / f"run_{flag}")
+        archs = [Arch.from_dict(json.loads(r["arch"])) for r in out["records"]]
+        captured = capsys.readouterr()
+        report = (tmp_path / f"run_{flag}" / "report.md").read_text()
+        record = json.loads((tmp_path / f"run_{flag}" / "accuracy_source.json").read_text())
+        assert len(archs) == 4 and record["consistent_only"] is flag
+        if flag:
+            assert all(space.is_consistent(a) for a in archs) and space.min_consistent_arch() in archs
+            assert f"note: {note}" in captured.err and f"  archs: {note}" in captured.out
+            assert f"- **archs searched**: {note}." in report and out["study"].study_name.endswith("-consistent-random")
+        else:
+            assert space.min_arch() in archs and not all(space.is_consistent(a) for a in archs)
+            assert note not in captured.err + captured.out + report
+            assert "-consistent" not in out["study"].study_name
+    # a predictor fitted on such a supernet's pairs says so, and a search on it is restricted the same way
+    doc = json.loads(json.dumps(AccuracyPredictor.shipped("nextvit").doc))
+    assert AccuracyPredictor(doc).consistent_only is False
+    doc["provenance"]["consistent_only"] = True
+    (tmp_path / "pred.json").write_text(json.dumps(doc))
+    out = run(compose_config(["+target=coreml", "space=nextvit", "progress=false", f"evaluator.path={tmp_path / 'pred.json'}",
+                              "search=random", "search.n_trials=5", "search.seed_archs=[]", *EXTRA]), tmp_path / "pred")
+    assert all(space.is_consistent(Arch.from_dict(json.loads(r["arch"]))) for r in out["records"])
+    assert f"  archs: {note}" in capsys.readouterr().out
+
+
 def test_a_worker_reading_a_new_study_between_anothers_writes_accepts_it(tmp_path):
     """Workers starting together on one new study: one reads the study while the other is between
     the writes that give it its meaning (objectives, accuracy source); both go on."""

@@ -274,3 +274,47 @@ def test_sample_consistent_draws_only_archs_without_a_structural_switch():
     bad = space.reference("nextvit_s")
     assert not space.is_consistent(bad.__class__(bad.space, [dict(st, ncb_width=256) if i == 2 else st
                                                             for i, st in enumerate(bad.stages)], bad.resolution))
+
+
+def test_the_consistent_view_keeps_every_search_move_inside_the_consistent_archs():
+    """What a search covers when its supernet trained the consistent archs only (`consistent_view`): every
+    parameter combination decodes to a consistent arch (repaired where stage 2 repeats its pattern), which
+    encodes back to parameters that decode to it; the references, `min_arch`, `sample` and every slimming
+    step stay consistent; an inconsistent arch cannot be encoded; the archs are the full space's own."""
+    import random
+    space = search_spaces.get_space("nextvit", resolution=160)
+    view = space.consistent_view()
+    assert view.consistent and not space.consistent and view is space.consistent_view() is view.consistent_view()
+    assert view.name == space.name and view.scope == space.scope and view.resolution == space.resolution
+    params = view.parameters()
+    assert {"s1.nwr", "s2.nwr", "s3.nwr"} <= set(params) and not {"s2.r", "s2.ntb_width"} & set(params)
+    rng = random.Random(0)
+    repaired, ids = 0, set()
+    for _ in range(600):
+        p = {k: rng.choice(c) for k, c in params.items()}
+        arch = view.decode(p)
+        assert view.is_consistent(arch) and arch.resolution == space.resolution
+        space.validate(arch)
+        enc = view.encode(arch)
+        assert view.decode(enc) == arch and set(enc) == set(params)
+        repaired += enc != p
+        ids.add(arch.id)
+    assert 0 < repaired < 600 and len(ids) > 550  # repairs happen (l > 1), and the view still spans many archs
+    for r in space.reference_names:
+        assert view.decode(view.encode(space.reference(r))) == space.reference(r)
+    assert view.min_arch() == space.min_consistent_arch() != space.min_arch()
+    for i in range(30):
+        arch = view.sample(random.Random(i))
+        assert view.is_consistent(arch)
+        steps = view.slimming_actions(arch)
+        assert all(view.is_consistent(c) and (c.macs() < arch.macs() or c.params() < arch.params()) for _, c in steps)
+    nv_l = space.reference("nextvit_l")
+    names = [n for n, _ in view.slimming_actions(nv_l)]
+    assert any(n.startswith("s2.nwr ") for n in names) and any(n.startswith("s2.l ") for n in names)
+    assert not any(n.startswith("s2.r ") for n in names)  # lowering r alone leaves the consistent archs
+    with pytest.raises(ArchError, match="not structurally consistent"):
+        view.encode(space.min_arch())
+    with pytest.raises(ArchError, match="no consistent"):
+        view.decode(dict(view.encode(nv_l), **{"s3.nwr": "1/2/3.0"}))
+    with pytest.raises(NotImplementedError, match="efficientformerv2"):
+        search_spaces.get_space("efficientformerv2").consistent_view()

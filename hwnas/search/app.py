@@ -276,6 +276,11 @@ DEFAULT_DATA = "digits"
 SMOKE_TEST = "SMOKE TEST (built-in short supernet, not an accuracy)"
 
 
+#: the console's and report.md's line when the search covers a space's consistent archs only
+CONSISTENT_NOTE = ("the accuracy comes from a supernet trained on {space}'s structurally consistent archs only "
+                   "(train.consistent_only), so the search covers those archs only (the references among them)")
+
+
 def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> AccuracySource:
     """The search's accuracy: the shipped accuracy predictor (the default), a supernet (`checkpoint=`,
     or the built-in short one, a smoke test), or the proxy score (not accuracy). Its `record` says
@@ -305,6 +310,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
         return AccuracySource(pred, pred.label, None,
                               json.dumps(dict(predictor=pred.digest, space=space.name), sort_keys=True),
                               record=dict(evaluator="predictor", label=pred.label, weights=None, caution=pred.caution,
+                                          consistent_only=pred.consistent_only,
                                           predictor=dict(path=pred.path, digest=pred.digest, **pred.source)))
     from .supernet_cache import ensure_checkpoint
     from hwnas.data import fingerprint_view
@@ -325,6 +331,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
                                                   data={k: v for k, v in fingerprint_view(data_cfg).items()
                                                         if k != "on_bad_image"}), sort_keys=True),
                           record=dict(evaluator="supernet", label=label, builtin=builtin,
+                                      consistent_only=bool(evaluator.train_config.get("consistent_only")),
                                       weights=dict(checkpoint=str(Path(ckpt).resolve()), sha1_16=digest,
                                                    num_classes=int(evaluator.net.num_classes)),
                                       data=_cfg_dict(data_cfg)))
@@ -422,6 +429,12 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if acc_caution:
         print(f"WARNING: {acc_caution}", file=sys.stderr)
     write_accuracy_source(run_dir, acc)
+    if (acc.record or {}).get("consistent_only") and not space.consistent:
+        # a supernet trained on the consistent archs only (train.consistent_only) knows nothing of the others
+        space = space.consistent_view()
+    archs_note = CONSISTENT_NOTE.format(space=space.name) if space.consistent else None
+    if archs_note:
+        print(f"note: {archs_note}", file=sys.stderr)
     scorer = Scorer(latency_targets, acc.evaluator, cfg.deploy_num_classes, eval_res)
 
     references = resolve_references(cfg, space)
@@ -435,6 +448,8 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
 
     storage = cfg.storage or study_mod.default_storage(run_dir)
     setting = "" if space.scope == space.name else "-" + space.scope.split(":", 1)[1].replace("@", "-")
+    if space.consistent:
+        setting += "-consistent"
     study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}{setting}-{strategy['name']}"
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, strategy_impl.sampler(strategy, sampler_seed),
@@ -478,7 +493,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     ctx = ReportContext(
         targets=reports, space=space.name, strategy=strategy["name"], objectives=objectives,
         resolution=space.input_size, task=space.task, eval_resolution=eval_res, accuracy_label=acc_label,
-        accuracy_caution=acc_caution,
+        accuracy_caution=acc_caution, archs_note=archs_note,
         num_classes=cfg.deploy_num_classes, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),

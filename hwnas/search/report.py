@@ -130,6 +130,8 @@ class ReportContext:
     skipped_images: dict = field(default_factory=dict)
     # one line where the accuracy source hardly ranks archs (a predictor with a low held-out tau); None: it ranks
     accuracy_caution: str | None = None
+    # one line where the search covers part of the space only (a supernet of train.consistent_only); None: all of it
+    archs_note: str | None = None
 
     @property
     def target_names(self) -> list[str]:
@@ -347,6 +349,8 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
              if ctx.task == "backbone" else ".")]
     if ctx.accuracy_caution:
         L += [f"- **WARNING**: {ctx.accuracy_caution}."]
+    if ctx.archs_note:
+        L += [f"- **archs searched**: {ctx.archs_note}."]
     L += [f"- **latency**: predicted by `{t.table_path}` for `{t.name}`, the same arch as a "
           f"{ctx.task} at input **{dep_res}**. {t.table_description}" for t in ctx.targets]
     L.append(f"- **params**: the deployment model ({ctx.deployed}) at {dep_res}.")
@@ -472,6 +476,8 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
                  f"of the {ctx.task} at {dep_res}")
     if ctx.accuracy_caution:
         lines.append(f"  WARNING: {ctx.accuracy_caution}")
+    if ctx.archs_note:
+        lines.append(f"  archs: {ctx.archs_note}")
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")

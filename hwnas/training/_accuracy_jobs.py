@@ -217,6 +217,7 @@ def supernet_proc(spec: dict, common: dict, msgs, stop, deadline: float) -> None
                                              batch_size=common["eval_batch_size"], device=str(dev),
                                              cache_path=work / "accuracy.json", space=space)
         base = dict(space=space.name, variant=spec["variant"], recipe_id=spec["recipe_id"],
+                    consistent_only=bool(spec["train"].get("consistent_only")),  # a predictor fitted on these says so
                     epochs_done=epochs_done, epochs=tcfg["epochs"], smoke=common["smoke"],
                     calib_batches=common["calib_batches"], calib_batch_size=common["eval_batch_size"])
         seen = set()

@@ -59,7 +59,7 @@ class TrainConfig:
     # remedies for the supernet's ranking of subnets (docs/accuracy.md measures each one).
     # EXPERIMENTAL, off by default, kept until measured (then kept or removed, as Optuna marks its own):
     # distill_loss=alpha and alpha_*, sampling=attentive_* and attentive_candidates,
-    # largest_warmup_epochs, depth_slots, consistent_only, macs_strata, grad_projection (docs/training.md)
+    # largest_warmup_epochs, depth_slots, macs_strata, grad_projection (docs/training.md)
     distill_loss: str = "kl"  # experimental: kl | alpha (AlphaNet's adaptive alpha-divergence, alpha_min/alpha_max/alpha_clip)
     alpha_min: float = -1.0  # experimental (distill_loss=alpha)
     alpha_max: float = 1.0  # experimental (distill_loss=alpha)
@@ -71,8 +71,8 @@ class TrainConfig:
     # random depth (the space's sample_depth; OFA's elastic-depth phase): full-width shallow subnets, which
     # uniform sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
     depth_slots: int = 0
-    # experimental: random subnets only from the space's structurally consistent archs
-    # (space.sample_consistent; Next-ViT: no NTB input projection that Next-ViT-L skips, docs/accuracy.md)
+    # random subnets only from the space's structurally consistent archs (space.sample_consistent; Next-ViT: no
+    # NTB input projection that Next-ViT-L skips): what Next-ViT's subnets need to inherit (docs/accuracy.md, round 13)
     consistent_only: bool = False
     # experimental: the random subnets of a step (other than depth slots) cover the size range: slot i of m
     # from the i-th of m equal bands of log MACs between the smallest and the largest arch (uniform sampling
