@@ -286,29 +286,31 @@ class NextViTSpace(SearchSpace):
     # ---- what the search needs ------------------------------------------------------------
     def parameters(self) -> dict[str, tuple]:
         out = {}
-        for s, choices in enumerate(CHOICES):
-            for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS):
-                if len(choices[k]) > 1:
-                    out[f"s{s}.{k}"] = tuple(choices[k])
+        for s in range(len(CHOICES)):
+            out.update(self._stage_parameters(s))
         return out
 
+    def _stage_parameters(self, s: int) -> dict[str, tuple]:
+        return {f"s{s}.{k}": tuple(CHOICES[s][k]) for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS)
+                if len(CHOICES[s][k]) > 1}
+
     def decode(self, params: Mapping[str, Any]) -> Arch:
-        stages = []
-        for s, choices in enumerate(CHOICES):
-            keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
-            stages.append({k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys})
-        arch = self.arch(stages)
+        arch = self.arch([self._decode_stage(params, s) for s in range(len(CHOICES))])
         self.validate(arch)
         return arch
+
+    def _decode_stage(self, params: Mapping[str, Any], s: int) -> dict:
+        return {k: params.get(f"s{s}.{k}", CHOICES[s][k][0]) for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS)}
 
     def encode(self, arch: Arch) -> dict[str, Any]:
         self.validate(arch)
         out: dict[str, Any] = {}
         for s, st in enumerate(arch.stages):
-            for k, v in st.items():
-                if len(CHOICES[s][k]) > 1:
-                    out[f"s{s}.{k}"] = v
+            out.update(self._encode_stage(s, st))
         return out
+
+    def _encode_stage(self, s: int, st: Mapping[str, Any]) -> dict[str, Any]:
+        return {f"s{s}.{k}": v for k, v in st.items() if len(CHOICES[s][k]) > 1}
 
     def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
         """Lower one of N, L, a width or an MLP ratio, or lower r (1 -> 0.75 -> 0.5)."""
@@ -353,36 +355,31 @@ class ConsistentNextViTSpace(NextViTSpace):
     def sample(self, rng: random.Random) -> Arch:
         return self.sample_consistent(rng)
 
-    def parameters(self) -> dict[str, tuple]:
+    def _stage_parameters(self, s: int) -> dict[str, tuple]:
+        if not s:
+            return super()._stage_parameters(s)
         out = {}
-        for s, choices in enumerate(CHOICES):
-            for k in (STAGE0_KEYS if s == 0 else STAGE_KEYS):
-                if s and k == "ncb_width":
-                    out[f"s{s}.nwr"] = tuple(triple_name(t) for t in self.consistent_triples(s))
-                elif not (s and k in TRIPLE_KEYS) and len(choices[k]) > 1:
-                    out[f"s{s}.{k}"] = tuple(choices[k])
+        for name, choices in super()._stage_parameters(s).items():
+            if name == f"s{s}.ncb_width":  # where the triple's first field was
+                out[f"s{s}.nwr"] = tuple(triple_name(t) for t in self.consistent_triples(s))
+            elif name.split(".")[1] not in TRIPLE_KEYS:
+                out[name] = choices
         return out
 
-    def decode(self, params: Mapping[str, Any]) -> Arch:
-        stages = []
-        for s, choices in enumerate(CHOICES):
-            keys = STAGE0_KEYS if s == 0 else STAGE_KEYS
-            st = {k: params.get(f"s{s}.{k}", choices[k][0]) for k in keys}
-            if s:
-                name = params.get(f"s{s}.nwr", triple_name(self.consistent_triples(s)[0]))
-                by_name = {triple_name(t): t for t in self.consistent_triples(s)}
-                if name not in by_name:
-                    raise ArchError(f"s{s}.nwr", f"{name!r} is no consistent (ncb_width, ntb_width, r) of stage {s}",
-                                    list(by_name))
-                n, w, r = by_name[name]
-                valid = self.consistent_triples(s, st["l"])
-                if (n, w, r) not in valid:  # repeated pattern: the NTB must change the width, the nearest that does
-                    n, w, r = min(valid, key=lambda t: (abs(t[1] - w), abs(t[0] - n), abs(t[2] - r)))
-                st.update(ncb_width=n, ntb_width=w, r=r)
-            stages.append(st)
-        arch = self.arch(stages)
-        self.validate(arch)
-        return arch
+    def _decode_stage(self, params: Mapping[str, Any], s: int) -> dict:
+        st = super()._decode_stage(params, s)
+        if s:
+            by_name = {triple_name(t): t for t in self.consistent_triples(s)}
+            name = params.get(f"s{s}.nwr", next(iter(by_name)))
+            if name not in by_name:
+                raise ArchError(f"s{s}.nwr", f"{name!r} is no consistent (ncb_width, ntb_width, r) of stage {s}",
+                                list(by_name))
+            n, w, r = by_name[name]
+            valid = self.consistent_triples(s, st["l"])
+            if (n, w, r) not in valid:  # repeated pattern: the NTB must change the width, the nearest that does
+                n, w, r = min(valid, key=lambda t: (abs(t[1] - w), abs(t[0] - n), abs(t[2] - r)))
+            st.update(ncb_width=n, ntb_width=w, r=r)
+        return st
 
     def encode(self, arch: Arch) -> dict[str, Any]:
         self.validate(arch)
@@ -390,16 +387,15 @@ class ConsistentNextViTSpace(NextViTSpace):
             raise ArchError("arch", f"{arch.id} is not structurally consistent (an NTB input projection or an NCB "
                                     "projection Next-ViT-L does not have), and this search covers the consistent "
                                     "archs only: its supernet trained only those (train.consistent_only)")
-        out: dict[str, Any] = {}
-        for s, st in enumerate(arch.stages):
-            for k, v in st.items():
-                if s and k in TRIPLE_KEYS:
-                    continue
-                if len(CHOICES[s][k]) > 1:
-                    out[f"s{s}.{k}"] = v
-            if s:
-                out[f"s{s}.nwr"] = triple_name((st["ncb_width"], st["ntb_width"], st["r"]))
+        out = super().encode(arch)
         return {k: out[k] for k in self.parameters() if k in out}
+
+    def _encode_stage(self, s: int, st: Mapping[str, Any]) -> dict[str, Any]:
+        out = super()._encode_stage(s, st)
+        if s:
+            out = {k: v for k, v in out.items() if k.split(".")[1] not in TRIPLE_KEYS}
+            out[f"s{s}.nwr"] = triple_name((st["ncb_width"], st["ntb_width"], st["r"]))
+        return out
 
     def slimming_steps(self, arch: Arch) -> Iterator[tuple[str, list[dict]]]:
         """The full space's steps that keep the arch consistent (N, L, an MLP ratio), and per stage 1-3

@@ -287,7 +287,7 @@ def test_the_consistent_view_keeps_every_search_move_inside_the_consistent_archs
     assert view.consistent and not space.consistent and view is space.consistent_view() is view.consistent_view()
     assert view.name == space.name and view.scope == space.scope and view.resolution == space.resolution
     params = view.parameters()
-    assert {"s1.nwr", "s2.nwr", "s3.nwr"} <= set(params) and not {"s2.r", "s2.ntb_width"} & set(params)
+    assert {"s0.ncb_width", "s1.nwr", "s2.nwr", "s3.nwr"} <= set(params) and not {"s2.r", "s2.ntb_width"} & set(params)
     rng = random.Random(0)
     repaired, ids = 0, set()
     for _ in range(600):
