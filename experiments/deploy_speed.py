@@ -5,7 +5,7 @@ GPU machine, compiled (issue 27): our AOTInductor package as shipped vs timm und
 rows written as measured, a rerun of the same command resumes (copy $OUT's two files into
 experiments/results/ between runs), no compile starts after --deadline-s:
 
-    cp experiments/results/deploy_speed_compiled_gpu.jsonl "$OUT/" 2>/dev/null; PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/deploy_speed.py --compiled --deadline-s 420 --out "$OUT/deploy_speed_compiled_gpu"
+    cp experiments/results/deploy_speed_compiled_nvidia-h*.jsonl "$OUT/" 2>/dev/null; PYTHONUNBUFFERED=1 PYTHONPATH=. python experiments/deploy_speed.py --compiled --modes default reduce-overhead --deadline-s 280 --limit-s 400 --out "$OUT/deploy_speed_compiled_$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-')"
     PYTHONPATH=. python experiments/deploy_speed.py --compiled --device cpu --models efficientformerv2_s0 --batches 1 --modes default --out /tmp/ds   # CPU smoke
 
 (The `cp` resumes from the committed rows: copy $OUT's .jsonl and .md into experiments/results/ and
@@ -29,7 +29,7 @@ apart are rows of their own.)
 - compiled (`--compiled`, or `run_compiled` run by `experiments/inductor_gpu.py`): timm under
   `torch.compile` in each mode vs our AOTInductor package as `load_aoti` ships it (single-threaded
   runtime, one CUDA graph) and our eager recipe, batch 1 and 8, Next-ViT-S and EfficientFormerV2-S0/S1
-  -> experiments/results/deploy_speed_compiled_gpu.{jsonl,md}.
+  -> experiments/results/deploy_speed_compiled_<gpu>.{jsonl,md} (rows of one GPU per file: a rerun resumes only its own).
 
 Where `supernet.pretrained` can import timm's state dict, ours carries timm's (random) weights and
 the script reports the output difference, so both sides are provably the same function.
@@ -54,7 +54,7 @@ import search_spaces
 import supernet
 from hwnas.convert.onnx import export_onnx
 from hwnas.convert.optimize import optimize_for_gpu
-from hwnas.latency.backends import cpu_name
+from hwnas.latency.backends import cpu_name, slug
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -258,7 +258,8 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     precision = "fp16" if cuda else "fp32"
     dtype = torch.float16 if cuda else torch.float32
     rows_path = Path(rows_path)
-    earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial")]
+    here = device_name(cuda)
+    earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial") and r.get("device_name") == here]
     done = {(r["model"], r["batch"]) for r in earlier if covers(r, modes)}
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
@@ -339,7 +340,8 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             timm_ms = {m: res[f"timm_{m}"]["median_ms"] for m in compile_s}
             best = min(timm_ms, key=timm_ms.get) if timm_ms else None
             shipped = res["ours_aoti_shipped"]["median_ms"]
-            row = {"model": name, "batch": b, "resolution": resolution, "device": device, "precision": precision,
+            row = {"model": name, "batch": b, "resolution": resolution, "device": device, "device_name": here,
+                   "precision": precision,
                    "variants": res, "timm": "torch.compile(timm model, mode=...)" if have_timm else "NOT INSTALLED",
                    "timm_compile_seconds": compile_s, "aoti_compile_seconds": round(job["seconds"], 1),
                    "aoti_loaded": {"single_threaded": package.single_threaded, "cuda_graph": cuda},
@@ -367,6 +369,16 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return out
+
+
+def device_name(cuda: bool) -> str:
+    """What a compiled row was measured on (rows of another GPU are never resumed, nor tabled together)."""
+    return torch.cuda.get_device_name() if cuda else cpu_name()
+
+
+def compiled_stem(cuda: bool) -> Path:
+    """experiments/results/deploy_speed_compiled_<gpu> (e.g. _nvidia-h200), or _cpu for a CPU smoke run."""
+    return ROOT / "experiments" / "results" / f"deploy_speed_compiled_{slug(device_name(True)) if cuda else 'cpu'}"
 
 
 def covers(row: dict, modes) -> bool:
@@ -579,7 +591,7 @@ def main_compiled(args) -> dict:
     cuda = args.device == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
-    stem = Path(args.out) if args.out else ROOT / "experiments" / "results" / f"deploy_speed_compiled_{'gpu' if cuda else 'cpu'}"
+    stem = Path(args.out) if args.out else compiled_stem(cuda)
     stem.parent.mkdir(parents=True, exist_ok=True)
     small = {} if cuda else dict(rounds=2, per_round=3, resolution=64)
     try:
@@ -595,7 +607,7 @@ def main_compiled(args) -> dict:
                             hard_end=hard_end if args.device == "cuda" else None,
                             log=lambda rec: print(json.dumps(rec), flush=True), **small)
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
-        rows_so_far = _read_jsonl(stem.with_suffix(".jsonl"))
+        rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == device_name(cuda)]
         stem.with_suffix(".md").write_text(markdown_compiled(rows_so_far, machine))
     left = [(m, b) for m in args.models for b in args.batches
             if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes) for r in rows)]

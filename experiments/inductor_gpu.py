@@ -6,7 +6,7 @@ under `torch.compile`, then `torch_inductor` latency tables for both spaces with
 
 1. Deployment speed, compiled (`deploy_speed.run_compiled`): Next-ViT-S, EfficientFormerV2-S0 and
    -S1 at batch 1 and 8, fp16, CUDA graphs: timm's model under `torch.compile` (default,
-   reduce-overhead and max-autotune modes; `deploy_speed.py --compiled` runs this part alone), our
+   reduce-overhead modes, `--modes`; max-autotune in runs of its own; `deploy_speed.py --compiled` runs this part alone), our
    deploy recipe eager (`torch_cuda`) and our AOTInductor package (`format=aoti`); our packages
    compile in worker processes while timm compiles here; where ours is over 0.8x timm compiled,
    the top CUDA kernels of both. About 4-6 GPU-minutes without max-autotune, whose compiles take
@@ -22,7 +22,7 @@ resumable: every row is written when measured, and a rerun skips what `--resume 
 most 8, two folders deep: the device's limits):
 
     progress.jsonl
-    experiments/results/deploy_speed_compiled_gpu.{jsonl,md}
+    experiments/results/deploy_speed_compiled_<gpu>.{jsonl,md}
     latency_tables/torch_inductor/<gpu>.{csv,json,networks.csv}   (or <gpu>.partial.* until a space is done)
     experiments/results/latency_fidelity_torch_inductor_<space>.json   (per space; the PNG is left out)
 
@@ -45,7 +45,6 @@ from hwnas.latency.backends import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEED = "experiments/results/deploy_speed_compiled_gpu"
 
 
 def main(argv=None) -> int:
@@ -58,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=12, help="compile worker processes (the GPU machine has 16 cores)")
     ap.add_argument("--models", nargs="+", default=list(deploy_speed.COMPILED))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--modes", nargs="+", default=["default", "reduce-overhead"], choices=deploy_speed.TIMM_MODES,
+                    help="timm's torch.compile modes; max-autotune compiles for minutes a model (past 500 s for "
+                         "Next-ViT-S on an H200): give it runs of its own, --modes max-autotune --skip-tables")
     ap.add_argument("--n-fit", type=int, default=30)
     ap.add_argument("--n-fidelity", type=int, default=100)
     ap.add_argument("--skip-speed", action="store_true")
@@ -88,18 +90,20 @@ def main(argv=None) -> int:
     log({"phase": "start", **machine, "deadline_s": args.deadline_s})
     status = "done"
     if not args.skip_speed:
-        rows_path = out / f"{SPEED}.jsonl"
-        earlier = args.resume / f"{SPEED}.jsonl"
+        speed = deploy_speed.compiled_stem(args.device == "cuda").relative_to(ROOT)  # one file per GPU
+        rows_path = out / f"{speed}.jsonl"
+        earlier = args.resume / f"{speed}.jsonl"
         if earlier.exists() and not rows_path.exists():
             shutil.copyfile(earlier, rows_path)
         tiny = dict(models=["efficientformerv2_s0"], batches=[1], rounds=2, per_round=3, resolution=64) if args.tiny \
             else dict(models=args.models, batches=args.batches)
         rows = deploy_speed.run_compiled(rows_path=rows_path, deadline=deadline, workers=args.workers,
                                          device=args.device, log=log,
-                                         hard_end=hard_end if args.device == "cuda" else None, **tiny)
-        (out / f"{SPEED}.md").write_text(deploy_speed.markdown_compiled(rows, machine))
+                                         hard_end=hard_end if args.device == "cuda" else None,
+                                         modes=tuple(args.modes), **tiny)
+        (out / f"{speed}.md").write_text(deploy_speed.markdown_compiled(rows, machine))
         want = {(m, b) for m in tiny["models"] for b in tiny["batches"]}
-        if want - {(r["model"], r["batch"]) for r in rows if deploy_speed.covers(r, deploy_speed.TIMM_MODES)}:
+        if want - {(r["model"], r["batch"]) for r in rows if deploy_speed.covers(r, args.modes)}:
             status = "deadline"
     if not args.skip_tables and status == "done" and time.monotonic() < deadline:
         if args.device != "cuda":
