@@ -219,16 +219,22 @@ def test_a_format_registered_outside_hwnas_says_itself_that_it_loads_packages():
 def test_the_gpu_smoke_reruns_only_the_cases_its_deadline_cut(tmp_path):
     """experiments/aoti_gpu_smoke.py resumes from its JSONL: a case that ended by itself (loaded, or killed
     by SIGSEGV: a result) is skipped, one cut by the deadline runs again. On the committed H100 record,
-    `hwnas_before` was cut (call 3) and must run again; `plain_before`'s SIGSEGV is a result."""
+    `hwnas_before` was cut (call 3) and had to run again (it did, on an H200 in round 13: the record's last
+    line); `plain_before`'s SIGSEGV is a result."""
     sys.path.insert(0, str(ROOT / "experiments"))
     try:
         import aoti_gpu_smoke
     finally:
         sys.path.remove(str(ROOT / "experiments"))
-    record = ROOT / "experiments" / "results" / "aoti_gpu_smoke_fix.jsonl"
-    done = aoti_gpu_smoke.cases_done(record)
+    lines = (ROOT / "experiments" / "results" / "aoti_gpu_smoke_fix.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["case"] == "hwnas_before" and json.loads(lines[-1])["rc"] == 0
+    before_round_13 = tmp_path / "record.jsonl"
+    before_round_13.write_text("\n".join(lines[:-1]) + "\n")  # the record as call 11 left it
+    done = aoti_gpu_smoke.cases_done(before_round_13)
     assert "hwnas_before" not in done
     assert {"plain_before", "plain_after", "hwnas_after", "extract_app"} <= done
+    assert done | {"hwnas_before"} == \
+        aoti_gpu_smoke.cases_done(ROOT / "experiments" / "results" / "aoti_gpu_smoke_fix.jsonl")
     out = tmp_path / "smoke.jsonl"
     assert aoti_gpu_smoke.cases_done(out) == set()
     out.write_text("\n".join(json.dumps(r) for r in (
