@@ -46,7 +46,6 @@ from hwnas.latency.backends import cpu_name
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)

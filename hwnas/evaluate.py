@@ -110,6 +110,12 @@ class SubnetEvaluator:
         from hwnas.data import skipped_images
         return skipped_images(self.train_loader, self.val_loader)
 
+    @property
+    def consistent_only(self) -> bool:
+        """The supernet was trained on its space's consistent archs only (train.consistent_only): the others'
+        inherited accuracy measures a structure it never trained (pairs and searches keep to those archs)."""
+        return bool(self.train_config.get("consistent_only"))
+
     # ---- construction from a file -----------------------------------------------------------------
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, data_cfg: Any = None, *, calib_batches: int | None = None,

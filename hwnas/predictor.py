@@ -498,7 +498,7 @@ def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathL
                 done.add(Arch.from_dict(r["arch"]).id)
     # the archs the supernet was trained on: under train.consistent_only only the consistent ones (the
     # others' inherited accuracy measures a structure the supernet never trained)
-    consistent = bool(ev.train_config.get("consistent_only"))
+    consistent = ev.consistent_only
     if consistent:
         rng = random.Random(seed)
         archs = [space.max_arch(), space.min_consistent_arch()] + [space.sample_consistent(rng) for _ in range(n)]

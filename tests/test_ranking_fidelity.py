@@ -39,6 +39,7 @@ def test_gpu_command_on_cpu_then_analysis_then_resume(tmp_path, fashion_root):
     inh = res["inherited"]
     assert {r["key"] for r in inh if r["kind"] == "ranking"} == chosen
     assert sum(r["kind"] == "random" for r in inh) == 2 and not {r["key"] for r in inh if r["kind"] == "random"} & chosen
+    assert all(r["consistent_only"] is False for r in inh)  # what a predictor fitted on them records (the base variant)
     summary = [r for r in res["supernet"] if r["kind"] == "summary"]
     assert len(summary) == 1 and summary[0]["epochs_done"] == 1
     run = json.loads((out / "run.json").read_text())

@@ -331,7 +331,7 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
                                                   data={k: v for k, v in fingerprint_view(data_cfg).items()
                                                         if k != "on_bad_image"}), sort_keys=True),
                           record=dict(evaluator="supernet", label=label, builtin=builtin,
-                                      consistent_only=bool(evaluator.train_config.get("consistent_only")),
+                                      consistent_only=evaluator.consistent_only,
                                       weights=dict(checkpoint=str(Path(ckpt).resolve()), sha1_16=digest,
                                                    num_classes=int(evaluator.net.num_classes)),
                                       data=_cfg_dict(data_cfg)))

@@ -216,8 +216,9 @@ def supernet_proc(spec: dict, common: dict, msgs, stop, deadline: float) -> None
         ev = SubnetEvaluator.from_checkpoint(ckpt, common["data"], calib_batches=common["calib_batches"],
                                              batch_size=common["eval_batch_size"], device=str(dev),
                                              cache_path=work / "accuracy.json", space=space)
+        consistent = bool(spec["train"].get("consistent_only"))  # the archs the supernet was trained on
         base = dict(space=space.name, variant=spec["variant"], recipe_id=spec["recipe_id"],
-                    consistent_only=bool(spec["train"].get("consistent_only")),  # a predictor fitted on these says so
+                    consistent_only=consistent,  # a predictor fitted on these says so
                     epochs_done=epochs_done, epochs=tcfg["epochs"], smoke=common["smoke"],
                     calib_batches=common["calib_batches"], calib_batch_size=common["eval_batch_size"])
         seen = set()
@@ -233,7 +234,7 @@ def supernet_proc(spec: dict, common: dict, msgs, stop, deadline: float) -> None
         while n_random < spec["random_archs"] and not stop.is_set() and \
                 time.time() < deadline - common["eval_margin_s"]:
             # the archs the supernet was trained on (train.consistent_only: the consistent ones only)
-            arch = (space.sample_consistent if spec["train"].get("consistent_only") else space.sample)(rng)
+            arch = (space.sample_consistent if consistent else space.sample)(rng)
             if arch.id in seen:
                 continue
             seen.add(arch.id)
