@@ -43,7 +43,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -309,7 +308,8 @@ def main() -> None:
     t_end = time.monotonic() + args.deadline_s
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="aoti-smoke-"))
+    from hwnas._files import scratch_until_exit
+    work = Path(args.work) if args.work else scratch_until_exit("aoti-smoke")
     work.mkdir(parents=True, exist_ok=True)
     done = cases_done(out)
     for name in args.cases.split(","):

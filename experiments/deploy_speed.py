@@ -52,6 +52,7 @@ import torch
 
 import search_spaces
 import supernet
+from hwnas._files import scratch_until_exit
 from hwnas.convert.onnx import export_onnx
 from hwnas.convert.optimize import optimize_for_gpu
 from hwnas.latency.backends import cpu_name, slug
@@ -264,7 +265,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
         return earlier
-    tmp = Path(tempfile.mkdtemp(prefix="deploy-speed-"))
+    tmp = scratch_until_exit("deploy-speed")
     timm_models, ours, jobs = {}, {}, {}
     try:
         import timm  # noqa: F401

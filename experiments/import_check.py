@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 import search_spaces
 import supernet
+from hwnas._files import scratch_until_exit
 from shared import randomize  # experiments/shared.py (timm_features_check.py uses it too)
 from supernet.pretrained import from_hwnas_keys, load_pretrained
 
@@ -90,7 +90,7 @@ def main() -> None:
     res = 64 if args.quick else 224
     x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(0)).to(device)
     results, t0 = {}, time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="import_check_"))
+    tmp = scratch_until_exit("import-check")
     models = MODELS if not args.quick else [m for m in MODELS if m[0] in ("nextvit_small", "efficientformerv2_s0")]
     for i, (timm_name, space_name, ref_name) in enumerate(models):
         space = search_spaces.get_space(space_name)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import search_spaces
+from hwnas._files import scratch_until_exit
 from hwnas.latency import LatencyTable, default_table_path
 from hwnas.latency.backends import cpu_name
 from hwnas.latency.profiler import now_iso
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
                        "load_average_1_5_15_min_at_start": [round(x, 2) for x in os.getloadavg()]},
            "date": now_iso(), "spaces": {}}
     from hwnas.latency import fingerprint
-    cache_dir = tempfile.mkdtemp(prefix="hwnas-fp-speed-")
+    cache_dir = str(scratch_until_exit("fp-speed"))
     os.environ["HWNAS_CACHE_DIR"] = cache_dir  # an empty cache: the cold case is measured
     out["table"] = "onnxruntime_cpu (shipped)"
     for name in search_spaces.list_spaces():

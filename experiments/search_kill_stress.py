@@ -21,7 +21,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hwnas.latency.backends import cpu_name
-from hwnas._files import atomic_write
+from hwnas._files import atomic_write, scratch_until_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +48,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = ap.parse_args()
 
-    run_dir = Path(tempfile.mkdtemp(prefix="hwnas-kill-stress-"))
+    run_dir = scratch_until_exit("kill-stress")
     cmd = [sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "space=efficientformerv2",
            "evaluator=proxy", "progress=false", f"search.n_trials={args.n_trials}", f"hydra.run.dir={run_dir}"]
     storage, name = f"sqlite:///{run_dir / 'study.db'}", "onnxruntime_cpu-efficientformerv2-nsga2"

@@ -17,12 +17,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from hwnas.latency.backends import cpu_name
-from hwnas._files import atomic_write
+from hwnas._files import atomic_write, scratch_until_exit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +51,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
-    tmp = Path(tempfile.mkdtemp(prefix="hwnas-workers-"))
+    tmp = scratch_until_exit("workers")
     timed([_search(tmp / "warm", 1)])  # trains and caches the built-in supernet: not timed
 
     def two(name: str, *extra: str) -> list[list[str]]:

@@ -32,7 +32,6 @@ import copy
 import json
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import torch
 
 import search_spaces
 import supernet
+from hwnas._files import scratch_until_exit
 from hwnas.export.timm import save_timm
 from hwnas.latency.backends import cpu_name
 
@@ -158,7 +158,7 @@ def main() -> None:
     if done:
         jsonl.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
     t0 = time.time()
-    tmp = Path(tempfile.mkdtemp(prefix="timm_features_check_"))
+    tmp = scratch_until_exit("timm-features-check")
     rows = dict(done)
     jobs = [(ref, dt) for ref in args.refs.split(",") for dt in dtypes]
     for i, (ref, dt) in enumerate(jobs):

@@ -15,6 +15,7 @@ an export's temporary folder inside the user's output folder are also findable b
 any app (`sweep_dead_temps`, called by `hwnas.cli.run_app` at start-up):
 
     with owned_temp_dir("ort") as d:            # <tmp>/hwnas-ort-<pid>-<ticks>-XXXX, removed at the end
+    d = scratch_until_exit("deploy-speed")      # the same, removed when the process exits (a script's scratch)
     register_temp(path)                         # a temp path elsewhere: listed in <tmp>/hwnas-temps/<pid>-<ticks>
 """
 from __future__ import annotations
@@ -104,6 +105,16 @@ def owned_temp_dir(what: str) -> Iterator[Path]:
         yield d
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def scratch_until_exit(what: str) -> Path:
+    """An `owned_temp_dir` for a whole script: removed when the interpreter exits (normally or by an
+    exception), and by the next `sweep_dead_temps` when the process is killed."""
+    import atexit
+    stack = contextlib.ExitStack()
+    d = stack.enter_context(owned_temp_dir(what))
+    atexit.register(stack.close)
+    return d
 
 
 def register_temp(path: str | os.PathLike) -> None:

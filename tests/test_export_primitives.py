@@ -42,12 +42,18 @@ def test_onnx_export_matches_torch(tmp_path):
     ("efficientformerv2", "efficientformerv2.attn", "efficientformerv2_s0", 2,
      {"conv", "matmul", "softmax", "gelu", "upsample_bilinear"}),
 ])
-def test_coreml_block_is_ml_program_with_expected_ops(tmp_path, space, kind, ref, stride, expected):
+def test_coreml_block_is_ml_program_with_expected_ops(tmp_path, space, kind, ref, stride, expected, monkeypatch):
+    import tempfile
     from hwnas.convert.coreml import convert_coreml, coreml_ops
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_tmp))
     spec = first_block(space, kind, ref, stride)
     block = deploy_form(supernet.build_block(spec))
     path = convert_coreml(block, supernet.block_input_shape(spec), tmp_path / "block.mlpackage")
     assert path.is_dir() and (path / "Manifest.json").exists()
+    # coremltools' own temporary package is gone now, not at exit (which a pool worker never reaches)
+    assert not list(system_tmp.glob("*.mlpackage"))
     ops = Counter(coreml_ops(path))  # raises unless the spec is an ML Program
     assert expected <= set(ops), sorted(ops)
     assert "batch_norm" not in ops  # folded before conversion

@@ -66,3 +66,25 @@ def test_what_a_dead_writer_left_is_removed_and_a_live_writers_temporaries_are_k
     removed = remove_stale_temps(tmp_path)
     assert sorted(p.name for p in removed) == sorted([*dead, reused, ".export-1a2b3c.tmp"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+@pytest.mark.parametrize("ending, left_behind", [("pass", False), ("raise SystemExit('failed')", False),
+                                                 ("os._exit(0)", True)])
+def test_a_scripts_scratch_folder_goes_at_exit_or_with_the_next_sweep(tmp_path, ending, left_behind, monkeypatch):
+    """scratch_until_exit (the experiments' scratch folders): removed when the script ends, normally or
+    by an error; a process ended without cleanup (as by SIGKILL) leaves it to the next sweep."""
+    import os
+    import subprocess
+    import sys
+    from hwnas._files import sweep_dead_temps
+    code = ("import os, sys; from hwnas._files import scratch_until_exit\n"
+            "d = scratch_until_exit('script'); (d / 'model.pt2').write_bytes(b'x' * 1000); print(d)\n" + ending)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    scratch = tmp_path / os.path.basename(r.stdout.strip())
+    assert scratch.name.startswith("hwnas-script-") and scratch.parent == tmp_path, r.stderr
+    assert scratch.exists() == left_behind
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    removed = sweep_dead_temps()
+    assert removed == ([scratch] if left_behind else []) and not scratch.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -55,8 +56,14 @@ def convert_coreml(model: nn.Module, input_shape: tuple[int, ...], path: str | o
             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=getattr(ct.target, minimum_deployment_target),
             skip_model_load=True)  # loading needs macOS; the Mac runner loads it
-    with atomic_path(path) as tmp:  # a directory: the old one is replaced only by a complete new one
-        mlmodel.save(str(tmp))
+    try:
+        with atomic_path(path) as tmp:  # a directory: the old one is replaced only by a complete new one
+            mlmodel.save(str(tmp))
+    finally:
+        # ct.convert leaves the program in a temporary .mlpackage in the system temp folder, removed only
+        # by an atexit hook, which a pool worker ending in os._exit never runs: one 33 MB folder per model
+        if getattr(mlmodel, "is_temp_package", False):
+            shutil.rmtree(mlmodel.package_path, ignore_errors=True)
     return path
 
 
