@@ -217,6 +217,8 @@ def supernet_train_cfg(args, variant: str) -> dict:
                progress=False, resume=True)
     if "student_weight" not in VARIANTS[variant]:  # the papers' sandwich, as every variant but studentw ran
         cfg["student_weight"] = 1.0
+    if "consistent_only" not in VARIANTS[variant]:  # every arch, as such variants ran before Next-ViT's default
+        cfg["consistent_only"] = False              # became the consistent ones (train.consistent_only: null)
     for k, v in VARIANTS[variant].items():
         cfg[k] = round(args.sn_epochs * float(v[:-1]) / 100, 3) if isinstance(v, str) and v.endswith("%") else v
     if args.sn_lr is not None:  # an lr passed on the command line beats the variant's (it was dropped before)
@@ -224,11 +226,15 @@ def supernet_train_cfg(args, variant: str) -> dict:
     return cfg
 
 
+#: keys whose value every recipe had before the key existed: left out of a recipe's id at that value
+ID_DEFAULTS = {"student_weight": 1.0, "consistent_only": False}
+
+
 def supernet_recipe_id(tcfg: dict, ident, seed: int) -> str:
-    """The id of a supernet recipe. `student_weight` 1.0 was every recipe's value before the key existed
-    (and TrainConfig's default then): it is left out, so that the committed runs keep their ids and
-    --resume-from still finds them."""
-    return recipe_id("supernet", {k: v for k, v in tcfg.items() if not (k == "student_weight" and v == 1.0)},
+    """The id of a supernet recipe. A key of `ID_DEFAULTS` at its value there (what every recipe had
+    before the key existed, and TrainConfig's default then) is left out, so that the committed runs
+    keep their ids and --resume-from still finds them."""
+    return recipe_id("supernet", {k: v for k, v in tcfg.items() if not (k in ID_DEFAULTS and v == ID_DEFAULTS[k])},
                      ident, seed)
 
 

@@ -386,6 +386,10 @@ class SearchSpace(abc.ABC):
 
     #: True for the view `consistent_view` returns
     consistent: bool = False
+    #: what `train.consistent_only: null` (the default) means for a supernet of this family: train its
+    #: consistent archs only. A family that defines `sample_consistent` because its other archs do not
+    #: inherit sets it (Next-ViT, docs/accuracy.md round 13)
+    trains_consistent_only: bool = False
 
     def consistent_view(self) -> "SearchSpace":
         """This space restricted to its structurally consistent archs (those `sample_consistent` draws):

@@ -89,6 +89,9 @@ def test_recipe_ids_stay_those_of_the_committed_h200_runs():
     assert rf.recipe_id("standalone", rf.standalone_recipe(args), ident) == "9b295e25b37a"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "base"), ident, 0) == "0514c967b124"
     assert rf.supernet_train_cfg(args, "base")["student_weight"] == 1.0  # the papers' sandwich, stated
+    # every arch, stated (Next-ViT's default is now its consistent archs), and the id is the same as before
+    assert rf.supernet_train_cfg(args, "base")["consistent_only"] is False
+    assert rf.supernet_train_cfg(args, "consistent")["consistent_only"] is True
     args.sn_epochs, args.sn_lr = 10, 1e-3  # the 10-epoch runs: h200-run6 (lowlr), h200-run7 and run10 (studentw)
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "lowlr"), ident, 0) == "39e9dffa0983"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 0) == "cb4bfcbb9c60"

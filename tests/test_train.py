@@ -311,6 +311,17 @@ def test_consistent_only_trains_only_consistent_subnets(tmp_path, monkeypatch):
     train_supernet(compose(*TINY, "space=nextvit", "train.epochs=1", "train.max_steps_per_epoch=1",
                            "train.batch_size=4", "train.consistent_only=true"), tmp_path / "run")
     assert seen and all(space.is_consistent(a.with_resolution(224)) for archs in seen for a in archs)
+    # left at its default (null) it is the space's: Next-ViT trains its consistent archs, and its checkpoint
+    # says true (what the pairs and the search read); EfficientFormerV2's default is false, and an explicit
+    # false on Next-ViT trains every arch (its smallest, min_arch, is not consistent)
+    for extra, consistent in (((), True), (("train.consistent_only=false",), False)):
+        seen.clear()
+        ckpt = train_supernet(compose(*TINY, "space=nextvit", "train.epochs=1", "train.max_steps_per_epoch=1",
+                                      "train.batch_size=4", *extra), tmp_path / f"default-{consistent}")
+        assert seen and all(space.is_consistent(a.with_resolution(224)) for a in seen[0]) is consistent
+        assert load_supernet(ckpt)[1]["config"]["train"]["consistent_only"] is consistent
+    assert T.resolved_train_config(compose(*TINY).train, search_spaces.get_space("efficientformerv2")).consistent_only \
+        is False
     ef = search_spaces.get_space("efficientformerv2")
     monkeypatch.setattr(type(ef), "sample_consistent", SearchSpace.sample_consistent)
     with pytest.raises(ConfigError, match="defines no sample_consistent"):

@@ -216,7 +216,7 @@ def supernet_proc(spec: dict, common: dict, msgs, stop, deadline: float) -> None
         ev = SubnetEvaluator.from_checkpoint(ckpt, common["data"], calib_batches=common["calib_batches"],
                                              batch_size=common["eval_batch_size"], device=str(dev),
                                              cache_path=work / "accuracy.json", space=space)
-        consistent = bool(spec["train"].get("consistent_only"))  # the archs the supernet was trained on
+        consistent = ev.consistent_only  # the archs the supernet was trained on (its checkpoint's config)
         base = dict(space=space.name, variant=spec["variant"], recipe_id=spec["recipe_id"],
                     consistent_only=consistent,  # a predictor fitted on these says so
                     epochs_done=epochs_done, epochs=tcfg["epochs"], smoke=common["smoke"],

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -72,8 +72,10 @@ class TrainConfig:
     # uniform sampling almost never trains (docs/accuracy.md: Next-ViT-S and -B, inherited 31-35 %)
     depth_slots: int = 0
     # random subnets only from the space's structurally consistent archs (space.sample_consistent; Next-ViT: no
-    # NTB input projection that Next-ViT-L skips): what Next-ViT's subnets need to inherit (docs/accuracy.md, round 13)
-    consistent_only: bool = False
+    # NTB input projection that Next-ViT-L skips): what Next-ViT's subnets need to inherit (docs/accuracy.md,
+    # round 13). None: the space's default (`SearchSpace.trains_consistent_only`: Next-ViT true, EfficientFormerV2
+    # false); `train` resolves it, so a checkpoint's config always says true or false
+    consistent_only: Optional[bool] = None
     # experimental: the random subnets of a step (other than depth slots) cover the size range: slot i of m
     # from the i-th of m equal bands of log MACs between the smallest and the largest arch (uniform sampling
     # trains the small end rarely: EfficientFormerV2's small archs inherit ~3 points under, docs/accuracy.md)
@@ -141,6 +143,15 @@ def train_config(cfg: Any = None) -> TrainConfig:
     """A `TrainConfig` from a dataclass, a mapping or an OmegaConf node; an unknown key or a value
     out of range is a `ConfigError` naming it (`TrainConfig.__post_init__`)."""
     return config_from(TrainConfig, cfg, "train")
+
+
+def resolved_train_config(cfg: Any, space: Any) -> TrainConfig:
+    """`train_config(cfg)` with the space's defaults filled in (`consistent_only: None` ->
+    `space.trains_consistent_only`): the config a supernet of `space` trains with and records."""
+    cfg = train_config(cfg)
+    if cfg.consistent_only is None:
+        cfg = replace(cfg, consistent_only=bool(space.trains_consistent_only))
+    return cfg
 
 
 def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -237,7 +248,7 @@ def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed:
     """Train a supernet of `space` on `data_cfg`; returns the path of `out_dir/supernet.pt`."""
     space = search_spaces.get_space(space) if isinstance(space, str) else space
     data = data_config(data_cfg)
-    cfg = train_config(cfg)
+    cfg = resolved_train_config(cfg, space)
     for on, option, method, what, off in (
             (cfg.depth_slots, f"depth_slots={cfg.depth_slots}", "sample_depth", " (the max arch with a random depth)",
              "depth_slots=0"),
@@ -448,4 +459,5 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     return ckpt
 
 
-__all__ = ["TrainConfig", "TrainingDiverged", "lr_at", "make_optimizer", "train", "train_config"]
+__all__ = ["TrainConfig", "TrainingDiverged", "lr_at", "make_optimizer", "resolved_train_config", "train",
+           "train_config"]
