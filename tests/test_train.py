@@ -320,6 +320,11 @@ def test_consistent_only_trains_only_consistent_subnets(tmp_path, monkeypatch):
                                       "train.batch_size=4", *extra), tmp_path / f"default-{consistent}")
         assert seen and all(space.is_consistent(a.with_resolution(224)) for a in seen[0]) is consistent
         assert load_supernet(ckpt)[1]["config"]["train"]["consistent_only"] is consistent
+    # a run begun with false (as every Next-ViT run before this default) is not continued with true unasked
+    with pytest.raises(CheckpointError, match="consistent_only=false, this run has train.consistent_only=true.*"
+                                              "pass train.consistent_only=false"):
+        train_supernet(compose(*TINY, "space=nextvit", "train.epochs=2", "train.max_steps_per_epoch=1",
+                               "train.batch_size=4"), tmp_path / "default-False")
     assert T.resolved_train_config(compose(*TINY).train, search_spaces.get_space("efficientformerv2")).consistent_only \
         is False
     ef = search_spaces.get_space("efficientformerv2")

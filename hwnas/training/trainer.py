@@ -241,6 +241,14 @@ def _check_resume(saved: dict, now: dict, path: Path) -> None:
     if saved.get("data", {}).get("name") != now["data"]["name"]:
         raise CheckpointError(f"{path}: written by a run on data={saved['data'].get('name')}, this run has "
                               f"data={now['data']['name']}; use another output folder or train.resume=false")
+    # which archs it trains: a run begun before Next-ViT's default became its consistent archs says false
+    was, is_ = (c.get("train", {}).get("consistent_only") for c in (saved, now))
+    if was is not None and was != is_:
+        was, is_ = str(was).lower(), str(is_).lower()
+        raise CheckpointError(f"{path}: written by a run with train.consistent_only={was}, this run has "
+                              f"train.consistent_only={is_} (the default is the space's: Next-ViT true); pass "
+                              f"train.consistent_only={was} to continue it, or use another output folder or "
+                              "train.resume=false to start afresh")
 
 
 def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed: int = 0,
