@@ -232,23 +232,24 @@ def _run_config(space, data, cfg: TrainConfig, seed: int, info: D.DistInfo) -> d
             "world_size": info.world_size, "global_batch": cfg.batch_size * cfg.accum_steps * info.world_size}
 
 
+#: how a refused resume ends: the two ways to start afresh
+_AFRESH = "use another output folder (hydra.run.dir=...) or train.resume=false to start afresh"
+
+
 def _check_resume(saved: dict, now: dict, path: Path) -> None:
     for key in ("space", "seed", "global_batch"):
         if saved.get(key) != now.get(key):
             raise CheckpointError(f"{path}: written by a run with {key}={saved.get(key)!r}, this run has "
-                                  f"{key}={now.get(key)!r}; resume with the same settings, or use another "
-                                  "output folder (hydra.run.dir=...) or train.resume=false to start afresh")
+                                  f"{key}={now.get(key)!r}; resume with the same settings, or {_AFRESH}")
     if saved.get("data", {}).get("name") != now["data"]["name"]:
         raise CheckpointError(f"{path}: written by a run on data={saved['data'].get('name')}, this run has "
-                              f"data={now['data']['name']}; use another output folder or train.resume=false")
+                              f"data={now['data']['name']}; {_AFRESH}")
     # which archs it trains: a run begun before Next-ViT's default became its consistent archs says false
-    was, is_ = (c.get("train", {}).get("consistent_only") for c in (saved, now))
-    if was is not None and was != is_:
-        was, is_ = str(was).lower(), str(is_).lower()
+    was, is_ = (str(c["train"].get("consistent_only")).lower() for c in (saved, now))
+    if was != "none" and was != is_:
         raise CheckpointError(f"{path}: written by a run with train.consistent_only={was}, this run has "
                               f"train.consistent_only={is_} (the default is the space's: Next-ViT true); pass "
-                              f"train.consistent_only={was} to continue it, or use another output folder or "
-                              "train.resume=false to start afresh")
+                              f"train.consistent_only={was} to continue it, or {_AFRESH}")
 
 
 def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed: int = 0,
