@@ -345,3 +345,18 @@ def test_a_search_on_a_gpu_table_of_another_gpu_names_both_in_the_report(monkeyp
         assert "DEVICE MISMATCH" in text and "NVIDIA H200" in text and "NVIDIA RTX 4090" in text
         assert "+target=torch_cuda space=efficientformerv2 adapt=" in text
     assert "no table of this machine's device (NVIDIA RTX 4090) exists" in report  # why this table
+
+
+def test_the_adapt_experiment_times_its_held_out_networks_with_their_own_settings():
+    """experiments/latency_adapt.py --held-out-set: the held-out truth is timed longer than the few-shot
+    networks (after --set, for that target only); without it both use the same backend."""
+    import sys
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import latency_adapt as exp
+    args = exp.parse(["--out", "unused", "--set", "onnxruntime_cpu.repeats=30",
+                      "--held-out-set", "onnxruntime_cpu.max_seconds=3", "--held-out-set", "torch_cuda.repeats=999"])
+    fast, s_fast = exp.make_backend("onnxruntime_cpu", args)
+    held, s_held = exp.make_backend("onnxruntime_cpu", args, held_out=True)
+    assert (s_fast["repeats"], s_fast["max_seconds"]) == (30, exp.FAST["onnxruntime_cpu"]["max_seconds"])
+    assert (s_held["repeats"], s_held["max_seconds"]) == (30, 3)
+    assert (fast.repeats, fast.max_seconds, held.repeats, held.max_seconds) == (30, 0.4, 30, 3)
