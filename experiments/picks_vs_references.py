@@ -41,7 +41,7 @@ def choose(args) -> dict:
     import search_spaces
     from omegaconf import OmegaConf
     from hwnas.mes import MES
-    from hwnas.search.app import build_evaluator, compose_config, load_table
+    from hwnas.search.app import build_evaluator, compose_config, load_table, searched_space
     from hwnas.search.objectives import LatencyTarget, Scorer
     from hwnas.search.report import pick_for
     from hwnas.search.strategies import Budget
@@ -63,6 +63,7 @@ def choose(args) -> dict:
             base.append(f"evaluator.path={args.predictor}")
         cfg = compose_config(base + [f"search={args.strategy.split(',')[0]}"])
         acc = build_evaluator(cfg, space)
+        space = searched_space(space, acc)  # as the app: a consistent-only predictor -> the consistent archs
         table, table_path = load_table(cfg.target, space)
         mes = MES.for_target(OmegaConf.to_container(cfg.target.get("mes") or {}, resolve=True), table.provenance,
                              cfg.target.name)

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from hwnas._files import atomic_write
 from hwnas.latency.backends import cpu_name
 from hwnas.search import hypervolume
-from hwnas.search.app import build_evaluator, compose_config
+from hwnas.search.app import build_evaluator, compose_config, searched_space
 
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("nsga2", "tpe", "mes_greedy", "random")
@@ -89,6 +89,7 @@ def run_space(args, space_name: str) -> dict:
     from hwnas.config import get_space_from_cfg
     space = get_space_from_cfg(cfg0.space)
     accuracy = build_evaluator(cfg0, space)
+    space = searched_space(space, accuracy)  # as the app: a consistent-only predictor -> the consistent archs
     pred = accuracy.evaluator
     from hwnas.mes import MES
     from hwnas.search.app import load_table
@@ -137,7 +138,7 @@ def run_space(args, space_name: str) -> dict:
     return dict(
         claim="hypervolume of (accuracy, latency, params) after the same number of evaluated archs: each strategy "
               "vs random search, over seeds, one-sided Mann-Whitney U",
-        space=space_name, target=args.target, table=_rel(table_path), table_provenance={
+        space=space_name, consistent_archs_only=bool(space.consistent), target=args.target, table=_rel(table_path), table_provenance={
             k: table.provenance.get(k) for k in ("device", "runtime", "precision", "batch", "date")},
         n_trials=args.n_trials, seeds=args.seeds, greedy_candidates_per_step=args.greedy_candidates,
         accuracy=accuracy.label, predictor=dict(path=getattr(pred, "path", None), digest=getattr(pred, "digest", None),
@@ -181,6 +182,9 @@ def markdown(r: dict) -> str:
         L += [f"**With a held-out tau of {tau}, this predictor does not rank archs: the hypervolumes below say "
               "nothing about accuracy.** They compare how each strategy explores latency and size under a "
               "meaningless score.", ""]
+    if r.get("consistent_archs_only"):
+        L += [f"Archs searched: {r['space']}'s structurally consistent archs only (the predictor's pairs come from a "
+              "supernet trained on those alone, train.consistent_only), as `python -m hwnas.search` searches them.", ""]
     L += [
          f"Budget: the first {r['n_trials']} evaluated archs of each run; {r['seeds']} seeds per strategy. "
          f"Optuna strategies start from the space's min arch (`search.seed_archs=[min]`); mes_greedy evaluates "

@@ -122,3 +122,28 @@ def test_budgeted_search_is_constrained_by_the_reference(tmp_path):
     for pair in chosen["pairs"][SPACE].values():
         p, r = by_key[pair["pick"]], by_key[pair["reference"]]
         assert p["latency_ms"] <= r["latency_ms"] and p["params_deploy"] <= r["params_deploy"]
+
+
+def test_search_vs_random_and_picks_stay_inside_the_archs_a_consistent_only_predictor_knows(tmp_path, monkeypatch):
+    """A predictor fitted on pairs of a train.consistent_only supernet knows the consistent archs only: the
+    experiments search them as `python -m hwnas.search` does (`searched_space`), never the rest."""
+    doc = json.loads((ROOT / "hwnas" / "accuracy_predictors" / "nextvit.json").read_text())
+    doc["provenance"]["consistent_only"] = True
+    path = tmp_path / "nextvit_consistent.json"
+    path.write_text(json.dumps(doc))
+    space = search_spaces.get_space("nextvit")
+    seen, run_once = [], svr.run_once
+
+    def recording(*a, **kw):
+        recs = run_once(*a, **kw)
+        seen.extend(search_spaces.Arch.from_dict(json.loads(r["arch"])) for r in recs)
+        return recs
+    monkeypatch.setattr(svr, "run_once", recording)
+    res = svr.main(["--space", "nextvit", "--seeds", "2", "--n-trials", "8", "--strategies", "tpe,random",
+                    "--predictor", str(path), "--out", str(tmp_path)])["nextvit"]
+    assert res["consistent_archs_only"] is True
+    assert len(seen) >= 2 * 2 * 8 and all(space.is_consistent(a) for a in seen)
+    chosen = pvr.main(["choose", "--spaces", "nextvit", "--n-trials", "16", "--predictor", str(path),
+                       "--strategy", "tpe", "--out", str(tmp_path / "archs.json")])
+    picks = [search_spaces.Arch.from_dict(a["arch"]) for a in chosen["spaces"]["nextvit"]]
+    assert picks and all(space.is_consistent(a) for a in picks)

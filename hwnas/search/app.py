@@ -276,6 +276,15 @@ DEFAULT_DATA = "digits"
 SMOKE_TEST = "SMOKE TEST (built-in short supernet, not an accuracy)"
 
 
+def searched_space(space, acc):
+    """The archs a search with accuracy `acc` (an `Accuracy` of `build_evaluator`) covers: the space's
+    consistent view when the accuracy comes from a supernet trained on those archs only
+    (train.consistent_only: it knows nothing of the others), else the space itself."""
+    if (acc.record or {}).get("consistent_only") and not space.consistent:
+        return space.consistent_view()
+    return space
+
+
 #: the console's and report.md's line when the search covers a space's consistent archs only
 CONSISTENT_NOTE = ("the accuracy comes from a supernet trained on {space}'s structurally consistent archs only "
                    "(train.consistent_only), so the search covers those archs only (the references among them)")
@@ -429,9 +438,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if acc_caution:
         print(f"WARNING: {acc_caution}", file=sys.stderr)
     write_accuracy_source(run_dir, acc)
-    if (acc.record or {}).get("consistent_only") and not space.consistent:
-        # a supernet trained on the consistent archs only (train.consistent_only) knows nothing of the others
-        space = space.consistent_view()
+    space = searched_space(space, acc)
     archs_note = CONSISTENT_NOTE.format(space=space.name) if space.consistent else None
     if archs_note:
         print(f"note: {archs_note}", file=sys.stderr)
