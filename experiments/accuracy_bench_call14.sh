@@ -17,7 +17,7 @@ python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --spaces nextvit --sa-s
     --resume-from $R/h100-call8-nextvit-seed2b/p5 --variants consistent --out "$OUT/nv" --work $W/nv \
     > "$OUT/nv.log" 2>&1
 ck=$(ls $W/nv/*/supernet.pt | head -1)
-run_pairs "$ck" ${END_S:-565} 400 12 "$OUT/pairs"
+run_pairs "$ck" ${END_S:-520} 400 12 "$OUT/pairs"
 wait
 mps_stop
 cd "$OUT" && tar czf call14.tgz nv pairs nv.log gpu.txt mps.txt && rm -rf nv pairs && ls -la
