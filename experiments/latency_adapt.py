@@ -16,6 +16,12 @@ Full profile for comparison (time spent vs fidelity, on the same held-out measur
 
     PYTHONPATH=. python experiments/latency_adapt.py --targets onnxruntime_cpu --full-profile --out DIR --deadline-s 3600
 
+or, when a call has no time for both in one process, a full profile made beside it by the app on another
+pinned core (`taskset -c 5 python -m hwnas.profile +target=onnxruntime_cpu space=S tables_dir=DIR`), scored
+afterwards on the adapt run's held-out networks (no measuring; writes the result's `full_profile`):
+
+    PYTHONPATH=. python experiments/latency_adapt.py --score-full-table DIR/onnxruntime_cpu/<device>.csv --result RESULT.json
+
 Per target (`onnxruntime_cpu`: the shipped AMD EPYC table to this host's CPU, 1 thread, pinned with
 os.sched_setaffinity to `--cpu-core`; `torch_cuda`: the shipped H200 table to this GPU) and per
 space: `hwnas.latency.adapt.adapt` measures `--n-adapt` whole networks chosen to spread over size and
@@ -59,7 +65,11 @@ SMOKE = {"onnxruntime_cpu": {"warmup": 1, "repeats": 5, "min_runs": 3, "max_seco
 
 def parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None, help="where the results go (required unless --score-full-table)")
+    ap.add_argument("--score-full-table", type=Path, default=None, metavar="CSV",
+                    help="only score this fully profiled table (of the machine the result was measured on) on the "
+                         "held-out networks of --result, and write it into that result as its full_profile")
+    ap.add_argument("--result", type=Path, default=None, help="with --score-full-table: an adapt result JSON")
     ap.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
     ap.add_argument("--spaces", nargs="+", default=["efficientformerv2", "nextvit"])
     ap.add_argument("--n-adapt-cpu", type=int, default=12, help="whole networks to adapt onnxruntime_cpu")
@@ -86,6 +96,10 @@ def parse(argv=None):
                          "--held-out-set onnxruntime_cpu.max_seconds=2: the held-out truth timed longer than "
                          "the few-shot measurements, so its own noise limits Kendall tau less")
     args = ap.parse_args(argv)
+    if args.score_full_table is not None and args.result is None:
+        ap.error("--score-full-table needs --result (the adapt result JSON whose held-out networks it predicts)")
+    if args.score_full_table is None and args.out is None:
+        ap.error("--out is required")
     if args.smoke:
         args.n_adapt_cpu = args.n_adapt_gpu = 5
         args.n_held_out = min(args.n_held_out, 4)
@@ -247,9 +261,7 @@ def full_profile(backend, space, args, result: dict, log, deadline) -> dict:
     networks measured above with it. --smoke: the blocks of the smallest arch and 3 fit networks."""
     from hwnas.latency import get_backend
     from hwnas.latency.config import target_settings
-    from hwnas.latency.correction import fidelity_metrics
     from hwnas.latency.profiler import run_profile, table_path_for
-    from search_spaces import Arch
     settings = target_settings(backend.name)
     if args.smoke:
         settings.update(SMOKE[backend.name])
@@ -258,25 +270,51 @@ def full_profile(backend, space, args, result: dict, log, deadline) -> dict:
     t = time.perf_counter()
     table = run_profile(full, space, path, n_fit=3 if args.smoke else 30, progress=False, deadline=deadline,
                         archs=[space.min_arch()] if args.smoke else None)
-    seconds = round(time.perf_counter() - t, 1)
+    rec = score_full_table(table, space, result, seconds_wall=round(time.perf_counter() - t, 1))
+    log(phase="full_profile", target=backend.name, space=space.scope, **{k: v for k, v in rec.items() if k != "note"})
+    return rec
+
+
+def score_full_table(table, space, result: dict, seconds_wall: float | None = None) -> dict:
+    """How a fully profiled table of this machine predicts the held-out networks of an adapt `result`
+    (those not among its own fit networks): the record `result["full_profile"]` holds."""
+    from hwnas.latency.correction import fidelity_metrics
+    from search_spaces import Arch
     fit = set(table.correction(space.scope)["fit_arch_ids"])
     nets = [n for n in (result.get("held_out") or {}).get("networks", []) if n["arch_id"] not in fit
             and not table.missing(Arch.from_dict(n["arch"]))]  # (a --smoke table has some blocks only)
     pred = [table.predict(Arch.from_dict(n["arch"])) for n in nets]
     m = fidelity_metrics(pred, [n["measured_ms"] for n in nets]) if len(nets) >= 2 else None
     prof = table.provenance["profiling"][space.scope]
-    rec = {"seconds_wall_this_run": seconds, "block_seconds": prof.get("block_seconds"),
-           "timing_settings": table.provenance.get("method"),
-           "network_seconds": prof.get("network_seconds_this_run"), "n_blocks": len(space.all_blocks()),
-           "fit_networks": len(fit), "held_out": m,
-           "note": "predicts the held-out networks measured for the adapted table (their canary reference is the "
-                   "adapted table's; the full table calibrated its own on the same machine minutes apart)"}
-    log(phase="full_profile", target=backend.name, space=space.scope, **{k: v for k, v in rec.items() if k != "note"})
-    return rec
+    return {"seconds_wall_this_run": seconds_wall, "block_seconds": prof.get("block_seconds"),
+            "timing_settings": table.provenance.get("method"), "table_date": table.provenance.get("date"),
+            "network_seconds": prof.get("network_seconds_this_run"), "n_blocks": len(space.all_blocks()),
+            "fit_networks": len(fit), "held_out": m,
+            "note": "predicts the held-out networks measured for the adapted table (their canary reference is the "
+                    "adapted table's; the full table calibrated its own on the same machine minutes apart)"}
+
+
+def score_only(args) -> int:
+    """--score-full-table PATH --result JSON: a table profiled fully on this machine by another process
+    (`python -m hwnas.profile`, e.g. on another pinned core during the adapt run) scored on the result's
+    held-out networks, written into the result as its `full_profile` (atomically)."""
+    import search_spaces
+    from hwnas._files import atomic_write
+    from hwnas.latency.table import LatencyTable
+    result = json.loads(args.result.read_text())
+    space = search_spaces.get_space(result["space"])
+    table = LatencyTable.load(args.score_full_table, target=result["target"], space=result["scope"])
+    result["full_profile"] = rec = score_full_table(table, space, result)
+    rec["table"] = str(args.score_full_table)
+    atomic_write(args.result, json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in rec.items() if k != "note"}), flush=True)
+    return 0
 
 
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.score_full_table is not None:
+        return score_only(args)
     t0 = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     targets = list(args.targets)

@@ -360,3 +360,26 @@ def test_the_adapt_experiment_times_its_held_out_networks_with_their_own_setting
     assert (s_fast["repeats"], s_fast["max_seconds"]) == (30, exp.FAST["onnxruntime_cpu"]["max_seconds"])
     assert (s_held["repeats"], s_held["max_seconds"]) == (30, 3)
     assert (fast.repeats, fast.max_seconds, held.repeats, held.max_seconds) == (30, 0.4, 30, 3)
+
+
+def test_a_full_table_profiled_beside_the_adapt_run_is_scored_on_its_held_out_networks(tmp_path):
+    """latency_adapt.py --score-full-table: scoring the very table the result was adapted from on its held-out
+    networks gives the result's own "source as it is" figures (the same predictions, the same truth)."""
+    import shutil
+    import sys
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import latency_adapt as exp
+    name = "latency_adapt_onnxruntime_cpu_efficientformerv2_intel-xeon-r15.json"
+    result = tmp_path / name
+    shutil.copy(RESULTS / name, result)
+    res = json.loads(result.read_text())
+    src = ROOT / res["source_table"]["table"]
+    assert exp.main(["--score-full-table", str(src), "--result", str(result)]) == 0
+    full = json.loads(result.read_text())["full_profile"]
+    fit = set(LatencyTable.load(src, target=res["target"], space=res["scope"]).correction(res["scope"])["fit_arch_ids"])
+    assert not fit & {n["arch_id"] for n in res["held_out"]["networks"]}  # (held out from the source's fit too)
+    for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau"):
+        assert full["held_out"][k] == pytest.approx(res["held_out"]["source"][k], rel=1e-9), k
+    assert full["table"] == str(src) and full["n_blocks"] == len(search_spaces.get_space("efficientformerv2").all_blocks())
+    with pytest.raises(SystemExit):
+        exp.parse(["--score-full-table", str(src)])  # no --result: one argparse error
