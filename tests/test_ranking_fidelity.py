@@ -108,3 +108,16 @@ def test_an_explicit_supernet_lr_is_not_replaced_by_the_variants():
     args.sn_lr = None
     assert rf.supernet_train_cfg(args, "studentw")["lr"] == 1e-3
     assert rf.supernet_train_cfg(args, "base")["lr"] == rf.SN_LR
+
+
+def test_the_goal_is_judged_on_the_recipe_each_space_trains_by_default():
+    """Next-ViT's supernet trains its consistent archs by default (SearchSpace.trains_consistent_only): its
+    ranking goal is judged on the `consistent` variant where one was run; EfficientFormerV2's on `studentw`."""
+    both = {"studentw": {}, "consistent": {}, "base": {}}
+    assert rf.default_variant("nextvit", both) == "consistent"
+    assert rf.default_variant("efficientformerv2", both) == "studentw"
+    assert rf.default_variant("nextvit", {"studentw": {}, "base": {}}) == "studentw"
+    assert rf.default_variant("efficientformerv2", {"base": {}}) == "base"
+    committed = json.loads((ROOT / "experiments" / "results" / "accuracy_bench" / "probe"
+                            / "ranking_fidelity_nextvit.json").read_text())
+    assert committed["default_variant"] == "consistent"  # the committed analysis, regenerated with it
