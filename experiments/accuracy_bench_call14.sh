@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 25, GPU call 14 (one H100/H200, <= 10 min; RUN 2026-12-07 on an H100 as written: 521 s, docs/accuracy.md round 14): Next-ViT's predictor refitted on its fixed
-# supernet (point 3: >= 300 pairs, held-out tau >= 0.7). Call 13 (round 13, H200) trained Next-ViT's `consistent`
-# supernet 28 epochs in 229 s (S/B/L within 1.56 / 1.38 / 0.52 points of training alone) but kept no checkpoint:
-# the same recipe trained 32 epochs instead of 28 (Next-ViT-S missed the 1.5-point goal by 0.06 at 28; length is what
-# closed the gaps so far; SN_EPOCHS=28 is call 13's recipe again), scoring the 24 ranking archs, then 12 `hwnas.predictor pairs` processes on its checkpoint until the time is up. `hwnas.predictor pairs` reads
-# the checkpoint's train config and so draws the consistent archs only (the ones the supernet trained).
+# Issue 25, GPU call 14 (one H100/H200, <= 10 min; RUN 2026-12-07 on an H100 as written: 521 s,
+# docs/accuracy.md round 14): Next-ViT's predictor refitted on its fixed supernet (point 3: >= 300 pairs,
+# held-out tau >= 0.7). Call 13 (round 13, H200) trained Next-ViT's `consistent` supernet 28 epochs in 229 s
+# (S/B/L within 1.56 / 1.38 / 0.52 points of training alone) but kept no checkpoint: the same recipe trained
+# 32 epochs instead of 28 (Next-ViT-S missed the 1.5-point goal by 0.06 at 28; length is what closed the gaps so
+# far; SN_EPOCHS=28 is call 13's recipe again), scoring the 24 ranking archs, then 12 `hwnas.predictor pairs`
+# processes on its checkpoint until the time is up. `hwnas.predictor pairs` reads the checkpoint's train config
+# and so draws the consistent archs only (the ones the supernet trained).
 # Then on the CPU: python -m hwnas.predictor fit (docs/accuracy.md, "Accuracy predictor") on the pairs.
 set -u
 cd "$(dirname "$0")/.."

@@ -166,13 +166,13 @@ def run_target(target: str, args, t0: float) -> int:
             os.sched_setaffinity(0, others)
     backend, settings = make_backend(target, args)
     held_backend, held_settings = make_backend(target, args, held_out=True) if args.held_out_set else (backend, settings)
+    shown, held_shown = ({k: v for k, v in st.items() if k != "mes"} for st in (settings, held_settings))
     tables = args.work or args.out / "tables"
     out_path = adapted_path(table_path_for(backend, tables))
     n_adapt = args.n_adapt_cpu if target == "onnxruntime_cpu" else args.n_adapt_gpu
     log(phase="start", target=target, device=backend.device(), runtime=backend.runtime_version(),
         host=platform.node(), python=platform.python_version(), affinity=sorted(os.sched_getaffinity(0)),
-        settings={k: v for k, v in settings.items() if k not in ("mes",)},
-        held_out_settings={k: v for k, v in held_settings.items() if k not in ("mes",)}, n_adapt=n_adapt,
+        settings=shown, held_out_settings=held_shown, n_adapt=n_adapt,
         n_held_out=args.n_held_out, deadline_s=args.deadline_s, smoke=args.smoke, table=str(out_path))
     spaces = [search_spaces.get_space(s) for s in args.spaces]
     results: dict[str, dict] = {}
@@ -228,7 +228,7 @@ def run_target(target: str, args, t0: float) -> int:
             res = measure_held_out(held_backend, space, table, sources[scope], args.n_held_out, seed=args.seed,
                                    deadline=min(deadline, time.monotonic() + share), on_network=on_held,
                                    progress=False)
-            res["timing_settings"] = {k: v for k, v in held_settings.items() if k not in ("mes",)}
+            res["timing_settings"] = held_shown
             a = res["adapted"]
             res["goal_met"] = bool(a["n"] >= 50 and a["within_10pct"] >= 0.95 and a["within_5pct"] >= 0.8
                                    and a["kendall_tau"] >= 0.95)  # issue 28's goal, with >= 50 subnets

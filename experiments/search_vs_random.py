@@ -138,8 +138,8 @@ def run_space(args, space_name: str) -> dict:
     return dict(
         claim="hypervolume of (accuracy, latency, params) after the same number of evaluated archs: each strategy "
               "vs random search, over seeds, one-sided Mann-Whitney U",
-        space=space_name, consistent_archs_only=bool(space.consistent), target=args.target, table=_rel(table_path), table_provenance={
-            k: table.provenance.get(k) for k in ("device", "runtime", "precision", "batch", "date")},
+        space=space_name, consistent_archs_only=bool(space.consistent), target=args.target, table=_rel(table_path),
+        table_provenance={k: table.provenance.get(k) for k in ("device", "runtime", "precision", "batch", "date")},
         n_trials=args.n_trials, seeds=args.seeds, greedy_candidates_per_step=args.greedy_candidates,
         accuracy=accuracy.label, predictor=dict(path=getattr(pred, "path", None), digest=getattr(pred, "digest", None),
                                                 n_pairs=prov.get("n_pairs"), heldout=prov.get("heldout"),

@@ -81,7 +81,7 @@ class NextViTSpace(SearchSpace):
     reference_names = ("nextvit_s", "nextvit_b", "nextvit_l")
     choices = CHOICES
     # a supernet trained on every arch leaves Next-ViT-S/B 55-60 points under training alone (31-35 %); on
-    # the consistent ones, 1.56 / 1.38 points (docs/accuracy.md, rounds 10 and 13): the default recipe
+    # the consistent ones, 0.95 / 0.68 points at 32 epochs (docs/accuracy.md, rounds 10, 13, 14): the default recipe
     trains_consistent_only = True
 
     # ---- references -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import zlib
 from pathlib import Path
 
@@ -288,6 +289,7 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
+sys.path.insert(0, str(ROOT / "experiments"))  # the experiments' scripts, imported by the tests below
 ADAPT_RESULTS = sorted(p.name for p in RESULTS.glob("latency_adapt_*_*_*.json"))  # <target>_<space>_<device>
 
 
@@ -313,8 +315,6 @@ def test_the_committed_comparison_of_adapt_forms_is_reproduced(result_file):
     """experiments/latency_adapt_forms.py refits every form from one committed adapt result's measurements
     and gets the committed comparison (latency_adapt_forms.json); its "library's choice" row is the
     committed adapt result's own fit and held-out figures."""
-    import sys
-    sys.path.insert(0, str(ROOT / "experiments"))
     import latency_adapt_forms as forms
     committed = {r["result_file"]: r for r in json.loads((RESULTS / "latency_adapt_forms.json").read_text())}
     assert set(committed) == set(ADAPT_RESULTS)
@@ -350,8 +350,6 @@ def test_a_search_on_a_gpu_table_of_another_gpu_names_both_in_the_report(monkeyp
 def test_the_adapt_experiment_times_its_held_out_networks_with_their_own_settings():
     """experiments/latency_adapt.py --held-out-set: the held-out truth is timed longer than the few-shot
     networks (after --set, for that target only); without it both use the same backend."""
-    import sys
-    sys.path.insert(0, str(ROOT / "experiments"))
     import latency_adapt as exp
     args = exp.parse(["--out", "unused", "--set", "onnxruntime_cpu.repeats=30",
                       "--held-out-set", "onnxruntime_cpu.max_seconds=3", "--held-out-set", "torch_cuda.repeats=999"])
@@ -365,9 +363,6 @@ def test_the_adapt_experiment_times_its_held_out_networks_with_their_own_setting
 def test_a_full_table_profiled_beside_the_adapt_run_is_scored_on_its_held_out_networks(tmp_path):
     """latency_adapt.py --score-full-table: scoring the very table the result was adapted from on its held-out
     networks gives the result's own "source as it is" figures (the same predictions, the same truth)."""
-    import shutil
-    import sys
-    sys.path.insert(0, str(ROOT / "experiments"))
     import latency_adapt as exp
     name = "latency_adapt_onnxruntime_cpu_efficientformerv2_intel-xeon-r15.json"
     result = tmp_path / name
