@@ -222,6 +222,27 @@ def test_a_correction_never_has_a_negative_scale():
     assert 0 < t.predict(small) < t.predict(large)
 
 
+def test_a_correction_never_predicts_the_smallest_arch_below_zero():
+    """Two mid-size fit networks, the smaller timed far too fast (load): the line through them has a positive
+    scale but an intercept that takes the space's min arch below 0 ms (test_plugin_family failed so on CI,
+    "MES needs a positive latency_ms"). Given the archs that must stay positive, the scale through the
+    origin is fitted instead, and the table says which arch forced it."""
+    t = synthetic_table("efficientformerv2")
+    space = search_spaces.get_space("efficientformerv2")
+    small, mid, large = space.min_arch(), *sorted(space.sample_many(6, seed=5), key=t.block_sum)[2:5:2]
+    recs = [{"arch": mid, "arch_id": mid.id, "p10_ms": 0.2 * t.block_sum(mid)},
+            {"arch": large, "arch_id": large.id, "p10_ms": 1.0 * t.block_sum(large)}]
+    free = fit_correction(t, recs)
+    assert free["b"] < 0 and free["a"]["efficientformerv2.stem"] * t.block_sum(small) + free["b"] <= 0
+    corr = fit_correction(t, recs, positive_for=[small])
+    assert corr["b"] == 0.0 and corr["form"] == "scale" and corr["intercept_dropped_for"] == [small.id]
+    assert len(set(corr["a"].values())) == 1 and next(iter(corr["a"].values())) > 0
+    t.provenance["correction"] = {"efficientformerv2": corr}
+    t._models.clear()
+    assert 0 < t.predict(small) < t.predict(mid) < t.predict(large)
+    assert "intercept_dropped_for" not in fit_correction(t, recs, positive_for=[large])  # no floor needed there
+
+
 def test_a_per_kind_correction_with_a_negative_kind_is_not_chosen():
     """Where the per-kind fit wins on leave-one-out error but gives a kind a negative scale (a rare kind
     among a few noisy networks: test_plugin_family under load), the table refused the correction when it

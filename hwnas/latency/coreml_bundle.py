@@ -128,7 +128,7 @@ def import_results(results_csv: str | Path, space, backend: Backend, out: Path |
         missing = [k for rec in fit_records for k in table.missing(rec["arch"])]
         if not missing:
             write_networks(networks_path(path), fit_records)
-            table.provenance["correction"][space.scope] = fit_correction(table, fit_records)
+            table.provenance["correction"][space.scope] = fit_correction(table, fit_records, positive_for=[space.min_arch()])
             table.invalidate()
     mark_complete(table, space)
     table.save()

@@ -37,8 +37,7 @@ def _fit(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> tuple
     (a0, b0), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
     if a0 <= 0:  # a network of more block time measured faster (noise in a few fit networks): no such
         # correction is a latency; the scale through the origin keeps predictions positive and ordered
-        sw = s * w
-        a0, b0 = float(sw.sum() / (sw @ sw)), 0.0
+        a0, b0 = _origin_scale(s, w), 0.0
     if form == "scale":
         return np.full(X.shape[1], a0), float(b0)
     # per-kind: [X/y, 1/y] @ [a, b] ≈ 1, with a ridge pulling each a_k to a0
@@ -48,6 +47,12 @@ def _fit(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> tuple
     R = np.concatenate([lam * np.eye(k), np.zeros((k, 1))], 1)
     sol, *_ = np.linalg.lstsq(np.concatenate([A, R]), np.concatenate([np.ones_like(y), lam * np.full(k, a0)]), rcond=None)
     return sol[:k], float(sol[k])
+
+
+def _origin_scale(s: np.ndarray, w: np.ndarray) -> float:
+    """The scale a of measured ≈ a · Σ_blocks (no intercept), fitted on relative error."""
+    sw = s * w
+    return float(sw.sum() / (sw @ sw))
 
 
 def _loo_mape(X: np.ndarray, y: np.ndarray, form: str, ridge: float = RIDGE) -> float:
@@ -71,8 +76,11 @@ def choose_form(X: np.ndarray, y: np.ndarray) -> tuple[str, dict]:
     return min(candidates, key=lambda f: loo[f]), loo
 
 
-def fit_correction(table, records: list[dict]) -> dict:
-    """Fit on whole-network `records` (from `profiler.measure_networks`) and return the provenance entry."""
+def fit_correction(table, records: list[dict], positive_for=()) -> dict:
+    """Fit on whole-network `records` (from `profiler.measure_networks`) and return the provenance entry.
+    `positive_for`: archs (the space's smallest) the correction must predict a positive latency for. A
+    negative intercept fitted on a few noisy networks can take a net smaller than all of them below zero,
+    and no such correction is a latency: then the scale through the origin is fitted instead."""
     archs = [r["arch"] for r in records]
     y = np.array([r[table.statistic] for r in records])
     kinds = sorted({kind_of(k) for a in archs for k in block_keys(a)})
@@ -83,6 +91,13 @@ def fit_correction(table, records: list[dict]) -> dict:
               "statistic": table.statistic}
     form, loo = choose_form(X, y)
     a, b = _fit(X, y, form)
+    scales = dict(zip(kinds, a))
+    floor = [arch.id for arch in positive_for if not table.missing(arch)
+             and sum(table.rows[k][table.statistic] * scales.get(kind_of(k), float(np.mean(a)))
+                     for k in block_keys(arch)) + b <= 0]
+    if floor:
+        form, a, b = "scale", np.full(len(kinds), _origin_scale(raw, 1.0 / y)), 0.0
+        result["intercept_dropped_for"] = floor  # (what it would have predicted at or below 0 ms)
     pred = X @ a + b
     result.update({"form": form, "a": {k: float(v) for k, v in zip(kinds, a)}, "b": b,
                    "loo_mape": loo, "fit_mape": float(np.mean(np.abs(pred - y) / y)),

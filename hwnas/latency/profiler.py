@@ -350,7 +350,7 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
                                 table.current_fingerprints(), deadline=deadline, table=table)
         table.provenance["profiling"][space.scope]["network_seconds_this_run"] = round(time.perf_counter() - t_net, 2)
-        table.provenance.setdefault("correction", {})[space.scope] = fit_correction(table, recs)
+        table.provenance.setdefault("correction", {})[space.scope] = fit_correction(table, recs, positive_for=[space.min_arch()])
     if "mes_unit_latency_ms" not in table.provenance:
         table.provenance.update(measure_mes_unit(backend))
     table.provenance["profiling"][space.scope]["last_run_seconds"] = round(time.perf_counter() - t0, 2)
