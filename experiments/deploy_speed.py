@@ -231,7 +231,8 @@ MODE_BUDGET_S = {"default": 90.0, "reduce-overhead": 120.0, "max-autotune": 560.
 
 def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadline: float, workers: int = 6,
                  rounds: int = 5, per_round: int = 100, device: str = "cuda", log=print, profile_over: float = 0.8,
-                 resolution: int = 224, modes: tuple[str, ...] = TIMM_MODES, hard_end: float | None = None) -> list:
+                 resolution: int = 224, modes: tuple[str, ...] = TIMM_MODES, hard_end: float | None = None,
+                 ours_variants: dict | None = None) -> list:
     """Per model and batch: timm's model under `torch.compile` in each of `modes`, our deploy recipe
     eager (`torch_cuda`, in one CUDA graph) and our AOTInductor package as shipped (`format=aoti`,
     loaded by `hwnas.convert.aoti.load_aoti`: single-threaded runtime, float32 NCHW in, fp16
@@ -240,9 +241,12 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     buffer, replay, output cloned: what a user's call costs); `ours_aoti_graph` the bare replay.
     timm `default` is replayed from our CUDA graph; `reduce-overhead` and `max-autotune` replay their
     own (each call after `torch.compiler.cudagraph_mark_step_begin()`), which copies the input too.
-    Our packages compile in `workers` processes while timm compiles here. Rows (one per model and
+    Our packages compile in `workers` processes while timm compiles here. `ours_variants` ({name:
+    {"form": torch_inductor form settings, "inductor_configs": {...}}}, `--ours-variant`): more packages
+    of ours, each compiled so, called as shipped and timed in the same rounds (`ours_aoti_v_<name>`;
+    their ratios in the row's `ours_variants`). Rows (one per model and
     batch) go to `rows_path` (JSON lines) as they are measured; a rerun skips the rows there that hold
-    every mode of `modes` (so `--modes max-autotune`, run apart, adds rows of its own).
+    every mode of `modes` and every variant (so `--modes max-autotune`, run apart, adds rows of its own).
     No compile starts after `deadline` (time.monotonic()), nor one that `MODE_BUDGET_S` says would not
     end before `hard_end` (the command's time limit); a row cut so is written with `"partial": true`,
     the run stops there, and the next run measures that row again, whole. Where ours / timm's best > `profile_over`, the
@@ -261,7 +265,8 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     rows_path = Path(rows_path)
     here = device_name(cuda)
     earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial") and r.get("device_name") == here]
-    done = {(r["model"], r["batch"]) for r in earlier if covers(r, modes)}
+    ours_variants = dict(ours_variants or {})
+    done = {(r["model"], r["batch"]) for r in earlier if covers(r, modes, ours_variants)}
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
         return earlier
@@ -287,6 +292,13 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             "kind": "network", "what": arch.to_dict(), "shape": [b, 3, resolution, resolution], "native": False,
             "form": form[b].settings(), "device": device, "path": str(tmp / f"{name}_b{b}.pt2"),
             "weights": str(tmp / f"{name}.pt"), "compile_threads": 1})
+        for vname, v in ours_variants.items():
+            jobs[(name, b, vname)] = pool.submit(compile_job, {
+                "kind": "network", "what": arch.to_dict(), "shape": [b, 3, resolution, resolution], "native": False,
+                "form": {**form[b].settings(), **v.get("form", {})}, "device": device,
+                "inductor_configs": v.get("inductor_configs") or None,
+                "path": str(tmp / f"{name}_b{b}_{vname}.pt2"), "weights": str(tmp / f"{name}.pt"),
+                "compile_threads": 1})
     out = list(earlier)
     try:
         for name, b in todo:
@@ -335,6 +347,16 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             variants["ours_aoti_shipped"] = (package, x)
             if cuda:
                 variants["ours_aoti_graph"] = (package, x)
+            v_done = {}
+            for vname in ours_variants:
+                log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": f"loading our variant {vname}"})
+                vjob = jobs[(name, b, vname)].result()
+                vpack = load_aoti(vjob["path"])
+                with torch.no_grad():
+                    vy = vpack(x)
+                v_done[vname] = {"settings": ours_variants[vname], "compile_seconds": round(vjob["seconds"], 1),
+                                 "rel_err_vs_fp32": float((vy.float() - ref).abs().max() / ref.abs().max())}
+                variants[f"ours_aoti_v_{vname}"] = (vpack, x)
             variants.update(timm_variants)
             log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "timing"})
             res = _bench(variants, rounds, per_round, cuda)
@@ -352,6 +374,12 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                    "ratio_eager_vs_timm_compiled": res["ours_deploy_eager"]["median_ms"] / timm_ms[best] if best else None,
                    ("rel_err_vs_timm_fp32" if have_timm else "rel_err_vs_ours_fp32"):
                        float((y.float() - ref).abs().max() / ref.abs().max()), **({"partial": True} if partial else {})}
+            for vname, v in v_done.items():
+                ms = res[f"ours_aoti_v_{vname}"]["median_ms"]
+                v.update(median_ms=ms, ratio_vs_shipped=ms / shipped,
+                         ratio_vs_timm_compiled=ms / timm_ms[best] if best else None)
+            if v_done:
+                row["ours_variants"] = v_done
             if cuda and best and row["ratio_aoti_vs_timm_compiled"] > profile_over:
                 row["aoti_top_kernels"] = _top_kernels(package.runner, x)
                 row["timm_compiled_top_kernels"] = _top_kernels(compiled[best], x.to(dtype))
@@ -359,7 +387,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             with open(rows_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             log({"phase": "deploy_speed", **{k: v for k, v in row.items() if not k.endswith("kernels")}})
-            del compiled, deploy, package, variants
+            del compiled, deploy, package, variants, v_done
             if cuda:
                 torch._dynamo.reset()
                 torch.cuda.empty_cache()
@@ -369,6 +397,34 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                 break
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+    return out
+
+
+def parse_variants(specs: list[str]) -> dict:
+    """`NAME:KEY=VALUE,...` each -> {NAME: {"form": {...}, "inductor_configs": {...}}}: keys under
+    `inductor.` are Inductor configs (values read as JSON where they parse: true, 3, "x"), the others
+    torch_inductor deploy-form settings (checked by `deploy_form`)."""
+    from hwnas.latency.deploy import deploy_form
+    out = {}
+    for spec in specs:
+        name, sep, rest = spec.partition(":")
+        if not sep or not name.isidentifier():
+            raise SystemExit(f"--ours-variant {spec!r}: write NAME:KEY=VALUE,... (e.g. shifted:depthwise=shifted)")
+        form, configs = {}, {}
+        for item in filter(None, rest.split(",")):
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise SystemExit(f"--ours-variant {spec!r}: {item!r} is not KEY=VALUE")
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+            if key.startswith("inductor."):
+                configs[key[len("inductor."):]] = value
+            else:
+                form[key] = value
+        deploy_form("torch_inductor", **form)  # a bad setting fails here, before any compile
+        out[name] = {"form": form, "inductor_configs": configs}
     return out
 
 
@@ -382,10 +438,11 @@ def compiled_stem(cuda: bool) -> Path:
     return ROOT / "experiments" / "results" / f"deploy_speed_compiled_{slug(device_name(True)) if cuda else 'cpu'}"
 
 
-def covers(row: dict, modes) -> bool:
-    """A complete row holding every timm mode of `modes` (or measured where timm was not installed)."""
-    return not row.get("partial") and (row.get("timm") == "NOT INSTALLED"
-                                       or set(modes) <= set(row.get("timm_compile_seconds") or {}))
+def covers(row: dict, modes, ours_variants=()) -> bool:
+    """A complete row holding every timm mode of `modes` (or measured where timm was not installed)
+    and every variant of ours named in `ours_variants`."""
+    return (not row.get("partial") and set(ours_variants) <= set(row.get("ours_variants") or {})
+            and (row.get("timm") == "NOT INSTALLED" or set(modes) <= set(row.get("timm_compile_seconds") or {})))
 
 
 def _read_jsonl(path: Path) -> list:
@@ -404,7 +461,7 @@ def _bench(variants: dict, rounds: int, per_round: int, cuda: bool) -> dict:
             runners[k] = (lambda fn=fn, x=x: fn(x))
         elif k == "ours_aoti_graph":
             runners[k] = fn.cuda_graph(x).replay
-        elif k == "ours_aoti_shipped":
+        elif k == "ours_aoti_shipped" or k.startswith("ours_aoti_v_"):
             runners[k] = (lambda fn=fn, x=x: fn(x))
         elif k in ("timm_reduce-overhead", "timm_max-autotune"):
             def own_graphs(fn=fn, x=x):
@@ -466,6 +523,11 @@ def markdown_compiled(rows: list, machine: dict) -> str:
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
+    latest = {}  # a row measured again (with more variants or modes) replaces the earlier one
+    for r in rows:
+        if not r.get("partial") or (r["model"], r["batch"]) not in latest:
+            latest[(r["model"], r["batch"])] = r
+    rows = list(latest.values())
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"])):
         v = r["variants"]
         ratio = r["ratio_aoti_vs_timm_compiled"]
@@ -480,6 +542,17 @@ def markdown_compiled(rows: list, machine: dict) -> str:
                      f"{' (partial row)' if r.get('partial') else ''} | "
                      f"{' / '.join(f(cs.get(m), '.0f') for m in TIMM_MODES)} / {r['aoti_compile_seconds']:.0f} | "
                      f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} |")
+    varied = [r for r in sorted(rows, key=lambda r: (r["model"], r["batch"])) if r.get("ours_variants")]
+    if varied:
+        lines += ["", "## Variants of our package (the same network compiled otherwise, timed in the same rounds)", "",
+                  "| model | batch | variant | settings | ms | / shipped | / timm best | compile s | rel. err |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in varied:
+            for name, v in r["ours_variants"].items():
+                st = ", ".join(f"{k}={val}" for part in v["settings"].values() for k, val in part.items())
+                lines.append(f"| {r['model']} | {r['batch']} | {name} | {st} | {v['median_ms']:.3f} | "
+                             f"{v['ratio_vs_shipped']:.2f} | {f(v.get('ratio_vs_timm_compiled'), '.2f')} | "
+                             f"{v['compile_seconds']:.0f} | {v['rel_err_vs_fp32']:.1e} |")
     for r in rows:
         if r.get("aoti_top_kernels"):
             lines += ["", f"## Where the time goes: {r['model']} batch {r['batch']} (top CUDA kernels, no graph)", "",
@@ -538,6 +611,10 @@ def main(argv=None) -> dict:
                          "for the next run")
     ap.add_argument("--workers", type=int, default=6, help="--compiled: processes compiling our packages")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="--compiled: cpu = a smoke run")
+    ap.add_argument("--ours-variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                    help="--compiled: also time our package compiled otherwise: torch_inductor form settings "
+                         "(depthwise=shifted) and Inductor configs (inductor.max_autotune=true), e.g. "
+                         "shifted:depthwise=shifted; repeatable")
     args = ap.parse_args(argv)
     if args.compiled:
         return main_compiled(args)
@@ -606,12 +683,14 @@ def main_compiled(args) -> dict:
         rows = run_compiled(args.models, args.batches, stem.with_suffix(".jsonl"), deadline, workers=args.workers,
                             device=args.device, modes=tuple(args.modes),
                             hard_end=hard_end if args.device == "cuda" else None,
+                            ours_variants=parse_variants(args.ours_variant),
                             log=lambda rec: print(json.dumps(rec), flush=True), **small)
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
         rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == here]
         stem.with_suffix(".md").write_text(markdown_compiled(rows_so_far, machine))
     left = [(m, b) for m in args.models for b in args.batches
-            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes) for r in rows)]
+            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, parse_variants(args.ours_variant))
+                       for r in rows)]
     print(json.dumps({"phase": "end", "rows": str(stem.with_suffix(".jsonl")), "left": left}), flush=True)
     return {"rows": rows, "left": left}
 

@@ -1,6 +1,7 @@
 """The `torch_inductor` target on a machine without a GPU: what can run here does (its deploy form,
 fingerprints, its schema, the parallel compile workers and their cache, for the CPU), and what
 cannot says so (timing needs CUDA; a search without a measured table names the profile command)."""
+import copy
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ HEADS = ["efficientformerv2.head(in=176,classes=1000,hw=7)", "nextvit.head(in=51
 
 def test_its_deploy_form_is_the_gpu_recipe_compiled_and_fingerprinted_apart():
     form = deploy_form("torch_inductor")
-    assert form.settings() == {"batch": 8, "precision": "fp16", "channels_last": True}
+    assert form.settings() == {"batch": 8, "precision": "fp16", "channels_last": True, "depthwise": "cudnn"}
     assert "AOTInductor" in form.describe()
     spec = spec_for_key("efficientformerv2.attn(dim=192,hidden=576,stride=2,hw=14)")
     # the same module as torch_cuda's (the recipe), but a compiled graph is another row
@@ -28,6 +29,31 @@ def test_its_deploy_form_is_the_gpu_recipe_compiled_and_fingerprinted_apart():
     assert block_fingerprint(spec, form) != block_fingerprint(spec, deploy_form("torch_inductor", batch=1))
     with pytest.raises(ConfigError, match="takes no setting 'opset'"):
         deploy_form("torch_inductor", opset=17)
+    with pytest.raises(ConfigError, match="depthwise='fused': allowed: cudnn, shifted"):
+        deploy_form("torch_inductor", depthwise="fused")
+
+
+def test_shifted_depthwise_is_another_graph_computing_the_same_outputs():
+    """depthwise=shifted: every depthwise convolution of the form becomes k² multiply-adds (fused by
+    Inductor), outputs equal the convolution's, and the block is fingerprinted apart (another graph)."""
+    from hwnas.convert.optimize import ShiftedDepthwiseConv2d
+    spec = spec_for_key("efficientformerv2.attn(dim=192,hidden=576,stride=2,hw=14)")
+    cudnn = deploy_form("torch_inductor", precision="fp32", channels_last=False)
+    shifted = deploy_form("torch_inductor", precision="fp32", channels_last=False, depthwise="shifted")
+    assert "shifted" in shifted.describe() and "shifted" not in cudnn.describe()
+    assert block_fingerprint(spec, shifted) != block_fingerprint(spec, cudnn)
+    torch.manual_seed(0)
+    block = supernet.build_block(spec).eval()
+    for p in block.parameters():  # non-trivial BN statistics and biases to fold
+        p.data.normal_(0, 0.1)
+    a = cudnn.module(copy.deepcopy(block))
+    b = shifted.module(copy.deepcopy(block))
+    n = sum(isinstance(m, ShiftedDepthwiseConv2d) for m in b.modules())
+    assert n == sum(isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+                    for m in a.modules()) > 0
+    x = torch.randn(2, 192, 14, 14)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x), a(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -32,8 +32,8 @@ from supernet.layers import Upsample2xBilinear
 #: the precisions a deployed module can be cast to
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-__all__ = ["DTYPES", "Upsample2xBilinear", "fold", "optimize_for_gpu", "reference_upsample",
-           "replace_bilinear_upsample", "replace_upsamples", "torch_upsample"]
+__all__ = ["DTYPES", "ShiftedDepthwiseConv2d", "Upsample2xBilinear", "fold", "optimize_for_gpu", "reference_upsample",
+           "replace_bilinear_upsample", "replace_depthwise_convs", "replace_upsamples", "torch_upsample"]
 
 
 def fold(model: nn.Module) -> nn.Module:
@@ -94,3 +94,63 @@ def optimize_for_gpu(model: nn.Module, channels_last: bool = True, precision: st
 def reference_upsample(x: torch.Tensor) -> torch.Tensor:
     """PyTorch's own x2 bilinear upsample (what `Upsample2xBilinear` must equal)."""
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class ShiftedDepthwiseConv2d(nn.Module):
+    """A depthwise convolution (`groups` = in = out channels, zero padding, no dilation) as its k x k
+    shifted multiply-adds: the arithmetic of `nn.Conv2d`, written as elementwise ops that a compiler
+    (Inductor) fuses into one kernel together with what surrounds it (the folded bias, the
+    activation, a residual add), where the convolution would be a cuDNN grouped kernel of its own.
+    Eager PyTorch runs it as k² kernels: it is a form for compiled targets only."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if not is_depthwise(conv):
+            raise ValueError(f"not a depthwise convolution with zero padding and no dilation: {conv}")
+        self.stride = tuple(conv.stride)
+        self.padding = tuple(conv.padding)
+        self.kernel_size = tuple(conv.kernel_size)
+        c = conv.out_channels
+        # one (1, C, 1, 1) weight per tap, taps in raster order
+        self.weight = nn.Parameter(conv.weight.detach().reshape(c, -1).t().reshape(-1, 1, c, 1, 1).clone(),
+                                   requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().reshape(1, c, 1, 1).clone(),
+                                                                requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        h, w = x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw
+        ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        out = self.bias
+        for t in range(kh * kw):
+            i, j = divmod(t, kw)
+            tap = x[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] * self.weight[t]
+            out = tap if out is None else out + tap
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[2]}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+#: the largest depthwise kernel written as shifted sums (k² taps in one fused kernel)
+MAX_SHIFTED_TAPS = 25
+
+
+def is_depthwise(m: nn.Module) -> bool:
+    """A depthwise `nn.Conv2d` (one filter per channel) with zero padding given as numbers and no dilation."""
+    return (type(m) is nn.Conv2d and m.groups == m.in_channels == m.out_channels and m.groups > 1
+            and m.padding_mode == "zeros" and not isinstance(m.padding, str) and tuple(m.dilation) == (1, 1))
+
+
+def replace_depthwise_convs(model: nn.Module) -> int:
+    """Swap every depthwise `nn.Conv2d` of at most `MAX_SHIFTED_TAPS` taps for `ShiftedDepthwiseConv2d`
+    (same dtype and device), in place; returns how many were replaced."""
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if is_depthwise(child) and child.kernel_size[0] * child.kernel_size[1] <= MAX_SHIFTED_TAPS:
+                setattr(parent, name, ShiftedDepthwiseConv2d(child).to(child.weight.device))
+                n += 1
+    return n

@@ -376,15 +376,19 @@ class TorchInductor(TorchCUDA):
     runtime = "torch-aoti"
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True, channels_last: bool = True,
-                 compile_workers: int = 8, compile_cache: str | None = None, **kw):
+                 compile_workers: int = 8, compile_cache: str | None = None, depthwise: str = "cudnn", **kw):
         super().__init__(precision=precision, batch=batch, cuda_graphs=cuda_graphs, channels_last=channels_last, **kw)
         from hwnas.convert.aoti import aoti_api
         from .inductor import cache_dir
+        self.depthwise = depthwise
         aoti_api()
         self.compile_workers = int(compile_workers)
         self.cache = cache_dir(compile_cache)
         #: packages compiled by this backend, the compile time summed over them, and the wall time it took
         self.compile_stats = {"packages": 0, "seconds": 0.0, "wall_seconds": 0.0}
+
+    def form_settings(self) -> dict:
+        return {**super().form_settings(), "depthwise": self.depthwise}
 
     def runtime_version(self) -> str:
         import torch

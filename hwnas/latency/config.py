@@ -123,10 +123,12 @@ class TorchInductorConfig(TorchCUDAConfig):
     runtime: str = "torch-aoti"
     compile_workers: int = 8  # worker processes compiling packages in parallel before they are timed (1: inline)
     compile_cache: Optional[str] = None  # folder of compiled packages; null: <hwnas cache>/aoti/
+    depthwise: str = "cudnn"  # cudnn | shifted: depthwise convolutions as fused multiply-adds (deploy.TorchInductorPackage)
 
     def __post_init__(self):
         super().__post_init__()
         check_min("target", "compile_workers", self.compile_workers, 1)
+        check_choice("target", "depthwise", self.depthwise, ("cudnn", "shifted"))
 
 
 @dataclass

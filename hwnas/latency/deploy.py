@@ -157,6 +157,29 @@ class TorchInductorPackage(TorchCUDAModule):
     is the module's trace salted with this target."""
 
 
+    #: how a depthwise convolution is compiled: "cudnn" (the convolution op: cuDNN's grouped kernel) or
+    #: "shifted" (`hwnas.convert.optimize.ShiftedDepthwiseConv2d`: k² multiply-adds Inductor fuses with
+    #: the bias, activation and residual around them into one kernel)
+    DEPTHWISE = ("cudnn", "shifted")
+
+    def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True,
+                 depthwise: str = "cudnn"):
+        super().__init__(batch, precision, channels_last)
+        if depthwise not in self.DEPTHWISE:
+            from hwnas.errors import ConfigError
+            raise ConfigError(f"depthwise={depthwise!r}: allowed: {', '.join(self.DEPTHWISE)}")
+        self.depthwise = depthwise
+
+    def module(self, model: nn.Module) -> nn.Module:
+        model = super().module(model)
+        if self.depthwise == "shifted":
+            from hwnas.convert.optimize import replace_depthwise_convs
+            replace_depthwise_convs(model)
+        return model
+
+    def settings(self) -> dict:
+        return {**super().settings(), "depthwise": self.depthwise}
+
     def salt(self) -> str:
         return "torch-inductor-aoti"
 
@@ -173,7 +196,9 @@ class TorchInductorPackage(TorchCUDAModule):
 
     def describe(self) -> str:
         return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
-                f"{'channels_last' if self.channels_last else 'NCHW'}, compiled by AOTInductor "
+                f"{'channels_last' if self.channels_last else 'NCHW'}, "
+                f"{'depthwise convolutions as shifted multiply-adds, ' if self.depthwise == 'shifted' else ''}"
+                f"compiled by AOTInductor "
                 f"(torch.export, fixed shape, float32 NCHW in and out); batch {self.batch}")
 
 

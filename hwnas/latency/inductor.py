@@ -61,7 +61,8 @@ def compile_job(job: dict) -> dict:
     if job.get("weights"):
         module.load_state_dict(torch.load(job["weights"], map_location=device, weights_only=True))
     form.compile(form.module(module), tuple(job["shape"]), job["path"], device=device, native_input=job["native"],
-                 metadata={"what": job["what"] if job["kind"] == "block" else Arch.from_dict(job["what"]).id})
+                 metadata={"what": job["what"] if job["kind"] == "block" else Arch.from_dict(job["what"]).id},
+                 inductor_configs=job.get("inductor_configs"))
     return {"path": job["path"], "seconds": time.perf_counter() - t0}
 
 
