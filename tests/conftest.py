@@ -5,10 +5,31 @@ A test (or fixture) that takes `space_name` runs once per built-in space. The li
 registry when the tests start, before any test registers a family of its own
 (tests/test_plugin_family.py), so a new built-in family is tested everywhere without an edit here.
 """
+import os
+
 import numpy as np
 import pytest
+import torch
 
 import search_spaces
+
+
+def _one_thread_set_per_worker():
+    """Under pytest-xdist (`-n 2`, the default): each worker gets its share of the cores for torch's
+    OpenMP pool, also in the processes a test starts (OMP_NUM_THREADS). By default every worker
+    starts one thread per core, so two workers on CI's 2 cores run 4 spinning threads on 2 cores:
+    tests/test_train.py + tests/test_supernet.py took 11 min 56 s that way and 1 min 49 s with one
+    thread each (Intel Xeon VM, 2 cores, 2026-12-07); the whole suite crossed CI's 25 minutes.
+    A thread count a user or test sets explicitly is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2 or "OMP_NUM_THREADS" in os.environ:
+        return
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    os.environ["OMP_NUM_THREADS"] = str(share)
+    torch.set_num_threads(share)
+
+
+_one_thread_set_per_worker()
 
 #: the built-in search spaces (each with its supernet.Family)
 SPACES = tuple(search_spaces.list_spaces())
