@@ -131,7 +131,8 @@ def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
     """Issue 24: Ctrl-C (SIGINT to the process) printed a traceback; now one line saying what was kept
     and how to resume, exit status 130."""
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
+    # -X faulthandler: should the search hang after the Ctrl-C, SIGABRT prints where each thread was
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "hwnas.search", "+target=onnxruntime_cpu", "evaluator=proxy",
                              "progress=false", "search.n_trials=100000", f"hydra.run.dir={run}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a Ctrl-C as a terminal sends it: a test run started in the background without job
@@ -151,7 +152,12 @@ def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
             assert proc.poll() is None and time.monotonic() < end, "the search ended or never ran two trials"
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"the search did not end within 120 s of the Ctrl-C; where it was:\n{err[-6000:]}")
     finally:
         proc.kill()
     lines = [ln for ln in err.splitlines() if ln.startswith("hwnas.search: interrupted (Ctrl-C); ")]
