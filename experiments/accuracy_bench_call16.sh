@@ -14,6 +14,7 @@
 #     experiments/deploy_speed.py --compiled for EfficientFormerV2-S0/S1 and Next-ViT-S, our package as shipped
 #     and compiled with depthwise=shifted (the k*k multiply-adds Inductor fuses) vs timm compiled, resuming this
 #     GPU's committed rows, until the call's deadline (CALL_S, default 570 s from the start).
+# Sized by env: CALL_S (the whole call, default 570 s), FULL_S (the full profiles; 0 skips them), PICKS_DEADLINE.
 set -u
 cd "$(dirname "$0")/.."
 . experiments/gpu_call.sh
@@ -24,10 +25,10 @@ python experiments/latency_adapt.py --targets onnxruntime_cpu --spaces efficient
     --held-out-set onnxruntime_cpu.max_seconds=1.5 --out "$OUT/adapt_ef" --work /tmp/adapt_ef \
     --deadline-s ${ADAPT_S:-300} > "$OUT/adapt_ef.log" 2>&1 &
 ADAPT_PID=$!
-( t=$(date +%s); timeout ${FULL_S:-540} taskset -c 5 python -m hwnas.profile +target=onnxruntime_cpu space=efficientformerv2 \
+[ "${FULL_S:-540}" -gt 0 ] && ( t=$(date +%s); timeout ${FULL_S:-540} taskset -c 5 python -m hwnas.profile +target=onnxruntime_cpu space=efficientformerv2 \
       tables_dir="$OUT/full" progress=false > "$OUT/full.log" 2>&1
   echo "exit $? after $(( $(date +%s) - t )) s" >> "$OUT/full.log" ) &
-( t=$(date +%s); timeout ${FULL_S:-540} taskset -c 6 python -m hwnas.profile +target=onnxruntime_cpu space=nextvit \
+[ "${FULL_S:-540}" -gt 0 ] && ( t=$(date +%s); timeout ${FULL_S:-540} taskset -c 6 python -m hwnas.profile +target=onnxruntime_cpu space=nextvit \
       tables_dir="$OUT/full_nv" progress=false > "$OUT/full_nv.log" 2>&1
   echo "exit $? after $(( $(date +%s) - t )) s" >> "$OUT/full_nv.log" ) &
 taskset -c 8-15 python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --spaces nextvit --variants none --sa-seeds 0,1 \
