@@ -4,11 +4,13 @@
 # depthwise=shifted (hwnas.convert.optimize.ShiftedDepthwiseConv2d: each depthwise convolution as k*k multiply-adds
 # that Inductor fuses with its bias and activation, instead of cuDNN's grouped kernel: 23 % of S0's GPU time in
 # call 15) vs timm under torch.compile (default, reduce-overhead), resuming this GPU's committed rows. Alone on the GPU.
-# Carry .whl (optuna etc. are not needed here; the preload of g++'s libstdc++ is done by deploy_speed itself).
+# Carry .whl (installed as the other calls do; deploy_speed preloads g++'s libstdc++ itself).
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH=.
+export PYTHONUNBUFFERED=1
 T0=$(date +%s)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt"
 lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-')
