@@ -284,14 +284,25 @@ def score_full_table(table, space, result: dict, seconds_wall: float | None = No
     nets = [n for n in (result.get("held_out") or {}).get("networks", []) if n["arch_id"] not in fit
             and not table.missing(Arch.from_dict(n["arch"]))]  # (a --smoke table has some blocks only)
     pred = [table.predict(Arch.from_dict(n["arch"])) for n in nets]
-    m = fidelity_metrics(pred, [n["measured_ms"] for n in nets]) if len(nets) >= 2 else None
+    measured = [n["measured_ms"] for n in nets]
+    m = fidelity_metrics(pred, measured) if len(nets) >= 2 else None
     prof = table.provenance["profiling"][space.scope]
+    # Both tables scale every timing by canary_ref / canary_p10 (the machine's speed drift cancelled), each to its
+    # own reference, calibrated minutes apart: one calibration's noise moves a whole table's scale (10 % on the
+    # 2-core Intel Xeon VM, 2026-12-07). In the held-out networks' units, the full table predicts pred * ref_a / ref_f.
+    ref_f = (table.provenance.get("canary_ref") or {}).get("p10_ms")
+    ref_a = ((result.get("adapt") or {}).get("canary_ref") or {}).get("p10_ms")
+    aligned = (fidelity_metrics([p * ref_a / ref_f for p in pred], measured)
+               if m is not None and ref_f and ref_a else None)
     return {"seconds_wall_this_run": seconds_wall, "block_seconds": prof.get("block_seconds"),
             "timing_settings": table.provenance.get("method"), "table_date": table.provenance.get("date"),
             "network_seconds": prof.get("network_seconds_this_run"), "n_blocks": len(space.all_blocks()),
             "fit_networks": len(fit), "held_out": m,
+            "canary_ref_p10_ms": {"full_table": ref_f, "held_out": ref_a},
+            "held_out_canary_aligned": aligned,
             "note": "predicts the held-out networks measured for the adapted table (their canary reference is the "
-                    "adapted table's; the full table calibrated its own on the same machine minutes apart)"}
+                    "adapted table's; the full table calibrated its own on the same machine minutes apart: "
+                    "held_out_canary_aligned converts its predictions into the held-out networks' canary units)"}
 
 
 def score_only(args) -> int:

@@ -383,5 +383,14 @@ def test_a_full_table_profiled_beside_the_adapt_run_is_scored_on_its_held_out_ne
     for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau"):
         assert full["held_out"][k] == pytest.approx(res["held_out"]["source"][k], rel=1e-9), k
     assert full["table"] == str(src) and full["n_blocks"] == len(search_spaces.get_space("efficientformerv2").all_blocks())
+    # in the held-out networks' canary units: the table's predictions times ref(held out) / ref(table)
+    refs = full["canary_ref_p10_ms"]
+    assert refs["held_out"] == res["adapt"]["canary_ref"]["p10_ms"] and refs["held_out"] != refs["full_table"]
+    ratio = refs["held_out"] / refs["full_table"]
+    err = [n["source_predicted_ms"] * ratio / n["measured_ms"] - 1 for n in res["held_out"]["networks"]]
+    aligned = full["held_out_canary_aligned"]
+    assert aligned["within_10pct"] == pytest.approx(np.mean(np.abs(err) <= 0.10))
+    assert aligned["mean_signed_pct_error"] == pytest.approx(np.mean(err), rel=1e-9)
+    assert aligned["kendall_tau"] == pytest.approx(full["held_out"]["kendall_tau"])  # a scale keeps the ranking
     with pytest.raises(SystemExit):
         exp.parse(["--score-full-table", str(src)])  # no --result: one argparse error
