@@ -7,11 +7,7 @@
 # Carry .whl (installed as the other calls do; deploy_speed preloads g++'s libstdc++ itself).
 set -u
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-T0=$(date +%s)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt"
+MPS=0 . experiments/gpu_call.sh  # the carried wheels, $OUT/gpu.txt, $T0; no MPS: deploy_speed times alone
 lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-')
 mkdir -p "$OUT/speed" && cp experiments/results/deploy_speed_compiled_nvidia-h*.jsonl "$OUT/speed/" 2>/dev/null
@@ -21,4 +17,4 @@ taskset -c 2-15 python experiments/deploy_speed.py --compiled \
     --ours-variant shifted:depthwise=shifted --workers 12 --deadline-s $(( LEFT - 90 )) --limit-s $LEFT \
     --out "$OUT/speed/deploy_speed_compiled_$GPU" > "$OUT/speed.log" 2>&1
 echo "call: $(( $(date +%s) - T0 )) s" >> "$OUT/gpu.txt"
-cd "$OUT" && tar czf call17.tgz speed speed.log gpu.txt && rm -rf speed speed.log && ls -la
+cd "$OUT" && tar czf call17.tgz speed speed.log gpu.txt mps.txt && rm -rf speed speed.log && ls -la
