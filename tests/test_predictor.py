@@ -272,7 +272,8 @@ def test_the_main_job_scores_with_the_shipped_predictor_and_says_where_its_accur
     assert all(r["accuracy"] == pytest.approx(pred.evaluate(Arch.from_dict(json.loads(r["arch"]))), abs=1e-9)
                for r in out["records"])
     line = (f"predicted inherited top-1 % on {p['data']['name']} at {p['data']['image_size']} px val (shipped "
-            f"accuracy predictor of supernet recipe {p['recipe_ids'][0]} ({p['variant']}), {p['n_pairs']} pairs, "
+            f"accuracy predictor of supernet recipe {p['recipe_ids'][0]}{f' ({v})' if (v := p.get('variant')) else ''}, "
+            f"{p['n_pairs']} pairs, "
             f"held-out Kendall tau {p['heldout']['kendall_tau']:.2f})")
     assert f"- **accuracy**: {line}" in (tmp_path / "s" / "report.md").read_text()
     assert f"  accuracy: {line};" in capsys.readouterr().out
