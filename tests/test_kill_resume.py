@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 SEARCH = ["+target=onnxruntime_cpu", "progress=false", "search=random", "search.n_trials=1", "search.seed_archs=[]",
@@ -164,3 +165,37 @@ def test_ctrl_c_ends_a_real_search_with_one_line_and_keeps_its_study(tmp_path):
     assert proc.returncode == 130 and len(lines) == 1, err[-3000:]
     assert f"resume it with the same command and hydra.run.dir={run}" in lines[0]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
+def test_a_ctrl_c_inside_a_storage_call_is_held_until_the_call_is_done(tmp_path):
+    """A Ctrl-C that lands inside a storage call (SQLAlchemy mid-commit) ended a search with an
+    AssertionError from SQLAlchemy instead of its one line, or hung it (CI, 2026-12-07): the storage
+    now finishes the call, then raises KeyboardInterrupt; a second Ctrl-C inside the call raises at once."""
+    import threading
+
+    import optuna
+    from hwnas.search.study import OwnedTrialStorage
+    assert threading.current_thread() is threading.main_thread()  # where Python delivers SIGINT
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    backend = optuna.storages.RDBStorage(url)
+    storage = OwnedTrialStorage(backend, url)
+    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], "s")
+    real = backend.create_new_trial
+
+    def pressed(times):
+        def create(*args, **kwargs):
+            for _ in range(times):  # lands inside the call, before its commit
+                os.kill(os.getpid(), signal.SIGINT)
+            return real(*args, **kwargs)
+        return create
+
+    backend.create_new_trial = pressed(1)
+    with pytest.raises(KeyboardInterrupt):
+        storage.create_new_trial(study_id)
+    assert len(backend.get_all_trials(study_id)) == 1  # the call finished before the Ctrl-C was raised
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    backend.create_new_trial = pressed(2)
+    with pytest.raises(KeyboardInterrupt):
+        storage.create_new_trial(study_id)
+    assert len(backend.get_all_trials(study_id)) == 1  # the user insisted: stopped inside the call
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

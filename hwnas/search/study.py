@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -224,6 +226,33 @@ def _transient(e: BaseException) -> bool:
     return False
 
 
+def held_from_ctrl_c(fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) with a Ctrl-C held until it returns, then raised (KeyboardInterrupt). A Ctrl-C
+    that lands inside a storage call stops SQLAlchemy mid-commit: the search then died of an
+    AssertionError in SQLAlchemy's commit instead of ending with its one line, or hung on the
+    half-closed transaction (both seen in CI, 2026-12-07). One storage call is short; a second Ctrl-C
+    while it runs (a call hung on a network) raises at once. Only in the main thread, and only where
+    Python's own Ctrl-C handler is installed (an ignored SIGINT stays ignored)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        return fn(*args, **kwargs)
+    pressed = []
+
+    def hold(signum, frame):
+        pressed.append(signum)
+        if len(pressed) > 1:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        out = fn(*args, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if pressed:
+        raise KeyboardInterrupt
+    return out
+
+
 def _retrying(fn: Callable, url: str, retry_s: float, on_retry: Callable[[], None] | None = None,
               answered: bool = True):
     """fn(), retried while the storage server is unreachable, for at most `retry_s` seconds (at most
@@ -274,7 +303,7 @@ class DelegatingStorage(optuna.storages.BaseStorage):
         self.backend = backend
 
     def _call(self, name: str, *args, **kwargs):
-        return getattr(self.backend, name)(*args, **kwargs)
+        return held_from_ctrl_c(getattr(self.backend, name), *args, **kwargs)
 
     def remove_session(self) -> None:
         self.backend.remove_session()
@@ -372,8 +401,8 @@ class OwnedTrialStorage(DelegatingStorage):
                 old.close()
 
     def _call(self, name: str, *args, **kwargs):
-        out = _retrying(lambda: getattr(self.backend, name)(*args, **kwargs), self.url, self.retry_s,
-                        self._new_backend, answered=self.answered)
+        out = _retrying(lambda: held_from_ctrl_c(getattr(self.backend, name), *args, **kwargs), self.url,
+                        self.retry_s, self._new_backend, answered=self.answered)
         self.answered = True
         return out
 
@@ -391,7 +420,7 @@ class OwnedTrialStorage(DelegatingStorage):
         def once() -> bool:
             attempts.append(1)
             try:
-                return self.backend.set_trial_state_values(trial_id, state, values)
+                return held_from_ctrl_c(self.backend.set_trial_state_values, trial_id, state, values)
             except optuna.exceptions.UpdateFinishedTrialError:
                 if len(attempts) > 1 and state.is_finished() and self._applied(trial_id, state, values):
                     return True  # the earlier attempt went through before its connection broke
@@ -404,7 +433,7 @@ class OwnedTrialStorage(DelegatingStorage):
         # read past Optuna's in-process cache (get_storage's _CachedStorage): the attempt that went
         # through raised before the cache learnt of it, so the cache still says RUNNING
         backend = getattr(self.backend, "_backend", self.backend)
-        t = _retrying(lambda: backend.get_trial(trial_id), self.url, self.retry_s)
+        t = _retrying(lambda: held_from_ctrl_c(backend.get_trial, trial_id), self.url, self.retry_s)
         return t.state == state and (values is None or list(t.values or []) == [float(v) for v in values])
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
