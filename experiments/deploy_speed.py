@@ -679,17 +679,18 @@ def main_compiled(args) -> dict:
         timm_version = None
     here = device_name(cuda)
     machine = {"cpu": cpu_name(), "gpu": here if cuda else None, "torch": torch.__version__, "timm": timm_version}
+    variants = parse_variants(args.ours_variant)
     try:
         rows = run_compiled(args.models, args.batches, stem.with_suffix(".jsonl"), deadline, workers=args.workers,
                             device=args.device, modes=tuple(args.modes),
                             hard_end=hard_end if args.device == "cuda" else None,
-                            ours_variants=parse_variants(args.ours_variant),
+                            ours_variants=variants,
                             log=lambda rec: print(json.dumps(rec), flush=True), **small)
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
         rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == here]
         stem.with_suffix(".md").write_text(markdown_compiled(rows_so_far, machine))
     left = [(m, b) for m in args.models for b in args.batches
-            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, parse_variants(args.ours_variant))
+            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, variants)
                        for r in rows)]
     print(json.dumps({"phase": "end", "rows": str(stem.with_suffix(".jsonl")), "left": left}), flush=True)
     return {"rows": rows, "left": left}

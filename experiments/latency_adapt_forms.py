@@ -124,20 +124,19 @@ def held_out_statistics(result_file: Path, res: dict) -> dict[str, dict] | None:
     return {i: recs[i] for i in ids} if all(i in recs for i in ids) else None
 
 
-def kind_design(result_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The held-out networks of an adapt result as (kinds, per-kind block sums of the source table, measured ms)."""
-    res = json.loads(result_file.read_text())
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
-    held_archs = [Arch.from_dict(n["arch"]) for n in res["held_out"]["networks"]]
-    kinds = sorted({C.kind_of(k) for a in held_archs for k in block_keys(a)})
-    return kinds, design(source, res["scope"], held_archs, "kind", kinds, False), \
-        np.array([n["measured_ms"] for n in res["held_out"]["networks"]])
+def kind_design(source: LatencyTable, scope: str, archs: list[Arch]) -> tuple[list[str], np.ndarray]:
+    """`archs` as (their block kinds, the per-kind block sums of the source table)."""
+    kinds = sorted({C.kind_of(k) for a in archs for k in block_keys(a)})
+    return kinds, design(source, scope, archs, "kind", kinds, False)
 
 
 def tau_of_scales(result_file: Path, scales: dict[str, float]) -> float:
-    """Kendall τ of the held-out networks' per-kind sums weighted by `scales` (one per kind) vs measured."""
-    kinds, Xk, yh = kind_design(result_file)
-    return C.kendall_tau(Xk @ np.array([scales[k] for k in kinds]), yh)
+    """Kendall τ of an adapt result's held-out networks' per-kind sums weighted by `scales` (one per kind)
+    vs measured."""
+    res = json.loads(result_file.read_text())
+    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    kinds, Xk = kind_design(source, res["scope"], [Arch.from_dict(n["arch"]) for n in res["held_out"]["networks"]])
+    return C.kendall_tau(Xk @ np.array([scales[k] for k in kinds]), [n["measured_ms"] for n in res["held_out"]["networks"]])
 
 
 def compare(result_file: Path) -> dict:
@@ -164,7 +163,7 @@ def compare(result_file: Path) -> dict:
     out["forms"][LIBRARY] = {**out["forms"][lib], "is": lib}
     low = min(FORMS, key=lambda f: out["forms"][f]["loo_mape"])
     out["forms"][LOWEST] = {**out["forms"][low], "is": low}
-    kinds, Xk, yh = kind_design(result_file)
+    kinds, Xk = kind_design(source, scope, held_archs)
     a, b = C._fit(Xk, yh, "per_kind", ridge=0.0)
     tau, scales = tau_max(Xk, yh)
     stats = held_out_statistics(result_file, res)

@@ -151,6 +151,6 @@ def replace_depthwise_convs(model: nn.Module) -> int:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if is_depthwise(child) and child.kernel_size[0] * child.kernel_size[1] <= MAX_SHIFTED_TAPS:
-                setattr(parent, name, ShiftedDepthwiseConv2d(child).to(child.weight.device))
+                setattr(parent, name, ShiftedDepthwiseConv2d(child))  # (its weights are clones: same dtype, device)
                 n += 1
     return n

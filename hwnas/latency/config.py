@@ -125,10 +125,12 @@ class TorchInductorConfig(TorchCUDAConfig):
     compile_cache: Optional[str] = None  # folder of compiled packages; null: <hwnas cache>/aoti/
     depthwise: str = "cudnn"  # cudnn | shifted: depthwise convolutions as fused multiply-adds (deploy.TorchInductorPackage)
 
+    depthwises = ("cudnn", "shifted")
+
     def __post_init__(self):
         super().__post_init__()
         check_min("target", "compile_workers", self.compile_workers, 1)
-        check_choice("target", "depthwise", self.depthwise, ("cudnn", "shifted"))
+        check_choice("target", "depthwise", self.depthwise, self.depthwises)
 
 
 @dataclass

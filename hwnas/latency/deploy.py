@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
+from .config import TorchInductorConfig
 from .target import get_target
 
 __all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "TorchInductorPackage",
@@ -160,7 +161,7 @@ class TorchInductorPackage(TorchCUDAModule):
     #: how a depthwise convolution is compiled: "cudnn" (the convolution op: cuDNN's grouped kernel) or
     #: "shifted" (`hwnas.convert.optimize.ShiftedDepthwiseConv2d`: k² multiply-adds Inductor fuses with
     #: the bias, activation and residual around them into one kernel)
-    DEPTHWISE = ("cudnn", "shifted")
+    DEPTHWISE = TorchInductorConfig.depthwises
 
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True,
                  depthwise: str = "cudnn"):
