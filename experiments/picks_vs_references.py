@@ -203,7 +203,7 @@ def analyze(args) -> dict:
                    gpu=sorted({r.get("device") for r in recs} | {run.get("device") for run in runs} - {None}),
                    gpu_minutes=round(sum(r.get("wall_s", 0) for r in runs if not r.get("smoke")) / 60, 2),
                    target=chosen.get("target"), predictor=chosen.get("predictors", {}).get(space),
-                   results_dirs=[str(d) for d in args.results], archs_file=str(args.archs))
+                   results_dirs=[str(d) for d in args.results], archs_file=str(args.archs), out_dir=str(args.out))
         stem = Path(args.out) / f"picks_vs_references_{space}"
         write_json(stem.with_suffix(".json"), out)
         atomic_write(stem.with_suffix(".md"), markdown(out))
@@ -232,7 +232,7 @@ def markdown(r: dict) -> str:
          f"Latency: predicted by the `{r['target']}` table at the deployment resolution; params: the deployment arch "
          "with a 1000-class head (what the search compares) and with the 10-class head that was trained. "
          f"Stand-alone {r['split']} top-1: mean over seeds (each seed in brackets). GPU: {', '.join(r['gpu']) or 'n/a'}, "
-         f"{r['gpu_minutes']} GPU-minutes held.", "",
+         f"{r['gpu_minutes']} GPU-minutes held by the runs of these folders (references' and picks' alike).", "",
          "| reference | ref ms | ref M (1000 / 10 cls) | ref top-1 | pick | pick ms | pick M (1000 / 10 cls) | pick top-1 | "
          "pick - ref | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
@@ -254,7 +254,8 @@ def markdown(r: dict) -> str:
           f"{json.dumps(rec, sort_keys=True)}."]
     if r["notes"]:
         L += ["", "Notes: " + "; ".join(r["notes"])]
-    L += ["", "Reproduce: `python experiments/picks_vs_references.py analyze " + " ".join(r["results_dirs"]) + "`"]
+    L += ["", "Reproduce: `python experiments/picks_vs_references.py analyze " + " ".join(r["results_dirs"])
+          + f" --spaces {r['space']} --archs {r['archs_file']} --out {r.get('out_dir', RESULTS)}`"]
     return "\n".join(L) + "\n"
 
 
