@@ -43,6 +43,7 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -52,7 +53,7 @@ import torch
 
 import search_spaces
 import supernet
-from hwnas._files import scratch_until_exit
+from hwnas._files import atomic_write, scratch_until_exit
 from hwnas.convert.onnx import export_onnx
 from hwnas.convert.optimize import optimize_for_gpu
 from hwnas.latency.backends import cpu_name, slug
@@ -232,7 +233,7 @@ MODE_BUDGET_S = {"default": 90.0, "reduce-overhead": 120.0, "max-autotune": 560.
 def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadline: float, workers: int = 6,
                  rounds: int = 5, per_round: int = 100, device: str = "cuda", log=print, profile_over: float = 0.8,
                  resolution: int = 224, modes: tuple[str, ...] = TIMM_MODES, hard_end: float | None = None,
-                 ours_variants: dict | None = None) -> list:
+                 ours_variants: dict | None = None, machine: dict | None = None) -> list:
     """Per model and batch: timm's model under `torch.compile` in each of `modes`, our deploy recipe
     eager (`torch_cuda`, in one CUDA graph) and our AOTInductor package as shipped (`format=aoti`,
     loaded by `hwnas.convert.aoti.load_aoti`: single-threaded runtime, float32 NCHW in, fp16
@@ -380,6 +381,8 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                          ratio_vs_timm_compiled=ms / timm_ms[best] if best else None)
             if v_done:
                 row["ours_variants"] = v_done
+            if machine:
+                row["machine"] = machine
             if cuda and best and row["ratio_aoti_vs_timm_compiled"] > profile_over:
                 row["aoti_top_kernels"] = _top_kernels(package.runner, x)
                 row["timm_compiled_top_kernels"] = _top_kernels(compiled[best], x.to(dtype))
@@ -507,6 +510,22 @@ def _top_kernels(fn, x, runs: int = 20, top: int = 12) -> list:
              "calls_per_run": e.count / runs} for e in events[:top]]
 
 
+def runs_to_show(rows: list) -> list:
+    """Every complete row, in the order measured: rows of one model and batch measured in separate runs (other
+    timm modes, other variants of ours) are separate comparisons, each timed in its own interleaved rounds, so
+    none replaces another. A partial row is shown only where no complete row of its model and batch exists."""
+    complete = {(r["model"], r["batch"]) for r in rows if not r.get("partial")}
+    shown, seen_partial = [], set()
+    for r in rows:
+        key = (r["model"], r["batch"])
+        if not r.get("partial"):
+            shown.append(r)
+        elif key not in complete and key not in seen_partial:
+            seen_partial.add(key)
+            shown.append(r)
+    return shown
+
+
 def markdown_compiled(rows: list, machine: dict) -> str:
     lines = ["# Deployment speed, compiled: our AOTInductor package vs timm under torch.compile", "",
              f"Machine: {machine.get('gpu') or machine.get('cpu')}; torch {machine.get('torch')}, timm {machine.get('timm')}",
@@ -523,11 +542,7 @@ def markdown_compiled(rows: list, machine: dict) -> str:
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
-    latest = {}  # a row measured again (with more variants or modes) replaces the earlier one
-    for r in rows:
-        if not r.get("partial") or (r["model"], r["batch"]) not in latest:
-            latest[(r["model"], r["batch"])] = r
-    rows = list(latest.values())
+    all_rows, rows = rows, runs_to_show(rows)
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"])):
         v = r["variants"]
         ratio = r["ratio_aoti_vs_timm_compiled"]
@@ -542,7 +557,12 @@ def markdown_compiled(rows: list, machine: dict) -> str:
                      f"{' (partial row)' if r.get('partial') else ''} | "
                      f"{' / '.join(f(cs.get(m), '.0f') for m in TIMM_MODES)} / {r['aoti_compile_seconds']:.0f} | "
                      f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} |")
-    varied = [r for r in sorted(rows, key=lambda r: (r["model"], r["batch"])) if r.get("ours_variants")]
+    # variants of partial rows too: timed against our shipped package in the same rounds even where timm's
+    # compile was left for a later run
+    varied = [r for r in sorted(all_rows, key=lambda r: (r["model"], r["batch"])) if r.get("ours_variants")]
+    if len({(r["model"], r["batch"]) for r in rows}) < len(rows):
+        lines += ["", "A model and batch on several lines: separate runs (other timm modes or variants of ours), "
+                      "each line's ratios from its own interleaved rounds."]
     if varied:
         lines += ["", "## Variants of our package (the same network compiled otherwise, timed in the same rounds)", "",
                   "| model | batch | variant | settings | ms | / shipped | / timm best | compile s | rel. err |",
@@ -550,7 +570,8 @@ def markdown_compiled(rows: list, machine: dict) -> str:
         for r in varied:
             for name, v in r["ours_variants"].items():
                 st = ", ".join(f"{k}={val}" for part in v["settings"].values() for k, val in part.items())
-                lines.append(f"| {r['model']} | {r['batch']} | {name} | {st} | {v['median_ms']:.3f} | "
+                lines.append(f"| {r['model']} | {r['batch']}{' (partial run)' if r.get('partial') else ''} | {name} | "
+                             f"{st} | {v['median_ms']:.3f} | "
                              f"{v['ratio_vs_shipped']:.2f} | {f(v.get('ratio_vs_timm_compiled'), '.2f')} | "
                              f"{v['compile_seconds']:.0f} | {v['rel_err_vs_fp32']:.1e} |")
     for r in rows:
@@ -615,7 +636,11 @@ def main(argv=None) -> dict:
                     help="--compiled: also time our package compiled otherwise: torch_inductor form settings "
                          "(depthwise=shifted) and Inductor configs (inductor.max_autotune=true), e.g. "
                          "shifted:depthwise=shifted; repeatable")
+    ap.add_argument("--tabulate", metavar="ROWS.jsonl", default=None,
+                    help="--compiled: only rewrite ROWS.md from the rows already measured (any machine, nothing timed)")
     args = ap.parse_args(argv)
+    if args.compiled and args.tabulate:
+        return tabulate_compiled(Path(args.tabulate))
     if args.compiled:
         return main_compiled(args)
     t0 = time.time()
@@ -657,6 +682,24 @@ def main(argv=None) -> dict:
     return result
 
 
+def tabulate_compiled(rows_path: Path) -> dict:
+    """`--compiled --tabulate ROWS.jsonl`: ROWS.md again from the committed rows (e.g. after merging the rows of
+    several GPU calls); the versions come from the rows' `machine` (older rows: the .md's Machine line)."""
+    rows = _read_jsonl(rows_path)
+    if not rows:
+        raise SystemExit(f"{rows_path}: no rows to tabulate (is it a deploy_speed --compiled .jsonl?)")
+    machine = next((r["machine"] for r in reversed(rows) if r.get("machine")), None)
+    md = rows_path.with_suffix(".md")
+    if machine is None:
+        m = re.search(r"^Machine: (.*?); torch (\S+), timm (\S+)$", md.read_text() if md.exists() else "", re.M)
+        machine = ({"gpu": m.group(1), "torch": m.group(2), "timm": m.group(3)} if m else
+                   {"gpu": rows[-1].get("device_name"), "torch": "unrecorded", "timm": "unrecorded"})
+    here = rows[-1].get("device_name")
+    atomic_write(md, markdown_compiled([r for r in rows if r.get("device_name") == here], machine))
+    print(f"wrote {md}")
+    return {"rows": rows}
+
+
 def main_compiled(args) -> dict:
     """`--compiled`: rows to <--out or experiments/results/deploy_speed_compiled_<gpu|cpu>>.jsonl as measured
     (a rerun resumes), the table to .md."""
@@ -684,7 +727,7 @@ def main_compiled(args) -> dict:
         rows = run_compiled(args.models, args.batches, stem.with_suffix(".jsonl"), deadline, workers=args.workers,
                             device=args.device, modes=tuple(args.modes),
                             hard_end=hard_end if args.device == "cuda" else None,
-                            ours_variants=variants,
+                            ours_variants=variants, machine=machine,
                             log=lambda rec: print(json.dumps(rec), flush=True), **small)
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
         rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == here]

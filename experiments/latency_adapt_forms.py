@@ -197,7 +197,11 @@ def markdown(rows: list[dict]) -> str:
              "`nvidia-h100` are round 9 (2026-12-06, held-out subnets timed with the adapt run's short loop: "
              "<= 20 runs, <= 0.4 s); `intel-xeon-r15` is round 15 (2026-12-07, an H100 machine's host, held-out "
              "subnets timed longer: >= 30 runs, <= 2 s (Next-ViT) / 1.5 s (EfficientFormerV2), with AOTInductor "
-             "compiles on the host's other cores meanwhile).", "",
+             "compiles on the host's other cores meanwhile); `intel-xeon-vm` and `-vm2` are round 16 (2026-12-07, a 2-core "
+             "Intel Xeon VM of CI's kind, nothing else running; vm2 also times the adaptation networks long); "
+             "`intel-xeon-r17` (EfficientFormerV2) and `-r18` (Next-ViT) are round 17 (2026-12-07, GPU calls 16 and 18 "
+             "on two H100 machines' hosts, held-out subnets timed long, with stand-alone training or compiles on the "
+             "GPU and a full profile on other cores meanwhile).", "",
              "Each cell: Kendall τ · share within ±10 % · share within ±5 % on the 50 fresh held-out subnets, "
              "then the leave-one-out error on the adaptation networks the form was fitted on (12 on the CPUs, "
              "10 on the H100). Goal: τ ≥ 0.95, ≥ 95 % within ±10 %, ≥ 80 % within ±5 %.", "",

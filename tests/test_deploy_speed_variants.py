@@ -1,6 +1,7 @@
 """experiments/deploy_speed.py --compiled --ours-variant: variants of our AOTInductor package are read
 into form settings and Inductor configs, a bad setting fails before any compile, a row without a
-variant asked for is measured again, and the table shows the newest row of a model and batch."""
+variant asked for is measured again, the table shows every complete run of a model and batch (a partial run's
+variants too), and --tabulate rewrites the table from committed rows."""
 from __future__ import annotations
 
 import sys
@@ -42,12 +43,34 @@ def _row(variants=None, partial=False, ms=1.0):
     return row
 
 
-def test_a_row_without_an_asked_variant_is_measured_again_and_the_newest_row_is_tabled():
+def test_a_row_without_an_asked_variant_is_measured_again_and_every_complete_run_is_tabled():
     old, new = _row(ms=0.98), _row(["shifted"], ms=0.97)
     assert deploy_speed.covers(old, ["default"]) and not deploy_speed.covers(old, ["default"], {"shifted": {}})
     assert deploy_speed.covers(new, ["default"], {"shifted": {}})
     assert not deploy_speed.covers(_row(["shifted"], partial=True), ["default"], {"shifted": {}})
-    md = deploy_speed.markdown_compiled([old, new, _row(["shifted"], partial=True, ms=0.5)], {"gpu": "G"})
+    md = deploy_speed.markdown_compiled([old, new, _row(["shifted_mat"], partial=True, ms=0.6)], {"gpu": "G"})
     body = [line for line in md.splitlines() if line.startswith("| efficientformerv2_s0 | 1 | 1.000")]
-    assert len(body) == 1 and "| 0.97 (default) |" in body[0]  # the newest complete row, once
+    # both complete runs, in the order measured (each ratio from its own rounds); the partial run is not a line
+    assert len(body) == 2 and "| 0.98 (default) |" in body[0] and "| 0.97 (default) |" in body[1]
+    assert "separate runs" in md
     assert "| efficientformerv2_s0 | 1 | shifted | depthwise=shifted | 0.500 | 0.52 | 0.50 | 31 | 1.0e-03 |" in md
+    # a partial run's variant was timed against our shipped package in the same rounds: it is shown, marked
+    assert "| efficientformerv2_s0 | 1 (partial run) | shifted_mat | depthwise=shifted | 0.500 | 0.83 |" in md
+    # a partial row is a line only where no complete row of its model and batch exists
+    assert len(deploy_speed.runs_to_show([_row(partial=True, ms=0.7), _row(partial=True, ms=0.6)])) == 1
+
+
+def test_tabulate_rewrites_the_table_from_the_committed_rows(tmp_path):
+    import json
+    rows = tmp_path / "deploy_speed_compiled_g.jsonl"
+    a, b = _row(ms=0.98), _row(["shifted"], ms=0.97)
+    for r in (a, b):
+        r["device_name"] = "G"
+    b["machine"] = {"gpu": "G", "torch": "9.9", "timm": "8.8"}
+    rows.write_text("".join(json.dumps(r) + "\n" for r in (a, b)))
+    deploy_speed.main(["--compiled", "--tabulate", str(rows)])
+    md = rows.with_suffix(".md").read_text()
+    assert "Machine: G; torch 9.9, timm 8.8" in md
+    assert sum(line.startswith("| efficientformerv2_s0 | 1 | 1.000") for line in md.splitlines()) == 2
+    with pytest.raises(SystemExit, match="no rows to tabulate"):
+        deploy_speed.main(["--compiled", "--tabulate", str(tmp_path / "none.jsonl")])
