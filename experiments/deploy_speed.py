@@ -267,7 +267,9 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     here = device_name(cuda)
     earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial") and r.get("device_name") == here]
     ours_variants = dict(ours_variants or {})
-    done = {(r["model"], r["batch"]) for r in earlier if covers(r, modes, ours_variants)}
+    shipped = {b: deploy_form("torch_inductor", batch=b, precision=precision).settings() for b in batches}
+    done = {(r["model"], r["batch"]) for r in earlier if r["batch"] in shipped
+            and covers(r, modes, ours_variants, shipped[r["batch"]])}
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
         return earlier
@@ -285,7 +287,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
         if resolution != 224:
             ours[name] = supernet.build_model(ours[name].arch.with_resolution(resolution)).eval()
         torch.save(ours[name].state_dict(), tmp / f"{name}.pt")
-    form = {b: deploy_form("torch_inductor", batch=b, precision=precision) for b in batches}
+    form = {b: deploy_form("torch_inductor", batch=b, precision=precision) for b in batches}  # as shipped
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=mp.get_context("spawn"))
     for name, b in todo:
         arch = ours[name].arch
@@ -365,7 +367,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             best = min(timm_ms, key=timm_ms.get) if timm_ms else None
             shipped = res["ours_aoti_shipped"]["median_ms"]
             row = {"model": name, "batch": b, "resolution": resolution, "device": device, "device_name": here,
-                   "precision": precision,
+                   "precision": precision, "shipped_form": form[b].settings(),
                    "variants": res, "timm": "torch.compile(timm model, mode=...)" if have_timm else "NOT INSTALLED",
                    "timm_compile_seconds": compile_s, "aoti_compile_seconds": round(job["seconds"], 1),
                    "aoti_loaded": {"single_threaded": package.single_threaded, "cuda_graph": cuda},
@@ -441,9 +443,22 @@ def compiled_stem(cuda: bool) -> Path:
     return ROOT / "experiments" / "results" / f"deploy_speed_compiled_{slug(device_name(True)) if cuda else 'cpu'}"
 
 
-def covers(row: dict, modes, ours_variants=()) -> bool:
+#: what `ours_aoti_shipped` was compiled as in rows measured before rows recorded it (`shipped_form`)
+LEGACY_SHIPPED = {"depthwise": "cudnn", "autotune": False}
+
+
+def shipped_form_of(row: dict) -> dict:
+    """The torch_inductor form settings our shipped package of `row` was compiled with."""
+    return row.get("shipped_form") or {"batch": row["batch"], "precision": row.get("precision", "fp16"),
+                                       "channels_last": True, **LEGACY_SHIPPED}
+
+
+def covers(row: dict, modes, ours_variants=(), shipped_form: dict | None = None) -> bool:
     """A complete row holding every timm mode of `modes` (or measured where timm was not installed)
-    and every variant of ours named in `ours_variants`."""
+    and every variant of ours named in `ours_variants`, and (where `shipped_form` is given) whose
+    shipped package was compiled as the form ships now: a row of an older default is measured again."""
+    if shipped_form is not None and any(shipped_form_of(row).get(k) != v for k, v in shipped_form.items()):
+        return False
     return (not row.get("partial") and set(ours_variants) <= set(row.get("ours_variants") or {})
             and (row.get("timm") == "NOT INSTALLED" or set(modes) <= set(row.get("timm_compile_seconds") or {})))
 
@@ -533,12 +548,15 @@ def markdown_compiled(rows: list, machine: dict) -> str:
              "`default` replayed from one CUDA graph, `reduce-overhead` and `max-autotune` from their own. "
              "ours eager: the torch_cuda deploy form in one CUDA graph. ours shipped: the torch_inductor package "
              "(`format=aoti`, float32 NCHW in) loaded by `load_aoti` (run_single_threaded=True, one CUDA graph), "
-             "called as a user calls it (input copy, replay, output clone). Goal: ours shipped <= 0.8x timm's best mode.",
+             "called as a user calls it (input copy, replay, output clone), compiled as the torch_inductor form shipped when "
+             "the row was measured (last column: rows before 2026-12-07's defaults depthwise=auto, autotune=true were "
+             "cudnn without autotuning). Goal: ours shipped <= 0.8x timm's best mode.",
              ""] + (["**A smoke run on the CPU** (fp32, no CUDA graphs, small input, few runs): it checks the script, "
                      "not a speed result.", ""] if any(r.get("device") == "cpu" for r in rows) else []) + [
              "| model | batch | timm default ms | timm reduce-overhead ms | timm max-autotune ms | ours eager ms | "
-             "ours shipped ms | ours graph ms | shipped / timm best | goal | compile s (timm modes / AOTI) | rel. err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "ours shipped ms | ours graph ms | shipped / timm best | goal | compile s (timm modes / AOTI) | rel. err | "
+             "shipped as (depthwise, autotune) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
@@ -556,7 +574,8 @@ def markdown_compiled(rows: list, machine: dict) -> str:
                      f"{'timm not installed' if ratio is None else 'met' if ratio <= 0.8 else 'NOT met'}"
                      f"{' (partial row)' if r.get('partial') else ''} | "
                      f"{' / '.join(f(cs.get(m), '.0f') for m in TIMM_MODES)} / {r['aoti_compile_seconds']:.0f} | "
-                     f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} |")
+                     f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} | "
+                     f"{shipped_form_of(r)['depthwise']}, {'max_autotune' if shipped_form_of(r)['autotune'] else 'no'} |")
     # variants of partial rows too: timed against our shipped package in the same rounds even where timm's
     # compile was left for a later run
     varied = [r for r in sorted(all_rows, key=lambda r: (r["model"], r["batch"])) if r.get("ours_variants")]
@@ -732,8 +751,11 @@ def main_compiled(args) -> dict:
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
         rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == here]
         stem.with_suffix(".md").write_text(markdown_compiled(rows_so_far, machine))
+    from hwnas.latency.deploy import deploy_form
+    shipped = {b: deploy_form("torch_inductor", batch=b, precision="fp16" if cuda else "fp32").settings()
+               for b in args.batches}
     left = [(m, b) for m in args.models for b in args.batches
-            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, variants)
+            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, variants, shipped[b])
                        for r in rows)]
     print(json.dumps({"phase": "end", "rows": str(stem.with_suffix(".jsonl")), "left": left}), flush=True)
     return {"rows": rows, "left": left}

@@ -60,6 +60,18 @@ def test_a_row_without_an_asked_variant_is_measured_again_and_every_complete_run
     assert len(deploy_speed.runs_to_show([_row(partial=True, ms=0.7), _row(partial=True, ms=0.6)])) == 1
 
 
+def test_a_row_of_an_older_shipped_default_is_measured_again():
+    """Rows measured before the form's defaults changed (cudnn, no autotuning) do not stand for the package
+    as it ships now: a rerun measures them again, and the table names what each row shipped."""
+    from hwnas.latency.deploy import deploy_form
+    now = deploy_form("torch_inductor", batch=1).settings()
+    legacy, fresh = _row(), {**_row(), "shipped_form": now}
+    assert deploy_speed.covers(legacy, ["default"]) and not deploy_speed.covers(legacy, ["default"], (), now)
+    assert deploy_speed.covers(fresh, ["default"], (), now)
+    md = deploy_speed.markdown_compiled([legacy, fresh], {"gpu": "G"})
+    assert "| cudnn, no |" in md and "| shifted, max_autotune |" in md
+
+
 def test_tabulate_rewrites_the_table_from_the_committed_rows(tmp_path):
     import json
     rows = tmp_path / "deploy_speed_compiled_g.jsonl"

@@ -20,7 +20,8 @@ HEADS = ["efficientformerv2.head(in=176,classes=1000,hw=7)", "nextvit.head(in=51
 
 def test_its_deploy_form_is_the_gpu_recipe_compiled_and_fingerprinted_apart():
     form = deploy_form("torch_inductor")
-    assert form.settings() == {"batch": 8, "precision": "fp16", "channels_last": True, "depthwise": "cudnn"}
+    assert form.settings() == {"batch": 8, "precision": "fp16", "channels_last": True, "depthwise": "cudnn",
+                               "autotune": True}
     assert "AOTInductor" in form.describe()
     spec = spec_for_key("efficientformerv2.attn(dim=192,hidden=576,stride=2,hw=14)")
     # the same module as torch_cuda's (the recipe), but a compiled graph is another row
@@ -29,8 +30,37 @@ def test_its_deploy_form_is_the_gpu_recipe_compiled_and_fingerprinted_apart():
     assert block_fingerprint(spec, form) != block_fingerprint(spec, deploy_form("torch_inductor", batch=1))
     with pytest.raises(ConfigError, match="takes no setting 'opset'"):
         deploy_form("torch_inductor", opset=17)
-    with pytest.raises(ConfigError, match="depthwise='fused': allowed: cudnn, shifted"):
+    with pytest.raises(ConfigError, match="depthwise='fused': allowed: auto, cudnn, shifted"):
         deploy_form("torch_inductor", depthwise="fused")
+
+
+def test_its_defaults_are_what_measured_fastest_and_each_names_what_runs(monkeypatch, tmp_path):
+    """depthwise=auto is shifted at batch 1 and cudnn above; autotune compiles CUDA packages with Inductor's
+    max_autotune (not CPU ones). Settings name the resolved choice, and a package compiled with autotuning
+    is fingerprinted apart (a table timed without it does not claim to time what ships with it)."""
+    assert deploy_form("torch_inductor", batch=1).settings()["depthwise"] == "shifted"
+    assert deploy_form("torch_inductor", batch=8).settings()["depthwise"] == "cudnn"
+    assert deploy_form("torch_inductor", batch=1, depthwise="cudnn").settings()["depthwise"] == "cudnn"
+    assert deploy_form("torch_inductor", batch=8, depthwise="shifted").settings()["depthwise"] == "shifted"
+    tuned, plain = deploy_form("torch_inductor"), deploy_form("torch_inductor", autotune=False)
+    assert tuned.inductor_configs("cuda") == {"max_autotune": True}
+    assert tuned.inductor_configs("cpu") == plain.inductor_configs("cuda") == {}
+    assert "max_autotune" in tuned.describe() and "max_autotune" not in plain.describe()
+    spec = spec_for_key("efficientformerv2.attn(dim=192,hidden=576,stride=2,hw=14)")
+    assert block_fingerprint(spec, tuned) != block_fingerprint(spec, plain)
+    with pytest.raises(ConfigError, match="autotune='yes': allowed: true, false"):
+        deploy_form("torch_inductor", autotune="yes")
+    # what compile_aoti is asked for: max_autotune on CUDA (an explicit config wins), recorded in the metadata
+    import hwnas.convert.aoti as aoti
+    seen = []
+    monkeypatch.setattr(aoti, "compile_aoti", lambda *a, **k: seen.append(k))
+    tuned.compile(torch.nn.Identity(), (8, 3, 8, 8), tmp_path / "p.pt2", device="cuda")
+    tuned.compile(torch.nn.Identity(), (8, 3, 8, 8), tmp_path / "p.pt2", device="cuda",
+                  inductor_configs={"max_autotune": False})
+    plain.compile(torch.nn.Identity(), (8, 3, 8, 8), tmp_path / "p.pt2", device="cuda")
+    assert [k["inductor_configs"] for k in seen] == [{"max_autotune": True}, {"max_autotune": False}, None]
+    assert seen[0]["metadata"]["form"]["autotune"] is True
+    assert seen[0]["metadata"]["inductor_configs"] == {"max_autotune": True}
 
 
 def test_shifted_depthwise_is_another_graph_computing_the_same_outputs():

@@ -376,11 +376,13 @@ class TorchInductor(TorchCUDA):
     runtime = "torch-aoti"
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True, channels_last: bool = True,
-                 compile_workers: int = 8, compile_cache: str | None = None, depthwise: str = "cudnn", **kw):
+                 compile_workers: int = 8, compile_cache: str | None = None, depthwise: str = "auto",
+                 autotune: bool = True, **kw):
         super().__init__(precision=precision, batch=batch, cuda_graphs=cuda_graphs, channels_last=channels_last, **kw)
         from hwnas.convert.aoti import aoti_api
         from .inductor import cache_dir
         self.depthwise = depthwise
+        self.autotune = autotune
         aoti_api()
         self.compile_workers = int(compile_workers)
         self.cache = cache_dir(compile_cache)
@@ -388,7 +390,7 @@ class TorchInductor(TorchCUDA):
         self.compile_stats = {"packages": 0, "seconds": 0.0, "wall_seconds": 0.0}
 
     def form_settings(self) -> dict:
-        return {**super().form_settings(), "depthwise": self.depthwise}
+        return {**super().form_settings(), "depthwise": self.depthwise, "autotune": self.autotune}
 
     def runtime_version(self) -> str:
         import torch
@@ -397,7 +399,7 @@ class TorchInductor(TorchCUDA):
     def method(self) -> str:
         g = "its run captured in one CUDA graph, replays" if self.cuda_graphs else "package runs"
         return (f"deploy form ({self.form.describe()}) compiled by torch._inductor.aoti_compile_and_package "
-                f"(default inductor settings, no autotuning; blocks take the fp16 channels_last input they get inside a "
+                f"({'max_autotune' if self.form.autotune else 'default inductor settings, no autotuning'}; blocks take the fp16 channels_last input they get inside a "
                 f"network, whole networks the shipped float32 NCHW interface), loaded with aoti_load_package("
                 f"run_single_threaded=True) as hwnas.convert.aoti.load_aoti loads it, {g} "
                 f"timed one by one with CUDA events after {self.warmup} warm-up runs, up to {self.repeats} runs "

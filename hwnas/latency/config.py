@@ -123,9 +123,12 @@ class TorchInductorConfig(TorchCUDAConfig):
     runtime: str = "torch-aoti"
     compile_workers: int = 8  # worker processes compiling packages in parallel before they are timed (1: inline)
     compile_cache: Optional[str] = None  # folder of compiled packages; null: <hwnas cache>/aoti/
-    depthwise: str = "cudnn"  # cudnn | shifted: depthwise convolutions as fused multiply-adds (deploy.TorchInductorPackage)
+    # auto | cudnn | shifted: depthwise convolutions as cuDNN's grouped kernel or as multiply-adds Inductor fuses;
+    # auto: shifted at batch 1, cudnn above (what measured faster on an H100: deploy.TorchInductorPackage)
+    depthwise: str = "auto"
+    autotune: bool = True  # Inductor's max_autotune for CUDA packages: GEMM/conv kernels benchmarked at compile time
 
-    depthwises = ("cudnn", "shifted")
+    depthwises = ("auto", "cudnn", "shifted")
 
     def __post_init__(self):
         super().__post_init__()

@@ -160,16 +160,27 @@ class TorchInductorPackage(TorchCUDAModule):
 
     #: how a depthwise convolution is compiled: "cudnn" (the convolution op: cuDNN's grouped kernel) or
     #: "shifted" (`hwnas.convert.optimize.ShiftedDepthwiseConv2d`: k² multiply-adds Inductor fuses with
-    #: the bias, activation and residual around them into one kernel)
+    #: the bias, activation and residual around them into one kernel); "auto" is shifted at batch 1 and
+    #: cudnn above, as measured on an H100 (experiments/results/deploy_speed_compiled_nvidia-h100-80gb-hbm3.md:
+    #: EfficientFormerV2-S0/S1 shifted 0.81-0.86x of cudnn at batch 1, 1.05-1.10x at batch 8)
     DEPTHWISE = TorchInductorConfig.depthwises
+    #: `autotune`: the package is compiled with Inductor's max_autotune on CUDA (each GEMM and convolution
+    #: benchmarked among Triton templates and cuBLAS/cuDNN at compile time: 0.65-0.99x the time of the
+    #: package compiled without it, same H100 rows); CPU packages compile without it (a smoke path)
+    AUTOTUNE_CONFIGS = {"max_autotune": True}
 
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True,
-                 depthwise: str = "cudnn"):
+                 depthwise: str = "auto", autotune: bool = True):
         super().__init__(batch, precision, channels_last)
         if depthwise not in self.DEPTHWISE:
             from hwnas.errors import ConfigError
             raise ConfigError(f"depthwise={depthwise!r}: allowed: {', '.join(self.DEPTHWISE)}")
-        self.depthwise = depthwise
+        if not isinstance(autotune, bool):
+            from hwnas.errors import ConfigError
+            raise ConfigError(f"autotune={autotune!r}: allowed: true, false")
+        #: what runs: "auto" resolved by the batch (settings() name it, so tables and caches key on it)
+        self.depthwise = ("shifted" if self.batch == 1 else "cudnn") if depthwise == "auto" else depthwise
+        self.autotune = autotune
 
     def module(self, model: nn.Module) -> nn.Module:
         model = super().module(model)
@@ -179,10 +190,15 @@ class TorchInductorPackage(TorchCUDAModule):
         return model
 
     def settings(self) -> dict:
-        return {**super().settings(), "depthwise": self.depthwise}
+        return {**super().settings(), "depthwise": self.depthwise, "autotune": self.autotune}
 
     def salt(self) -> str:
-        return "torch-inductor-aoti"
+        # the same graph compiled with autotuning runs other kernels: rows timed one way are not the other's
+        return "torch-inductor-aoti" + ("+max_autotune" if self.autotune else "")
+
+    def inductor_configs(self, device: str) -> dict:
+        """The Inductor configs this form compiles with on `device`."""
+        return dict(self.AUTOTUNE_CONFIGS) if self.autotune and device == "cuda" else {}
 
     def compile(self, module: nn.Module, input_shape: tuple[int, ...], path, device: str = "cuda",
                 native_input: bool = False, metadata: dict | None = None, inductor_configs: dict | None = None):
@@ -190,16 +206,18 @@ class TorchInductorPackage(TorchCUDAModule):
         (`hwnas.convert.aoti.compile_aoti`: float32 NCHW in and out, or with `native_input` this
         form's dtype and memory format, as a lone block is timed)."""
         from hwnas.convert.aoti import compile_aoti
+        configs = {**self.inductor_configs(device), **(inductor_configs or {})}
         return compile_aoti(module, input_shape, path, device=device, channels_last=self.channels_last,
                             native_input=native_input,
-                            metadata={"deploy_form": self.describe(), "form": self.settings(), **(metadata or {})},
-                            inductor_configs=inductor_configs)
+                            metadata={"deploy_form": self.describe(), "form": self.settings(),
+                                      "inductor_configs": configs, **(metadata or {})},
+                            inductor_configs=configs or None)
 
     def describe(self) -> str:
         return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
                 f"{'channels_last' if self.channels_last else 'NCHW'}, "
                 f"{'depthwise convolutions as shifted multiply-adds, ' if self.depthwise == 'shifted' else ''}"
-                f"compiled by AOTInductor "
+                f"compiled by AOTInductor{' with max_autotune on CUDA' if self.autotune else ''} "
                 f"(torch.export, fixed shape, float32 NCHW in and out); batch {self.batch}")
 
 

@@ -49,7 +49,7 @@ class TorchInductorTarget(TorchCUDATarget):
     schema = TorchInductorConfig
     backend = TorchInductor
     form = TorchInductorPackage
-    form_keys = ("batch", "precision", "channels_last", "depthwise")
+    form_keys = ("batch", "precision", "channels_last", "depthwise", "autotune")
     ships = "aoti"
     how = "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed"
     label = ""
