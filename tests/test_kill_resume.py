@@ -189,13 +189,25 @@ def test_a_ctrl_c_inside_a_storage_call_is_held_until_the_call_is_done(tmp_path)
             return real(*args, **kwargs)
         return create
 
-    backend.create_new_trial = pressed(1)
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own Ctrl-C handler, whatever this process inherited: a test run started in the background of a
+    # non-interactive shell (`.ci/run &`) inherits SIGINT ignored, and there the storage rightly holds nothing
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        backend.create_new_trial = pressed(1)
+        with pytest.raises(KeyboardInterrupt):
+            storage.create_new_trial(study_id)
+        assert len(backend.get_all_trials(study_id)) == 1  # the call finished before the Ctrl-C was raised
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        backend.create_new_trial = pressed(2)
+        with pytest.raises(KeyboardInterrupt):
+            storage.create_new_trial(study_id)
+        assert len(backend.get_all_trials(study_id)) == 1  # the user insisted: stopped inside the call
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # an ignored Ctrl-C stays ignored: the call runs as it is, and the process's choice is kept
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        backend.create_new_trial = pressed(1)
         storage.create_new_trial(study_id)
-    assert len(backend.get_all_trials(study_id)) == 1  # the call finished before the Ctrl-C was raised
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    backend.create_new_trial = pressed(2)
-    with pytest.raises(KeyboardInterrupt):
-        storage.create_new_trial(study_id)
-    assert len(backend.get_all_trials(study_id)) == 1  # the user insisted: stopped inside the call
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert len(backend.get_all_trials(study_id)) == 2
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
