@@ -279,6 +279,22 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     return out
 
 
+#: the torch_inductor form settings a package takes from the table that timed it (batch and precision follow
+#: the export: its batch, and fp16 on CUDA / fp32 for a CPU package)
+AOTI_FORM_KEYS = ("channels_last", "depthwise", "autotune")
+
+
+def aoti_form_of(latency: dict) -> dict:
+    """The settings format=aoti compiles with so that it ships what a torch_inductor table among `latency`
+    (`deployed_latencies`) timed (depthwise as the table resolved it, autotune), with `_table` naming it;
+    {} (the form's defaults) where no such table predicted this export."""
+    for key, p in sorted(latency.items()):
+        settings = (p.get("deploy") or {}).get("settings")
+        if key.split("/")[0] == "torch_inductor" and settings:
+            return {"_table": key, **{k: settings[k] for k in AOTI_FORM_KEYS if k in settings}}
+    return {}
+
+
 # ---- the app ---------------------------------------------------------------------------------------
 def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
             checkpoint: str | None = None, pretrained: str | None = None,
@@ -339,8 +355,12 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
     latency = deployed_latencies(model, a, latency_tables)
+    aoti_form = aoti_form_of(latency) if "aoti" in formats else {}
+    if aoti_form:
+        log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_form.pop("_table"),
+                 ", ".join(f"{k}={v}" for k, v in aoti_form.items()))
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
-                            opset=opset, log=log.info, latency=latency, extra_files=extra_files)
+                            opset=opset, log=log.info, latency=latency, extra_files=extra_files, aoti_form=aoti_form)
     head_only = []  # tables whose only untimed block is the classifier head (another class count)
     for key, p in manifest["predicted_latency_ms"].items():
         if p.get("ms") is not None:

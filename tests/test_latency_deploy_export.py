@@ -15,13 +15,13 @@ from hwnas.latency.deploy import deploy_form
 from hwnas.latency.fingerprint import cache_for, model_block_fingerprints, scheme_info
 
 
-def small_table(path, arch, form) -> LatencyTable:
-    """A torch_cuda table for the blocks of `arch`, as profile_gpu.py writes it: rows with the
+def small_table(path, arch, form, target: str = "torch_cuda") -> LatencyTable:
+    """A `target` (torch_cuda) table for the blocks of `arch`, as profile_gpu.py writes it: rows with the
     fingerprints of the current code's deploy form (the latencies are made up; the GPU is elsewhere)."""
     fps = cache_for(form).get_many(arch.block_keys())
     rows = {k: {"median_ms": 0.1, "p10_ms": 0.09, "spread": 0.1, "runs": 50, "fingerprint": fp}
             for k, fp in fps.items()}
-    prov = {"target": "torch_cuda", "source": "measured", "statistic": "median_ms", "spaces": [arch.space],
+    prov = {"target": target, "source": "measured", "statistic": "median_ms", "spaces": [arch.space],
             "device": "NVIDIA H200", "precision": form.precision, "batch": form.batch,
             "fingerprint": {**scheme_info(), "form": form.settings()}, "complete": {arch.space: True}}
     t = LatencyTable(rows, prov, path)
@@ -75,3 +75,22 @@ def test_shipped_onnx_table_timed_what_an_onnx_export_ships(tmp_path):
     manifest = extract(arch="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e")
     entry = manifest["predicted_latency_ms"]["onnxruntime_cpu/amd-epyc.csv"]
     assert entry["ms"] > 0 and entry["deploy"]["timed_what_ships"], entry
+
+
+def test_an_aoti_export_compiles_as_the_torch_inductor_table_timed(tmp_path):
+    """format=aoti takes the torch_inductor form settings of the table that predicts the export (here
+    depthwise=shifted, autotune=false, not the form's defaults at this batch), so the package is the graph
+    the table timed: the manifest's deploy check says so, and the package still computes the model."""
+    sp = search_spaces.get_space("efficientformerv2", resolution=64)
+    arch = sp.min_arch()
+    timed = deploy_form("torch_inductor", batch=2, depthwise="shifted", autotune=False)
+    assert deploy_form("torch_inductor", batch=2).settings() != timed.settings()  # the defaults differ
+    table = small_table(tmp_path / "tables" / "torch_inductor" / "nvidia-h100.csv", arch, timed, "torch_inductor")
+    (tmp_path / "arch.yaml").write_text(json.dumps(arch.to_dict()))
+    manifest = extract(arch=str(tmp_path / "arch.yaml"), formats=["aoti"], out_dir=tmp_path / "export", batch=2,
+                       latency_tables=[table.path])
+    aoti = manifest["formats"]["aoti"]["check"]
+    assert aoti["passed"], aoti
+    assert aoti["form"]["depthwise"] == "shifted" and aoti["form"]["autotune"] is False
+    assert "shifted multiply-adds" in aoti["deploy_form"] and "max_autotune" not in aoti["deploy_form"]
+    assert manifest["predicted_latency_ms"]["torch_inductor/nvidia-h100.csv"]["deploy"]["timed_what_ships"]

@@ -99,7 +99,8 @@ def _listed_artifacts(manifest_path: Path) -> list[str]:
 # ---- the whole export ----------------------------------------------------------------------------
 def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *, num_classes: int,
                  weights: dict, batch: int = 1, opset: int = 17, coreml_precision: str = "fp16",
-                 latency: dict | None = None, log=None, extra_files: dict | None = None) -> dict:
+                 latency: dict | None = None, log=None, extra_files: dict | None = None,
+                 aoti_form: dict | None = None) -> dict:
     """Export `model` (the plain PyTorch model of `arch`) in `formats` into `out_dir`, check each
     export on its runtime against `model`, and write `manifest.json`; returns the manifest.
 
@@ -108,7 +109,8 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     `pt` and `timm` the model as given. A backbone (a features-only model) is
     exported with one output per stage it returns and, in ONNX, a dynamic batch axis (and dynamic
     height and width where its family's graph follows the input size: `Family.onnx_dynamic_hw`),
-    checked at a second batch size (and image size) too.
+    checked at a second batch size (and image size) too. `aoti_form`: the `torch_inductor` form settings
+    format=aoti compiles with (default: the form's defaults).
     """
     from . import verify
     from .manifest import build_manifest
@@ -131,7 +133,7 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
     results: dict[str, dict] = {}
     with ExportBundle(out_dir) as b:
         ctx = ExportContext(model=model, arch=arch, shape=shape, x=x, ref=ref, io=io, bundle=b, opset=opset,
-                            coreml_precision=coreml_precision, more=more)
+                            coreml_precision=coreml_precision, more=more, aoti_form=dict(aoti_form or {}))
         for fmt in formats:
             t0 = time.perf_counter()
             say(f"exporting {fmt} ...")

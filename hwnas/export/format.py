@@ -54,6 +54,9 @@ class ExportContext:
     opset: int = 17
     coreml_precision: str = "fp16"
     more: list = field(default_factory=list)
+    #: `torch_inductor` form settings format=aoti compiles with (depthwise, autotune, ...; the form's defaults
+    #: where empty): those of the torch_inductor table the export is predicted by, so the package is what it timed
+    aoti_form: dict = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
         """Where to write file `name` (inside the bundle's temporary folder)."""

@@ -116,13 +116,13 @@ class AotiFormat(Format):
         from hwnas.latency.deploy import TorchInductorPackage
         device = "cuda" if torch.cuda.is_available() else "cpu"
         precision = "fp16" if device == "cuda" else "fp32"
-        form = TorchInductorPackage(batch=ctx.shape[0], precision=precision)
+        form = TorchInductorPackage(batch=ctx.shape[0], precision=precision, **ctx.aoti_form)
         t0 = time.perf_counter()
         form.compile(form.module(copy.deepcopy(ctx.model)), ctx.shape, ctx.path("model.pt2"), device=device,
                      metadata={"arch_id": ctx.arch.id, "space": ctx.arch.space})
         check = verify.check_aoti(ctx.path("model.pt2"), ctx.x, ctx.ref, precision)
         return {**check, "compile_seconds": round(time.perf_counter() - t0 - check["seconds"], 3),
-                "deploy_form": form.describe(),
+                "deploy_form": form.describe(), "form": form.settings(),
                 "input": {"shape": list(ctx.shape), "dtype": "float32", "layout": "NCHW contiguous", "device": device},
                 "needs": {"torch": torch.__version__, "device": torch.cuda.get_device_name() if device == "cuda" else
                           "cpu", "cuda": torch.version.cuda if device == "cuda" else None},
