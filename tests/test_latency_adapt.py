@@ -340,6 +340,23 @@ def test_the_committed_comparison_of_adapt_forms_is_reproduced(result_file):
         assert lib["held_out"][k] == pytest.approx(res["held_out"]["adapted"][k], rel=1e-9), k
 
 
+def test_the_committed_block_refresh_simulation_is_reproduced():
+    """experiments/latency_adapt_refresh.py replays every committed onnxruntime_cpu adapt that has a full profile
+    of its machine with k blocks re-measured, or more networks fitted, and gets the committed figures
+    (latency_adapt_refresh.json); with nothing re-measured it is the committed adapt itself."""
+    import latency_adapt_refresh as refresh
+    committed = json.loads((RESULTS / "latency_adapt_refresh.json").read_text())
+    pairs = refresh.pairs()
+    assert [r.name for r, _ in pairs] == [c["result_file"] for c in committed] and len(pairs) >= 5
+    for (result, full), was in zip(pairs, committed):
+        again = refresh.simulate(result, full)
+        assert again["k0_matches_committed"], result.name
+        assert len(again["rows"]) == len(was["rows"]) and len(again["more_networks"]) == len(was["more_networks"])
+        for a, w in zip(again["rows"] + again["more_networks"], was["rows"] + was["more_networks"]):
+            assert (a["form"], a["blocks"], a.get("networks")) == (w["form"], w["blocks"], w.get("networks"))
+            assert a["held_out"] == pytest.approx(w["held_out"], rel=1e-9, abs=1e-12), result.name
+
+
 def test_a_search_on_a_gpu_table_of_another_gpu_names_both_in_the_report(monkeypatch, tmp_path, capsys):
     from hwnas.search.app import compose_config, run
     monkeypatch.setattr("hwnas.latency.backends.cuda_device_name", lambda: "NVIDIA RTX 4090")
