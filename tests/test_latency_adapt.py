@@ -411,3 +411,36 @@ def test_a_full_table_profiled_beside_the_adapt_run_is_scored_on_its_held_out_ne
     assert aligned["kendall_tau"] == pytest.approx(full["held_out"]["kendall_tau"])  # a scale keeps the ranking
     with pytest.raises(SystemExit):
         exp.parse(["--score-full-table", str(src)])  # no --result: one argparse error
+
+
+def test_the_truth_reproducibility_passes_are_measured_compared_and_resumed(tmp_path):
+    """experiments/latency_truth_reproducibility.py on real ONNX Runtime: each pass times every held-out subnet of
+    an adapt result, the passes are compared with each other and with the committed truth and predictions, and a
+    rerun measures no pass twice; another result's passes are never mixed into the same file."""
+    import latency_truth_reproducibility as truth
+    space = search_spaces.get_space(SPACE, resolution=64)
+    archs = [space.min_arch(), *space.sample_many(2, seed=3)]
+    res = {"target": "onnxruntime_cpu", "scope": SPACE,
+           "source_table": {"table": "latency_tables/onnxruntime_cpu/amd-epyc.csv"},
+           "adapt": {"canary_ref": {"p10_ms": 2.0}},
+           "held_out": {"networks": [{"arch_id": a.id, "arch": a.to_dict(), "measured_ms": 1.0 + i,
+                                      "predicted_ms": 1.1 + i, "source_predicted_ms": 3.0 - i}
+                                     for i, a in enumerate(archs)]}}
+    result = tmp_path / "latency_adapt_onnxruntime_cpu_x_here.json"
+    result.write_text(json.dumps(res))
+    argv = ["--result", str(result), "--max-seconds", "0.05", "--min-runs", "3", "--repeats", "5", "--rounds", "2",
+            "--out", str(tmp_path / "out")]
+    assert truth.main(argv) == 0
+    out = json.loads(next((tmp_path / "out").glob("latency_truth_*.json")).read_text())
+    assert set(out["passes"]) == {"sequential_a", "sequential_b", "interleaved"}
+    assert all(set(p["times"]) == {a.id for a in archs} and min(p["times"].values()) > 0 for p in out["passes"].values())
+    assert out["tau_adapted_table_vs"]["committed"] == 1.0 and out["tau_source_table_vs"]["committed"] == -1.0
+    assert set(out["tau_between"]) >= {"sequential_a vs sequential_b", "sequential_b vs interleaved"}
+    before = {k: p["seconds"] for k, p in out["passes"].items()}
+    assert truth.main(argv) == 0  # resumed: every pass measured already
+    again = json.loads(next((tmp_path / "out").glob("latency_truth_*.json")).read_text())
+    assert {k: p["seconds"] for k, p in again["passes"].items()} == before
+    other = tmp_path / "latency_adapt_onnxruntime_cpu_y_here.json"
+    other.write_text(json.dumps(res))
+    with pytest.raises(SystemExit, match="holds passes of"):
+        truth.main(["--result", str(other), "--out", str(tmp_path / "out")])
