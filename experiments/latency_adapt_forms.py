@@ -139,16 +139,21 @@ def tau_of_scales(result_file: Path, scales: dict[str, float]) -> float:
     return C.kendall_tau(Xk @ np.array([scales[k] for k in kinds]), [n["measured_ms"] for n in res["held_out"]["networks"]])
 
 
-def compare(result_file: Path) -> dict:
+def load_result(result_file: Path):
+    """A committed adapt result as (result, source table, adaptation archs and their times in the table's
+    statistic, held-out records, held-out archs, their measured times)."""
     res = json.loads(result_file.read_text())
-    scope = res["scope"]
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=scope)
-    stat = source.statistic
+    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
     fit_archs = [Arch.from_dict(n["arch"]) for n in res["adapt"]["networks"]]
-    yf = np.array([n[stat] for n in res["adapt"]["networks"]])
+    yf = np.array([n[source.statistic] for n in res["adapt"]["networks"]])
     held = res["held_out"]["networks"]
-    held_archs = [Arch.from_dict(n["arch"]) for n in held]
-    yh = np.array([n["measured_ms"] for n in held])
+    return (res, source, fit_archs, yf, held, [Arch.from_dict(n["arch"]) for n in held],
+            np.array([n["measured_ms"] for n in held]))
+
+
+def compare(result_file: Path) -> dict:
+    res, source, fit_archs, yf, held, held_archs, yh = load_result(result_file)
+    scope, stat = res["scope"], source.statistic
     out = {"result_file": result_file.name, "target": res["target"], "space": res["space"],
            "machine": res["machine"]["device"], "source": f"{res['source_table']['table']} ({res['source_table']['device']})",
            "statistic": stat, "adapt_networks": len(yf), "held_out": len(yh),
@@ -243,12 +248,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     files = sorted(RESULTS.glob("latency_adapt_*_*_*.json"), key=lambda p: (p.stem.rsplit("_", 1)[1] == "amd-epyc", p.name))
-    rows = [compare(f) for f in files]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency_adapt_forms.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (args.out / "latency_adapt_forms.md").write_text(markdown(rows))
-    print(markdown(rows))
+    write_results(args.out / "latency_adapt_forms", [compare(f) for f in files], markdown)
     return 0
+
+
+def write_results(stem: Path, rows: list, to_markdown) -> None:
+    """`rows` to stem.json and, through `to_markdown`, to stem.md (printed too)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = to_markdown(rows)
+    stem.with_suffix(".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ import hwnas.latency.correction as C  # noqa: E402
 import search_spaces  # noqa: E402
 from hwnas.latency import LatencyTable  # noqa: E402
 from hwnas.latency.keys import block_keys  # noqa: E402
-from latency_adapt_forms import FORMS, GOAL, design, fit_form  # noqa: E402
+from latency_adapt_forms import FORMS, GOAL, design, fit_form, load_result, write_results  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -101,16 +101,9 @@ def refreshed(source: LatencyTable, full: LatencyTable, keys: list[str]) -> Late
 
 
 def simulate(result_file: Path, full_file: Path) -> dict:
-    res = json.loads(result_file.read_text())
-    space = res["scope"]
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=space)
+    res, source, fit_archs, yf, held, held_archs, yh = load_result(result_file)
+    space, stat = res["scope"], source.statistic
     full = LatencyTable.load(full_file, target=res["target"], space=space)
-    stat = source.statistic
-    fit_archs = [Arch.from_dict(n["arch"]) for n in res["adapt"]["networks"]]
-    yf = np.array([n[stat] for n in res["adapt"]["networks"]])
-    held = res["held_out"]["networks"]
-    held_archs = [Arch.from_dict(n["arch"]) for n in held]
-    yh = np.array([n["measured_ms"] for n in held])
     order = ranked_blocks(source, space)
     prof = full.provenance.get("profiling", {}).get(space, {})
     per_block_s = prof.get("block_seconds", float("nan")) / max(1, prof.get("n_measured") or len(order))
@@ -193,11 +186,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    out = [simulate(r, f) for r, f in pairs()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency_adapt_refresh.json").write_text(json.dumps(out, indent=1) + "\n")
-    (args.out / "latency_adapt_refresh.md").write_text(markdown(out))
-    print(markdown(out))
+    write_results(args.out / "latency_adapt_refresh", [simulate(r, f) for r, f in pairs()], markdown)
     return 0
 
 
