@@ -267,9 +267,9 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
     here = device_name(cuda)
     earlier = [r for r in _read_jsonl(rows_path) if not r.get("partial") and r.get("device_name") == here]
     ours_variants = dict(ours_variants or {})
-    shipped = {b: deploy_form("torch_inductor", batch=b, precision=precision).settings() for b in batches}
-    done = {(r["model"], r["batch"]) for r in earlier if r["batch"] in shipped
-            and covers(r, modes, ours_variants, shipped[r["batch"]])}
+    form = shipped_forms(batches, precision)
+    done = {(r["model"], r["batch"]) for r in earlier if r["batch"] in form
+            and covers(r, modes, ours_variants, form[r["batch"]].settings())}
     todo = [(m, b) for m in models for b in batches if (m, b) not in done]
     if not todo:
         return earlier
@@ -287,7 +287,6 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
         if resolution != 224:
             ours[name] = supernet.build_model(ours[name].arch.with_resolution(resolution)).eval()
         torch.save(ours[name].state_dict(), tmp / f"{name}.pt")
-    form = {b: deploy_form("torch_inductor", batch=b, precision=precision) for b in batches}  # as shipped
     pool = ProcessPoolExecutor(max_workers=max(1, min(workers, len(todo))), mp_context=mp.get_context("spawn"))
     for name, b in todo:
         arch = ours[name].arch
@@ -443,6 +442,12 @@ def compiled_stem(cuda: bool) -> Path:
     return ROOT / "experiments" / "results" / f"deploy_speed_compiled_{slug(device_name(True)) if cuda else 'cpu'}"
 
 
+def shipped_forms(batches, precision: str) -> dict:
+    """{batch: the torch_inductor deploy form `format=aoti` ships at that batch}: what `ours_aoti_shipped` compiles."""
+    from hwnas.latency.deploy import deploy_form
+    return {b: deploy_form("torch_inductor", batch=b, precision=precision) for b in batches}
+
+
 #: what `ours_aoti_shipped` was compiled as in rows measured before rows recorded it (`shipped_form`)
 LEGACY_SHIPPED = {"depthwise": "cudnn", "autotune": False}
 
@@ -451,6 +456,12 @@ def shipped_form_of(row: dict) -> dict:
     """The torch_inductor form settings our shipped package of `row` was compiled with."""
     return row.get("shipped_form") or {"batch": row["batch"], "precision": row.get("precision", "fp16"),
                                        "channels_last": True, **LEGACY_SHIPPED}
+
+
+def shipped_as(row: dict) -> str:
+    """The table's cell for the form our shipped package of `row` was compiled with: "depthwise, autotuning"."""
+    f = shipped_form_of(row)
+    return f"{f['depthwise']}, {'max_autotune' if f['autotune'] else 'no'}"
 
 
 def covers(row: dict, modes, ours_variants=(), shipped_form: dict | None = None) -> bool:
@@ -575,7 +586,7 @@ def markdown_compiled(rows: list, machine: dict) -> str:
                      f"{' (partial row)' if r.get('partial') else ''} | "
                      f"{' / '.join(f(cs.get(m), '.0f') for m in TIMM_MODES)} / {r['aoti_compile_seconds']:.0f} | "
                      f"{r.get('rel_err_vs_timm_fp32', r.get('rel_err_vs_ours_fp32')):.1e} | "
-                     f"{shipped_form_of(r)['depthwise']}, {'max_autotune' if shipped_form_of(r)['autotune'] else 'no'} |")
+                     f"{shipped_as(r)} |")
     # variants of partial rows too: timed against our shipped package in the same rounds even where timm's
     # compile was left for a later run
     varied = [r for r in sorted(all_rows, key=lambda r: (r["model"], r["batch"])) if r.get("ours_variants")]
@@ -751,11 +762,9 @@ def main_compiled(args) -> dict:
     finally:  # the table of the rows measured so far, also when a model fails (its traceback follows)
         rows_so_far = [r for r in _read_jsonl(stem.with_suffix(".jsonl")) if r.get("device_name") == here]
         stem.with_suffix(".md").write_text(markdown_compiled(rows_so_far, machine))
-    from hwnas.latency.deploy import deploy_form
-    shipped = {b: deploy_form("torch_inductor", batch=b, precision="fp16" if cuda else "fp32").settings()
-               for b in args.batches}
+    shipped = shipped_forms(args.batches, "fp16" if cuda else "fp32")
     left = [(m, b) for m in args.models for b in args.batches
-            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, variants, shipped[b])
+            if not any(r["model"] == m and r["batch"] == b and covers(r, args.modes, variants, shipped[b].settings())
                        for r in rows)]
     print(json.dumps({"phase": "end", "rows": str(stem.with_suffix(".jsonl")), "left": left}), flush=True)
     return {"rows": rows, "left": left}

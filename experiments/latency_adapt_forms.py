@@ -39,14 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 import hwnas.latency.correction as C  # noqa: E402
 from hwnas.latency import LatencyTable  # noqa: E402
 from hwnas.latency.keys import block_keys  # noqa: E402
-from shared import group  # noqa: E402
 from search_spaces import Arch  # noqa: E402
+from shared import GOAL, LIBRARY_FORMS, design, fit_form, group, load_result, write_results  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 RIDGES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-FORMS = {  # name: (grouping, form, ridges, overhead column)
-    "one scale + b (default)": ("kind", "scale", (C.RIDGE,), False),
-    "per kind, ridge 0.05 (library)": ("kind", "per_kind", (C.RIDGE,), False),
+FORMS = {  # name: (grouping, form, ridges, overhead column); the library's two first
+    **{name: ("kind", form, ridges, False) for name, (form, ridges) in LIBRARY_FORMS.items()},
     "per kind, unregularised": ("kind", "per_kind", (0.0,), False),
     "per kind, ridge by LOO": ("kind", "per_kind", RIDGES, False),
     "per kind × resolution, ridge by LOO": ("kind_hw", "per_kind", RIDGES, False),
@@ -54,35 +53,6 @@ FORMS = {  # name: (grouping, form, ridges, overhead column)
 }
 LIBRARY = "library's choice (committed)"
 LOWEST = "lowest LOO of the forms above"
-GOAL = {"within_10pct": 0.95, "within_5pct": 0.80, "kendall_tau": 0.95}  # issue 28, on >= 50 held-out subnets
-
-
-def design(source: LatencyTable, scope: str, archs: list[Arch], by: str, groups: list[str], overhead: bool) -> np.ndarray:
-    """Per-group sums (`groups`: kinds, or kind@resolution) of the source rows, each times the source's own
-    correction of its kind (`a_kind`, as `fit_adapted` uses it); `total`: their sum in one column (`groups`
-    unused); `overhead`: the number of blocks as a last column."""
-    corr = source.correction(scope)
-    a_src, a_def = corr.get("a", {}), corr.get("a_default", 1.0)
-    if by == "total":
-        groups = sorted({C.kind_of(k) for a in archs for k in block_keys(a)})
-    X = C.kind_sums(source, archs, groups, group=lambda k: group(k, "kind" if by == "total" else by))
-    X = X * np.array([a_src.get(g.split("@", 1)[0], a_def) for g in groups])
-    if by == "total":
-        X = X.sum(1, keepdims=True)
-    if overhead:
-        X = np.column_stack([X, [len(block_keys(a)) for a in archs]])
-    return X
-
-
-def fit_form(Xf: np.ndarray, yf: np.ndarray, Xh: np.ndarray, form: str, ridges) -> dict:
-    """Fitted on the adaptation networks (columns they never use get the common scale, as `fit_adapted`
-    does); the ridge of lowest leave-one-out error; predictions of the held-out networks."""
-    used = Xf.any(0)
-    loo = {r: C._loo_mape(Xf[:, used], yf, form, ridge=r) for r in ridges}
-    ridge = min(loo, key=loo.get)
-    s = np.full(Xf.shape[1], C._fit(Xf[:, used], yf, "scale")[0][0])
-    s[used], b = C._fit(Xf[:, used], yf, form, ridge=ridge)
-    return {"loo_mape": loo[ridge], "ridge": ridge if form != "scale" else None, "pred": Xh @ s + b}
 
 
 def tau_max(X: np.ndarray, y: np.ndarray, draws: int = 4000, refine: int = 5, seed: int = 0) -> tuple[float, np.ndarray]:
@@ -133,22 +103,9 @@ def kind_design(source: LatencyTable, scope: str, archs: list[Arch]) -> tuple[li
 def tau_of_scales(result_file: Path, scales: dict[str, float]) -> float:
     """Kendall τ of an adapt result's held-out networks' per-kind sums weighted by `scales` (one per kind)
     vs measured."""
-    res = json.loads(result_file.read_text())
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
-    kinds, Xk = kind_design(source, res["scope"], [Arch.from_dict(n["arch"]) for n in res["held_out"]["networks"]])
-    return C.kendall_tau(Xk @ np.array([scales[k] for k in kinds]), [n["measured_ms"] for n in res["held_out"]["networks"]])
-
-
-def load_result(result_file: Path):
-    """A committed adapt result as (result, source table, adaptation archs and their times in the table's
-    statistic, held-out records, held-out archs, their measured times)."""
-    res = json.loads(result_file.read_text())
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
-    fit_archs = [Arch.from_dict(n["arch"]) for n in res["adapt"]["networks"]]
-    yf = np.array([n[source.statistic] for n in res["adapt"]["networks"]])
-    held = res["held_out"]["networks"]
-    return (res, source, fit_archs, yf, held, [Arch.from_dict(n["arch"]) for n in held],
-            np.array([n["measured_ms"] for n in held]))
+    res, source, _, _, _, held_archs, yh = load_result(result_file)
+    kinds, Xk = kind_design(source, res["scope"], held_archs)
+    return C.kendall_tau(Xk @ np.array([scales[k] for k in kinds]), yh)
 
 
 def compare(result_file: Path) -> dict:
@@ -250,15 +207,6 @@ def main(argv=None) -> int:
     files = sorted(RESULTS.glob("latency_adapt_*_*_*.json"), key=lambda p: (p.stem.rsplit("_", 1)[1] == "amd-epyc", p.name))
     write_results(args.out / "latency_adapt_forms", [compare(f) for f in files], markdown)
     return 0
-
-
-def write_results(stem: Path, rows: list, to_markdown) -> None:
-    """`rows` to stem.json and, through `to_markdown`, to stem.md (printed too)."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    text = to_markdown(rows)
-    stem.with_suffix(".md").write_text(text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -44,14 +44,13 @@ import hwnas.latency.correction as C  # noqa: E402
 import search_spaces  # noqa: E402
 from hwnas.latency import LatencyTable  # noqa: E402
 from hwnas.latency.keys import block_keys  # noqa: E402
-from latency_adapt_forms import FORMS, GOAL, design, fit_form, load_result, write_results  # noqa: E402
+from shared import GOAL, LIBRARY_FORMS, design, fit_form, load_result, write_results  # noqa: E402
 from search_spaces import Arch  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 FULL = RESULTS / "latency_adapt_full_tables"
 KS = (0, 4, 8, 16, 24, 32, 48, 64, 96, None)  # None: every block
 MORE = (0, 6, 12, 24, None)  # full-profile fit networks added to the adapt's (None: all of them)
-LIBRARY_FORMS = list(FORMS)[:2]  # one scale + b, per kind at ridge 0.05: the library picks the lower LOO
 
 
 def pairs() -> list[tuple[Path, Path]]:
@@ -120,8 +119,7 @@ def simulate(result_file: Path, full_file: Path) -> dict:
 
     def judged(table, archs, y) -> tuple[str, dict]:
         fits = {}
-        for name in LIBRARY_FORMS:
-            _, form, ridges, _ = FORMS[name]
+        for name, (form, ridges) in LIBRARY_FORMS.items():
             fits[name] = fit_form(design(table, space, archs, "kind", kinds, False), y,
                                   design(table, space, held_archs, "kind", kinds, False), form, ridges)
         lib = min(fits, key=lambda n: fits[n]["loo_mape"])

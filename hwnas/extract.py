@@ -284,15 +284,15 @@ def deployed_latencies(model, arch, tables=None) -> dict:
 AOTI_FORM_KEYS = ("channels_last", "depthwise", "autotune")
 
 
-def aoti_form_of(latency: dict) -> dict:
-    """The settings format=aoti compiles with so that it ships what a torch_inductor table among `latency`
-    (`deployed_latencies`) timed (depthwise as the table resolved it, autotune), with `_table` naming it;
-    {} (the form's defaults) where no such table predicted this export."""
+def aoti_form_of(latency: dict) -> tuple[str | None, dict]:
+    """(the table, the settings) format=aoti compiles with so that it ships what a torch_inductor table among
+    `latency` (`deployed_latencies`) timed (depthwise as the table resolved it, autotune); (None, {}: the
+    form's defaults) where no such table predicted this export."""
     for key, p in sorted(latency.items()):
         settings = (p.get("deploy") or {}).get("settings")
         if key.split("/")[0] == "torch_inductor" and settings:
-            return {"_table": key, **{k: settings[k] for k in AOTI_FORM_KEYS if k in settings}}
-    return {}
+            return key, {k: settings[k] for k in AOTI_FORM_KEYS if k in settings}
+    return None, {}
 
 
 # ---- the app ---------------------------------------------------------------------------------------
@@ -355,9 +355,9 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
             log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
     latency = deployed_latencies(model, a, latency_tables)
-    aoti_form = aoti_form_of(latency) if "aoti" in formats else {}
-    if aoti_form:
-        log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_form.pop("_table"),
+    aoti_table, aoti_form = aoti_form_of(latency) if "aoti" in formats else (None, {})
+    if aoti_table:
+        log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_table,
                  ", ".join(f"{k}={v}" for k, v in aoti_form.items()))
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
                             opset=opset, log=log.info, latency=latency, extra_files=extra_files, aoti_form=aoti_form)

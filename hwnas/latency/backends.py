@@ -398,8 +398,9 @@ class TorchInductor(TorchCUDA):
 
     def method(self) -> str:
         g = "its run captured in one CUDA graph, replays" if self.cuda_graphs else "package runs"
+        tuning = "max_autotune" if self.form.autotune else "default inductor settings, no autotuning"
         return (f"deploy form ({self.form.describe()}) compiled by torch._inductor.aoti_compile_and_package "
-                f"({'max_autotune' if self.form.autotune else 'default inductor settings, no autotuning'}; blocks take the fp16 channels_last input they get inside a "
+                f"({tuning}; blocks take the fp16 channels_last input they get inside a "
                 f"network, whole networks the shipped float32 NCHW interface), loaded with aoti_load_package("
                 f"run_single_threaded=True) as hwnas.convert.aoti.load_aoti loads it, {g} "
                 f"timed one by one with CUDA events after {self.warmup} warm-up runs, up to {self.repeats} runs "

@@ -172,11 +172,10 @@ class TorchInductorPackage(TorchCUDAModule):
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True,
                  depthwise: str = "auto", autotune: bool = True):
         super().__init__(batch, precision, channels_last)
+        from hwnas.errors import ConfigError
         if depthwise not in self.DEPTHWISE:
-            from hwnas.errors import ConfigError
             raise ConfigError(f"depthwise={depthwise!r}: allowed: {', '.join(self.DEPTHWISE)}")
         if not isinstance(autotune, bool):
-            from hwnas.errors import ConfigError
             raise ConfigError(f"autotune={autotune!r}: allowed: true, false")
         #: what runs: "auto" resolved by the batch (settings() name it, so tables and caches key on it)
         self.depthwise = ("shifted" if self.batch == 1 else "cudnn") if depthwise == "auto" else depthwise
