@@ -128,6 +128,23 @@ def test_blocks_compile_in_parallel_workers_once(tmp_path):
     assert compile_all(jobs, workers=2, progress=False)["packages"] == 0
 
 
+def test_the_deadline_kills_compiles_under_way(tmp_path):
+    """A deadline is a hard stop for the compile workers (a max_autotune compile can outlast a GPU
+    session): with it already as good as passed, compile_all returns without waiting for the two
+    compiles (a spawned worker alone takes longer than this to import torch), writes no package and
+    leaves no worker process behind."""
+    import multiprocessing
+    import time
+    form = deploy_form("torch_inductor", batch=1, precision="fp32")
+    jobs = [{"kind": "block", "what": key, "shape": list(supernet.block_input_shape(spec_for_key(key), 1)),
+             "native": True, "form": form.settings(), "device": "cpu", "path": str(tmp_path / f"{i}.pt2")}
+            for i, key in enumerate(HEADS)]
+    stats = compile_all(jobs, workers=2, progress=False, deadline=time.monotonic() + 0.5)
+    assert stats["packages"] == 0
+    assert not list(tmp_path.glob("*.pt2"))
+    assert not multiprocessing.active_children()
+
+
 def test_a_search_without_a_measured_table_names_the_profile_command(tmp_path):
     """No table is made up: without a measured torch_inductor table the search stops at start-up,
     naming the command that profiles one (here: an empty tables folder, so it holds whatever ships)."""

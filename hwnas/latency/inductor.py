@@ -16,6 +16,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Sequence
 
@@ -70,7 +71,12 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
                 deadline: float | None = None) -> dict:
     """Compile every job whose package is not on disk yet: inline with one worker, else in `workers`
     spawned processes. Returns {"packages", "seconds" (summed over the jobs), "wall_seconds"}.
-    A failed compilation raises with its job named; nothing half-written is left (atomic writes)."""
+    A failed compilation raises with its job named; nothing half-written is left (atomic writes).
+
+    `deadline` (a `time.monotonic()` value) is a hard stop for the workers: when it passes, the
+    compiles under way are killed and the rest are not started (a compile with max_autotune can take
+    minutes, longer than a GPU session has left); the packages already written stay in the cache
+    for the next run. Inline (one worker), the compile under way finishes first."""
     todo = [j for j in jobs if not Path(j["path"]).exists()]
     todo = list({j["path"]: j for j in todo}.values())
     t0 = time.perf_counter()
@@ -84,23 +90,38 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
             total += compile_job(job)["seconds"]
     else:
         import multiprocessing as mp
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(compile_job, {**j, "compile_threads": 1}): j for j in todo}
-            for fut in progress_bar(as_completed(futures), len(futures), desc, progress):
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"))
+        futures = {pool.submit(compile_job, {**j, "compile_threads": 1}): j for j in todo}
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        stopped = False
+        try:
+            for fut in progress_bar(as_completed(futures, timeout=timeout), len(futures), desc, progress):
                 job = futures[fut]
                 try:
                     total += fut.result()["seconds"]
                 except Exception as e:
-                    for f in futures:
-                        f.cancel()
                     raise RuntimeError(f"compiling the {job['kind']} {job['what'] if job['kind'] == 'block' else ''} "
                                        f"for torch_inductor failed: {type(e).__name__}: {e}") from e
-                if deadline is not None and time.monotonic() > deadline:
-                    for f in futures:
-                        f.cancel()  # the running ones finish; the rest waits for the next run
-                    break
+        except FuturesTimeout:  # the deadline passed with compiles under way
+            stopped = True
+        finally:
+            _stop_pool(pool, kill=stopped or any(not f.done() for f in futures))
     done = sum(Path(j["path"]).exists() for j in todo)
     return {"packages": done, "seconds": round(total, 2), "wall_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _stop_pool(pool: ProcessPoolExecutor, kill: bool) -> None:
+    """Shut `pool` down; with `kill`, cancel what has not started and kill the workers still
+    compiling (their packages are written atomically, so nothing half-written is left)."""
+    if kill:
+        workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in workers:
+            proc.kill()
+        for proc in workers:
+            proc.join(timeout=10)
+    else:
+        pool.shutdown(wait=True)
 
 
 __all__ = ["cache_dir", "compile_all", "compile_job", "package_key"]
