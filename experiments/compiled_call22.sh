@@ -11,7 +11,7 @@ lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z ' 'a-z-')
 mkdir -p "$OUT/speed" && cp experiments/results/deploy_speed_compiled_nvidia-h*.jsonl "$OUT/speed/" 2>/dev/null
 LEFT=$(( ${CALL_S:-530} - ($(date +%s) - T0) - 3 ))
-taskset -c 2-15 python experiments/deploy_speed.py --compiled --models ${MODELS:-efficientformerv2_s0 efficientformerv2_s1 nextvit_s} \
+timeout $LEFT taskset -c 2-15 python experiments/deploy_speed.py --compiled --models ${MODELS:-efficientformerv2_s0 efficientformerv2_s1 nextvit_s} \
     --batches ${BATCHES:-1 8} --modes default reduce-overhead --workers 6 \
     --deadline-s $(( LEFT - 40 )) --limit-s $LEFT --out "$OUT/speed/deploy_speed_compiled_$GPU" > "$OUT/speed.log" 2>&1
 echo "call: $(( $(date +%s) - T0 )) s" >> "$OUT/gpu.txt"
