@@ -9,6 +9,10 @@ regimes and, per regime and space, reports:
   range of seeds (the mean over the archs with the most seeds: like for like, "the archs spread over 3x
   what one arch's seeds spread over"); seed-vs-seed Kendall tau, and the
   tau of ranking by MACs (what a supernet has to beat);
+- what decides the ranking: the Kendall tau of the archs' mean final training loss against their MACs
+  (negative: larger archs fit the training images better, the regime is capacity-bound; positive: larger
+  archs fit them worse, i.e. they are held back by optimisation, not by overfitting) and of their mean test
+  top-1 against that loss;
 - with `--predictor SPACE=FILE` (repeatable): the Kendall tau of each accuracy predictor's scores against
   the archs' mean stand-alone top-1 (what the search optimises against what training gives).
 
@@ -82,6 +86,9 @@ def summarise(folders: list[Path], predictors: list[tuple[str, Path]] = ()) -> l
         pairs = [(s[0]["test_top1"], s[1]["test_top1"]) for s in by_key.values() if 0 in s and 1 in s]
         macs = {k: next(iter(s.values()))["macs"] for k, s in by_key.items()}
         keys = sorted(means)
+        losses = {k: [r.get("train_loss") for r in s.values()] for k, s in by_key.items()}
+        loss = {k: float(np.mean(v)) for k, v in losses.items() if None not in v}
+        lkeys = sorted(loss)
         row = dict(recipe_id=rid, space=space, regime=regime_name(any_rec, data.get(rid, {})), archs=len(means),
                    runs=sum(len(s) for s in by_key.values()), archs_with_seeds=len(multi),
                    spread_sd=spread, spread_range=spread_range,
@@ -91,6 +98,10 @@ def summarise(folders: list[Path], predictors: list[tuple[str, Path]] = ()) -> l
                    seed_vs_seed_tau=float(stats.kendalltau(*zip(*pairs))[0]) if len(pairs) >= 3 else None,
                    macs_tau=float(stats.kendalltau([macs[k] for k in keys], [means[k] for k in keys])[0])
                    if len(keys) >= 3 else None,
+                   loss_macs_tau=float(stats.kendalltau([macs[k] for k in lkeys], [loss[k] for k in lkeys])[0])
+                   if len(lkeys) >= 3 else None,
+                   top1_loss_tau=float(stats.kendalltau([loss[k] for k in lkeys], [means[k] for k in lkeys])[0])
+                   if len(lkeys) >= 3 else None,
                    top1_range=[min(means.values()), max(means.values())],
                    per_arch={by_key[k][next(iter(by_key[k]))]["name"]: [round(r["test_top1"], 2)
                                                                       for r in by_key[k].values()] for k in keys})
@@ -112,16 +123,21 @@ def markdown(rows: list[dict], folders: list[Path], predictors: list[tuple[str, 
              "Two readings of the goal: **sd ratio** = sd of the archs' means / pooled seed sd (strict: the sd of "
              "means still holds seed noise / sqrt(seeds)); **range ratio** = range of the archs' means / one arch's "
              "range of seeds (mean over the archs with the most seeds, `seeds` below).", "",
+             "What decides the ranking: **train loss vs MACs tau** (the archs' mean final training loss against their "
+             "MACs: negative, larger archs fit the training images better; positive, they fit them worse, held back by "
+             "optimisation rather than overfitting) and **top-1 vs train loss tau** (test top-1 against that loss).", "",
              "| space | regime | archs | runs | archs with >= 2 seeds | seeds | top-1 range | spread (sd) | seed sd | "
-             "sd ratio | goal (sd) | seed range | range ratio | goal (range) | seed-vs-seed tau | MACs tau |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "sd ratio | goal (sd) | seed range | range ratio | goal (range) | seed-vs-seed tau | MACs tau | "
+             "train loss vs MACs tau | top-1 vs train loss tau |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         met = lambda ok: "met" if ok else "not met"  # noqa: E731
         lines.append(f"| {r['space']} | {r['regime']} | {r['archs']} | {r['runs']} | {r['archs_with_seeds']} | "
                      f"{r['seeds_per_arch']} | {r['top1_range'][0]:.2f}-{r['top1_range'][1]:.2f} | "
                      f"{f(r['spread_sd'])} | {f(r['seed_sd'])} | {f(r['ratio'])} | {met(r['goal_met'])} | "
                      f"{f(r['seed_range'])} | {f(r['range_ratio'])} | {met(r['goal_met_range'])} | "
-                     f"{f(r['seed_vs_seed_tau'], 3)} | {f(r['macs_tau'], 3)} |")
+                     f"{f(r['seed_vs_seed_tau'], 3)} | {f(r['macs_tau'], 3)} | {f(r['loss_macs_tau'], 3)} | "
+                     f"{f(r['top1_loss_tau'], 3)} |")
     taus = [(r, path, t) for r in rows for path, t in r.get("predictor_tau", {}).items()]
     if taus:
         lines += ["", "Accuracy predictors against the archs trained alone (Kendall tau of the predictor's score vs "
