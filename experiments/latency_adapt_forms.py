@@ -163,10 +163,11 @@ def markdown(rows: list[dict]) -> str:
              "Intel Xeon VM of CI's kind, nothing else running; vm2 also times the adaptation networks long); "
              "`intel-xeon-r17` (EfficientFormerV2) and `-r18` (Next-ViT) are round 17 (2026-12-07, GPU calls 16 and 18 "
              "on two H100 machines' hosts, held-out subnets timed long, with stand-alone training or compiles on the "
-             "GPU and a full profile on other cores meanwhile).", "",
+             "GPU and a full profile on other cores meanwhile); `intel-xeon-vm3` is round 18 (2026-12-07, the 2-core VM "
+             "again, nothing else running, 24 adaptation networks: the count hwnas now suggests).", "",
              "Each cell: Kendall τ · share within ±10 % · share within ±5 % on the 50 fresh held-out subnets, "
              "then the leave-one-out error on the adaptation networks the form was fitted on (12 on the CPUs, "
-             "10 on the H100). Goal: τ ≥ 0.95, ≥ 95 % within ±10 %, ≥ 80 % within ±5 %.", "",
+             "24 in `-vm3`, 10 on the H100). Goal: τ ≥ 0.95, ≥ 95 % within ±10 %, ≥ 80 % within ±5 %.", "",
              "| form | " + " | ".join(head) + " |", "|---" * (len(rows) + 1) + "|",
              "| source table as it is | " + " | ".join(cell(r["source_as_is"]) for r in rows) + " |"]
     for name in [*FORMS, LIBRARY, LOWEST]:
