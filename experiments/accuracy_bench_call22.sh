@@ -13,23 +13,28 @@
 #  5. the probe recipe's missing third seeds of Next-ViT's five largest ranking archs (the deadline cut them in
 #     calls 7-8), so that every one of the 24 has three
 # Carry .data and .whl.   CALL_S=520 bash experiments/accuracy_bench_call22.sh
+# Call 22 itself got 330 s, too few for Next-ViT-L (cut at both rates) and most third seeds; run again, every job
+# resumes from call 22's committed folder of its name (only what it lacks is trained; give it 500+ s):
+#   TAG=call24 CALL_S=540 bash experiments/accuracy_bench_call22.sh
 set -u
 cd "$(dirname "$0")/.."
 . experiments/gpu_call.sh
 lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 D=$(( ${CALL_S:-520} - ($(date +%s) - T0) - 60 ))
+C22=$R/h100-call22-lr
+again() { [ -d "$C22/$1" ] && echo "--resume-from $C22/$1"; }  # call 22's records of this job, when rerun
 NV=experiments/results/accuracy_bench_nv_pilot_archs.json
 EF=experiments/results/accuracy_bench_explore_archs.json
 for lr in 5e-4 2.5e-4; do
     python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --sa-lr $lr --spaces nextvit --variants none \
-        --sa-seeds 0,1 --archs $NV --workers 6 --min-job-s 40 --deadline-s $D --out "$OUT/nv_lr$lr" > "$OUT/nv_lr$lr.log" 2>&1 &
+        --sa-seeds 0,1 --archs $NV $(again nv_lr$lr) --workers 6 --min-job-s 40 --deadline-s $D --out "$OUT/nv_lr$lr" > "$OUT/nv_lr$lr.log" 2>&1 &
     python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --sa-lr $lr --spaces efficientformerv2 --variants none \
-        --sa-seeds 0,1 --archs $EF --workers 2 --min-job-s 20 --deadline-s $D --out "$OUT/ef_lr$lr" > "$OUT/ef_lr$lr.log" 2>&1 &
+        --sa-seeds 0,1 --archs $EF $(again ef_lr$lr) --workers 4 --min-job-s 20 --deadline-s $D --out "$OUT/ef_lr$lr" > "$OUT/ef_lr$lr.log" 2>&1 &
 done
 python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --spaces nextvit --variants none --sa-seeds 0,1,2 \
-    --archs experiments/results/accuracy_bench_archs.json --resume-from $R/h100-call16-nvpicks/picks --workers 5 --min-job-s 40 --deadline-s $D --out "$OUT/seed2" \
+    --archs experiments/results/accuracy_bench_archs.json --resume-from $R/h100-call16-nvpicks/picks $(again seed2) --workers 5 --min-job-s 40 --deadline-s $D --out "$OUT/seed2" \
     > "$OUT/seed2.log" 2>&1 &
 wait
 mps_stop
 echo "call: $(( $(date +%s) - T0 )) s" >> "$OUT/gpu.txt"
-cd "$OUT" && tar czf call22.tgz nv_lr* ef_lr* seed2 *.log gpu.txt mps.txt && rm -rf nv_lr* ef_lr* seed2 && ls -la
+cd "$OUT" && tar czf ${TAG:-call22}.tgz nv_lr* ef_lr* seed2 *.log gpu.txt mps.txt && rm -rf nv_lr* ef_lr* seed2 && ls -la
