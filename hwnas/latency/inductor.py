@@ -93,7 +93,6 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"))
         futures = {pool.submit(compile_job, {**j, "compile_threads": 1}): j for j in todo}
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        stopped = False
         try:
             for fut in progress_bar(as_completed(futures, timeout=timeout), len(futures), desc, progress):
                 job = futures[fut]
@@ -102,10 +101,10 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
                 except Exception as e:
                     raise RuntimeError(f"compiling the {job['kind']} {job['what'] if job['kind'] == 'block' else ''} "
                                        f"for torch_inductor failed: {type(e).__name__}: {e}") from e
-        except FuturesTimeout:  # the deadline passed with compiles under way
-            stopped = True
+        except FuturesTimeout:  # the deadline passed with compiles under way: killed below
+            pass
         finally:
-            _stop_pool(pool, kill=stopped or any(not f.done() for f in futures))
+            _stop_pool(pool, kill=any(not f.done() for f in futures))
     done = sum(Path(j["path"]).exists() for j in todo)
     return {"packages": done, "seconds": round(total, 2), "wall_seconds": round(time.perf_counter() - t0, 2)}
 
