@@ -450,6 +450,23 @@ def _one_recipe(records: list[dict], what: str) -> tuple[list[dict], str | None,
     return [r for r in records if r["recipe_id"] == best], best, others
 
 
+def best_recipe_per_arch(records: list[dict], recipe_ids: list[str]) -> tuple[dict, dict]:
+    """Each arch trained alone as well as we know how: of the stand-alone `recipe_ids` (e.g. one
+    recipe at several learning rates), per arch the one whose seeds reach the highest mean *val*
+    top-1 (chosen on val, so the test top-1 reported is not the maximum of noisy test figures; ties go
+    to the recipe listed first). Returns ({key: {seed: record}} of the chosen recipes, {key: recipe id})."""
+    by = {}
+    for r in records:
+        if r["recipe_id"] in recipe_ids:
+            by.setdefault(r["key"], {}).setdefault(r["recipe_id"], {})[r["seed"]] = r
+    chosen = {}
+    for key, per in by.items():
+        def mean_val(rid):
+            return sum(x["val_top1"] for x in per[rid].values()) / len(per[rid])
+        chosen[key] = max((rid for rid in recipe_ids if rid in per), key=lambda rid: (mean_val(rid), -recipe_ids.index(rid)))
+    return {k: by[k][rid] for k, rid in chosen.items()}, chosen
+
+
 def _analyze_options(args, space: str) -> list[str]:
     """The options of an `analyze` command that change what it reports for SPACE (for its Reproduce line)."""
     opts = [f"--standalone-recipe {x}" for x in args.standalone_recipe if x.split("=", 1)[0] == space]
@@ -476,15 +493,26 @@ def analyze(args) -> dict:
         names = {c["key"]: c for c in chosen["spaces"][space]}
         sa_recs = [r for r in res["standalone"] if r["space"] == space and r["status"] == "done" and not r.get("smoke")]
         want = dict(x.split("=", 1) for x in args.standalone_recipe).get(space)
-        if want:  # a stand-alone recipe chosen by id (e.g. a later, stable recipe with fewer records so far)
-            others = sorted({r["recipe_id"] for r in sa_recs} - {want})
-            sa_recs = [r for r in sa_recs if r["recipe_id"] == want]
-            sa_id, notes = want, [f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]
+        best_of = {}  # key -> the recipe chosen for it, when several are given
+        if want and "+" in want:  # several recipes: per arch the best on val (best_recipe_per_arch)
+            ids = want.split("+")
+            others = sorted({r["recipe_id"] for r in sa_recs} - set(ids))
+            sa, best_of = best_recipe_per_arch(sa_recs, ids)
+            sa_recs = [r for recs in sa.values() for r in recs.values()]
+            sa_id = want
+            notes = [f"stand-alone: per arch the best of recipes {', '.join(ids)} on val top-1 (chosen: " + ", ".join(
+                f"{rid} {sum(v == rid for v in best_of.values())} archs" for rid in ids) + ")",
+                *[f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]]
         else:
-            sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
-        sa = {}
-        for r in sa_recs:
-            sa.setdefault(r["key"], {})[r["seed"]] = r
+            if want:  # a stand-alone recipe chosen by id (e.g. a later, stable recipe with fewer records so far)
+                others = sorted({r["recipe_id"] for r in sa_recs} - {want})
+                sa_recs = [r for r in sa_recs if r["recipe_id"] == want]
+                sa_id, notes = want, [f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]
+            else:
+                sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
+            sa = {}
+            for r in sa_recs:
+                sa.setdefault(r["key"], {})[r["seed"]] = r
         inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
         # a supernet recipe trained twice (a deadline-cut run, then the full one): its longest training counts
         inh_all = longest_trainings(inh_all, recipe_of)
@@ -547,7 +575,8 @@ def analyze(args) -> dict:
             recs = sa[k]
             table.append(dict(key=k, name=c.get("name", k), latency_ms=c.get("latency_ms"), params=c.get("params"),
                               macs=c.get("macs"), standalone_test=sa_test[k], standalone_val=sa_val[k],
-                              standalone_seeds=sorted(recs), standalone_test_by_seed={
+                              standalone_seeds=sorted(recs), standalone_recipe_id=best_of.get(k, sa_id),
+                              standalone_lr=next(iter(recs.values()))["recipe"].get("lr"), standalone_test_by_seed={
                                   str(s): r[f"{split}_top1"] for s, r in sorted(recs.items())},
                               inherited_val=rows.get(k, {}),
                               gap_test={v: rows[k][v] - sa_test[k] for v in rows.get(k, {})}))
@@ -647,6 +676,7 @@ def markdown(r: dict) -> str:
         L += ["", f"Stand-alone noise: {n['archs']} archs trained with two seeds differ by {n['mean_abs_diff']:.2f} "
               f"points on average (max {n['max_abs_diff']:.2f}); seed-vs-seed tau {_fmt_stat(n['seed_vs_seed'], 'kendall_tau')}."]
     variants = list(r["variants"])
+    best_of = "+" in (r.get("standalone_recipe_id") or "")  # per arch the best of several recipes
     L += ["", "Latency: predicted by the table the archs were chosen with, at the deployment resolution; params and "
           "MACs: the deployment arch with a 10-class head.", "",
           f"| arch | predicted ms | M params | MMACs | stand-alone {r['standalone_split']} | stand-alone val | "
@@ -654,6 +684,8 @@ def markdown(r: dict) -> str:
     for a in r["archs"]:
         seeds = a["standalone_test_by_seed"]
         sa = f"{a['standalone_test']:.2f}" + (f" ({', '.join(f'{v:.2f}' for v in seeds.values())})" if len(seeds) > 1 else "")
+        if best_of:
+            sa += f" · lr {a['standalone_lr']:g}"
         lat = "" if a["latency_ms"] is None else f"{a['latency_ms']:.1f}"
         par = "" if a["params"] is None else f"{a['params'] / 1e6:.2f}"
         mac = "" if a["macs"] is None else f"{a['macs'] / 1e6:.0f}"
@@ -661,7 +693,9 @@ def markdown(r: dict) -> str:
                  + " | ".join(f"{a['inherited_val'][v]:.2f}" if v in a["inherited_val"] else "" for v in variants) + " |")
     rec = r["standalone_recipe"] or {}
     L += ["", "## Recipe", "",
-          f"- Stand-alone (every arch alike, `hwnas.training.standalone`): {json.dumps(rec, sort_keys=True)}",
+          (f"- Stand-alone (`hwnas.training.standalone`): per arch the best on val of recipes "
+           f"{r['standalone_recipe_id'].replace('+', ', ')} (its lr in the table); the first: {json.dumps(rec, sort_keys=True)}"
+           if best_of else f"- Stand-alone (every arch alike, `hwnas.training.standalone`): {json.dumps(rec, sort_keys=True)}"),
           *[f"- Supernet `{v}` (`hwnas.training.TrainConfig`): {json.dumps(s['supernet_train'], sort_keys=True)}"
             for v, s in r["variants"].items()],
           "- Inherited accuracy: `hwnas.evaluate.SubnetEvaluator` (subnet extracted, BatchNorm statistics "
@@ -771,8 +805,9 @@ def main(argv=None):
 
     a = sub.add_parser("analyze", help="statistics, plots and reports (CPU)")
     a.add_argument("results", nargs="+", help="folders written by `gpu`")
-    a.add_argument("--standalone-recipe", action="append", default=[], metavar="SPACE=RECIPE_ID",
-                   help="the stand-alone recipe a space is judged against (default: the one with most records)")
+    a.add_argument("--standalone-recipe", action="append", default=[], metavar="SPACE=RECIPE_ID[+RECIPE_ID...]",
+                   help="the stand-alone recipe a space is judged against (default: the one with most records); "
+                        "several joined by +: per arch the one with the best mean val top-1")
     a.add_argument("--spaces", default=",".join(SPACES))
     a.add_argument("--archs", default=str(ARCHS_FILE))
     a.add_argument("--out", default=str(RESULTS))

@@ -121,3 +121,18 @@ def test_the_goal_is_judged_on_the_recipe_each_space_trains_by_default():
     committed = json.loads((ROOT / "experiments" / "results" / "accuracy_bench" / "probe"
                             / "ranking_fidelity_nextvit.json").read_text())
     assert committed["default_variant"] == "consistent"  # the committed analysis, regenerated with it
+
+
+def test_each_arch_is_judged_on_its_best_recipe_chosen_on_val():
+    """`analyze --standalone-recipe SPACE=A+B`: per arch the recipe whose seeds reach the highest mean val
+    top-1, never the highest test top-1 (that would pick the luckiest test figure); a tie goes to the first."""
+    def rec(key, rid, seed, val, test):
+        return {"key": key, "recipe_id": rid, "seed": seed, "val_top1": val, "test_top1": test}
+    records = [rec("x", "A", 0, 90.0, 80.0), rec("x", "A", 1, 91.0, 80.0),  # A: val 90.5, test 80
+               rec("x", "B", 0, 90.2, 99.0),                               # B: val 90.2, test 99
+               rec("y", "A", 0, 88.0, 88.0), rec("y", "B", 0, 89.0, 87.0), rec("y", "C", 0, 99.0, 99.0),
+               rec("z", "B", 0, 85.0, 85.0), rec("z", "A", 0, 85.0, 84.0)]  # a tie: the first listed, A
+    sa, chosen = rf.best_recipe_per_arch(records, ["A", "B"])
+    assert chosen == {"x": "A", "y": "B", "z": "A"}  # C is not one of the recipes given
+    assert sorted(sa["x"]) == [0, 1] and all(r["recipe_id"] == "A" for r in sa["x"].values())
+    assert sa["y"][0]["test_top1"] == 87.0
