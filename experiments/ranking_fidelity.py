@@ -461,9 +461,8 @@ def best_recipe_per_arch(records: list[dict], recipe_ids: list[str]) -> tuple[di
             by.setdefault(r["key"], {}).setdefault(r["recipe_id"], {})[r["seed"]] = r
     chosen = {}
     for key, per in by.items():
-        def mean_val(rid):
-            return sum(x["val_top1"] for x in per[rid].values()) / len(per[rid])
-        chosen[key] = max((rid for rid in recipe_ids if rid in per), key=lambda rid: (mean_val(rid), -recipe_ids.index(rid)))
+        mean_val = {rid: sum(x["val_top1"] for x in seeds.values()) / len(seeds) for rid, seeds in per.items()}
+        chosen[key] = max(mean_val, key=lambda rid: (mean_val[rid], -recipe_ids.index(rid)))
     return {k: by[k][rid] for k, rid in chosen.items()}, chosen
 
 
@@ -536,6 +535,9 @@ def analyze(args) -> dict:
             notes.append("the data has no test split: stand-alone numbers are on val, the split the inherited "
                          "accuracy uses too")
         sa_test = {k: float(np.mean([r[f"{split}_top1"] for r in v.values()])) for k, v in sa.items()}
+
+        def by_latency(k):  # then by key: archs outside the archs file tie at 0, and a set's order varies between
+            return names.get(k, {}).get("latency_ms") or 0, k  # processes (the bootstrap intervals would too)
         sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
         per_variant, rows = {}, {}
         for v, (recs, sn_id, variant) in variants.items():
@@ -543,7 +545,7 @@ def analyze(args) -> dict:
             for r in recs:
                 if r["kind"] == "ranking":
                     inh[r["key"]] = r["val_top1"]  # the last record of an arch wins (a later, longer run)
-            keys = sorted(set(inh) & set(sa_test), key=lambda k: names.get(k, {}).get("latency_ms", 0))
+            keys = sorted(set(inh) & set(sa_test), key=by_latency)
             summ = sn_summ.get((variant, sn_id), {})
             per_variant[v] = dict(
                 recipe_id=sn_id, supernet_train=summ.get("train"), epochs_done=summ.get("epochs_done"),
@@ -556,7 +558,7 @@ def analyze(args) -> dict:
                                     {k: inh[k] - sa_val[k] for k in keys}))
             for k in keys:
                 rows.setdefault(k, {})[v] = inh[k]
-        keys = sorted(sa_test, key=lambda k: names.get(k, {}).get("latency_ms", 0))
+        keys = sorted(sa_test, key=by_latency)
         baselines = {}
         for what in ("params", "macs", "latency_ms"):
             vals = [names[k][what] for k in keys if k in names]
