@@ -86,8 +86,8 @@ def summarise(folders: list[Path], predictors: list[tuple[str, Path]] = ()) -> l
         pairs = [(s[0]["test_top1"], s[1]["test_top1"]) for s in by_key.values() if 0 in s and 1 in s]
         macs = {k: next(iter(s.values()))["macs"] for k, s in by_key.items()}
         keys = sorted(means)
-        losses = {k: [r.get("train_loss") for r in s.values()] for k, s in by_key.items()}
-        loss = {k: float(np.mean(v)) for k, v in losses.items() if None not in v}
+        loss = {k: float(np.mean([r["train_loss"] for r in s.values()])) for k, s in by_key.items()
+                if all(r.get("train_loss") is not None for r in s.values())}
         lkeys = sorted(loss)
         row = dict(recipe_id=rid, space=space, regime=regime_name(any_rec, data.get(rid, {})), archs=len(means),
                    runs=sum(len(s) for s in by_key.values()), archs_with_seeds=len(multi),

@@ -492,26 +492,19 @@ def analyze(args) -> dict:
         names = {c["key"]: c for c in chosen["spaces"][space]}
         sa_recs = [r for r in res["standalone"] if r["space"] == space and r["status"] == "done" and not r.get("smoke")]
         want = dict(x.split("=", 1) for x in args.standalone_recipe).get(space)
-        best_of = {}  # key -> the recipe chosen for it, when several are given
-        if want and "+" in want:  # several recipes: per arch the best on val (best_recipe_per_arch)
+        if want:  # recipes chosen by id (a later, stable recipe with fewer records so far; several: per arch the best)
             ids = want.split("+")
-            others = sorted({r["recipe_id"] for r in sa_recs} - set(ids))
-            sa, best_of = best_recipe_per_arch(sa_recs, ids)
-            sa_recs = [r for recs in sa.values() for r in recs.values()]
-            sa_id = want
-            notes = [f"stand-alone: per arch the best of recipes {', '.join(ids)} on val top-1 (chosen: " + ", ".join(
-                f"{rid} {sum(v == rid for v in best_of.values())} archs" for rid in ids) + ")",
-                *[f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]]
+            notes = [f"stand-alone recipe {k}: not used (--standalone-recipe)"
+                     for k in sorted({r["recipe_id"] for r in sa_recs} - set(ids))]
         else:
-            if want:  # a stand-alone recipe chosen by id (e.g. a later, stable recipe with fewer records so far)
-                others = sorted({r["recipe_id"] for r in sa_recs} - {want})
-                sa_recs = [r for r in sa_recs if r["recipe_id"] == want]
-                sa_id, notes = want, [f"stand-alone recipe {k}: not used (--standalone-recipe)" for k in others]
-            else:
-                sa_recs, sa_id, notes = _one_recipe(sa_recs, "stand-alone")
-            sa = {}
-            for r in sa_recs:
-                sa.setdefault(r["key"], {})[r["seed"]] = r
+            _, best, notes = _one_recipe(sa_recs, "stand-alone")
+            ids = [best] if best else []
+        sa, best_of = best_recipe_per_arch(sa_recs, ids)  # key -> {seed: record}, key -> its recipe
+        sa_recs = [r for recs in sa.values() for r in recs.values()]
+        sa_id = "+".join(ids) or None
+        if len(ids) > 1:
+            notes.insert(0, f"stand-alone: per arch the best of recipes {', '.join(ids)} on val top-1 (chosen: "
+                         + ", ".join(f"{rid} {sum(v == rid for v in best_of.values())} archs" for rid in ids) + ")")
         inh_all = [r for r in res["inherited"] if r["space"] == space and not r.get("smoke")]
         # a supernet recipe trained twice (a deadline-cut run, then the full one): its longest training counts
         inh_all = longest_trainings(inh_all, recipe_of)
@@ -536,8 +529,10 @@ def analyze(args) -> dict:
                          "accuracy uses too")
         sa_test = {k: float(np.mean([r[f"{split}_top1"] for r in v.values()])) for k, v in sa.items()}
 
-        def by_latency(k):  # then by key: archs outside the archs file tie at 0, and a set's order varies between
-            return names.get(k, {}).get("latency_ms") or 0, k  # processes (the bootstrap intervals would too)
+        def by_latency(k):
+            """Then by key: archs outside the archs file tie at 0, and a set's order (with it the bootstrap
+            intervals) varies between processes."""
+            return names.get(k, {}).get("latency_ms") or 0, k
         sa_val = {k: float(np.mean([r["val_top1"] for r in v.values()])) for k, v in sa.items()}
         per_variant, rows = {}, {}
         for v, (recs, sn_id, variant) in variants.items():
@@ -577,7 +572,7 @@ def analyze(args) -> dict:
             recs = sa[k]
             table.append(dict(key=k, name=c.get("name", k), latency_ms=c.get("latency_ms"), params=c.get("params"),
                               macs=c.get("macs"), standalone_test=sa_test[k], standalone_val=sa_val[k],
-                              standalone_seeds=sorted(recs), standalone_recipe_id=best_of.get(k, sa_id),
+                              standalone_seeds=sorted(recs), standalone_recipe_id=best_of[k],
                               standalone_lr=next(iter(recs.values()))["recipe"].get("lr"), standalone_test_by_seed={
                                   str(s): r[f"{split}_top1"] for s, r in sorted(recs.items())},
                               inherited_val=rows.get(k, {}),
