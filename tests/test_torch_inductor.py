@@ -132,17 +132,26 @@ def test_the_deadline_kills_compiles_under_way(tmp_path):
     """A deadline is a hard stop for the compile workers (a max_autotune compile can outlast a GPU
     session): with it already as good as passed, compile_all returns without waiting for the two
     compiles (a spawned worker alone takes longer than this to import torch), writes no package and
-    leaves no worker process behind."""
+    leaves no worker process behind, nor the half-written package of a compile killed earlier (a temporary
+    file whose writer is dead); a live writer's stays."""
     import multiprocessing
+    import os
     import time
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    stale = tmp_path / f".0.{gone.pid}-0.tmp.pt2"  # as hwnas._files.atomic_path names it
+    live = tmp_path / f".1.{os.getpid()}-0.tmp.pt2"
+    stale.write_bytes(b"half")
+    live.write_bytes(b"half")
     form = deploy_form("torch_inductor", batch=1, precision="fp32")
     jobs = [{"kind": "block", "what": key, "shape": list(supernet.block_input_shape(spec_for_key(key), 1)),
              "native": True, "form": form.settings(), "device": "cpu", "path": str(tmp_path / f"{i}.pt2")}
             for i, key in enumerate(HEADS)]
     stats = compile_all(jobs, workers=2, progress=False, deadline=time.monotonic() + 0.5)
     assert stats["packages"] == 0
-    assert not list(tmp_path.glob("*.pt2"))
+    assert not list(tmp_path.glob("[!.]*.pt2"))
     assert not multiprocessing.active_children()
+    assert not stale.exists() and live.exists()
 
 
 def test_a_search_without_a_measured_table_names_the_profile_command(tmp_path):

@@ -20,6 +20,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Sequence
 
+from hwnas._files import remove_stale_temps
 from hwnas._progress import progress_bar
 
 
@@ -76,9 +77,13 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
     `deadline` (a `time.monotonic()` value) is a hard stop for the workers: when it passes, the
     compiles under way are killed and the rest are not started (a compile with max_autotune can take
     minutes, longer than a GPU session has left); the packages already written stay in the cache
-    for the next run. Inline (one worker), the compile under way finishes first."""
+    for the next run, the killed ones' temporary files are removed (and those a killed run left, at
+    the start). Inline (one worker), the compile under way finishes first."""
     todo = [j for j in jobs if not Path(j["path"]).exists()]
     todo = list({j["path"]: j for j in todo}.values())
+    folders = {Path(j["path"]).parent for j in todo}
+    for folder in folders:
+        remove_stale_temps(folder)  # half-written packages of compiles killed in an earlier run
     t0 = time.perf_counter()
     total = 0.0
     if not todo:
@@ -104,7 +109,10 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
         except FuturesTimeout:  # the deadline passed with compiles under way: killed below
             pass
         finally:
-            _stop_pool(pool, kill=any(not f.done() for f in futures))
+            killed = any(not f.done() for f in futures)
+            _stop_pool(pool, kill=killed)
+            for folder in folders if killed else ():
+                remove_stale_temps(folder)  # the killed workers' half-written packages
     done = sum(Path(j["path"]).exists() for j in todo)
     return {"packages": done, "seconds": round(total, 2), "wall_seconds": round(time.perf_counter() - t0, 2)}
 
