@@ -264,18 +264,26 @@ def deployed_latencies(model, arch, tables=None) -> dict:
             continue
         try:
             table = LatencyTable.load(path)
-            form = table.deploy_form()
-            pairs = model_block_fingerprints(form.module(copy.deepcopy(model).cpu()), form)
+            form, rows_form = table.deploy_form(), table.rows_form()
+            pairs = model_block_fingerprints(rows_form.module(copy.deepcopy(model).cpu()), rows_form)
+            shipped = pairs if table.rows_target == table.target else \
+                model_block_fingerprints(form.module(copy.deepcopy(model).cpu()), form)
         except Exception as e:  # noqa: BLE001 -- recorded, not fatal: the export does not depend on a table
             out[key]["deploy"] = {"error": f"{type(e).__name__}: {e}"}
             continue
         differ = [k for k, fp in pairs if (table.rows.get(k) or {}).get("fingerprint") != fp]
         out[key]["deploy"] = {
-            "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in pairs]),
+            "form": form.describe(), "fingerprint": network_fingerprint([fp for _, fp in shipped]),
             "blocks": len(pairs), "blocks_timed_as_shipped": len(pairs) - len(differ),
             "timed_what_ships": not differ, "differing_blocks": differ[:5],
             "format": get_target(table.target).ships, "how": get_target(table.target).how_to_run(form),
             "settings": form.settings()}
+        if table.rows_target != table.target:  # adapted across targets: rows of the form before its last step
+            out[key]["deploy"].update({
+                "rows_target": table.rows_target, "rows_form": rows_form.describe(),
+                "what": f"each block's row was timed in the {table.rows_target} form of this very block (the "
+                        f"module {table.target} compiles); whole networks were timed as {table.target} ships them "
+                        f"to fit the correction"})
     return out
 
 

@@ -37,8 +37,8 @@ from search_spaces import Arch
 
 from .correction import _fit, choose_form, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
-from .profiler import (DeadlineReached, _check_deadline, held_out_set, mark_complete, measure_mes_unit,  # noqa: F401
-                       measure_networks, now_iso, partial_path, promote)
+from .profiler import (DeadlineReached, _check_deadline, _chunk, _precompile, held_out_set, mark_complete,  # noqa: F401
+                       measure_mes_unit, measure_networks, now_iso, partial_path, promote)
 from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, atomic_write_text,  # noqa: F401
                     networks_path, provenance_path, read_networks, read_provenance, read_rows)
 
@@ -64,13 +64,17 @@ def default_source(target: str, scope: str, tables_dir=None) -> Path:
     """The table to adapt from by default: the best complete, fully profiled (not adapted) table of
     the target under `tables_dir` (the shipped tables when None)."""
     from .table import table_candidates
-    cands = [c for c in table_candidates(target, scope, tables_dir) if c["complete"] and not c["adapted"]]
-    if not cands:
-        raise LatencyTableError(
-            f"no complete latency table of target {target!r} for {scope} under "
-            f"{Path(tables_dir or TABLES_DIR) / target} to adapt from; give one with adapt_from=PATH, or "
-            f"profile fully: `python -m hwnas.profile +target={target} space={scope}`.")
-    return max(cands, key=lambda c: (c["measured"], c["date"]))["path"]
+    from .target import get_target
+    siblings = get_target(target).adapts_from
+    for t in (target, *siblings):  # this target's own tables first, then those it may start from
+        cands = [c for c in table_candidates(t, scope, tables_dir) if c["complete"] and not c["adapted"]]
+        if cands:
+            return max(cands, key=lambda c: (c["measured"], c["date"]))["path"]
+    also = "".join(f" or of {s!r}" for s in siblings)
+    raise LatencyTableError(
+        f"no complete latency table of target {target!r}{also} for {scope} under "
+        f"{Path(tables_dir or TABLES_DIR)} to adapt from; give one with adapt_from=PATH, or "
+        f"profile fully: `python -m hwnas.profile +target={target} space={scope}`.")
 
 
 # ---- which networks to measure -----------------------------------------------------------------------
@@ -139,18 +143,48 @@ def loo_of(corr: dict) -> float | None:
 
 
 # ---- the run -------------------------------------------------------------------------------------------
+def _compile_networks(backend: Backend, table: LatencyTable, archs: Sequence[Arch], fps, progress: bool,
+                      deadline: float | None) -> None:
+    """A compiled target's packages of `archs` (whole networks, as shipped), compiled side by side."""
+    if archs:
+        _precompile(backend, table, archs[0].scope,
+                    [(a, (backend.batch, 3, *a.input_size), fps.network(block_keys(a))) for a in archs], progress,
+                    deadline)
+
+
+def is_cross_target(backend: Backend, source: LatencyTable) -> bool:
+    """Whether `source` is another target's table (one this target `adapts_from`)."""
+    return source.target != backend.name
+
+
 def _check_source(backend: Backend, source: LatencyTable, scope: str) -> None:
+    from .target import get_target
+    cross = is_cross_target(backend, source)
+    siblings = get_target(backend.name).adapts_from
+    if cross and source.target not in siblings:
+        raise LatencyTableError(
+            f"{source.path} is a table of target {source.target!r}; {backend.name!r} adapts only its own tables"
+            + (f" or those of {', '.join(map(repr, siblings))}" if siblings else "")
+            + f": give one with adapt_from=PATH, or profile fully: `python -m hwnas.profile +target={backend.name} "
+              f"space={scope}`.")
     info = {**backend.info(), "statistic": backend.statistic}
     for k in SAME_SETUP:
+        if k == "target" and cross:
+            continue
         if k in source.provenance and source.provenance.get(k) != info.get(k):
             raise LatencyTableError(
                 f"{source.path} was measured with {k}={source.provenance.get(k)!r}, this run uses "
                 f"{info.get(k)!r}: a table is adapted only to the same setup on another device; set "
                 f"target.{k}={source.provenance.get(k)!r} or adapt from another table (adapt_from=PATH).")
     form = (source.provenance.get("fingerprint") or {}).get("form")
-    if form is not None and form != backend.form.settings():
-        raise LatencyTableError(f"{source.path} timed the deploy form {form}, this run deploys "
-                                f"{backend.form.settings()}; adapt from a table of this deploy form.")
+    mine = backend.form.settings()
+    # across targets the source's form must be this one before its last step: every setting it has, equal
+    differ = (form is not None and form != mine) if not cross else \
+        (form is None or any(mine.get(k) != v for k, v in form.items()))
+    if differ:
+        raise LatencyTableError(f"{source.path} timed the deploy form {form}, this run deploys {mine}; adapt "
+                                f"from a table of this deploy form" + (" (the same batch, precision and layout)" if cross else "")
+                                + ".")
     if not (source.provenance.get("complete") or {}).get(scope) or not source.correction(scope).get("fit_arch_ids"):
         raise LatencyTableError(f"{source.path} is not a complete table for {scope} (every block and a "
                                 f"fitted correction); finish its profile first or adapt from another table.")
@@ -166,7 +200,7 @@ def _source_record(source: LatencyTable) -> dict:
         except ValueError:
             name = str(source.path)
     p = source.provenance
-    return {"table": name, "device": p.get("device"), "date": p.get("date"),
+    return {"table": name, "target": p.get("target"), "device": p.get("device"), "date": p.get("date"),
             "runtime_version": p.get("runtime_version")}
 
 
@@ -193,12 +227,19 @@ def open_adapted(backend: Backend, source: LatencyTable, out: Path, scope: str) 
                 atomic_write_text(networks_path(work), networks_path(out).read_text())
             break
     else:
+        adapted = {"from": rec, "scopes": {},
+                   "what": "block rows are the source table's (measured on its device); the correction "
+                           "was fitted on whole networks measured on this device"}
+        fp, form = source.provenance.get("fingerprint"), source.provenance.get("deploy_form")
+        if is_cross_target(backend, source):  # the rows keep the source's form; the networks are timed in this one's
+            adapted["rows"] = {"target": source.target, "fingerprint": fp, "deploy_form": form}
+            adapted["what"] = (f"block rows are the {source.target} table's (its deploy form, measured on its device); "
+                               f"the correction was fitted on whole networks timed on this device as "
+                               f"{backend.name} ships them")
+            fp, form = backend.fingerprint_info(), backend.form.describe()
         prov = {**backend.info(), "source": "measured", "statistic": source.statistic, "spaces": [],
                 "date": now_iso(), "correction": {}, "fidelity": {}, "complete": {}, "profiling": {},
-                "fingerprint": source.provenance.get("fingerprint"), "deploy_form": source.provenance.get("deploy_form"),
-                "adapted": {"from": rec, "scopes": {},
-                            "what": "block rows are the source table's (measured on its device); the correction "
-                                    "was fitted on whole networks measured on this device"}}
+                "fingerprint": fp, "deploy_form": form, "adapted": adapted}
         table = LatencyTable({}, prov, work, check=False)
     for k, r in source.rows.items():  # the rows are the source's, whatever was measured since
         table.rows[k] = dict(r)
@@ -233,12 +274,17 @@ def adapt(backend: Backend, space: search_spaces.SearchSpace, source: LatencyTab
     recs: list[dict] = []
     corr: dict = {}
     stopped = None
-    for arch in archs:
+    # a compiled target compiles one network per worker side by side before timing them (not all N: the run
+    # may stop early); the compile time goes into the table's profiling record, apart from the measuring
+    chunk = int(getattr(backend, "compile_workers", 1)) if hasattr(backend, "precompile") else 0
+    for i, arch in enumerate(archs):
         _check_deadline(deadline)
-        t0 = time.perf_counter()
         have = {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["space"] == scope and r["role"] == "fit"}
+        if chunk and i % chunk == 0:
+            _compile_networks(backend, table, [a for a in archs[i:i + chunk] if a.id not in have], fps, progress, deadline)
+        t0 = time.perf_counter()
         rec = measure_networks(backend, [arch], "fit", networks_path(table.path), progress=False,
-                               fingerprints=fps, deadline=deadline)[0]
+                               fingerprints=fps, deadline=deadline, table=table)[0]
         recs.append(rec)
         if arch.id not in have:
             record["seconds"] = round(record["seconds"] + time.perf_counter() - t0, 2)
@@ -264,6 +310,9 @@ def adapt(backend: Backend, space: search_spaces.SearchSpace, source: LatencyTab
     table.provenance.setdefault("correction", {})[scope] = corr
     if "mes_unit_latency_ms" not in table.provenance:
         table.provenance.update(measure_mes_unit(backend))
+    compiled = (table.provenance.get("profiling") or {}).get(scope) or {}
+    if "compiled_packages" in compiled:
+        record["compile"] = {k: compiled[k] for k in ("compiled_packages", "compile_seconds", "compile_wall_seconds")}
     record.update({"from": table.provenance["adapted"]["from"], "networks": len(recs), "asked": n,
                    "stopped_early": stopped, "stop_loo": stop_loo, "pick_seed": seed,
                    "source_correction": {k: source.correction(scope).get(k) for k in ("form", "fit_networks", "loo_mape")},
@@ -288,15 +337,23 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     fps = table.current_fingerprints()
     recs = []
     cut = False
+    chunk = _chunk(backend)
     for i, arch in enumerate(held):
         if deadline is not None and time.monotonic() > deadline:
             cut = True  # reported on the subnets measured so far
             break
         have = {r["arch_id"] for r in read_networks(networks_path(table.path))
                 if r["space"] == scope and r["role"] == "fidelity"}
+        if chunk and i % chunk == 0:
+            try:
+                _compile_networks(backend, table, [a for a in held[i:i + chunk] if a.id not in have], fps, progress,
+                                  deadline)
+            except DeadlineReached:
+                cut = True
+                break
         t1 = time.perf_counter()
         rec = measure_networks(backend, [arch], "fidelity", networks_path(table.path), progress=False,
-                               fingerprints=fps)[0]
+                               fingerprints=fps, table=table)[0]
         recs.append(rec)
         if arch.id not in have:  # seconds spent measuring, summed over runs (a resumed run adds its own)
             scope_rec = table.provenance["adapted"]["scopes"].setdefault(scope, {})
@@ -342,8 +399,10 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
     from .fidelity import scope_slug
     scope = space.scope
     source_path = Path(source_path) if source_path else default_source(backend.name, scope, tables_dir)
-    source = LatencyTable.load(source_path, target=backend.name, space=scope)
-    log(f"adapting {source_path} ({source.device}) to {backend.device()} from up to {n} whole networks "
+    source = LatencyTable.load(source_path, space=scope)  # its target: this one, or one it adapts_from (checked)
+    across = f" (block rows of target {source.target}, whole networks timed as {backend.name} ships them)" \
+        if is_cross_target(backend, source) else ""
+    log(f"adapting {source_path} ({source.device}) to {backend.device()}{across} from up to {n} whole networks "
         f"into {out}" + (f", stopping once the leave-one-out error is <= {100 * stop_loo:.1f}%" if stop_loo else ""))
     t0 = time.perf_counter()
     table = adapt(backend, space, source, out, n, stop_loo=stop_loo, min_networks=min_networks, progress=progress)

@@ -362,6 +362,7 @@ class LatencyTable:
         self._models: dict[str, _SpaceModel] = {}
         self._fresh: set[str] = set()  # keys whose fingerprint matched the current code
         self._cache = None
+        self._row_cache = None
 
     # ---- loading and saving -------------------------------------------------------------
     @classmethod
@@ -439,8 +440,11 @@ class LatencyTable:
             frm = adapted.get("from") or {}
             nets = ", ".join(f"{describe_scope(sc)}: {r.get('networks', '?')}"
                              for sc, r in sorted((adapted.get("scopes") or {}).items()))
-            return (f"ADAPTED latency table for {what}: block rows of {frm.get('table')} (measured on "
-                    f"{frm.get('device')}), correction fitted on whole networks measured on {p.get('device', '?')} "
+            rows = adapted.get("rows")
+            of = f"{rows['target']} table " if rows else ""
+            timed = f"whole networks timed as {p['target']} ships them" if rows else "whole networks measured"
+            return (f"ADAPTED latency table for {what}: block rows of the {of}{frm.get('table')} (measured on "
+                    f"{frm.get('device')}), correction fitted on {timed} on {p.get('device', '?')} "
                     f"({nets}); {quality}")
         return f"measured latency table for {what}, {self.statistic} of many runs; {quality}"
 
@@ -451,23 +455,48 @@ class LatencyTable:
 
     # ---- fingerprints -----------------------------------------------------------------------
     def deploy_form(self):
-        """The deploy form the table's rows were timed in (from its provenance)."""
+        """The deploy form the table's networks were timed in, what ships (from its provenance); its
+        rows too, except in a table adapted from another target's (`rows_form`)."""
         from .deploy import deploy_form
         settings = dict((self.provenance.get("fingerprint") or {}).get("form") or {})
         if not settings:
             settings = {k: self.provenance.get(k) for k in ("batch", "precision")}
         return deploy_form(self.target, **settings)
 
+    @property
+    def rows_target(self) -> str:
+        """The target whose deploy form the block rows were timed in: this table's, or for a table adapted
+        across targets (`hwnas.latency.adapt`, e.g. torch_inductor from torch_cuda) the source's."""
+        return ((self.provenance.get("adapted") or {}).get("rows") or {}).get("target") or self.target
+
+    def rows_form(self):
+        """The deploy form the block rows were timed in (`deploy_form` but in a cross-target adapted table)."""
+        rows = (self.provenance.get("adapted") or {}).get("rows")
+        if not rows:
+            return self.deploy_form()
+        from .deploy import deploy_form
+        return deploy_form(rows["target"], **rows["fingerprint"]["form"])
+
     def current_fingerprints(self):
-        """The current code's fingerprints of this table's deploy form (`FingerprintCache`)."""
+        """The current code's fingerprints of this table's deploy form (`FingerprintCache`): what its
+        whole networks are checked against."""
         if self._cache is None:
             from .fingerprint import cache_for
             self._cache = cache_for(self.deploy_form())
         return self._cache
 
+    def row_fingerprints(self):
+        """The current code's fingerprints of the form the rows were timed in (`rows_form`)."""
+        if self.rows_target == self.target:
+            return self.current_fingerprints()
+        if self._row_cache is None:
+            from .fingerprint import cache_for
+            self._row_cache = cache_for(self.rows_form())
+        return self._row_cache
+
     def stale_keys(self, keys: Iterable[str]) -> list[str]:
         """Those of `keys` (rows of this table) whose fingerprint is absent or differs from the code's."""
-        cache = self.current_fingerprints()
+        cache = self.row_fingerprints()
         out = [k for k in dict.fromkeys(keys)
                if k in self.rows and (not self.rows[k].get("fingerprint") or self.rows[k]["fingerprint"] != cache.get(k))]
         cache.flush()

@@ -65,6 +65,11 @@ class Target:
     #: whether a run naming it loads compiled packages that need g++'s libstdc++ preloaded
     #: (`hwnas.convert.cxx_runtime`; the apps restart themselves with it: `hwnas.export.loads_cxx_packages`)
     cxx_runtime: bool = False
+    #: targets whose tables `adapt=N` may start from when this one has none: their deploy form is this
+    #: form before a last step (e.g. compiling), so their block rows rank this target's networks and a
+    #: correction fitted on N whole networks timed as this target ships carries them over
+    #: (`hwnas.latency.adapt`; the adapted table says so)
+    adapts_from: tuple[str, ...] = ()
 
     def deploy_form(self, **settings: Any):
         """The deploy form configured by `settings` (`form_keys`; None takes the default, another

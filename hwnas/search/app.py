@@ -216,10 +216,13 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
         frm = adapted.get("from") or {}
         rec = (adapted.get("scopes") or {}).get(space.scope) or {}
         fid = (table.provenance.get("fidelity") or {}).get(space.scope)
+        rows = adapted.get("rows")
         out.append(f"ADAPTED TABLE: {path} was adapted to {table.device} from {frm.get('table')} (measured on "
-                   f"{frm.get('device')}): its block rows are that table's, its correction was fitted on "
-                   f"{rec.get('networks', '?')} whole networks measured on {table.device} in "
-                   f"{rec.get('seconds', 0):.0f} s; "
+                   f"{frm.get('device')}): its block rows are that table's"
+                   + (f" (target {rows['target']}: {rows.get('deploy_form')})" if rows else "")
+                   + f", its correction was fitted on {rec.get('networks', '?')} whole networks measured on "
+                   f"{table.device}" + (f" as {table.target} ships them" if rows else "")
+                   + f" in {rec.get('seconds', 0):.0f} s; "
                    + (f"{100 * fid['within_10pct']:.0f}% of {fid['n']} fresh held-out subnets within ±10% "
                       f"({100 * fid['within_5pct']:.0f}% within ±5%), Kendall tau {fid['kendall_tau']:.2f}. "
                       if fid else "its held-out fidelity was not measured. ")
