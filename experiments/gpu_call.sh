@@ -1,6 +1,8 @@
 # Sourced by the GPU call scripts (issue 25): the GPU machine's setup and the predictor-pairs step they share.
 #   . experiments/gpu_call.sh    -> $T0, $R (earlier calls' raw records), wheels of .whl/ installed (PYTHONPATH), $OUT/gpu.txt, CUDA MPS (experiments/mps.sh)
 #   "${PROBE[@]}"                -> the probe benchmark's data and stand-alone recipe (ranking_fidelity.py gpu options)
+#   unpack_state DIR TGZ         -> on a fresh machine (no DIR yet under outputs/), the previous call's state TGZ
+#                                  (copied into the repository) unpacked into outputs/; says which in $OUT/gpu.txt
 #   run_pairs CKPT END_S SEED0 N DIR   -> N `hwnas.predictor pairs` processes on the supernet CKPT (seeds SEED0+1..N)
 #                                  on the probe data, each line written when measured, all stopped END_S after $T0
 export PYTHONUNBUFFERED=1
@@ -26,4 +28,12 @@ run_pairs() {
             --data name=fashion_mnist root=.data/fashion-mnist image_size=32 limit_train=10000 val_size=10000 \
             --out "$dir/ef_$k.jsonl" > "$dir/ef_$k.log" 2>&1 &
     done
+}
+
+unpack_state() {
+    if [ ! -d "outputs/$1" ] && [ -f "$2" ]; then
+        mkdir -p outputs && tar xzf "$2" -C outputs && echo "state: unpacked $2" >> "$OUT/gpu.txt"
+    else
+        echo "state: outputs/$1 $(ls "outputs/$1" 2>/dev/null | tr '\n' ' ')" >> "$OUT/gpu.txt"
+    fi
 }

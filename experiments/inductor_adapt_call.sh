@@ -16,9 +16,7 @@ cd "$(dirname "$0")/.."
 MPS=0 . experiments/gpu_call.sh
 lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 S=outputs/inductor_adapt
-if [ ! -d "$S" ] && [ -f experiments/logs/inductor_adapt_state.tgz ]; then
-    mkdir -p outputs && tar xzf experiments/logs/inductor_adapt_state.tgz -C outputs && echo "state: unpacked" >> "$OUT/gpu.txt"
-fi
+unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz
 mkdir -p "$S"
 LEFT=$(( ${CALL_S:-570} - ($(date +%s) - T0) - 25 ))
 SP=(); for sp in ${SPACES:-efficientformerv2}; do SP+=("$sp"); done

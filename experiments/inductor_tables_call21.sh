@@ -15,11 +15,7 @@ cd "$(dirname "$0")/.."
 MPS=0 . experiments/gpu_call.sh
 lscpu | grep -E "Model name" >> "$OUT/gpu.txt"
 S=outputs/inductor_tables
-if [ ! -d "$S/latency_tables" ] && [ -f experiments/logs/inductor_state.tgz ]; then
-    mkdir -p outputs && tar xzf experiments/logs/inductor_state.tgz -C outputs && echo "state: unpacked" >> "$OUT/gpu.txt"
-else
-    echo "state: $(ls $S/latency_tables/torch_inductor 2>/dev/null | tr '\n' ' ')" >> "$OUT/gpu.txt"
-fi
+unpack_state inductor_tables experiments/logs/inductor_state.tgz
 mkdir -p "$S"
 ls ~/.cache/hwnas/aoti 2>/dev/null | wc -l | sed 's/^/packages cached at start: /' >> "$OUT/gpu.txt"
 LEFT=$(( ${CALL_S:-585} - ($(date +%s) - T0) - 20 ))
