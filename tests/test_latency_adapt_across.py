@@ -191,3 +191,19 @@ def test_the_committed_first_look_at_compiled_networks_is_reproduced_from_their_
         assert res["leave_one_out"][k] == pytest.approx(committed["leave_one_out"][k], abs=1e-9)
     assert res["leave_one_out"]["mape"] == pytest.approx(committed["leave_one_out"]["mape"], rel=1e-6)
     assert res["correction_on_all"]["form"] == committed["correction_on_all"]["form"]
+
+
+def test_a_torch_inductor_search_runs_on_it_and_its_report_says_whose_rows(across, tmp_path):
+    """`python -m hwnas.search +target=torch_inductor` on the adapted table (no GPU needed to search): the console
+    and report.md say it is adapted from torch_cuda's rows, and the picks' latencies are its predictions."""
+    import subprocess
+    import sys
+    table, _, _ = across
+    r = subprocess.run([sys.executable, "-m", "hwnas.search", "+target=torch_inductor", f"space={SPACE}",
+                        f"target.table={table.path}", f"hydra.run.dir={tmp_path / 'run'}", "evaluator=proxy",
+                        "search.n_trials=4"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "ADAPTED TABLE" in report and "target torch_cuda" in report and "as torch_inductor ships them" in report
+    s0 = search_spaces.get_space(SPACE).references()["efficientformerv2_s0"]
+    assert f"{LatencyTable.load(table.path).predict(s0):.3f}" in r.stdout  # the reference's latency: this table's
