@@ -23,6 +23,13 @@ which table, how many networks, how long. It works in `<device>.adapted.partial.
 when done, every file written atomically after each network, so a killed run resumes and loses at
 most the network being timed. `measure_held_out` then measures fresh held-out subnets and reports
 the adapted table's fidelity next to the source table's own (the plain transfer).
+
+Across targets: a target without a table of its own starts from one of the targets it `adapts_from`
+(`hwnas.latency.target.Target`; `torch_inductor` from `torch_cuda`, whose eager module it compiles). The
+rows keep the source's fingerprints and are checked against the source's form (`LatencyTable.rows_form`);
+the whole networks are timed, fingerprinted and checked as this target ships them, so the correction
+carries the rows to the shipped form (fusion, kernel choice) and the device change at once. A compiled
+target compiles the networks side by side a round ahead of their timing (`_compile_networks`).
 """
 from __future__ import annotations
 
