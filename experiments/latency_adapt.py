@@ -217,7 +217,7 @@ def run_target(target: str, args, t0: float) -> int:
                             "cpu_core": args.cpu_core if target == "onnxruntime_cpu" else None,
                             "affinity": sorted(os.sched_getaffinity(0))},
                 "source_table": rec["from"], "timing_settings": table.provenance.get("method"),
-                "adapt": {"networks": rec["networks"], "seconds_measuring": rec["seconds"],
+                "adapt": {"seconds_measuring": rec["seconds"], "compile": rec.get("compile"),
                           "wall_seconds_this_run": round(time.perf_counter() - ts, 1),
                           "stopped_early": rec.get("stopped_early"), "correction": corr,
                           "networks": [{"arch_id": i, "arch": measured[i]["arch"].to_dict(),
