@@ -45,7 +45,7 @@ from search_spaces import Arch
 from .correction import _fit, choose_form, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
 from .profiler import (DeadlineReached, _check_deadline, _chunk, _precompile, held_out_set, mark_complete,  # noqa: F401
-                       measure_mes_unit, measure_networks, now_iso, partial_path, promote)
+                       measure_mes_unit, measure_networks, network_shape, now_iso, partial_path, promote)
 from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, atomic_write_text,  # noqa: F401
                     networks_path, provenance_path, read_networks, read_provenance, read_rows)
 
@@ -155,8 +155,7 @@ def _compile_networks(backend: Backend, table: LatencyTable, archs: Sequence[Arc
     """A compiled target's packages of `archs` (whole networks, as shipped), compiled side by side."""
     if archs:
         _precompile(backend, table, archs[0].scope,
-                    [(a, (backend.batch, 3, *a.input_size), fps.network(block_keys(a))) for a in archs], progress,
-                    deadline)
+                    [(a, network_shape(backend, a), fps.network(block_keys(a))) for a in archs], progress, deadline)
 
 
 def is_cross_target(backend: Backend, source: LatencyTable) -> bool:

@@ -119,7 +119,8 @@ def compile_all(jobs: list[dict], workers: int = 1, progress: bool = True, desc:
 
 def _stop_pool(pool: ProcessPoolExecutor, kill: bool) -> None:
     """Shut `pool` down; with `kill`, cancel what has not started and kill the workers still
-    compiling (their packages are written atomically, so nothing half-written is left)."""
+    compiling (a package is written to a temporary file and renamed, so a killed worker leaves no
+    package, only its temporary file: `compile_all` removes those)."""
     if kill:
         workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
         pool.shutdown(wait=False, cancel_futures=True)

@@ -219,6 +219,11 @@ def _precompile(backend: Backend, table: LatencyTable | None, space: str, items:
 
 
 # ---- whole networks ----------------------------------------------------------------------------
+def network_shape(backend: Backend, arch: Arch) -> tuple[int, ...]:
+    """The input a whole network is timed at (and a compiled target compiles it for)."""
+    return (backend.batch, 3, *arch.input_size)
+
+
 def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: Path,
                      progress: bool = True, fingerprints=None, deadline: float | None = None,
                      table: LatencyTable | None = None) -> list[dict]:
@@ -242,11 +247,11 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     for i, arch in enumerate(progress_bar(todo, len(todo), desc, progress)):
         _check_deadline(deadline)
         if chunk and i % chunk == 0:
-            _precompile(backend, table, arch.space, [(a, (backend.batch, 3, a.resolution, a.resolution), current[a.id])
+            _precompile(backend, table, arch.scope, [(a, network_shape(backend, a), current[a.id])
                                                      for a in todo[i:i + chunk]], progress, deadline)
             _check_deadline(deadline)
         model = _build(arch, device)
-        shape = (backend.batch, 3, *arch.input_size)
+        shape = network_shape(backend, arch)
         m = backend.measure(model, shape)
         _same_graph(f"network {arch.id}", m.get("fingerprint"), current[arch.id], backend)
         # the `space` column holds the scope: space, task and input size (a bare name for 224px classifiers)
