@@ -11,8 +11,8 @@ held-out subnets (disjoint from the fit set) and writes how well the table predi
 provenance (and `latency_fidelity_<target>_<space>.{json,png}` into the run directory). For
 `coreml` on a machine that cannot time Core ML (Linux), it writes a bundle for a Mac instead, and
 `coreml.import_csv=PATH` merges the Mac's results back. `adapt=N` instead adapts an existing table of
-the target to this device from N whole networks measured here (`hwnas.latency.adapt`): minutes, not
-a full profile.
+the target (or, for a target without one, of a target it `adapts_from`: torch_inductor from torch_cuda)
+to this device from N whole networks measured here (`hwnas.latency.adapt`): minutes, not a full profile.
 """
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ class ProfileConfig:
     # adapt=N: instead of profiling, adapt an existing table of the target to this device from N whole
     # networks measured here (hwnas.latency.adapt), then measure `fidelity` (30 when 0) fresh held-out subnets
     adapt: int = 0
-    adapt_from: Optional[str] = None  # the table to adapt; null: the best complete full profile under tables_dir
+    # the table to adapt; null: the best complete full profile of the target under tables_dir, else of a
+    # target it adapts_from (torch_inductor: torch_cuda's)
+    adapt_from: Optional[str] = None
     adapt_stop: Optional[float] = None  # stop measuring once the fit's leave-one-out error is <= this (e.g. 0.02)
     progress: bool = True
     coreml: CoreMLProfileConfig = field(default_factory=CoreMLProfileConfig)
