@@ -44,7 +44,9 @@ GOAL_RATIO = 3.0
 def regime_name(rec: dict, data: dict) -> str:
     r = rec["recipe"]
     n = data.get("limit_train") or "all"
-    return f"{rec['image_size']} px, {n} training images, {r['epochs']} epochs, batch {r['batch_size']}, lr {r['lr']}"
+    task = ", two items a sample (100 classes)" if data.get("items", 1) == 2 else ""
+    return (f"{rec['image_size']} px{task}, {n} training images, {r['epochs']} epochs, batch {r['batch_size']}, "
+            f"lr {r['lr']}")
 
 
 def predictor_taus(predictors: list[tuple[str, Path]], space: str, by_key: dict, means: dict) -> dict:

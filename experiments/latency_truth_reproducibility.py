@@ -13,7 +13,12 @@ scaling, >= 30 runs, up to `--max-seconds` a subnet, p10):
 
 - `sequential_a`, `sequential_b`: each subnet timed once in turn, as `measure_held_out` does;
 - `interleaved`: `--rounds` rounds, each timing every subnet for max_seconds / rounds; per subnet the median of
-  its rounds' p10 (slow drift of the machine then hits every subnet alike instead of the ones timed during it).
+  its rounds' p10 (slow drift of the machine then hits every subnet alike instead of the ones timed during it);
+- `raw_a`, `raw_b`: as the sequential passes, keeping every run of the subnet and of the canary before it
+  (`Backend.keep_runs`), so that other statistics can be compared on the very same runs: τ between the two raw
+  passes for each of `STATISTICS` (the shipped one: the subnet's p10 scaled by the canary's p10; the median or
+  p10 of the per-run ratio subnet / canary; other percentiles; no canary). A statistic that reproduces itself
+  better is a better truth, and a better way to time rows.
 
 Reports τ between passes, and the adapted table's committed predictions (and the source table's, unadapted)
 against each pass. Writes <--out>/latency_truth_<space>_<device>.json (each record as measured, so a killed
@@ -49,13 +54,40 @@ def backend(max_seconds: float, min_runs: int, repeats: int, canary_ref: float |
     return b
 
 
-def time_all(b, archs: list[Arch], stat: str, log) -> dict[str, float]:
+def time_all(b, archs: list[Arch], stat: str, log, runs: dict | None = None) -> dict[str, float]:
+    """Each subnet's `stat` in ms; with `runs` (a dict), also its raw runs and the canary's, by arch id."""
     out = {}
+    b.keep_runs = runs is not None
     for i, arch in enumerate(archs):
         m = b.measure(_build(arch, "cpu").eval(), (1, 3, *arch.input_size))
         out[arch.id] = float(m[stat])
+        if runs is not None:
+            runs[arch.id] = {"runs_ms": [round(t, 5) for t in m["runs_ms"]],
+                             "canary_runs_ms": [round(t, 5) for t in m["canary_runs_ms"]]}
         log(f"  {i + 1}/{len(archs)} {arch.id} {m[stat]:.3f} ms ({m['runs']} runs)")
     return out
+
+
+def _ratio(q):
+    return lambda t, c, ref: ref * float(np.percentile(np.asarray(t) / np.asarray(c), q))
+
+
+def _scaled(q, qc):
+    return lambda t, c, ref: float(np.percentile(t, q)) * ref / float(np.percentile(c, qc))
+
+
+#: ways to read one subnet's runs (t) and the canary runs before them (c) as its latency (ref: the canary's
+#: reference time); the first is what the onnxruntime_cpu tables store
+STATISTICS = {
+    "p10 x canary p10 (shipped)": _scaled(10, 10),
+    "median x canary median": _scaled(50, 50),
+    "p25 x canary p25": _scaled(25, 25),
+    "min x canary min": _scaled(0, 0),
+    "p10 of subnet/canary per run": _ratio(10),
+    "median of subnet/canary per run": _ratio(50),
+    "p10, no canary": lambda t, c, ref: float(np.percentile(t, 10)),
+    "median, no canary": lambda t, c, ref: float(np.percentile(t, 50)),
+}
 
 
 def main(argv=None) -> int:
@@ -87,7 +119,8 @@ def main(argv=None) -> int:
                statistic=stat, settings={"max_seconds": args.max_seconds, "min_runs": args.min_runs,
                                          "repeats": args.repeats, "rounds": args.rounds},
                command="PYTHONPATH=. python experiments/latency_truth_reproducibility.py --result "
-                       f"{args.result} --cpu-core {args.cpu_core} --max-seconds {args.max_seconds} --rounds {args.rounds}")
+                       f"{args.result} --cpu-core {args.cpu_core} --max-seconds {args.max_seconds} --rounds {args.rounds} "
+                       f"--passes {args.passes} --out {args.out}")
     rec.setdefault("passes", {})
 
     def save():
@@ -102,8 +135,15 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         log(f"{name}: {len(archs)} subnets")
+        runs = None
         if name.startswith("sequential"):
             times = time_all(backend(args.max_seconds, args.min_runs, args.repeats, ref), archs, stat, log)
+        elif name.startswith("raw"):
+            b = backend(args.max_seconds, args.min_runs, args.repeats, ref)
+            if not b.canary:
+                raise SystemExit("--passes raw_*: the onnxruntime_cpu target runs without its canary here")
+            runs = {}
+            times = time_all(b, archs, stat, log, runs)
         elif name == "interleaved":
             b = backend(args.max_seconds / args.rounds, max(6, args.min_runs // args.rounds), args.repeats, ref)
             rounds = []
@@ -112,8 +152,10 @@ def main(argv=None) -> int:
                 rounds.append(time_all(b, archs, stat, log))
             times = {a.id: float(np.median([rd[a.id] for rd in rounds])) for a in archs}
         else:
-            raise SystemExit(f"--passes: {name!r} is none of sequential_a, sequential_b, interleaved")
+            raise SystemExit(f"--passes: {name!r} is none of sequential_a, sequential_b, interleaved, raw_a, raw_b")
         rec["passes"][name] = {"times": times, "seconds": round(time.perf_counter() - t0, 1)}
+        if runs is not None:
+            rec["passes"][name].update(runs=runs, canary_ref_ms=b.canary_ref_ms)
         save()
     ids = [a.id for a in archs]
     measured = {n: [p["times"][i] for i in ids] for n, p in rec["passes"].items()}
@@ -125,9 +167,28 @@ def main(argv=None) -> int:
                           for b in names[i + 1:]}
     rec["tau_adapted_table_vs"] = {n: kendall_tau(adapted, v) for n, v in measured.items()}
     rec["tau_source_table_vs"] = {n: kendall_tau(src, v) for n, v in measured.items()}
+    raw = [n for n, p in rec["passes"].items() if "runs" in p]
+    if len(raw) >= 2:
+        rec["statistics"] = statistics_table(rec["passes"], raw, ids, adapted)
     save()
-    log(json.dumps({k: rec[k] for k in ("tau_between", "tau_adapted_table_vs", "tau_source_table_vs")}, indent=1))
+    log(json.dumps({k: rec[k] for k in ("tau_between", "tau_adapted_table_vs", "tau_source_table_vs",
+                                        "statistics") if k in rec}, indent=1))
     return 0
+
+
+def statistics_table(passes: dict, raw: list[str], ids: list[str], adapted: list[float]) -> dict:
+    """Per statistic: τ between the first two raw passes, each raw pass's τ against the adapted table, and the
+    median relative difference between the two passes (how far one timing of a subnet moves from the other)."""
+    a, b = raw[:2]
+    out = {}
+    for name, fn in STATISTICS.items():
+        v = {p: [fn(passes[p]["runs"][i]["runs_ms"], passes[p]["runs"][i]["canary_runs_ms"],
+                    passes[p]["canary_ref_ms"]) for i in ids] for p in (a, b)}
+        rel = np.abs(np.asarray(v[a]) / np.asarray(v[b]) - 1)
+        out[name] = {f"tau {a} vs {b}": kendall_tau(v[a], v[b]),
+                     **{f"tau adapted table vs {p}": kendall_tau(adapted, v[p]) for p in (a, b)},
+                     "median |a/b - 1|": float(np.median(rel)), "p90 |a/b - 1|": float(np.percentile(rel, 90))}
+    return out
 
 
 if __name__ == "__main__":

@@ -207,6 +207,8 @@ def data_identity(d: dict) -> dict:
         keep += ("scale_min", "crop_pct", "train_dir", "val_dir", "test_dir", "limit_train")
     elif cfg["limit_train"]:  # a reduced training set is another benchmark (the full set keeps its old ids)
         keep += ("limit_train",)
+    if cfg.get("items", 1) != 1:  # the two-item task is another benchmark (one item keeps the old ids)
+        keep += ("items",)
     return {k: v for k, v in cfg.items() if k in keep}
 
 

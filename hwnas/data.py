@@ -124,10 +124,20 @@ class FashionMNISTConfig(DataConfig):
     root: Optional[str] = None  # the folder holding the four IDX files (null: /usr/share/datasets/fashion-mnist)
     val_size: int = 10000  # training images held out as the validation split (the rest is `train`)
     split_seed: int = 0  # the split is fixed by this seed, not by the training seed
+    # 2: every sample is two items side by side on a 56x56 canvas, labelled by the pair (100 classes:
+    # 10 x left + right), a task where recognising both and binding each to its place asks for capacity
+    # (`pair_items`); the pairing is fixed by split_seed. 1: plain Fashion-MNIST
+    items: int = 1
 
     def __post_init__(self):
         super().__post_init__()
         check_min("data", "val_size", self.val_size, 1, error=DataError)
+        check_choice("data", "items", self.items, (1, 2), error=DataError)
+        if self.items == 2:
+            if self.hflip:  # a flip swaps the two items, and the label would no longer name them in order
+                raise DataError(f"data.hflip={self.hflip}: data.items=2 labels the pair left to right, and a flip "
+                                "swaps them; set data.hflip=0 (or leave it null)")
+            self.hflip = 0.0
 
 
 @dataclass
@@ -194,6 +204,9 @@ class DataSource:
     #: the keys (and their values) a search's accuracy fingerprint adds to this dataset's config
     #: (the built-in ones: the flat config of hwnas < 0.3, so studies made then still resume)
     fingerprint_base: dict = {}
+    #: keys a dataset gained later, left out of the fingerprint at the value every config had before them
+    #: (so that studies made before the key existed still resume)
+    fingerprint_omit: dict = {}
 
     def stored(self, cfg: Any, image_size: int, splits: tuple) -> dict[str, "StoredImages"]:
         raise NotImplementedError(f"data={self.name} is not held in memory")
@@ -342,7 +355,12 @@ def fingerprint_view(data_cfg: Any) -> dict:
         data_cfg = asdict(data_cfg)
     d = dict(data_cfg)
     source = DATASETS.get(str(d.get("name")))
-    return {**(source.fingerprint_base if source is not None else {}), **d}
+    if source is None:
+        return d
+    for k, v in source.fingerprint_omit.items():
+        if d.get(k) == v:
+            d.pop(k)
+    return {**source.fingerprint_base, **d}
 
 
 def derive_seed(*parts: int) -> int:
@@ -552,11 +570,36 @@ def _read_pair(images: Path, labels: Path, stamp: tuple) -> tuple[torch.Tensor, 
     return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
 
 
+PAIR_CANVAS = 56  # data.items=2: two 28 px items side by side, centred vertically on a square canvas
+
+
+def pair_items(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fashion-MNIST's two-item task (`data.items=2`): sample i puts image i on the left half of a
+    56x56 canvas and image perm[i] on the right (perm: a permutation fixed by `seed`), both centred
+    vertically; its label is 10 x y[i] + y[perm[i]]. x: uint8 (N, 1, 28, 28); y: (N,) in 0..9."""
+    n, c, h, w = x.shape
+    if 2 * w != PAIR_CANVAS or h > PAIR_CANVAS:
+        raise DataError(f"data.items=2 pairs 28x28 images on a {PAIR_CANVAS}x{PAIR_CANVAS} canvas; these are {h}x{w}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    out = torch.zeros((n, c, PAIR_CANVAS, PAIR_CANVAS), dtype=x.dtype)
+    top = (PAIR_CANVAS - h) // 2
+    out[:, :, top:top + h, :w] = x
+    out[:, :, top:top + h, w:] = x[perm]
+    return out, y * len(FASHION_MNIST_CLASSES) + y[perm]
+
+
 def _fashion_mnist(cfg: FashionMNISTConfig, image_size: int, splits=("train", "val")) -> dict[str, StoredImages]:
     files = fashion_mnist_files(cfg.root)
     out = {}
     kw = _stored_kw(cfg, image_size, scale=1.0 / 255)
     classes = list(FASHION_MNIST_CLASSES)
+    if cfg.items == 2:
+        classes = [f"{a} | {b}" for a in FASHION_MNIST_CLASSES for b in FASHION_MNIST_CLASSES]
+
+    def stored(x, y, split: int) -> StoredImages:
+        if cfg.items == 2:
+            x, y = pair_items(x, y, derive_seed(cfg.split_seed, 0xFA5, 2, split))
+        return StoredImages(x, y, classes, **kw)
     if "train" in splits or "val" in splits:
         x, y = _read_pair(*files["train"], _stamp(files["train"]))
         n = len(y)
@@ -566,12 +609,12 @@ def _fashion_mnist(cfg: FashionMNISTConfig, image_size: int, splits=("train", "v
         # Carved with split_seed only: the same val set whatever the training seed.
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.split_seed, 0xFA5)))
         idx = {"val": perm[:cfg.val_size].sort().values, "train": perm[cfg.val_size:].sort().values}
-        for k in ("train", "val"):
+        for i, k in enumerate(("train", "val")):
             if k in splits:
-                out[k] = StoredImages(x[idx[k]], y[idx[k]], classes, **kw)
+                out[k] = stored(x[idx[k]], y[idx[k]], i)
     if "test" in splits:
         x, y = _read_pair(*files["test"], _stamp(files["test"]))
-        out["test"] = StoredImages(x, y, classes, **kw)
+        out["test"] = stored(x, y, 2)
     return out
 
 
@@ -1036,6 +1079,7 @@ class Digits(DataSource):
 class FashionMNIST(DataSource):
     """Fashion-MNIST from its four IDX files; a `test` split (the official 10,000)."""
     name, config, in_memory, fingerprint_base = "fashion_mnist", FashionMNISTConfig, True, _FLAT_V1
+    fingerprint_omit = {"items": 1}
     splits = ("train", "val", "test")
     crop_padding, hflip = 4, 0.5
     mean, std = (FASHION_MNIST_MEAN,) * 3, (FASHION_MNIST_STD,) * 3

@@ -161,6 +161,48 @@ def test_fashion_mnist_val_is_carved_from_train_disjoint_and_fixed(tmp_path):
         stored_splits(dict(cfg, val_size=200))
 
 
+def test_fashion_mnist_items_2_pairs_two_images_labelled_left_to_right(tmp_path):
+    """data.items=2: each sample is one split image on the left and another on the right of a 56x56
+    canvas, labelled 10 x left + right (100 classes); the same pairing every time, no flip."""
+    from hwnas.data import data_config, fingerprint_view, read_idx, stored_splits
+    make_fashion_mnist(tmp_path, n_train=120, n_test=30)
+    base = {"name": "fashion_mnist", "root": str(tmp_path), "image_size": 64, "val_size": 40}
+    plain = stored_splits(base, splits=("train", "val", "test"))
+    pairs = stored_splits(dict(base, items=2), splits=("train", "val", "test"))
+    test_x = torch.from_numpy(read_idx(tmp_path / "t10k-images-idx3-ubyte.gz").copy())
+    test_y = torch.from_numpy(read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").astype("int64"))
+    for split in ("train", "val", "test"):
+        p, q = pairs[split], plain[split]
+        assert len(p) == len(q) and p.images.shape[1:] == (1, 56, 56) and len(p.classes) == 100
+        assert torch.equal(p.images[:, :, 14:42, :28], q.images)  # sample i: image i on the left
+        assert not p.images[:, :, :14].any() and not p.images[:, :, 42:].any()
+        # the right half is another image of the same split, and the label names both in order
+        right = {q.images[j].numpy().tobytes(): int(q.labels[j]) for j in range(len(q))}
+        for i in range(len(p)):
+            r = p.images[i, :, 14:42, 28:].numpy().tobytes()
+            assert r in right and int(p.labels[i]) == 10 * int(q.labels[i]) + right[r]
+        assert p.classes[int(p.labels[0])] == " | ".join(q.classes[c] for c in divmod(int(p.labels[0]), 10))
+    assert torch.equal(plain["test"].images[:, 0], test_x) and torch.equal(plain["test"].labels, test_y)
+    # the right-hand images are a permutation (each used once); fixed, and moved by split_seed only
+    rights = sorted(pairs["test"].images[i, :, 14:42, 28:].numpy().tobytes() for i in range(30))
+    assert rights == sorted(plain["test"].images[i].numpy().tobytes() for i in range(30))
+    again = stored_splits(dict(base, items=2), splits=("val",))["val"]
+    assert torch.equal(again.images, pairs["val"].images)
+    other = stored_splits(dict(base, items=2, split_seed=1), splits=("val",))["val"]
+    assert not torch.equal(other.images[:, :, :, 28:], pairs["val"].images[:, :, :, 28:])
+    # a flip would swap the items: off by default, refused when asked for
+    assert data_config(dict(base, items=2)).hflip == 0.0 and data_config(base).hflip == 0.5
+    with pytest.raises(DataError, match=r"data\.hflip=0\.5: data\.items=2 .* set data\.hflip=0"):
+        data_config(dict(base, items=2, hflip=0.5))
+    with pytest.raises(DataError, match=r"data\.items"):
+        data_config(dict(base, items=3))
+    # a plain config's fingerprint is what it was before the key existed; a paired one says so
+    assert "items" not in fingerprint_view(data_config(base))
+    assert fingerprint_view(data_config(dict(base, items=2)))["items"] == 2
+    x, y = next(iter(build_loaders(dict(base, items=2), batch_size=8, seed=0)[0]))
+    assert x.shape == (8, 3, 64, 64) and int(y.max()) < 100
+
+
 def test_stored_batch_crops_and_flips_exactly():
     """The device-side crop of the zero-padded image and the flip equal a plain per-image reference."""
     import numpy as np

@@ -7,6 +7,7 @@ import random
 import re
 import time
 
+import numpy as np
 import pytest
 
 import search_spaces
@@ -325,3 +326,14 @@ def test_canary_cancels_machine_speed_drift():
     assert slow == pytest.approx(fast, rel=0.15)
     b.canary = False
     assert b.measure()["p10_ms"] == pytest.approx(4.0, rel=0.15)
+
+
+def test_keep_runs_returns_each_run_and_the_canarys():
+    b = _SpinBackend()
+    b.calibrate_canary(runs=15)
+    assert "runs_ms" not in b.measure()  # by default a result holds only its statistics
+    b.keep_runs = True
+    r = b.measure()
+    assert len(r["runs_ms"]) == len(r["canary_runs_ms"]) == r["runs"] == 15
+    assert np.percentile(r["runs_ms"], 10) == pytest.approx(2.0, rel=0.15)  # raw: not scaled by the canary
+    assert np.percentile(r["canary_runs_ms"], 10) == pytest.approx(1.0, rel=0.15)

@@ -96,6 +96,14 @@ def test_recipe_ids_stay_those_of_the_committed_h200_runs():
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "lowlr"), ident, 0) == "39e9dffa0983"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 0) == "cb4bfcbb9c60"
     assert rf.supernet_recipe_id(rf.supernet_train_cfg(args, "studentw"), ident, 2) == "83fb96fae8a8"
+    # the probe benchmark (10,000 images, 20 epochs at lr 1e-3, batch 256): its id is the committed one, and
+    # the two-item task (data.items=2) is another benchmark with its own
+    args.data, args.sa_epochs, args.sa_batch, args.sa_lr = ["limit_train=10000"], 20, 256, 1e-3
+    assert rf.recipe_id("standalone", rf.standalone_recipe(args), rf.data_identity(rf.data_cfg(args))) == "04c46a20c706"
+    args.data = ["limit_train=10000", "items=2"]
+    pairs = rf.data_identity(rf.data_cfg(args))
+    assert pairs["items"] == 2 and pairs["hflip"] == 0.0
+    assert rf.recipe_id("standalone", rf.standalone_recipe(args), pairs) != "04c46a20c706"
 
 
 def test_an_explicit_supernet_lr_is_not_replaced_by_the_variants():

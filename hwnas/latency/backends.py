@@ -89,6 +89,7 @@ class Backend:
         self.repeats = int(repeats)
         self.max_seconds = float(max_seconds)
         self.min_runs = int(min_runs)
+        self.keep_runs = False  # diagnostics: each result also holds its runs (and the canary's) in ms
 
     @property
     def form(self):
@@ -205,6 +206,8 @@ class Backend:
             factor = self.canary_ref_ms / float(np.percentile(ctimes, 10))
             r["median_ms"] *= factor
             r["p10_ms"] *= factor
+        if self.keep_runs:
+            r.update(runs_ms=times, canary_runs_ms=ctimes)
         return r
 
     def _cuda_time_loop(self, run) -> dict:
