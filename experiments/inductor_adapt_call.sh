@@ -9,7 +9,7 @@
 # Resumable across calls: the state lives in outputs/inductor_adapt/ (git-ignored); on a fresh machine it is
 # unpacked from experiments/logs/inductor_adapt_state.tgz (copy the previous call's state.tgz there first:
 # untracked files travel with the working tree). Alone on the GPU (MPS off). Env: SPACES, N, HELD, WORKERS,
-# AUTOTUNE, CALL_S.
+# AUTOTUNE, CALL_S, MIN_S (330: the least time worth starting).
 #   SPACES=efficientformerv2 CALL_S=570 bash experiments/inductor_adapt_call.sh
 set -u
 cd "$(dirname "$0")/.."
@@ -19,6 +19,13 @@ S=outputs/inductor_adapt
 unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz
 mkdir -p "$S"
 LEFT=$(( ${CALL_S:-570} - ($(date +%s) - T0) - 25 ))
+# a compile round (~160 s untuned, 14 workers) and the process's first load and timing (~100 s) come before any
+# network is measured (call 23): with less time than MIN_S the call would measure nothing, so it stops at once
+if [ "$LEFT" -lt "${MIN_S:-330}" ]; then
+    echo "only $LEFT s left of CALL_S=${CALL_S:-570}: under MIN_S=${MIN_S:-330}, nothing would be measured; not started" \
+        | tee -a "$OUT/gpu.txt"
+    exit 3
+fi
 SP=(); for sp in ${SPACES:-efficientformerv2}; do SP+=("$sp"); done
 timeout $LEFT python experiments/latency_adapt.py --targets torch_inductor --spaces "${SP[@]}" \
     --n-adapt-gpu ${N:-24} --n-held-out ${HELD:-100} --deadline-s $(( LEFT - 30 )) --out "$S/results" --work "$S/tables" \
