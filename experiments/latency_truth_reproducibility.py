@@ -37,7 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from hwnas._files import atomic_write  # noqa: E402
-from hwnas.latency import LatencyTable, get_backend  # noqa: E402
+from hwnas.latency import get_backend  # noqa: E402
+from hwnas.latency.adapt import result_source_table  # noqa: E402
 from hwnas.latency.backends import cpu_name, slug  # noqa: E402
 from hwnas.latency.config import target_settings  # noqa: E402
 from hwnas.latency.correction import kendall_tau  # noqa: E402
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.result}: an onnxruntime_cpu adapt result is needed (this is {res['target']})")
     held = res["held_out"]["networks"]
     archs = [Arch.from_dict(n["arch"]) for n in held]
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    source = result_source_table(res, ROOT)
     stat = source.statistic
     ref = (res.get("adapt") or {}).get("canary_ref", {}).get("p10_ms")
     out_file = args.out / f"latency_truth_{res['scope']}_{slug(cpu_name())}.json"

@@ -15,6 +15,7 @@ import numpy as np
 
 import hwnas.latency.correction as C
 from hwnas.latency import LatencyTable
+from hwnas.latency.adapt import result_source_table
 from hwnas.latency.keys import block_keys
 from search_spaces import Arch
 
@@ -100,7 +101,7 @@ def load_result(result_file: Path):
     """A committed adapt result as (result, source table, adaptation archs and their times in the table's
     statistic, held-out records, held-out archs, their measured times)."""
     res = json.loads(result_file.read_text())
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    source = result_source_table(res, ROOT)
     fit_archs = [Arch.from_dict(n["arch"]) for n in res["adapt"]["networks"]]
     yf = np.array([n[source.statistic] for n in res["adapt"]["networks"]])
     held = res["held_out"]["networks"]

@@ -297,9 +297,9 @@ ADAPT_RESULTS = sorted(p.name for p in RESULTS.glob("latency_adapt_*_*_*.json"))
 def test_committed_adapt_results_are_reproduced_from_their_measurements(result_file):
     """The fit and the held-out figures of every committed adapt result, recomputed from the networks it
     measured and the source table it names."""
-    from hwnas.latency.adapt import refit_result
+    from hwnas.latency.adapt import refit_result, result_source_table
     res = json.loads((RESULTS / result_file).read_text())
-    source = LatencyTable.load(ROOT / res["source_table"]["table"], target=res["target"], space=res["scope"])
+    source = result_source_table(res, ROOT)  # its own target: the adapted one's, or a sibling's (torch_cuda)
     assert source.provenance["date"] == res["source_table"]["date"]  # the very table it was adapted from
     again = refit_result(res, source)
     corr = res["adapt"]["correction"]
@@ -444,3 +444,16 @@ def test_the_truth_reproducibility_passes_are_measured_compared_and_resumed(tmp_
     other.write_text(json.dumps(res))
     with pytest.raises(SystemExit, match="holds passes of"):
         truth.main(["--result", str(other), "--out", str(tmp_path / "out")])
+    # raw passes keep every run of a subnet and of the canary before it, and compare the statistics on them
+    assert truth.main([*argv[:-2], "--passes", "raw_a,raw_b", "--out", str(tmp_path / "raw")]) == 0
+    raw = json.loads(next((tmp_path / "raw").glob("latency_truth_*.json")).read_text())
+    for p in raw["passes"].values():
+        assert set(p["runs"]) == {a.id for a in archs} and p["canary_ref_ms"] == 2.0
+        for a in archs:
+            r = p["runs"][a.id]
+            assert len(r["runs_ms"]) == len(r["canary_runs_ms"]) >= 3
+            # what the pass reports for a subnet is the shipped statistic of those very runs
+            assert p["times"][a.id] == pytest.approx(truth.STATISTICS["p10 x canary p10 (shipped)"](
+                r["runs_ms"], r["canary_runs_ms"], 2.0), rel=1e-3)
+    assert set(raw["statistics"]) == set(truth.STATISTICS)
+    assert all(-1 <= v["tau raw_a vs raw_b"] <= 1 for v in raw["statistics"].values())

@@ -434,6 +434,14 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
     return table
 
 
+def result_source_table(result: dict, root: str | Path) -> LatencyTable:
+    """The table an adapt result (`experiments/latency_adapt.py`) was adapted from, its path relative to
+    `root`: of the result's target, or of the sibling target it adapted across (`Target.adapts_from`)."""
+    src = result["source_table"]
+    return LatencyTable.load(Path(root) / src["table"], target=src.get("target", result["target"]),
+                             space=result["scope"])
+
+
 def refit_result(result: dict, source: LatencyTable) -> dict:
     """An adapt run's fit and held-out figures, reproduced from its measurements alone (a result JSON of
     `experiments/latency_adapt.py`: the adapt networks and the held-out networks with their times)."""
