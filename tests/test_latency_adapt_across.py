@@ -177,14 +177,14 @@ def test_an_export_says_its_rows_were_timed_eager_and_its_networks_as_shipped(ac
 
 
 def test_the_committed_first_look_at_compiled_networks_is_reproduced_from_their_measurements():
-    """experiments/inductor_adapt_loo.py on GPU call 23's state (14 EfficientFormerV2 networks compiled and timed on
+    """experiments/archive/inductor_adapt_loo.py on GPU call 23's state (14 EfficientFormerV2 networks compiled and timed on
     an H100): the committed leave-one-out figures follow from the committed measurements alone."""
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "experiments"))
+    sys.path.insert(0, str(root / "experiments" / "archive"))
     import inductor_adapt_loo
-    committed = json.loads((root / "experiments/results/inductor_adapt_loo_efficientformerv2_call23.json").read_text())
+    committed = json.loads((root / "experiments/archive/results/inductor_adapt_loo_efficientformerv2_call23.json").read_text())
     res = inductor_adapt_loo.loo(SPACE, inductor_adapt_loo.networks_of(root / "experiments/logs/inductor_adapt_call23/state.tgz"))
     assert res["networks"] == committed["networks"] == 14
     for k in ("within_10pct", "within_5pct", "kendall_tau"):

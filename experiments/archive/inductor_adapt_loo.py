@@ -3,8 +3,8 @@ an adapt run has measured so far (issue 27; nothing is measured here): each netw
 fitted on the others (leave-one-out), as `hwnas.latency.adapt.fit_adapted` fits it, next to the eager table as it
 is. A first look at a cut run, before its held-out subnets exist; the held-out measurement is what counts.
 
-    python experiments/inductor_adapt_loo.py experiments/logs/inductor_adapt_call23/state.tgz --space efficientformerv2 \
-        --out experiments/results/inductor_adapt_loo_efficientformerv2_call23.json
+    python experiments/archive/inductor_adapt_loo.py experiments/logs/inductor_adapt_call23/state.tgz --space efficientformerv2 \
+        --out experiments/archive/results/inductor_adapt_loo_efficientformerv2_call23.json
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def networks_of(state: Path) -> list[dict]:
