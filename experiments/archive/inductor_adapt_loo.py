@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def networks_of(state: Path) -> list[dict]:
     """The fit networks in an `inductor_adapt_call.sh` state tarball (or a `.networks.csv`)."""
     from hwnas.latency.table import read_networks
