@@ -45,8 +45,9 @@ def regime_name(rec: dict, data: dict) -> str:
     r = rec["recipe"]
     n = data.get("limit_train") or "all"
     task = ", two items a sample (100 classes)" if data.get("items", 1) == 2 else ""
+    zero = ", residual branches zero-initialised" if r.get("zero_init_residual") else ""
     return (f"{rec['image_size']} px{task}, {n} training images, {r['epochs']} epochs, batch {r['batch_size']}, "
-            f"lr {r['lr']}")
+            f"lr {r['lr']}{zero}")
 
 
 def predictor_taus(predictors: list[tuple[str, Path]], space: str, by_key: dict, means: dict) -> dict:

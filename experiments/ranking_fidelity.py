@@ -214,9 +214,12 @@ def data_identity(d: dict) -> dict:
 
 def standalone_recipe(args) -> dict:
     from hwnas.training.standalone import Recipe
-    return asdict(Recipe(epochs=args.sa_epochs, batch_size=args.sa_batch, lr=args.sa_lr,
-                         warmup_epochs=args.sa_warmup_epochs, max_steps_per_epoch=args.sa_max_steps,
-                         cuda_graph=not args.no_graph))
+    r = asdict(Recipe(epochs=args.sa_epochs, batch_size=args.sa_batch, lr=args.sa_lr,
+                      warmup_epochs=args.sa_warmup_epochs, max_steps_per_epoch=args.sa_max_steps,
+                      cuda_graph=not args.no_graph, zero_init_residual=getattr(args, "sa_zero_init_residual", False)))
+    if not r["zero_init_residual"]:  # every recipe had it off before the option existed: their ids stay
+        del r["zero_init_residual"]
+    return r
 
 
 #: the supernet lr of a variant that names none, unless --sn-lr says otherwise
@@ -791,6 +794,8 @@ def main(argv=None):
     g.add_argument("--sa-seeds", default="0", help="stand-alone seeds, comma-separated")
     g.add_argument("--repeat-archs", type=int, default=4, help="archs per space trained once more with another "
                                                                "seed (the stand-alone noise), after the rest")
+    g.add_argument("--sa-zero-init-residual", action="store_true", help="stand-alone archs start with the last layer "
+                   "of every residual branch zeroed (Recipe.zero_init_residual)")
     g.add_argument("--no-graph", action="store_true", help="stand-alone steps eager, not CUDA graphs")
     g.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning in the stand-alone workers "
                    "(off: under contention it cost 20-60 s per run on the H200)")

@@ -13,7 +13,7 @@ A model family plugs in with `register_family(Family subclass instance)` (the to
 from .family import (CheckpointLayout, Family, KeyPair, family_of_kind, get_family, list_families,
                      register_family, unregister_family)
 from .model import (DeployModel, FeatureInfo, Model, ModelError, block_input_shape, build_block, build_model,
-                    drop_path_rates, fuse_for_deploy)
+                    drop_path_rates, fuse_for_deploy, zero_init_residual)
 from .sharing import Supernet, build_supernet, first_k
 from . import nextvit as _nextvit  # noqa: F401  (registers the family)
 from . import efficientformerv2 as _efficientformerv2  # noqa: F401
@@ -21,4 +21,5 @@ from . import efficientformerv2 as _efficientformerv2  # noqa: F401
 __all__ = ["CheckpointLayout", "DeployModel", "Family", "FeatureInfo", "KeyPair", "Model", "ModelError", "Supernet",
            "block_input_shape",
            "build_block", "build_model", "build_supernet", "drop_path_rates", "family_of_kind", "first_k",
-           "fuse_for_deploy", "get_family", "list_families", "register_family", "unregister_family"]
+           "fuse_for_deploy", "get_family", "list_families", "register_family", "unregister_family",
+           "zero_init_residual"]

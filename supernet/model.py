@@ -307,6 +307,21 @@ def build_model(arch: Arch, num_classes: int = 1000, drop_path_rate: float = 0.0
 
 
 @torch.no_grad()
+def zero_init_residual(model: nn.Module) -> int:
+    """Zero the last layer of every residual branch of the blocks that have such an init
+    (`zero_init_residual()`: Next-ViT's NCB and NTB), so each starts as the identity (Goyal et al.'s
+    zero-gamma, ReZero, Fixup: a deep residual net then trains from a shallow one's start); an
+    EfficientFormerV2 block's branches already start at LayerScale's 1e-5. Training-only: the
+    architecture is unchanged. Returns how many blocks were so initialised."""
+    n = 0
+    for m in model.modules():
+        if callable(getattr(m, "zero_init_residual", None)):
+            m.zero_init_residual()
+            n += 1
+    return n
+
+
+@torch.no_grad()
 def fuse_for_deploy(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm (and EfficientFormerV2's LayerScale) into the layer beside it, in place.
 

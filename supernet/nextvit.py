@@ -60,6 +60,13 @@ class Stem(nn.Sequential):
         pass
 
 
+def _zero(*layers: nn.Module) -> None:
+    for layer in layers:
+        nn.init.zeros_(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
 class PatchEmbed(nn.Module):
     """Stride 2: avg-pool 2x2 + 1x1 conv + BN; stride 1 and a width change (or `force`): 1x1 conv + BN;
     otherwise identity."""
@@ -146,6 +153,11 @@ class NextConvBlock(nn.Module):
         x = x + self.attn_drop_path(self.mhca(x))
         x = x + self.mlp_drop_path(self.mlp(self.norm(x)))
         return x
+
+    @torch.no_grad()
+    def zero_init_residual(self):
+        """Start as the identity after the patch embedding: zero the last layer of each residual branch."""
+        _zero(self.mhca.projection, self.mlp.fc2)
 
     @torch.no_grad()
     def reparameterize(self):
@@ -239,6 +251,12 @@ class NextTransformerBlock(nn.Module):
         if self.mhca_drop_path is not None:
             self.mhca_drop_path.drop_prob = rate * (1 - self.r)
         self.mlp_drop_path.drop_prob = rate
+
+    @torch.no_grad()
+    def zero_init_residual(self):
+        """Zero the last layer of each residual branch (E-MHSA, MHCA, MLP): the block then starts as the
+        identity on the E-MHSA channels and the projection on the MHCA ones."""
+        _zero(self.e_mhsa.proj, self.mlp.fc2, *([self.mhca.projection] if self.mhca is not None else []))
 
     def forward(self, x):
         x = self.patch_embed(x)

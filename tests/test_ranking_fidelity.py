@@ -104,6 +104,12 @@ def test_recipe_ids_stay_those_of_the_committed_h200_runs():
     pairs = rf.data_identity(rf.data_cfg(args))
     assert pairs["items"] == 2 and pairs["hflip"] == 0.0
     assert rf.recipe_id("standalone", rf.standalone_recipe(args), pairs) != "04c46a20c706"
+    # zero-initialised residual branches are another recipe; without the flag the key is left out (the ids above)
+    args.data = ["limit_train=10000"]
+    assert "zero_init_residual" not in rf.standalone_recipe(args)
+    args.sa_zero_init_residual = True
+    assert rf.standalone_recipe(args)["zero_init_residual"] is True
+    assert rf.recipe_id("standalone", rf.standalone_recipe(args), rf.data_identity(rf.data_cfg(args))) != "04c46a20c706"
 
 
 def test_an_explicit_supernet_lr_is_not_replaced_by_the_variants():

@@ -112,3 +112,55 @@ def test_a_run_slowed_by_the_start_of_its_neighbours_is_not_given_up():
     assert not gives_up(0.0, 127.0, **kw)  # 152 s at the first epoch's rate; 76 s (+ evaluation) at twice it
     assert gives_up(0.0, 60.0, **kw)  # not even at twice the rate
     assert gives_up(0.0, 80.0, **kw)  # at twice the rate the training fits, the evaluation does not
+
+
+def test_zero_init_residual_starts_every_nextvit_block_from_its_shortcut(data, monkeypatch):
+    """Recipe.zero_init_residual: each NCB starts as its patch embedding, each NTB as its patch embedding
+    concatenated with the MHCA channels' projection; the option reaches the model train_standalone builds."""
+    space = search_spaces.get_space("nextvit", resolution=32)
+    model = supernet.build_model(space.min_arch(), num_classes=10).eval()
+    assert supernet.zero_init_residual(model) == len(model.blocks())
+    kinds = set()
+    with torch.no_grad():
+        h = model.stem(torch.randn(2, 3, 32, 32))
+        for stage in model.stages:
+            h = stage.downsample(h)
+            for block in stage.blocks:
+                kinds.add(type(block).__name__)
+                e = block.patch_embed(h)
+                want = torch.cat([e, block.projection(e)], dim=1) if getattr(block, "mhca_chs", 0) else e
+                h = block(h)
+                assert torch.equal(h, want), type(block).__name__
+    assert kinds == {"NextConvBlock", "NextTransformerBlock"}
+    # the option is passed through to the model trained, and only when asked for
+    calls = []
+    real = supernet.zero_init_residual
+    monkeypatch.setattr(supernet, "zero_init_residual", lambda m: calls.append(real(m)))
+    cfg, splits = data
+    short = dict(epochs=1, batch_size=16, max_steps_per_epoch=2)
+    r = train_standalone(space.min_arch(), cfg, short, seed=0, device="cpu", splits=splits)
+    assert calls == [] and r["recipe"]["zero_init_residual"] is False
+    r = train_standalone(space.min_arch(), cfg, dict(short, zero_init_residual=True), seed=0, device="cpu", splits=splits)
+    assert len(calls) == 1 and calls[0] > 0 and r["recipe"]["zero_init_residual"] is True
+
+
+def test_the_zero_init_pilot_trains_each_arch_both_ways_and_resumes(tmp_path, fashion_root):
+    """experiments/zero_init_pilot.py: one run with the option off and one on per arch, appended as they end,
+    and a rerun trains nothing again."""
+    import json
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import zero_init_pilot
+    out = tmp_path / "pilot.jsonl"
+    argv = ["--archs", "min", "--epochs", "1", "--batch", "16", "--limit-train", "32", "--val-size", "40",
+            "--data-root", str(fashion_root), "--out", str(out)]
+    assert zero_init_pilot.main(argv) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["name"], r["zero_init_residual"], r["recipe"]["zero_init_residual"]) for r in rows] == \
+        [("min", False, False), ("min", True, True)]
+    assert rows[0]["train_loss"] != rows[1]["train_loss"]  # the same seed and data: only the init differs
+    assert "| min |" in out.with_suffix(".md").read_text()
+    assert zero_init_pilot.main(argv) == 0 and len(out.read_text().splitlines()) == 2  # resumed: nothing again
+    with pytest.raises(SystemExit, match="not in"):
+        zero_init_pilot.main(["--archs", "nextvit_xl", "--out", str(out)])

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import supernet
+from search_spaces import Arch
 from hwnas.data import (IN_MEMORY, EvalBatches, StoredImages, TrainBatches, build_loaders, build_test_loader,
                         config_from, data_config, derive_seed, get_dataset, stored_splits)
 from hwnas.errors import ConfigError
@@ -54,10 +55,21 @@ class Recipe:
     weight_decay: float = 0.05  # conv/linear weights only
     label_smoothing: float = 0.1
     drop_path: float = 0.0
+    # zero the last layer of every residual branch at init (`supernet.zero_init_residual`: Next-ViT's blocks;
+    # EfficientFormerV2's start at LayerScale's 1e-5 already), so a deep arch starts as a shallow one
+    zero_init_residual: bool = False
     amp: str = "auto"  # auto (bf16 on GPU, off on CPU) | bf16 | off
     cuda_graph: bool = True  # capture the training step on CUDA (eager on the CPU whatever this says)
     max_steps_per_epoch: int = 0  # cap (0: the whole training split); smoke runs and tests
     eval_batch_size: int = 1000
+
+
+def _build(arch: Arch, num_classes: int, recipe: Recipe, dev: torch.device) -> torch.nn.Module:
+    """The freshly initialised model `recipe` trains (its drop path; zero-initialised residual branches)."""
+    model = supernet.build_model(arch, num_classes=num_classes, drop_path_rate=recipe.drop_path)
+    if recipe.zero_init_residual:
+        supernet.zero_init_residual(model)
+    return model.to(dev).train()
 
 
 def recipe_config(cfg: Any = None) -> Recipe:
@@ -166,7 +178,7 @@ def train_standalone(arch, data_cfg: Any, recipe: Any = None, seed: int = 0, dev
     say = log or (lambda msg: None)
 
     torch.manual_seed(derive_seed(seed, 0x57A))
-    model = supernet.build_model(arch, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev).train()
+    model = _build(arch, num_classes, recipe, dev)
     batches = TrainBatches(train, recipe.batch_size, seed, max_steps=recipe.max_steps_per_epoch)
     steps_per_epoch, b = batches.steps, recipe.batch_size
     total = recipe.epochs * steps_per_epoch
@@ -268,7 +280,7 @@ def _train_from_loader(arch, data, recipe: Recipe, seed: int, dev: torch.device,
     test = build_test_loader(data, data.image_size, recipe.eval_batch_size)
     arch = arch.with_resolution(data.image_size)
     torch.manual_seed(derive_seed(seed, 0x57A))
-    model = supernet.build_model(arch, num_classes=num_classes, drop_path_rate=recipe.drop_path).to(dev).train()
+    model = _build(arch, num_classes, recipe, dev)
     opt = _optimizer(model, recipe, recipe.lr, capturable=False)
     steps, b = train.steps, recipe.batch_size
     total, warmup = recipe.epochs * steps, int(round(recipe.warmup_epochs * steps))
