@@ -6,7 +6,10 @@
 # 32 px); every job resumes from the folders in RESUME (earlier calls' output of this script, copied into the
 # repository), so a call trains only what is missing. Sized by env:
 #   SPACE (nextvit), ARCHS (the six Next-ViT pilot archs), LRS ("1e-3 5e-4 2.5e-4"), EPOCHS (40), SEEDS (0),
-#   WORKERS per rate (6), RESUME (folders, space-separated), TAG (the tar's name), CALL_S (540).
+#   WORKERS per rate (6), RESUME (folders, space-separated), TAG (the tar's name), CALL_S (540), EXTRA (more
+#   `ranking_fidelity.py gpu` options, e.g. --sa-zero-init-residual).
+# Next-ViT's residual branches zero-initialised (round 20's next step), on the probe benchmark's recipe, two seeds:
+#   EXTRA=--sa-zero-init-residual LRS=1e-3 EPOCHS=20 SEEDS=0,1 TAG=zeroinit CALL_S=400 bash experiments/accuracy_bench_lrgrid.sh
 # First call (Next-ViT's six pilot archs, one seed: does Next-ViT-L, at its best rate and trained long enough,
 # rank by its capacity?):   CALL_S=540 bash experiments/accuracy_bench_lrgrid.sh        (carry .data and .whl)
 set -u
@@ -20,7 +23,7 @@ RES=(); for d in ${RESUME:-}; do RES+=(--resume-from "$d"); done
 for lr in ${LRS:-1e-3 5e-4 2.5e-4}; do
     python experiments/ranking_fidelity.py gpu "${PROBE[@]}" --sa-lr $lr --sa-epochs ${EPOCHS:-40} --spaces $SP \
         --variants none --sa-seeds ${SEEDS:-0} --archs $AR "${RES[@]}" --workers ${WORKERS:-6} --min-job-s 40 \
-        --deadline-s $D --out "$OUT/${SP}_lr$lr" > "$OUT/${SP}_lr$lr.log" 2>&1 &
+        --deadline-s $D ${EXTRA:-} --out "$OUT/${SP}_lr$lr" > "$OUT/${SP}_lr$lr.log" 2>&1 &
 done
 wait
 mps_stop
