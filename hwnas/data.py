@@ -571,6 +571,7 @@ def _read_pair(images: Path, labels: Path, stamp: tuple) -> tuple[torch.Tensor, 
 
 
 PAIR_CANVAS = 56  # data.items=2: two 28 px items side by side, centred vertically on a square canvas
+_PAIR_SPLIT = {"train": 0, "val": 1, "test": 2}  # each split's own pairing (a part of its seed)
 
 
 def pair_items(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -596,10 +597,11 @@ def _fashion_mnist(cfg: FashionMNISTConfig, image_size: int, splits=("train", "v
     if cfg.items == 2:
         classes = [f"{a} | {b}" for a in FASHION_MNIST_CLASSES for b in FASHION_MNIST_CLASSES]
 
-    def stored(x, y, split: int) -> StoredImages:
+    def stored(x, y, split: str) -> StoredImages:
         if cfg.items == 2:
-            x, y = pair_items(x, y, derive_seed(cfg.split_seed, 0xFA5, 2, split))
+            x, y = pair_items(x, y, derive_seed(cfg.split_seed, 0xFA5, 2, _PAIR_SPLIT[split]))
         return StoredImages(x, y, classes, **kw)
+
     if "train" in splits or "val" in splits:
         x, y = _read_pair(*files["train"], _stamp(files["train"]))
         n = len(y)
@@ -609,12 +611,12 @@ def _fashion_mnist(cfg: FashionMNISTConfig, image_size: int, splits=("train", "v
         # Carved with split_seed only: the same val set whatever the training seed.
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(cfg.split_seed, 0xFA5)))
         idx = {"val": perm[:cfg.val_size].sort().values, "train": perm[cfg.val_size:].sort().values}
-        for i, k in enumerate(("train", "val")):
+        for k in ("train", "val"):
             if k in splits:
-                out[k] = stored(x[idx[k]], y[idx[k]], i)
+                out[k] = stored(x[idx[k]], y[idx[k]], k)
     if "test" in splits:
         x, y = _read_pair(*files["test"], _stamp(files["test"]))
-        out["test"] = stored(x, y, 2)
+        out["test"] = stored(x, y, "test")
     return out
 
 
