@@ -47,17 +47,28 @@ def shallow_random_arch(space, seed: int):
 
 @pytest.fixture(scope="module")
 def export(space_name, tmp_path_factory):
-    """A fresh-init random subnet extracted with format=[pt, aoti]: (folder, manifest)."""
+    """A fresh-init random subnet extracted with format=[pt, aoti]: (folder, manifest, what the app logged)."""
+    import logging
     arch = shallow_random_arch(search_spaces.get_space(space_name, resolution=RES), seed=16)
     out = tmp_path_factory.mktemp(f"aoti-{space_name}")
     (out / "arch.yaml").write_text(json.dumps(arch.to_dict()))
-    manifest = extract(arch=str(out / "arch.yaml"), formats=["aoti"], out_dir=out / "export", num_classes=10,
-                       batch=2)
-    return out / "export", manifest
+    said = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("hwnas.extract")
+    level, logger.level = logger.level, logging.INFO
+    logger.addHandler(handler)
+    try:
+        manifest = extract(arch=str(out / "arch.yaml"), formats=["aoti"], out_dir=out / "export", num_classes=10,
+                           batch=2)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return out / "export", manifest, said
 
 
 def test_the_package_computes_what_the_model_computes(export):
-    folder, manifest = export
+    folder, manifest, said = export
     check = manifest["formats"]["aoti"]["check"]
     assert manifest["formats"]["aoti"]["files"] == ["model.pt2"] and (folder / "model.pt2").is_file()
     assert check["passed"], check
@@ -69,6 +80,9 @@ def test_the_package_computes_what_the_model_computes(export):
     assert check["compile_seconds"] > 0
     assert check["how"].startswith("torch._inductor.aoti_load_package('model.pt2', run_single_threaded=True)(x)")
     assert check["needs"] == {"torch": torch.__version__, "device": "cpu", "cuda": None}
+    # the app's output says where the package runs, not only the manifest
+    assert f"  aoti: needs torch {torch.__version__} on cpu; how to run it without hwnas: manifest.json " \
+           "formats.aoti.check.how" in said, said
     assert "aoti" in manifest["tolerances"] and manifest["checks_passed"]
 
 
@@ -92,7 +106,7 @@ FRESH = textwrap.dedent("""
 def test_the_package_reloads_in_a_process_without_hwnas(export, tmp_path):
     """Only torch: the package holds the graph and the weights; with AOTI_RUNTIME_CHECK_INPUTS=1
     (what the manifest tells a user without hwnas) the runtime refuses a batch it was not compiled for."""
-    folder, manifest = export
+    folder, manifest, _ = export
     import hwnas
     model = hwnas.load(folder)
     script = tmp_path / "run.py"
@@ -113,7 +127,7 @@ def test_the_package_reloads_in_a_process_without_hwnas(export, tmp_path):
 
 
 def test_an_input_the_package_was_not_compiled_for_is_a_clear_error(export):
-    folder, _ = export
+    folder, _, _ = export
     run = load_aoti(folder / "model.pt2")
     assert run.single_threaded  # the runtime a CUDA graph can capture, loaded as the table times it
     x = reference_input((2, 3, RES, RES))

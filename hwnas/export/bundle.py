@@ -144,6 +144,10 @@ def write_export(model: nn.Module, arch, out_dir: str | os.PathLike, formats, *,
             say(f"  {fmt}: {'ok' if check.get('passed') else 'FAILED'}"
                 + (f" (rel. error {check['rel_err']:.2e} <= {check['tolerance_rel']:g})" if "rel_err" in check
                    and check.get("passed") else "") + (f" -- {check['error']}" if check.get("error") else ""))
+            if check.get("needs"):  # a compiled package runs only where it was compiled
+                n = check["needs"]
+                say(f"  {fmt}: needs torch {n['torch']} on {n['device']}" + (f" (CUDA {n['cuda']})" if n.get("cuda")
+                    else "") + f"; how to run it without hwnas: manifest.json formats.{fmt}.check.how")
         # every format that states an entry has its key, null where this export leaves it out
         entries = {name: entry if name in formats else None for name in list_formats()
                    if (entry := get_format(name).manifest_entry(ctx)) is not None}
