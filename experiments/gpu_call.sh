@@ -10,7 +10,7 @@ T0=${T0:-$(date +%s)}  # the call's start: run_pairs counts the time left from i
 R=experiments/results/accuracy_bench_raw  # the raw records of earlier calls (--resume-from)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:. || export PYTHONPATH=.
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/gpu.txt"  # >>: a second script of the same call adds to it
 . experiments/mps.sh
 
 # the probe benchmark (docs/accuracy.md, round 11): the first 10,000 Fashion-MNIST training images at 32 px, every

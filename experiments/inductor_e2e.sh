@@ -6,14 +6,16 @@
 # predictor, which holds no weights, so the pick's weights come from a supernet trained here briefly
 # (`python -m hwnas.train`, STEPS steps on Fashion-MNIST: a deployment check, not an accuracy). Then the exported
 # package is run in a fresh Python without hwnas on its path, exactly as its manifest's `how` says (LD_PRELOAD of
-# the system libstdc++, a CUDA graph), and compared with the package run plainly. Everything goes to $OUT/e2e.tgz (logs, report.md, picks.yaml, manifest.json).
-# Runs alone or after inductor_adapt_call.sh in the same call (it then reuses its $T0 and $OUT). Env: TABLE, PICK
-# (efficientformerv2_s1: the search's pick beside that reference), TRIALS (48), STEPS (200), CALL_S (570).
-#   bash experiments/inductor_e2e.sh        (carry .data and .whl)
+# the system libstdc++, a CUDA graph), and compared with the package run plainly. Everything goes to $OUT/e2e.tgz
+# (logs, report.md, picks.yaml, manifest.json). Env: TABLE, PICK (efficientformerv2_s1: the search's pick beside
+# that reference), TRIALS (48), STEPS (200), CALL_S (570). Alone, or after inductor_adapt_call.sh in the same call,
+# timed from the call's start (carry .data and .whl):
+#   bash experiments/inductor_e2e.sh
+#   export T0=$(date +%s); CALL_S=420 bash experiments/inductor_adapt_call.sh; bash experiments/inductor_e2e.sh
 set -u
 cd "$(dirname "$0")/.."
-[ -n "${T0:-}" ] || { MPS=0 . experiments/gpu_call.sh; lscpu | grep -E "Model name" >> "$OUT/gpu.txt"; }
-unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz 2>/dev/null || true
+MPS=0 . experiments/gpu_call.sh   # an exported T0 (the call's start) is kept
+unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz
 TABLE=${TABLE:-$(ls outputs/inductor_adapt/tables/torch_inductor/*.adapted.csv 2>/dev/null | head -1)}
 E=outputs/e2e; rm -rf "$E"; mkdir -p "$E"
 left() { echo $(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); }
@@ -27,14 +29,15 @@ left() { echo $(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); }
         data.image_size=32 train.epochs=1 train.max_steps_per_epoch=${STEPS:-200} train.batch_size=128 \
         train.progress=false hydra.run.dir=$E/train; echo "train exit $?"
     echo "--- extract ($(left) s left)"
-    timeout $(left) python -m hwnas.extract run=$E/search pick=${PICK:-efficientformerv2_s1} 'format=[aoti]' \
+    timeout $(left) python -m hwnas.extract run=$E/search pick=${PICK:-efficientformerv2_s1} 'format=[aoti]' batch=8 \
         checkpoint=$E/train/supernet.pt hydra.run.dir=$E/extract; echo "extract exit $?"
     echo "--- the package run as its manifest says, without hwnas ($(left) s left)"
     ( cd $E/extract && timeout $(left) env -u PYTHONPATH LD_PRELOAD="$(readlink -f "$(g++ -print-file-name=libstdc++.so.6)")" python - <<'EOF'
 import json, subprocess, torch
 m = json.load(open("manifest.json"))
-a = m["formats"]["aoti"] if "formats" in m else m["aoti"]
+a = m["formats"]["aoti"]["check"]
 print("needs:", json.dumps(a.get("needs")))
+print("predicted ms (batch 8 tables):", json.dumps(m.get("predicted_latency_ms")))
 print("how:\n" + a["how"])
 code = a["how"].split("\n", 1)[1].split("If loading dies")[0]
 shape = tuple(a["input"]["shape"])
