@@ -243,6 +243,29 @@ def recalibrate(model, data_cfg, batches: int, batch_size: int = 32, seed: int =
             "image_size": res, "device": device}
 
 
+def search_tables(run: str | os.PathLike) -> list[Path]:
+    """The latency tables a search run predicted with (its `latency_source.json`) that still exist; [] for a
+    run folder of an hwnas that did not record them. A table that is gone is said, not fatal: the export does
+    not depend on a table."""
+    import json
+    path = Path(run) / "latency_source.json"
+    if not path.is_file():
+        return []
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        log.warning("%s: unreadable (%s); predicting with the shipped tables only", path, e)
+        return []
+    out = []
+    for target, table in sorted(rec.items()):
+        if Path(table).is_file():
+            out.append(Path(table))
+        else:
+            log.warning("run=%s predicted %s with %s, which is no longer there; predicting with the shipped tables",
+                        run, target, table)
+    return out
+
+
 # ---- latency: what each table timed vs what ships --------------------------------------------------
 def deployed_latencies(model, arch, tables=None) -> dict:
     """The manifest's `predicted_latency_ms`: for every table covering the arch's space, the
@@ -292,11 +315,12 @@ def deployed_latencies(model, arch, tables=None) -> dict:
 AOTI_FORM_KEYS = ("channels_last", "depthwise", "autotune")
 
 
-def aoti_form_of(latency: dict) -> tuple[str | None, dict]:
+def aoti_form_of(latency: dict, prefer=()) -> tuple[str | None, dict]:
     """(the table, the settings) format=aoti compiles with so that it ships what a torch_inductor table among
-    `latency` (`deployed_latencies`) timed (depthwise as the table resolved it, autotune); (None, {}: the
-    form's defaults) where no such table predicted this export."""
-    for key, p in sorted(latency.items()):
+    `latency` (`deployed_latencies`) timed (depthwise as the table resolved it, autotune), the tables keyed in
+    `prefer` (the search's own) first; (None, {}: the form's defaults) where no such table predicted this export."""
+    for key in [k for k in prefer if k in latency] + sorted(k for k in latency if k not in prefer):
+        p = latency[key]
         settings = (p.get("deploy") or {}).get("settings")
         if key.split("/")[0] == "torch_inductor" and settings:
             return key, {k: settings[k] for k in AOTI_FORM_KEYS if k in settings}
@@ -362,8 +386,15 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if checkpoint:
             log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
+    searched = search_tables(run) if run and latency_tables is None else []
+    if searched:  # the search's own tables too (profiled here, adapted, target.table=)
+        from hwnas.latency.predict import shipped_tables
+        shipped = shipped_tables()
+        known = {p.resolve() for p in shipped}
+        latency_tables = shipped + [p for p in searched if p.resolve() not in known]
     latency = deployed_latencies(model, a, latency_tables)
-    aoti_table, aoti_form = aoti_form_of(latency) if "aoti" in formats else (None, {})
+    searched = [f"{p.parent.name}/{p.name}" for p in searched]
+    aoti_table, aoti_form = aoti_form_of(latency, prefer=searched) if "aoti" in formats else (None, {})
     if aoti_table:
         log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_table,
                  ", ".join(f"{k}={v}" for k, v in aoti_form.items()))

@@ -293,6 +293,44 @@ def test_a_pick_carries_the_weights_its_search_scored_with_or_is_refused(checkpo
     assert not (tmp_path / "e2" / "model.pt").exists() and not (tmp_path / "e3" / "model.pt").exists()
 
 
+def test_a_pick_is_predicted_and_compiled_with_the_tables_its_search_used(tmp_path, caplog):
+    """A search on a table that is not shipped (profiled here, adapted, `target.table=`): `extract run=` predicted
+    the pick with the shipped tables only, and compiled format=aoti with the form's defaults instead of the
+    settings that table timed (issue 27: max_autotune for a table timed without it). The run folder's
+    `latency_source.json` now names the search's tables; a table that is gone is said, not fatal."""
+    import logging
+    import shutil
+    from hwnas.extract import aoti_form_of
+    from hwnas.latency.predict import shipped_tables
+    from hwnas.search.app import write_latency_source
+    src = next(p for p in shipped_tables() if p.parent.name == "onnxruntime_cpu")
+    mine = tmp_path / "tables" / "onnxruntime_cpu" / "my-cpu.csv"
+    mine.parent.mkdir(parents=True)
+    for suffix in (".csv", ".json", ".networks.csv"):
+        shutil.copyfile(src.with_name(src.stem + suffix), mine.with_name(mine.stem + suffix))
+    arch = search_spaces.get_space("efficientformerv2").min_arch()
+    run = write_picks(tmp_path / "search", search_picks(arch))
+    write_latency_source(run, {"onnxruntime_cpu": mine})
+    m = extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e")
+    pred = m["predicted_latency_ms"]
+    assert pred["onnxruntime_cpu/my-cpu.csv"]["ms"] == pred[f"onnxruntime_cpu/{src.name}"]["ms"] > 0
+    assert pred["onnxruntime_cpu/my-cpu.csv"]["deploy"]["timed_what_ships"]
+    m = extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e2",
+                latency_tables=[src])  # tables given: those only
+    assert "onnxruntime_cpu/my-cpu.csv" not in m["predicted_latency_ms"]
+    mine.unlink()
+    with caplog.at_level(logging.WARNING, logger="hwnas.extract"):
+        m = extract(run=str(run), pick="efficientformerv2_s0", formats=["pt"], out_dir=tmp_path / "e3")
+    assert "onnxruntime_cpu/my-cpu.csv" not in m["predicted_latency_ms"]
+    assert any("which is no longer there" in r.getMessage() for r in caplog.records)
+    # format=aoti compiles as the search's torch_inductor table timed, before any other one
+    timed = {k: {"deploy": {"settings": {"channels_last": True, "depthwise": d, "autotune": t}}}
+             for k, d, t in (("torch_inductor/a.csv", "auto", True), ("torch_inductor/b.csv", "cudnn", False))}
+    assert aoti_form_of(timed) == ("torch_inductor/a.csv", {"channels_last": True, "depthwise": "auto", "autotune": True})
+    assert aoti_form_of(timed, prefer=["torch_inductor/b.csv"]) == (
+        "torch_inductor/b.csv", {"channels_last": True, "depthwise": "cudnn", "autotune": False})
+
+
 def test_another_class_count_is_said_once_with_both_param_counts(tmp_path, caplog):
     """Issue 24: the search reports params with the 1000-class head, the extract exported 10 classes and
     warned once per shipped table that the tables did not time it. Now: one line with both counts, one

@@ -162,6 +162,10 @@ def test_nsga2_front_is_non_dominated_and_picks_meet_their_references(tmp_path, 
     assert found >= 2
     report = (tmp_path / "report.md").read_text()
     assert "proxy score" in report and "224×224" in report
+    # the table each target was predicted with, for `hwnas.extract run=` (absolute: the shipped one here)
+    from hwnas.latency.predict import shipped_tables
+    shipped = [p for p in shipped_tables() if p.parent.name == "onnxruntime_cpu"]
+    assert json.loads((tmp_path / "latency_source.json").read_text()) == {"onnxruntime_cpu": str(shipped[0].resolve())}
 
 
 def test_budget_is_an_optuna_constraint(tmp_path):

@@ -350,6 +350,16 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
 
 
 ACCURACY_SOURCE = "accuracy_source.json"
+LATENCY_SOURCE = "latency_source.json"
+
+
+def write_latency_source(run_dir: Path, tables: dict[str, Path]) -> None:
+    """Record in the run folder which latency table predicted each target (absolute paths): `hwnas.extract
+    run=DIR` predicts with them too and compiles `format=aoti` as a torch_inductor table among them timed, also
+    where the table is not a shipped one (profiled here, adapted, or given as target.table=)."""
+    from hwnas._files import atomic_write
+    atomic_write(run_dir / LATENCY_SOURCE, json.dumps({name: str(Path(p).resolve()) for name, p in tables.items()},
+                                                      indent=1, sort_keys=True) + "\n")
 
 
 def write_accuracy_source(run_dir: Path, acc: "AccuracySource") -> None:
@@ -441,6 +451,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if acc_caution:
         print(f"WARNING: {acc_caution}", file=sys.stderr)
     write_accuracy_source(run_dir, acc)
+    write_latency_source(run_dir, {t.name: path for t, _, path, _, _ in target_reports})
     space = searched_space(space, acc)
     archs_note = CONSISTENT_NOTE.format(space=space.name) if space.consistent else None
     if archs_note:
