@@ -12,15 +12,17 @@
 # timed from the call's start (carry .data and .whl):
 #   bash experiments/inductor_e2e.sh
 #   export T0=$(date +%s); CALL_S=420 bash experiments/inductor_adapt_call.sh; bash experiments/inductor_e2e.sh
-# or beside an MPS training script (its replay time then says nothing about latency):
-#   export T0=$(date +%s); (sleep 20; MPS=keep bash experiments/inductor_e2e.sh) & bash experiments/accuracy_bench_lrgrid.sh; wait
+# Beside an MPS training script (MPS=keep; its replay time then says nothing about latency) it ran once, call 27:
+# search and training passed, the extract ran out of the call's time compiling with max_autotune beside the
+# training, and the training script's MPS stop then hung on the compile workers left behind (mps_stop is now
+# bounded). Run it alone or after inductor_adapt_call.sh.
 set -u
 cd "$(dirname "$0")/.."
 MPS=${MPS:-0} . experiments/gpu_call.sh   # an exported T0 (the call's start) is kept; MPS=keep beside MPS work
 unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz
 TABLE=${TABLE:-$(ls outputs/inductor_adapt/tables/torch_inductor/*.adapted.csv 2>/dev/null | head -1)}
 E=outputs/e2e; rm -rf "$E"; mkdir -p "$E"
-left() { echo $(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); }
+left() { local l=$(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); echo $(( l > 1 ? l : 1 )); }  # timeout takes >= 1
 {
     echo "table: $TABLE; MPS=${MPS:-0} (keep: other GPU work ran beside this, so the replay time below is no latency figure)"
     python -c "import torch; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"

@@ -5,7 +5,9 @@
 # MPS=keep: left as it is (a script run beside another in the same call).
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/hwnas_mps_pipe CUDA_MPS_LOG_DIRECTORY=/tmp/hwnas_mps_log
 mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-mps_stop() { echo quit | nvidia-cuda-mps-control >/dev/null 2>&1 || true; }
+# quit waits for the daemon's clients: bounded, so that a client still alive (a compile worker of a killed
+# process, call 27) cannot hold the call past its limit before its results are packed
+mps_stop() { echo quit | timeout 10 nvidia-cuda-mps-control >/dev/null 2>&1 || true; }
 if [ "${MPS:-1}" = keep ]; then  # a second script of the same call, beside one that started the daemon: join it
     echo "MPS kept as the call's first script left it" >> "$OUT/mps.txt"
 elif [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
