@@ -123,11 +123,17 @@ def _stop_pool(pool: ProcessPoolExecutor, kill: bool) -> None:
     package, only its temporary file: `compile_all` removes those)."""
     if kill:
         workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on them
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for proc in workers:
             proc.kill()
         for proc in workers:
             proc.join(timeout=10)
+        # The pool's manager thread sees the killed workers, marks the pool broken and reaps them too. Two threads
+        # reaping one child race: the one that loses gets ECHILD and leaves `returncode` unset until the winner
+        # sets it, so until the manager is done a killed worker can still look alive (CI, Intel Xeon, 2 cores).
+        if manager is not None:
+            manager.join(timeout=30)
     else:
         pool.shutdown(wait=True)
 
