@@ -493,6 +493,7 @@ class EfficientFormerV2Family(Family):
     # the attention bias is resampled per feature-map size, and a traced graph fixes that size
     onnx_dynamic_hw = False
     stage_reductions = (4, 8, 16, 32)
+    attention_key_stride = 32  # stage 4's attention, and stage 3's stride-2 attention, run at 1/32 of the input
     no_weight_decay = ("attention_biases",)  # as timm's EfficientFormerV2.no_weight_decay()
     timm_models = {n: n for n in ("efficientformerv2_s0", "efficientformerv2_s1", "efficientformerv2_s2",
                                   "efficientformerv2_l")}

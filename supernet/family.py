@@ -162,6 +162,19 @@ class Family(abc.ABC):
     no_weight_decay: ClassVar[tuple[str, ...]] = ()
     #: reference name -> timm model name, for `hwnas.extract format=timm`
     timm_models: ClassVar[Mapping[str, str]] = {}
+    #: the output stride at which the family's attention blocks see their keys: the fewest keys any of them
+    #: attends over is (H/s)(W/s) (`attention_keys`); None: the family has no attention
+    attention_key_stride: ClassVar[int | None] = None
+
+    def attention_keys(self, input_size) -> int | None:
+        """The fewest keys an attention block of this family attends over at input `input_size` (one side, or
+        (H, W)); None without attention. One key means a softmax over one element: every query gets the same
+        output, and the attention's q/k weights no gradient (docs/accuracy.md, round 21)."""
+        if self.attention_key_stride is None:
+            return None
+        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        s = self.attention_key_stride
+        return max(1, -(-int(h) // s)) * max(1, -(-int(w) // s))
 
     def out_channels(self, spec: BlockSpec) -> int:
         """The channels a block of this spec outputs (its `out`, else its `dim`)."""

@@ -384,6 +384,7 @@ class NextViTFamily(Family):
     coreml_backbone_ops = coreml_ops  # (E-MHSA's q, k, v, proj are linear layers)
     onnx_dynamic_hw = True  # every reshape follows the input's shape
     stage_reductions = (4, 8, 16, 32)
+    attention_key_stride = 32  # E-MHSA pools K/V by sr = 8/4/2/1 in stages 1-4: (input/32)^2 keys in every NTB
     timm_models = {"nextvit_s": "nextvit_small", "nextvit_b": "nextvit_base", "nextvit_l": "nextvit_large"}
 
     def input_shape(self, spec: BlockSpec, batch: int = 1) -> tuple[int, ...]:

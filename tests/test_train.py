@@ -366,3 +366,35 @@ def test_macs_strata_train_every_band_of_sizes(tmp_path, monkeypatch):
     lo, hi = (math.log(a.with_resolution(res).macs()) for a in (space.min_arch(), space.max_arch()))
     mid = (lo + hi) / 2
     assert len(seen) == 2 and all(low(archs[2]) and not low(archs[3]) for archs in seen)
+
+
+def test_training_says_when_the_attention_has_one_key(tmp_path, caplog):
+    """Round 21 of docs/accuracy.md: at 32 px every attention block of both families attends over one key (a
+    softmax over one element: no attention at all). The family says how many keys its attention sees at an input
+    (checked against the keys the blocks really get), and a training at one key says so; at 64 px (4 keys) it
+    does not."""
+    import logging
+    import supernet
+    from supernet.nextvit import EfficientAttention
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from nextvit_attention_keys import attention_keys
+    nv, ef = supernet.get_family("nextvit"), supernet.get_family("efficientformerv2")
+    for res in (32, 64, 128):
+        arch = search_spaces.get_space("nextvit", resolution=res).max_arch()
+        assert nv.attention_keys(res) == min(r["keys"] for r in attention_keys(arch)) == (res // 32) ** 2
+        net = supernet.build_model(search_spaces.get_space("efficientformerv2", resolution=res).max_arch(), 10)
+        kv = [m.k_hw[0] * m.k_hw[1] for m in net.modules() if hasattr(m, "k_hw")]
+        assert ef.attention_keys(res) == min(kv)
+    assert nv.attention_keys((64, 96)) == 6 and all(r["max_weight_spread"] == 0 for r in attention_keys(
+        search_spaces.get_space("nextvit", resolution=32).reference("nextvit_s")))
+    assert not any(isinstance(m, EfficientAttention) for m in supernet.build_model(
+        search_spaces.get_space("efficientformerv2", resolution=32).min_arch(), 10).modules())
+    said = {}
+    for res in (32, 64):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="hwnas.train"):
+            train_supernet(compose(*TINY, "space=nextvit", "train.epochs=1", "train.max_steps_per_epoch=1",
+                                   f"data.image_size={res}"), tmp_path / str(res))
+        said[res] = [r.getMessage() for r in caplog.records if "attends over one key" in r.getMessage()]
+    assert len(said[32]) == 1 and "at 32x32 every attention block of nextvit" in said[32][0], said
+    assert said[64] == []

@@ -301,6 +301,11 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     torch.manual_seed(derive_seed(seed, 0xC0FFEE))
     net = supernet.build_supernet(space, num_classes=num_classes, resolution=res,
                                   drop_path_rate=cfg.drop_path).to(device)
+    keys = supernet.get_family(space).attention_keys(res)
+    if main and keys == 1:
+        log(f"note: at {res}x{res} every attention block of {net.space.name} attends over one key (keys at 1/32 "
+            f"of the input: 49 at 224 px), so its attention is a global average and learns nothing of its own; "
+            f"the archs are trained and ranked without it (docs/accuracy.md, round 21). 64 px gives 4 keys, 128 px 16")
     optimizer = make_optimizer(net, cfg)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     run_cfg = _run_config(space, data, cfg, seed, info)
