@@ -303,9 +303,10 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
                                   drop_path_rate=cfg.drop_path).to(device)
     keys = supernet.get_family(space).attention_keys(res)
     if main and keys == 1:
-        log(f"note: at {res}x{res} every attention block of {net.space.name} attends over one key (keys at 1/32 "
-            f"of the input: 49 at 224 px), so its attention is a global average and learns nothing of its own; "
-            f"the archs are trained and ranked without it (docs/accuracy.md, round 21). 64 px gives 4 keys, 128 px 16")
+        log(f"note: at {res}x{res} {net.space.name}'s attention sees one key (its keys are at 1/32 of the input: 49 "
+            f"at 224 px); a softmax over one key is 1, so those attention blocks are a global average and learn "
+            f"nothing of their own, and the archs are trained and ranked without them (docs/accuracy.md, round 21). "
+            f"64 px gives 4 keys, 128 px 16")
     optimizer = make_optimizer(net, cfg)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     run_cfg = _run_config(space, data, cfg, seed, info)
