@@ -12,19 +12,18 @@
 # timed from the call's start (carry .data and .whl):
 #   bash experiments/inductor_e2e.sh
 #   export T0=$(date +%s); CALL_S=420 bash experiments/inductor_adapt_call.sh; bash experiments/inductor_e2e.sh
-# Beside an MPS training script (MPS=keep; its replay time then says nothing about latency) it ran once, call 27:
-# search and training passed, the extract ran out of the call's time compiling with max_autotune beside the
-# training, and the training script's MPS stop then hung on the compile workers left behind (mps_stop is now
-# bounded). Run it alone or after inductor_adapt_call.sh.
+# Call 27 ran it once beside an MPS training script: search and training passed, the extract ran out of the call's
+# time, and the training script's MPS stop hung on the compile workers left behind (mps_stop is now bounded). So it
+# runs alone on the GPU, or after inductor_adapt_call.sh.
 set -u
 cd "$(dirname "$0")/.."
-MPS=${MPS:-0} . experiments/gpu_call.sh   # an exported T0 (the call's start) is kept; MPS=keep beside MPS work
+MPS=0 . experiments/gpu_call.sh   # an exported T0 (the call's start) is kept
 unpack_state inductor_adapt experiments/logs/inductor_adapt_state.tgz
 TABLE=${TABLE:-$(ls outputs/inductor_adapt/tables/torch_inductor/*.adapted.csv 2>/dev/null | head -1)}
 E=outputs/e2e; rm -rf "$E"; mkdir -p "$E"
 left() { local l=$(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); echo $(( l > 1 ? l : 1 )); }  # timeout takes >= 1
 {
-    echo "table: $TABLE; MPS=${MPS:-0} (keep: other GPU work ran beside this, so the replay time below is no latency figure)"
+    echo "table: $TABLE"
     python -c "import torch; print('torch', torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
     echo "--- search ($(left) s left)"
     timeout $(left) python -m hwnas.search +target=torch_inductor space=efficientformerv2 target.table="$TABLE" \
@@ -38,7 +37,7 @@ left() { local l=$(( ${CALL_S:-570} - ($(date +%s) - T0) - 20 )); echo $(( l > 1
         checkpoint=$E/train/supernet.pt hydra.run.dir=$E/extract; echo "extract exit $?"
     echo "--- the package run as its manifest says, without hwnas ($(left) s left)"
     ( cd $E/extract && timeout $(left) env -u PYTHONPATH LD_PRELOAD="$(readlink -f "$(g++ -print-file-name=libstdc++.so.6)")" python - <<'EOF'
-import json, subprocess, torch
+import json, torch
 m = json.load(open("manifest.json"))
 a = m["formats"]["aoti"]["check"]
 print("needs:", json.dumps(a.get("needs")))

@@ -274,7 +274,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     `torch_cuda` user runs, the graph the ONNX/Core ML exports are made from) has the fingerprint
     of the table's row for it."""
     import copy
-    from hwnas.latency.predict import predicted_latencies, shipped_tables
+    from hwnas.latency.predict import predicted_latencies, shipped_tables, table_key
     from hwnas.latency import LatencyTable
     from hwnas.latency.fingerprint import model_block_fingerprints, network_fingerprint
     from hwnas.latency.target import get_target
@@ -282,7 +282,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
     tables = shipped_tables() if tables is None else [Path(t) for t in tables]
     out = predicted_latencies(arch, tables)
     for path in tables:
-        key = f"{path.parent.name}/{path.name}"
+        key = table_key(path)
         if key not in out:
             continue
         try:
@@ -386,15 +386,15 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         if checkpoint:
             log.warning("no data= given: BatchNorm statistics are the supernet's shared ones, not this "
                         "subnet's; pass data=... to re-estimate them (better accuracy)")
+    from hwnas.latency.predict import shipped_tables, table_key
     searched = search_tables(run) if run and latency_tables is None else []
     if searched:  # the search's own tables too (profiled here, adapted, target.table=)
-        from hwnas.latency.predict import shipped_tables
         shipped = shipped_tables()
         known = {p.resolve() for p in shipped}
         latency_tables = shipped + [p for p in searched if p.resolve() not in known]
     latency = deployed_latencies(model, a, latency_tables)
-    searched = [f"{p.parent.name}/{p.name}" for p in searched]
-    aoti_table, aoti_form = aoti_form_of(latency, prefer=searched) if "aoti" in formats else (None, {})
+    aoti_table, aoti_form = (aoti_form_of(latency, prefer=[table_key(p) for p in searched]) if "aoti" in formats
+                             else (None, {}))
     if aoti_table:
         log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_table,
                  ", ".join(f"{k}={v}" for k, v in aoti_form.items()))

@@ -145,12 +145,12 @@ def test_zero_init_residual_starts_every_nextvit_block_from_its_shortcut(data, m
 
 
 def test_the_zero_init_pilot_trains_each_arch_both_ways_and_resumes(tmp_path, fashion_root):
-    """experiments/zero_init_pilot.py: one run with the option off and one on per arch, appended as they end,
+    """experiments/archive/zero_init_pilot.py: one run with the option off and one on per arch, appended as they end,
     and a rerun trains nothing again."""
     import json
     import sys
     from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "archive"))
     import zero_init_pilot
     out = tmp_path / "pilot.jsonl"
     argv = ["--archs", "min", "--epochs", "1", "--batch", "16", "--limit-train", "32", "--val-size", "40",

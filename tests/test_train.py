@@ -376,7 +376,7 @@ def test_training_says_when_the_attention_has_one_key(tmp_path, caplog):
     import logging
     import supernet
     from supernet.nextvit import EfficientAttention
-    sys.path.insert(0, str(ROOT / "experiments"))
+    sys.path.insert(0, str(ROOT / "experiments" / "archive"))
     from nextvit_attention_keys import attention_keys
     nv, ef = supernet.get_family("nextvit"), supernet.get_family("efficientformerv2")
     for res in (32, 64, 128):

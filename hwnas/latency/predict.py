@@ -23,6 +23,12 @@ def shipped_tables(root: str | os.PathLike | None = None) -> list[Path]:
                   and js.with_suffix(".csv").exists())
 
 
+def table_key(path: str | os.PathLike) -> str:
+    """How a table is named in a manifest's `predicted_latency_ms`: `<target>/<file>`."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}"
+
+
 def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
     """`{"<target>/<file>": {"ms": ..., "estimated": bool, "table": description}}` for every table
     that covers the arch's space; a table that cannot predict it (missing rows, unreadable)
@@ -30,7 +36,7 @@ def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
     out: dict = {}
     tables = shipped_tables() if tables is None else tables
     for path in tables:
-        key = f"{path.parent.name}/{path.name}"
+        key = table_key(path)
         try:
             table = LatencyTable.load(path)
             if table.spaces and arch.scope not in table.spaces and arch.space not in table.spaces:
@@ -44,4 +50,4 @@ def predicted_latencies(arch, tables: list[Path] | None = None) -> dict:
     return out
 
 
-__all__ = ["predicted_latencies", "shipped_tables"]
+__all__ = ["predicted_latencies", "shipped_tables", "table_key"]

@@ -301,8 +301,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     torch.manual_seed(derive_seed(seed, 0xC0FFEE))
     net = supernet.build_supernet(space, num_classes=num_classes, resolution=res,
                                   drop_path_rate=cfg.drop_path).to(device)
-    keys = supernet.get_family(space).attention_keys(res)
-    if main and keys == 1:
+    if main and supernet.get_family(space).attention_keys(res) == 1:
         log(f"note: at {res}x{res} {net.space.name}'s attention sees one key (its keys are at 1/32 of the input: 49 "
             f"at 224 px); a softmax over one key is 1, so those attention blocks are a global average and learn "
             f"nothing of their own, and the archs are trained and ranked without them (docs/accuracy.md, round 21). "

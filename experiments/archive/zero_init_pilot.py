@@ -7,8 +7,8 @@ branch (`Recipe.zero_init_residual`) should lower their training loss more than 
 order. This trains each arch alone with the option off and on, same seed and data, and reports the final training
 loss and top-1 of each pair.
 
-    PYTHONPATH=. python experiments/zero_init_pilot.py --archs min nextvit_s nextvit_l --epochs 3 --batch 128 \\
-        --out experiments/results/zero_init_pilot_cpu.jsonl
+    PYTHONPATH=. python experiments/archive/zero_init_pilot.py --archs min nextvit_s nextvit_l --epochs 3 --batch 128 \\
+        --out experiments/archive/results/zero_init_pilot_cpu.jsonl
 
 Archs by name from `accuracy_bench_nv_pilot_archs.json` (min, stratum6, nextvit_s, stratum16, nextvit_b,
 nextvit_l); the probe data (the first 10,000 Fashion-MNIST training images, 32 px). Each run is appended to --out as
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # experiments/archive/ -> the repository
 ARCHS = ROOT / "experiments" / "results" / "accuracy_bench_nv_pilot_archs.json"
 
 
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
         cell = lambda k: " / ".join(f"{r[k]:.4f}" if k == "train_loss" else f"{r[k]:.2f}" if r else "-" for r in (off, on))  # noqa: E731
         L.append(f"| {name} | {by_name[name]['macs'] / 1e9:.2f} | {cell('train_loss')} | {cell('val_top1')} | {cell('test_top1')} |")
     text = "\n".join(L) + (f"\n\n{rows[0]['machine']}; seed {rows[0]['seed']}; recipe {rows[0]['recipe']}; data {rows[0]['data']}"
-                           f"\n\nReproduce: `PYTHONPATH=. python experiments/zero_init_pilot.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
+                           f"\n\nReproduce: `PYTHONPATH=. python experiments/archive/zero_init_pilot.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
     args.out.with_suffix(".md").write_text(text)
     print(text)
     return 0

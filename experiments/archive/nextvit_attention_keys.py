@@ -7,7 +7,7 @@ forward hooks on the NTBs of Next-ViT-S (and the largest arch) built at each res
 tokens of every E-MHSA, and checks the one-key case numerically (q/k weights drawn at std 1, so a softmax over
 several keys would differ between tokens).
 
-    PYTHONPATH=. python experiments/nextvit_attention_keys.py --out experiments/results/nextvit_attention_keys.md
+    PYTHONPATH=. python experiments/archive/nextvit_attention_keys.py --out experiments/archive/results/nextvit_attention_keys.md
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     lines = ["# Next-ViT's attention: keys per E-MHSA at each input resolution", "",
-             f"Command: `PYTHONPATH=. python experiments/nextvit_attention_keys.py --out {args.out}`. Per arch, the "
+             f"Command: `PYTHONPATH=. python experiments/archive/nextvit_attention_keys.py --out {args.out}`. Per arch, the "
              "distinct (tokens, sr, K/V tokens) of its NTBs; `weights differ` is the largest spread of one query's "
              "attention weights over its keys with q/k weights drawn at std 1 (0: one key, the softmax is 1).", "",
              "| input | arch | NTBs | (tokens, sr, K/V tokens) | weights differ |", "|---|---|---|---|---|"]
