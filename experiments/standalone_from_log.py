@@ -79,10 +79,9 @@ def main(argv=None) -> int:
     if path.exists() and not args.force:
         print(f"{path} exists (records written by the run): not replaced; --force replaces it", file=sys.stderr)
         return 2
+    from hwnas._files import atomic_write
     recs = records_from_log(args.log.resolve(), args.folder)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
-    tmp.replace(path)
+    atomic_write(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in recs))
     print(f"{len(recs)} records -> {path}")
     return 0
 
