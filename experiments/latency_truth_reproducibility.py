@@ -19,6 +19,13 @@ scaling, >= 30 runs, up to `--max-seconds` a subnet, p10):
   passes for each of `STATISTICS` (the shipped one: the subnet's p10 scaled by the canary's p10; the median or
   p10 of the per-run ratio subnet / canary; other percentiles; no canary). A statistic that reproduces itself
   better is a better truth, and a better way to time rows.
+- `rr_a`, `rr_b`: round-robin. Every subnet's ONNX Runtime session is built first; then `--rr-rounds` rounds, each
+  visiting every subnet once in a fresh random order: one untimed run (the subnet's weights back in the cache, as
+  in repeated deployment), then `--rr-runs` timed runs, then one timed canary run (after a subnet, as
+  `Backend._time_loop` times it). Per subnet the p10 of all its timed runs, scaled by the canary's reference over
+  the canary's p10 over the whole pass. The machine's drift (minutes)
+  then falls on every subnet alike instead of on those timed while it lasted (round 19: the sequential passes'
+  A/B ratio wanders 0.93-1.19 with the time a subnet was timed at).
 
 Reports τ between passes, and the adapted table's committed predictions (and the source table's, unadapted)
 against each pass. Writes <--out>/latency_truth_<space>_<device>.json (each record as measured, so a killed
@@ -69,6 +76,45 @@ def time_all(b, archs: list[Arch], stat: str, log, runs: dict | None = None) -> 
     return out
 
 
+def round_robin(b, archs: list[Arch], rounds: int, runs_per_visit: int, seed: int, log, runs: dict) -> dict[str, float]:
+    """The `rr_*` pass (module docstring): each subnet's p10 over every round, in the canary's reference units."""
+    from hwnas.convert.onnx import export_onnx
+    from hwnas._files import owned_temp_dir
+    timer = time.thread_time if b.clock == "thread" else time.perf_counter
+    calls = {}
+    with owned_temp_dir("rr") as d:
+        for i, arch in enumerate(archs):
+            shape = (1, 3, *arch.input_size)
+            path = export_onnx(b.deploy(_build(arch, "cpu").eval()), shape, Path(d) / f"{i}.onnx", opset=b.opset)
+            sess = b.session(path)
+            feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+            calls[arch.id] = (lambda s, f: lambda: s.run(None, f))(sess, feed)
+    if b.canary_ref_ms is None:
+        b.calibrate_canary()
+    canary = b._canary_run()
+    for call in [*calls.values(), canary]:
+        for _ in range(b.warmup):
+            call()
+    times = {k: [] for k in [*calls, "canary"]}
+    rng = np.random.default_rng(seed)
+    keys = list(calls)
+    for r in range(rounds):
+        for k in rng.permutation(keys):
+            calls[k]()
+            for _ in range(runs_per_visit):
+                t0 = timer()
+                calls[k]()
+                times[k].append((timer() - t0) * 1e3)
+            t0 = timer()  # the canary right after a subnet, as `Backend._time_loop` and its calibration time it
+            canary()
+            times["canary"].append((timer() - t0) * 1e3)
+        if (r + 1) % 10 == 0:
+            log(f"  round {r + 1}/{rounds}")
+    factor = b.canary_ref_ms / float(np.percentile(times["canary"], 10))
+    runs.update({k: {"runs_ms": [round(t, 5) for t in v]} for k, v in times.items()})
+    return {a.id: float(np.percentile(times[a.id], 10)) * factor for a in archs}
+
+
 def _ratio(q):
     return lambda t, c, ref: ref * float(np.percentile(np.asarray(t) / np.asarray(c), q))
 
@@ -99,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-runs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the interleaved pass")
+    ap.add_argument("--rr-rounds", type=int, default=100, help="rounds of a round-robin pass")
+    ap.add_argument("--rr-runs", type=int, default=2, help="timed runs a subnet per round-robin round")
     ap.add_argument("--passes", default="sequential_a,sequential_b,interleaved")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     args = ap.parse_args(argv)
@@ -121,7 +169,7 @@ def main(argv=None) -> int:
                                          "repeats": args.repeats, "rounds": args.rounds},
                command="PYTHONPATH=. python experiments/latency_truth_reproducibility.py --result "
                        f"{args.result} --cpu-core {args.cpu_core} --max-seconds {args.max_seconds} --rounds {args.rounds} "
-                       f"--passes {args.passes} --out {args.out}")
+                       f"--rr-rounds {args.rr_rounds} --rr-runs {args.rr_runs} --passes {args.passes} --out {args.out}")
     rec.setdefault("passes", {})
 
     def save():
@@ -152,8 +200,13 @@ def main(argv=None) -> int:
                 log(f" round {r + 1}/{args.rounds}")
                 rounds.append(time_all(b, archs, stat, log))
             times = {a.id: float(np.median([rd[a.id] for rd in rounds])) for a in archs}
+        elif name.startswith("rr"):
+            b = backend(args.max_seconds, args.min_runs, args.repeats, ref)
+            runs = {}
+            times = round_robin(b, archs, args.rr_rounds, args.rr_runs, seed=len(rec["passes"]), log=log, runs=runs)
         else:
-            raise SystemExit(f"--passes: {name!r} is none of sequential_a, sequential_b, interleaved, raw_a, raw_b")
+            raise SystemExit(f"--passes: {name!r} is none of sequential_a, sequential_b, interleaved, raw_a, raw_b, "
+                             "rr_a, rr_b")
         rec["passes"][name] = {"times": times, "seconds": round(time.perf_counter() - t0, 1)}
         if runs is not None:
             rec["passes"][name].update(runs=runs, canary_ref_ms=b.canary_ref_ms)
@@ -168,7 +221,7 @@ def main(argv=None) -> int:
                           for b in names[i + 1:]}
     rec["tau_adapted_table_vs"] = {n: kendall_tau(adapted, v) for n, v in measured.items()}
     rec["tau_source_table_vs"] = {n: kendall_tau(src, v) for n, v in measured.items()}
-    raw = [n for n, p in rec["passes"].items() if "runs" in p]
+    raw = [n for n, p in rec["passes"].items() if n.startswith("raw") and "runs" in p]
     if len(raw) >= 2:
         rec["statistics"] = statistics_table(rec["passes"], raw, ids, adapted)
     save()

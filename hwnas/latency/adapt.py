@@ -283,24 +283,29 @@ def adapt(backend: Backend, space: search_spaces.SearchSpace, source: LatencyTab
     # a compiled target compiles one network per worker side by side before timing them (not all N: the run
     # may stop early); the compile time goes into the table's profiling record, apart from the measuring
     chunk = int(getattr(backend, "compile_workers", 1)) if hasattr(backend, "precompile") else 0
-    for i, arch in enumerate(archs):
+    # with target.rounds, a group of networks is timed round-robin at once (`measure_networks`); the stop
+    # rule is then checked after each group
+    step = max(1, int(backend.round_robin_group)) if backend.rounds else 1
+    for i in range(0, len(archs), step):
+        group = archs[i:i + step]
         _check_deadline(deadline)
         have = {r["arch_id"] for r in read_networks(networks_path(table.path)) if r["space"] == scope and r["role"] == "fit"}
         if chunk and i % chunk == 0:
             _compile_networks(backend, table, [a for a in archs[i:i + chunk] if a.id not in have], fps, progress, deadline)
         t0 = time.perf_counter()
-        rec = measure_networks(backend, [arch], "fit", networks_path(table.path), progress=False,
-                               fingerprints=fps, deadline=deadline, table=table)[0]
-        recs.append(rec)
-        if arch.id not in have:
+        got = measure_networks(backend, group, "fit", networks_path(table.path), progress=False,
+                               fingerprints=fps, deadline=deadline, table=table)
+        recs.extend(got)
+        if any(a.id not in have for a in group):
             record["seconds"] = round(record["seconds"] + time.perf_counter() - t0, 2)
             table.save()
-            if on_network is not None:
+        for rec in got:
+            if rec["arch_id"] not in have and on_network is not None:
                 on_network({"role": "fit", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
-                            "arch": rec["arch"].to_dict(), "i": len(recs)})
-        if progress:
-            print(f"adapt {backend.name} {scope}: {len(recs)}/{len(archs)} {arch.id} "
-                  f"{rec[table.statistic]:.3f} ms", flush=True)
+                            "arch": rec["arch"].to_dict(), "i": recs.index(rec) + 1})
+            if progress:
+                print(f"adapt {backend.name} {scope}: {recs.index(rec) + 1}/{len(archs)} {rec['arch_id']} "
+                      f"{rec[table.statistic]:.3f} ms", flush=True)
         if stop_loo is not None and len(recs) >= max(min_networks, 4):
             corr = fit_adapted(source, scope, [r["arch"] for r in recs], [r[table.statistic] for r in recs])
             if loo_of(corr) is not None and loo_of(corr) <= stop_loo:
@@ -344,7 +349,9 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     recs = []
     cut = False
     chunk = _chunk(backend)
-    for i, arch in enumerate(held):
+    step = max(1, int(backend.round_robin_group)) if backend.rounds else 1  # target.rounds: groups round-robin
+    for i in range(0, len(held), step):
+        group = held[i:i + step]
         if deadline is not None and time.monotonic() > deadline:
             cut = True  # reported on the subnets measured so far
             break
@@ -357,19 +364,20 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
                 cut = True  # (compiles cut short by it: never compiled inline in the timing loop)
                 break
         t1 = time.perf_counter()
-        rec = measure_networks(backend, [arch], "fidelity", networks_path(table.path), progress=False,
-                               fingerprints=fps, table=table)[0]
-        recs.append(rec)
-        if arch.id not in have:  # seconds spent measuring, summed over runs (a resumed run adds its own)
+        got = measure_networks(backend, group, "fidelity", networks_path(table.path), progress=False,
+                               fingerprints=fps, table=table)
+        recs.extend(got)
+        if any(a.id not in have for a in group):  # seconds spent measuring, summed over runs (a resumed run adds its own)
             scope_rec = table.provenance["adapted"]["scopes"].setdefault(scope, {})
             scope_rec["held_out_seconds"] = round(scope_rec.get("held_out_seconds", 0.0) + time.perf_counter() - t1, 2)
             table.save()
-        if on_network is not None and arch.id not in have:
-            on_network({"role": "held_out", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
-                        "arch": rec["arch"].to_dict(), "predicted_ms": table.predict(arch),
-                        "source_predicted_ms": source.predict(arch), "i": i + 1})
-        if progress and (i + 1) % 10 == 0:
-            print(f"held-out {backend.name} {scope}: {i + 1}/{len(held)}", flush=True)
+        for arch, rec in zip(group, got):
+            if on_network is not None and arch.id not in have:
+                on_network({"role": "held_out", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
+                            "arch": rec["arch"].to_dict(), "predicted_ms": table.predict(arch),
+                            "source_predicted_ms": source.predict(arch), "i": held.index(arch) + 1})
+        if progress and (len(recs) % 10 == 0 or step > 1):
+            print(f"held-out {backend.name} {scope}: {len(recs)}/{len(held)}", flush=True)
     held = held[:len(recs)]
     if len(recs) < 2:
         raise DeadlineReached(f"the deadline left no time for held-out subnets of {scope}")
@@ -381,7 +389,9 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     seconds = table.provenance["adapted"]["scopes"][scope].get("held_out_seconds", 0.0)
     summary = {**{k: adapted_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
                "seed": seed, "cut_by_deadline": cut, "date": now_iso(), "seconds": seconds, "held_out": "fresh subnets, disjoint from both "
-               "tables' fit networks, measured on this device after the adaptation"}
+               "tables' fit networks, measured on this device after the adaptation",
+               "timing": (f"round-robin, {backend.rounds} rounds, groups of {backend.round_robin_group}" if backend.rounds
+                          else "one after another")}
     table.provenance.setdefault("fidelity", {})[scope] = summary
     rec_scope = table.provenance["adapted"]["scopes"].setdefault(scope, {})
     rec_scope["transfer"] = {**{k: source_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau",

@@ -16,7 +16,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -76,10 +76,17 @@ class Backend:
 
     def __init__(self, precision: str = "fp32", batch: int = 1, threads: int = 1, warmup: int = 10,
                  repeats: int = 50, max_seconds: float = 5.0, min_runs: int = 10, clock: str = "wall",
-                 canary: bool = False):
+                 canary: bool = False, rounds: int = 0):
         if clock not in ("wall", "thread"):
             raise ConfigError(f"target.clock={clock!r}: allowed: wall, thread")
+        if int(rounds) < 0:
+            raise ConfigError(f"target.rounds={rounds}: 0 (whole networks timed one after another) or a number "
+                              "of round-robin rounds (e.g. 100)")
+        if int(rounds) and not self.round_robin_capable():
+            raise ConfigError(f"target.rounds={rounds}: {self.name} times whole networks one after another only; "
+                              "leave target.rounds at 0")
         self.clock = clock
+        self.rounds = int(rounds)
         self.canary = bool(canary)
         self.canary_ref_ms: float | None = None  # the canary's time in the reference state (see _time_loop)
         self.precision = precision
@@ -125,13 +132,75 @@ class Backend:
                 "batch": self.batch, "threads": self.threads, "warmup": self.warmup,
                 "repeats": self.repeats, "max_seconds": self.max_seconds, "min_runs": self.min_runs,
                 "method": self.method(), "statistic": self.statistic, "clock": self.clock,
-                "canary": self.canary, "deploy_form": self.form.describe(),
+                "canary": self.canary, "rounds": self.rounds, "deploy_form": self.form.describe(),
                 "host": platform.node(), "python": platform.python_version()}
 
     def fingerprint_info(self) -> dict:
         """The provenance entry that says how row fingerprints were computed."""
         from .fingerprint import scheme_info
         return {**scheme_info(), "form": self.form.settings()}
+
+    #: whole networks per round-robin group (their sessions are held in memory together)
+    round_robin_group = 24
+    #: timed runs per visit of a network in a round-robin round (after one untimed run)
+    round_robin_runs = 2
+
+    def _timer(self):
+        return time.thread_time if self.clock == "thread" else time.perf_counter
+
+    @classmethod
+    def round_robin_capable(cls) -> bool:
+        """Whether this backend can time networks round-robin (it implements `prepare`)."""
+        return cls.prepare is not Backend.prepare
+
+    def prepare(self, model, input_shape: tuple[int, ...]) -> tuple[Callable[[], Any], str | None]:
+        """`model`'s deploy form made ready to run on an input of `input_shape`: a callable running it
+        once, and its fingerprint (what `measure` would report). Backends that can time round-robin."""
+        raise NotImplementedError(f"{self.name} cannot time networks round-robin")
+
+    def time_round_robin(self, runs: dict[str, Callable[[], Any]], rounds: int, seed: int = 0) -> dict[str, dict]:
+        """Time several networks together: each of `rounds` rounds visits every one once, in a fresh
+        random order: one untimed run (its weights back in the cache, as in repeated deployment), then
+        `round_robin_runs` timed runs, then (with `canary`) one timed canary run, after a network as
+        `_time_loop` times it. A shared machine's speed drifts by 5-15 % over minutes; timed one after
+        another, each network gets the speed of its own minute (two such timings of the same 50
+        EfficientFormerV2 subnets agree at Kendall τ 0.86-0.92 on a 2-core VM), while here every network
+        sees the whole pass (τ 0.976 between two passes, docs/latency.md). Returns, per key, `_time_loop`'s
+        statistics, scaled by canary_ref / the canary's p10 over the pass."""
+        timer = self._timer()
+        canary = None
+        if self.canary:
+            if self.canary_ref_ms is None:
+                self.calibrate_canary()
+            canary = self._canary_run()
+        for call in [*runs.values(), *([canary] if canary else [])]:
+            for _ in range(self.warmup):
+                call()
+        keys = list(runs)
+        times: dict[str, list[float]] = {k: [] for k in keys}
+        ctimes: list[float] = []
+        rng = np.random.default_rng(seed)
+        for _ in range(int(rounds)):
+            for i in rng.permutation(len(keys)):
+                run = runs[keys[i]]
+                run()
+                for _ in range(self.round_robin_runs):
+                    t0 = timer()
+                    run()
+                    times[keys[i]].append((timer() - t0) * 1e3)
+                if canary is not None:
+                    t0 = timer()
+                    canary()
+                    ctimes.append((timer() - t0) * 1e3)
+        factor = self.canary_ref_ms / float(np.percentile(ctimes, 10)) if canary is not None else 1.0
+        out = {}
+        for k in keys:
+            r = summarize(times[k])
+            r["median_ms"] *= factor
+            r["p10_ms"] *= factor
+            r["rounds"] = int(rounds)
+            out[k] = r
+        return out
 
     def _canary_run(self):
         """A callable running the fixed canary model once (backends that support `canary`)."""
@@ -146,7 +215,7 @@ class Backend:
         x1.0 at 224 px (the MES unit). Measured that way, the canary sees the cache a real
         network leaves behind, so a network's normalised latency stays on the scale of its plain
         thread time at calibration (MobileNetV2 itself scales by ~1)."""
-        timer = time.thread_time if self.clock == "thread" else time.perf_counter
+        timer = self._timer()
         canary, partner = self._canary_run(), self._canary_partner()
         for _ in range(self.warmup):
             partner()
@@ -182,7 +251,7 @@ class Backend:
         minutes apart. Measured on this box: test-retest spread of 15 networks 4.1 % -> 1.1 %,
         test-retest Kendall tau 0.87 -> 0.96. On a dedicated device the factor stays ~1.
         """
-        timer = time.thread_time if self.clock == "thread" else time.perf_counter
+        timer = self._timer()
         canary = None
         if self.canary:
             if self.canary_ref_ms is None:
@@ -304,13 +373,19 @@ class OnnxRuntimeCPU(Backend):
         feed = {sess.get_inputs()[0].name: x}
         return self._time_loop(lambda: sess.run(None, feed))
 
-    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+    def prepare(self, model, input_shape: tuple[int, ...]):
         from hwnas.convert.onnx import export_onnx
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with owned_temp_dir("ort") as d:
             path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
-            return {**self.measure_onnx(path, input_shape), "fingerprint": fp}
+            sess = self.session(path)  # ORT holds the model in memory; the file may go
+        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
+        return (lambda: sess.run(None, feed)), fp
+
+    def measure(self, model, input_shape: tuple[int, ...]) -> dict:
+        run, fp = self.prepare(model, input_shape)
+        return {**self._time_loop(run), "fingerprint": fp}
 
 
 class TorchCUDA(Backend):

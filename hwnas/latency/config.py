@@ -92,11 +92,15 @@ class OnnxRuntimeCPUConfig(TargetConfig):
     # thread: the timing thread's CPU time (preemption on a shared machine is not counted; 1 thread only)
     clock: str = "thread"
     canary: bool = False  # scale every measurement by a fixed canary model's drift
+    # whole networks (adapt's fit networks, held-out subnets) timed round-robin over this many rounds, in
+    # groups (Backend.time_round_robin); 0: one after another (warmup, then repeats / max_seconds each)
+    rounds: int = 0
     opset: int = 17
 
     def __post_init__(self):
         super().__post_init__()
         check_min("target", "threads", self.threads, 1)
+        check_min("target", "rounds", self.rounds, 0, hint="0: whole networks timed one after another")
         check_choice("target", "clock", self.clock, CLOCKS)
         if self.clock == "thread" and self.threads != 1:
             raise ConfigError(f"target.threads={self.threads} with target.clock=thread: the thread clock "

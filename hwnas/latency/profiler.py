@@ -242,6 +242,12 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
     todo = [a for a in archs if (a.scope, role, a.id) not in done]
     device = build_device(backend)
+    if backend.rounds and todo:
+        group = max(1, int(backend.round_robin_group))
+        for g in range(0, len(todo), group):
+            _check_deadline(deadline)
+            _measure_round_robin(backend, todo[g:g + group], role, current, device, records, done, path, progress)
+        return [done[(a.scope, role, a.id)] for a in archs]
     chunk = _chunk(backend)
     desc = f"{backend.name} {role} networks ({archs[0].scope if archs else ''})"
     for i, arch in enumerate(progress_bar(todo, len(todo), desc, progress)):
@@ -262,6 +268,32 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
         done[(arch.scope, role, arch.id)] = r
         write_networks(path, records)
     return [done[(a.scope, role, a.id)] for a in archs]
+
+
+def _measure_round_robin(backend: Backend, group: Sequence[Arch], role: str, current: dict, device: str,
+                         records: list, done: dict, path: Path, progress: bool) -> None:
+    """`measure_networks` with `target.rounds`: the networks of `group` prepared together, then timed
+    round-robin (`Backend.time_round_robin`); their records written together when the group is done (a
+    killed run loses this group's timing, never a record)."""
+    t0 = time.perf_counter()
+    runs = {}
+    fps = {}
+    for arch in group:
+        model = _build(arch, device)
+        runs[arch.id], fps[arch.id] = backend.prepare(model, network_shape(backend, arch))
+        del model
+        _same_graph(f"network {arch.id}", fps[arch.id], current[arch.id], backend)
+    stats = backend.time_round_robin(runs, backend.rounds, seed=len(records))
+    del runs
+    for arch in group:
+        r = {"space": arch.scope, "role": role, "arch_id": arch.id, **stats[arch.id], "fingerprint": current[arch.id],
+             "arch": arch}
+        records.append(r)
+        done[(arch.scope, role, arch.id)] = r
+    write_networks(path, records)
+    if progress:
+        print(f"{backend.name} {role} networks ({group[0].scope}): {len(group)} timed round-robin over "
+              f"{backend.rounds} rounds in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def fit_set(space: search_spaces.SearchSpace, n_fit: int, seed: int = 0,
