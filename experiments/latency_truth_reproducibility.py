@@ -77,42 +77,17 @@ def time_all(b, archs: list[Arch], stat: str, log, runs: dict | None = None) -> 
 
 
 def round_robin(b, archs: list[Arch], rounds: int, runs_per_visit: int, seed: int, log, runs: dict) -> dict[str, float]:
-    """The `rr_*` pass (module docstring): each subnet's p10 over every round, in the canary's reference units."""
-    from hwnas.convert.onnx import export_onnx
-    from hwnas._files import owned_temp_dir
-    timer = time.thread_time if b.clock == "thread" else time.perf_counter
+    """The `rr_*` pass (module docstring; `Backend.time_round_robin`): each subnet's p10 over every round, in the
+    canary's reference units; `runs` gets every timed run of each subnet."""
     calls = {}
-    with owned_temp_dir("rr") as d:
-        for i, arch in enumerate(archs):
-            shape = (1, 3, *arch.input_size)
-            path = export_onnx(b.deploy(_build(arch, "cpu").eval()), shape, Path(d) / f"{i}.onnx", opset=b.opset)
-            sess = b.session(path)
-            feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
-            calls[arch.id] = (lambda s, f: lambda: s.run(None, f))(sess, feed)
-    if b.canary_ref_ms is None:
-        b.calibrate_canary()
-    canary = b._canary_run()
-    for call in [*calls.values(), canary]:
-        for _ in range(b.warmup):
-            call()
-    times = {k: [] for k in [*calls, "canary"]}
-    rng = np.random.default_rng(seed)
-    keys = list(calls)
-    for r in range(rounds):
-        for k in rng.permutation(keys):
-            calls[k]()
-            for _ in range(runs_per_visit):
-                t0 = timer()
-                calls[k]()
-                times[k].append((timer() - t0) * 1e3)
-            t0 = timer()  # the canary right after a subnet, as `Backend._time_loop` and its calibration time it
-            canary()
-            times["canary"].append((timer() - t0) * 1e3)
-        if (r + 1) % 10 == 0:
-            log(f"  round {r + 1}/{rounds}")
-    factor = b.canary_ref_ms / float(np.percentile(times["canary"], 10))
-    runs.update({k: {"runs_ms": [round(t, 5) for t in v]} for k, v in times.items()})
-    return {a.id: float(np.percentile(times[a.id], 10)) * factor for a in archs}
+    for arch in archs:
+        calls[arch.id], _ = b.prepare(_build(arch, "cpu").eval(), (1, 3, *arch.input_size))
+    log(f"  {len(calls)} sessions ready; {rounds} rounds")
+    b.round_robin_runs, b.keep_runs = runs_per_visit, True
+    stats = b.time_round_robin(calls, rounds, seed=seed)
+    runs.update({k: {"runs_ms": [round(t, 5) for t in v["runs_ms"]]} for k, v in stats.items()})
+    runs["canary"] = {"runs_ms": [round(t, 5) for t in next(iter(stats.values()))["canary_runs_ms"]]}
+    return {a.id: float(stats[a.id]["p10_ms"]) for a in archs}
 
 
 def _ratio(q):

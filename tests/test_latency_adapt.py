@@ -23,7 +23,7 @@ from hwnas.latency.backends import OnnxRuntimeCPU, cpu_name
 from hwnas.latency.correction import kind_of
 from hwnas.latency.keys import block_keys
 from hwnas.latency.profiler import partial_path
-from hwnas.latency.table import choose_table, networks_path
+from hwnas.latency.table import choose_table, networks_path, read_networks
 
 SPACE = "efficientformerv2"
 SLOWER = {"efficientformerv2.attn": 2.2}  # per block kind; every other kind 1.6x
@@ -255,12 +255,13 @@ def test_the_mismatch_notice_quotes_a_measured_transfer_from_an_adapted_table_be
     note = device_note(far, SPACE)
     assert "Far CPU" in note and cpu_name() in note
     assert "0% of 16 subnets within ±10%" in note and "here.adapted.json" in note
-    assert f"+target=onnxruntime_cpu space={SPACE} adapt=" in note
+    assert f"+target=onnxruntime_cpu space={SPACE} adapt=24 target.rounds=50" in note  # round-robin, as measured best
 
 
 def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
-    """`python -m hwnas.profile ... adapt=N`: real ONNX Runtime timings of N networks, an adapted table
-    beside the source (never over it), its held-out result in the run directory."""
+    """`python -m hwnas.profile ... adapt=N`: real ONNX Runtime timings of N networks (round-robin, as the adapt
+    command suggests), an adapted table beside the source (never over it), its held-out result in the run
+    directory."""
     import subprocess
     import sys
     root = Path(__file__).resolve().parents[1]
@@ -271,7 +272,7 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
         shutil.copyfile(f, tables / "onnxruntime_cpu" / f.name)
     cmd = [sys.executable, "-m", "hwnas.profile", "+target=onnxruntime_cpu", f"space={SPACE}", "adapt=4",
            "fidelity=2", f"tables_dir={tables}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false",
-           "target.warmup=1", "target.repeats=5", "target.min_runs=3", "target.max_seconds=0.05"]
+           "target.warmup=1", "target.repeats=5", "target.min_runs=3", "target.max_seconds=0.05", "target.rounds=2"]
     p = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     from hwnas.latency.backends import slug
@@ -281,7 +282,9 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
     t = LatencyTable.load(out, target="onnxruntime_cpu", space=SPACE)
     rec = t.provenance["adapted"]["scopes"][SPACE]
     assert rec["networks"] == 4 and rec["seconds"] > 0 and t.provenance["device"] == cpu_name()
-    assert t.provenance["fidelity"][SPACE]["n"] == 2
+    assert t.provenance["fidelity"][SPACE]["n"] == 2 and t.provenance["rounds"] == 2
+    assert t.provenance["fidelity"][SPACE]["timing"].startswith("round-robin, 2 rounds")
+    assert {r["runs"] for r in read_networks(networks_path(out)) if r["role"] in ("fit", "fidelity")} == {4}
     res = json.loads((tmp_path / "run" / f"latency_adapt_onnxruntime_cpu_{SPACE}.json").read_text())
     assert res["held_out"]["adapted"]["n"] == 2 and len(res["held_out"]["networks"]) == 2
     assert "adapted from 4 networks" in p.stdout + p.stderr
@@ -457,3 +460,14 @@ def test_the_truth_reproducibility_passes_are_measured_compared_and_resumed(tmp_
                 r["runs_ms"], r["canary_runs_ms"], 2.0), rel=1e-3)
     assert set(raw["statistics"]) == set(truth.STATISTICS)
     assert all(-1 <= v["tau raw_a vs raw_b"] <= 1 for v in raw["statistics"].values())
+    # round-robin passes: every subnet visited once a round, each keeping its rr_runs timed runs a round
+    assert truth.main([*argv[:-2], "--passes", "rr_a,rr_b", "--rr-rounds", "3", "--rr-runs", "2",
+                       "--out", str(tmp_path / "rr")]) == 0
+    rr = json.loads(next((tmp_path / "rr").glob("latency_truth_*.json")).read_text())
+    for p in rr["passes"].values():
+        assert {k: len(v["runs_ms"]) for k, v in p["runs"].items()} == {**{a.id: 6 for a in archs}, "canary": 9}
+        canary_p10 = np.percentile(p["runs"]["canary"]["runs_ms"], 10)
+        for a in archs:  # the p10 of its runs, in the canary's reference units
+            assert p["times"][a.id] == pytest.approx(np.percentile(p["runs"][a.id]["runs_ms"], 10) * 2.0 / canary_p10,
+                                                     rel=1e-3)
+    assert "rr_a vs rr_b" in rr["tau_between"]

@@ -100,19 +100,22 @@ def no_build(monkeypatch):
     monkeypatch.setattr("hwnas.latency.profiler._build", lambda what, device: what)
 
 
-def _slower(source):
-    """The fake device's time of `arch`: 1.7x what the source table predicts, ±1 % by arch."""
+def _slower(source, state: dict):
+    """The fake device's time of `arch`: 1.7x what the source table predicts, ±1 % by arch, times
+    `state["load"]` (a neighbour's memory traffic that slows networks and not the canary)."""
     def ms(arch):
         if not isinstance(arch, search_spaces.Arch):
             return 3.0  # MobileNetV2, the MES unit (timed one by one)
-        return 1.7 * source.predict(arch) * (1 + 0.01 * ((sum(map(ord, arch.id)) % 21) / 10 - 1))
+        return 1.7 * state["load"] * source.predict(arch) * (1 + 0.01 * ((sum(map(ord, arch.id)) % 21) / 10 - 1))
     return ms
 
 
-def test_adapt_and_its_held_out_subnets_timed_round_robin_in_groups(tmp_path, no_build):
+@pytest.mark.parametrize("anchored", [True, False])
+def test_adapt_and_its_held_out_subnets_timed_round_robin_in_groups(tmp_path, no_build, monkeypatch, anchored):
     space = search_spaces.get_space(SPACE)
     source = LatencyTable.load(default_table_path("onnxruntime_cpu", SPACE), target="onnxruntime_cpu", space=SPACE)
-    b = DriftingCPU(Clock(drift=0.05, span=30.0), _slower(source), rounds=6, canary=True)
+    state = {"load": 1.0}
+    b = DriftingCPU(Clock(drift=0.05, span=30.0), _slower(source, state), rounds=6, canary=True)
     b.round_robin_group = 5
     b.calibrate_canary = lambda runs=200: setattr(b, "canary_ref_ms", 3.0) or 3.0
     b._canary = lambda: b.fake_clock.work(3.0)
@@ -130,10 +133,20 @@ def test_adapt_and_its_held_out_subnets_timed_round_robin_in_groups(tmp_path, no
     assert table.provenance["rounds"] == 6
     nets = [r for r in read_networks(networks_path(table.path)) if r["role"] == "fit"]
     assert {r["runs"] for r in nets} == {6 * b.round_robin_runs}
+    # then a neighbour loads the machine: networks run 10 % slower, the canary does not notice
+    state["load"] = 1.1
+    if not anchored:
+        monkeypatch.setattr("hwnas.latency.adapt.held_out_anchors", lambda table, scope: [])
     held = measure_held_out(b, space, table, source, 10, seed=3, progress=False)
-    assert held["adapted"]["n"] == 10 and held["adapted"]["within_5pct"] == 1.0
-    assert table.provenance["fidelity"][SPACE]["timing"] == "round-robin, 6 rounds, groups of 5"
-    assert len([x for x in b.log if x[0] == "prepare"]) == 5 + 10
+    fid = table.provenance["fidelity"][SPACE]
+    assert held["adapted"]["n"] == 10 and fid["timing"].startswith("round-robin, 6 rounds, groups of 5")
+    if anchored:  # 3 fit networks timed again in each group scale it back to the state of the fit
+        assert held["adapted"]["within_5pct"] == 1.0 and "3 of the fit networks as anchors" in fid["timing"]
+        assert fid["anchor_factors"] == pytest.approx([1 / 1.1] * 2, rel=0.01)
+        assert len([x for x in b.log if x[0] == "prepare"]) == 5 + 2 * (5 + 3)
+    else:  # without them the held-out subnets look 10 % slower than the adapted table predicts
+        assert held["adapted"]["within_5pct"] == 0.0 and held["adapted"]["mean_signed_pct_error"] < -0.08
+        assert len([x for x in b.log if x[0] == "prepare"]) == 5 + 10
 
 
 def test_real_onnxruntime_sessions_timed_round_robin_keep_their_fingerprints(tmp_path):

@@ -350,6 +350,8 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     cut = False
     chunk = _chunk(backend)
     step = max(1, int(backend.round_robin_group)) if backend.rounds else 1  # target.rounds: groups round-robin
+    anchors = held_out_anchors(table, scope) if backend.rounds else []
+    anchor_log: list[dict] = []
     for i in range(0, len(held), step):
         group = held[i:i + step]
         if deadline is not None and time.monotonic() > deadline:
@@ -365,7 +367,7 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
                 break
         t1 = time.perf_counter()
         got = measure_networks(backend, group, "fidelity", networks_path(table.path), progress=False,
-                               fingerprints=fps, table=table)
+                               fingerprints=fps, table=table, anchors=anchors, anchor_log=anchor_log)
         recs.extend(got)
         if any(a.id not in have for a in group):  # seconds spent measuring, summed over runs (a resumed run adds its own)
             scope_rec = table.provenance["adapted"]["scopes"].setdefault(scope, {})
@@ -390,8 +392,10 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     summary = {**{k: adapted_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau")},
                "seed": seed, "cut_by_deadline": cut, "date": now_iso(), "seconds": seconds, "held_out": "fresh subnets, disjoint from both "
                "tables' fit networks, measured on this device after the adaptation",
-               "timing": (f"round-robin, {backend.rounds} rounds, groups of {backend.round_robin_group}" if backend.rounds
-                          else "one after another")}
+               "timing": (f"round-robin, {backend.rounds} rounds, groups of {backend.round_robin_group}, each with "
+                          f"{len(anchors)} of the fit networks as anchors" if backend.rounds else "one after another")}
+    if anchor_log:  # this run's groups (a resumed run's earlier groups are in the provenance of that run)
+        summary["anchor_factors"] = [round(g["factor"], 5) for g in anchor_log]
     table.provenance.setdefault("fidelity", {})[scope] = summary
     rec_scope = table.provenance["adapted"]["scopes"].setdefault(scope, {})
     rec_scope["transfer"] = {**{k: source_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau",
@@ -403,6 +407,18 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
             "predicted_over_measured_source": [float(ratio.min()), float(ratio.max())],
             "networks": [{"arch_id": a.id, "arch": a.to_dict(), "measured_ms": float(m), "predicted_ms": float(p),
                           "source_predicted_ms": float(s)} for a, m, p, s in zip(held, measured, pred, src)]}
+
+
+def held_out_anchors(table: LatencyTable, scope: str, k: int = 3) -> list[tuple[Arch, float]]:
+    """The fit networks a round-robin held-out group is anchored to (`measure_networks`' anchors): `k` of
+    this table's fit networks of `scope`, spread over their times (the 10th, 50th and 90th percentile for 3),
+    with their times as the fit measured them."""
+    fit = sorted(((r[table.statistic], r["arch"]) for r in read_networks(networks_path(table.path))
+                  if r["space"] == scope and r["role"] == "fit"), key=lambda t: t[0])
+    if not fit:
+        return []
+    idx = sorted({int(round(q * (len(fit) - 1))) for q in np.linspace(0.1, 0.9, k)})
+    return [(fit[i][1], float(fit[i][0])) for i in idx]
 
 
 def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: int, source_path: Path | None = None,

@@ -148,6 +148,14 @@ class Backend:
     def _timer(self):
         return time.thread_time if self.clock == "thread" else time.perf_counter
 
+    def _canary_ready(self):
+        """With `canary`: the canary's callable, its reference state calibrated first if need be; else None."""
+        if not self.canary:
+            return None
+        if self.canary_ref_ms is None:
+            self.calibrate_canary()
+        return self._canary_run()
+
     @classmethod
     def round_robin_capable(cls) -> bool:
         """Whether this backend can time networks round-robin (it implements `prepare`)."""
@@ -167,12 +175,7 @@ class Backend:
         EfficientFormerV2 subnets agree at Kendall τ 0.86-0.92 on a 2-core VM), while here every network
         sees the whole pass (τ 0.976 between two passes, docs/latency.md). Returns, per key, `_time_loop`'s
         statistics, scaled by canary_ref / the canary's p10 over the pass."""
-        timer = self._timer()
-        canary = None
-        if self.canary:
-            if self.canary_ref_ms is None:
-                self.calibrate_canary()
-            canary = self._canary_run()
+        timer, canary = self._timer(), self._canary_ready()
         for call in [*runs.values(), *([canary] if canary else [])]:
             for _ in range(self.warmup):
                 call()
@@ -199,6 +202,8 @@ class Backend:
             r["median_ms"] *= factor
             r["p10_ms"] *= factor
             r["rounds"] = int(rounds)
+            if self.keep_runs:
+                r.update(runs_ms=times[k], canary_runs_ms=ctimes)
             out[k] = r
         return out
 
@@ -251,12 +256,7 @@ class Backend:
         minutes apart. Measured on this box: test-retest spread of 15 networks 4.1 % -> 1.1 %,
         test-retest Kendall tau 0.87 -> 0.96. On a dedicated device the factor stays ~1.
         """
-        timer = self._timer()
-        canary = None
-        if self.canary:
-            if self.canary_ref_ms is None:
-                self.calibrate_canary()
-            canary = self._canary_run()
+        timer, canary = self._timer(), self._canary_ready()
         for _ in range(self.warmup):
             run_once()
             if canary is not None:
@@ -335,7 +335,11 @@ class OnnxRuntimeCPU(Backend):
                    if self.clock == "thread" else "time.perf_counter (wall clock)")
                 + (f"; each timed run follows a canary run (MobileNetV2 x1.0 at {CANARY_SHAPE[-1]}px) and the "
                    "statistics are scaled by canary_ref/canary_p10 to cancel the machine's speed drift"
-                   if self.canary else ""))
+                   if self.canary else "")
+                + (f"; whole networks timed round-robin instead (Backend.time_round_robin): {self.rounds} rounds "
+                   f"over groups of up to {self.round_robin_group}, each visit one untimed run then "
+                   f"{self.round_robin_runs} timed runs" + (" and one canary run" if self.canary else "")
+                   if self.rounds else ""))
 
     def form_settings(self) -> dict:
         return {**super().form_settings(), "opset": self.opset}

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
+
 import search_spaces
 from search_spaces import Arch, BlockSpec
 
@@ -226,15 +228,19 @@ def network_shape(backend: Backend, arch: Arch) -> tuple[int, ...]:
 
 def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: Path,
                      progress: bool = True, fingerprints=None, deadline: float | None = None,
-                     table: LatencyTable | None = None) -> list[dict]:
+                     table: LatencyTable | None = None, anchors: Sequence[tuple[Arch, float]] = (),
+                     anchor_log: list | None = None) -> list[dict]:
     """Measure each arch end to end, skipping those already in `path` under `role` with the current
     code's fingerprint (`fingerprints`: a `FingerprintCache` of the backend's form); returns the
     records of `archs` in their order. A compiled target compiles them all first (its compile time
-    recorded in `table`'s provenance when given)."""
+    recorded in `table`'s provenance when given). With `target.rounds`, `anchors` ((arch, its time
+    measured before, in `backend.statistic`)) are timed in every round-robin group beside the networks,
+    and the group is scaled by the median of their before / now (`_measure_round_robin`; each group's
+    factor appended to `anchor_log`); anchors are never recorded."""
     if fingerprints is None:
         from .fingerprint import cache_for
         fingerprints = cache_for(backend.form)
-    current = {a.id: fingerprints.network(block_keys(a)) for a in archs}
+    current = {a.id: fingerprints.network(block_keys(a)) for a in [*archs, *(a for a, _ in anchors)]}
     fingerprints.flush()
     records = read_networks(path)
     done = {(r["space"], r["role"], r["arch_id"]): r for r in records
@@ -246,7 +252,8 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
         group = max(1, int(backend.round_robin_group))
         for g in range(0, len(todo), group):
             _check_deadline(deadline)
-            _measure_round_robin(backend, todo[g:g + group], role, current, device, records, done, path, progress)
+            _measure_round_robin(backend, todo[g:g + group], role, current, device, records, done, path, progress,
+                                 anchors, anchor_log)
         return [done[(a.scope, role, a.id)] for a in archs]
     chunk = _chunk(backend)
     desc = f"{backend.name} {role} networks ({archs[0].scope if archs else ''})"
@@ -271,20 +278,36 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
 
 
 def _measure_round_robin(backend: Backend, group: Sequence[Arch], role: str, current: dict, device: str,
-                         records: list, done: dict, path: Path, progress: bool) -> None:
-    """`measure_networks` with `target.rounds`: the networks of `group` prepared together, then timed
-    round-robin (`Backend.time_round_robin`); their records written together when the group is done (a
-    killed run loses this group's timing, never a record)."""
+                         records: list, done: dict, path: Path, progress: bool,
+                         anchors: Sequence[tuple[Arch, float]] = (), anchor_log: list | None = None) -> None:
+    """`measure_networks` with `target.rounds`: the networks of `group` (and the anchors) prepared together,
+    then timed round-robin (`Backend.time_round_robin`); their records written together when the group is
+    done (a killed run loses this group's timing, never a record).
+
+    The canary follows the machine's drift only partly: it is small and stays in the cache, where large
+    networks also feel their neighbours' memory traffic (Next-ViT's held-out subnets, timed round-robin
+    minutes after its fit networks, came out 4.4 % slower relative to the canary, round 20). Anchors are
+    networks timed before (the fit networks of the table being checked): timed again in the group, the
+    median of before / now scales the group into the state those were timed in."""
     t0 = time.perf_counter()
     runs = {}
     fps = {}
-    for arch in group:
+    for arch in [*group, *(a for a, _ in anchors if a.id not in {g.id for g in group})]:
         model = _build(arch, device)
         runs[arch.id], fps[arch.id] = backend.prepare(model, network_shape(backend, arch))
         del model
         _same_graph(f"network {arch.id}", fps[arch.id], current[arch.id], backend)
     stats = backend.time_round_robin(runs, backend.rounds, seed=len(records))
     del runs
+    if anchors:
+        factor = float(np.median([ref / stats[a.id][backend.statistic] for a, ref in anchors]))
+        for arch in group:
+            stats[arch.id]["p10_ms"] *= factor
+            stats[arch.id]["median_ms"] *= factor
+        if anchor_log is not None:
+            anchor_log.append({"networks": [a.id for a in group], "factor": factor,
+                               "anchors": {a.id: {"before_ms": ref, "now_ms": stats[a.id][backend.statistic]}
+                                           for a, ref in anchors}})
     for arch in group:
         r = {"space": arch.scope, "role": role, "arch_id": arch.id, **stats[arch.id], "fingerprint": current[arch.id],
              "arch": arch}

@@ -112,8 +112,10 @@ ADAPT_NETWORKS = 24
 
 
 def adapt_command(target: str, space: str, n: int = ADAPT_NETWORKS) -> str:
-    """The command that adapts a table of the target to this machine's device (`hwnas.latency.adapt`)."""
-    return f"{profile_command(target, space)} adapt={n}"
+    """The command that adapts a table of the target to this machine's device (`hwnas.latency.adapt`), with
+    the settings the target suggests for it (`Target.adapt_settings`)."""
+    from .target import get_target
+    return " ".join([f"{profile_command(target, space)} adapt={n}", *get_target(target).adapt_settings])
 
 
 def search_hint(target: str, table: Path, out: Path | None) -> str:

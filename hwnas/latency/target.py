@@ -70,6 +70,8 @@ class Target:
     #: correction fitted on N whole networks timed as this target ships carries them over
     #: (`hwnas.latency.adapt`; the adapted table says so)
     adapts_from: tuple[str, ...] = ()
+    #: settings the suggested `adapt=N` command adds (`target.KEY=VALUE`), where they measured better
+    adapt_settings: tuple[str, ...] = ()
 
     def deploy_form(self, **settings: Any):
         """The deploy form configured by `settings` (`form_keys`; None takes the default, another
