@@ -295,17 +295,17 @@ def adapt(backend: Backend, space: search_spaces.SearchSpace, source: LatencyTab
         t0 = time.perf_counter()
         got = measure_networks(backend, group, "fit", networks_path(table.path), progress=False,
                                fingerprints=fps, deadline=deadline, table=table)
-        recs.extend(got)
         if any(a.id not in have for a in group):
             record["seconds"] = round(record["seconds"] + time.perf_counter() - t0, 2)
             table.save()
-        for rec in got:
+        for n, rec in enumerate(got, start=len(recs) + 1):
             if rec["arch_id"] not in have and on_network is not None:
                 on_network({"role": "fit", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
-                            "arch": rec["arch"].to_dict(), "i": recs.index(rec) + 1})
+                            "arch": rec["arch"].to_dict(), "i": n})
             if progress:
-                print(f"adapt {backend.name} {scope}: {recs.index(rec) + 1}/{len(archs)} {rec['arch_id']} "
+                print(f"adapt {backend.name} {scope}: {n}/{len(archs)} {rec['arch_id']} "
                       f"{rec[table.statistic]:.3f} ms", flush=True)
+        recs.extend(got)
         if stop_loo is not None and len(recs) >= max(min_networks, 4):
             corr = fit_adapted(source, scope, [r["arch"] for r in recs], [r[table.statistic] for r in recs])
             if loo_of(corr) is not None and loo_of(corr) <= stop_loo:
@@ -351,7 +351,7 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
     chunk = _chunk(backend)
     step = max(1, int(backend.round_robin_group)) if backend.rounds else 1  # target.rounds: groups round-robin
     anchors = held_out_anchors(table, scope) if backend.rounds else []
-    anchor_log: list[dict] = []
+    anchor_log: list[float] = []
     for i in range(0, len(held), step):
         group = held[i:i + step]
         if deadline is not None and time.monotonic() > deadline:
@@ -373,11 +373,11 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
             scope_rec = table.provenance["adapted"]["scopes"].setdefault(scope, {})
             scope_rec["held_out_seconds"] = round(scope_rec.get("held_out_seconds", 0.0) + time.perf_counter() - t1, 2)
             table.save()
-        for arch, rec in zip(group, got):
+        for n, (arch, rec) in enumerate(zip(group, got), start=i + 1):
             if on_network is not None and arch.id not in have:
                 on_network({"role": "held_out", **{k: rec[k] for k in ("arch_id", "median_ms", "p10_ms", "spread", "runs")},
                             "arch": rec["arch"].to_dict(), "predicted_ms": table.predict(arch),
-                            "source_predicted_ms": source.predict(arch), "i": held.index(arch) + 1})
+                            "source_predicted_ms": source.predict(arch), "i": n})
         if progress and (len(recs) % 10 == 0 or step > 1):
             print(f"held-out {backend.name} {scope}: {len(recs)}/{len(held)}", flush=True)
     held = held[:len(recs)]
@@ -394,8 +394,8 @@ def measure_held_out(backend: Backend, space: search_spaces.SearchSpace, table: 
                "tables' fit networks, measured on this device after the adaptation",
                "timing": (f"round-robin, {backend.rounds} rounds, groups of {backend.round_robin_group}, each with "
                           f"{len(anchors)} of the fit networks as anchors" if backend.rounds else "one after another")}
-    if anchor_log:  # this run's groups (a resumed run's earlier groups are in the provenance of that run)
-        summary["anchor_factors"] = [round(g["factor"], 5) for g in anchor_log]
+    if anchor_log:  # the groups this run timed (a resumed run does not time again what was measured before)
+        summary["anchor_factors"] = [round(f, 5) for f in anchor_log]
     table.provenance.setdefault("fidelity", {})[scope] = summary
     rec_scope = table.provenance["adapted"]["scopes"].setdefault(scope, {})
     rec_scope["transfer"] = {**{k: source_m[k] for k in ("n", "within_5pct", "within_10pct", "mape", "kendall_tau",

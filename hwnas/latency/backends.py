@@ -10,6 +10,7 @@ the GPU machine, which has neither.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
@@ -175,6 +176,8 @@ class Backend:
         EfficientFormerV2 subnets agree at Kendall τ 0.86-0.92 on a 2-core VM), while here every network
         sees the whole pass (τ 0.976 between two passes, docs/latency.md). Returns, per key, `_time_loop`'s
         statistics, scaled by canary_ref / the canary's p10 over the pass."""
+        if int(rounds) < 1:
+            raise ValueError(f"time_round_robin: rounds={rounds}; at least 1 round is needed to time anything")
         timer, canary = self._timer(), self._canary_ready()
         for call in [*runs.values(), *([canary] if canary else [])]:
             for _ in range(self.warmup):
@@ -349,9 +352,7 @@ class OnnxRuntimeCPU(Backend):
         from .reference_models import mobilenet_v2
         with owned_temp_dir("canary") as d:
             path = export_onnx(self.deploy(mobilenet_v2()), shape, Path(d) / "m.onnx", opset=self.opset)
-            sess = self.session(path)  # ORT holds the model in memory; the file may go
-        x = {sess.get_inputs()[0].name: np.random.default_rng(1).standard_normal(shape, dtype=np.float32)}
-        return lambda: sess.run(None, x)
+            return self._runner(path, shape, seed=1)
 
     def _canary_run(self):
         if getattr(self, "_canary", None) is None:
@@ -371,25 +372,32 @@ class OnnxRuntimeCPU(Backend):
         so.log_severity_level = 3
         return ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
 
-    def measure_onnx(self, onnx_path: str | os.PathLike, input_shape: tuple[int, ...]) -> dict:
+    def _runner(self, onnx_path: str | os.PathLike, input_shape: tuple[int, ...], seed: int = 0):
+        """A callable running the ONNX model at `onnx_path` once on a fixed random input (ORT holds the
+        model in memory: the file may go once this returns)."""
         sess = self.session(onnx_path)
-        x = np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)
-        feed = {sess.get_inputs()[0].name: x}
-        return self._time_loop(lambda: sess.run(None, feed))
+        feed = {sess.get_inputs()[0].name: np.random.default_rng(seed).standard_normal(input_shape, dtype=np.float32)}
+        return lambda: sess.run(None, feed)
 
-    def prepare(self, model, input_shape: tuple[int, ...]):
+    def measure_onnx(self, onnx_path: str | os.PathLike, input_shape: tuple[int, ...]) -> dict:
+        return self._time_loop(self._runner(onnx_path, input_shape))
+
+    @contextlib.contextmanager
+    def _exported(self, model, input_shape: tuple[int, ...]):
+        """`model`'s deploy form exported to ONNX in a scratch folder: (its path, its fingerprint)."""
         from hwnas.convert.onnx import export_onnx
         model = self.deploy(model.cpu())
         fp = fingerprint_deployed(model, self.form.example_input(input_shape), self.form)
         with owned_temp_dir("ort") as d:
-            path = export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset)
-            sess = self.session(path)  # ORT holds the model in memory; the file may go
-        feed = {sess.get_inputs()[0].name: np.random.default_rng(0).standard_normal(input_shape, dtype=np.float32)}
-        return (lambda: sess.run(None, feed)), fp
+            yield export_onnx(model, input_shape, Path(d) / "m.onnx", opset=self.opset), fp
+
+    def prepare(self, model, input_shape: tuple[int, ...]):
+        with self._exported(model, input_shape) as (path, fp):
+            return self._runner(path, input_shape), fp
 
     def measure(self, model, input_shape: tuple[int, ...]) -> dict:
-        run, fp = self.prepare(model, input_shape)
-        return {**self._time_loop(run), "fingerprint": fp}
+        with self._exported(model, input_shape) as (path, fp):
+            return {**self.measure_onnx(path, input_shape), "fingerprint": fp}
 
 
 class TorchCUDA(Backend):

@@ -236,7 +236,7 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
     recorded in `table`'s provenance when given). With `target.rounds`, `anchors` ((arch, its time
     measured before, in `backend.statistic`)) are timed in every round-robin group beside the networks,
     and the group is scaled by the median of their before / now (`_measure_round_robin`; each group's
-    factor appended to `anchor_log`); anchors are never recorded."""
+    factor appended to `anchor_log`, a list); anchors are never recorded."""
     if fingerprints is None:
         from .fingerprint import cache_for
         fingerprints = cache_for(backend.form)
@@ -292,7 +292,8 @@ def _measure_round_robin(backend: Backend, group: Sequence[Arch], role: str, cur
     t0 = time.perf_counter()
     runs = {}
     fps = {}
-    for arch in [*group, *(a for a, _ in anchors if a.id not in {g.id for g in group})]:
+    ids = {a.id for a in group}
+    for arch in [*group, *(a for a, _ in anchors if a.id not in ids)]:
         model = _build(arch, device)
         runs[arch.id], fps[arch.id] = backend.prepare(model, network_shape(backend, arch))
         del model
@@ -305,9 +306,7 @@ def _measure_round_robin(backend: Backend, group: Sequence[Arch], role: str, cur
             stats[arch.id]["p10_ms"] *= factor
             stats[arch.id]["median_ms"] *= factor
         if anchor_log is not None:
-            anchor_log.append({"networks": [a.id for a in group], "factor": factor,
-                               "anchors": {a.id: {"before_ms": ref, "now_ms": stats[a.id][backend.statistic]}
-                                           for a, ref in anchors}})
+            anchor_log.append(factor)
     for arch in group:
         r = {"space": arch.scope, "role": role, "arch_id": arch.id, **stats[arch.id], "fingerprint": current[arch.id],
              "arch": arch}
