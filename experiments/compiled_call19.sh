@@ -8,7 +8,9 @@
 # Sized by env: MODELS, BATCHES, MODES (timm's), VARIANTS (ours besides the shipped package; "" for none), TAG.
 # Call 23 (written in the tenth session, not run yet): the shipped defaults (depthwise=auto, autotune) as one
 # package per cell vs timm default and reduce-overhead, all six cells in one run:
-#   TAG=call23 MODES="default reduce-overhead" VARIANTS="" BATCHES="1 8" CALL_S=530 bash experiments/compiled_call19.sh
+#   TAG=call23 MODES="default reduce-overhead" VARIANTS="sdpa:attention=sdpa" BATCHES="1 8" CALL_S=530 bash experiments/compiled_call19.sh
+# (the sdpa variant: attention as one scaled_dot_product_attention call, the package and -- in every run since
+# the setting exists -- the eager recipe; written in the fifteenth session, not run yet)
 set -u
 cd "$(dirname "$0")/.."
 MPS=0 . experiments/gpu_call.sh

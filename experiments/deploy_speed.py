@@ -338,6 +338,9 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                 compiled[mode] = fn
                 timm_variants[f"timm_{mode}"] = (fn, x.to(dtype))
             deploy = deploy_form("torch_cuda", batch=b, precision=precision).module(copy.deepcopy(ours[name])).to(device)
+            # the eager recipe with attention as one scaled_dot_product_attention call (issue 27's cheap change)
+            deploy_sdpa = deploy_form("torch_cuda", batch=b, precision=precision, attention="sdpa").module(
+                copy.deepcopy(ours[name])).to(device)
             log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "waiting for our AOTInductor package"})
             job = jobs[(name, b)].result()
             log({"phase": "deploy_speed_step", "model": name, "batch": b, "step": "loading our package",
@@ -346,6 +349,7 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
             with torch.no_grad():
                 y = package(x)
             variants["ours_deploy_eager"] = (deploy, x.to(dtype).contiguous(memory_format=torch.channels_last))
+            variants["ours_deploy_eager_sdpa"] = (deploy_sdpa, x.to(dtype).contiguous(memory_format=torch.channels_last))
             variants["ours_aoti_shipped"] = (package, x)
             if cuda:
                 variants["ours_aoti_graph"] = (package, x)
@@ -374,6 +378,8 @@ def run_compiled(models: list[str], batches: list[int], rows_path: Path, deadlin
                    "ratio_shipped_vs_timm": {m: shipped / t for m, t in timm_ms.items()},
                    "ratio_aoti_vs_timm_compiled": shipped / timm_ms[best] if best else None,
                    "ratio_eager_vs_timm_compiled": res["ours_deploy_eager"]["median_ms"] / timm_ms[best] if best else None,
+                   "ratio_eager_sdpa_vs_timm_compiled":
+                       res["ours_deploy_eager_sdpa"]["median_ms"] / timm_ms[best] if best else None,
                    ("rel_err_vs_timm_fp32" if have_timm else "rel_err_vs_ours_fp32"):
                        float((y.float() - ref).abs().max() / ref.abs().max()), **({"partial": True} if partial else {})}
             for vname, v in v_done.items():
@@ -557,7 +563,7 @@ def markdown_compiled(rows: list, machine: dict) -> str:
              f"Machine: {machine.get('gpu') or machine.get('cpu')}; torch {machine.get('torch')}, timm {machine.get('timm')}",
              "", "fp16, 224x224, median of interleaved runs timed with CUDA events. timm: `torch.compile(model, mode=M)`; "
              "`default` replayed from one CUDA graph, `reduce-overhead` and `max-autotune` from their own. "
-             "ours eager: the torch_cuda deploy form in one CUDA graph. ours shipped: the torch_inductor package "
+             "ours eager: the torch_cuda deploy form in one CUDA graph (in brackets, with attention=sdpa, where timed). ours shipped: the torch_inductor package "
              "(`format=aoti`, float32 NCHW in) loaded by `load_aoti` (run_single_threaded=True, one CUDA graph), "
              "called as a user calls it (input copy, replay, output clone), compiled as the torch_inductor form shipped when "
              "the row was measured (last column: rows before 2026-12-07's defaults depthwise=auto, autotune=true were "
@@ -571,6 +577,9 @@ def markdown_compiled(rows: list, machine: dict) -> str:
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
+
+    def eager_sdpa(v):  # rows since the attention=sdpa setting also time the eager recipe with it
+        return f" (sdpa {v['ours_deploy_eager_sdpa']['median_ms']:.3f})" if "ours_deploy_eager_sdpa" in v else ""
     all_rows, rows = rows, runs_to_show(rows)
     for r in sorted(rows, key=lambda r: (r["model"], r["batch"])):
         v = r["variants"]
@@ -579,7 +588,7 @@ def markdown_compiled(rows: list, machine: dict) -> str:
         cs = r.get("timm_compile_seconds") or {}
         cs = cs if isinstance(cs, dict) else {"default": cs}
         lines.append(f"| {r['model']} | {r['batch']} | " + " | ".join(f(ms[m], '.3f') for m in TIMM_MODES) + " | "
-                     f"{v['ours_deploy_eager']['median_ms']:.3f} | {v['ours_aoti_shipped']['median_ms']:.3f} | "
+                     f"{v['ours_deploy_eager']['median_ms']:.3f}{eager_sdpa(v)} | {v['ours_aoti_shipped']['median_ms']:.3f} | "
                      f"{f(v.get('ours_aoti_graph', {}).get('median_ms'), '.3f')} | "
                      f"{f(ratio, '.2f')}{' (' + r['timm_best_mode'] + ')' if r.get('timm_best_mode') else ''} | "
                      f"{'timm not installed' if ratio is None else 'met' if ratio <= 0.8 else 'NOT met'}"

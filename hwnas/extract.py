@@ -312,7 +312,7 @@ def deployed_latencies(model, arch, tables=None) -> dict:
 
 #: the torch_inductor form settings a package takes from the table that timed it (batch and precision follow
 #: the export: its batch, and fp16 on CUDA / fp32 for a CPU package)
-AOTI_FORM_KEYS = ("channels_last", "depthwise", "autotune")
+AOTI_FORM_KEYS = ("channels_last", "attention", "depthwise", "autotune")
 
 
 def aoti_form_of(latency: dict, prefer=()) -> tuple[str | None, dict]:

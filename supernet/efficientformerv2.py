@@ -241,7 +241,13 @@ class LocalGlobalQuery(nn.Module):
 
 class Attention2dDownsample(_RelPosBiasAttention):
     """The attention path of the dual-path downsampling: local-global query at half resolution.
-    `resolution` is the build size of its input (an int, or (H, W))."""
+    `resolution` is the build size of its input (an int, or (H, W)).
+
+    `sdpa` (False; a deploy rewrite sets it: `hwnas.convert.optimize.use_sdpa`): the attention as one
+    `F.scaled_dot_product_attention` call with the bias as its additive mask. (`Attention2d` has none:
+    its talking heads mix the heads' logits before and after the softmax, which no fused kernel does.)"""
+
+    sdpa = False
 
     def __init__(self, dim: int, out_dim: int, resolution):
         super().__init__()
@@ -275,8 +281,11 @@ class Attention2dDownsample(_RelPosBiasAttention):
         v_local = self.v_local(v)
         v = v.reshape(B, h, -1, n).transpose(-1, -2)
         bias = self.attention_bias() if built else resample_bias(self.attention_bias(), n2, n)
-        attn = ((q @ k) * self.scale + bias).softmax(dim=-1)
-        x = (attn @ v).transpose(-1, -2).reshape(B, self.dh, r2h, r2w) + v_local
+        if self.sdpa:
+            x = F.scaled_dot_product_attention(q, k.transpose(-1, -2), v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        else:
+            x = ((q @ k) * self.scale + bias).softmax(dim=-1) @ v
+        x = x.transpose(-1, -2).reshape(B, self.dh, r2h, r2w) + v_local
         return self.proj(self.act(x))
 
     @torch.no_grad()

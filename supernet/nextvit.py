@@ -12,6 +12,7 @@ import re
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from search_spaces import BlockSpec
 from search_spaces.core import hw_pair
@@ -169,7 +170,13 @@ class NextConvBlock(nn.Module):
 
 
 class EfficientAttention(nn.Module):
-    """E-MHSA: q from every token; k, v from tokens average-pooled sr² at a time (1-D, raster order) + BN1d."""
+    """E-MHSA: q from every token; k, v from tokens average-pooled sr² at a time (1-D, raster order) + BN1d.
+
+    `sdpa` (False; a deploy rewrite sets it: `hwnas.convert.optimize.use_sdpa`): the attention as one
+    `F.scaled_dot_product_attention` call (a fused flash/cuDNN kernel on a GPU) instead of matmul,
+    softmax, matmul. Same arithmetic, to float rounding."""
+
+    sdpa = False
 
     def __init__(self, dim: int, sr_ratio: int):
         super().__init__()
@@ -196,8 +203,11 @@ class EfficientAttention(nn.Module):
             x = self.norm(x).transpose(1, 2)
         k = self.k(x).reshape(B, -1, h, C // h).transpose(1, 2)
         v = self.v(x).reshape(B, -1, h, C // h).transpose(1, 2)
-        attn = (q * self.scale) @ k.transpose(-1, -2)
-        x = attn.softmax(dim=-1) @ v
+        if self.sdpa:
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-1, -2)
+            x = attn.softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 

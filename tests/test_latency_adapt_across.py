@@ -37,6 +37,7 @@ class FakeCompiledGPU(TorchInductor):
         Backend.__init__(self, precision="fp16", batch=batch, warmup=10, repeats=100, max_seconds=0.5,
                          min_runs=20, clock="wall", canary=False)  # the shipped torch_cuda table's setup
         self.cuda_graphs, self.channels_last, self.depthwise, self.autotune = True, True, "auto", False
+        self.attention = "matmul"
         self.compile_workers = compile_workers
         self.compile_stats = {"packages": 0, "seconds": 0.0, "wall_seconds": 0.0}
         self.source, self._device = source, device

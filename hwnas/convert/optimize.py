@@ -33,7 +33,7 @@ from supernet.layers import Upsample2xBilinear
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 __all__ = ["DTYPES", "ShiftedDepthwiseConv2d", "Upsample2xBilinear", "fold", "optimize_for_gpu", "reference_upsample",
-           "replace_bilinear_upsample", "replace_depthwise_convs", "replace_upsamples", "torch_upsample"]
+           "replace_bilinear_upsample", "replace_depthwise_convs", "replace_upsamples", "torch_upsample", "use_sdpa"]
 
 
 def fold(model: nn.Module) -> nn.Module:
@@ -142,6 +142,18 @@ def is_depthwise(m: nn.Module) -> bool:
     """A depthwise `nn.Conv2d` (one filter per channel) with zero padding given as numbers and no dilation."""
     return (type(m) is nn.Conv2d and m.groups == m.in_channels == m.out_channels and m.groups > 1
             and m.padding_mode == "zeros" and not isinstance(m.padding, str) and tuple(m.dilation) == (1, 1))
+
+
+def use_sdpa(model: nn.Module) -> int:
+    """Every attention that can (a module with an `sdpa` switch: Next-ViT's E-MHSA, EfficientFormerV2's
+    downsampling attention) computed by one `F.scaled_dot_product_attention` call, in place; returns how
+    many. The math is the same (outputs equal to float rounding); a GPU runs it as one fused kernel."""
+    n = 0
+    for m in model.modules():
+        if isinstance(getattr(type(m), "sdpa", None), bool):
+            m.sdpa = True
+            n += 1
+    return n
 
 
 def replace_depthwise_convs(model: nn.Module) -> int:

@@ -408,7 +408,7 @@ class TorchCUDA(Backend):
     statistic = "median_ms"  # graph replays are steady; the median is the usual GPU figure
 
     def __init__(self, precision: str = "fp16", batch: int = 8, cuda_graphs: bool = True,
-                 channels_last: bool = True, **kw):
+                 channels_last: bool = True, attention: str = "matmul", **kw):
         super().__init__(precision=precision, batch=batch, **kw)
         import torch
         if not torch.cuda.is_available():
@@ -418,6 +418,7 @@ class TorchCUDA(Backend):
             raise ConfigError(f"target.precision={precision!r}: torch_cuda times fp16, bf16 or fp32")
         self.cuda_graphs = bool(cuda_graphs)
         self.channels_last = bool(channels_last)
+        self.attention = attention
 
     def device(self) -> str:
         import torch
@@ -428,7 +429,7 @@ class TorchCUDA(Backend):
         return f"{torch.__version__} (CUDA {torch.version.cuda})"
 
     def form_settings(self) -> dict:
-        return {**super().form_settings(), "channels_last": self.channels_last}
+        return {**super().form_settings(), "channels_last": self.channels_last, "attention": self.attention}
 
     def method(self) -> str:
         g = "captured in one CUDA graph, replays" if self.cuda_graphs else "eager forward calls"

@@ -116,8 +116,16 @@ class TorchCUDAConfig(TargetConfig):
     batch: int = 8
     cuda_graphs: bool = True  # each block/model captured in one CUDA graph, replays timed
     channels_last: bool = True  # the GPU deploy recipe's memory format
+    # matmul | sdpa: attention as matmul, softmax, matmul (what the shipped tables timed) or one
+    # scaled_dot_product_attention call (a fused kernel; Next-ViT's E-MHSA, EfficientFormerV2's downsampling attention)
+    attention: str = "matmul"
 
     precisions = ("fp16", "bf16", "fp32")
+    attentions = ("matmul", "sdpa")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("target", "attention", self.attention, self.attentions)
 
 
 @dataclass

@@ -122,9 +122,18 @@ class TorchCUDAModule(DeployForm):
     """PyTorch on an NVIDIA GPU runs the module: the GPU recipe (`hwnas.convert.optimize.optimize_for_gpu`)."""
 
 
-    def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True):
+    #: how attention runs: "matmul" (matmul, softmax, matmul: what every table before this setting timed) or
+    #: "sdpa" (`hwnas.convert.optimize.use_sdpa`: one `scaled_dot_product_attention` call, a fused kernel on a
+    #: GPU, in Next-ViT's E-MHSA and EfficientFormerV2's downsampling attention; same outputs to rounding)
+    ATTENTION = ("matmul", "sdpa")
+
+    def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True, attention: str = "matmul"):
         super().__init__(batch, precision)
+        from hwnas.errors import ConfigError
+        if attention not in self.ATTENTION:
+            raise ConfigError(f"attention={attention!r}: allowed: {', '.join(self.ATTENTION)}")
         self.channels_last = bool(channels_last)
+        self.attention = attention
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -135,20 +144,30 @@ class TorchCUDAModule(DeployForm):
         return DTYPES[self.precision]
 
     def module(self, model: nn.Module) -> nn.Module:
-        return optimize_for_gpu(model, channels_last=self.channels_last, precision=self.precision)
+        model = optimize_for_gpu(model, channels_last=self.channels_last, precision=self.precision)
+        if self.attention == "sdpa":
+            from hwnas.convert.optimize import use_sdpa
+            use_sdpa(model)
+        return model
 
     def example_input(self, shape, device="cpu", random: bool = True) -> torch.Tensor:
         return super().example_input(shape, device, random).contiguous(memory_format=self.memory_format)
 
     def settings(self) -> dict:
-        return {"batch": self.batch, "precision": self.precision, "channels_last": self.channels_last}
+        # "attention" is named only when it is not the default, so the forms (and the fingerprints, package
+        # keys and tables) of the default are the ones timed before the setting existed
+        sdpa = {"attention": self.attention} if self.attention != "matmul" else {}
+        return {"batch": self.batch, "precision": self.precision, "channels_last": self.channels_last, **sdpa}
+
+    def _attention_words(self) -> str:
+        return "attention as scaled_dot_product_attention, " if self.attention == "sdpa" else ""
 
     def salt(self) -> str:
         return "torch-eager"
 
     def describe(self) -> str:
         return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
-                f"{'channels_last' if self.channels_last else 'NCHW'}; batch {self.batch}")
+                f"{self._attention_words()}{'channels_last' if self.channels_last else 'NCHW'}; batch {self.batch}")
 
 
 class TorchInductorPackage(TorchCUDAModule):
@@ -170,8 +189,8 @@ class TorchInductorPackage(TorchCUDAModule):
     AUTOTUNE_CONFIGS = {"max_autotune": True}
 
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True,
-                 depthwise: str = "auto", autotune: bool = True):
-        super().__init__(batch, precision, channels_last)
+                 depthwise: str = "auto", autotune: bool = True, attention: str = "matmul"):
+        super().__init__(batch, precision, channels_last, attention)
         from hwnas.errors import ConfigError
         if depthwise not in self.DEPTHWISE:
             raise ConfigError(f"depthwise={depthwise!r}: allowed: {', '.join(self.DEPTHWISE)}")
@@ -214,7 +233,7 @@ class TorchInductorPackage(TorchCUDAModule):
 
     def describe(self) -> str:
         return (f"the BN-folded module in {self.precision}, x2 upsample elementwise (Upsample2xBilinear), "
-                f"{'channels_last' if self.channels_last else 'NCHW'}, "
+                f"{self._attention_words()}{'channels_last' if self.channels_last else 'NCHW'}, "
                 f"{'depthwise convolutions as shifted multiply-adds, ' if self.depthwise == 'shifted' else ''}"
                 f"compiled by AOTInductor{' with max_autotune on CUDA' if self.autotune else ''} "
                 f"(torch.export, fixed shape, float32 NCHW in and out); batch {self.batch}")

@@ -38,7 +38,7 @@ class TorchCUDATarget(Target):
     schema = TorchCUDAConfig
     backend = TorchCUDA
     form = TorchCUDAModule
-    form_keys = ("batch", "precision", "channels_last")
+    form_keys = ("batch", "precision", "channels_last", "attention")
     device = "cuda"
     build_device = "cuda"  # initialised on the GPU it is timed on: seconds saved per network
     ships = "pt"
@@ -53,7 +53,7 @@ class TorchInductorTarget(TorchCUDATarget):
     schema = TorchInductorConfig
     backend = TorchInductor
     form = TorchInductorPackage
-    form_keys = ("batch", "precision", "channels_last", "depthwise", "autotune")
+    form_keys = ("batch", "precision", "channels_last", "attention", "depthwise", "autotune")
     ships = "aoti"
     how = "model.pt2 (format=aoti, extracted on the GPU machine: fp16, CUDA), run in a CUDA graph as timed"
     label = ""
