@@ -63,6 +63,19 @@ def test_several_targets_from_the_command_line(tmp_path):
     assert f"report: {run_dir / 'report.md'}" in r.stdout
 
 
+@pytest.mark.parametrize("setting,timed,wanted", [("target.attention=sdpa", "attention=matmul", "attention=sdpa"),
+                                                    ("target.batch=1", "batch=8", "batch=1")])
+def test_a_table_of_another_deploy_form_is_refused_with_the_profile_command(tmp_path, setting, timed, wanted):
+    """A target setting that changes the deploy form (here torch_cuda's batch, or its attention) makes the shipped
+    table, timed in the default form, a table of other networks: the search stops, naming both forms and the
+    command that profiles the one it deploys."""
+    r = run_search("+target=torch_cuda", setting, f"hydra.run.dir={tmp_path}", *FAST, "search.n_trials=2")
+    assert r.returncode != 0
+    assert f"timed the torch_cuda form with {timed}; this search deploys {wanted}." in r.stderr, r.stderr
+    assert f"python -m hwnas.profile +target=torch_cuda target.{wanted} space=efficientformerv2" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("typo", ["search.n_trial=5", "verfy=true", "budget.latency=3", "evaluator.recalib=2"])
 def test_misspelt_keys_fail_at_start_up(tmp_path, typo):
     r = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, typo)

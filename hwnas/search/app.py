@@ -189,8 +189,35 @@ def load_table(target: DictConfig, space: search_spaces.SearchSpace):
     from hwnas.latency.backends import this_device
     path = target.get("table") or default_table_path(target.name, space.scope, target.get("tables_dir"),
                                                       this_device=this_device(target.name))
-    return (LatencyTable.load(path, target=target.name, space=space.scope,
-                              allow_stale=bool(target.get("allow_stale", False))), str(path))
+    table = LatencyTable.load(path, target=target.name, space=space.scope,
+                              allow_stale=bool(target.get("allow_stale", False)))
+    check_table_form(target, table, str(path), space.name)
+    return table, str(path)
+
+
+def check_table_form(target: DictConfig, table, path: str, space: str) -> None:
+    """The table must have timed the deploy form the target's settings configure (batch, precision, and the
+    target's own: channels_last, attention, depthwise, ...): a latency of another form is another network's."""
+    from hwnas.latency import deploy_form, get_target
+    keys = get_target(target.name).form_keys
+    wanted = deploy_form(target.name, **{k: target.get(k) for k in keys if target.get(k) is not None})
+    timed = table.deploy_form()
+    if wanted.settings() == timed.settings():
+        return
+
+    def value(form, k):  # a setting left at its default is not named in settings(); the form holds it
+        return _yaml_value(form.settings().get(k, getattr(form, k, "?")))
+    differ = sorted(k for k in set(wanted.settings()) | set(timed.settings())
+                    if wanted.settings().get(k) != timed.settings().get(k))
+    raise SearchError(
+        f"{path} timed the {target.name} form with {', '.join(f'{k}={value(timed, k)}' for k in differ)}; this "
+        f"search deploys {', '.join(f'{k}={value(wanted, k)}' for k in differ)}. Profile a table of that form "
+        f"(`python -m hwnas.profile +target={target.name} {' '.join(f'target.{k}={value(wanted, k)}' for k in differ)} "
+        f"space={space}`) and pass it with target.table=, or search with the table's settings")
+
+
+def _yaml_value(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def table_reason(target: DictConfig, space: search_spaces.SearchSpace) -> str:
