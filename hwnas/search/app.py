@@ -196,13 +196,18 @@ def load_table(target: DictConfig, space: search_spaces.SearchSpace):
 
 
 def check_table_form(target: DictConfig, table, path: str, space: str) -> None:
-    """The table must have timed the deploy form the target's settings configure (batch, precision, and the
-    target's own: channels_last, attention, depthwise, ...): a latency of another form is another network's."""
+    """A form setting asked for (batch, precision, or the target's own: channels_last, attention, depthwise, ...,
+    set to other than the target's default) must be what the table timed: a latency of another form is another
+    network's. Settings left at their defaults follow the table (a table given by target.table= may have timed,
+    say, torch_inductor without autotuning; `hwnas.extract run=` then compiles as it timed)."""
     from hwnas.latency import deploy_form, get_target
-    keys = get_target(target.name).form_keys
-    wanted = deploy_form(target.name, **{k: target.get(k) for k in keys if target.get(k) is not None})
+    spec = get_target(target.name)
+    defaults = spec.schema() if getattr(spec, "schema", None) else None
+    asked = {k: target.get(k) for k in spec.form_keys
+             if target.get(k) is not None and (defaults is None or target.get(k) != getattr(defaults, k, None))}
     timed = table.deploy_form()
-    if wanted.settings() == timed.settings():
+    wanted = deploy_form(target.name, **{**timed.settings(), **asked})
+    if not asked or wanted.settings() == timed.settings():
         return
 
     def value(form, k):  # a setting left at its default is not named in settings(); the form holds it
