@@ -183,7 +183,7 @@ def resolve_budget(cfg: DictConfig, names: list[str]) -> Budget:
 
 
 # ---- inputs ----------------------------------------------------------------------------------------
-def load_table(target: DictConfig, space: search_spaces.SearchSpace):
+def load_table(target: DictConfig, space: search_spaces.SearchSpace, several: bool = False):
     """The table of the target for the space's archs: their space, task and input size (`scope`)."""
     from hwnas.latency import LatencyTable, default_table_path
     from hwnas.latency.backends import this_device
@@ -191,11 +191,11 @@ def load_table(target: DictConfig, space: search_spaces.SearchSpace):
                                                       this_device=this_device(target.name))
     table = LatencyTable.load(path, target=target.name, space=space.scope,
                               allow_stale=bool(target.get("allow_stale", False)))
-    check_table_form(target, table, str(path), space.name)
+    check_table_form(target, table, str(path), space.name, several)
     return table, str(path)
 
 
-def check_table_form(target: DictConfig, table, path: str, space: str) -> None:
+def check_table_form(target: DictConfig, table, path: str, space: str, several: bool = False) -> None:
     """A form setting asked for (batch, precision, or the target's own: channels_last, attention, depthwise, ...,
     set to other than the target's default) must be what the table timed: a latency of another form is another
     network's. Settings left at their defaults follow the table (a table given by target.table= may have timed,
@@ -218,7 +218,8 @@ def check_table_form(target: DictConfig, table, path: str, space: str) -> None:
         f"{path} timed the {target.name} form with {', '.join(f'{k}={value(timed, k)}' for k in differ)}; this "
         f"search deploys {', '.join(f'{k}={value(wanted, k)}' for k in differ)}. Profile a table of that form "
         f"(`python -m hwnas.profile +target={target.name} {' '.join(f'target.{k}={value(wanted, k)}' for k in differ)} "
-        f"space={space}`) and pass it with target.table=, or search with the table's settings")
+        f"space={space}`) and pass it with {f'target_settings.{target.name}.table=' if several else 'target.table='}, "
+        f"or search with the table's settings")
 
 
 def _yaml_value(v) -> str:
@@ -465,7 +466,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
 
     latency_targets, target_reports, reasons = [], [], {}
     for target in targets:
-        table, table_path = load_table(target, space)
+        table, table_path = load_table(target, space, several=len(targets) > 1)
         if table.is_estimated:
             print(f"note: the {target.name} latency table is ESTIMATED, not measured on the device "
                   f"({table_path})", file=sys.stderr)
