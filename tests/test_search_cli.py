@@ -72,13 +72,14 @@ def test_a_table_of_another_deploy_form_is_refused_with_the_profile_command(tmp_
     r = run_search("+target=torch_cuda", setting, f"hydra.run.dir={tmp_path}", *FAST, "search.n_trials=2")
     assert r.returncode != 0
     assert f"timed the torch_cuda form with {timed}; this search deploys {wanted}." in r.stderr, r.stderr
-    assert f"python -m hwnas.profile +target=torch_cuda target.{wanted} space=efficientformerv2" in r.stderr
-    assert "pass it with target.table=" in r.stderr and "Traceback" not in r.stderr
+    assert (f"python -m hwnas.profile +target=torch_cuda target.{wanted} space=efficientformerv2 tables_dir=DIR`) "
+            "and search with target.tables_dir=DIR") in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
     # in a search over several targets the setting and the fix are per target
     r = run_search("targets=[coreml,torch_cuda]", "+target_settings.torch_cuda." + setting.split(".", 1)[1],
                    f"hydra.run.dir={tmp_path}", *FAST, "search.n_trials=2")
     assert r.returncode != 0 and f"this search deploys {wanted}." in r.stderr, r.stderr
-    assert "pass it with target_settings.torch_cuda.table=" in r.stderr
+    assert "and search with target_settings.torch_cuda.tables_dir=DIR" in r.stderr
 
 
 @pytest.mark.parametrize("typo", ["search.n_trial=5", "verfy=true", "budget.latency=3", "evaluator.recalib=2"])

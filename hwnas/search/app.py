@@ -218,8 +218,9 @@ def check_table_form(target: DictConfig, table, path: str, space: str, several: 
         f"{path} timed the {target.name} form with {', '.join(f'{k}={value(timed, k)}' for k in differ)}; this "
         f"search deploys {', '.join(f'{k}={value(wanted, k)}' for k in differ)}. Profile a table of that form "
         f"(`python -m hwnas.profile +target={target.name} {' '.join(f'target.{k}={value(wanted, k)}' for k in differ)} "
-        f"space={space}`) and pass it with {f'target_settings.{target.name}.table=' if several else 'target.table='}, "
-        f"or search with the table's settings")
+        f"space={space} tables_dir=DIR`) and search with "
+        f"{f'target_settings.{target.name}.tables_dir=DIR' if several else 'target.tables_dir=DIR'}, "
+        f"or with the table's settings")
 
 
 def _yaml_value(v) -> str:
