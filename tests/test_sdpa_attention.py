@@ -32,7 +32,9 @@ def test_sdpa_form_computes_what_the_matmul_form_computes(space):
     torch.manual_seed(0)
     arch = search_spaces.get_space(space).reference(ref).with_resolution(res)
     model = build_model(arch, num_classes=10).eval()
-    with torch.no_grad():  # non-trivial BN statistics, so the folded form is not an identity
+    with torch.no_grad():  # every weight random and non-trivial (the init leaves some attention outputs ~1e-5)
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
         for m in model.modules():
             if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 m.running_mean.uniform_(-0.2, 0.2)
@@ -43,9 +45,19 @@ def test_sdpa_form_computes_what_the_matmul_form_computes(space):
     switched = [m for m in fused.modules() if isinstance(m, cls)]
     assert switched and all(m.sdpa for m in switched)
     assert not any(m.sdpa for m in plain.modules() if isinstance(m, cls))
+    # each switched attention's own output, beside its matmul twin's: the same, and far from zero
+    seen = {"plain": [], "fused": []}
+    for tag, net in (("plain", plain), ("fused", fused)):
+        for m in net.modules():
+            if isinstance(m, cls):
+                m.register_forward_hook(lambda mod, i, o, tag=tag: seen[tag].append(o))
     with torch.no_grad():
         a, b = plain(x), fused(x)
-    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    assert len(seen["fused"]) == len(seen["plain"]) == len(switched)
+    for p_out, f_out in zip(seen["plain"], seen["fused"]):
+        assert p_out.abs().max() > 0.1
+        torch.testing.assert_close(f_out, p_out, rtol=1e-4, atol=1e-4 * float(p_out.abs().max()))
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
     assert _sdpa_calls(fused, x) == len(switched)
     assert _sdpa_calls(plain, x) == 0
 
