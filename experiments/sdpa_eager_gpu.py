@@ -13,29 +13,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 
 import torch
 
 from hwnas.latency.deploy import deploy_form
 
-from deploy_speed import SPACE, bench_cuda, build_ours, build_timm  # beside it (python experiments/x.py puts experiments/ first)
-
-
-def _bench_cpu(variants: dict, batch: int, rounds: int, per_round: int) -> dict:
-    """The smoke path: the same interleaved rounds, wall clock, fp32."""
-    times = {k: [] for k in variants}
-    x = torch.randn(batch, 3, 224, 224)
-    for _ in range(rounds):
-        for k, (m, _) in variants.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                with torch.no_grad():
-                    m(x)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: {"median_ms": statistics.median(v), "p10_ms": sorted(v)[len(v) // 10], "runs": len(v)}
-            for k, v in times.items()}
+from deploy_speed import SPACE, _bench, build_ours, build_timm  # beside it (python experiments/x.py puts experiments/ first)
 
 
 def main(argv=None) -> None:
@@ -59,18 +42,17 @@ def main(argv=None) -> None:
         t = build_timm(name) if have_timm else None
         base, info = build_ours(name, t)
         for b in args.batches:
-            forms = {a: deploy_form("torch_cuda", batch=b, precision=precision, attention=a)
-                     for a in ("matmul", "sdpa")}
-            variants = {f"ours_{a}": (f.module(copy.deepcopy(base)).to(args.device), True) for a, f in forms.items()}
+            x = torch.randn(b, 3, 224, 224, device=args.device,
+                            dtype=torch.float16 if cuda else torch.float32).contiguous(memory_format=torch.channels_last)
+            variants = {f"ours_{a}": (deploy_form("torch_cuda", batch=b, precision=precision, attention=a).module(
+                copy.deepcopy(base)).to(args.device), x) for a in ("matmul", "sdpa")}
             if t is not None and cuda:
                 variants["timm_eager"] = (copy.deepcopy(t).to(args.device).half().to(
-                    memory_format=torch.channels_last).eval(), True)
-            x = torch.randn(b, 3, 224, 224, device=args.device)
+                    memory_format=torch.channels_last).eval(), x)
             with torch.no_grad():
-                outs = {k: m(x.to(next(m.parameters()).dtype).contiguous(memory_format=torch.channels_last)).float()
-                        for k, (m, _) in variants.items()}
-            res = (bench_cuda(variants, b, args.rounds, args.per_round) if cuda
-                   else _bench_cpu(variants, b, args.rounds, max(1, args.per_round // 50)))
+                outs = {k: m(xi).float() for k, (m, xi) in variants.items()}
+            # interleaved rounds: each variant in one CUDA graph timed with CUDA events (deploy_speed's `_bench`)
+            res = _bench(variants, args.rounds, args.per_round if cuda else max(1, args.per_round // 50), cuda)
             ref = outs["ours_matmul"]
             row = {"model": name, "batch": b, "precision": precision, "channels_last": True,
                    "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,

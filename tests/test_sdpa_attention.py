@@ -4,6 +4,8 @@ downsampling attention), is fingerprinted apart, and leaves the default form -- 
 the setting existed -- exactly as it was."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -40,8 +42,9 @@ def test_sdpa_form_computes_what_the_matmul_form_computes(space):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
     x = torch.randn(2, 3, res, res)
-    plain = deploy_form("torch_cuda", precision="fp32", channels_last=False).module(_copy(model))
-    fused = deploy_form("torch_cuda", precision="fp32", channels_last=False, attention="sdpa").module(_copy(model))
+    plain = deploy_form("torch_cuda", precision="fp32", channels_last=False).module(copy.deepcopy(model))
+    fused = deploy_form("torch_cuda", precision="fp32", channels_last=False, attention="sdpa").module(
+        copy.deepcopy(model))
     switched = [m for m in fused.modules() if isinstance(m, cls)]
     assert switched and all(m.sdpa for m in switched)
     assert not any(m.sdpa for m in plain.modules() if isinstance(m, cls))
@@ -60,11 +63,6 @@ def test_sdpa_form_computes_what_the_matmul_form_computes(space):
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
     assert _sdpa_calls(fused, x) == len(switched)
     assert _sdpa_calls(plain, x) == 0
-
-
-def _copy(model):
-    import copy
-    return copy.deepcopy(model)
 
 
 @pytest.mark.parametrize("target", ["torch_cuda", "torch_inductor"])

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from hwnas.convert.optimize import DTYPES, fold, optimize_for_gpu, replace_upsamples, torch_upsample
 
-from .config import TorchInductorConfig
+from .config import TorchCUDAConfig, TorchInductorConfig
 from .target import get_target
 
 __all__ = ["DTYPES", "CoreMLProgram", "DeployForm", "ExportedGraph", "TorchCUDAModule", "TorchInductorPackage",
@@ -125,7 +125,7 @@ class TorchCUDAModule(DeployForm):
     #: how attention runs: "matmul" (matmul, softmax, matmul: what every table before this setting timed) or
     #: "sdpa" (`hwnas.convert.optimize.use_sdpa`: one `scaled_dot_product_attention` call, a fused kernel on a
     #: GPU, in Next-ViT's E-MHSA and EfficientFormerV2's downsampling attention; same outputs to rounding)
-    ATTENTION = ("matmul", "sdpa")
+    ATTENTION = TorchCUDAConfig.attentions
 
     def __init__(self, batch: int = 8, precision: str = "fp16", channels_last: bool = True, attention: str = "matmul"):
         super().__init__(batch, precision)

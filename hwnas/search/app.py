@@ -202,22 +202,24 @@ def check_table_form(target: DictConfig, table, path: str, space: str, several: 
     say, torch_inductor without autotuning; `hwnas.extract run=` then compiles as it timed)."""
     from hwnas.latency import deploy_form, get_target
     spec = get_target(target.name)
-    defaults = spec.schema() if getattr(spec, "schema", None) else None
+    defaults = spec.schema() if spec.schema else None
     asked = {k: target.get(k) for k in spec.form_keys
              if target.get(k) is not None and (defaults is None or target.get(k) != getattr(defaults, k, None))}
+    if not asked:
+        return
     timed = table.deploy_form()
     wanted = deploy_form(target.name, **{**timed.settings(), **asked})
-    if not asked or wanted.settings() == timed.settings():
+    w, t = wanted.settings(), timed.settings()
+    differ = sorted(k for k in {*w, *t} if w.get(k) != t.get(k))
+    if not differ:
         return
 
-    def value(form, k):  # a setting left at its default is not named in settings(); the form holds it
-        return _yaml_value(form.settings().get(k, getattr(form, k, "?")))
-    differ = sorted(k for k in set(wanted.settings()) | set(timed.settings())
-                    if wanted.settings().get(k) != timed.settings().get(k))
+    def said(form, settings, k):  # a setting at its default is not named in settings(); the form holds it
+        return _yaml_value(settings.get(k, getattr(form, k, "?")))
     raise SearchError(
-        f"{path} timed the {target.name} form with {', '.join(f'{k}={value(timed, k)}' for k in differ)}; this "
-        f"search deploys {', '.join(f'{k}={value(wanted, k)}' for k in differ)}. Profile a table of that form "
-        f"(`python -m hwnas.profile +target={target.name} {' '.join(f'target.{k}={value(wanted, k)}' for k in differ)} "
+        f"{path} timed the {target.name} form with {', '.join(f'{k}={said(timed, t, k)}' for k in differ)}; this "
+        f"search deploys {', '.join(f'{k}={said(wanted, w, k)}' for k in differ)}. Profile a table of that form "
+        f"(`python -m hwnas.profile +target={target.name} {' '.join(f'target.{k}={said(wanted, w, k)}' for k in differ)} "
         f"space={space} tables_dir=DIR`) and search with "
         f"{f'target_settings.{target.name}.tables_dir=DIR' if several else 'target.tables_dir=DIR'}, "
         f"or with the table's settings")
