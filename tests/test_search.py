@@ -180,6 +180,55 @@ def test_budget_is_an_optuna_constraint(tmp_path):
                for r in _pareto_rows(tmp_path / "pareto.csv"))
 
 
+def test_every_pick_meets_the_budget_and_the_summary_counts_the_archs_that_do(tmp_path, capsys):
+    from hwnas.search.app import run
+    from hwnas.search.report import build_picks
+    cfg = _compose("search=random", "search.n_trials=40", "budget.latency_ms=15", "budget.params_m=6")
+    out = run(cfg, tmp_path)
+    records, refs = out["records"], out["references"]
+    # the budget binds: without it, some reference's pick would be over it
+    free = build_picks(records, refs, ["onnxruntime_cpu"])
+    assert any(e["pick"] and (e["pick"]["latency_ms"] > 15 or e["pick"]["params"] > 6e6) for e in free.values())
+    for name, e in out["picks"].items():
+        p = e["pick"]
+        if p is not None:
+            assert p["latency_ms"] <= min(15, refs[name]["latency_ms"]) and p["params"] <= min(6e6, refs[name]["params"])
+    assert any(e["pick"] is not None for e in out["picks"].values())
+    within = {r["arch_id"] for r in records if r["latency_ms"] <= 15 and r["params"] <= 6e6}
+    n = len({r["arch_id"] for r in records})
+    printed = capsys.readouterr().out
+    assert f"budget: latency ≤ 15 ms, params ≤ 6 M; {len(within)} of {n} distinct archs found meet it" in printed
+    report = (tmp_path / "report.md").read_text()
+    assert f"**{len(within)} of {n}** distinct archs found meet it" in report
+    assert "every pick below meets it too" in report and "invalid (pruned" in report
+
+
+def test_a_budget_no_arch_meets_gives_no_pick_and_says_so(tmp_path, capsys):
+    from hwnas.search.app import run
+    out = run(_compose("search=random", "search.n_trials=12", "budget.latency_ms=0.0001"), tmp_path)
+    assert all(e["pick"] is None for e in out["picks"].values())
+    printed = capsys.readouterr().out
+    fastest = min(r["latency_ms"] for r in out["records"])
+    assert f"0 of {len({r['arch_id'] for r in out['records']})} distinct archs found meet it" in printed
+    assert f"(the fastest found: {fastest:.3f} ms" in printed
+    assert printed.count("none within the budget") == len(out["references"])
+    assert "Pareto front (within the budget): 0 archs" in (tmp_path / "report.md").read_text()
+
+
+def test_a_study_keeps_its_budget(tmp_path):
+    from hwnas.search.app import SearchError, run
+    run(_compose("search=random", "search.n_trials=6", "budget.latency_ms=15"), tmp_path)
+    again = run(_compose("search=random", "search.n_trials=8", "budget.latency_ms=15"), tmp_path)  # resumes
+    assert len(again["records"]) == 8
+    for other in (["budget.latency_ms=5"], ["budget.latency_ms=15", "budget.params_m=6"], []):
+        with pytest.raises(SearchError, match=r"searched under the budget latency on onnxruntime_cpu <= 15(\.0)? ms; "
+                                              r"this run asks for .*another study_name= or hydra.run.dir="):
+            run(_compose("search=random", "search.n_trials=8", *other), tmp_path)
+    # another study name in the same folder is another study
+    assert len(run(_compose("search=random", "search.n_trials=3", "budget.latency_ms=5", "study_name=b5"),
+                   tmp_path)["records"]) == 3
+
+
 def test_mes_greedy_slims_until_the_budget_holds_and_resumes_from_the_study(tmp_path, counting_proxy):
     from hwnas.search.app import run
     cfg = _compose("search=mes_greedy", "search.candidates_per_step=6", "references=[efficientformerv2_s2]")

@@ -498,10 +498,12 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     ref_archs = {n: space.reference(n) for n in references}
     ref_cost = {n: scorer.cost(a) for n, a in ref_archs.items()}
     budget = resolve_budget(cfg, names)
+    budget_from = "given"
     strategy_impl = get_strategy(strategy["name"])
     if strategy_impl.needs_budget and budget.empty:  # e.g. mes_greedy: slim until every reference's budget holds
         budget = Budget({t: min(c.latency[t] for c in ref_cost.values()) for t in names},
                         min(c.params for c in ref_cost.values()))
+        budget_from = "references"
 
     storage = cfg.storage or study_mod.default_storage(run_dir)
     setting = "" if space.scope == space.name else "-" + space.scope.split(":", 1)[1].replace("@", "-")
@@ -512,6 +514,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     study = study_mod.open_study(storage, study_name, dirs, strategy_impl.sampler(strategy, sampler_seed),
                                  retry_s=cfg.storage_retry_s)
     _check_study(study, objectives, acc, storage, study_name)
+    _check_budget(study, budget, storage, study_name, run_dir)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
@@ -539,7 +542,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     trials = study.get_trials(deepcopy=False)
     records = records_from_trials((t for t in trials if t.state.name == "COMPLETE"), names)
     counts = dict(completed=len(records),
-                  infeasible=sum(1 for t in trials if t.state.name == "PRUNED"),
+                  invalid=sum(1 for t in trials if t.state.name == "PRUNED"),
                   repaired=sum(1 for r in records if r["repaired"]), evaluations=scorer.evaluations)
     reports = [TargetReport(t.name, path, f"{tab.describe().rstrip('.')}. Table chosen: {reasons[t.name]}.",
                             bool(tab.is_estimated), m.describe(), w)
@@ -554,6 +557,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
         num_classes=cfg.deploy_num_classes, study_name=study_name,
         storage=storage, budget=dict(latency_ms=lat_budget,
                                      params_m=None if budget.params is None else budget.params / 1e6),
+        budget_from=budget_from,
         counts=counts,
         skipped_images=_skipped(acc.evaluator))
     verification = None
@@ -562,7 +566,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
         from .verify import verify_picks
         verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports])
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
-    print(summary_text(picks, ref_metrics, ctx, run_dir, len(records)))
+    print(summary_text(picks, ref_metrics, ctx, run_dir, len(records), records))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
                 study=study, greedy_path=greedy, verification=verification, targets=names)
 
@@ -586,6 +590,30 @@ def seed_archs(space: search_spaces.SearchSpace, which: list[str], references: l
 def _pid() -> int:
     import os
     return os.getpid()
+
+
+def _budget_record(budget: Budget) -> dict:
+    return {"latency_ms": dict(sorted(budget.latency_ms.items())), "params": budget.params}
+
+
+def _check_budget(study, budget: Budget, storage: str, name: str, run_dir: Path) -> None:
+    """A study keeps one budget: its trials' constraint values (Optuna's feasibility, which the
+    samplers and the fronts use) were computed against it. A study of an older hwnas, which did not
+    record its budget, takes this run's."""
+    mine = _budget_record(budget)
+    theirs = study.user_attrs.get("budget")
+    if theirs is None:
+        study.set_user_attr("budget", mine)
+        return
+    if theirs != mine:
+        def words(b: dict) -> str:
+            parts = [f"latency on {t} <= {ms} ms" for t, ms in b["latency_ms"].items()]
+            parts += [] if b["params"] is None else [f"params <= {b['params'] / 1e6:g} M"]
+            return ", ".join(parts) or "none"
+        raise SearchError(f"study {name!r} in {storage} was searched under the budget {words(theirs)}; this run "
+                          f"asks for {words(mine)}, and its trials' feasibility was judged against the first one: "
+                          f"search with another study_name= or hydra.run.dir= (e.g. hydra.run.dir={run_dir}-b2), "
+                          "or with the study's budget")
 
 
 def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str, name: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -123,8 +124,12 @@ class ReportContext:
     num_classes: int
     study_name: str
     storage: str
+    # the search's constraints, as given: {"latency_ms": ms | {target: ms} | None, "params_m": M | None}
     budget: dict = field(default_factory=dict)
-    counts: dict = field(default_factory=dict)  # completed, infeasible, repaired, evaluations
+    # where the budget came from: "given" (budget.*: the picks must meet it too) or "references"
+    # (mes_greedy with none given: the smallest reference's latency and size, the path's stopping rule)
+    budget_from: str = "given"
+    counts: dict = field(default_factory=dict)  # completed, invalid (pruned), repaired, evaluations
     task: str = "classify"  # what is deployed and timed: classify | backbone (no head)
     # unreadable images left out (data.on_bad_image=skip): {"training": {path: reason}, "evaluation": {...}}
     skipped_images: dict = field(default_factory=dict)
@@ -166,22 +171,41 @@ def _pick_entry(p: dict, keys: Sequence[str]) -> dict:
     return entry
 
 
+def budget_limits(budget: dict | None, targets: Sequence[str]) -> tuple[dict[str, float], float]:
+    """A report's `budget` as limits on record columns: ({latency column: ms}, params)."""
+    budget = budget or {}
+    names = list(targets)
+    lat = budget.get("latency_ms")
+    if lat is None:
+        lat = {}
+    elif not isinstance(lat, dict):
+        lat = {names[0]: lat}
+    params_m = budget.get("params_m")
+    return ({latency_key(t, names): float(ms) for t, ms in lat.items()},
+            math.inf if params_m is None else params_m * 1e6)
+
+
 def build_picks(records: Sequence[dict], references: dict[str, dict],
-                targets: Sequence[str] | None = None) -> dict[str, dict]:
+                targets: Sequence[str] | None = None, budget: dict | None = None) -> dict[str, dict]:
     """For each reference (its metrics in `references`): the reference and the best subnet under it.
 
     `pick` is the best subnet at or under the reference's latency on every target at once (and its
     size); with several targets, `per_target[t]` is the best at or under its latency on t alone.
+    A `budget` (the report's, as given) holds for every pick as well: a pick is what the user may
+    deploy, so none is over it, whatever the reference's own latency.
     """
     names = list(targets or ["_"])
     keys = ["arch_id", *(k for k in metric_columns(names) if k != "macs")]
+    b_lat, b_params = budget_limits(budget, names)
+    params_cap = lambda ref: min(ref["params"], b_params)  # noqa: E731
     out = {}
     for name, ref in references.items():
         lat = {latency_key(t, names): ref[latency_key(t, names)] for t in names}
-        p = pick_for(records, lat, ref["params"])
+        p = pick_for(records, {k: min(v, b_lat.get(k, math.inf)) for k, v in lat.items()}, params_cap(ref))
         out[name] = {"reference": {k: ref[k] for k in keys}, "pick": None if p is None else _pick_entry(p, keys)}
-        if len(names) > 1:  # the best on each target alone
-            per = {t: pick_for(records, {k: v}, ref["params"]) for t, (k, v) in zip(names, lat.items())}
+        if len(names) > 1:  # the best on each target alone (and within every target's budget)
+            per = {t: pick_for(records, {**b_lat, k: min(v, b_lat.get(k, math.inf))}, params_cap(ref))
+                   for t, (k, v) in zip(names, lat.items())}
             out[name]["per_target"] = {t: None if q is None else _pick_entry(q, keys) for t, q in per.items()}
     return out
 
@@ -192,7 +216,7 @@ def write_outputs(run_dir: Path, records: list[dict], objectives: list[str],
     """Write every output file; returns the picks."""
     run_dir = Path(run_dir)
     front = pareto_front(records, objectives)
-    picks = build_picks(records, references, ctx.target_names)
+    picks = build_picks(records, references, ctx.target_names, ctx.budget if ctx.budget_from == "given" else None)
     cols = columns(ctx.target_names)
     atomic_write(run_dir / "trials.csv", csv_text(records, cols))
     atomic_write(run_dir / "pareto.csv", csv_text(front, cols))
@@ -311,14 +335,36 @@ def _lat_head(names: Sequence[str]) -> str:
     return "latency ms" if len(names) == 1 else " | ".join(f"{_short(t)} ms" for t in names)
 
 
-def _budget_line(budget: dict) -> list[str]:
+def _budget_words(budget: dict) -> str:
+    """The budget in words ('' for none): `latency ≤ 1.0 ms, params ≤ 8 M`."""
     parts = []
     for k, v in budget.items():
         if isinstance(v, dict):  # several targets: {target: ms}
-            parts += [f"latency on {t} ≤ {ms} ms" for t, ms in v.items()]
+            parts += [f"latency on {t} ≤ {ms:g} ms" for t, ms in v.items()]
         elif v is not None:
-            parts.append(f"{k} ≤ {v}")
-    return [f"- budget (constraints): {', '.join(parts)}"] if parts else []
+            parts.append(f"latency ≤ {v:g} ms" if k == "latency_ms" else f"params ≤ {v:g} M" if k == "params_m"
+                         else f"{k} ≤ {v:g}")
+    return ", ".join(parts)
+
+
+def _within_budget(records: Sequence[dict], ctx: ReportContext) -> tuple[int, int, dict | None]:
+    """(distinct archs, how many of them meet the budget, the fastest arch of all) -- by the budget's
+    limits on each arch's figures, so the count holds whatever constraints a trial once stored."""
+    archs = unique_archs(records)
+    lat, params = budget_limits(ctx.budget, ctx.target_names)
+    ok = [r for r in archs if all(r[k] <= v for k, v in lat.items()) and r["params"] <= params]
+    col = next(iter(lat), latency_key(ctx.target_names[0], ctx.target_names))
+    return len(archs), len(ok), min(archs, key=lambda r: r[col]) if archs else None
+
+
+def _budget_line(records: Sequence[dict], ctx: ReportContext) -> list[str]:
+    words = _budget_words(ctx.budget)
+    if not words:
+        return []
+    n, ok, _ = _within_budget(records, ctx)
+    src = ("as given (`budget.*`); every pick below meets it too" if ctx.budget_from == "given" else
+           "none given, so mes_greedy slims until the smallest reference's latency and size hold")
+    return [f"- budget (constraints): {words} ({src}); **{ok} of {n}** distinct archs found meet it"]
 
 
 def report_markdown(records, front, references, picks, ctx: ReportContext, greedy_path=None,
@@ -359,16 +405,18 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
         L.append("- `mes` is the worst (lowest) of the targets' MES (`mes.<target>`).")
     L.append(f"- study `{ctx.study_name}` in `{ctx.storage}`; objectives: {', '.join(ctx.objectives)}")
     L += _skipped_lines(ctx)
-    L += _budget_line(ctx.budget)
+    L += _budget_line(records, ctx)
     c = ctx.counts
+    within = " and within the budget" if ctx.budget_from == "given" and _budget_words(ctx.budget) else ""
     L += [f"- trials: {c.get('completed', len(records))} completed, {len(unique_archs(records))} distinct archs, "
-          f"{c.get('infeasible', 0)} infeasible (pruned), {c.get('repaired', 0)} repaired; "
-          f"Pareto front: {len(front)} archs", "",
+          f"{c.get('invalid', 0)} invalid (pruned: no repair made their parameters an arch), "
+          f"{c.get('repaired', 0)} repaired; Pareto front{' (within the budget)' if _budget_words(ctx.budget) else ''}: "
+          f"{len(front)} archs", "",
           "## Picks vs references", "",
-          ("For each reference, the most accurate arch found at or under its latency on **every** target at once "
-           "and under its size (`pick` in `picks.yaml`; `python -m hwnas.extract run=DIR pick=NAME` exports it)."
+          (f"For each reference, the most accurate arch found at or under its latency on **every** target at once "
+           f"and under its size{within} (`pick` in `picks.yaml`; `python -m hwnas.extract run=DIR pick=NAME` exports it)."
            if ctx.multi else
-           "For each reference, the most accurate arch found at or under its latency and its size."), "",
+           f"For each reference, the most accurate arch found at or under its latency and its size{within}."), "",
           f"| reference | accuracy | {lat_head} | params | MES | pick | accuracy | {lat_head} | params | MES | Δ accuracy |",
           "|---|---|" + "---|" * len(names) + "---|---|---|---|" + "---|" * len(names) + "---|---|---|"]
     for name, ref in references.items():
@@ -461,8 +509,10 @@ def _skipped_lines(ctx: ReportContext) -> list[str]:
             + ", ".join(f"`{p}`" for p in files[:10]) + (" ..." if len(files) > 10 else "")]
 
 
-def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int) -> str:
-    """What the app prints at the end: the setting, the warnings and each reference's pick."""
+def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Path, n_completed: int,
+                 records: Sequence[dict] | None = None) -> str:
+    """What the app prints at the end: the setting, the warnings, the budget (with `records`, the
+    trials' records: how many archs meet it) and each reference's pick."""
     acc_res, dep_res = _res_note(ctx)
     names = ctx.target_names
     lines = ["", f"hwnas search: {ctx.space} {ctx.task} at {dep_res} on {', '.join(names)} ({ctx.strategy}), "
@@ -481,6 +531,14 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     skipped = sorted({p for v in (ctx.skipped_images or {}).values() for p in v})
     if skipped:
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
+    words = _budget_words(ctx.budget)
+    if words:
+        n, ok, fastest = _within_budget(records, ctx) if records is not None else (0, 0, None)
+        lines.append(f"  budget: {words}" + ("" if ctx.budget_from == "given" else
+                                              " (none given: the smallest reference's, mes_greedy's stopping rule)")
+                     + (f"; {ok} of {n} distinct archs found meet it" if records is not None else "")
+                     + (f" (the fastest found: {_ms_cells(fastest, names).strip()} ms, {fastest['params'] / 1e6:.2f} M)"
+                        if records is not None and ok == 0 and fastest else ""))
     if ctx.multi:
         lines.append(f"  picks at or under each reference on every target at once (ms: {', '.join(names)}):")
     ms = "".join(f"{'ms':>8}" for _ in names)
@@ -488,7 +546,8 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
     for name, ref in references.items():
         p = picks[name]["pick"]
         right = (f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']:<13}{p['accuracy']:>7.2f}"
-                 f"{_ms_cells(p, names)}{p['params'] / 1e6:>7.2f}" if p else "none found")
+                 f"{_ms_cells(p, names)}{p['params'] / 1e6:>7.2f}" if p else
+                 "none within the budget" if words and ctx.budget_from == "given" else "none found")
         lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{_ms_cells(ref, names)}{ref['params'] / 1e6:>7.2f}   {right}")
     lines.append(f"  report: {Path(run_dir) / 'report.md'}")
     return "\n".join(lines)
