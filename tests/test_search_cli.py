@@ -358,3 +358,19 @@ def test_verify_measures_picks_on_the_backend_with_the_tables_statistic(tmp_path
         # A sanity bound, not a speed claim: a unit slip (s vs ms) or a different model is off by far more
         # than 10x, while a loaded 2-core CI machine has measured 2.2x the prediction.
         assert measured > 0 and 0.1 < measured / predicted < 10.0, line
+
+
+def test_verify_holds_each_pick_to_the_budget_where_it_is_below_its_reference():
+    from types import SimpleNamespace
+    from omegaconf import OmegaConf
+    from hwnas.search.verify import verify_picks
+    # a backend that cannot be built here gives its row with a note; the budget column does not need it
+    target = OmegaConf.create({"name": "no_such_runtime"})
+    table = SimpleNamespace(statistic="median_ms", provenance={})
+    picks = {"ref_a": {"reference": {"latency_ms": 5.0}, "pick": {"arch_id": "a", "latency_ms": 1.5, "arch": {}}},
+             "ref_b": {"reference": {"latency_ms": 1.8}, "pick": {"arch_id": "b", "latency_ms": 1.2, "arch": {}}},
+             "ref_c": {"reference": {"latency_ms": 9.0}, "pick": None}}
+    free = verify_picks(picks, [(target, table)])
+    held = verify_picks(picks, [(target, table)], {"latency_ms": 2.0, "params_m": None})
+    assert [r["budget_ms"] for r in free] == [5.0, 1.8] and [r["budget_ms"] for r in held] == [2.0, 1.8]
+    assert all(r["measured_ms"] is None and r["note"] for r in held)

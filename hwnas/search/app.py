@@ -564,7 +564,8 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy)
     if cfg.verify:
         from .verify import verify_picks
-        verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports])
+        verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports],
+                                    ctx.budget if budget_from == "given" else None)
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records), records))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,

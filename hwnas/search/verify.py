@@ -30,23 +30,29 @@ def measure_arch(backend, arch: Arch, batch: int = 1) -> dict[str, Any]:
     return backend.measure(supernet.build_model(arch).eval(), (batch, 3, *arch.input_size))
 
 
-def verify_picks(picks: dict, targets: list) -> list[dict]:
-    """One row per pick and target: predicted and measured latency, and the reference's latency on
-    that target (its budget). `targets`: (target config, its latency table) pairs; each table's
-    statistic (p10_ms on ONNX Runtime, median_ms on GPUs) is the one measured, like with like."""
+def verify_picks(picks: dict, targets: list, budget: dict | None = None) -> list[dict]:
+    """One row per pick and target: predicted and measured latency, and the pick's budget on that
+    target: the reference's latency, or the search's `budget` (as the report holds it) where lower.
+    `targets`: (target config, its latency table) pairs; each table's statistic (p10_ms on ONNX
+    Runtime, median_ms on GPUs) is the one measured, like with like."""
+    from .report import budget_limits
     names = [str(t.name) for t, _ in targets]
+    limits, _ = budget_limits(budget, names)
     rows = []
     for target, table in targets:
         key = latency_key(str(target.name), names)
         rows += [dict(row, target=str(target.name))
-                 for row in _verify_target(picks, key, target, table.statistic, table.provenance.get("device"))]
+                 for row in _verify_target(picks, key, target, table.statistic, table.provenance.get("device"),
+                                           limits.get(key))]
     order = list(picks)
     rows.sort(key=lambda r: (order.index(r["name"]), names.index(r["target"])))
     return rows
 
 
-def _verify_target(picks: dict, key: str, target: DictConfig, statistic: str, table_device: str | None) -> list[dict]:
-    """The rows of one target: each pick's latency column `key` against its measurement."""
+def _verify_target(picks: dict, key: str, target: DictConfig, statistic: str, table_device: str | None,
+                   limit_ms: float | None = None) -> list[dict]:
+    """The rows of one target: each pick's latency column `key` against its measurement, and against
+    its budget (the reference's latency, or `limit_ms` where lower)."""
     from hwnas.latency.backends import this_device
     rows = []
     try:
@@ -62,7 +68,8 @@ def _verify_target(picks: dict, key: str, target: DictConfig, statistic: str, ta
         p = entry["pick"]
         if p is None:
             continue
-        row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p[key], budget_ms=entry["reference"][key],
+        budget_ms = min(entry["reference"][key], limit_ms) if limit_ms is not None else entry["reference"][key]
+        row = dict(name=name, arch_id=p["arch_id"], predicted_ms=p[key], budget_ms=budget_ms,
                    measured_ms=None, statistic=statistic, note=note)
         if backend is not None:
             try:
