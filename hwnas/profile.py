@@ -26,7 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hwnas.config import SpaceConfig, get_space_from_cfg, register_common
 from hwnas.errors import ConfigError, check_min
-from hwnas.latency.table import PARTIAL, TABLES_DIR, search_hint
+from hwnas.latency.table import PARTIAL, TABLES_DIR, USER_TABLES_DIR, search_hint
 from hwnas.latency.target import store_schemas as store_target_schemas
 
 log = logging.getLogger("hwnas.profile")
@@ -131,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
                           source_path=cfg.adapt_from, tables_dir=cfg.tables_dir, stop_loo=cfg.adapt_stop,
                           held_out=int(cfg.fidelity) or 30, held_out_seed=1000 + cfg.fidelity_seed,
                           results_dir=Path(run_dir or "."), progress=cfg.progress, log=log.info)
+        log.info("%s", search_hint(name, table.path, table_out(cfg.get("out"))))
         return table.path
 
     done = get_target(name).profile_elsewhere(cfg, backend, space, archs, out, tables_dir, run_dir)
@@ -169,9 +170,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     return table.path
 
 
-#: where a profile writes when neither `out=` nor `tables_dir=` is given: a folder of the user's,
-#: beside Hydra's run folders (relative to the working directory), so that a rerun resumes
-DEFAULT_TABLES_DIR = "outputs/latency_tables"
+DEFAULT_TABLES_DIR = USER_TABLES_DIR  # where a profile writes when neither `out=` nor `tables_dir=` is given
 
 
 def table_out(out: str | None) -> Path | None:

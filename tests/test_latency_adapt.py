@@ -256,20 +256,19 @@ def test_the_mismatch_notice_quotes_a_measured_transfer_from_an_adapted_table_be
     assert "Far CPU" in note and cpu_name() in note
     assert "0% of 16 subnets within ±10%" in note and "here.adapted.json" in note
     assert f"+target=onnxruntime_cpu space={SPACE} adapt=24 target.rounds=50" in note  # round-robin, as measured best
+    assert note.endswith("search with `target.tables_dir=outputs/latency_tables` then.")  # where the command writes
 
 
 def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
-    """`python -m hwnas.profile ... adapt=N`: real ONNX Runtime timings of N networks (round-robin, as the adapt
-    command suggests), an adapted table beside the source (never over it), its held-out result in the run
-    directory."""
+    """`python -m hwnas.profile ... adapt=N` on a fresh machine: real ONNX Runtime timings of N networks
+    (round-robin, as the adapt command suggests), the shipped table adapted into the user's (empty) tables
+    folder and left as it was, its held-out result in the run directory."""
     import subprocess
     import sys
     root = Path(__file__).resolve().parents[1]
-    tables = tmp_path / "tables"
+    tables = tmp_path / "tables"  # empty: what the search's device warning sends a new user to
     src = default_table_path("onnxruntime_cpu", SPACE)
-    (tables / "onnxruntime_cpu").mkdir(parents=True)
-    for f in (src, src.with_suffix(".json"), networks_path(src)):
-        shutil.copyfile(f, tables / "onnxruntime_cpu" / f.name)
+    shipped = {f: f.read_bytes() for f in (src, src.with_suffix(".json"), networks_path(src))}
     cmd = [sys.executable, "-m", "hwnas.profile", "+target=onnxruntime_cpu", f"space={SPACE}", "adapt=4",
            "fidelity=2", f"tables_dir={tables}", f"hydra.run.dir={tmp_path / 'run'}", "progress=false",
            "target.warmup=1", "target.repeats=5", "target.min_runs=3", "target.max_seconds=0.05", "target.rounds=2"]
@@ -277,9 +276,9 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     from hwnas.latency.backends import slug
     out = tables / "onnxruntime_cpu" / f"{slug(cpu_name())}.adapted.csv"
-    if out.stem.startswith(src.stem + "."):  # this machine is the source's device: still a separate file
-        assert (tables / "onnxruntime_cpu" / src.name).read_text() == src.read_text()
+    assert all(f.read_bytes() == b for f, b in shipped.items())  # the shipped table is the source, untouched
     t = LatencyTable.load(out, target="onnxruntime_cpu", space=SPACE)
+    assert t.provenance["adapted"]["from"]["table"].endswith(f"onnxruntime_cpu/{src.name}")
     rec = t.provenance["adapted"]["scopes"][SPACE]
     assert rec["networks"] == 4 and rec["seconds"] > 0 and t.provenance["device"] == cpu_name()
     assert t.provenance["fidelity"][SPACE]["n"] == 2 and t.provenance["rounds"] == 2
@@ -288,6 +287,8 @@ def test_profile_app_adapt_on_real_onnxruntime(tmp_path):
     res = json.loads((tmp_path / "run" / f"latency_adapt_onnxruntime_cpu_{SPACE}.json").read_text())
     assert res["held_out"]["adapted"]["n"] == 2 and len(res["held_out"]["networks"]) == 2
     assert "adapted from 4 networks" in p.stdout + p.stderr
+    assert f"to search with this table: python -m hwnas.search +target=onnxruntime_cpu target.tables_dir={tables}" \
+        in p.stdout + p.stderr
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ attention), so what the adaptation must recover is known exactly.
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 
 import pytest
@@ -144,8 +145,20 @@ def test_the_adapted_table_loads_checked_rows_against_their_form_networks_agains
 def test_default_source_falls_back_to_the_targets_it_adapts_from(tmp_path):
     assert default_source("torch_inductor", SPACE) == default_table_path("torch_cuda", SPACE)
     assert default_source("onnxruntime_cpu", SPACE) == default_table_path("onnxruntime_cpu", SPACE)
-    with pytest.raises(LatencyTableError, match="of target 'torch_inductor' or of 'torch_cuda'"):
-        default_source("torch_inductor", SPACE, tables_dir=tmp_path)
+    # a user's tables folder (the profile app's default) without a table: the shipped ones are the source
+    assert default_source("torch_inductor", SPACE, tables_dir=tmp_path) == default_table_path("torch_cuda", SPACE)
+    assert default_source("onnxruntime_cpu", SPACE, tables_dir=tmp_path) == default_table_path("onnxruntime_cpu", SPACE)
+    with pytest.raises(LatencyTableError, match=f"of target 'tensorrt' for {SPACE} under {tmp_path} or "):
+        default_source("tensorrt", SPACE, tables_dir=tmp_path)
+    # a complete full profile of the user's own is a candidate too (the newer one wins)
+    src = default_table_path("onnxruntime_cpu", SPACE)
+    mine = tmp_path / "onnxruntime_cpu" / "my-cpu.csv"
+    mine.parent.mkdir()
+    shutil.copyfile(src, mine)
+    prov = json.loads(src.with_suffix(".json").read_text())
+    mine.with_suffix(".json").write_text(json.dumps(dict(prov, date="2999-01-01")))
+    assert default_source("onnxruntime_cpu", SPACE, tables_dir=tmp_path) == mine
+    assert default_source("torch_inductor", SPACE, tables_dir=tmp_path) == default_table_path("torch_cuda", SPACE)
 
 
 def test_adapting_across_targets_refuses_a_foreign_target_or_another_form(tmp_path, source, space):

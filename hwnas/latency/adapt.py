@@ -69,18 +69,22 @@ def is_adapted(prov: dict) -> bool:
 
 def default_source(target: str, scope: str, tables_dir=None) -> Path:
     """The table to adapt from by default: the best complete, fully profiled (not adapted) table of
-    the target under `tables_dir` (the shipped tables when None)."""
+    the target under `tables_dir` (a user's folder, `hwnas.profile`'s default `outputs/latency_tables`)
+    or among the shipped tables -- a new device adapts the shipped table unless the user has a better
+    one; then the same for each target it `adapts_from`."""
     from .table import table_candidates
     from .target import get_target
     siblings = get_target(target).adapts_from
+    folders = [None] if tables_dir is None or Path(tables_dir).resolve() == TABLES_DIR.resolve() else [tables_dir, None]
     for t in (target, *siblings):  # this target's own tables first, then those it may start from
-        cands = [c for c in table_candidates(t, scope, tables_dir) if c["complete"] and not c["adapted"]]
+        cands = [c for d in folders for c in table_candidates(t, scope, d) if c["complete"] and not c["adapted"]]
         if cands:
             return max(cands, key=lambda c: (c["measured"], c["date"]))["path"]
     also = "".join(f" or of {s!r}" for s in siblings)
+    where = " or ".join(str(Path(d) if d is not None else TABLES_DIR) for d in folders)
     raise LatencyTableError(
         f"no complete latency table of target {target!r}{also} for {scope} under "
-        f"{Path(tables_dir or TABLES_DIR)} to adapt from; give one with adapt_from=PATH, or "
+        f"{where} to adapt from; give one with adapt_from=PATH, or "
         f"profile fully: `python -m hwnas.profile +target={target} space={scope}`.")
 
 

@@ -701,7 +701,7 @@ def device_note(table, space: str, path=None) -> str | None:
     device where known (`provenance.transfers`), and the adapt command (minutes) and the full
     profile command (how long the table's own profile took). None when the devices agree or this
     machine does not have the target's kind of device."""
-    from .table import adapt_command, describe_scope, profile_command
+    from .table import USER_TABLES_DIR, adapt_command, describe_scope, profile_command
     here = this_device(table.target)
     there = table.provenance.get("device")
     if here is None or not there or there == here:
@@ -725,7 +725,8 @@ def device_note(table, space: str, path=None) -> str | None:
             f"device is {here}: its latencies need not hold here ({known}). Adapt it to this device in minutes "
             f"(a few whole networks measured here refit its correction) with "
             f"`{adapt_command(table.target, space)}`, or make a full table with "
-            f"`{profile_command(table.target, space)}`{took}.")
+            f"`{profile_command(table.target, space)}`{took}; either writes under {USER_TABLES_DIR}/, so search "
+            f"with `target.tables_dir={USER_TABLES_DIR}` then.")
 
 
 def get_backend(target_name: str, **target_cfg: Any) -> Backend:

@@ -118,6 +118,11 @@ def adapt_command(target: str, space: str, n: int = ADAPT_NETWORKS) -> str:
     return " ".join([f"{profile_command(target, space)} adapt={n}", *get_target(target).adapt_settings])
 
 
+#: where `hwnas.profile` writes a table when neither `out=` nor `tables_dir=` is given: a folder of the
+#: user's, beside Hydra's run folders (relative to the working directory), so that a rerun resumes
+USER_TABLES_DIR = "outputs/latency_tables"
+
+
 def search_hint(target: str, table: Path, out: Path | None) -> str:
     """How a search uses the table this profile wrote (the default search reads the shipped tables)."""
     table = Path(table).resolve()
