@@ -222,11 +222,50 @@ def test_a_study_keeps_its_budget(tmp_path):
     assert len(again["records"]) == 8
     for other in (["budget.latency_ms=5"], ["budget.latency_ms=15", "budget.params_m=6"], []):
         with pytest.raises(SearchError, match=r"searched under the budget latency on onnxruntime_cpu <= 15(\.0)? ms; "
-                                              r"this run asks for .*another study_name= or hydra.run.dir="):
+                                              r"this run asks for .*search in another folder \(hydra.run.dir="):
             run(_compose("search=random", "search.n_trials=8", *other), tmp_path)
-    # another study name in the same folder is another study
-    assert len(run(_compose("search=random", "search.n_trials=3", "budget.latency_ms=5", "study_name=b5"),
-                   tmp_path)["records"]) == 3
+    # another folder is another study
+    assert len(run(_compose("search=random", "search.n_trials=3", "budget.latency_ms=5"), tmp_path / "b5")["records"]) == 3
+
+
+def _slower_table(folder):
+    """The shipped ONNX Runtime table with every row timed twice as slow (a user's own table, say)."""
+    import csv
+    import shutil
+    from hwnas.latency import default_table_path
+    src = default_table_path("onnxruntime_cpu", "efficientformerv2")
+    dst = folder / "onnxruntime_cpu" / "slow-cpu.csv"
+    dst.parent.mkdir(parents=True)
+    with open(src) as f:
+        rows = list(csv.reader(f))
+    with open(dst, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(rows[0])
+        w.writerows([r[0], f"{2 * float(r[1]):.6g}", f"{2 * float(r[2]):.6g}", *r[3:]] for r in rows[1:])
+    for suffix in (".json", ".networks.csv"):
+        shutil.copyfile(src.with_name(src.stem + suffix), dst.with_name(dst.stem + suffix))
+    return dst
+
+
+def test_a_study_keeps_its_cost_model_and_the_folder_its_records(tmp_path):
+    from hwnas.search.app import SearchError, run
+    out = tmp_path / "s"
+    run(_compose("search=random", "search.n_trials=6"), out)
+    before = {f: (out / f).read_bytes() for f in ("latency_source.json", "report.md", "picks.yaml", "trials.csv")}
+    slow = _slower_table(tmp_path / "tables")
+    for other in ([f"target.table={slow}"], ["deploy_num_classes=10"], ["+target.mes.u_latency_ms=2"]):
+        with pytest.raises(SearchError, match=r"holds trials priced by another cost model \(trial \d+, arch \w+, was "
+                                              r"stored with \w+=.*; it was searched with onnxruntime_cpu: .*amd-epyc.csv"):
+            run(_compose("search=random", "search.n_trials=12", *other), out)
+    assert all((out / f).read_bytes() == b for f, b in before.items())  # refused before anything was written
+    again = run(_compose("search=random", "search.n_trials=9"), out)  # the same settings resume it
+    assert len(again["records"]) == 9
+    # another study (here another strategy) into that folder would replace its outputs: refused
+    with pytest.raises(SearchError, match=r"holds the outputs of study 'onnxruntime_cpu-efficientformerv2-random'; "
+                                          r"this search is study 'onnxruntime_cpu-efficientformerv2-tpe'"):
+        run(_compose("search=tpe", "search.n_trials=4"), out)
+    assert len(run(_compose(f"target.table={slow}", "search=random", "search.n_trials=4"),
+                   tmp_path / "slow")["records"]) == 4  # in a folder of its own it runs
 
 
 def test_mes_greedy_slims_until_the_budget_holds_and_resumes_from_the_study(tmp_path, counting_proxy):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -387,6 +388,9 @@ def build_evaluator(cfg: DictConfig, space: search_spaces.SearchSpace) -> Accura
 
 ACCURACY_SOURCE = "accuracy_source.json"
 LATENCY_SOURCE = "latency_source.json"
+RUN_STUDY = "study.json"  # which study a run folder's outputs (report, picks, trials) are of
+#: the fix for a study that cannot take this search: a run folder holds one study's outputs
+ELSEWHERE = "search in another folder (hydra.run.dir=DIR; with a shared storage=, also another study_name=)"
 
 
 def write_latency_source(run_dir: Path, tables: dict[str, Path]) -> None:
@@ -396,6 +400,24 @@ def write_latency_source(run_dir: Path, tables: dict[str, Path]) -> None:
     from hwnas._files import atomic_write
     atomic_write(run_dir / LATENCY_SOURCE, json.dumps({name: str(Path(p).resolve()) for name, p in tables.items()},
                                                       indent=1, sort_keys=True) + "\n")
+
+
+def write_run_study(run_dir: Path, study_name: str) -> None:
+    from hwnas._files import atomic_write
+    atomic_write(run_dir / RUN_STUDY, json.dumps({"study_name": study_name}) + "\n")
+
+
+def _check_folder(run_dir: Path, study_name: str) -> None:
+    """A run folder holds one study's outputs: another study's search there would replace its report,
+    trials and picks, and `hwnas.extract run=DIR` would then read the other study's picks."""
+    try:
+        theirs = json.loads((run_dir / RUN_STUDY).read_text()).get("study_name")
+    except (OSError, ValueError, AttributeError):
+        return  # a folder of an older hwnas (or none yet)
+    if theirs is not None and theirs != study_name:
+        raise SearchError(f"{run_dir} holds the outputs of study {theirs!r}; this search is study {study_name!r} "
+                          f"and would replace them: {ELSEWHERE} (the default folder is one per target, space "
+                          f"and strategy)")
 
 
 def write_accuracy_source(run_dir: Path, acc: "AccuracySource") -> None:
@@ -486,8 +508,6 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     acc_caution = (acc.record or {}).get("caution")
     if acc_caution:
         print(f"WARNING: {acc_caution}", file=sys.stderr)
-    write_accuracy_source(run_dir, acc)
-    write_latency_source(run_dir, {t.name: path for t, _, path, _, _ in target_reports})
     space = searched_space(space, acc)
     archs_note = CONSISTENT_NOTE.format(space=space.name) if space.consistent else None
     if archs_note:
@@ -510,11 +530,17 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if space.consistent:
         setting += "-consistent"
     study_name = cfg.study_name or f"{'+'.join(names)}-{space.name}{setting}-{strategy['name']}"
+    _check_folder(run_dir, study_name)
     sampler_seed = cfg.seed
     study = study_mod.open_study(storage, study_name, dirs, strategy_impl.sampler(strategy, sampler_seed),
                                  retry_s=cfg.storage_retry_s)
     _check_study(study, objectives, acc, storage, study_name)
     _check_budget(study, budget, storage, study_name, run_dir)
+    _check_costs(study, scorer, names, storage, study_name, run_dir)
+    # the folder's records only once the study has been found to be this search's
+    write_accuracy_source(run_dir, acc)
+    write_latency_source(run_dir, {t.name: path for t, _, path, _, _ in target_reports})
+    write_run_study(run_dir, study_name)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
@@ -613,8 +639,44 @@ def _check_budget(study, budget: Budget, storage: str, name: str, run_dir: Path)
             return ", ".join(parts) or "none"
         raise SearchError(f"study {name!r} in {storage} was searched under the budget {words(theirs)}; this run "
                           f"asks for {words(mine)}, and its trials' feasibility was judged against the first one: "
-                          f"search with another study_name= or hydra.run.dir= (e.g. hydra.run.dir={run_dir}-b2), "
-                          "or with the study's budget")
+                          f"{ELSEWHERE.replace('=DIR', f'={run_dir}-b2')}, or with the study's budget")
+
+
+def _check_costs(study, scorer: Scorer, names: list[str], storage: str, name: str, run_dir: Path,
+                 sample: int = 32) -> None:
+    """A study keeps one cost model. Each trial's latency, size and MES were stored when it ran, and
+    the front and the picks compare them with references priced now: so a sample of the stored trials
+    is priced again, and a trial priced otherwise (another latency table -- which the table choice can
+    change under an unchanged command --, another deploy_num_classes, MES constants or deployment
+    input) stops the search with one line instead of a report that mixes the two."""
+    from optuna.trial import TrialState
+    from search_spaces import Arch
+    from hwnas.latency import MissingRowsError
+    from .report import metric_columns
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "arch" in t.user_attrs]
+    keys = [k for k in metric_columns(names) if k != "accuracy"]
+    step = max(1, len(done) // sample)
+    for t in done[::step]:
+        arch = Arch.from_dict(json.loads(t.user_attrs["arch"]))
+        try:
+            now = scorer.cost(arch).as_dict()
+        except MissingRowsError as e:
+            now, why = None, f"this run's latency table has no row for {e.keys[0]}"
+        diff = None if now is None else next((k for k in keys if not math.isclose(
+            float(t.user_attrs[k]), float(now[k]), rel_tol=1e-9, abs_tol=1e-12)), None)
+        if now is not None and diff is None:
+            continue
+        if now is not None:
+            why = f"was stored with {diff}={t.user_attrs[diff]:.6g}, this run gives {now[diff]:.6g}"
+        try:
+            was = "; it was searched with " + ", ".join(
+                f"{k}: {v}" for k, v in json.loads((run_dir / LATENCY_SOURCE).read_text()).items())
+        except (OSError, ValueError, AttributeError):
+            was = ""
+        raise SearchError(f"study {name!r} in {storage} holds trials priced by another cost model (trial "
+                          f"{t.number}, arch {t.user_attrs.get('arch_id')}, {why}): another latency table, "
+                          f"deploy_num_classes, MES constants or deployment input{was}. {ELSEWHERE[0].upper()}"
+                          f"{ELSEWHERE[1:]}, or with the settings it was searched with")
 
 
 def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str, name: str) -> None:
@@ -630,12 +692,12 @@ def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str
         return
     if attrs["objectives"] != objectives:
         raise SearchError(f"study {name!r} in {storage} has objectives {attrs['objectives']}, not "
-                          f"{objectives}: use another study_name= or hydra.run.dir=")
+                          f"{objectives}: {ELSEWHERE}")
     if attrs.get("accuracy_source") != fingerprint and acc.legacy_fingerprint is not None \
             and attrs.get("accuracy_source") == acc.legacy_fingerprint():
         study.set_user_attr("accuracy_source", fingerprint)  # a study of an older hwnas: same checkpoint file
         return
     if attrs.get("accuracy_source") != fingerprint:
         raise SearchError(f"study {name!r} in {storage} was evaluated with another checkpoint, "
-                          "evaluator or data: its cached accuracies would not compare; use another "
-                          "study_name= or hydra.run.dir=")
+                          "evaluator or data: its cached accuracies would not compare; "
+                          f"{ELSEWHERE}")
