@@ -327,6 +327,17 @@ def aoti_form_of(latency: dict, prefer=()) -> tuple[str | None, dict]:
     return None, {}
 
 
+def _replaced(out_dir) -> str:
+    """What an export into `out_dir` replaces, said where the log says the export was written (the
+    bundle replaces a folder's earlier export whole: docs/export.md, "Never half-written")."""
+    import json
+    try:
+        old = json.loads((Path(out_dir) / "manifest.json").read_text())
+        return f", replacing the export of {old['space']} arch {old['arch_id']} written {old['created']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 # ---- the app ---------------------------------------------------------------------------------------
 def extract(arch: str | None = None, run: str | None = None, pick: str | None = None,
             checkpoint: str | None = None, pretrained: str | None = None,
@@ -398,6 +409,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
     if aoti_table:
         log.info("format=aoti compiles as the torch_inductor table %s timed: %s", aoti_table,
                  ", ".join(f"{k}={v}" for k, v in aoti_form.items()))
+    replaced = _replaced(out_dir)
     manifest = write_export(model, a, out_dir, formats, num_classes=n_cls, weights=weights, batch=batch,
                             opset=opset, log=log.info, latency=latency, extra_files=extra_files, aoti_form=aoti_form)
     head_only = []  # tables whose only untimed block is the classifier head (another class count)
@@ -420,7 +432,7 @@ def extract(arch: str | None = None, run: str | None = None, pick: str | None = 
         log.info("the predicted latencies are the arch's with the 1000-class head the tables timed (the search's "
                  "deploy_num_classes); this export's %d-class head is its only block they did not time (%s)",
                  n_cls, ", ".join(head_only))
-    log.info("export written to %s (manifest.json)", Path(out_dir).resolve())
+    log.info("export written to %s (manifest.json)%s", Path(out_dir).resolve(), replaced)
     if not manifest["checks_passed"]:
         msg = "export checks FAILED: " + "; ".join(f"{k}: {v}" for k, v in manifest["errors"].items())
         if strict:

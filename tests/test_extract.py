@@ -346,3 +346,16 @@ def test_another_class_count_is_said_once_with_both_param_counts(tmp_path, caplo
         f"count the 1000-class head, deploy_num_classes: {arch.params() / 1e6:.2f} M)"]
     assert len([x for x in msgs if "10-class head is its only block they did not time" in x]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "did not time" in r.getMessage()]
+
+
+def test_an_export_over_another_says_what_it_replaces(tmp_path, caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="hwnas.extract"):
+        first = extract(arch="efficientformerv2_s0", num_classes=10, formats=["pt"], out_dir=tmp_path / "e")
+        written = [r.getMessage() for r in caplog.records if r.getMessage().startswith("export written to")]
+        caplog.clear()
+        extract(arch="efficientformerv2_s1", num_classes=10, formats=["pt"], out_dir=tmp_path / "e")
+    assert written and "replacing" not in written[0]  # a fresh folder replaces nothing
+    again = [r.getMessage() for r in caplog.records if r.getMessage().startswith("export written to")]
+    assert again == [f"export written to {(tmp_path / 'e').resolve()} (manifest.json), replacing the export of "
+                     f"efficientformerv2 arch {first['arch_id']} written {first['created']}"]
