@@ -215,6 +215,18 @@ def test_a_budget_no_arch_meets_gives_no_pick_and_says_so(tmp_path, capsys):
     assert "Pareto front (within the budget): 0 archs" in (tmp_path / "report.md").read_text()
 
 
+def test_a_rerun_of_a_complete_study_says_nothing_new_ran(tmp_path, capsys):
+    from hwnas.search.app import run
+    first = run(_compose("search=random", "search.n_trials=5"), tmp_path)
+    assert "already holds" not in capsys.readouterr().err
+    again = run(_compose("search=random", "search.n_trials=5", "seed=1"), tmp_path)
+    assert [r["arch_id"] for r in again["records"]] == [r["arch_id"] for r in first["records"]]
+    assert ("note: study 'onnxruntime_cpu-efficientformerv2-random' already holds 5 completed trials "
+            "(search.n_trials=5): nothing new runs") in capsys.readouterr().err
+    run(_compose("search=random", "search.n_trials=7", "seed=1"), tmp_path)  # more trials: it resumes, no note
+    assert "already holds" not in capsys.readouterr().err
+
+
 def test_a_study_keeps_its_budget(tmp_path):
     from hwnas.search.app import SearchError, run
     run(_compose("search=random", "search.n_trials=6", "budget.latency_ms=15"), tmp_path)

@@ -547,6 +547,11 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if n_before:
         study.sampler = strategy_impl.sampler(strategy, cfg.seed + 7919 * n_before
                                               + (0 if cfg.storage is None else _pid()))
+        n_done, wanted = len(study_mod.completed(study)), strategy.get("n_trials")
+        if wanted is not None and n_done >= wanted:  # a rerun with another seed= looks like a new search
+            print(f"note: study {study_name!r} already holds {n_done} completed trials (search.n_trials={wanted}): "
+                  f"nothing new runs, and its results are reported as they are; another seed or strategy setting "
+                  f"searches again in another folder (hydra.run.dir=DIR)", file=sys.stderr)
 
     greedy = strategy_impl.run(SearchRun(
         study, space, scorer, strategy, budget, seed=cfg.seed, progress=cfg.progress,
