@@ -19,6 +19,7 @@ it may be:
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 from search_spaces.errors import HwnasError
@@ -33,13 +34,25 @@ def _fail(error: type, section: str, key: str, value: Any, what: str, hint: str)
     raise error(f"{name}={value!r}: {what}" + (f" ({hint})" if hint else ""))
 
 
+def _finite(value: Any) -> bool:
+    """inf passes every lower bound, and an infinite rate, MES constant or count is never meant."""
+    try:
+        return math.isfinite(value)
+    except TypeError:  # not a number: the comparison above has failed it already, or will
+        return True
+
+
+def _a_number(value: Any) -> str:
+    return "" if _finite(value) else "a finite number "
+
+
 def check_min(section: str, key: str, value: Any, low: float, *, optional: bool = False,
               hint: str = "", error: type = ConfigError) -> None:
     """`value >= low` (None too, when `optional`)."""
     if value is None and optional:
         return
-    if value is None or not value >= low:
-        _fail(error, section, key, value, f"must be >= {low}" + (" or null" if optional else ""), hint)
+    if value is None or not value >= low or not _finite(value):
+        _fail(error, section, key, value, f"must be {_a_number(value)}>= {low}" + (" or null" if optional else ""), hint)
 
 
 def check_positive(section: str, key: str, value: Any, *, optional: bool = False, hint: str = "",
@@ -47,8 +60,8 @@ def check_positive(section: str, key: str, value: Any, *, optional: bool = False
     """`value > 0` (None too, when `optional`)."""
     if value is None and optional:
         return
-    if value is None or not value > 0:
-        _fail(error, section, key, value, "must be > 0" + (" or null" if optional else ""), hint)
+    if value is None or not value > 0 or not _finite(value):
+        _fail(error, section, key, value, f"must be {_a_number(value)}> 0" + (" or null" if optional else ""), hint)
 
 
 def check_range(section: str, key: str, value: Any, low: float, high: float, *, optional: bool = False,

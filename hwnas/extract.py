@@ -64,7 +64,12 @@ def read_pick(run: str | os.PathLike, pick: str | None):
     arch = entry.get("arch") if isinstance(entry, dict) else None
     if not isinstance(arch, dict):
         raise ExtractError(f"pick {pick!r} in {path} has no arch mapping")
-    return Arch.from_dict(arch)
+    a = Arch.from_dict(arch)
+    if entry.get("arch_id") is not None and a.id != entry["arch_id"]:  # its figures are arch_id's, not this arch's
+        raise ExtractError(f"pick {pick!r} in {path} records arch_id {entry['arch_id']}, but its arch is "
+                           f"{a.id}: the file was edited; rerun the search in its folder to rewrite it, or export "
+                           "an arch of your own with arch=FILE.yaml")
+    return a
 
 
 def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | None = None,
@@ -94,8 +99,10 @@ def resolve_arch(arch: str | None = None, run: str | None = None, pick: str | No
         raise ExtractError("no architecture given: arch=nextvit_s (a reference), arch=path/arch.yaml, "
                            f"or run=SEARCH_DIR pick=NAME. References: {sorted(reference_names())}")
     if resolution is not None:
+        from search_spaces.core import check_resolution
         res = search_spaces.canonical_resolution(list(resolution) if isinstance(resolution, (list, tuple))
                                                  else resolution)
+        check_resolution(res, "input")  # [224] or 33: one clear line, not an IndexError below
         if res != a.resolution:
             a = a.with_resolution(res)
             source += " at input {}x{}".format(*a.input_size)

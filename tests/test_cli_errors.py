@@ -102,6 +102,10 @@ CASES = {
     "key of another target": ("search", ["+target=torch_cuda", "evaluator=proxy", "target.clock=thread"],
                               "target.clock: no such key (the keys of target: name,", True),
     "target batch 0": ("search", [*SEARCH, "target.batch=0"], "target.batch=0: must be >= 1", True),
+    # inf passes every lower bound: an infinite MES constant made every MES inf or 0
+    "infinite MES score": ("search", [*SEARCH, "target.mes.score=inf"], "target.mes.score=inf: must be a finite number > 0", True),
+    "infinite MES exponent": ("search", [*SEARCH, "target.mes.alpha_latency=inf"],
+                              "target.mes.alpha_latency=inf: must be a finite number >= 0", True),
     # 8: storage URLs
     "bogus storage": ("search", [*SEARCH, "storage=bogus://x"], "storage=bogus://x: unknown database kind 'bogus'", True),
     "not a storage URL": ("search", [*SEARCH, "storage=not-a-url"], "storage=not-a-url: not a database URL", True),
@@ -125,6 +129,7 @@ CASES = {
     # 8, 9, 10: train
     "zero batch size": ("train", [*TRAIN, "train.batch_size=0"], "train.batch_size=0: must be >= 1", True),
     "zero epochs": ("train", [*TRAIN, "train.epochs=0"], "train.epochs=0: must be >= 1", True),
+    "infinite lr": ("train", [*TRAIN, "train.lr=inf"], "train.lr=inf: must be a finite number > 0", True),
     "misspelt train key": ("train", [*TRAIN, "train.epoch=3"], "train.epoch: no such key (the keys of train: epochs,", True),
     "imagefolder without root": ("train", [*TRAIN, "data=imagefolder"], "data.root is not set", True),
     "bad device": ("train", [*TRAIN, "train.device=gpu"], "train.device='gpu': allowed: auto, cpu, cuda", True),

@@ -5,6 +5,7 @@ The first-k test slices the "official" Next-ViT-L weights by hand, written here 
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,17 @@ def test_bad_arch_inputs_are_clear_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(d))
     with pytest.raises(ArchError, match=r"stages\[2\]\.width"):
         resolve_arch(str(tmp_path / "bad.yaml"))
+    for size in ([224], 33, (224, 100)):  # [224] was an IndexError
+        with pytest.raises(ArchError, match=rf"input: {re.escape(repr(size))} is not a supported input size"):
+            resolve_arch("nextvit_s", resolution=size)
+    # a pick whose arch was edited by hand is not the arch its figures (and arch_id) are of
+    arch = search_spaces.get_space("efficientformerv2", resolution=RES).min_arch()
+    picks = search_picks(arch)
+    picks["efficientformerv2_s0"]["pick"]["arch"] = search_spaces.get_space("efficientformerv2", resolution=RES) \
+        .max_arch().to_dict()
+    run = write_picks(tmp_path / "edited", picks)
+    with pytest.raises(ExtractError, match=rf"records arch_id {arch.id}, but its arch is \w+: the file was edited"):
+        resolve_arch(run=str(run), pick="efficientformerv2_s0")
 
 
 # ---- weights from a supernet checkpoint --------------------------------------------------------------

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -440,26 +441,29 @@ class _NaNAfter:
     """An evaluator (a broken predictor or supernet) that gives NaN from its `good`-th arch on."""
     label, resolution, path = "nan test evaluator", None, "nan-test-evaluator.json"
 
-    def __init__(self, good: int):
-        self.good, self.calls = good, 0
+    def __init__(self, good: int, bad: float = float("nan")):
+        self.good, self.bad, self.calls = good, bad, 0
 
     def evaluate(self, arch) -> float:
         self.calls += 1
         if self.calls > 50:  # without the check the search would ask for archs forever
             raise AssertionError("the search kept asking after NaN accuracies")
-        return float("nan") if self.calls > self.good else 50.0
+        return self.bad if self.calls > self.good else 50.0
 
 
-@pytest.mark.parametrize("strategy", ["random", "mes_greedy"])
-def test_a_nan_accuracy_stops_the_search_naming_the_source(tmp_path, strategy):
+@pytest.mark.parametrize("strategy, bad", [("random", float("nan")), ("mes_greedy", float("nan")),
+                                           ("random", 500.27), ("random", -5.7e306)])
+def test_a_nan_accuracy_stops_the_search_naming_the_source(tmp_path, strategy, bad):
     """Issue 24: a NaN accuracy was a failed trial, which does not count toward n_trials, so the search
-    asked for another forever. Now it stops at the first one, naming the source and the arch."""
+    asked for another forever. Now it stops at the first one, naming the source and the arch; as does a
+    'top-1' outside 0-100 % (a predictor file gave 500 %)."""
     from hwnas.search.app import AccuracySource, run
     from hwnas.search.objectives import EvaluatorError
-    ev = _NaNAfter(good=2)
+    ev = _NaNAfter(good=2, bad=bad)
     size = "search.n_trials=6" if strategy == "random" else "search.candidates_per_step=6"
     cfg = _compose(f"search={strategy}", size, "references=[efficientformerv2_s1]")
-    with pytest.raises(EvaluatorError, match=r"nan-test-evaluator.json\) returned nan for arch .*the search stops"):
+    with pytest.raises(EvaluatorError, match=rf"nan-test-evaluator.json\) returned {re.escape(str(bad))} for arch "
+                                             r".*no top-1 % \(a number in \[0, 100\]\), so the search stops"):
         run(cfg, tmp_path, accuracy=AccuracySource(ev, ev.label, None, "nan-test"))
     assert ev.calls == 3
 
@@ -481,3 +485,34 @@ def test_run_trials_refuses_non_finite_objective_values(tmp_path):
     with pytest.raises(NonFiniteObjective, match=r"trial 2 .* \[1\.0, inf\] are not all numbers"):
         run_trials(study, 5, objective, progress=False)
     assert len(calls) == 3 and [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
+
+
+def test_a_search_that_finds_nothing_to_score_stops_instead_of_asking_forever(tmp_path):
+    import optuna
+    from hwnas.search.study import Infeasible, NothingToScore, pruned_limit, run_trials
+    study = optuna.create_study(directions=["maximize"], storage=f"sqlite:///{tmp_path / 's.db'}")
+    calls = []
+
+    def objective(trial):  # one scorable arch, then none (a table of a few archs)
+        calls.append(trial.number)
+        if len(calls) > pruned_limit(3) + 10:
+            raise AssertionError("run_trials kept asking")
+        if len(calls) == 1:
+            return [1.0]
+        raise Infeasible("no latency row for 3 block(s) of this arch on this target, e.g. k")
+
+    with pytest.raises(NothingToScore, match=r"200 trials in a row of study .* with 1 of 3 completed \(the last: "
+                                             r"no latency row for 3 block"):
+        run_trials(study, 3, objective, progress=False)
+    assert len(calls) == 1 + pruned_limit(3) == 201
+    # a pruned run broken by a completed trial starts the count again
+    study2 = optuna.create_study(directions=["maximize"], storage=f"sqlite:///{tmp_path / 's2.db'}")
+    calls.clear()
+
+    def every_150th(trial):
+        calls.append(trial.number)
+        if len(calls) % 150:
+            raise Infeasible("no arch")
+        return [1.0]
+
+    assert run_trials(study2, 2, every_150th, progress=False) == 2 and len(calls) == 300

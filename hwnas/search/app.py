@@ -124,6 +124,14 @@ def target_config(name: str, settings: Any = None) -> DictConfig:
                           f"{name}: {', '.join(target_keys(name))})") from None
     if node.name != name:
         raise SearchError(f"target_settings.{name}.name: a target's name cannot be changed")
+    from hwnas.cli import check_config
+    from hwnas.errors import ConfigError
+    try:
+        check_config(node)  # the schema's ranges, as +target= gets them at start-up
+    except ConfigError as e:
+        msg = str(e)
+        raise SearchError(f"target_settings.{name}." + msg.removeprefix("target.") if msg.startswith("target.")
+                          else f"target_settings.{name}: {msg}") from None
     return node
 
 

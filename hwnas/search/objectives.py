@@ -158,11 +158,13 @@ class Scorer:
             eval_arch = arch if self.eval_resolution is None else arch.with_resolution(self.eval_resolution)
             eval_arch = eval_arch.with_task("classify")  # a backbone is judged by its classifier's accuracy
             acc = float(self.evaluator.evaluate(eval_arch))
-            if not math.isfinite(acc):  # Optuna would fail the trial and the search ask for another, forever
+            # NaN: Optuna would fail the trial and the search ask for another, forever; outside 0-100: no
+            # top-1 % (a predictor far outside the pairs it was fitted on, or a broken file)
+            if not 0.0 <= acc <= 100.0:
                 source = getattr(self.evaluator, "path", None) or type(self.evaluator).__name__
                 raise EvaluatorError(f"the accuracy source ({source}) returned {acc} for arch {arch.id}: no "
-                                     "accuracy, so the search stops here; check that predictor or checkpoint "
-                                     "(refit or retrain it), or use another evaluator=")
+                                     "top-1 % (a number in [0, 100]), so the search stops here; check that "
+                                     "predictor or checkpoint (refit or retrain it), or use another evaluator=")
             self.accuracies[arch.id] = acc
             self.evaluations += 1
         return self.accuracies[arch.id]

@@ -571,6 +571,16 @@ class NonFiniteObjective(HwnasError, ValueError):
     """A trial whose objective values are not all finite numbers."""
 
 
+class NothingToScore(HwnasError, ValueError):
+    """Trial after trial describes no arch the search can score (all pruned as `Infeasible`)."""
+
+
+#: pruned trials in a row (none completed between them) after which a worker stops: a search whose
+#: table lacks the rows of nearly every arch would otherwise ask for archs forever
+def pruned_limit(n_trials: int) -> int:
+    return max(200, 20 * n_trials)
+
+
 class Infeasible(Exception):
     """Parameters that describe no arch of the space (recorded as a PRUNED trial)."""
 
@@ -587,7 +597,7 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
     """
     done = len(completed(study))
     bar = _progress(progress, n_trials, done)
-    ran = 0
+    ran = pruned = 0  # pruned: in a row, since this worker last completed one
     try:
         while True:
             fail_dead_trials(study, stale_after_s)
@@ -604,7 +614,16 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
                 on_local_workers(local_workers(study, running))
             trial = study.ask()
             try:
-                ran += _run_trial(study, trial, n_trials, objective)
+                outcome = _run_trial(study, trial, n_trials, objective)
+                ran += outcome == "complete"
+                pruned = pruned + 1 if outcome == "pruned" else 0 if outcome == "complete" else pruned
+                if pruned >= pruned_limit(n_trials):
+                    raise NothingToScore(
+                        f"{pruned} trials in a row of study {study.study_name!r} described no arch this search can "
+                        f"score, with {len(completed(study))} of {n_trials} completed (the last: "
+                        f"{trial.user_attrs.get(INFEASIBLE_ATTR)}); the search "
+                        "stops. A latency table that covers a few archs only is the usual cause: profile the whole "
+                        "space, or search a table that does")
             except optuna.exceptions.UpdateFinishedTrialError:
                 if not _finished(study, trial.number):
                     raise
@@ -620,8 +639,9 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
-               objective: Callable[[optuna.Trial], list[float]]) -> int:
-    """Run one asked trial: 1 if this worker completed it, 0 if it was dropped or infeasible.
+               objective: Callable[[optuna.Trial], list[float]]) -> str:
+    """Run one asked trial: "complete" if this worker completed it, "pruned" if it described no arch
+    to score (`Infeasible`), "dropped" otherwise (another worker took its slot or finished it first).
     UpdateFinishedTrialError: another worker has finished it meanwhile (`run_trials` checks)."""
     me = worker_id()
     if trial.user_attrs.get(WORKER_ATTR) != me:  # a popped trial whose race another worker stamped
@@ -629,13 +649,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
     if _live_before(study, trial.number) >= n_trials:  # another worker took the last slot
         trial.set_user_attr(DROPPED_ATTR, "over n_trials")
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        return 0
+        return "dropped"
     try:
         values = objective(trial)
     except Infeasible as e:
         trial.set_user_attr(INFEASIBLE_ATTR, str(e))
         study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-        return 0
+        return "pruned"
     except optuna.exceptions.UpdateFinishedTrialError:
         raise  # finished by another worker: nothing to tell
     except BaseException:
@@ -650,7 +670,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, n_trials: int,
                                  f"{[float(v) for v in values]} are not all numbers; the search stops (an "
                                  "accuracy source or latency table gave NaN or inf: fix or replace it)")
     # skip_if_finished: another worker finished it before this tell read it (see run_trials)
-    return int(study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE)
+    done = study.tell(trial, values, skip_if_finished=True).state == TrialState.COMPLETE
+    return "complete" if done else "dropped"
 
 
 def _finished(study: optuna.Study, number: int) -> bool:
