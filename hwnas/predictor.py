@@ -12,6 +12,14 @@ The same thing from the command line (`python -m hwnas.predictor --help`):
         --n 300 --out pairs.jsonl            # measure random archs of a supernet (resumes a killed run)
     python -m hwnas.predictor fit --space efficientformerv2 pairs.jsonl --out my_predictor.json
 
+A pair is only comparable with pairs measured the same way, so every line `pairs` writes records its
+measurement id (`measure_settings`: the supernet's weights, the data config, `--calib-batches` and
+`--batch-size`; not `--seed`, which only draws the archs and the calibration images, so processes seeded
+apart measure one thing). `pairs --out` refuses a file holding pairs of another id (or of none: older
+files), naming the settings that differ, and `fit` refuses pairs of one supernet measured under several
+(`--measure-id` picks one; `legacy` the lines without an id, as older files and `ranking_fidelity.py` write
+them). A resume first cuts off a torn last line (a write cut by power loss or a full disk) and says so.
+
 An arch is encoded as a fixed-length vector: every searched choice of the space (`space.parameters()`,
 per-stage depths, widths, expansions, r, ...) as its value scaled to [0, 1] over the choice's values,
 then log params, log MACs and the number of blocks of the deployment arch. Candidates are ridge
@@ -86,9 +94,46 @@ class Pairs:
     variant: str | None = None
     data: Any = None
     consistent_only: bool = False  # every pair from a supernet of train.consistent_only (consistent archs only)
+    measure_ids: list[str] = field(default_factory=list)  # [] for lines that record none (written before ids)
+    measure: dict | None = None  # the settings of that id (`measure_settings`)
 
     def __len__(self) -> int:
         return len(self.archs)
+
+
+#: the id `read_pairs` and `fit --measure-id` give lines that record no measurement id (written before ids were)
+LEGACY = "legacy"
+#: data keys that change how fast a pair is measured, never its value
+_SPEED_ONLY_DATA = ("num_workers",)
+
+
+def measure_settings(recipe_id: str, data: Any, calib_batches: int, batch_size: int) -> dict:
+    """What an inherited top-1 depends on besides its arch: the supernet's weights (`recipe_id`), the data
+    config with its defaults filled in (so `name=digits` and `name=digits val_fraction=0.2` are one setting)
+    and the BatchNorm calibration (`calib_batches` batches of `batch_size` training images). Not the seed: it
+    draws the archs and which images calibrate, a random draw of this same measurement, so the pairs of
+    processes seeded apart are one measurement and fit together."""
+    from dataclasses import asdict
+    from hwnas.data import data_config
+    d = {k: v for k, v in asdict(data_config(data)).items() if k not in _SPEED_ONLY_DATA}
+    return dict(recipe_id=recipe_id, data=d, calib_batches=int(calib_batches), batch_size=int(batch_size))
+
+
+def _measure_id(settings: dict) -> str:
+    """12 hex digits naming `measure_settings`: pairs of one id are one measurement."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> str:
+    """'KEY A vs B; ...' for each setting, nested ones as data.KEY, that differs between `a` and `b`."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out.append(_differences(x, y, f"{prefix}{k}."))
+        elif x != y:
+            out.append(f"{prefix}{k} {json.dumps(x)} vs {json.dumps(y)}")
+    return "; ".join(o for o in out if o)
 
 
 def _jsonl_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -119,14 +164,17 @@ def longest_trainings(records: Iterable[dict], group=lambda r: r.get("recipe_id"
 
 
 def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | None = None,
-               recipe_id: str | None = None, kinds: Sequence[str] | None = None) -> Pairs:
+               recipe_id: str | None = None, kinds: Sequence[str] | None = None,
+               measure_id: str | None = None) -> Pairs:
     """The pairs of `space` in JSON-lines files (or folders holding `inherited.jsonl`).
 
     A line is `{"space", "arch", "val_top1", ...}` as `ranking_fidelity.py gpu` and
     `python -m hwnas.predictor pairs` write them. Smoke-run lines are skipped. Of the supernet
     `variant` (None: any), the recipe with the most lines is used, never a mix (`recipe_id=` picks
     another); of a recipe trained twice, only the longest training's lines (`epochs_done`); an arch
-    measured twice counts once (its last line).
+    measured twice counts once (its last line). Pairs of one recipe measured under several settings
+    (`measure_id` of the lines: other data or calibration) are refused, never mixed: `measure_id=`
+    picks one (`LEGACY`: the lines that record none, as older files and `ranking_fidelity.py` write them).
     """
     files = _jsonl_files(paths)
     recs = []
@@ -160,13 +208,23 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
                 continue
             if kinds is not None and r.get("kind") not in kinds:
                 continue
-            recs.append(r)
+            recs.append(dict(r, _file=f))
     counts: dict[str, int] = {}
     for r in recs:
         counts[r.get("recipe_id", "")] = counts.get(r.get("recipe_id", ""), 0) + 1
     if recipe_id is None and counts:
         recipe_id = max(counts, key=lambda k: (counts[k], k))
     recs = [r for r in recs if r.get("recipe_id", "") == recipe_id]
+    groups: dict[str, list[dict]] = {}
+    for r in recs:
+        groups.setdefault(r.get("measure_id") or LEGACY, []).append(r)
+    if measure_id is not None:
+        if groups and measure_id not in groups:
+            raise PredictorError(f"--measure-id {measure_id}: no pairs of supernet recipe {recipe_id!r} were measured "
+                                 f"under it in {', '.join(map(str, files))}; give one of its ids: {', '.join(groups)}")
+        recs = groups.get(measure_id, [])
+    elif len(groups) > 1:
+        raise PredictorError(_mixed_measurements(recipe_id, groups))
     recs = longest_trainings(recs)
     by_key: dict[str, dict] = {}
     for r in recs:
@@ -189,7 +247,30 @@ def read_pairs(paths: Iterable[str | os.PathLike], space: str, variant: str | No
                 pass
     return Pairs(space=space, archs=[r["_arch"] for r in rows], top1=np.array([float(r["val_top1"]) for r in rows]),
                  sources=[str(f) for f in files], recipe_ids=[recipe_id] if recipe_id else [], variant=variant,
-                 data=data, consistent_only=all(r.get("consistent_only") is True for r in rows))
+                 data=data, consistent_only=all(r.get("consistent_only") is True for r in rows),
+                 measure_ids=[m] if (m := rows[0].get("measure_id")) else [], measure=rows[0].get("measure"))
+
+
+def _mixed_measurements(recipe_id: str, groups: dict[str, list[dict]]) -> str:
+    """The line refusing pairs of one recipe measured under several settings: each id, its pairs and files,
+    and how its settings differ from the largest group's."""
+    ids = sorted(groups, key=lambda k: -len(groups[k]))
+    ref = groups[ids[0]][0].get("measure")
+    parts = []
+    for k in ids:
+        files = sorted({str(r["_file"]) for r in groups[k]})
+        where = ", ".join(files[:2]) + (f" and {len(files) - 2} more" if len(files) > 2 else "")
+        theirs = groups[k][0].get("measure")
+        if k == LEGACY:
+            how = ", settings not recorded"
+        elif k != ids[0] and isinstance(ref, dict) and isinstance(theirs, dict):
+            how = f" (against {ids[0]}: {_differences(theirs, ref)})"
+        else:
+            how = ""
+        parts.append(f"{k}: {len(groups[k])} pairs in {where}{how}")
+    return (f"the pairs of supernet recipe {recipe_id!r} were measured under {len(ids)} settings (other data or "
+            f"BatchNorm calibration), which one predictor must not mix: {' | '.join(parts)}; fit the pairs of one "
+            f"setting with --measure-id ID (e.g. --measure-id {ids[0]}), or give only the files of one setting")
 
 
 # ---- models --------------------------------------------------------------------------------------
@@ -464,7 +545,7 @@ def fit(pairs: Pairs, folds: int = 5, seed: int = 0, command: str | None = None)
     best = _best(scores)
     doc = dict(format=FORMAT, space=pairs.space, features=feature_names(space), model=model, provenance=dict(
         sources=pairs.sources, recipe_ids=pairs.recipe_ids, variant=pairs.variant, data=pairs.data, n_pairs=n,
-        consistent_only=pairs.consistent_only,
+        consistent_only=pairs.consistent_only, measure_ids=pairs.measure_ids, measure=pairs.measure,
         target="inherited val top-1 % (supernet weights, BatchNorm recalibrated)",
         top1_range=[float(y.min()), float(y.max())], top1_mean=float(y.mean()), top1_std=float(y.std()),
         chosen=best, folds=folds, seed=seed, heldout=scores[best], candidates=scores,
@@ -475,27 +556,59 @@ def fit(pairs: Pairs, folds: int = 5, seed: int = 0, command: str | None = None)
 
 
 # ---- measuring pairs on a supernet ---------------------------------------------------------------
+def _resume(out: Path, settings: dict, mid: str, log) -> set[str]:
+    """The archs `out` already holds, once sure that appending to it keeps it one measurement: a line of
+    other `settings` (not of id `mid`, or of none recorded) is refused, naming what differs. A torn last
+    line (a write cut by power loss or a full disk) is cut off first, atomically, or the next line would
+    be glued onto it."""
+    if not out.is_file():
+        return set()
+    raw = out.read_bytes()
+    whole = raw[:raw.rfind(b"\n") + 1]
+    try:
+        text = whole.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PredictorError(f"--out {out}: not a text file; --out names a JSON-lines file of pairs (appended to): "
+                             "give another path") from None
+    done = set()
+    for i, line in enumerate(text.splitlines()):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(r, dict) or "arch" not in r:
+            continue
+        if r.get("measure_id") != mid:
+            theirs = r.get("measure")
+            what = (f"under other settings (the file's vs this run's: {_differences(theirs, settings)})"
+                    if isinstance(theirs, dict) else "by an earlier hwnas, which recorded no measurement id")
+            raise PredictorError(f"--out {out}, line {i + 1}: a pair measured {what}; pairs appended to it would be "
+                                 "fitted as one measurement: give another --out file, or rerun with the file's "
+                                 "settings")
+        done.add(Arch.from_dict(r["arch"]).id)
+    if len(whole) < len(raw):
+        atomic_write(out, whole)
+        log(f"{out}: removed a torn last line ({len(raw) - len(whole)} bytes) left by a cut write; its arch is "
+            "measured again")
+    return done
+
+
 def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathLike, n: int, seed: int = 0,
                   device: str = "auto", calib_batches: int = 4, batch_size: int = 256,
                   log=print) -> Path:
     """Append (arch, inherited val top-1) lines of `n` seeded random archs of a supernet to `out`;
-    archs already in `out` are skipped, so a killed run resumes."""
+    archs already in `out` are skipped, so a killed run resumes. Every line carries the id of its
+    measurement (`measure_settings`); a file of another is refused, never appended to."""
     from hwnas.checkpoint import weights_digest
     from hwnas.evaluate import SubnetEvaluator
     ev = SubnetEvaluator.from_checkpoint(checkpoint, data, calib_batches=calib_batches, batch_size=batch_size,
                                          seed=seed, device=device)
     space = ev.net.space
     rid = weights_digest(ev.net.state_dict())
+    settings = measure_settings(rid, data, calib_batches, batch_size)
+    mid = _measure_id(settings)
     out = Path(out)
-    done = set()
-    if out.is_file():
-        for line in out.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("recipe_id") == rid:
-                done.add(Arch.from_dict(r["arch"]).id)
+    done = _resume(out, settings, mid, log)
     # the archs the supernet was trained on: under train.consistent_only only the consistent ones (the
     # others' inherited accuracy measures a structure the supernet never trained)
     consistent = ev.consistent_only
@@ -515,8 +628,9 @@ def measure_pairs(checkpoint: str | os.PathLike, data: dict, out: str | os.PathL
             top1 = ev.evaluate(arch)
             f.write(json.dumps(dict(space=space.name, arch=arch.to_dict(), key=arch.id, kind="random",
                                     val_top1=top1, variant="checkpoint", recipe_id=rid, data=data,
-                                    consistent_only=consistent,
-                                    calib_batches=calib_batches, seconds=round(time.time() - t, 3)),
+                                    consistent_only=consistent, calib_batches=calib_batches, batch_size=batch_size,
+                                    seed=seed, measure_id=mid, measure=settings,
+                                    seconds=round(time.time() - t, 3)),
                                sort_keys=True) + "\n")
             f.flush()
             log(f"[{i + 1}/{len(archs)}] {arch.id} top-1 {top1:.2f} % ({time.time() - t:.1f} s)")
@@ -565,6 +679,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "runs, e.g. lowlr (pairs of `hwnas.predictor pairs` are 'checkpoint'); any: every variant (the "
                    "recipe with the most pairs is used either way)")
     f.add_argument("--recipe-id", default=None, help="default: the recipe with the most pairs")
+    f.add_argument("--measure-id", default=None, help="only the pairs measured under this setting (the lines' "
+                   f"measure_id; {LEGACY}: lines that record none); default: the recipe's pairs, refused if "
+                   "measured under several settings")
     f.add_argument("--folds", type=int, default=5)
     f.add_argument("--seed", type=int, default=0)
     m = sub.add_parser("pairs", help="measure (arch, inherited val top-1) of random archs of a supernet")
@@ -572,7 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--data", nargs="*", metavar="KEY=VALUE", help="the data the supernet was trained on "
                    "(the keys of that dataset's hwnas.data schema), e.g. name=imagefolder root=/data/mine image_size=64")
     m.add_argument("--n", type=int, default=300, help="archs (the max and min arch, then seeded random ones)")
-    m.add_argument("--out", required=True, help="JSON-lines file; appended to, archs already there skipped")
+    m.add_argument("--out", required=True, help="JSON-lines file; appended to, archs already there skipped; a "
+                   "file of pairs measured under other settings (supernet, --data, --calib-batches, --batch-size) "
+                   "is refused")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--device", default="auto")
     m.add_argument("--calib-batches", type=int, default=4)
@@ -581,7 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "fit":
             pairs = read_pairs(args.pairs, args.space, None if args.variant == "any" else args.variant,
-                               args.recipe_id)
+                               args.recipe_id, measure_id=args.measure_id)
             pred = fit(pairs, folds=args.folds, seed=args.seed,
                        command="python -m hwnas.predictor " + " ".join(sys.argv[1:] if argv is None else argv))
             pred.save(args.out)
@@ -606,8 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["AccuracyPredictor", "Pairs", "PredictorError", "encode", "feature_names", "fit", "kfold_scores",
-           "longest_trainings",
-           "measure_pairs", "read_pairs", "SHIPPED_DIR"]
+           "longest_trainings", "LEGACY", "measure_pairs", "measure_settings", "read_pairs", "SHIPPED_DIR"]
 
 if __name__ == "__main__":
     sys.exit(main())

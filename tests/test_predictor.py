@@ -258,6 +258,112 @@ def test_pairs_of_a_consistent_only_supernet_are_consistent_archs(tmp_path):
             assert not all(space.is_consistent(a) for a in archs) and archs[1] == space.min_arch()
 
 
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """A tiny supernet's checkpoint, its data, and the bytes of 3 pairs `measure_pairs` wrote on it."""
+    d = tmp_path_factory.mktemp("measured")
+    torch.manual_seed(0)
+    net = supernet.build_supernet(SPACE, num_classes=4, resolution=32)
+    save_supernet(net, d / "supernet.pt", {"data": "synthetic"})
+    data = {"name": "synthetic", "image_size": 32, "num_classes": 4, "num_train": 16, "num_val": 8}
+    measure_pairs(d / "supernet.pt", data, d / "pairs.jsonl", n=3, device="cpu", calib_batches=1, batch_size=8,
+                  log=lambda s: None)
+    return d / "supernet.pt", data, (d / "pairs.jsonl").read_bytes()
+
+
+def test_pairs_under_other_settings_are_refused_not_appended(tmp_path, measured, capsys):
+    """F5 of the pairs QA pass: a resume into a file of pairs measured under other data or BatchNorm
+    calibration, or on another supernet, appended its pairs there (archs were skipped by the weights
+    alone), and `fit` then fitted one predictor on the mixture."""
+    ckpt, data, text = measured
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert len({r["measure_id"] for r in lines}) == 1
+    assert lines[0]["measure"]["calib_batches"] == 1 and lines[0]["measure"]["data"]["num_val"] == 8
+    out = tmp_path / "p.jsonl"
+    out.write_bytes(text)
+    never = lambda s: pytest.fail(f"measured into a file of other settings: {s}")  # noqa: E731
+    torch.manual_seed(1)
+    save_supernet(supernet.build_supernet(SPACE, num_classes=4, resolution=32), tmp_path / "other.pt",
+                  {"data": "synthetic"})
+    for kw, named in [(dict(calib_batches=2), "calib_batches 1 vs 2"), (dict(batch_size=4), "batch_size 8 vs 4"),
+                      (dict(data=dict(data, num_val=4)), "data.num_val 8 vs 4"),
+                      (dict(checkpoint=tmp_path / "other.pt"), "recipe_id")]:
+        kw = dict(dict(checkpoint=ckpt, data=data, calib_batches=1, batch_size=8), **kw)
+        with pytest.raises(PredictorError, match=rf"p.jsonl, line 1: a pair measured under other settings \(the "
+                                                 rf"file's vs this run's: {named}.*give another --out file"):
+            measure_pairs(kw.pop("checkpoint"), kw.pop("data"), out, n=4, device="cpu", log=never, **kw)
+        assert out.read_bytes() == text
+    # the command line: one line, exit status 2
+    assert predictor_main(["pairs", "--checkpoint", str(ckpt), "--data", *(f"{k}={v}" for k, v in data.items()),
+                           "--n", "4", "--out", str(out), "--calib-batches", "2", "--batch-size", "8",
+                           "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("hwnas.predictor: error: --out") and "calib_batches 1 vs 2" in err
+    # the same measurement spelled otherwise (a default given; another seed draws other calibration images of
+    # the same data, as the pairs processes run side by side do) resumes
+    measure_pairs(ckpt, dict(data, limit_train=0, num_workers=0), out, n=2, seed=1, device="cpu", calib_batches=1,
+                  batch_size=8, log=never)
+    assert out.read_bytes() == text
+    # a file written before ids (its lines record none) is not appended to either
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("measure_id", "measure")}) + "\n"
+                              for r in lines))
+    with pytest.raises(PredictorError, match="legacy.jsonl, line 1: a pair measured by an earlier hwnas, which "
+                                             "recorded no measurement id"):
+        measure_pairs(ckpt, data, legacy, n=4, device="cpu", calib_batches=1, batch_size=8, log=never)
+
+
+def test_fit_refuses_pairs_of_one_supernet_measured_under_several_settings(tmp_path, measured, capsys):
+    """F5: pairs of one supernet measured under other settings, in one file (as the old resume wrote them) or
+    in several, are refused by `fit` with the settings that differ, never fitted as one measurement;
+    --measure-id picks one. Lines that record no id (older files) are one group, 'legacy', and load as before."""
+    ckpt, data, text = measured
+    measure_pairs(ckpt, data, tmp_path / "b.jsonl", n=2, device="cpu", calib_batches=2, batch_size=8,
+                  log=lambda s: None)
+    a_id = json.loads(text.splitlines()[0])["measure_id"]
+    b_id = json.loads((tmp_path / "b.jsonl").read_text().splitlines()[0])["measure_id"]
+    assert a_id != b_id
+    (tmp_path / "a.jsonl").write_bytes(text)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(text + (tmp_path / "b.jsonl").read_bytes())
+    refusal = (rf"measured under 2 settings .*{a_id}: 3 pairs in .*{b_id}: 2 pairs in .*\(against {a_id}: "
+               rf"calib_batches 2 vs 1\); fit the pairs of one setting with --measure-id ID")
+    with pytest.raises(PredictorError, match=refusal):
+        read_pairs([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], SPACE)
+    assert predictor_main(["fit", "--space", SPACE, str(mixed), "--out", str(tmp_path / "pred.json"),
+                           "--folds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calib_batches 2 vs 1" in err and not (tmp_path / "pred.json").exists()
+    pairs = read_pairs([mixed], SPACE, measure_id=a_id)
+    assert len(pairs) == 3 and pairs.measure_ids == [a_id] and pairs.measure["calib_batches"] == 1
+    assert len(read_pairs([mixed], SPACE, measure_id=b_id)) == 2
+    legacy = tmp_path / "legacy.jsonl"
+    legacy.write_text("".join(json.dumps({k: v for k, v in json.loads(x).items() if k not in ("measure_id", "measure")})
+                              + "\n" for x in text.splitlines()))
+    pairs = read_pairs([legacy], SPACE)
+    assert len(pairs) == 3 and pairs.measure_ids == [] and pairs.measure is None
+    with pytest.raises(PredictorError, match=rf"legacy: 3 pairs in .*legacy.jsonl, settings not recorded"):
+        read_pairs([legacy, tmp_path / "b.jsonl"], SPACE)
+    assert len(read_pairs([legacy, tmp_path / "b.jsonl"], SPACE, measure_id="legacy")) == 3
+
+
+def test_a_torn_last_line_is_cut_before_a_resume_appends(tmp_path, measured):
+    """F7 of the pairs QA pass: a write cut mid-line (power loss, a full disk) leaves a last line without its
+    newline; the resume glued the next pair onto it (that pair lost), and a later `fit` failed on it."""
+    ckpt, data, text = measured
+    out = tmp_path / "p.jsonl"
+    out.write_bytes(text[:-40])
+    torn = len(text) - 40 - (text[:-40].rfind(b"\n") + 1)
+    logged = []
+    measure_pairs(ckpt, data, out, n=3, device="cpu", calib_batches=1, batch_size=8, log=logged.append)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]  # every line whole
+    want = [json.loads(x) for x in text.splitlines()]
+    assert [r["key"] for r in lines] == [r["key"] for r in want] and lines[2]["val_top1"] == want[2]["val_top1"]
+    assert len(read_pairs([out], SPACE)) == 3
+    assert logged[0] == (f"{out}: removed a torn last line ({torn} bytes) left by a cut write; its arch is "
+                         "measured again")
+
+
 # ---- issue 25, 4: the main job's default evaluator --------------------------------------------------
 def test_the_main_job_scores_with_the_shipped_predictor_and_says_where_its_accuracy_comes_from(tmp_path, capsys):
     """`python -m hwnas.search +target=coreml` (no evaluator=, no checkpoint=) scores with the shipped
