@@ -226,6 +226,20 @@ def _field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
 
 
+def hydra_files(cfg: Any) -> dict[str, str]:
+    """What Hydra writes to `.hydra/` (config, hydra, overrides), for an app that turns Hydra's own
+    writing off (`hydra.output_subdir: null`) to write them itself once its checks have passed: a
+    refused or failed run then leaves an earlier run's `.hydra/` describing the run that made it.
+    {} outside a Hydra run (an app's `run` called from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg), ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
+
+
 def check_config(cfg, schema: type | None = None):
     """Instantiate every typed schema in `cfg` (their `__post_init__` checks the values); a key a
     schema does not have (also one appended with `+key=`) or a value left mandatory (`???`) is a

@@ -493,17 +493,6 @@ def _register() -> None:
     ConfigStore.instance().store(name="schema_app_extract", node=ExtractConfig)
 
 
-def hydra_files(cfg: Any) -> dict[str, str]:
-    """What Hydra writes to `.hydra/` (config, hydra, overrides), for the export to commit: the
-    extract app turns Hydra's own writing off (`hydra.output_subdir: null`), so a failed run leaves
-    an earlier export's `.hydra/` as it was."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-    hc = HydraConfig.get()
-    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg), ".hydra/hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
-            ".hydra/overrides.yaml": OmegaConf.to_yaml(hc.overrides.task)}
-
-
 def _task(cfg: Any, run_dir: Path) -> None:
     from omegaconf import ListConfig, OmegaConf
     if cfg.input is not None and cfg.resolution is not None:
@@ -516,6 +505,7 @@ def _task(cfg: Any, run_dir: Path) -> None:
         out_indices = OmegaConf.to_container(out_indices)
     elif isinstance(out_indices, int):
         out_indices = [out_indices]
+    from hwnas.cli import hydra_files
     extract(extra_files=hydra_files(cfg), arch=cfg.arch, run=cfg.run, pick=cfg.pick, checkpoint=cfg.checkpoint,
             pretrained=cfg.pretrained,
             formats=cfg.format if isinstance(cfg.format, str) else list(cfg.format), out_dir=run_dir,

@@ -374,3 +374,18 @@ def test_verify_holds_each_pick_to_the_budget_where_it_is_below_its_reference():
     held = verify_picks(picks, [(target, table)], {"latency_ms": 2.0, "params_m": None})
     assert [r["budget_ms"] for r in free] == [5.0, 1.8] and [r["budget_ms"] for r in held] == [2.0, 1.8]
     assert all(r["measured_ms"] is None and r["note"] for r in held)
+
+
+def test_a_refused_rerun_leaves_the_folders_record_of_the_run_that_made_it(tmp_path):
+    """.hydra/ is written by the app once its checks pass: Hydra's own writing (before the app runs) let a
+    rerun refused for another budget rewrite the folder's overrides with the run that never happened."""
+    first = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, "search.n_trials=3")
+    assert first.returncode == 0, first.stderr[-2000:]
+    record = {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()}
+    assert set(record) == {"config.yaml", "hydra.yaml", "overrides.yaml"} and "search.n_trials=3" in record["overrides.yaml"]
+    report = (tmp_path / "report.md").read_text()
+    refused = run_search("+target=onnxruntime_cpu", f"hydra.run.dir={tmp_path}", *FAST, "search.n_trials=3",
+                         "budget.latency_ms=5")
+    assert refused.returncode == 2 and "searched under the budget" in refused.stderr
+    assert {p.name: p.read_text() for p in (tmp_path / ".hydra").iterdir()} == record
+    assert (tmp_path / "report.md").read_text() == report

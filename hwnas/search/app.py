@@ -410,6 +410,16 @@ def write_latency_source(run_dir: Path, tables: dict[str, Path]) -> None:
                                                       indent=1, sort_keys=True) + "\n")
 
 
+def _write_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """`.hydra/` (the app turns Hydra's own writing off): written once the study is this search's, so a
+    refused rerun leaves the folder's record of the run that made it."""
+    from hwnas._files import atomic_write
+    from hwnas.cli import hydra_files
+    for name, text in hydra_files(cfg).items():
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / name, text)
+
+
 def write_run_study(run_dir: Path, study_name: str) -> None:
     from hwnas._files import atomic_write
     atomic_write(run_dir / RUN_STUDY, json.dumps({"study_name": study_name}) + "\n")
@@ -549,6 +559,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     write_accuracy_source(run_dir, acc)
     write_latency_source(run_dir, {t.name: path for t, _, path, _, _ in target_reports})
     write_run_study(run_dir, study_name)
+    _write_hydra_files(run_dir, cfg)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
     n_before = len(study.get_trials(deepcopy=False))
