@@ -361,7 +361,7 @@ def kfold_scores(x: np.ndarray, y: np.ndarray, folds: int, seed: int) -> dict[st
     fold_of[order] = np.arange(n) % folds
     out = {}
     for name, fit_fn in CANDIDATES:
-        pred = np.empty(n)
+        pred = np.full(n, np.nan)  # every pair is some fold's test pair (fit checks folds >= 2)
         for k in range(folds):
             test = fold_of == k
             model = _fit_scaled(fit_fn, x[~test], y[~test], seed)
@@ -504,10 +504,23 @@ class AccuracyPredictor:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise PredictorError(f"{p}: not an accuracy predictor (a JSON file of format {FORMAT!r}, as "
                                  "`python -m hwnas.predictor fit` writes)")
-        if doc["space"] not in search_spaces.list_spaces():
-            raise PredictorError(f"{p}: fitted on space {doc['space']!r}, which is not registered here "
+        if doc.get("space") not in search_spaces.list_spaces():
+            raise PredictorError(f"{p}: fitted on space {doc.get('space')!r}, which is not registered here "
                                  f"(spaces: {search_spaces.list_spaces()})")
-        return cls(doc, str(p))
+        try:  # a model whose parts are missing, of another kind or of the wrong shapes: one line, not a traceback
+            pred = cls(doc, str(p))
+            space = pred.space
+            if (doc["model"] or {}).get("kind") not in ("ridge", "mlp"):
+                raise ValueError(f"model kind {(doc['model'] or {}).get('kind')!r}")
+            value = float(_predict_scaled(pred.model, encode(space, space.min_arch())[None])[0])
+        except PredictorError:
+            raise  # already says what is wrong (another encoding of the space)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise PredictorError(f"{p}: its model is not one `python -m hwnas.predictor fit` writes "
+                                 f"({type(e).__name__}: {e}); refit it") from None
+        if not math.isfinite(value):
+            raise PredictorError(f"{p}: predicts {value} for the space's smallest arch; refit it")
+        return pred
 
     @classmethod
     def shipped(cls, space_name: str) -> "AccuracyPredictor":
@@ -530,6 +543,9 @@ def fit(pairs: Pairs, folds: int = 5, seed: int = 0, command: str | None = None)
     """Choose the candidate with the best pooled out-of-fold Kendall tau, refit it on every pair."""
     space = search_spaces.get_space(pairs.space)
     n = len(pairs)
+    if folds < 2:  # 0 or 1 folds hold no pair out: a "held-out" tau would be of nothing
+        raise PredictorError(f"--folds {folds}: at least 2 (each pair is predicted by a model fitted without "
+                             "its fold; 5 is the default)")
     if n < 2 * folds:
         raise PredictorError(f"{n} pairs of space {pairs.space!r}: too few for {folds}-fold selection (at least "
                              f"{2 * folds}); measure more archs with `python -m hwnas.predictor pairs`")
@@ -707,6 +723,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(summary(pred))
             print(f"written {args.out}")
         else:
+            from hwnas.errors import check_min
+            for flag, value, low in (("--n", args.n, 1), ("--batch-size", args.batch_size, 1),
+                                     ("--calib-batches", args.calib_batches, 0)):
+                check_min("", flag, value, low, error=PredictorError)  # before the checkpoint loads
             measure_pairs(args.checkpoint, _data_arg(args.data), args.out, args.n, seed=args.seed,
                           device=args.device, calib_batches=args.calib_batches, batch_size=args.batch_size)
             print(f"written {args.out}")

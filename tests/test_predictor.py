@@ -125,6 +125,16 @@ def test_fit_command_line(tmp_path, capsys):
     assert predictor_main(["fit", "--space", SPACE, str(tmp_path / "few.jsonl"), "--out", str(out),
                            "--variant", "any"]) == 2
     assert "too few for 5-fold selection" in capsys.readouterr().err
+    # fewer than 2 folds hold no pair out: --folds 0 wrote a predictor of held-out tau 1.00 from np.empty memory
+    out.unlink()
+    for folds in ("0", "1", "-3"):
+        assert predictor_main(["fit", "--space", SPACE, str(tmp_path / "run"), "--out", str(out), "--folds", folds]) == 2
+        assert f"--folds {folds}: at least 2" in capsys.readouterr().err and not out.exists()
+    # pairs: counts checked before anything loads
+    for flag, value, low in (("--batch-size", "0", 1), ("--n", "0", 1), ("--calib-batches", "-1", 0)):
+        assert predictor_main(["pairs", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "p.jsonl"),
+                               flag, value]) == 2
+        assert f"{flag}={value}: must be >= {low}" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +222,17 @@ def test_bad_predictor_files(tmp_path):
     (tmp_path / "nan.json").write_text(json.dumps(doc).replace(str(doc["model"]["y_mean"]), "NaN", 1))
     with pytest.raises(PredictorError, match=r"nan.json: holds NaN where a number belongs"):
         AccuracyPredictor.load(tmp_path / "nan.json")
+    # a model with parts missing, of an unknown kind or of the wrong shapes: one line, not a KeyError or matmul error
+    import copy
+    broken = {"nomodel": lambda d: d.pop("model"), "kind": lambda d: d["model"].update(kind="xgboost"),
+              "shape": lambda d: d["model"].update(x_mean=d["model"]["x_mean"][:3]),
+              "nospace": lambda d: d.pop("space")}
+    for name, damage in broken.items():
+        d = copy.deepcopy(doc)
+        damage(d)
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+        with pytest.raises(PredictorError, match=rf"{name}.json: (its model is not one .* writes|fitted on space None)"):
+            AccuracyPredictor.load(tmp_path / f"{name}.json")
 
 
 def test_pairs_measured_on_a_supernet_resume(tmp_path):
