@@ -66,8 +66,23 @@ def _task(cfg: Any, run_dir: Path) -> None:
 def main() -> None:
     from hwnas.cli import run_app
     run_app("train", "train", _task, register=register_common, schema=TrainAppConfig,
-            interrupted="the last finished epoch is kept in {run_dir}/train_state.pt (and supernet.pt); resume "
-                        "with the same command and hydra.run.dir={run_dir}")
+            interrupted=_interrupted)
+
+
+def _interrupted(cfg: Any, run_dir: Path) -> str:
+    """What a Ctrl-C leaves, from the files on disk: supernet.pt may lag train_state.pt by an epoch
+    (each epoch writes the state first), and the rerun brings it up to date."""
+    from hwnas.training.trainer import saved_epoch
+    state, ckpt = (saved_epoch(run_dir / name) for name in ("train_state.pt", "supernet.pt"))
+    if state is None:
+        return f"no epoch finished, {run_dir} holds nothing to resume from; rerun the same command to start again"
+    kept = f"epoch {state}/{cfg.train.epochs} is kept in {run_dir}/train_state.pt"
+    if ckpt != state:
+        kept += (f"; supernet.pt {'is not written yet' if ckpt is None else f'holds epoch {ckpt}'} (the rerun "
+                 "writes it from train_state.pt)")
+    else:
+        kept += " and supernet.pt"
+    return f"{kept}; resume with the same command and hydra.run.dir={run_dir}"
 
 
 if __name__ == "__main__":

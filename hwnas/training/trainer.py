@@ -1,10 +1,11 @@
 """The supernet training loop: sandwich steps, schedule, checkpoints, resume, metrics.
 
 `train(space, data_cfg, train_cfg, out_dir, seed)` writes to `out_dir`:
-- `supernet.pt`: the supernet (`hwnas.checkpoint` format), every epoch and at the end;
 - `train_state.pt`: everything a resumed run needs (supernet, optimizer, AMP scaler, epoch,
   step, metrics history), written atomically every epoch; a run started on a folder that holds
-  one continues from it;
+  one continues from it, if its settings are the first run's (`_check_resume`);
+- `supernet.pt`: the supernet (`hwnas.checkpoint` format), every epoch after the state; a
+  resumed run first writes it again when a kill left it behind the state;
 - `metrics.csv` (and TensorBoard events when `tensorboard` is installed).
 
 Nothing random depends on hidden state: subnets come from (seed, step), data order from
@@ -196,15 +197,23 @@ class MetricsLog:
             except Exception:  # tensorboard not installed: CSV only
                 self.tb = None
 
+    @staticmethod
+    def _csv(history: list[dict]) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(history[-1]), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+        return buf.getvalue()
+
+    def catch_up(self, history: list[dict]) -> None:
+        """Write the history again where metrics.csv does not hold it all (a run killed before writing it)."""
+        if self.enabled and history and (not self.path.is_file() or self.path.read_text() != self._csv(history)):
+            self.write(history)
+
     def write(self, history: list[dict]) -> None:
         if not self.enabled or not history:
             return
-        cols = list(history[-1])
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(history)
-        atomic_write(self.path, buf.getvalue(), fsync=False)
+        atomic_write(self.path, self._csv(history), fsync=False)
         if self.tb is not None:
             row = history[-1]
             for k, v in row.items():
@@ -227,29 +236,97 @@ def _diverged(what: str, step_text: str, lr: float, cfg: TrainConfig, ckpt: Path
                             f"({kept}). Lower train.lr (now {cfg.lr:g}) or set train.clip_grad, and run again")
 
 
-def _run_config(space, data, cfg: TrainConfig, seed: int, info: D.DistInfo) -> dict:
-    return {"space": space.name, "data": asdict(data), "train": asdict(cfg), "seed": seed,
+def _run_config(space, data, cfg: TrainConfig, seed: int, info: D.DistInfo, amp: str) -> dict:
+    return {"space": space.name, "data": asdict(data), "train": asdict(cfg), "seed": seed, "amp": amp,
             "world_size": info.world_size, "global_batch": cfg.batch_size * cfg.accum_steps * info.world_size}
 
 
 #: how a refused resume ends: the two ways to start afresh
 _AFRESH = "use another output folder (hydra.run.dir=...) or train.resume=false to start afresh"
 
+#: run-config keys a resumed run may change, because none of them changes the trained weights; every
+#: other key must equal the first run's (a run is the run its checkpoint's config describes)
+_MAY_CHANGE = frozenset({
+    "train.progress",  # the progress bar only
+    "train.time_limit_s",  # only where a process stops; the run resumes exactly (tests/test_train.py)
+    "train.resume",  # whether to continue, not what
+    # where it runs: float rounding aside, the same step; the precision it implies (train.amp=auto) is
+    # compared on its own, as `amp`
+    "train.device",
+    # the same micro-batches in the same order: processes x accum_steps may trade places (docs/training.md,
+    # "Several GPUs") as long as train.batch_size and the global batch stay, which are compared
+    "world_size", "train.accum_steps",
+    # per-epoch evaluation of copies (SubnetEvaluator never changes the supernet): metrics.csv columns only
+    "train.eval_calib_batches",
+    # DataLoader worker processes: decoded images are augmented from (seed, epoch, image), whoever decodes them
+    "data.num_workers",
+})
+
+#: keys of the run config that are no override of their own: what to call them in a refusal
+_DERIVED = {"global_batch": "global batch (train.batch_size x processes x train.accum_steps)",
+            "amp": "precision (train.amp; auto: bf16 on a GPU, off on the CPU)"}
+
+#: why a refused key may surprise
+_WHY = {"train.epochs": "train.epochs shapes the learning-rate schedule of the epochs already trained: a longer or "
+                        "shorter run is another run, in another folder",
+        "train.consistent_only": "its default is the space's: Next-ViT true"}
+
+
+def _flat(cfg: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}: the keys as overrides name them."""
+    out = {}
+    for k, v in cfg.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _override(value: Any) -> str:
+    """A config value as an override writes it (true, null, [0.5,0.5])."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(_override, value)) + "]"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
 
 def _check_resume(saved: dict, now: dict, path: Path) -> None:
-    for key in ("space", "seed", "global_batch"):
-        if saved.get(key) != now.get(key):
-            raise CheckpointError(f"{path}: written by a run with {key}={saved.get(key)!r}, this run has "
-                                  f"{key}={now.get(key)!r}; resume with the same settings, or {_AFRESH}")
-    if saved.get("data", {}).get("name") != now["data"]["name"]:
-        raise CheckpointError(f"{path}: written by a run on data={saved['data'].get('name')}, this run has "
-                              f"data={now['data']['name']}; {_AFRESH}")
-    # which archs it trains: a run begun before Next-ViT's default became its consistent archs says false
-    was, is_ = (str(c["train"].get("consistent_only")).lower() for c in (saved, now))
-    if was != "none" and was != is_:
-        raise CheckpointError(f"{path}: written by a run with train.consistent_only={was}, this run has "
-                              f"train.consistent_only={is_} (the default is the space's: Next-ViT true); pass "
-                              f"train.consistent_only={was} to continue it, or {_AFRESH}")
+    """Refuse to continue the run recorded in `saved` with settings that change its result: one line
+    naming every differing key with both values."""
+    was, is_ = _flat(saved), _flat(now)
+    # a key only one side has: the other hwnas version or dataset had no such setting (data.name tells
+    # datasets apart); consistent_only null: a run begun before Next-ViT's default, which trained every arch
+    differ = [k for k in is_ if k in was and k not in _MAY_CHANGE and was[k] != is_[k]
+              and not (k == "train.consistent_only" and was[k] is None)]
+    if not differ:
+        return
+    said = ", ".join(f"{_DERIVED.get(k, k)}={_override(was[k])} (this run: {_override(is_[k])})" for k in differ)
+    same = " ".join(f"{k}={_override(was[k])}" for k in differ if k not in _DERIVED)
+    why = "".join(f" ({_WHY[k]})" for k in differ if k in _WHY)
+    raise CheckpointError(f"{path}: written by a run with other settings: {said}{why}; pass the first run's values"
+                          f"{f' ({same})' if same else ''} to continue it, or {_AFRESH}")
+
+
+def saved_epoch(path: Path) -> Optional[int]:
+    """The epoch a `supernet.pt` or `train_state.pt` holds, None when there is no such file. Reads
+    the file memory-mapped: the tensors stay on disk."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt["epoch"] if ckpt.get("format") == STATE_FORMAT else ckpt["meta"]["epoch"])
+
+
+def _supernet_catch_up(out_dir: Path, state: dict, log) -> None:
+    """Bring `supernet.pt` up to the training state a resumed run starts from. Each epoch writes the
+    state first (it is what a rerun continues from), then `supernet.pt` and `metrics.csv`: a kill
+    between the writes leaves them an epoch behind, for good if that was the last epoch."""
+    ckpt = out_dir / "supernet.pt"
+    try:
+        epoch = saved_epoch(ckpt)
+        held = "missing" if epoch is None else f"at epoch {epoch}"
+    except Exception:  # noqa: BLE001 -- damaged by hand: the state holds what it should be
+        epoch, held = None, "unreadable"
+    if epoch != state["epoch"]:
+        atomic_save(state["supernet"], ckpt)  # the very record that epoch's supernet.pt would have held
+        log(f"{ckpt} was {held}, behind {out_dir / 'train_state.pt'} (epoch {state['epoch']}): written again "
+            "from it")
 
 
 def train(space: Any, data_cfg: Any, cfg: Any, out_dir: str | os.PathLike, seed: int = 0,
@@ -308,7 +385,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
             f"64 px gives 4 keys, 128 px 16")
     optimizer = make_optimizer(net, cfg)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    run_cfg = _run_config(space, data, cfg, seed, info)
+    run_cfg = _run_config(space, data, cfg, seed, info, amp)
 
     state_path = out_dir / "train_state.pt"
     start_epoch, history, pretrained_report = 0, [], None
@@ -329,6 +406,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         skipped = dict(rec["meta"].get("skipped_images") or {})
         if main:
             log(f"resuming from {state_path}: {start_epoch}/{cfg.epochs} epochs done")
+            _supernet_catch_up(out_dir, state, log)
     elif cfg.pretrained:
         from supernet.pretrained import format_report, load_pretrained
         report = load_pretrained(net, cfg.pretrained)
@@ -349,6 +427,7 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
         calib, val, _ = build_loaders(data, res, cfg.batch_size, seed, augment=False, device=device)
         evaluator = SubnetEvaluator(net, calib, val, calib_batches=cfg.eval_calib_batches)
     metrics = MetricsLog(out_dir, main)
+    metrics.catch_up(history)  # a resumed run's, where its last epoch was killed before writing it
     params = list(net.parameters())
     bar = None
     if main and cfg.progress:
@@ -465,12 +544,8 @@ def _train(space, data, cfg: TrainConfig, out_dir: Path, seed: int, info: D.Dist
     if bar is not None:
         bar.close()
     metrics.close()
-    ckpt = out_dir / "supernet.pt"
-    if main and not ckpt.is_file():  # zero epochs left to run: still leave a checkpoint behind
-        save_supernet(net, ckpt, {"epoch": start_epoch, "space": space.name, "data": data.name, "seed": seed,
-                                  "config": run_cfg, "history": history})
     D.barrier(info)
-    return ckpt
+    return out_dir / "supernet.pt"
 
 
 __all__ = ["TrainConfig", "TrainingDiverged", "lr_at", "make_optimizer", "resolved_train_config", "train",
