@@ -44,8 +44,9 @@ from search_spaces import Arch
 
 from .correction import _fit, choose_form, fidelity_metrics, kind_of, kind_sums
 from .keys import block_keys
-from .profiler import (DeadlineReached, _check_deadline, _chunk, _precompile, held_out_set, mark_complete,  # noqa: F401
-                       measure_mes_unit, measure_networks, network_shape, now_iso, partial_path, promote)
+from .profiler import (DeadlineReached, _check_deadline, _chunk, _precompile, held_out_set, kept_note,  # noqa: F401
+                       mark_complete, measure_mes_unit, measure_networks, network_records, network_shape, now_iso,
+                       partial_path, promote)
 from .table import (TABLES_DIR, LatencyTable, LatencyTableError, adapt_command, atomic_write_text,  # noqa: F401
                     networks_path, provenance_path, read_networks, read_provenance, read_rows)
 
@@ -440,6 +441,7 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
     log(f"adapting {source_path} ({source.device}) to {backend.device()}{across} from up to {n} whole networks "
         f"into {out}" + (f", stopping once the leave-one-out error is <= {100 * stop_loo:.1f}%" if stop_loo else ""))
     t0 = time.perf_counter()
+    before = _measured_state(out)
     table = adapt(backend, space, source, out, n, stop_loo=stop_loo, min_networks=min_networks, progress=progress)
     rec = table.provenance["adapted"]["scopes"][scope]
     corr = table.correction(scope)
@@ -456,12 +458,24 @@ def run_adapt(backend: Backend, space: search_spaces.SearchSpace, out: Path, n: 
             f"the source table as it is: {100 * s['within_10pct']:.0f}% within ±10%, tau {s['kendall_tau']:.3f} "
             f"({res['seconds']:.0f} s)")
         result["held_out"] = res
+    if _measured_state(out) == before:
+        held = (result.get("held_out") or {}).get("adapted", {}).get("n", 0)
+        log(kept_note(backend, table, out, scope, 0, {"fit": rec["networks"], "fidelity": held}))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if results_dir is not None:
         atomic_write_text(Path(results_dir) / f"latency_adapt_{backend.name}_{scope_slug(scope)}.json",
                           json.dumps(result, indent=1) + "\n")
     log(table.describe())
     return table
+
+
+def _measured_state(out: Path) -> tuple | None:
+    """What an adapt run into `out` has measured so far (its whole networks, whether the MES unit is timed),
+    from its partial files while they are there: equal before and after a run that measured nothing."""
+    p = partial_path(out) if partial_path(out).exists() else Path(out)
+    if not p.exists():
+        return None
+    return network_records(networks_path(p)), "mes_unit_latency_ms" in read_provenance(provenance_path(p))
 
 
 def result_source_table(result: dict, root: str | Path) -> LatencyTable:

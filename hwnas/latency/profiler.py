@@ -8,15 +8,19 @@ A killed profile therefore never leaves a half-made table where a search would p
 partial file. Everything written is atomic (temporary file, then rename): the working CSV after
 every block, the whole-network CSV after every network, so a kill loses at most what was being
 timed. Rows and networks whose fingerprint no longer matches the code are measured again.
+A table keeps one way of timing (`check_timing`): its rows are timed with the provenance's settings
+and each scope's networks of a role with those of `network_timing`, so a run with other settings
+that would time anything beside them stops before it does.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,8 +33,11 @@ from .backends import Backend
 from .correction import fit_correction
 from .keys import block_keys
 from .table import (NET_COLUMNS, PARTIAL, TABLES_DIR, LatencyTable, LatencyTableError,  # noqa: F401
-                    atomic_write_text, networks_path, provenance_path, read_networks, read_provenance,
+                    atomic_write_text, describe_scope, networks_path, provenance_path, read_networks, read_provenance,
                     read_rows, write_networks)
+
+
+log = logging.getLogger("hwnas.profile")  # the profile app's log: what its steps say to the user
 
 
 def now_iso() -> str:
@@ -63,6 +70,66 @@ def build_device(backend: Backend) -> str:
 
 
 SETUP_KEYS = ("target", "precision", "batch", "threads", "device", "clock", "canary")
+#: what decides a timing loop's figures (`Backend._time_loop`, `_cuda_time_loop`: `warmup` untimed runs, then
+#: the stopping rule of `Backend._runs`): of every block row, of the MES unit, of whole networks timed one by one
+LOOP_KEYS = ("warmup", "repeats", "min_runs", "max_seconds")
+#: what decides a round-robin pass's (`Backend.time_round_robin`: `warmup` runs, then `rounds` rounds of a fixed
+#: number of runs): of whole networks timed with `target.rounds`
+ROUND_ROBIN_KEYS = ("warmup", "rounds")
+
+
+class TimingSettingsError(LatencyTableError):
+    """A table would get measurements timed otherwise than those it keeps."""
+
+
+def timing_of(settings: Mapping[str, Any], networks: bool = False) -> dict:
+    """Of `settings` (a backend's `info()`, or a table's provenance), those that decide what is measured: of a
+    block row, or (`networks`) of a whole network, timed one by one or (`rounds` > 0) round-robin."""
+    keys = LOOP_KEYS if not networks else ROUND_ROBIN_KEYS if settings.get("rounds") else (*LOOP_KEYS, "rounds")
+    return {k: settings.get(k) for k in keys}
+
+
+def check_timing(backend: Backend, table: LatencyTable, what: str, kept: dict | None, networks: bool = False) -> dict:
+    """The settings `backend` times `what` with (`timing_of`), checked against `kept`: those the table's
+    measurements of `what` were timed with (None: it keeps none). One table keeps one way of timing each
+    thing, as its provenance says: a resumed profile or adapt with other settings would mix rows timed one
+    way with rows timed another under a provenance naming one, so it is refused, naming each setting that
+    differs. Settings that decide neither (`repeats` for round-robin networks, `rounds` for blocks) may."""
+    info = backend.info()
+    mine = timing_of(info, networks)
+    decided = {k: v for k, v in (kept or {}).items() if v is not None}  # None: not recorded, nothing to hold to
+    if any(mine[k] != v for k, v in decided.items() if k in mine):
+        differ = [k for k, v in decided.items() if info.get(k) != v]
+        raise TimingSettingsError(
+            f"{table.path} keeps {what} timed with {_settings(decided, differ)}; this run times with "
+            f"{_settings(info, differ)}, and one table keeps one way of timing: rerun with "
+            f"{' '.join(f'target.{k}={decided[k]}' for k in differ)}, or write another table (out=PATH or "
+            f"tables_dir=DIR) to time them so.")
+    return mine
+
+
+def _settings(values: Mapping[str, Any], keys: Iterable[str]) -> str:
+    return ", ".join(f"{k}={values.get(k)!r}" for k in keys)
+
+
+def kept_timing(table: LatencyTable, scope: str, role: str = "fit") -> dict:
+    """How `table`'s `role` networks of `scope` were timed: its record (`network_timing`), else (a table
+    written before it was kept) the table's own settings."""
+    rec = (table.provenance.get("network_timing") or {}).get(scope) or {}
+    return rec.get(role) or timing_of(table.provenance, networks=True)
+
+
+def _check_network_timing(backend: Backend, table: LatencyTable, role: str, kept: Sequence[dict],
+                          todo: Sequence[Arch]) -> None:
+    """`check_timing` for the `role` networks of each scope of `todo` beside the `kept` records, then the
+    settings recorded (per scope and role: `network_timing`, on disk before anything is timed by them)."""
+    timing = table.provenance.setdefault("network_timing", {})
+    for scope in dict.fromkeys(a.scope for a in todo):
+        held = any(r["space"] == scope and r["role"] == role for r in kept)
+        what = f"the {role} networks of {describe_scope(scope)}"
+        timing.setdefault(scope, {})[role] = check_timing(backend, table, what,
+                                                          kept_timing(table, scope, role) if held else None, True)
+    table.save()
 
 
 def _check_setup(backend: Backend, path: Path, prov: dict) -> None:
@@ -168,6 +235,13 @@ def profile_blocks(backend: Backend, table: LatencyTable, specs: Sequence[BlockS
     todo = [s for s in specs if s.key not in table.rows or s.key in stale]
     if limit is not None:
         todo = todo[:limit]
+    if todo:  # rows kept beside them: timed as they were; else the rows' settings are this run's
+        todo_keys = {s.key for s in todo}
+        kept = any(k not in todo_keys for k in table.rows)
+        kept_settings = timing_of(table.provenance) if kept else None
+        table.provenance.update(check_timing(backend, table, "block rows", kept_settings))
+        if not kept:
+            table.provenance.update(rounds=backend.rounds, method=backend.method())
     prof = table.provenance.setdefault("profiling", {}).setdefault(space, {"block_seconds": 0.0})
     prof["n_blocks"] = len(specs)
     table.save()  # the provenance exists from the first row on
@@ -247,6 +321,8 @@ def measure_networks(backend: Backend, archs: Sequence[Arch], role: str, path: P
             if r["arch_id"] not in current or r.get("fingerprint") == current[r["arch_id"]]}
     records = [r for r in records if (r["space"], r["role"], r["arch_id"]) in done]  # drop stale ones
     todo = [a for a in archs if (a.scope, role, a.id) not in done]
+    if todo and table is not None:
+        _check_network_timing(backend, table, role, records, todo)
     device = build_device(backend)
     if backend.rounds and todo:
         group = max(1, int(backend.round_robin_group))
@@ -355,7 +431,7 @@ def measure_mes_unit(backend: Backend, resolution: int = 224) -> dict:
     r = backend.measure(model, (backend.batch, 3, resolution, resolution))
     return {"mes_unit_latency_ms": r[backend.statistic],
             "mes_unit": {"model": "MobileNetV2 x1.0 (hwnas.latency.reference_models)",
-                         "resolution": resolution, "source": "measured", **r}}
+                         "resolution": resolution, "source": "measured", **r, "timing": timing_of(backend.info())}}
 
 
 def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool:
@@ -373,15 +449,16 @@ def mark_complete(table: LatencyTable, space: search_spaces.SearchSpace) -> bool
 
 
 def promote(table: LatencyTable, final: Path) -> LatencyTable:
-    """Make the working table the table at `final`: whole networks first, then rows, then the
-    provenance (each atomic; the provenance last, so a kill leaves the old table or the new one),
-    then remove the working files."""
+    """Make the working table the table at `final`: whole networks first, then provenance and rows
+    (`LatencyTable.save`: each atomic, the provenance holding the rows' digest, so a kill between
+    the two leaves a table `load` refuses, never new rows under the old correction), then remove the
+    working files, its rows first (what a rerun resumes from: until then it finishes the promotion)."""
     work = table.path
     final = Path(final)
     if networks_path(work).exists():
         atomic_write_text(networks_path(final), networks_path(work).read_text())
     table.save(final)
-    for p in (provenance_path(work), work, networks_path(work)):
+    for p in (work, provenance_path(work), networks_path(work)):
         if p.exists():
             p.unlink()
     return table
@@ -401,9 +478,11 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
     fit_archs = fit_set(space, n_fit, seed=fit_seed, archs=archs) if n_fit > 0 else []
     # Only some archs: their blocks and those of the fit networks, so the correction can be fitted.
     specs = specs_for(space, list(archs) + fit_archs if archs else None)
-    profile_blocks(backend, table, specs, space.scope, progress=progress, limit=limit, deadline=deadline)
+    nets_before = network_records(networks_path(table.path))
+    blocks = profile_blocks(backend, table, specs, space.scope, progress=progress, limit=limit, deadline=deadline)
     if limit is not None and any(s.key not in table.rows for s in specs):
         return table  # a partial run (tests, smoke runs): no networks, no correction yet
+    measured = blocks["measured"] or "mes_unit_latency_ms" not in table.provenance
     if fit_archs:  # n_fit=0: blocks only, no correction
         t_net = time.perf_counter()
         recs = measure_networks(backend, fit_archs, "fit", networks_path(table.path), progress,
@@ -416,4 +495,28 @@ def run_profile(backend: Backend, space: search_spaces.SearchSpace, table_path: 
     table.provenance["date"] = now_iso()
     mark_complete(table, space)
     table.invalidate()
+    if not measured and network_records(networks_path(table.path)) == nets_before:
+        log.info("%s", kept_note(backend, table, table_path, space.scope, len(specs), {"fit": len(fit_archs)}))
     return promote(table, table_path)
+
+
+def network_records(path: Path) -> set[tuple]:
+    """What identifies each whole-network record of `path`: (scope, role, arch id, fingerprint)."""
+    return {(r["space"], r["role"], r["arch_id"], r["fingerprint"]) for r in read_networks(path)}
+
+
+def kept_note(backend: Backend, table: LatencyTable, path: Path, scope: str, n_rows: int,
+              networks: Mapping[str, int]) -> str:
+    """The line a run that measured nothing logs: what the table at `path` keeps of `scope` (`n_rows` block
+    rows, `networks[role]` networks of each role), timed how, and, where this run's settings would time them
+    otherwise, how to time them so (another table)."""
+    parts = [(f"{n_rows} block rows", timing_of(table.provenance))] if n_rows else []
+    parts += [(f"{n} {'held-out' if role == 'fidelity' else role} networks", kept_timing(table, scope, role))
+              for role, n in networks.items() if n]
+    info = backend.info()
+    differ = sorted({k for _, kept in parts for k, v in kept.items() if v is not None and info.get(k) != v})
+    return (f"nothing measured: the {' and '.join(what for what, _ in parts)} of {describe_scope(scope)} in {path} "
+            f"are kept as timed with the table's settings ("
+            + "; ".join(f"{what.split(' ', 1)[1]}: {_settings(kept, kept)}" for what, kept in parts) + ")"
+            + (f"; this run's {_settings(info, differ)} would time them otherwise: to re-time them so, profile into "
+               f"another table (out=PATH or tables_dir=DIR)" if differ else ""))

@@ -2,9 +2,10 @@
 
 On disk a table is files side by side: `<device>.csv` (one row per `BlockSpec.key`:
 `key,median_ms,p10_ms,spread,runs,fingerprint`), `<device>.json` (the provenance: runtime and
-version, device, precision, batch, threads, warm-up/repeats, date, `source: measured|estimated`,
+version, device, precision, batch, threads, the rows' warm-up/repeats, date, `source: measured|estimated`,
 which statistic predictions sum, the deploy form and fingerprint scheme, the per-scope
-correction, completeness and fidelity) and `<device>.networks.csv` (the whole networks measured
+correction, completeness and fidelity, how the networks of each scope and role were timed, the
+digest of the rows it describes) and `<device>.networks.csv` (the whole networks measured
 to fit the correction and to prove it, each with its fingerprint). One file can hold the rows of
 several spaces and settings. Block keys hold shapes, so rows of every input size sit side by side;
 what is fitted and proven is kept per *scope* (`search_spaces.scope`): a space's classifiers at
@@ -25,6 +26,7 @@ the profile command (`allow_stale=True` uses them anyway, and `stale_used` says 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.resources
 import io
 import json
@@ -220,6 +222,28 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, text)
 
 
+def rows_digest(data: str | bytes) -> str:
+    """The digest a provenance records of its rows CSV (`rows_sha256`): the SHA-256 of the file's bytes."""
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def check_rows_belong(path: Path, prov: Mapping[str, Any]) -> None:
+    """Refuse rows that are not those the provenance describes: a run stopped between writing a table's
+    two files (`LatencyTable.save`). A provenance without a digest (tables written before it) is taken
+    as it is."""
+    want = prov.get("rows_sha256")
+    if want is None or want == rows_digest(Path(path).read_bytes()):
+        return
+    scope = (prov.get("spaces") or ["S"])[0]
+    adapted = ((prov.get("adapted") or {}).get("scopes") or {}).get(scope)
+    cmd = (profile_command(prov["target"], scope) + (f" adapt={adapted.get('asked', 'N')}" if adapted else "")
+           + f" out={path}")
+    raise LatencyTableError(
+        f"latency table {path} does not hold the rows its provenance {provenance_path(path).name} describes (a run "
+        f"stopped between writing the two); rerun the command that wrote it (e.g. `{cmd}`): it finishes from its "
+        f".partial files when they are there and writes both again; or restore both files from their copy.")
+
+
 def rows_to_csv(rows: Mapping[str, Mapping[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -380,7 +404,9 @@ class LatencyTable:
         if path.suffix == ".json":
             path = path.with_suffix(".csv")
         rows = read_rows(path)
-        table = cls(rows, read_provenance(provenance_path(path)), path, check=True, allow_stale=allow_stale)
+        prov = read_provenance(provenance_path(path))
+        check_rows_belong(path, prov)
+        table = cls(rows, prov, path, check=True, allow_stale=allow_stale)
         if target is not None and table.target != target:
             raise LatencyTableError(f"{path} is a table for target {table.target!r}, not {target!r}; "
                                     f"use `default_table_path({target!r}, space)` or profile that target.")
@@ -391,15 +417,19 @@ class LatencyTable:
         return table
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write the CSV and its provenance, each atomically (rows first, so a table is never
-        described by a provenance newer than its rows)."""
+        """Write the provenance, then the CSV, each atomically. The provenance records the digest of
+        the rows written after it (`rows_sha256`), so a run stopped between the two leaves a table
+        `load` refuses, naming the command that writes both again -- never rows under a provenance
+        (correction, completeness) that is not theirs, whichever of the two was new."""
         path = Path(path) if path is not None else self.path
         if path is None:
             raise LatencyTableError("save(): this table has no path; pass one")
-        atomic_write_text(path, rows_to_csv(self.rows))
+        rows = rows_to_csv(self.rows)
+        self.provenance["rows_sha256"] = rows_digest(rows)
         # allow_nan=False: a NaN would make the provenance unreadable to strict JSON parsers
         atomic_write_text(provenance_path(path),
                           json.dumps(self.provenance, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        atomic_write_text(path, rows)
         self.path = path
         return path
 
