@@ -260,6 +260,20 @@ def _slower_table(folder):
     return dst
 
 
+def test_a_table_without_a_correction_is_searched_with_a_warning(tmp_path, capsys):
+    """A profile with n_fit=0 (or one stopped before its fit networks) has rows and no correction: its
+    latencies are raw sums, which the search used without a word."""
+    from hwnas.search.app import run
+    table = _slower_table(tmp_path / "tables")
+    prov = json.loads(table.with_suffix(".json").read_text())
+    prov["correction"].pop("efficientformerv2")
+    prov["complete"]["efficientformerv2"] = False
+    table.with_suffix(".json").write_text(json.dumps(prov))
+    run(_compose(f"target.table={table}", "search=random", "search.n_trials=3"), tmp_path / "s")
+    assert f"NO CORRECTION: {table} has no whole-network correction for efficientformerv2" in capsys.readouterr().out
+    assert "NO CORRECTION" in (tmp_path / "s" / "report.md").read_text()
+
+
 def test_a_study_keeps_its_cost_model_and_the_folder_its_records(tmp_path):
     from hwnas.search.app import SearchError, run
     out = tmp_path / "s"

@@ -156,7 +156,7 @@ def test_one_target_keeps_its_columns_and_picks(tmp_path):
     (["targets=[coreml,torch_cuda]", "+target_settings.tensorrt.batch=1"], "not one of targets"),
     (["targets=[coreml,torch_cuda]", "+target_settings.coreml.batchsize=1"], "target_settings.coreml"),
     # the target's own ranges hold under target_settings as under +target= (a NaN MES constant was searched with)
-    (["targets=[coreml,torch_cuda]", "+target_settings.coreml.mes.score=nan"], r"target_settings\.coreml\.mes\.score=nan: must be > 0"),
+    (["targets=[coreml,torch_cuda]", "+target_settings.coreml.mes.score=nan"], r"target_settings\.coreml\.mes\.score=nan: must be a finite number > 0"),
     (["targets=[coreml,torch_cuda]", "+target_settings.torch_cuda.batch=0"], r"target_settings\.torch_cuda\.batch=0: must be >= 1"),
 ])
 def test_bad_target_settings_fail_clearly(tmp_path, overrides, message):

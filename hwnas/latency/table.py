@@ -308,12 +308,32 @@ def read_provenance(path: str | os.PathLike) -> dict:
     for k in ("target", "source"):
         if k not in prov:
             raise LatencyTableError(f"provenance file {path} has no {k!r} field; it was not written by hwnas.profile.")
-    for space, corr in (prov.get("correction") or {}).items():
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    unit = prov.get("mes_unit_latency_ms")
+    if unit is not None and not (number(unit) and unit > 0):
+        raise LatencyTableError(f"provenance file {path}: mes_unit_latency_ms={unit!r} is no latency (a number of "
+                                "ms > 0: MobileNetV2 x1.0 on that target); restore the file from git or re-run the "
+                                "profile command.")
+    corrections = prov.get("correction") or {}
+    for space, done in (prov.get("complete") or {}).items():
+        if done and not corrections.get(space):  # `complete` means every block and the correction (mark_complete)
+            raise LatencyTableError(f"provenance file {path} calls its {space} table complete but holds no correction "
+                                    f"for it; re-fit it with `{profile_command(prov['target'], space)}` or restore "
+                                    "the file from git.")
+    for space, corr in corrections.items():
+        if not isinstance(corr, dict) or not isinstance(corr.get("a", {}), dict):
+            raise LatencyTableError(f"provenance file {path}: the {space} correction is not a mapping of factors "
+                                    f"and an offset; re-fit it with `{profile_command(prov['target'], space)}` or "
+                                    "restore the file from git.")
         # predict = Σ a_kind · Σ(blocks of kind) + b: a factor near 1 and an offset in ms
-        bad = [f"a[{k}]={a!r}" for k, a in (corr.get("a") or {}).items()
-               if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a <= 100]
+        bad = [f"a[{k}]={a!r}" for k, a in (corr.get("a") or {}).items() if not (number(a) and 0 < a <= 100)]
+        a_default = corr.get("a_default", 1.0)
+        if not (number(a_default) and 0 < a_default <= 100):
+            bad.append(f"a_default={a_default!r}")
         b = corr.get("b", 0.0)
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not abs(b) <= MAX_MS:
+        if not (number(b) and abs(b) <= MAX_MS):
             bad.append(f"b={b!r}")
         if bad:
             raise LatencyTableError(f"provenance file {path}: the {space} correction has {', '.join(bad)} (a factor "

@@ -276,9 +276,14 @@ def table_warnings(table, space: search_spaces.SearchSpace, path: str) -> list[s
     lacking = [s.key for s in space.all_blocks() if s.key not in table.rows]
     if lacking:
         out.append(f"INCOMPLETE TABLE: {path} has no row for {len(lacking)} of the {space.name} space's blocks "
-                   f"(e.g. {lacking[0]}); the search skips every arch that needs one (counted as infeasible). "
+                   f"(e.g. {lacking[0]}); the search skips every arch that needs one (counted as invalid). "
                    f"Fill them with `python -m hwnas.profile +target={table.target} space={space.name}` on that "
                    f"device{_fill_hint(table, space.name)}.")
+    if not (table.provenance.get("correction") or {}).get(space.scope):
+        out.append(f"NO CORRECTION: {path} has no whole-network correction for {space.scope} (a profile with "
+                   f"n_fit=0, or one stopped before its fit networks): its latencies are raw sums of block rows, "
+                   f"which miss what a whole network adds between blocks. Finish it with "
+                   f"`python -m hwnas.profile +target={table.target} space={space.name}` on that device.")
     if table.allow_stale:
         table.predict(space.min_arch())  # checks the correction's fit networks: said below if stale
     for sp, keys in table.stale_used.items():
