@@ -131,8 +131,7 @@ def test_absurd_latencies_are_refused_at_load_naming_file_and_row(tmp_path, valu
 
 def test_hand_edited_provenance_is_one_line_naming_file_and_field(tmp_path):
     """Bad-input QA: a_default "2" or "a": "x" were a TypeError / AttributeError, mes_unit_latency_ms "abc" a
-    ValueError in the MES, a_default NaN an error naming neither file nor field, and a table calling itself
-    complete without a correction was searched with raw sums of rows."""
+    ValueError in the MES, a_default NaN an error naming neither file nor field."""
     synthetic_table("nextvit", tmp_path / "dev.csv", correction={"form": "scale", "a": {"nextvit.ncb": 0.9}, "b": 1.0})
     prov = json.loads((tmp_path / "dev.json").read_text())
     corr = prov["correction"]["nextvit"]
@@ -142,7 +141,6 @@ def test_hand_edited_provenance_is_one_line_naming_file_and_field(tmp_path):
         (dict(prov, correction={"nextvit": dict(corr, a="x")}), r"the nextvit correction is not a mapping"),
         (dict(prov, correction={"nextvit": "x"}), r"the nextvit correction is not a mapping"),
         (dict(prov, mes_unit_latency_ms="abc"), r"mes_unit_latency_ms='abc' is no latency"),
-        (dict(prov, correction={}, complete={"nextvit": True}), r"calls its nextvit table complete but holds no correction"),
     ]
     for bad, message in cases:
         (tmp_path / "dev.json").write_text(json.dumps(bad))

@@ -316,12 +316,8 @@ def read_provenance(path: str | os.PathLike) -> dict:
         raise LatencyTableError(f"provenance file {path}: mes_unit_latency_ms={unit!r} is no latency (a number of "
                                 "ms > 0: MobileNetV2 x1.0 on that target); restore the file from git or re-run the "
                                 "profile command.")
+    # a table without a correction for a space is used as raw sums of rows: the search says so (NO CORRECTION)
     corrections = prov.get("correction") or {}
-    for space, done in (prov.get("complete") or {}).items():
-        if done and not corrections.get(space):  # `complete` means every block and the correction (mark_complete)
-            raise LatencyTableError(f"provenance file {path} calls its {space} table complete but holds no correction "
-                                    f"for it; re-fit it with `{profile_command(prov['target'], space)}` or restore "
-                                    "the file from git.")
     for space, corr in corrections.items():
         if not isinstance(corr, dict) or not isinstance(corr.get("a", {}), dict):
             raise LatencyTableError(f"provenance file {path}: the {space} correction is not a mapping of factors "
