@@ -39,7 +39,8 @@ class CoreMLProfileConfig:
     n_fit: int = 30
 
     def __post_init__(self):
-        check_min("coreml", "n_fit", self.n_fit, 0)
+        # checked before the top-level n_fit, which it follows unless set (profile.yaml: ${n_fit})
+        check_min("coreml", "n_fit", self.n_fit, 0, hint="it is n_fit unless set: give n_fit=0 or more")
 
 
 @dataclass

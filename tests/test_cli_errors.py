@@ -136,6 +136,7 @@ CASES = {
     "truncated training state": ("train", TRAIN, "truncated or corrupt training state", False),
     # 8, 9: profile
     "negative limit": ("profile", [*PROFILE, "limit=-1"], "limit=-1: must be >= 1", True),
+    "negative n_fit": ("profile", [*PROFILE, "n_fit=-1"], "coreml.n_fit=-1: must be >= 0 (it is n_fit unless set: give n_fit=0 or more)", True),
     "unknown space": ("profile", [*PROFILE, "space=resnet"], "space=resnet: no such option", True),
     "opset of the target": ("profile", [*PROFILE, "target.opset=5"], "target.opset=5: must be in [13, 20]", True),
     "binary arch file to profile": ("profile", [*PROFILE, "archs=[{files}/binary.yaml]"],
