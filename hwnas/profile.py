@@ -171,9 +171,6 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Path:
     return table.path
 
 
-DEFAULT_TABLES_DIR = USER_TABLES_DIR  # where a profile writes when neither `out=` nor `tables_dir=` is given
-
-
 def table_out(out: str | None) -> Path | None:
     """The table path of `out=` (a `.csv`: its `.json`, `.networks.csv` and `.partial.*` go beside it,
     named after it), checked to lie outside the shipped tables."""
@@ -192,7 +189,7 @@ def table_out(out: str | None) -> Path | None:
 
 def user_tables_dir(tables_dir: str | None) -> Path:
     """The folder of `<target>/<device>.csv` tables this profile writes to (a user folder)."""
-    folder = Path(tables_dir or DEFAULT_TABLES_DIR)
+    folder = Path(tables_dir or USER_TABLES_DIR)
     _outside_package(folder, f"tables_dir={folder}")
     return folder
 
@@ -205,7 +202,7 @@ def _outside_package(path: Path, what: str) -> None:
     if target == shipped or shipped in target.parents:
         raise ConfigError(f"{what}: that is inside the tables shipped with hwnas ({shipped}), which a profile "
                           f"never writes; profile into a folder of yours (tables_dir=DIR, default "
-                          f"{DEFAULT_TABLES_DIR}) and search with target.tables_dir=DIR")
+                          f"{USER_TABLES_DIR}) and search with target.tables_dir=DIR")
 
 
 def _device_check(backend, space, path: Path, tables_dir=None) -> None:

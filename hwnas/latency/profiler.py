@@ -98,8 +98,8 @@ def check_timing(backend: Backend, table: LatencyTable, what: str, kept: dict | 
     info = backend.info()
     mine = timing_of(info, networks)
     decided = {k: v for k, v in (kept or {}).items() if v is not None}  # None: not recorded, nothing to hold to
-    if any(mine[k] != v for k, v in decided.items() if k in mine):
-        differ = [k for k, v in decided.items() if info.get(k) != v]
+    differ = [k for k, v in decided.items() if k in mine and mine[k] != v]
+    if differ:
         raise TimingSettingsError(
             f"{table.path} keeps {what} timed with {_settings(decided, differ)}; this run times with "
             f"{_settings(info, differ)}, and one table keeps one way of timing: rerun with "

@@ -567,11 +567,12 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     _write_hydra_files(run_dir, cfg)
     study_mod.name_metrics(study, objectives)
     # a resumed or shared study must not replay the first run's random stream
-    n_before = len(study.get_trials(deepcopy=False))
+    before = study.get_trials(deepcopy=False)
+    n_before = len(before)
     if n_before:
         study.sampler = strategy_impl.sampler(strategy, cfg.seed + 7919 * n_before
                                               + (0 if cfg.storage is None else _pid()))
-        n_done, wanted = len(study_mod.completed(study)), strategy.get("n_trials")
+        n_done, wanted = sum(t.state.name == "COMPLETE" for t in before), strategy.get("n_trials")
         if wanted is not None and n_done >= wanted:  # a rerun with another seed= looks like a new search
             print(f"note: study {study_name!r} already holds {n_done} completed trials (search.n_trials={wanted}): "
                   f"nothing new runs, and its results are reported as they are; another seed or strategy setting "
@@ -620,7 +621,7 @@ def _run(cfg: DictConfig, run_dir: Path, accuracy: AccuracySource | None) -> dic
     if cfg.verify:
         from .verify import verify_picks
         verification = verify_picks(picks, [(t, tab) for t, tab, *_ in target_reports],
-                                    ctx.budget if budget_from == "given" else None)
+                                    ctx.given_budget)
         picks = write_outputs(run_dir, records, objectives, ref_metrics, ctx, greedy, verification)
     print(summary_text(picks, ref_metrics, ctx, run_dir, len(records), records))
     return dict(report=run_dir / "report.md", picks=picks, references=ref_metrics, records=records,
@@ -684,19 +685,21 @@ def _check_costs(study, scorer: Scorer, names: list[str], storage: str, name: st
     from .report import metric_columns
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "arch" in t.user_attrs]
     keys = [k for k in metric_columns(names) if k != "accuracy"]
-    step = max(1, len(done) // sample)
-    for t in done[::step]:
-        arch = Arch.from_dict(json.loads(t.user_attrs["arch"]))
+
+    def repriced(t) -> str | None:
+        """How this run prices trial `t` otherwise than it was stored, or None."""
         try:
-            now = scorer.cost(arch).as_dict()
+            now = scorer.cost(Arch.from_dict(json.loads(t.user_attrs["arch"]))).as_dict()
         except MissingRowsError as e:
-            now, why = None, f"this run's latency table has no row for {e.keys[0]}"
-        diff = None if now is None else next((k for k in keys if not math.isclose(
-            float(t.user_attrs[k]), float(now[k]), rel_tol=1e-9, abs_tol=1e-12)), None)
-        if now is not None and diff is None:
+            return f"this run's latency table has no row for {e.keys[0]}"
+        diff = next((k for k in keys if not math.isclose(float(t.user_attrs[k]), float(now[k]),
+                                                          rel_tol=1e-9, abs_tol=1e-12)), None)
+        return None if diff is None else f"was stored with {diff}={t.user_attrs[diff]:.6g}, this run gives {now[diff]:.6g}"
+
+    for t in done[::max(1, len(done) // sample)]:
+        why = repriced(t)
+        if why is None:
             continue
-        if now is not None:
-            why = f"was stored with {diff}={t.user_attrs[diff]:.6g}, this run gives {now[diff]:.6g}"
         try:
             was = "; it was searched with " + ", ".join(
                 f"{k}: {v}" for k, v in json.loads((run_dir / LATENCY_SOURCE).read_text()).items())
@@ -704,8 +707,8 @@ def _check_costs(study, scorer: Scorer, names: list[str], storage: str, name: st
             was = ""
         raise SearchError(f"study {name!r} in {storage} holds trials priced by another cost model (trial "
                           f"{t.number}, arch {t.user_attrs.get('arch_id')}, {why}): another latency table, "
-                          f"deploy_num_classes, MES constants or deployment input{was}. {ELSEWHERE[0].upper()}"
-                          f"{ELSEWHERE[1:]}, or with the settings it was searched with")
+                          f"deploy_num_classes, MES constants or deployment input{was}: {ELSEWHERE}, or with the "
+                          "settings it was searched with")
 
 
 def _check_study(study, objectives: list[str], acc: AccuracySource, storage: str, name: str) -> None:

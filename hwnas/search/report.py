@@ -158,6 +158,11 @@ class ReportContext:
             return "backbone (stem and stages, no head: the features a detector or segmenter consumes)"
         return f"classifier with a {self.num_classes}-class head"
 
+    @property
+    def given_budget(self) -> dict | None:
+        """The budget every pick must meet: the one given (`budget.*`), not mes_greedy's stopping rule."""
+        return self.budget if self.budget_from == "given" and _budget_words(self.budget) else None
+
     def who(self, target: TargetReport, template: str) -> str:
         """`template` with `{}` filled by the target's name where there are several targets (one
         target's report names it once, in its title)."""
@@ -216,7 +221,7 @@ def write_outputs(run_dir: Path, records: list[dict], objectives: list[str],
     """Write every output file; returns the picks."""
     run_dir = Path(run_dir)
     front = pareto_front(records, objectives)
-    picks = build_picks(records, references, ctx.target_names, ctx.budget if ctx.budget_from == "given" else None)
+    picks = build_picks(records, references, ctx.target_names, ctx.given_budget)
     cols = columns(ctx.target_names)
     atomic_write(run_dir / "trials.csv", csv_text(records, cols))
     atomic_write(run_dir / "pareto.csv", csv_text(front, cols))
@@ -407,7 +412,7 @@ def report_markdown(records, front, references, picks, ctx: ReportContext, greed
     L += _skipped_lines(ctx)
     L += _budget_line(records, ctx)
     c = ctx.counts
-    within = " and within the budget" if ctx.budget_from == "given" and _budget_words(ctx.budget) else ""
+    within = " and within the budget" if ctx.given_budget else ""
     L += [f"- trials: {c.get('completed', len(records))} completed, {len(unique_archs(records))} distinct archs, "
           f"{c.get('invalid', 0)} invalid (pruned: no repair made their parameters an arch), "
           f"{c.get('repaired', 0)} repaired; Pareto front{' (within the budget)' if _budget_words(ctx.budget) else ''}: "
@@ -533,12 +538,14 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
         lines.append(f"  data: {len(skipped)} unreadable image(s) skipped (data.on_bad_image=skip) — see report.md")
     words = _budget_words(ctx.budget)
     if words:
-        n, ok, fastest = _within_budget(records, ctx) if records is not None else (0, 0, None)
-        lines.append(f"  budget: {words}" + ("" if ctx.budget_from == "given" else
-                                              " (none given: the smallest reference's, mes_greedy's stopping rule)")
-                     + (f"; {ok} of {n} distinct archs found meet it" if records is not None else "")
-                     + (f" (the fastest found: {_ms_cells(fastest, names).strip()} ms, {fastest['params'] / 1e6:.2f} M)"
-                        if records is not None and ok == 0 and fastest else ""))
+        line = f"  budget: {words}" + ("" if ctx.given_budget else
+                                       " (none given: the smallest reference's, mes_greedy's stopping rule)")
+        if records is not None:
+            n, ok, fastest = _within_budget(records, ctx)
+            line += f"; {ok} of {n} distinct archs found meet it"
+            if ok == 0 and fastest:
+                line += f" (the fastest found: {_ms_cells(fastest, names).strip()} ms, {fastest['params'] / 1e6:.2f} M)"
+        lines.append(line)
     if ctx.multi:
         lines.append(f"  picks at or under each reference on every target at once (ms: {', '.join(names)}):")
     ms = "".join(f"{'ms':>8}" for _ in names)
@@ -547,7 +554,7 @@ def summary_text(picks: dict, references: dict, ctx: ReportContext, run_dir: Pat
         p = picks[name]["pick"]
         right = (f"{'(itself)' if p['arch_id'] == ref['arch_id'] else p['arch_id']:<13}{p['accuracy']:>7.2f}"
                  f"{_ms_cells(p, names)}{p['params'] / 1e6:>7.2f}" if p else
-                 "none within the budget" if words and ctx.budget_from == "given" else "none found")
+                 "none within the budget" if ctx.given_budget else "none found")
         lines.append(f"  {name:<22}{ref['accuracy']:>7.2f}{_ms_cells(ref, names)}{ref['params'] / 1e6:>7.2f}   {right}")
     lines.append(f"  report: {Path(run_dir) / 'report.md'}")
     return "\n".join(lines)

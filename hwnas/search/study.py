@@ -615,8 +615,10 @@ def run_trials(study: optuna.Study, n_trials: int, objective: Callable[[optuna.T
             trial = study.ask()
             try:
                 outcome = _run_trial(study, trial, n_trials, objective)
-                ran += outcome == "complete"
-                pruned = pruned + 1 if outcome == "pruned" else 0 if outcome == "complete" else pruned
+                if outcome == "complete":
+                    ran, pruned = ran + 1, 0
+                elif outcome == "pruned":
+                    pruned += 1
                 if pruned >= pruned_limit(n_trials):
                     raise NothingToScore(
                         f"{pruned} trials in a row of study {study.study_name!r} described no arch this search can "
